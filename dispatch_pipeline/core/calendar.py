@@ -1,0 +1,69 @@
+"""The site's local day as a run of UTC intervals (92, 96 or 100 quarter-hours across DST)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+UTC = dt.timezone.utc
+
+
+@dataclass(frozen=True)
+class LocalDay:
+    date: dt.date
+    timezone: str
+    resolution_minutes: int
+    start_utc: dt.datetime
+    end_utc: dt.datetime
+
+    @property
+    def intervals(self) -> int:
+        return int((self.end_utc - self.start_utc) / dt.timedelta(minutes=self.resolution_minutes))
+
+    @property
+    def dt_hours(self) -> float:
+        return self.resolution_minutes / 60.0
+
+    def timestamps(self) -> pd.DatetimeIndex:
+        """Interval starts in UTC."""
+        return pd.date_range(
+            self.start_utc, periods=self.intervals, freq=f"{self.resolution_minutes}min"
+        )
+
+    def iso_timestamps(self) -> list[str]:
+        start = np.datetime64(self.start_utc.replace(tzinfo=None), "s")
+        steps = start + np.arange(self.intervals) * np.timedelta64(self.resolution_minutes * 60, "s")
+        return [f"{s}Z" for s in steps.astype(str)]
+
+    def local_hours(self) -> np.ndarray:
+        """Local clock hour (0-23) of each interval start, for rules and explanations."""
+        zone = ZoneInfo(self.timezone)
+        return np.array([ts.tz_convert(zone).hour for ts in self.timestamps()], dtype=int)
+
+
+def local_midnight_utc(date: dt.date, zone: ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(date, dt.time(0), tzinfo=zone).astimezone(UTC)
+
+
+def local_day(date: dt.date, timezone: str, resolution_minutes: int) -> LocalDay:
+    zone = ZoneInfo(timezone)
+    start = local_midnight_utc(date, zone)
+    end = local_midnight_utc(date + dt.timedelta(days=1), zone)
+    length = end - start
+    step = dt.timedelta(minutes=resolution_minutes)
+    if length % step:
+        raise ValueError(
+            f"resolution_minutes: {resolution_minutes} does not divide the {length} local day "
+            f"{date} in {timezone}"
+        )
+    return LocalDay(date, timezone, resolution_minutes, start, end)
+
+
+def next_local_date(timezone: str, now: dt.datetime | None = None) -> dt.date:
+    """The site's tomorrow: the default day to plan."""
+    now = now or dt.datetime.now(UTC)
+    return now.astimezone(ZoneInfo(timezone)).date() + dt.timedelta(days=1)

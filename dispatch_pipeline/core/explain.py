@@ -1,0 +1,169 @@
+"""Per-interval explanations an operator can read: what the plan does, why, and what bound it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dispatch_pipeline.core.fallback import price_quartiles
+from dispatch_pipeline.core.problem import DispatchProblem
+from dispatch_pipeline.core.result import Schedule
+
+_ON = 1e-4  # kW below which a flow counts as off
+_AT = 1e-4  # relative distance at which a quantity counts as at its bound
+
+
+@dataclass(frozen=True)
+class Explanation:
+    reason_code: str
+    reason: str
+    binding: list[str]
+    marginal_cost_per_kwh: float | None
+
+
+def _at_least(value: float, bound: float) -> bool:
+    return value >= bound - _AT * max(1.0, abs(bound))
+
+
+def _at_most(value: float, bound: float) -> bool:
+    return value <= bound + _AT * max(1.0, abs(bound))
+
+
+def binding_constraints(problem: DispatchProblem, schedule: Schedule, t: int) -> list[str]:
+    bess = problem.bess
+    energy = schedule.energy[t]
+    names = []
+    if _at_most(energy, problem.energy_min_kwh):
+        names.append("soc_min")
+    if _at_least(energy, problem.energy_max_kwh):
+        names.append("soc_max")
+    if schedule.charge[t] > _ON and _at_least(schedule.charge[t], bess.max_charge_kw):
+        names.append("charge_rating")
+    if schedule.discharge[t] > _ON and _at_least(schedule.discharge[t], bess.max_discharge_kw):
+        names.append("discharge_rating")
+    cap = problem.import_cap_kw
+    if cap is not None and schedule.grid_import[t] > _ON and _at_least(schedule.grid_import[t], cap):
+        names.append("import_limit")
+    export_bound = problem.export_bound_kw[t]
+    exporting_at_cap = schedule.grid_export[t] > _ON and _at_least(schedule.grid_export[t], export_bound)
+    curtailed = schedule.curtail[t] > _ON
+    if exporting_at_cap or (curtailed and export_bound <= _ON):
+        names.append("export_limit")
+    if t == problem.intervals - 1 and _at_most(energy, problem.energy_final_kwh):
+        names.append("terminal_soc")
+    if curtailed:
+        names.append("pv_curtailed")
+    return names
+
+
+def _price_band(t: int, expensive: np.ndarray, cheap: np.ndarray) -> str:
+    if expensive[t]:
+        return "the day's top quartile"
+    if cheap[t]:
+        return "the day's bottom quartile"
+    return "mid-range for the day"
+
+
+def explain_interval(
+    problem: DispatchProblem,
+    schedule: Schedule,
+    t: int,
+    expensive: np.ndarray,
+    cheap: np.ndarray,
+    currency: str,
+) -> tuple[str, str]:
+    s = schedule
+    buy, sell = problem.buy[t], problem.sell[t]
+    soc = s.energy[t] / problem.capacity_kwh
+    soc_before = (s.energy[t - 1] if t else problem.energy_initial_kwh) / problem.capacity_kwh
+    load, pv = problem.load_kw[t], problem.pv_kw[t]
+    surplus = pv - load
+    band = _price_band(t, expensive, cheap)
+    price = f"buy {buy:.2f} {currency}/kWh, {band}"
+    ch, dis, imp, exp, cur = s.charge[t], s.discharge[t], s.grid_import[t], s.grid_export[t], s.curtail[t]
+    last = t == problem.intervals - 1
+    target = problem.bess.terminal_soc
+
+    if ch > _ON:
+        if soc_before < problem.bess.soc_min - 1e-9:
+            return "recover_soc_min", (
+                f"Charging {ch:.1f} kW to bring the battery back above its minimum "
+                f"(SOC {soc_before:.0%} < soc_min {problem.bess.soc_min:.0%})"
+            )
+        if surplus >= ch - _ON:
+            tail = f"; exporting {exp:.1f} kW" if exp > _ON else ""
+            return "charge_pv_surplus", (
+                f"Charging {ch:.1f} kW from PV surplus ({pv:.1f} kW PV vs {load:.1f} kW load){tail}, SOC {soc:.0%}"
+            )
+        if buy < 0:
+            return "charge_negative_price", (
+                f"Charging {ch:.1f} kW from the grid: the site is paid to import ({price})"
+            )
+        if last or (problem.intervals - t) * problem.dt <= 2 and soc <= target + 0.01:
+            return "charge_terminal_soc", (
+                f"Charging {ch:.1f} kW from the grid to end the day at SOC {target:.0%} ({price})"
+            )
+        return "charge_grid_cheap", (
+            f"Charging {ch:.1f} kW from the grid while energy is cheap ({price}), SOC {soc:.0%}"
+        )
+    if dis > _ON:
+        cap = problem.import_cap_kw
+        if cap is not None and imp >= cap - 1e-3:
+            return "discharge_import_cap", (
+                f"Discharging {dis:.1f} kW to keep the grid import at its {cap:.1f} kW limit"
+            )
+        if exp > _ON:
+            return "discharge_export", (
+                f"Discharging {dis:.1f} kW and exporting {exp:.1f} kW (sell {sell:.2f} {currency}/kWh)"
+            )
+        if expensive[t]:
+            return "discharge_peak", f"Discharging {dis:.1f} kW during the peak tariff ({price})"
+        if problem.demand_charge_per_kw > 0:
+            return "discharge_peak_shaving", (
+                f"Discharging {dis:.1f} kW to hold the day's peak import down "
+                f"(demand charge {problem.demand_charge_per_kw:.2f} {currency}/kW; {price})"
+            )
+        return "discharge_load", f"Discharging {dis:.1f} kW to cover load ({price}), SOC {soc:.0%}"
+    if cur > _ON:
+        why = (
+            "the export limit is reached"
+            if exp > _ON
+            else f"exporting would cost more (sell {sell:.2f} {currency}/kWh)"
+            if sell < 0
+            else "the export limit is reached"
+        )
+        return "curtail", (
+            f"Curtailing {cur:.1f} kW of PV: the battery is full or at its rating and {why}"
+        )
+    if exp > _ON:
+        return "export_surplus", (
+            f"Exporting {exp:.1f} kW of PV surplus (sell {sell:.2f} {currency}/kWh); battery idle at SOC {soc:.0%}"
+        )
+    if imp > _ON:
+        return "import_idle", (
+            f"Importing {imp:.1f} kW for the load ({price}); battery idle at SOC {soc:.0%}, "
+            "its energy is worth more in a later hour"
+        )
+    return "idle", f"PV covers the load ({pv:.1f} kW PV, {load:.1f} kW load); battery idle at SOC {soc:.0%}"
+
+
+def explain(
+    problem: DispatchProblem,
+    schedule: Schedule,
+    marginal_cost_per_kwh: np.ndarray | None = None,
+    currency: str = "MYR",
+) -> list[Explanation]:
+    expensive, cheap = price_quartiles(problem.buy)
+    explanations = []
+    for t in range(problem.intervals):
+        code, reason = explain_interval(problem, schedule, t, expensive, cheap, currency)
+        explanations.append(
+            Explanation(
+                reason_code=code,
+                reason=reason,
+                binding=binding_constraints(problem, schedule, t),
+                marginal_cost_per_kwh=None if marginal_cost_per_kwh is None else round(float(marginal_cost_per_kwh[t]), 6),
+            )
+        )
+    return explanations

@@ -1,0 +1,118 @@
+"""The rule-based schedule: what a site runs when the MILP cannot answer in time.
+
+One forward pass over the day, a handful of rules an operator would write down:
+
+1. A battery below soc_min is recharged as fast as its rating and the import cap allow.
+2. PV surplus goes into the battery up to soc_max; the rest is exported up to the cap while
+   exporting costs less than curtailing; only what neither can take is curtailed.
+3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit,
+   down to a floor that keeps the end-of-day target reachable by later recharging.
+4. The battery also discharges to hold imports under the import cap.
+5. In cheap hours (bottom quartile) it charges from the grid when that pays after round-trip
+   losses against a later expensive hour, up to the energy those hours will need.
+6. Near the end of the day it charges just in time to reach the terminal SOC target.
+
+By construction it never charges and discharges, or imports and exports, in the same interval,
+and it never leaves [0, capacity] or exceeds a rating or the hard export cap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dispatch_pipeline.core.problem import DispatchProblem
+from dispatch_pipeline.core.result import Schedule
+
+_EPS = 1e-9
+
+
+def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(expensive, cheap) masks: top and bottom quartile of the day's buy price.
+
+    A flat tariff has neither: there is nothing to shift energy between.
+    """
+    high, low = np.quantile(buy, 0.75), np.quantile(buy, 0.25)
+    if high - low <= _EPS:
+        none = np.zeros(len(buy), dtype=bool)
+        return none, none
+    return buy >= high, buy <= low
+
+
+def rule_based_schedule(problem: DispatchProblem) -> Schedule:
+    T, dt = problem.intervals, problem.dt
+    bess = problem.bess
+    eta_c, eta_d = bess.charge_efficiency, bess.discharge_efficiency
+    max_ch, max_dis = bess.max_charge_kw, bess.max_discharge_kw
+    e_min, e_max, e_final = problem.energy_min_kwh, problem.energy_max_kwh, problem.energy_final_kwh
+    load, pv, buy, sell = problem.load_kw, problem.pv_kw, problem.buy, problem.sell
+    import_cap = problem.import_cap_kw if problem.import_cap_kw is not None else np.inf
+    export_bound = problem.export_bound_kw
+    w = problem.weights
+
+    expensive, cheap = price_quartiles(buy)
+    deficit = np.maximum(load - pv, 0.0)
+    surplus = np.maximum(pv - load, 0.0)
+
+    # Energy the battery can still take in after t without breaking the import cap, in the hours
+    # it would charge in (anything but expensive): how low it may go and still end on target.
+    chargeable = np.minimum(max_ch, np.maximum(import_cap - deficit, 0.0) + surplus) * eta_c * dt
+    chargeable = np.where(expensive, 0.0, chargeable)
+    recharge_after = np.concatenate([np.cumsum(chargeable[::-1])[::-1][1:], [0.0]])
+    max_charge_after = (T - 1 - np.arange(T)) * max_ch * eta_c * dt
+
+    # Stored energy the expensive hours after t will draw, and the priciest of them: grid
+    # charging at t pays only against a dearer hour still to come.
+    expensive_need = np.where(expensive, np.minimum(deficit, max_dis) * dt / eta_d, 0.0)
+    need_after = np.concatenate([np.cumsum(expensive_need[::-1])[::-1][1:], [0.0]])
+    dearest_after = np.concatenate(
+        [np.maximum.accumulate(np.where(expensive, buy, -np.inf)[::-1])[::-1][1:], [-np.inf]]
+    )
+    round_trip = eta_c * eta_d
+    pays_to_store = buy / round_trip + bess.cycle_cost_per_kwh / eta_d < dearest_after
+    export_beats_curtailing = w.cost * sell >= -w.curtail
+
+    schedule = {k: np.zeros(T) for k in ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")}
+    energy = problem.energy_initial_kwh
+    for t in range(T):
+        room = max(0.0, min(max_ch, (e_max - energy) / (eta_c * dt)))
+        import_headroom = max(0.0, import_cap - deficit[t])
+        charge = min(surplus[t], room)
+
+        if energy < e_min - _EPS:
+            recover = min(max_ch, (e_min - energy) / (eta_c * dt))
+            charge = max(charge, min(recover, surplus[t] + import_headroom))
+        if cheap[t] and pays_to_store[t] and need_after[t] > 0:
+            level = min(e_max, max(e_min, e_final) + need_after[t])
+            wanted = max(0.0, (level - energy) / (eta_c * dt))
+            charge = max(charge, min(room, wanted, surplus[t] + import_headroom))
+        shortfall = e_final - energy - max_charge_after[t]
+        if shortfall > _EPS:
+            charge = max(charge, min(max_ch, shortfall / (eta_c * dt)))
+
+        discharge = 0.0
+        if charge <= _EPS:
+            charge = 0.0
+            floor = max(e_min, e_final - recharge_after[t])
+            if expensive[t] and deficit[t] > 0:
+                available = max(0.0, (energy - floor) * eta_d / dt)
+                discharge = min(deficit[t], max_dis, available)
+            over_cap = deficit[t] - discharge - import_cap
+            if over_cap > _EPS:
+                available = max(0.0, (energy - e_min) * eta_d / dt)
+                discharge = min(deficit[t], max_dis, discharge + min(over_cap, available))
+
+        grid = load[t] - pv[t] + charge - discharge
+        grid_import = max(grid, 0.0)
+        spill = max(-grid, 0.0)
+        grid_export = min(spill, export_bound[t]) if export_beats_curtailing[t] else 0.0
+        curtail = spill - grid_export
+        energy = energy + (eta_c * charge - discharge / eta_d) * dt
+
+        schedule["pv_set"][t] = pv[t] - curtail
+        schedule["curtail"][t] = curtail
+        schedule["charge"][t] = charge
+        schedule["discharge"][t] = discharge
+        schedule["grid_import"][t] = grid_import
+        schedule["grid_export"][t] = grid_export
+        schedule["energy"][t] = energy
+    return Schedule(**schedule)

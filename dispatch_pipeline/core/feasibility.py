@@ -1,0 +1,73 @@
+"""Check a schedule against every hard constraint of the model.
+
+Used by the tests on every schedule they see and by the pipeline's blocking asset checks: a plan
+that fails here must never reach a site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dispatch_pipeline.core.problem import DispatchProblem
+from dispatch_pipeline.core.result import Schedule
+
+# Solvers stop at feasibility tolerances around 1e-7 relative; a kW-scale plan is judged at 1e-5.
+TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class Breach:
+    check: str
+    interval: int
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.check} at interval {self.interval}: {self.detail}"
+
+
+CHECKS = (
+    "power_balance",
+    "pv_split",
+    "nonnegative_flows",
+    "energy_dynamics",
+    "physical_soc",
+    "charge_rating",
+    "discharge_rating",
+    "export_cap",
+    "import_bound",
+    "no_simultaneous_charge_discharge",
+    "no_simultaneous_import_export",
+)
+
+
+def find_breaches(problem: DispatchProblem, schedule: Schedule, tol: float = TOLERANCE) -> list[Breach]:
+    s = schedule
+    bess = problem.bess
+    scale = max(1.0, float(np.max(problem.load_kw, initial=0.0)), float(np.max(problem.pv_kw, initial=0.0)))
+    atol = tol * scale
+    previous = np.concatenate([[problem.energy_initial_kwh], s.energy[:-1]])
+    expected_energy = previous + (bess.charge_efficiency * s.charge - s.discharge / bess.discharge_efficiency) * problem.dt
+    flows = np.stack([s.pv_set, s.curtail, s.charge, s.discharge, s.grid_import, s.grid_export])
+
+    residuals = {
+        "power_balance": np.abs(s.pv_set + s.discharge + s.grid_import - problem.load_kw - s.charge - s.grid_export),
+        "pv_split": np.abs(s.pv_set + s.curtail - problem.pv_kw),
+        "nonnegative_flows": np.maximum(-flows.min(axis=0), 0.0),
+        "energy_dynamics": np.abs(s.energy - expected_energy),
+        "physical_soc": np.maximum(np.maximum(-s.energy, s.energy - problem.capacity_kwh), 0.0),
+        "charge_rating": np.maximum(s.charge - bess.max_charge_kw, 0.0),
+        "discharge_rating": np.maximum(s.discharge - bess.max_discharge_kw, 0.0),
+        "export_cap": np.maximum(s.grid_export - problem.export_bound_kw, 0.0),
+        "import_bound": np.maximum(s.grid_import - problem.import_bound_kw, 0.0),
+        "no_simultaneous_charge_discharge": np.minimum(s.charge, s.discharge),
+        "no_simultaneous_import_export": np.minimum(s.grid_import, s.grid_export),
+    }
+    breaches = []
+    for check in CHECKS:
+        bad = np.flatnonzero(residuals[check] > atol)
+        breaches.extend(
+            Breach(check, int(t), f"off by {residuals[check][t]:.6g}") for t in bad
+        )
+    return breaches

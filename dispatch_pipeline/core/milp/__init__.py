@@ -1,0 +1,45 @@
+"""The contract's mixed-integer program: built in Pyomo, solved by HiGHS (default) or CBC."""
+
+from __future__ import annotations
+
+import time
+
+from dispatch_pipeline.core.milp.solution import (
+    MilpFailure,
+    MilpSolution,
+    MilpTimeout,
+    SolverUnavailable,
+    cbc_available,
+    require_cbc,
+)
+from dispatch_pipeline.core.problem import DispatchProblem
+
+SOLVERS = ("highs", "cbc")
+MIP_REL_GAP = 1e-4
+
+
+def solve_milp(problem: DispatchProblem, solver: str = "highs", deadline: float | None = None) -> MilpSolution:
+    """Solve to a relative gap of 1e-4; `deadline` is a time.monotonic() value."""
+    deadline = deadline if deadline is not None else time.monotonic() + problem.timeout_ms / 1000
+    if solver == "highs":
+        from dispatch_pipeline.core.milp.highs import solve_with_highs
+
+        return solve_with_highs(problem, deadline, MIP_REL_GAP)
+    if solver == "cbc":
+        from dispatch_pipeline.core.milp.cbc import solve_with_cbc
+
+        return solve_with_cbc(problem, deadline, MIP_REL_GAP)
+    raise SolverUnavailable(f"solver: unknown solver {solver!r} (choose one of {', '.join(SOLVERS)})")
+
+
+__all__ = [
+    "MIP_REL_GAP",
+    "SOLVERS",
+    "MilpFailure",
+    "MilpSolution",
+    "MilpTimeout",
+    "SolverUnavailable",
+    "cbc_available",
+    "require_cbc",
+    "solve_milp",
+]

@@ -1,0 +1,224 @@
+"""Solve the Pyomo model with HiGHS, adding integrality only where it can change the optimum.
+
+The binaries `b` and `g` only forbid charging while discharging and importing while exporting.
+Any solution of a relaxation in which no interval does either is feasible for the MILP, and so
+optimal for it. So: solve the LP relaxation; where an interval charges and discharges (or imports
+and exports) at once, make just that interval's binary integral and solve again; repeat until no
+interval conflicts. Most days need no integer round at all, and the rest need a MIP with a handful
+of binaries instead of 2T. The answer is the MILP optimum (to the MIP gap), not a heuristic.
+
+Finally the binaries are fixed and the LP is solved once more: that gives the exact schedule and
+the duals of the balance rows (the marginal cost of load).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+import pyomo.environ as pyo
+from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
+
+from dispatch_pipeline.core.milp.model import build_model
+from dispatch_pipeline.core.milp.solution import MilpFailure, MilpSolution, MilpTimeout
+from dispatch_pipeline.core.problem import DispatchProblem
+from dispatch_pipeline.core.result import Schedule
+
+CONFLICT_KW = 1e-6
+_FLOW_COLUMNS = ("pv_set", "curtail", "ch", "dis", "imp", "exp", "E", "b", "g")
+
+
+@dataclass
+class _Compiled:
+    """The Pyomo model in matrix form, with the column indices of each variable family."""
+
+    lp: highspy.HighsLp
+    offset: float
+    columns: dict[str, np.ndarray]
+    balance_rows: np.ndarray
+
+
+def compile_model(model: pyo.ConcreteModel) -> _Compiled:
+    form = LinearStandardFormCompiler().write(model, mixed_form=True, set_sense=None)
+    position = {id(var): i for i, var in enumerate(form.columns)}
+    # A variable whose every coefficient is zero (a 0 kW rating, say) is left out of the matrix:
+    # it is free and irrelevant, and -1 marks it.
+    columns = {
+        name: np.fromiter((position.get(id(v), -1) for v in getattr(model, name).values()), dtype=np.int32)
+        for name in _FLOW_COLUMNS
+    }
+    inf = highspy.kHighsInf
+    lower = np.array([-inf if v.lb is None else v.lb for v in form.columns], dtype=float)
+    upper = np.array([inf if v.ub is None else v.ub for v in form.columns], dtype=float)
+    sense = np.fromiter((row.bound_type for row in form.rows), dtype=np.int8, count=len(form.rows))
+    rhs = np.asarray(form.rhs, dtype=float)
+    row_lower = np.where(sense == 1, -inf, rhs)
+    row_upper = np.where(sense == -1, inf, rhs)
+    balance = model.balance
+    balance_rows = np.array(
+        [i for i, row in enumerate(form.rows) if row.constraint.parent_component() is balance],
+        dtype=np.int32,
+    )
+
+    matrix = form.A.tocsc()
+    lp = highspy.HighsLp()
+    lp.num_col_ = matrix.shape[1]
+    lp.num_row_ = matrix.shape[0]
+    lp.col_cost_ = form.c.toarray().ravel()
+    lp.col_lower_ = lower
+    lp.col_upper_ = upper
+    lp.row_lower_ = row_lower
+    lp.row_upper_ = row_upper
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = matrix.indptr
+    lp.a_matrix_.index_ = matrix.indices
+    lp.a_matrix_.value_ = matrix.data
+    offset = float(form.c_offset[0]) if len(form.c_offset) else 0.0
+    return _Compiled(lp, offset, columns, balance_rows)
+
+
+def _new_highs(mip_rel_gap: float) -> highspy.Highs:
+    highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    highs.setOptionValue("mip_rel_gap", mip_rel_gap)
+    # Workers already run one solve per core; HiGHS's own threads would only contend with them.
+    highs.setOptionValue("threads", 1)
+    return highs
+
+
+def _run(highs: highspy.Highs, deadline: float) -> highspy.HighsModelStatus:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise MilpTimeout("time limit reached before the MILP could be solved")
+    highs.setOptionValue("time_limit", remaining)
+    highs.run()
+    return highs.getModelStatus()
+
+
+def _values(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return np.where(index >= 0, x[index], 0.0)
+
+
+def _conflicts(x: np.ndarray, cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    both_battery = np.minimum(_values(x, cols["ch"]), _values(x, cols["dis"])) > CONFLICT_KW
+    both_grid = np.minimum(_values(x, cols["imp"]), _values(x, cols["exp"])) > CONFLICT_KW
+    return np.flatnonzero(both_battery), np.flatnonzero(both_grid)
+
+
+def _binaries_from_flows(x: np.ndarray, cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Binaries consistent with a conflict-free solution (ties go to whichever flow is larger)."""
+    charge_allowed = (_values(x, cols["ch"]) >= _values(x, cols["dis"])).astype(float)
+    import_allowed = (_values(x, cols["imp"]) >= _values(x, cols["exp"])).astype(float)
+    return charge_allowed, import_allowed
+
+
+def solve_fixed_binaries(
+    problem: DispatchProblem,
+    compiled: _Compiled,
+    highs: highspy.Highs,
+    charge_allowed: np.ndarray,
+    import_allowed: np.ndarray,
+    deadline: float,
+) -> tuple[Schedule, float, np.ndarray]:
+    """The LP with binaries fixed: exact flows, objective, and marginal cost of load per kWh."""
+    cols = compiled.columns
+    binaries = np.concatenate([cols["b"], cols["g"]])
+    values = np.concatenate([charge_allowed, import_allowed])
+    present = binaries >= 0
+    binaries, values = binaries[present], values[present]
+    highs.changeColsIntegrality(
+        len(binaries), binaries, np.full(len(binaries), highspy.HighsVarType.kContinuous, dtype=np.uint8)
+    )
+    highs.changeColsBounds(len(binaries), binaries, values, values)
+    status = _run(highs, deadline)
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise MilpFailure(f"HiGHS could not solve the LP with binaries fixed ({highs.modelStatusToString(status)})")
+    solution = highs.getSolution()
+    x = np.asarray(solution.col_value)
+    duals = np.asarray(solution.row_dual)[compiled.balance_rows]
+    objective = highs.getInfo().objective_function_value + compiled.offset
+    cost_weight = problem.weights.cost or 1.0
+    marginal = duals / (problem.dt * cost_weight)
+    return _schedule(x, cols), objective, marginal
+
+
+def _schedule(x: np.ndarray, cols: dict[str, np.ndarray]) -> Schedule:
+    def flow(name: str) -> np.ndarray:
+        # Solver tolerances leave values like -1e-12 on nonnegative flows; they are zero.
+        return np.maximum(_values(x, cols[name]), 0.0)
+
+    return Schedule(
+        pv_set=flow("pv_set"),
+        curtail=flow("curtail"),
+        charge=flow("ch"),
+        discharge=flow("dis"),
+        grid_import=flow("imp"),
+        grid_export=flow("exp"),
+        energy=flow("E"),
+    )
+
+
+def solve_with_highs(
+    problem: DispatchProblem, deadline: float, mip_rel_gap: float = 1e-4
+) -> MilpSolution:
+    model = build_model(problem)
+    compiled = compile_model(model)
+    cols = compiled.columns
+    highs = _new_highs(mip_rel_gap)
+    highs.passModel(compiled.lp)
+
+    status = _run(highs, deadline)
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise MilpFailure(f"HiGHS failed on the LP relaxation ({highs.modelStatusToString(status)})")
+    x = np.asarray(highs.getSolution().col_value)
+
+    integral = np.zeros(problem.intervals * 2, dtype=bool)  # b then g
+    rounds = 0
+    termination = "optimal"
+    mip_gap = 0.0
+    while True:
+        battery_conflicts, grid_conflicts = _conflicts(x, cols)
+        newly = np.concatenate([battery_conflicts, grid_conflicts + problem.intervals])
+        newly = newly[~integral[newly]]
+        if len(newly) == 0 or termination == "time_limit":
+            break
+        integral[newly] = True
+        binary_cols = np.concatenate([cols["b"], cols["g"]])[newly]
+        binary_cols = binary_cols[binary_cols >= 0]
+        highs.changeColsIntegrality(
+            len(binary_cols),
+            binary_cols,
+            np.full(len(binary_cols), highspy.HighsVarType.kInteger, dtype=np.uint8),
+        )
+        rounds += 1
+        status = _run(highs, deadline)
+        info = highs.getInfo()
+        if status == highspy.HighsModelStatus.kOptimal:
+            mip_gap = max(mip_gap, float(info.mip_gap))
+        elif status == highspy.HighsModelStatus.kTimeLimit and info.primal_solution_status == 2:
+            termination = "time_limit"
+            mip_gap = float(info.mip_gap)
+        elif status == highspy.HighsModelStatus.kTimeLimit:
+            raise MilpTimeout("the MILP time limit passed without a feasible schedule")
+        else:
+            raise MilpFailure(f"HiGHS failed on the MILP ({highs.modelStatusToString(status)})")
+        x = np.asarray(highs.getSolution().col_value)
+
+    charge_allowed, import_allowed = _binaries_from_flows(x, cols)
+    # The fixed-binary LP is small and warm; give it a moment past the deadline rather than lose
+    # an incumbent the MIP already paid for.
+    schedule, objective, marginal = solve_fixed_binaries(
+        problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.2)
+    )
+    return MilpSolution(
+        schedule=schedule,
+        objective_value=objective,
+        mip_gap=mip_gap,
+        termination=termination,
+        marginal_cost_per_kwh=marginal,
+        charge_allowed=charge_allowed,
+        import_allowed=import_allowed,
+        integer_rounds=rounds,
+    )

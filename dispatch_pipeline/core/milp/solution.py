@@ -1,0 +1,49 @@
+"""What a MILP solve hands back, whichever solver produced it."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from dispatch_pipeline.core.result import Schedule
+
+
+class MilpFailure(RuntimeError):
+    """The solver returned no usable schedule; the message says why (it becomes fallback_reason)."""
+
+
+class MilpTimeout(MilpFailure):
+    """The time limit passed with no schedule at all."""
+
+
+class SolverUnavailable(RuntimeError):
+    """The requested solver is not installed; a configuration error, reported to the caller."""
+
+
+@dataclass
+class MilpSolution:
+    schedule: Schedule
+    objective_value: float
+    mip_gap: float
+    termination: Literal["optimal", "time_limit"]
+    marginal_cost_per_kwh: np.ndarray
+    charge_allowed: np.ndarray
+    import_allowed: np.ndarray
+    # How many MIP rounds the lazy-integrality loop needed: 0 means the LP relaxation was already
+    # free of simultaneous charge/discharge and import/export, hence MILP-optimal as it stood.
+    integer_rounds: int = 0
+
+
+def cbc_available() -> bool:
+    return shutil.which("cbc") is not None
+
+
+def require_cbc() -> None:
+    if not cbc_available():
+        raise SolverUnavailable(
+            "solver: 'cbc' was requested but no 'cbc' executable is on PATH "
+            "(install it, e.g. 'apt-get install coinor-cbc', or use solver 'highs')"
+        )

@@ -1,0 +1,175 @@
+"""The solve request of the dispatch contract, validated field by field.
+
+Every rule of the contract's "bad input" list lives here, so the CLI, the API and the Dagster
+assets reject the same things with the same words.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SITE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+RESOLUTIONS_MINUTES = (5, 10, 15, 30, 60)
+
+# strict: a JSON string such as "5" is an error, not a number; allow_inf_nan: NaN and inf are errors.
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
+PositiveFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
+Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
+Efficiency = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1)]
+
+
+class RequestError(ValueError):
+    """A request that breaks the contract; `problems` lists one message per offending field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid dispatch request:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tariff(_Strict):
+    buy: list[FiniteFloat] = Field(description="Import price per interval, currency/kWh (may be negative).")
+    sell: list[FiniteFloat] = Field(description="Export price per interval, currency/kWh (may be negative).")
+    demand_charge_per_kw: NonNegativeFloat = Field(0.0, description="Charge on the day's peak import, currency/kW.")
+
+
+class Battery(_Strict):
+    capacity_kwh: PositiveFloat = 100.0
+    max_charge_kw: NonNegativeFloat = 50.0
+    max_discharge_kw: NonNegativeFloat = 50.0
+    soc_min: Fraction = 0.1
+    soc_max: Fraction = 0.9
+    soc_initial: Fraction = 0.5
+    soc_final_min: Fraction | None = Field(
+        None, description="End-of-day SOC target; null means 'at least soc_initial'."
+    )
+    charge_efficiency: Efficiency = 0.95
+    discharge_efficiency: Efficiency = 0.95
+    cycle_cost_per_kwh: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def _soc_bounds_are_ordered(self) -> Battery:
+        if self.soc_min > self.soc_max:
+            raise ValueError(
+                f"soc_min ({self.soc_min}) must not exceed soc_max ({self.soc_max})"
+            )
+        if self.soc_final_min is not None and not (
+            self.soc_min <= self.soc_final_min <= self.soc_max
+        ):
+            raise ValueError(
+                f"soc_final_min ({self.soc_final_min}) must lie within "
+                f"[soc_min, soc_max] = [{self.soc_min}, {self.soc_max}]"
+            )
+        return self
+
+    @property
+    def terminal_soc(self) -> float:
+        return self.soc_initial if self.soc_final_min is None else self.soc_final_min
+
+
+class Limits(_Strict):
+    grid_import_max_kw: NonNegativeFloat | None = None
+    grid_export_max_kw: NonNegativeFloat | None = None
+    transformer_max_kw: NonNegativeFloat | None = Field(
+        None, description="Caps import and export alike."
+    )
+
+    @property
+    def import_cap_kw(self) -> float | None:
+        caps = [c for c in (self.grid_import_max_kw, self.transformer_max_kw) if c is not None]
+        return min(caps) if caps else None
+
+    @property
+    def export_cap_kw(self) -> float | None:
+        caps = [c for c in (self.grid_export_max_kw, self.transformer_max_kw) if c is not None]
+        return min(caps) if caps else None
+
+
+class Weights(_Strict):
+    cost: NonNegativeFloat = 1.0
+    curtail: NonNegativeFloat = 0.2
+    violation: NonNegativeFloat = 1000.0
+
+
+class DispatchRequest(_Strict):
+    """One site-day to plan. Field defaults are the contract's."""
+
+    site_id: str = Field(pattern=SITE_ID_PATTERN, examples=["DEMO"])
+    date: dt.date | None = Field(None, description="The site's local day; default: its next day.")
+    timezone: str | None = Field(None, description="IANA timezone; default: the site's, else UTC.")
+    resolution_minutes: Literal[5, 10, 15, 30, 60] = 15
+    load_kw: list[NonNegativeFloat]
+    pv_kw: list[NonNegativeFloat] | None = None
+    tariff: Tariff
+    bess: Battery = Battery()
+    limits: Limits = Limits()
+    weights: Weights = Weights()
+    use_milp: Annotated[bool, Field(strict=True)] = True
+    timeout_ms: Annotated[int, Field(strict=True, ge=100, le=600_000)] = 3000
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA timezone {value!r}") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone or "UTC")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ""
+    for part in error["loc"]:
+        location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    shown = error.get("input")
+    if error["type"] == "missing":
+        return f"{location}: field required"
+    if isinstance(shown, float) and math.isnan(shown):
+        shown = "NaN"
+    if isinstance(shown, (dict, list)):
+        shown_text = _abbreviate(shown)
+    else:
+        shown_text = repr(shown)
+    return f"{location or 'request'}: {message} (got {shown_text})"
+
+
+def _abbreviate(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_request(data: Any) -> DispatchRequest:
+    """Validate a dict (or a request) against the contract; raise RequestError listing every problem."""
+    if isinstance(data, DispatchRequest):
+        return data
+    if not isinstance(data, dict):
+        raise RequestError([f"request: must be a JSON object (got {type(data).__name__})"])
+    try:
+        return DispatchRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestError([_describe(e) for e in exc.errors()]) from None

@@ -1,0 +1,115 @@
+"""What a solve returns: the schedule, its explanation, its KPIs and how it was obtained."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatch_pipeline.core.request import Weights
+
+Status = Literal["ok", "fallback"]
+SolverName = Literal["milp", "fallback_rule", "rule_based"]
+BINDING_NAMES = (
+    "soc_min",
+    "soc_max",
+    "charge_rating",
+    "discharge_rating",
+    "import_limit",
+    "export_limit",
+    "terminal_soc",
+    "pv_curtailed",
+)
+
+
+@dataclass
+class Schedule:
+    """Power flows (kW) per interval and stored energy (kWh) at the end of each interval."""
+
+    pv_set: np.ndarray
+    curtail: np.ndarray
+    charge: np.ndarray
+    discharge: np.ndarray
+    grid_import: np.ndarray
+    grid_export: np.ndarray
+    energy: np.ndarray
+
+    def soc(self, capacity_kwh: float) -> np.ndarray:
+        return self.energy / capacity_kwh
+
+
+class Kpis(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    total_cost: float
+    import_cost: float
+    export_revenue: float
+    total_import_kwh: float
+    total_export_kwh: float
+    total_curtail_kwh: float
+    peak_grid_import_kw: float
+    peak_grid_export_kw: float
+    avg_soc: float
+    min_soc: float
+    max_soc: float
+    final_soc: float
+    equivalent_full_cycles: float
+    self_sufficiency: float
+    pv_utilization: float
+    violation_kwh: float
+    baseline_cost: float
+    savings_vs_baseline: float
+
+
+class Point(BaseModel):
+    """One interval of the plan, as GET /dispatch/latest shows it."""
+
+    ts: str = Field(description="Interval start, ISO 8601 UTC.")
+    pv_set_kw: float
+    batt_ch_kw: float
+    batt_dis_kw: float
+    grid_imp_kw: float
+    grid_exp_kw: float
+    curtail_kw: float
+    soc: float = Field(description="Fraction of capacity at the end of the interval.")
+    reason: str
+    reason_code: str
+    binding: list[str]
+    marginal_cost_per_kwh: float | None = None
+
+
+class DispatchResponse(BaseModel):
+    """The contract's answer to a solve request."""
+
+    run_id: uuid.UUID
+    status: Status
+    fallback_used: bool
+    solver: SolverName
+    objective_value: float
+    kpis: Kpis
+
+
+class DispatchResult(DispatchResponse):
+    """Everything a solve produced; `response()` is the contract's short answer."""
+
+    site_id: str
+    date: dt.date
+    timezone: str
+    resolution_minutes: int
+    fallback_reason: str | None = None
+    milp_solver: str | None = Field(None, description="'highs' or 'cbc' when the MILP was tried.")
+    mip_gap: float | None = None
+    solve_ms: float
+    timeout_ms: int
+    objective_config: Weights
+    points: list[Point]
+
+    def response(self) -> DispatchResponse:
+        return DispatchResponse.model_validate(self.model_dump(include=set(DispatchResponse.model_fields)))
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)

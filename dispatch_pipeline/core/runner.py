@@ -1,0 +1,163 @@
+"""Run MILP solves in warm worker processes under a hard wall-clock limit.
+
+A solver is native code: it can hang past its own time limit or take the process down with it.
+Each solve therefore runs in a worker process that the caller kills when the deadline passes,
+and the caller goes on with the rule-based schedule. Workers are plain interpreters started with
+`python -m dispatch_pipeline.core.worker` (no fork of a threaded server, no re-import of the
+caller's main script) and warm up once, so a solve costs a pipe round trip, not a process start.
+Starting a worker is not part of a solve's timeout: servers warm their workers at start-up.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from dispatch_pipeline.core.milp import MilpFailure, MilpTimeout
+
+WORKER_START_TIMEOUT_S = 120.0
+
+
+class SolverCrashed(MilpFailure):
+    """The worker process died during a solve."""
+
+
+class _Worker:
+    def __init__(self) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        # The worker must import whatever the caller can (an editable checkout, a test module).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dispatch_pipeline.core.worker", str(child_sock.fileno())],
+            pass_fds=(child_sock.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        if not self.conn.poll(WORKER_START_TIMEOUT_S):
+            self.kill()
+            raise SolverCrashed("the solver worker did not start")
+        try:
+            self.conn.recv()
+        except EOFError:
+            self.kill()
+            raise SolverCrashed(f"the solver worker died on start (exit code {self.process.poll()})") from None
+
+    def call(self, function: Callable, args: tuple, hard_deadline: float) -> Any:
+        self.conn.send((function, args))
+        remaining = max(0.0, hard_deadline - time.monotonic())
+        if not self.conn.poll(remaining):
+            self.kill()
+            raise MilpTimeout("the solver did not answer within timeout_ms and was stopped")
+        try:
+            kind, payload = self.conn.recv()
+        except (EOFError, ConnectionResetError):
+            code = self.process.wait(5)
+            raise SolverCrashed(f"the solver process crashed (exit code {code})") from None
+        if kind == "failure":
+            raise payload
+        return payload
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):
+            self.process.kill()
+            self.process.wait(5)
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+class MilpRunner:
+    """A bounded set of warm solver processes shared by every thread of this process.
+
+    `solve_function(problem, solver, deadline)` runs in the worker; it is `solve_milp` unless a
+    test swaps in one that hangs or crashes.
+    """
+
+    def __init__(self, size: int | None = None, solve_function: Callable | None = None):
+        from dispatch_pipeline.core.milp import solve_milp
+
+        self.size = size or os.cpu_count() or 1
+        self.solve_function = solve_function or solve_milp
+        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self._started = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _acquire(self) -> _Worker:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            may_start = self._started < self.size
+            if may_start:
+                self._started += 1
+        if may_start:
+            try:
+                return _Worker()
+            except BaseException:
+                with self._lock:
+                    self._started -= 1
+                raise
+        return self._idle.get()
+
+    def _release(self, worker: _Worker) -> None:
+        if worker.alive and not self._closed:
+            self._idle.put(worker)
+        else:
+            worker.kill()
+            with self._lock:
+                self._started -= 1
+
+    def solve(self, problem: Any, solver: str, timeout_s: float, grace_s: float) -> Any:
+        """Solve in a worker with `timeout_s` for the solver; kill it `grace_s` after that."""
+        worker = self._acquire()
+        try:
+            deadline = time.monotonic() + timeout_s
+            return worker.call(self.solve_function, (problem, solver, deadline), deadline + grace_s)
+        finally:
+            self._release(worker)
+
+    def warm(self, count: int | None = None) -> None:
+        """Start workers ahead of time so that the first solves do not wait for them."""
+        count = min(count or self.size, self.size)
+        workers = [self._acquire() for _ in range(count)]
+        for worker in workers:
+            self._release(worker)
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().kill()
+            except queue.Empty:
+                break
+
+
+_default: MilpRunner | None = None
+_default_lock = threading.Lock()
+
+
+def default_runner() -> MilpRunner:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = MilpRunner()
+            atexit.register(_default.close)
+        return _default

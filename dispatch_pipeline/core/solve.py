@@ -1,0 +1,196 @@
+"""solve_dispatch: one site-day in, the contract's result out. Never without a plan."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from dispatch_pipeline.core.evaluate import compute_kpis, objective_value
+from dispatch_pipeline.core.explain import explain
+from dispatch_pipeline.core.fallback import rule_based_schedule
+from dispatch_pipeline.core.milp import (
+    SOLVERS,
+    MilpFailure,
+    MilpSolution,
+    MilpTimeout,
+    SolverUnavailable,
+    require_cbc,
+)
+from dispatch_pipeline.core.problem import DispatchProblem, build_problem
+from dispatch_pipeline.core.request import DispatchRequest
+from dispatch_pipeline.core.result import DispatchResult, Point, Schedule
+from dispatch_pipeline.core.runner import MilpRunner, default_runner
+
+# Past timeout_ms the caller waits this long for a result already on its way (the fixed-binary LP
+# after a MIP, the pipe), then kills the worker. Fallback and explanation follow within a few ms,
+# which keeps the contract's bound of timeout_ms + 0.5 s.
+KILL_GRACE_S = 0.25
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Which schedule was chosen and how: the part of a result that is not arithmetic on it."""
+
+    schedule: Schedule
+    status: str
+    solver: str
+    fallback_reason: str | None
+    milp: MilpSolution | None
+
+
+def check_solver(solver: str) -> None:
+    """Reject a solver that is unknown or not installed before any work starts."""
+    if solver not in SOLVERS:
+        raise SolverUnavailable(f"solver: unknown solver {solver!r} (choose one of {', '.join(SOLVERS)})")
+    if solver == "cbc":
+        require_cbc()
+
+
+def fallback_outcome(problem: DispatchProblem, reason: str) -> Outcome:
+    """The rule-based schedule standing in for a MILP that failed for `reason`."""
+    return Outcome(rule_based_schedule(problem), "fallback", "fallback_rule", reason, None)
+
+
+def attempt_milp(
+    problem: DispatchProblem, solver: str = "highs", runner: MilpRunner | None = None
+) -> Outcome | str:
+    """The MILP step under its hard timeout: the chosen outcome, or why it must fall back.
+
+    A time limit hit with an incumbent keeps the incumbent only when it beats the rule-based
+    schedule, as the contract's outcome table says.
+    """
+    check_solver(solver)
+    runner = runner or default_runner()
+    try:
+        milp = runner.solve(problem, solver, problem.timeout_ms / 1000, KILL_GRACE_S)
+    except MilpTimeout as exc:
+        return f"timeout: {exc}"
+    except MilpFailure as exc:
+        return f"solver failed: {exc}"
+    if milp.termination == "time_limit":
+        rule_based = rule_based_schedule(problem)
+        if objective_value(problem, rule_based) < objective_value(problem, milp.schedule):
+            return "timeout: the MILP's best schedule at the time limit was worse than the rule-based one"
+    return Outcome(milp.schedule, "ok", "milp", None, milp)
+
+
+def choose_schedule(
+    problem: DispatchProblem,
+    solver: str = "highs",
+    runner: MilpRunner | None = None,
+) -> Outcome:
+    """Run the MILP under the hard timeout; hand over to the rule-based schedule when it fails."""
+    if not problem.use_milp:
+        return Outcome(rule_based_schedule(problem), "ok", "rule_based", None, None)
+    attempt = attempt_milp(problem, solver, runner)
+    return fallback_outcome(problem, attempt) if isinstance(attempt, str) else attempt
+
+
+def assemble_result(
+    problem: DispatchProblem,
+    outcome: Outcome,
+    solve_ms: float,
+    milp_solver: str | None,
+    currency: str = "MYR",
+    run_id: uuid.UUID | None = None,
+) -> DispatchResult:
+    schedule = outcome.schedule
+    marginal = outcome.milp.marginal_cost_per_kwh if outcome.milp else None
+    explanations = explain(problem, schedule, marginal, currency)
+    soc = schedule.soc(problem.capacity_kwh)
+    timestamps = problem.day.iso_timestamps()
+    columns = zip(
+        timestamps,
+        schedule.pv_set.tolist(),
+        schedule.charge.tolist(),
+        schedule.discharge.tolist(),
+        schedule.grid_import.tolist(),
+        schedule.grid_export.tolist(),
+        schedule.curtail.tolist(),
+        soc.tolist(),
+        explanations,
+        strict=True,
+    )
+    points = [
+        Point.model_construct(
+            ts=ts,
+            pv_set_kw=pv_set,
+            batt_ch_kw=ch,
+            batt_dis_kw=dis,
+            grid_imp_kw=imp,
+            grid_exp_kw=exp,
+            curtail_kw=cur,
+            soc=s,
+            reason=e.reason,
+            reason_code=e.reason_code,
+            binding=e.binding,
+            marginal_cost_per_kwh=e.marginal_cost_per_kwh,
+        )
+        for ts, pv_set, ch, dis, imp, exp, cur, s, e in columns
+    ]
+    milp = outcome.milp
+    return DispatchResult(
+        run_id=run_id or uuid.uuid4(),
+        site_id=problem.site_id,
+        date=problem.day.date,
+        timezone=problem.day.timezone,
+        resolution_minutes=problem.day.resolution_minutes,
+        status=outcome.status,
+        solver=outcome.solver,
+        fallback_used=outcome.status == "fallback",
+        fallback_reason=outcome.fallback_reason,
+        milp_solver=milp_solver,
+        mip_gap=None if milp is None or np.isnan(milp.mip_gap) else milp.mip_gap,
+        objective_value=objective_value(problem, schedule),
+        kpis=compute_kpis(problem, schedule),
+        solve_ms=solve_ms,
+        timeout_ms=problem.timeout_ms,
+        objective_config=problem.weights,
+        points=points,
+    )
+
+
+def solve_problem(
+    problem: DispatchProblem,
+    *,
+    solver: str = "highs",
+    runner: MilpRunner | None = None,
+    currency: str = "MYR",
+) -> DispatchResult:
+    started = time.perf_counter()
+    outcome = choose_schedule(problem, solver, runner)
+    solve_ms = (time.perf_counter() - started) * 1000
+    return assemble_result(problem, outcome, solve_ms, solver if problem.use_milp else None, currency)
+
+
+def solve_dispatch(
+    request: DispatchRequest | dict,
+    *,
+    solver: str = "highs",
+    timeout_ms: int | None = None,
+    use_milp: bool | None = None,
+    runner: MilpRunner | None = None,
+    currency: str = "MYR",
+    pv_kw: list[float] | np.ndarray | None = None,
+    default_timezone: str | None = None,
+) -> DispatchResult:
+    """Plan one site-day.
+
+    `request` follows the dispatch contract (a dict or a DispatchRequest); `timeout_ms` and
+    `use_milp` override the request's own values. Raises RequestError for bad input and
+    SolverUnavailable for a solver that is not installed; every other failure of the MILP ends in
+    the rule-based schedule, with `fallback_reason` saying why.
+    """
+    problem = build_problem(request, pv_kw=pv_kw, default_timezone=default_timezone)
+    overrides = {}
+    if timeout_ms is not None:
+        overrides["timeout_ms"] = timeout_ms
+    if use_milp is not None:
+        overrides["use_milp"] = use_milp
+    if overrides:
+        resolved = {**problem.request.model_dump(), "date": problem.day.date, "timezone": problem.day.timezone}
+        problem = build_problem({**resolved, **overrides}, pv_kw=problem.pv_kw)
+    return solve_problem(problem, solver=solver, runner=runner, currency=currency)

@@ -1,0 +1,62 @@
+"""The solver worker process: `python -m dispatch_pipeline.core.worker FD`.
+
+It talks to its parent over the socket FD with multiprocessing's Connection framing: it receives
+(function, args) and answers ("ok", value) or ("failure", MilpFailure). Functions travel by
+reference, so the worker imports them by module name.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import time
+from multiprocessing.connection import Connection
+
+
+def _warm_up() -> None:
+    # The first compile of a Pyomo model pays for lazy imports (about a second); pay it here.
+    from dispatch_pipeline.core.milp import solve_milp
+    from dispatch_pipeline.core.problem import build_problem
+
+    request = {
+        "site_id": "WARMUP",
+        "date": "2024-01-01",
+        "resolution_minutes": 60,
+        "load_kw": [10.0] * 24,
+        "pv_kw": [0.0] * 6 + [20.0] * 12 + [0.0] * 6,
+        "tariff": {"buy": [0.2] * 8 + [0.5] * 16, "sell": [0.1] * 24},
+    }
+    solve_milp(build_problem(request), "highs", time.monotonic() + 60)
+
+
+def serve(conn: Connection) -> None:
+    from dispatch_pipeline.core.milp import MilpFailure
+
+    _warm_up()
+    gc.collect()
+    gc.freeze()  # what warm-up allocated stays put: no collector pass rescans it mid-solve
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            function, args = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send(("ok", function(*args)))
+        except MilpFailure as exc:
+            conn.send(("failure", exc))
+        except Exception as exc:
+            conn.send(("failure", MilpFailure(f"{type(exc).__name__}: {exc}")))
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    # HiGHS prints a banner on stdout, and the parent's stdout may be a JSON answer (the CLI).
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    serve(Connection(fd))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Over random valid requests: every schedule is physically valid, MILP beats rules, KPIs add up."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from dispatch_pipeline import solve_dispatch
+from dispatch_pipeline.core.evaluate import objective_value
+from dispatch_pipeline.core.feasibility import find_breaches
+from dispatch_pipeline.core.problem import build_problem
+from tests.core.schedules import schedule_from_result
+from tests.core.strategies import dispatch_requests
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def recomputed_kpis(request: dict, result) -> dict:
+    """The contract's KPI table, computed from the returned points alone."""
+    dt = request["resolution_minutes"] / 60
+    p = result.points
+    imp = np.array([x.grid_imp_kw for x in p])
+    exp = np.array([x.grid_exp_kw for x in p])
+    cur = np.array([x.curtail_kw for x in p])
+    dis = np.array([x.batt_dis_kw for x in p])
+    soc = np.array([x.soc for x in p])
+    buy = np.array(request["tariff"]["buy"])
+    sell = np.array(request["tariff"]["sell"])
+    load = np.array(request["load_kw"])
+    pv = np.array(request["pv_kw"])
+    demand = request["tariff"]["demand_charge_per_kw"]
+    import_cost = float((buy * imp).sum() * dt)
+    export_revenue = float((sell * exp).sum() * dt)
+    total_import = imp.sum() * dt
+    return {
+        "import_cost": import_cost,
+        "export_revenue": export_revenue,
+        "total_cost": import_cost - export_revenue + demand * imp.max(),
+        "total_import_kwh": total_import,
+        "total_export_kwh": exp.sum() * dt,
+        "total_curtail_kwh": cur.sum() * dt,
+        "peak_grid_import_kw": imp.max(),
+        "peak_grid_export_kw": exp.max(),
+        "avg_soc": soc.mean(),
+        "min_soc": soc.min(),
+        "max_soc": soc.max(),
+        "final_soc": soc[-1],
+        "equivalent_full_cycles": dis.sum() * dt / request["bess"]["capacity_kwh"],
+        "self_sufficiency": 1.0 if load.sum() == 0 else float(np.clip(1 - total_import / (load.sum() * dt), 0, 1)),
+        "pv_utilization": 1.0 if pv.sum() == 0 else 1 - cur.sum() / pv.sum(),
+    }
+
+
+@SETTINGS
+@given(request=dispatch_requests())
+def test_milp_and_rule_based_schedules_are_valid_and_ordered(request: dict) -> None:
+    problem = build_problem(request)
+    milp = solve_dispatch(request)
+    rules = solve_dispatch(request, use_milp=False)
+    assert milp.solver == "milp", milp.fallback_reason
+    assert rules.solver == "rule_based"
+    for result in (milp, rules):
+        schedule = schedule_from_result(result, problem)
+        assert find_breaches(problem, schedule) == [], result.solver
+        assert objective_value(problem, schedule) == pytest.approx(result.objective_value, rel=1e-5, abs=1e-3)
+        kpis = result.kpis.model_dump()
+        for name, value in recomputed_kpis(request, result).items():
+            assert kpis[name] == pytest.approx(value, rel=1e-5, abs=1e-4), name
+        assert kpis["savings_vs_baseline"] == pytest.approx(kpis["baseline_cost"] - kpis["total_cost"])
+    tolerance = 1e-4 * abs(rules.objective_value) + 1e-3
+    assert milp.objective_value <= rules.objective_value + tolerance

@@ -1,0 +1,61 @@
+"""Every reference case reaches its independently computed optimum, with both solvers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dispatch_pipeline import solve_dispatch
+from dispatch_pipeline.core.evaluate import objective_value
+from dispatch_pipeline.core.fallback import rule_based_schedule
+from dispatch_pipeline.core.feasibility import find_breaches
+from dispatch_pipeline.core.milp import cbc_available, solve_milp
+from dispatch_pipeline.core.problem import build_problem
+from tests.conftest import CASE_NAMES, load_case
+from tests.core.schedules import schedule_from_result
+
+
+def assert_reaches_expected(objective: float, expected: dict) -> None:
+    target = expected["objective_value"]
+    tolerance = max(expected["rel_tolerance"] * abs(target), expected["abs_tolerance"])
+    assert objective == pytest.approx(target, abs=tolerance)
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_milp_reaches_reference_objective(name: str) -> None:
+    case = load_case(name)
+    result = solve_dispatch(case["request"])
+    assert (result.status, result.solver, result.fallback_used) == ("ok", "milp", False)
+    assert_reaches_expected(result.objective_value, case["expected"])
+    problem = build_problem(case["request"])
+    schedule = schedule_from_result(result, problem)
+    assert find_breaches(problem, schedule) == []
+    assert objective_value(problem, schedule) == pytest.approx(result.objective_value, rel=1e-6)
+
+
+@pytest.mark.skipif(not cbc_available(), reason="the cbc executable is not installed")
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_cbc_and_highs_agree(name: str) -> None:
+    case = load_case(name)
+    problem = build_problem(case["request"])
+    highs = solve_milp(problem, "highs")
+    cbc = solve_milp(problem, "cbc")
+    assert_reaches_expected(cbc.objective_value, case["expected"])
+    assert cbc.objective_value == pytest.approx(highs.objective_value, rel=1e-4, abs=1e-2)
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_rule_based_schedule_is_feasible_and_no_better_than_optimum(name: str) -> None:
+    case = load_case(name)
+    problem = build_problem(case["request"])
+    schedule = rule_based_schedule(problem)
+    assert find_breaches(problem, schedule) == []
+    assert objective_value(problem, schedule) >= case["expected"]["objective_value"] - 1e-6
+
+
+def test_dst_long_day_has_100_intervals() -> None:
+    result = solve_dispatch(load_case("dst_long")["request"])
+    assert len(result.points) == 100
+    timestamps = np.array([p.ts.removesuffix("Z") for p in result.points], dtype="datetime64[s]")
+    assert set(np.diff(timestamps).astype(int)) == {900}
+    assert result.points[0].ts == "2024-10-26T22:00:00Z"

@@ -1,0 +1,52 @@
+"""Stand-in solver functions that misbehave, run inside the real solver worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from dispatch_pipeline.core.fallback import rule_based_schedule
+from dispatch_pipeline.core.milp import MilpSolution, solve_milp
+
+
+def hang(problem, solver, deadline):
+    """A solver stuck in native code: ignores its time limit entirely."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(3600)
+
+
+def crash(problem, solver, deadline):
+    """A solver that takes its process down (as a segfault in native code would)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def time_limit_with_optimum(problem, solver, deadline):
+    """The real optimum, reported as found at the time limit."""
+    solution = solve_milp(problem, solver, deadline)
+    solution.termination = "time_limit"
+    return solution
+
+
+def time_limit_with_poor_incumbent(problem, solver, deadline):
+    """An incumbent that idles the battery: worse than the rule-based schedule on a ToU day."""
+    solution = solve_milp(problem, solver, deadline)
+    idle = rule_based_schedule(problem.__class__(**{**problem.__dict__, "use_milp": False}))
+    net = problem.load_kw - problem.pv_kw
+    idle.charge[:] = 0
+    idle.discharge[:] = 0
+    idle.energy[:] = problem.energy_initial_kwh
+    idle.grid_import[:] = net.clip(min=0)
+    idle.grid_export[:] = 0
+    idle.curtail[:] = (-net).clip(min=0)
+    idle.pv_set[:] = problem.pv_kw - idle.curtail
+    return MilpSolution(
+        schedule=idle,
+        objective_value=float("nan"),
+        mip_gap=0.5,
+        termination="time_limit",
+        marginal_cost_per_kwh=solution.marginal_cost_per_kwh,
+        charge_allowed=solution.charge_allowed,
+        import_allowed=solution.import_allowed,
+    )
