@@ -126,16 +126,16 @@ def explain_interval(
             )
         return "discharge_load", f"Discharging {dis:.1f} kW to cover load ({price}), SOC {soc:.0%}"
     if cur > _ON:
-        why = (
-            "the export limit is reached"
-            if exp > _ON
-            else f"exporting would cost more (sell {sell:.2f} {currency}/kWh)"
-            if sell < 0
-            else "the export limit is reached"
+        if soc >= problem.bess.soc_max - 1e-6:
+            battery = f"the battery is full (SOC {soc:.0%})"
+        else:
+            battery = f"storing it would not pay back before the day ends (SOC {soc:.0%})"
+        grid = (
+            f"exporting would cost more (sell {sell:.2f} {currency}/kWh)"
+            if sell < 0 and exp <= _ON
+            else f"export is at its {problem.export_bound_kw[t]:.1f} kW limit"
         )
-        return "curtail", (
-            f"Curtailing {cur:.1f} kW of PV: the battery is full or at its rating and {why}"
-        )
+        return "curtail", f"Curtailing {cur:.1f} kW of PV: {grid} and {battery}"
     if exp > _ON:
         return "export_surplus", (
             f"Exporting {exp:.1f} kW of PV surplus (sell {sell:.2f} {currency}/kWh); battery idle at SOC {soc:.0%}"

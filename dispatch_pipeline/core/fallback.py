@@ -29,13 +29,17 @@ _EPS = 1e-9
 def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(expensive, cheap) masks: top and bottom quartile of the day's buy price.
 
-    A flat tariff has neither: there is nothing to shift energy between.
+    When one price fills a quartile (20 off-peak hours and 4 peak ones, say), the peak is what
+    lies above it. A flat tariff has neither: there is nothing to shift energy between.
     """
-    high, low = np.quantile(buy, 0.75), np.quantile(buy, 0.25)
-    if high - low <= _EPS:
+    lowest, highest = float(buy.min()), float(buy.max())
+    if highest - lowest <= _EPS:
         none = np.zeros(len(buy), dtype=bool)
         return none, none
-    return buy >= high, buy <= low
+    high, low = np.quantile(buy, 0.75), np.quantile(buy, 0.25)
+    expensive = buy >= high if high > lowest + _EPS else buy > lowest + _EPS
+    cheap = buy <= low if low < highest - _EPS else buy < highest - _EPS
+    return expensive, cheap
 
 
 def rule_based_schedule(problem: DispatchProblem) -> Schedule:

@@ -3,9 +3,10 @@
 The binaries `b` and `g` only forbid charging while discharging and importing while exporting.
 Any solution of a relaxation in which no interval does either is feasible for the MILP, and so
 optimal for it. So: solve the LP relaxation; where an interval charges and discharges (or imports
-and exports) at once, make just that interval's binary integral and solve again; repeat until no
-interval conflicts. Most days need no integer round at all, and the rest need a MIP with a handful
-of binaries instead of 2T. The answer is the MILP optimum (to the MIP gap), not a heuristic.
+and exports) at once, make just that interval's binary integral and solve again. If conflicts
+remain, the binaries interact, and one last round makes all of them integral. Most days need no
+integer round at all, and most of the rest a MIP with a handful of binaries instead of 2T. The
+answer is the MILP optimum (to the MIP gap), not a heuristic.
 
 Finally the binaries are fixed and the LP is solved once more: that gives the exact schedule and
 the duals of the balance rows (the marginal cost of load).
@@ -184,6 +185,10 @@ def solve_with_highs(
         newly = newly[~integral[newly]]
         if len(newly) == 0 or termination == "time_limit":
             break
+        # Conflicts that move elsewhere once the first ones are forbidden, or that cover much of
+        # the day, mean the binaries interact: then one MIP with all of them beats many rounds.
+        if rounds >= 1 or len(newly) > problem.intervals // 4:
+            newly = np.flatnonzero(~integral)
         integral[newly] = True
         binary_cols = np.concatenate([cols["b"], cols["g"]])[newly]
         binary_cols = binary_cols[binary_cols >= 0]

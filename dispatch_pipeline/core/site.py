@@ -1,0 +1,216 @@
+"""A registered site: where it is, what it has (PV, battery, grid limits) and what it pays.
+
+Sites are kept in a YAML file `{sites: [...]}`; `load_sites_yaml` reads it and reports every
+problem with the file, the site's position and id, and the field, so a typo in entry 7 of 40 is
+found without bisecting. `site_request` turns a site plus a day's forecast into a contract request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dispatch_pipeline.core.calendar import LocalDay, local_day
+from dispatch_pipeline.core.request import SITE_ID_PATTERN, Battery, Limits, Weights
+from dispatch_pipeline.core.tariffs import CURRENCY_PATTERN, TouTariff, expand_tariff
+
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+# Request fields holding an object: an override of one of these patches the site's value
+# (bess={"soc_initial": 0.3} keeps the site's capacity) instead of replacing it wholesale.
+_MERGED_FIELDS = ("tariff", "bess", "limits", "weights")
+
+
+class SiteConfigError(ValueError):
+    """A site definition that cannot be used; `problems` lists one message per offending field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid site configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Site(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site_id: str = Field(pattern=SITE_ID_PATTERN)
+    name: str = ""
+    timezone: str = Field(description="IANA timezone of the site's local day.")
+    latitude: Annotated[Finite, Field(ge=-90, le=90)]
+    longitude: Annotated[Finite, Field(ge=-180, le=180)]
+    altitude_m: Finite = 0.0
+    pv_kwp: Annotated[Finite, Field(ge=0)] = 0.0
+    currency: str = Field("MYR", pattern=CURRENCY_PATTERN)
+    bess: Battery = Battery()
+    limits: Limits = Limits()
+    weights: Weights = Weights()
+    tariff: TouTariff
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA timezone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_currency(self) -> Site:
+        # Prices and KPIs are labelled with the site currency; a tariff in another would mislabel them.
+        if self.tariff.currency != self.currency:
+            raise ValueError(
+                f"tariff.currency {self.tariff.currency!r} differs from the site's currency "
+                f"{self.currency!r}"
+            )
+        return self
+
+    def local_day(self, date: dt.date | str, resolution_minutes: int = 15) -> LocalDay:
+        return local_day(_as_date(date), self.timezone, resolution_minutes)
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ""
+    for part in error["loc"]:
+        location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+    if error["type"] == "missing":
+        return f"{location}: field required"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error":
+        # Our own validators name their fields and quote their values already.
+        return f"{location}: {message}" if location else message
+    shown = error.get("input")
+    if isinstance(shown, float) and math.isnan(shown):
+        shown = "NaN"
+    text = repr(shown)
+    return f"{location or 'site'}: {message} (got {text if len(text) <= 80 else text[:77] + '...'})"
+
+
+def parse_sites(data: Any, source: str = "sites") -> list[Site]:
+    """Validate `{sites: [...]}`; raise SiteConfigError naming `source`, the entry and the field."""
+    if not isinstance(data, dict) or "sites" not in data:
+        raise SiteConfigError([f"{source}: must be a mapping with a 'sites' list (got {_kind(data)})"])
+    unknown = sorted(set(data) - {"sites"})
+    if unknown:
+        raise SiteConfigError([f"{source}: unknown top-level key(s) {unknown}; only 'sites' is allowed"])
+    entries = data["sites"]
+    if not isinstance(entries, list):
+        raise SiteConfigError([f"{source}: 'sites' must be a list (got {_kind(entries)})"])
+
+    sites: list[Site] = []
+    problems: list[str] = []
+    first_index: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        label = f"{source}: sites[{index}]"
+        if isinstance(entry, dict) and isinstance(entry.get("site_id"), str):
+            label += f" ({entry['site_id']!r})"
+        if not isinstance(entry, dict):
+            problems.append(f"{label}: must be a mapping (got {_kind(entry)})")
+            continue
+        try:
+            site = Site.model_validate(entry)
+        except ValidationError as exc:
+            problems.extend(f"{label}: {_describe(e)}" for e in exc.errors())
+            continue
+        if site.site_id in first_index:
+            problems.append(
+                f"{label}: site_id {site.site_id!r} already used by sites[{first_index[site.site_id]}]"
+            )
+            continue
+        first_index[site.site_id] = index
+        sites.append(site)
+    if problems:
+        raise SiteConfigError(problems)
+    return sites
+
+
+def load_sites_yaml(path: str | Path) -> list[Site]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SiteConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SiteConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    return parse_sites(data, source=str(path))
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def site_request(
+    site: Site,
+    date: dt.date | str,
+    load_kw: Sequence[float] | np.ndarray,
+    pv_kw: Sequence[float] | np.ndarray | None,
+    buy: Sequence[float] | np.ndarray | None = None,
+    sell: Sequence[float] | np.ndarray | None = None,
+    *,
+    resolution_minutes: int = 15,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A contract request for the site's local `date`: prices from its ToU tariff unless given.
+
+    `pv_kw=None` leaves PV out (the solver then uses the stored forecast). `overrides` set
+    top-level request fields; for tariff/bess/limits/weights a dict patches the site's value.
+    """
+    day = site.local_day(date, resolution_minutes)
+    tou_buy, tou_sell = expand_tariff(site.tariff, day)
+    arrays = {
+        "load_kw": load_kw,
+        "pv_kw": pv_kw,
+        "buy": tou_buy if buy is None else buy,
+        "sell": tou_sell if sell is None else sell,
+    }
+    lengths = [
+        f"{name}: has {len(values)} values, but {day.date} in {day.timezone} at "
+        f"{resolution_minutes}-minute resolution has {day.intervals} intervals"
+        for name, values in arrays.items()
+        if values is not None and len(values) != day.intervals
+    ]
+    if lengths:
+        raise ValueError("; ".join(lengths))
+
+    def floats(values: Sequence[float] | np.ndarray) -> list[float]:
+        return np.asarray(values, dtype=float).tolist()
+
+    request: dict[str, Any] = {
+        "site_id": site.site_id,
+        "date": day.date.isoformat(),
+        "timezone": site.timezone,
+        "resolution_minutes": resolution_minutes,
+        "load_kw": floats(load_kw),
+        "pv_kw": None if pv_kw is None else floats(pv_kw),
+        "tariff": {
+            "buy": floats(arrays["buy"]),
+            "sell": floats(arrays["sell"]),
+            "demand_charge_per_kw": site.tariff.demand_charge_per_kw,
+        },
+        "bess": site.bess.model_dump(),
+        "limits": site.limits.model_dump(),
+        "weights": site.weights.model_dump(),
+        "use_milp": True,
+        "timeout_ms": 3000,
+    }
+    if pv_kw is None:
+        del request["pv_kw"]  # absent, not null: the contract then reads the stored forecast
+    for key, value in overrides.items():
+        if key in _MERGED_FIELDS and isinstance(value, dict):
+            request[key] = {**request[key], **value}
+        else:
+            request[key] = value
+    return request

@@ -1,0 +1,96 @@
+"""Regenerate the example files in this folder (deterministic: same output on every run).
+
+    python examples/make_sample_request.py [OUT_DIR]
+
+- sample_request.json: the seed README's quick-start request in full (96 quarter-hours of a
+  Kuala Lumpur commercial site on 2024-03-15, ToU prices, PV and the contract's example battery);
+- sites.yaml: the demo sites, the input of `dispatch-pipeline sites import`;
+- forecast.csv: two local days of demo forecast for KL_MALL (site_id, ts in UTC, load_kw, pv_kw).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dispatch_pipeline.core.request import Battery
+from dispatch_pipeline.core.site import Site, site_request
+from dispatch_pipeline.core.tariffs import Prices, TouPeriod, TouTariff
+from dispatch_pipeline.demo import commercial_load, demo_forecast, pv_forecast, sites_yaml_path
+from dispatch_pipeline.demo.sites import DemoProfile
+
+DATE = "2024-03-15"
+SEED = 0
+FORECAST_SITE = "KL_MALL"
+FORECAST_DATES = ("2024-03-15", "2024-03-16")  # a Friday and a Saturday
+
+DEMO_SITE = Site(
+    site_id="DEMO",
+    name="Quick-start demo site",
+    timezone="Asia/Kuala_Lumpur",
+    latitude=3.1478,
+    longitude=101.6953,
+    altitude_m=60.0,
+    pv_kwp=60.0,
+    currency="MYR",
+    bess=Battery(),  # the contract's example battery: 100 kWh, 50 kW
+    tariff=TouTariff(
+        currency="MYR",
+        default=Prices(buy=0.40, sell=0.20),
+        periods=(
+            TouPeriod(name="morning", start="08:00", end="11:00", buy=0.45, sell=0.22),
+            TouPeriod(name="midday", start="11:00", end="14:00", buy=0.50, sell=0.25),
+            TouPeriod(name="peak", start="14:00", end="18:00", buy=0.55, sell=0.28),
+            TouPeriod(name="evening", start="18:00", end="22:00", buy=0.50, sell=0.25),
+        ),
+    ),
+)
+# The README's load runs from about 80 kW at night to about 115 kW in the afternoon.
+LOAD_RANGE_KW = (80.0, 115.0)
+DEMO_PROFILE = DemoProfile(load_peak_kw=115.0, base_fraction=0.7, weekend_fraction=0.6, cloud_mean=0.5)
+
+
+def sample_request() -> dict[str, Any]:
+    day = DEMO_SITE.local_day(DATE)
+    load = commercial_load(DEMO_SITE, day, SEED, DEMO_PROFILE)
+    low, high = LOAD_RANGE_KW
+    load = low + (high - low) * (load - load.min()) / (load.max() - load.min())
+    pv = pv_forecast(DEMO_SITE, day, SEED)
+    return site_request(DEMO_SITE, DATE, np.round(load, 2), np.round(pv, 2))
+
+
+def format_request(request: dict[str, Any]) -> str:
+    """JSON with one line per field and per tariff array, so a diff shows what changed."""
+    lines = []
+    for key, value in request.items():
+        if isinstance(value, dict):
+            inner = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"  {json.dumps(key)}: {{\n{inner}\n  }}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def forecast_csv() -> str:
+    frames = [demo_forecast(FORECAST_SITE, date, seed=SEED) for date in FORECAST_DATES]
+    table = pd.concat(frames, ignore_index=True)
+    table.insert(0, "site_id", FORECAST_SITE)
+    table["ts"] = table["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return table.to_csv(index=False, lineterminator="\n")
+
+
+def main(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sample_request.json").write_text(format_request(sample_request()), encoding="utf-8")
+    shutil.copyfile(sites_yaml_path(), out_dir / "sites.yaml")
+    (out_dir / "forecast.csv").write_text(forecast_csv(), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent)

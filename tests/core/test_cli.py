@@ -1,0 +1,59 @@
+"""`dispatch-pipeline solve`: JSON on stdout for good input, exit 2 and stderr only for bad."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, load_case
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dispatch_pipeline.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def test_solve_sample_request_prints_result_with_points() -> None:
+    done = run_cli("solve", "examples/sample_request.json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["status"], result["solver"]) == ("ok", "milp")
+    assert len(result["points"]) == 96
+    assert {"run_id", "objective_value", "kpis", "fallback_used"} <= result.keys()
+    assert all(p["reason"] and p["reason_code"] for p in result["points"])
+
+
+def test_solve_from_stdin_with_cbc_and_no_milp() -> None:
+    request = json.dumps(load_case("hourly")["request"])
+    cbc = run_cli("solve", "-", "--solver", "cbc", stdin=request)
+    rules = run_cli("solve", "-", "--no-milp", stdin=request)
+    assert cbc.returncode == 0 and rules.returncode == 0, cbc.stderr + rules.stderr
+    expected = load_case("hourly")["expected"]["objective_value"]
+    assert json.loads(cbc.stdout)["objective_value"] == pytest.approx(expected, rel=1e-4)
+    assert json.loads(rules.stdout)["solver"] == "rule_based"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (("solve", "-"), '{"site_id": "DEMO", "load_kw": [1, "x"]}', "load_kw[1]"),
+        (("solve", "-"), "{not json", "not valid JSON"),
+        (("solve", "/nonexistent.json"), None, "cannot read /nonexistent.json"),
+        (("solve", "-", "--timeout-ms", "50"), json.dumps(load_case("hourly")["request"]), "timeout_ms"),
+    ],
+)
+def test_bad_input_exits_2_with_message_and_no_stdout(args, stdin, message) -> None:
+    done = run_cli(*args, stdin=stdin)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

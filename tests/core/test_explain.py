@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dispatch_pipeline import solve_dispatch
+from dispatch_pipeline.core.result import BINDING_NAMES
+from tests.conftest import CASE_NAMES, load_case
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_every_interval_is_explained_with_numbers(name: str) -> None:
+    for use_milp in (True, False):
+        result = solve_dispatch(load_case(name)["request"], use_milp=use_milp)
+        for point in result.points:
+            assert re.search(r"\d", point.reason), point.reason
+            assert set(point.binding) <= set(BINDING_NAMES)
+            assert (point.marginal_cost_per_kwh is not None) == use_milp
+
+
+def test_marginal_cost_is_the_buy_price_when_the_grid_serves_the_margin() -> None:
+    # No battery power and no PV: the next kWh of load can only be imported at the buy price.
+    request = {
+        "site_id": "NOBATT",
+        "date": "2024-06-01",
+        "resolution_minutes": 60,
+        "load_kw": [50.0] * 24,
+        "pv_kw": [0.0] * 24,
+        "tariff": {"buy": [0.2 + 0.01 * h for h in range(24)], "sell": [0.05] * 24},
+        "bess": {"max_charge_kw": 0.0, "max_discharge_kw": 0.0},
+    }
+    result = solve_dispatch(request)
+    for hour, point in enumerate(result.points):
+        assert point.marginal_cost_per_kwh == pytest.approx(0.2 + 0.01 * hour, abs=1e-6)
+
+
+def test_curtailment_and_peak_discharge_are_named() -> None:
+    # Midday PV far above load, battery rating and export cap: the rest must be curtailed.
+    request = {
+        "site_id": "SUNNY",
+        "date": "2024-06-01",
+        "resolution_minutes": 60,
+        "load_kw": [30.0] * 24,
+        "pv_kw": [0.0] * 8 + [300.0] * 8 + [0.0] * 8,
+        "tariff": {"buy": [0.2] * 18 + [0.6] * 4 + [0.2] * 2, "sell": [0.1] * 24},
+        "limits": {"grid_export_max_kw": 40.0},
+        # A cycling cost: burning surplus through battery losses no longer beats curtailing it.
+        "bess": {"cycle_cost_per_kwh": 0.5},
+    }
+    result = solve_dispatch(request)
+    noon = result.points[12]
+    assert noon.reason_code == "curtail"
+    assert {"pv_curtailed", "export_limit"} <= set(noon.binding)
+    assert "Curtailing 230.0 kW of PV: export is at its 40.0 kW limit" in noon.reason
+    assert noon.grid_exp_kw == pytest.approx(40.0)
+    assert result.points[19].reason_code == "discharge_peak"
+    assert "0.60 MYR/kWh" in result.points[19].reason

@@ -1,0 +1,76 @@
+"""The MILP step is bounded by wall clock, whatever the solver does."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dispatch_pipeline import solve_dispatch
+from dispatch_pipeline.core.evaluate import objective_value
+from dispatch_pipeline.core.fallback import rule_based_schedule
+from dispatch_pipeline.core.problem import build_problem
+from dispatch_pipeline.core.runner import MilpRunner
+from tests import fakes
+from tests.conftest import load_case
+
+
+@pytest.fixture
+def runner_with(request):
+    runners = []
+
+    def make(function):
+        runner = MilpRunner(size=1, solve_function=function)
+        runner.warm()
+        runners.append(runner)
+        return runner
+
+    yield make
+    for runner in runners:
+        runner.close()
+
+
+def test_hanging_solver_yields_fallback_within_timeout_plus_half_a_second(runner_with) -> None:
+    request = load_case("typical")["request"] | {"timeout_ms": 400}
+    runner = runner_with(fakes.hang)
+    started = time.monotonic()
+    result = solve_dispatch(request, runner=runner)
+    elapsed = time.monotonic() - started
+    assert (result.status, result.solver, result.fallback_used) == ("fallback", "fallback_rule", True)
+    assert result.fallback_reason.startswith("timeout")
+    assert elapsed < 0.4 + 0.5, "the contract bounds the answer by timeout_ms + 0.5 s"
+    assert all(p.marginal_cost_per_kwh is None for p in result.points)
+
+
+def test_hung_worker_is_replaced(runner_with) -> None:
+    request = load_case("typical")["request"] | {"timeout_ms": 200}
+    runner = runner_with(fakes.hang)
+    for _ in range(2):
+        assert solve_dispatch(request, runner=runner).fallback_used
+
+
+def test_crashing_solver_yields_fallback_with_reason(runner_with) -> None:
+    result = solve_dispatch(load_case("typical")["request"], runner=runner_with(fakes.crash))
+    assert result.status == "fallback"
+    assert "crashed" in result.fallback_reason
+
+
+def test_time_limit_incumbent_kept_when_better_than_rules(runner_with) -> None:
+    case = load_case("typical")
+    result = solve_dispatch(case["request"], runner=runner_with(fakes.time_limit_with_optimum))
+    assert (result.status, result.solver) == ("ok", "milp")
+    assert result.objective_value == pytest.approx(case["expected"]["objective_value"], rel=1e-4)
+
+
+def test_time_limit_incumbent_dropped_when_rules_do_better(runner_with) -> None:
+    request = load_case("typical")["request"]
+    problem = build_problem(request)
+    result = solve_dispatch(request, runner=runner_with(fakes.time_limit_with_poor_incumbent))
+    assert (result.status, result.solver) == ("fallback", "fallback_rule")
+    assert "worse than the rule-based" in result.fallback_reason
+    assert result.objective_value == pytest.approx(objective_value(problem, rule_based_schedule(problem)))
+
+
+def test_use_milp_false_is_rule_based_not_fallback() -> None:
+    result = solve_dispatch(load_case("typical")["request"] | {"use_milp": False})
+    assert (result.status, result.solver, result.fallback_used, result.fallback_reason) == ("ok", "rule_based", False, None)

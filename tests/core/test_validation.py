@@ -1,0 +1,109 @@
+"""Every bad-input rule of the contract is rejected with the field and the value named."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+
+from dispatch_pipeline import RequestError, solve_dispatch
+from dispatch_pipeline.core.problem import build_problem
+
+
+def base_request() -> dict:
+    return {
+        "site_id": "DEMO",
+        "date": "2024-03-15",
+        "timezone": "Asia/Kuala_Lumpur",
+        "resolution_minutes": 60,
+        "load_kw": [80.0] * 24,
+        "pv_kw": [0.0] * 6 + [50.0] * 12 + [0.0] * 6,
+        "tariff": {"buy": [0.4] * 24, "sell": [0.2] * 24},
+    }
+
+
+def with_change(path: str, value) -> dict:
+    request = copy.deepcopy(base_request())
+    *parents, leaf = path.split(".")
+    target = request
+    for key in parents:
+        target = target.setdefault(key, {})
+    if isinstance(target, dict):
+        target[leaf] = value
+    return request
+
+
+BAD_INPUTS = [
+    # (change, field named in the message, value shown in the message)
+    (("load_kw", [80.0] * 23), "load_kw", "23 values"),
+    (("tariff.sell", [0.2] * 25), "tariff.sell", "25 values"),
+    (("load_kw", [80.0] * 23 + [math.nan]), "load_kw[23]", "NaN"),
+    (("load_kw", [80.0] * 23 + [math.inf]), "load_kw[23]", "inf"),
+    (("tariff.buy", [0.4] * 23 + ["0.4"]), "tariff.buy[23]", "'0.4'"),
+    (("load_kw", [80.0] * 23 + [-1.0]), "load_kw[23]", "-1.0"),
+    (("pv_kw", [-0.5] + [0.0] * 23), "pv_kw[0]", "-0.5"),
+    (("resolution_minutes", 20), "resolution_minutes", "20"),
+    (("bess.capacity_kwh", 0.0), "bess.capacity_kwh", "0.0"),
+    (("bess.max_charge_kw", -5.0), "bess.max_charge_kw", "-5.0"),
+    (("bess.max_discharge_kw", -5.0), "bess.max_discharge_kw", "-5.0"),
+    (("bess.soc_min", -0.1), "bess.soc_min", "-0.1"),
+    (("bess.soc_max", 1.2), "bess.soc_max", "1.2"),
+    (("bess.soc_initial", 1.5), "bess.soc_initial", "1.5"),
+    (("bess.soc_final_min", 0.95), "bess", "0.95"),
+    (("bess.charge_efficiency", 0.0), "bess.charge_efficiency", "0.0"),
+    (("bess.discharge_efficiency", 1.01), "bess.discharge_efficiency", "1.01"),
+    (("limits.grid_import_max_kw", -1.0), "limits.grid_import_max_kw", "-1.0"),
+    (("limits.transformer_max_kw", -1.0), "limits.transformer_max_kw", "-1.0"),
+    (("weights.curtail", -0.2), "weights.curtail", "-0.2"),
+    (("bess.cycle_cost_per_kwh", -0.01), "bess.cycle_cost_per_kwh", "-0.01"),
+    (("tariff.demand_charge_per_kw", -1.0), "tariff.demand_charge_per_kw", "-1.0"),
+    (("site_id", "bad site!"), "site_id", "'bad site!'"),
+    (("site_id", "x" * 65), "site_id", "xxxx"),
+    (("timeout_ms", 99), "timeout_ms", "99"),
+    (("timeout_ms", 600_001), "timeout_ms", "600001"),
+    (("surprise", 1), "surprise", "1"),
+    (("bess.surprise", 1), "bess.surprise", "1"),
+    (("timezone", "Mars/Olympus"), "timezone", "Mars/Olympus"),
+]
+
+
+@pytest.mark.parametrize(("change", "field", "shown"), BAD_INPUTS, ids=[f"{c[0]}={c[1]!r:.20}" for c, _, _ in BAD_INPUTS])
+def test_bad_input_names_field_and_value(change, field, shown) -> None:
+    with pytest.raises(RequestError) as caught:
+        build_problem(with_change(*change))
+    message = str(caught.value)
+    assert field in message
+    assert shown in message
+
+
+def test_soc_min_above_soc_max_is_rejected() -> None:
+    request = base_request() | {"bess": {"soc_min": 0.8, "soc_max": 0.3}}
+    with pytest.raises(RequestError, match=r"soc_min \(0.8\) must not exceed soc_max \(0.3\)"):
+        build_problem(request)
+
+
+def test_wrong_length_for_dst_day_names_the_day() -> None:
+    request = base_request() | {"date": "2024-03-31", "timezone": "Europe/Berlin", "resolution_minutes": 15}
+    request |= {"load_kw": [1.0] * 96, "pv_kw": [0.0] * 96, "tariff": {"buy": [0.1] * 96, "sell": [0.0] * 96}}
+    with pytest.raises(RequestError, match=r"load_kw: has 96 values, but 2024-03-31 in Europe/Berlin .* has 92 intervals"):
+        build_problem(request)
+
+
+def test_missing_pv_without_stored_forecast_is_an_error() -> None:
+    request = base_request()
+    del request["pv_kw"]
+    with pytest.raises(RequestError, match=r"pv_kw: missing, and no stored PV forecast for site 'DEMO'"):
+        build_problem(request)
+
+
+def test_negative_prices_are_accepted() -> None:
+    request = with_change("tariff.buy", [-0.05] * 24)
+    assert solve_dispatch(request).status == "ok"
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    request = with_change("bess.capacity_kwh", -1.0) | {"timeout_ms": 5}
+    with pytest.raises(RequestError) as caught:
+        build_problem(request)
+    assert len(caught.value.problems) == 2
