@@ -1,0 +1,69 @@
+"""Latency of solve_dispatch on generated 96-interval days: MILP and rule-based fallback.
+
+    python bench/solve_latency.py [-n 200] [--solver highs]
+
+Prints median, p95 and max per mode and the share of MILP runs that fell back. Each call is the
+public API end to end (validation, MILP in its worker with the default 3 s timeout, KPIs,
+explanations); `solve_ms` is the MILP step alone (build + solve + transfer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.generate import generated_requests  # noqa: E402
+from dispatch_pipeline import solve_dispatch  # noqa: E402
+from dispatch_pipeline.core.problem import build_problem  # noqa: E402
+from dispatch_pipeline.core.fallback import rule_based_schedule  # noqa: E402
+from dispatch_pipeline.core.runner import default_runner  # noqa: E402
+
+
+def summary(name: str, values_ms: list[float]) -> str:
+    v = np.asarray(values_ms)
+    return f"{name:<34} median {np.median(v):7.2f} ms   p95 {np.percentile(v, 95):7.2f} ms   max {v.max():7.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=200, help="number of site-days (default 200)")
+    parser.add_argument("--solver", default="highs", choices=("highs", "cbc"))
+    args = parser.parse_args()
+
+    requests = generated_requests(args.n)
+    default_runner().warm(1)
+
+    milp_step, milp_total, fallbacks, rounds = [], [], 0, []
+    for request in requests:
+        started = time.perf_counter()
+        result = solve_dispatch(request, solver=args.solver)
+        milp_total.append((time.perf_counter() - started) * 1000)
+        milp_step.append(result.solve_ms)
+        fallbacks += result.fallback_used
+
+    rule_step, rule_total = [], []
+    for request in requests:
+        problem = build_problem(request)
+        started = time.perf_counter()
+        rule_based_schedule(problem)
+        rule_step.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        solve_dispatch(request, use_milp=False)
+        rule_total.append((time.perf_counter() - started) * 1000)
+
+    print(f"{args.n} generated 96-interval site-days, solver {args.solver}, one worker, timeout 3000 ms")
+    print(summary("MILP step (build + solve)", milp_step))
+    print(summary("MILP solve_dispatch end to end", milp_total))
+    print(summary("rule-based schedule", rule_step))
+    print(summary("rule-based solve_dispatch end to end", rule_total))
+    print(f"fell back: {fallbacks}/{args.n} ({fallbacks / args.n:.1%})")
+
+
+if __name__ == "__main__":
+    main()
