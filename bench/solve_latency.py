@@ -18,11 +18,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.generate import generated_requests  # noqa: E402
-from dispatch_pipeline import solve_dispatch  # noqa: E402
-from dispatch_pipeline.core.problem import build_problem  # noqa: E402
-from dispatch_pipeline.core.fallback import rule_based_schedule  # noqa: E402
-from dispatch_pipeline.core.runner import default_runner  # noqa: E402
+from bench.generate import generated_requests
+from dispatch_pipeline import solve_dispatch
+from dispatch_pipeline.core.fallback import rule_based_schedule
+from dispatch_pipeline.core.problem import build_problem
+from dispatch_pipeline.core.runner import default_runner
 
 
 def summary(name: str, values_ms: list[float]) -> str:
@@ -39,7 +39,7 @@ def main() -> None:
     requests = generated_requests(args.n)
     default_runner().warm(1)
 
-    milp_step, milp_total, fallbacks, rounds = [], [], 0, []
+    milp_step, milp_total, fallbacks, _rounds = [], [], 0, []
     for request in requests:
         started = time.perf_counter()
         result = solve_dispatch(request, solver=args.solver)

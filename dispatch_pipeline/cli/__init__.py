@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("solve",)
+SUBCOMMAND_MODULES = ("solve", "serve", "db")
 
 
 class UsageError(Exception):

@@ -100,7 +100,7 @@ def explain_interval(
             return "charge_negative_price", (
                 f"Charging {ch:.1f} kW from the grid: the site is paid to import ({price})"
             )
-        if last or (problem.intervals - t) * problem.dt <= 2 and soc <= target + 0.01:
+        if last or ((problem.intervals - t) * problem.dt <= 2 and soc <= target + 0.01):
             return "charge_terminal_soc", (
                 f"Charging {ch:.1f} kW from the grid to end the day at SOC {target:.0%} ({price})"
             )

@@ -151,10 +151,7 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{location}: field required"
     if isinstance(shown, float) and math.isnan(shown):
         shown = "NaN"
-    if isinstance(shown, (dict, list)):
-        shown_text = _abbreviate(shown)
-    else:
-        shown_text = repr(shown)
+    shown_text = _abbreviate(shown) if isinstance(shown, (dict, list)) else repr(shown)
     return f"{location or 'request'}: {message} (got {shown_text})"
 
 

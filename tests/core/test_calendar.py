@@ -29,6 +29,6 @@ def test_local_day_intervals_in_utc(date, timezone, resolution, intervals, first
 
 def test_next_day_is_the_sites_tomorrow() -> None:
     # 23:30 UTC on 1 March is already 2 March in Kuala Lumpur (UTC+8): tomorrow there is 3 March.
-    now = dt.datetime(2024, 3, 1, 23, 30, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2024, 3, 1, 23, 30, tzinfo=dt.UTC)
     assert next_local_date("Asia/Kuala_Lumpur", now) == dt.date(2024, 3, 3)
     assert next_local_date("America/Los_Angeles", now) == dt.date(2024, 3, 2)

@@ -40,7 +40,7 @@ def test_milp_reaches_reference_objective(name: str) -> None:
 def test_cbc_and_highs_agree(name: str) -> None:
     case = load_case(name)
     problem = build_problem(case["request"])
-    highs = solve_milp(problem, "highs")
+    highs = solve_milp(problem, "highs", time.monotonic() + 120)
     cbc = solve_milp(problem, "cbc", time.monotonic() + 120)
     assert_reaches_expected(cbc.objective_value, case["expected"])
     assert cbc.objective_value == pytest.approx(highs.objective_value, rel=1e-4, abs=1e-2)
