@@ -98,8 +98,12 @@ def test_missing_pv_without_stored_forecast_is_an_error() -> None:
 
 
 def test_negative_prices_are_accepted() -> None:
-    request = with_change("tariff.buy", [-0.05] * 24)
-    assert solve_dispatch(request).status == "ok"
+    # A midday dip below zero, as on sunny days in spot-priced markets.
+    request = with_change("tariff.buy", [0.3] * 11 + [-0.02] * 3 + [0.3] * 10)
+    request["tariff"]["sell"] = [0.0] * 11 + [-0.05] * 3 + [0.0] * 10
+    result = solve_dispatch(request, timeout_ms=30_000)
+    assert (result.status, result.solver) == ("ok", "milp")
+    assert all(p.batt_ch_kw > 0 for p in result.points[11:14]), "paid to import: the battery charges"
 
 
 def test_every_problem_is_listed_at_once() -> None:
