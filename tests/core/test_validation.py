@@ -103,7 +103,10 @@ def test_negative_prices_are_accepted() -> None:
     request["tariff"]["sell"] = [0.0] * 11 + [-0.05] * 3 + [0.0] * 10
     result = solve_dispatch(request, timeout_ms=30_000)
     assert (result.status, result.solver) == ("ok", "milp")
-    assert all(p.batt_ch_kw > 0 for p in result.points[11:14]), "paid to import: the battery charges"
+    # Paid to import: the battery fills up during the dip, at its full rating first.
+    assert result.points[11].batt_ch_kw == pytest.approx(50.0)
+    assert result.points[13].soc == pytest.approx(0.9)
+    assert result.points[11].reason_code == "charge_negative_price"
 
 
 def test_every_problem_is_listed_at_once() -> None:
