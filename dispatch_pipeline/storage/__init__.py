@@ -1,0 +1,47 @@
+"""SQL storage of sites, forecasts, prices and dispatch runs (PostgreSQL in production, SQLite locally)."""
+
+from dispatch_pipeline.storage.checks import StorageInputError
+from dispatch_pipeline.storage.database import (
+    close_engines,
+    database_url,
+    make_engine,
+    open_database,
+)
+from dispatch_pipeline.storage.forecasts import (
+    load_forecast,
+    load_price_series,
+    save_forecast,
+    save_price_series,
+)
+from dispatch_pipeline.storage.migrate import upgrade_database
+from dispatch_pipeline.storage.runs import (
+    RunRecord,
+    StoredRun,
+    get_run,
+    latest_run,
+    list_runs,
+    save_runs,
+)
+from dispatch_pipeline.storage.sites import get_site, list_sites, upsert_site
+
+__all__ = [
+    "RunRecord",
+    "StorageInputError",
+    "StoredRun",
+    "close_engines",
+    "database_url",
+    "get_run",
+    "get_site",
+    "latest_run",
+    "list_runs",
+    "list_sites",
+    "load_forecast",
+    "load_price_series",
+    "make_engine",
+    "open_database",
+    "save_forecast",
+    "save_price_series",
+    "save_runs",
+    "upgrade_database",
+    "upsert_site",
+]

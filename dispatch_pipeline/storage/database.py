@@ -1,0 +1,140 @@
+"""Where the database is, one engine per URL, and a schema brought up to date before first use."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.pool import StaticPool
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+# Execution option read by the SQLite BEGIN hook below; "IMMEDIATE" takes the write lock up front.
+SQLITE_BEGIN_OPTION = "dispatch_sqlite_begin"
+_SQLITE_BEGIN_MODES = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+
+_BARE_POSTGRES = re.compile(r"^(postgres|postgresql)://")
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+_migrated: set[str] = set()
+_migration_lock = threading.Lock()
+
+
+def normalize_url(url: str) -> str:
+    """Point bare PostgreSQL URLs at psycopg 3, the driver this project installs."""
+    return _BARE_POSTGRES.sub("postgresql+psycopg://", url.strip(), count=1)
+
+
+def database_url() -> str:
+    """`DATABASE_URL` if set, else a SQLite file next to Dagster's own storage."""
+    configured = os.environ.get("DATABASE_URL", "").strip()
+    if configured:
+        return normalize_url(configured)
+    home = Path(os.environ.get("DAGSTER_HOME") or "./dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'dispatch.sqlite'}"
+
+
+def make_engine(url: str) -> Engine:
+    """The process's engine for `url` (one pool per database, however often this is called)."""
+    url = normalize_url(url)
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create(url)
+            _engines[url] = engine
+        return engine
+
+
+def open_database(url: str | None = None) -> Engine:
+    """An engine whose schema has been migrated to head (once per process and URL)."""
+    from dispatch_pipeline.storage.migrate import upgrade_database
+
+    url = normalize_url(url or database_url())
+    engine = make_engine(url)
+    # Holding the lock while migrating makes concurrent first calls in threads wait for one run.
+    with _migration_lock:
+        if url not in _migrated:
+            upgrade_database(url)
+            _migrated.add(url)
+    return engine
+
+
+def close_engines() -> None:
+    """Dispose every cached engine (tests, and before dropping a database)."""
+    with _migration_lock, _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _migrated.clear()
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that commits on success and rolls back on any exception.
+
+    On SQLite it begins IMMEDIATE: the write lock is queued for (busy timeout) up front instead of
+    failing with "database is locked" when a reader upgrades to a writer mid-transaction.
+    """
+    with engine.connect() as connection:
+        connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        with connection.begin():
+            yield connection
+
+
+def _create(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _create_sqlite(url, in_memory=parsed.database in (None, "", ":memory:"))
+    # Dagster and API processes hold pooled connections across idle hours; re-check before use.
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _create_sqlite(url: str, *, in_memory: bool) -> Engine:
+    options: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if in_memory:
+        # Each new connection to :memory: is a new empty database; share one.
+        options["poolclass"] = StaticPool
+        options["connect_args"]["check_same_thread"] = False
+    engine = create_engine(url, **options)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin: the module's
+        # legacy mode autocommits DDL (half-applied migrations) and skips BEGIN before SELECT.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL lets API reads proceed during a long backfill write; NORMAL sync is safe under WAL.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "")
+        if mode not in _SQLITE_BEGIN_MODES:
+            raise ValueError(
+                f"{SQLITE_BEGIN_OPTION}: must be one of {_SQLITE_BEGIN_MODES} (got {mode!r})"
+            )
+        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+    return engine
+
+
+def _forget_inherited_connections() -> None:
+    # A forked child must not reuse the parent's sockets or file handles; dispose(close=False)
+    # gives it fresh pools and leaves the parent's connections alone.
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_connections)

@@ -1,0 +1,61 @@
+"""Issued series a plan reads: load/PV forecasts, and price series that override a ToU tariff.
+
+Frames carry a `ts` column (or index) of timezone-aware interval starts, converted to UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from dispatch_pipeline.storage.series import load_latest, save_issue
+from dispatch_pipeline.storage.tables import forecasts, price_series
+
+FORECAST_COLUMNS = ("load_kw", "pv_kw")
+PRICE_COLUMNS = ("buy", "sell")
+
+
+def save_forecast(engine: Engine, site_id: str, frame: pd.DataFrame, issued_at: dt.datetime) -> int:
+    """Store one forecast issue (ts, load_kw, pv_kw >= 0); returns the number of rows."""
+    return save_issue(
+        engine, forecasts, FORECAST_COLUMNS, site_id, frame, issued_at, non_negative=True
+    )
+
+
+def load_forecast(
+    engine: Engine,
+    site_id: str,
+    start_utc: dt.datetime,
+    end_utc: dt.datetime,
+    *,
+    as_of: dt.datetime | None = None,
+) -> pd.DataFrame:
+    """ts, load_kw, pv_kw, issued_at in [start_utc, end_utc), the latest issue per ts."""
+    return load_latest(
+        engine, forecasts, FORECAST_COLUMNS, site_id, start_utc, end_utc, as_of=as_of
+    )
+
+
+def save_price_series(
+    engine: Engine, site_id: str, frame: pd.DataFrame, issued_at: dt.datetime
+) -> int:
+    """Store one price issue (ts, buy, sell; negative prices allowed); returns the number of rows."""
+    return save_issue(
+        engine, price_series, PRICE_COLUMNS, site_id, frame, issued_at, non_negative=False
+    )
+
+
+def load_price_series(
+    engine: Engine,
+    site_id: str,
+    start_utc: dt.datetime,
+    end_utc: dt.datetime,
+    *,
+    as_of: dt.datetime | None = None,
+) -> pd.DataFrame:
+    """ts, buy, sell, issued_at in [start_utc, end_utc), the latest issue per ts."""
+    return load_latest(
+        engine, price_series, PRICE_COLUMNS, site_id, start_utc, end_utc, as_of=as_of
+    )

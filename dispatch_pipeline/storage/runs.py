@@ -1,0 +1,418 @@
+"""Dispatch runs: saved in bulk, all or nothing, never changed afterwards; read back by id or as
+the latest run of a site (and date), in the shapes of the contract."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection, Engine, Row, and_, select
+
+from dispatch_pipeline.core.request import Weights
+from dispatch_pipeline.core.result import DispatchResult, Kpis, Point, SolverName, Status
+from dispatch_pipeline.storage.bulk import bulk_insert
+from dispatch_pipeline.storage.checks import (
+    check_choice,
+    check_finite,
+    check_site_id,
+    parse_utc_timestamp,
+    problem,
+)
+from dispatch_pipeline.storage.database import write_transaction
+from dispatch_pipeline.storage.tables import (
+    KPI_COLUMNS,
+    RESOLUTIONS_MINUTES,
+    RUN_SOLVERS,
+    RUN_SOURCES,
+    RUN_STATUSES,
+    SCHEDULE_FLOW_COLUMNS,
+    dispatch_explanations,
+    dispatch_kpis,
+    dispatch_runs,
+    dispatch_schedule,
+)
+from dispatch_pipeline.storage.timestamps import iso_utc, utc_now
+
+Source = Literal["dagster", "api", "cli"]
+
+RUN_COLUMNS = (
+    "id",
+    "site_id",
+    "date",
+    "created_at",
+    "status",
+    "solver",
+    "fallback_reason",
+    "objective_value",
+    "objective_config",
+    "timeout_ms",
+    "solve_ms",
+    "mip_gap",
+    "source",
+    "dagster_run_id",
+    "timezone",
+    "resolution_minutes",
+    "milp_solver",
+)
+SCHEDULE_COLUMNS = ("run_id", "ts", *SCHEDULE_FLOW_COLUMNS, "soc", "reason")
+EXPLANATION_COLUMNS = ("run_id", "ts", "reason_code", "reason", "binding", "marginal_cost_per_kwh")
+KPI_TABLE_COLUMNS = ("run_id", *KPI_COLUMNS)
+# The Point fields stored as the schedule's numbers, in SCHEDULE_COLUMNS order (same names).
+POINT_NUMBER_FIELDS = (*SCHEDULE_FLOW_COLUMNS, "soc")
+
+
+class RunRecord(BaseModel):
+    """One row of `dispatch_runs`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: uuid.UUID
+    site_id: str
+    date: dt.date
+    created_at: dt.datetime
+    status: Status
+    solver: SolverName
+    fallback_reason: str | None
+    objective_value: float
+    objective_config: Weights
+    timeout_ms: int
+    solve_ms: float
+    mip_gap: float | None
+    source: Source
+    dagster_run_id: str | None
+    timezone: str
+    resolution_minutes: int
+    milp_solver: str | None
+
+
+class StoredRun(BaseModel):
+    """A stored run with its KPIs and its points (schedule joined with explanations, by ts)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run: RunRecord
+    kpis: Kpis
+    points: list[Point]
+
+    def to_result(self) -> DispatchResult:
+        """The DispatchResult this run was saved from."""
+        run = self.run
+        return DispatchResult(
+            run_id=run.run_id,
+            status=run.status,
+            # The contract ties the two: status "fallback" exactly when the fallback rule ran.
+            fallback_used=run.status == "fallback",
+            solver=run.solver,
+            objective_value=run.objective_value,
+            kpis=self.kpis,
+            site_id=run.site_id,
+            date=run.date,
+            timezone=run.timezone,
+            resolution_minutes=run.resolution_minutes,
+            fallback_reason=run.fallback_reason,
+            milp_solver=run.milp_solver,
+            mip_gap=run.mip_gap,
+            solve_ms=run.solve_ms,
+            timeout_ms=run.timeout_ms,
+            objective_config=run.objective_config,
+            points=self.points,
+        )
+
+
+# ----------------------------------------------------------------------------------------- write
+
+
+def save_runs(
+    engine: Engine,
+    results: Sequence[DispatchResult],
+    *,
+    source: str,
+    dagster_run_id: str | None = None,
+) -> list[uuid.UUID]:
+    """Store every result (run, KPIs, schedule, explanations) in one transaction; return their ids.
+
+    All or nothing: any bad value or database error leaves no row of any result behind. Runs are
+    only ever added: a result whose run_id is already stored fails the whole call.
+    """
+    check_choice(source, RUN_SOURCES, "source")
+    if dagster_run_id is not None and not (
+        isinstance(dagster_run_id, str) and 0 < len(dagster_run_id) <= 64
+    ):
+        raise problem(
+            "dagster_run_id", "must be a non-empty string of at most 64 characters", dagster_run_id
+        )
+    results = list(results)
+    _check_runs(results)
+    if not results:
+        return []
+    # One tick per result: a later entry of the same batch counts as the more recent run.
+    created_at = [utc_now() for _ in results]
+    parsed_ts: dict[str, dt.datetime] = {}
+    with write_transaction(engine) as connection:
+        bulk_insert(
+            connection,
+            dispatch_runs,
+            RUN_COLUMNS,
+            _run_rows(results, created_at, source, dagster_run_id),
+        )
+        bulk_insert(connection, dispatch_kpis, KPI_TABLE_COLUMNS, _kpi_rows(results))
+        bulk_insert(
+            connection, dispatch_schedule, SCHEDULE_COLUMNS, _schedule_rows(results, parsed_ts)
+        )
+        bulk_insert(
+            connection,
+            dispatch_explanations,
+            EXPLANATION_COLUMNS,
+            _explanation_rows(results, parsed_ts),
+        )
+    return [result.run_id for result in results]
+
+
+def _check_runs(results: list[Any]) -> None:
+    """The per-run checks, done before the transaction opens; per-point ones run while streaming."""
+    seen: set[uuid.UUID] = set()
+    for i, result in enumerate(results):
+        field = f"results[{i}]"
+        if not isinstance(result, DispatchResult):
+            raise problem(field, "must be a DispatchResult", type(result).__name__)
+        if result.run_id in seen:
+            raise problem(f"{field}.run_id", "appears twice in this batch", str(result.run_id))
+        seen.add(result.run_id)
+        check_site_id(result.site_id, f"{field}.site_id")
+        check_choice(result.status, RUN_STATUSES, f"{field}.status")
+        check_choice(result.solver, RUN_SOLVERS, f"{field}.solver")
+        if result.resolution_minutes not in RESOLUTIONS_MINUTES:
+            raise problem(
+                f"{field}.resolution_minutes",
+                f"must be one of {RESOLUTIONS_MINUTES}",
+                result.resolution_minutes,
+            )
+        for name in ("objective_value", "solve_ms"):
+            check_finite(getattr(result, name), f"{field}.{name}")
+        if result.mip_gap is not None:
+            check_finite(result.mip_gap, f"{field}.mip_gap")
+        for name in KPI_COLUMNS:
+            check_finite(getattr(result.kpis, name), f"{field}.kpis.{name}")
+
+
+def _run_rows(
+    results: list[DispatchResult],
+    created_at: list[dt.datetime],
+    source: str,
+    dagster_run_id: str | None,
+) -> Iterator[tuple[Any, ...]]:
+    for result, created in zip(results, created_at, strict=True):
+        yield (
+            result.run_id,
+            result.site_id,
+            result.date,
+            created,
+            result.status,
+            result.solver,
+            result.fallback_reason,
+            result.objective_value,
+            result.objective_config.model_dump(mode="json"),
+            result.timeout_ms,
+            result.solve_ms,
+            result.mip_gap,
+            source,
+            dagster_run_id,
+            result.timezone,
+            result.resolution_minutes,
+            result.milp_solver,
+        )
+
+
+def _kpi_rows(results: list[DispatchResult]) -> Iterator[tuple[Any, ...]]:
+    for result in results:
+        kpis = result.kpis
+        yield (result.run_id, *(getattr(kpis, name) for name in KPI_COLUMNS))
+
+
+def _schedule_rows(
+    results: list[DispatchResult], parsed_ts: dict[str, dt.datetime]
+) -> Iterator[tuple[Any, ...]]:
+    for i, result in enumerate(results):
+        run_id = result.run_id
+        for j, point in enumerate(result.points):
+            numbers = (*(getattr(point, name) for name in POINT_NUMBER_FIELDS),)
+            if not _all_finite(numbers):
+                _raise_first_non_finite(point, POINT_NUMBER_FIELDS, f"results[{i}].points[{j}]")
+            yield (
+                run_id,
+                _timestamp(point.ts, parsed_ts, i, j),
+                *numbers,
+                point.reason,
+            )
+
+
+def _explanation_rows(
+    results: list[DispatchResult], parsed_ts: dict[str, dt.datetime]
+) -> Iterator[tuple[Any, ...]]:
+    for i, result in enumerate(results):
+        run_id = result.run_id
+        for j, point in enumerate(result.points):
+            marginal = point.marginal_cost_per_kwh
+            if marginal is not None and not _all_finite((marginal,)):
+                _raise_first_non_finite(
+                    point, ("marginal_cost_per_kwh",), f"results[{i}].points[{j}]"
+                )
+            yield (
+                run_id,
+                _timestamp(point.ts, parsed_ts, i, j),
+                point.reason_code,
+                point.reason,
+                list(point.binding),
+                marginal,
+            )
+
+
+def _all_finite(values: tuple[Any, ...]) -> bool:
+    # The per-value check with its message is only built on failure: this runs ~3M times a backfill.
+    try:
+        return all(map(math.isfinite, values))
+    except TypeError:
+        return False
+
+
+def _raise_first_non_finite(point: Point, names: Sequence[str], field: str) -> None:
+    for name in names:
+        check_finite(getattr(point, name), f"{field}.{name}")
+
+
+def _timestamp(text: str, cache: dict[str, dt.datetime], i: int, j: int) -> dt.datetime:
+    # Both point tables need every ts, and fleets repeat the same instants: parse each once.
+    parsed = cache.get(text)
+    if parsed is None:
+        parsed = cache[text] = parse_utc_timestamp(text, f"results[{i}].points[{j}].ts")
+    return parsed
+
+
+# ------------------------------------------------------------------------------------------ read
+
+
+def get_run(engine: Engine, run_id: uuid.UUID | str) -> StoredRun | None:
+    """The stored run with this id, or None."""
+    run_uuid = _as_uuid(run_id)
+    with engine.connect() as connection:
+        return _read_run(connection, run_uuid)
+
+
+def latest_run(engine: Engine, site_id: str, date: dt.date | None = None) -> StoredRun | None:
+    """The most recently created run of a site (on one local date if given), or None."""
+    query = (
+        select(dispatch_runs.c.id)
+        .where(dispatch_runs.c.site_id == site_id)
+        # id breaks exact created_at ties (other processes) so the answer is at least stable.
+        .order_by(dispatch_runs.c.created_at.desc(), dispatch_runs.c.id.desc())
+        .limit(1)
+    )
+    if date is not None:
+        query = query.where(dispatch_runs.c.date == _as_date(date))
+    with engine.connect() as connection:
+        run_id = connection.scalar(query)
+        return None if run_id is None else _read_run(connection, run_id)
+
+
+def list_runs(
+    engine: Engine,
+    site_id: str | None = None,
+    date: dt.date | None = None,
+    *,
+    limit: int | None = None,
+) -> list[RunRecord]:
+    """Run rows, newest first, optionally for one site and/or one local date."""
+    query = select(dispatch_runs).order_by(
+        dispatch_runs.c.created_at.desc(), dispatch_runs.c.id.desc()
+    )
+    if site_id is not None:
+        query = query.where(dispatch_runs.c.site_id == site_id)
+    if date is not None:
+        query = query.where(dispatch_runs.c.date == _as_date(date))
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.connect() as connection:
+        return [_run_record(row) for row in connection.execute(query)]
+
+
+def _read_run(connection: Connection, run_id: uuid.UUID) -> StoredRun | None:
+    run_row = connection.execute(
+        select(dispatch_runs).where(dispatch_runs.c.id == run_id)
+    ).one_or_none()
+    if run_row is None:
+        return None
+    kpi_row = connection.execute(
+        select(dispatch_kpis).where(dispatch_kpis.c.run_id == run_id)
+    ).one_or_none()
+    if kpi_row is None:
+        # save_runs writes both in one transaction; a run without KPIs was tampered with.
+        raise LookupError(f"run_id: stored run has no KPI row (got {str(run_id)!r})")
+    schedule, explanation = dispatch_schedule.c, dispatch_explanations.c
+    point_rows = connection.execute(
+        select(
+            schedule.ts,
+            *(schedule[name] for name in SCHEDULE_FLOW_COLUMNS),
+            schedule.soc,
+            schedule.reason,
+            explanation.reason_code,
+            explanation.binding,
+            explanation.marginal_cost_per_kwh,
+        )
+        .select_from(
+            dispatch_schedule.outerjoin(
+                dispatch_explanations,
+                and_(explanation.run_id == schedule.run_id, explanation.ts == schedule.ts),
+            )
+        )
+        .where(schedule.run_id == run_id)
+        .order_by(schedule.ts)
+    )
+    return StoredRun(
+        run=_run_record(run_row),
+        kpis=Kpis(**{name: kpi_row._mapping[name] for name in KPI_COLUMNS}),
+        points=[_point(row) for row in point_rows],
+    )
+
+
+def _run_record(row: Row[Any]) -> RunRecord:
+    values = dict(row._mapping)
+    values["run_id"] = values.pop("id")
+    return RunRecord.model_validate(values)
+
+
+def _point(row: Row[Any]) -> Point:
+    values = row._mapping
+    return Point(
+        ts=iso_utc(values["ts"]),
+        **{name: values[name] for name in SCHEDULE_FLOW_COLUMNS},
+        soc=values["soc"],
+        reason=values["reason"],
+        # An explanation row can only be missing if written outside save_runs; show the schedule.
+        reason_code=values["reason_code"] or "",
+        binding=values["binding"] or [],
+        marginal_cost_per_kwh=values["marginal_cost_per_kwh"],
+    )
+
+
+def _as_uuid(value: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise problem("run_id", "must be a UUID", value) from None
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        raise problem("date", "must be a calendar date, not a datetime", value)
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise problem("date", "must be an ISO date YYYY-MM-DD", value) from None

@@ -1,0 +1,155 @@
+"""Per-site time series that are re-issued over time (forecasts, prices).
+
+Each issue is kept (key: site_id, ts, issued_at), so a backfill can ask what was known when;
+reads take, per ts, the value of the most recent issue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from itertools import islice
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, Table, func, select
+
+from dispatch_pipeline.storage.checks import check_aware, check_finite, check_site_id, problem
+from dispatch_pipeline.storage.database import write_transaction
+from dispatch_pipeline.storage.timestamps import iso_utc
+from dispatch_pipeline.storage.upsert import upsert_statement
+
+KEY_COLUMNS = ("site_id", "ts", "issued_at")
+_CHUNK_ROWS = 10_000
+
+
+def save_issue(
+    engine: Engine,
+    table: Table,
+    value_columns: Sequence[str],
+    site_id: str,
+    frame: pd.DataFrame,
+    issued_at: dt.datetime,
+    *,
+    non_negative: bool,
+) -> int:
+    """Write one issue of a series in one transaction; re-saving the same issue overwrites it."""
+    check_site_id(site_id)
+    issued = _plain_datetime(check_aware(issued_at, "issued_at"))
+    timestamps, columns = _validated_frame(frame, value_columns, non_negative=non_negative)
+    rows = [
+        {
+            "site_id": site_id,
+            "ts": ts,
+            "issued_at": issued,
+            **dict(zip(value_columns, values, strict=True)),
+        }
+        for ts, *values in zip(timestamps, *columns, strict=True)
+    ]
+    if not rows:
+        return 0
+    with write_transaction(engine) as connection:
+        statement = upsert_statement(connection, table, KEY_COLUMNS, value_columns)
+        iterator = iter(rows)
+        while chunk := list(islice(iterator, _CHUNK_ROWS)):
+            connection.execute(statement, chunk)
+    return len(rows)
+
+
+def load_latest(
+    engine: Engine,
+    table: Table,
+    value_columns: Sequence[str],
+    site_id: str,
+    start_utc: dt.datetime,
+    end_utc: dt.datetime,
+    *,
+    as_of: dt.datetime | None = None,
+) -> pd.DataFrame:
+    """Columns ts, *value_columns, issued_at for ts in [start_utc, end_utc), ordered by ts.
+
+    Per ts the most recently issued value wins; with `as_of`, only issues made by then count
+    (what a planner knew at that time). One query: row_number() over each ts, newest issue first.
+    """
+    start = check_aware(start_utc, "start_utc")
+    end = check_aware(end_utc, "end_utc")
+    if end < start:
+        raise problem("end_utc", f"must not precede start_utc {start.isoformat()}", end.isoformat())
+    issue_rank = (
+        func.row_number()
+        .over(partition_by=table.c.ts, order_by=table.c.issued_at.desc())
+        .label("issue_rank")
+    )
+    ranked = select(
+        table.c.ts, *(table.c[name] for name in value_columns), table.c.issued_at, issue_rank
+    ).where(table.c.site_id == site_id, table.c.ts >= start, table.c.ts < end)
+    if as_of is not None:
+        ranked = ranked.where(table.c.issued_at <= check_aware(as_of, "as_of"))
+    latest = ranked.subquery("ranked")
+    query = (
+        select(latest.c.ts, *(latest.c[name] for name in value_columns), latest.c.issued_at)
+        .where(latest.c.issue_rank == 1)
+        .order_by(latest.c.ts)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    names = ["ts", *value_columns, "issued_at"]
+    frame = pd.DataFrame.from_records(rows, columns=names)
+    for name in ("ts", "issued_at"):
+        frame[name] = pd.to_datetime(frame[name], utc=True)
+    for name in value_columns:
+        frame[name] = frame[name].astype(float)
+    return frame
+
+
+def _validated_frame(
+    frame: Any, value_columns: Sequence[str], *, non_negative: bool
+) -> tuple[list[dt.datetime], list[list[float]]]:
+    if not isinstance(frame, pd.DataFrame):
+        raise problem("frame", "must be a pandas DataFrame", type(frame).__name__)
+    if "ts" not in frame.columns and frame.index.name == "ts":
+        frame = frame.reset_index()
+    missing = [name for name in ("ts", *value_columns) if name not in frame.columns]
+    if missing:
+        raise problem("frame", f"missing column(s) {missing}", list(frame.columns))
+    timestamps = _utc_timestamps(frame["ts"])
+    columns: list[list[float]] = []
+    for name in value_columns:
+        values = []
+        for ts, value in zip(timestamps, frame[name].tolist(), strict=True):
+            field = f"frame.{name}[{iso_utc(ts)}]"
+            number = check_finite(value, field)
+            if non_negative and number < 0:
+                raise problem(field, "must be >= 0", value)
+            values.append(number)
+        columns.append(values)
+    return timestamps, columns
+
+
+def _utc_timestamps(column: pd.Series) -> list[dt.datetime]:
+    if not pd.api.types.is_datetime64_any_dtype(column):
+        try:
+            column = pd.to_datetime(column, format="ISO8601")
+        except (TypeError, ValueError):
+            first = column.iloc[0] if len(column) else None
+            raise problem(
+                "frame.ts", "must hold ISO 8601 timestamps with one UTC offset", first
+            ) from None
+    missing = column.isna().to_numpy()
+    if missing.any():
+        raise problem(f"frame.ts[{int(missing.argmax())}]", "must not be missing", "NaT")
+    if column.dt.tz is None:
+        first = column.iloc[0] if len(column) else None
+        raise problem(
+            "frame.ts", "must be timezone-aware UTC (naive timestamps are ambiguous)", str(first)
+        )
+    column = column.dt.tz_convert("UTC")
+    repeated = column[column.duplicated()]
+    if len(repeated):
+        raise problem("frame.ts", "repeats a timestamp", repeated.iloc[0].isoformat())
+    return [_plain_datetime(ts) for ts in column]
+
+
+def _plain_datetime(value: dt.datetime) -> dt.datetime:
+    # pandas Timestamps are datetimes, but drivers should see the plain type they document.
+    return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value

@@ -1,0 +1,60 @@
+"""Registered sites: the scalar facts as columns, the rest of the Site model as one JSON document."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, Row, select
+
+from dispatch_pipeline.storage.checks import check_site_id, problem
+from dispatch_pipeline.storage.database import write_transaction
+from dispatch_pipeline.storage.tables import sites
+from dispatch_pipeline.storage.timestamps import utc_now
+from dispatch_pipeline.storage.upsert import upsert_statement
+
+if TYPE_CHECKING:
+    from dispatch_pipeline.core.site import Site
+
+# Site fields promoted to columns (queryable); every other field lives in `config`.
+SITE_COLUMNS = ("name", "timezone", "latitude", "longitude", "pv_kwp", "currency")
+
+
+def upsert_site(engine: Engine, site: Site) -> None:
+    """Create the site or replace its definition; `created_at` survives, `updated_at` moves."""
+    from dispatch_pipeline.core.site import Site
+
+    if not isinstance(site, Site):
+        raise problem("site", "must be a Site", type(site).__name__)
+    check_site_id(site.site_id, "site.site_id")
+    document = site.model_dump(mode="json")
+    row: dict[str, Any] = {"site_id": document.pop("site_id")}
+    row.update({name: document.pop(name) for name in SITE_COLUMNS})
+    now = utc_now()
+    row.update(config=document, created_at=now, updated_at=now)
+    with write_transaction(engine) as connection:
+        statement = upsert_statement(
+            connection, sites, ["site_id"], [*SITE_COLUMNS, "config", "updated_at"]
+        )
+        connection.execute(statement, row)
+
+
+def get_site(engine: Engine, site_id: str) -> Site | None:
+    with engine.connect() as connection:
+        row = connection.execute(select(sites).where(sites.c.site_id == site_id)).one_or_none()
+    return None if row is None else _site(row)
+
+
+def list_sites(engine: Engine) -> list[Site]:
+    with engine.connect() as connection:
+        rows = connection.execute(select(sites).order_by(sites.c.site_id)).all()
+    return [_site(row) for row in rows]
+
+
+def _site(row: Row[Any]) -> Site:
+    from dispatch_pipeline.core.site import Site
+
+    values = row._mapping
+    document = dict(values["config"])
+    document["site_id"] = values["site_id"]
+    document.update({name: values[name] for name in SITE_COLUMNS})
+    return Site.model_validate(document)

@@ -1,0 +1,185 @@
+"""The SQL schema: sites, their issued forecasts and prices, and the immutable dispatch runs.
+
+`migrations/versions/` must build exactly this; `tests/storage` compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from dispatch_pipeline.storage.timestamps import UtcDateTime
+
+# Deterministic constraint names, so later migrations can drop or alter them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_SOURCES = ("dagster", "api", "cli")
+RUN_STATUSES = ("ok", "fallback")
+RUN_SOLVERS = ("milp", "fallback_rule", "rule_based")
+RESOLUTIONS_MINUTES = (5, 10, 15, 30, 60)
+
+KPI_COLUMNS = (
+    "total_cost",
+    "import_cost",
+    "export_revenue",
+    "total_import_kwh",
+    "total_export_kwh",
+    "total_curtail_kwh",
+    "peak_grid_import_kw",
+    "peak_grid_export_kw",
+    "avg_soc",
+    "min_soc",
+    "max_soc",
+    "final_soc",
+    "equivalent_full_cycles",
+    "self_sufficiency",
+    "pv_utilization",
+    "violation_kwh",
+    "baseline_cost",
+    "savings_vs_baseline",
+)
+
+SCHEDULE_FLOW_COLUMNS = (
+    "pv_set_kw",
+    "batt_ch_kw",
+    "batt_dis_kw",
+    "grid_imp_kw",
+    "grid_exp_kw",
+    "curtail_kw",
+)
+
+SITE_ID = String(64)  # the contract's ^[A-Za-z0-9_.-]{1,64}$
+JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _in(column: str, values: tuple[str, ...] | tuple[int, ...]) -> str:
+    # Literals are module constants, never user input.
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+sites = Table(
+    "sites",
+    metadata,
+    Column("site_id", SITE_ID, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("latitude", Float),
+    Column("longitude", Float),
+    Column("pv_kwp", Float),
+    Column("currency", String(16), nullable=False),
+    # Everything else of the Site model (bess, limits, weights, tariff, ...): read back whole.
+    Column("config", JSON_DOCUMENT, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# No foreign key to `sites` on the tables below: the API solves fully specified requests for
+# sites that were never registered, and forecasts may be ingested before a site's config is.
+
+forecasts = Table(
+    "forecasts",
+    metadata,
+    Column("site_id", SITE_ID, nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("load_kw", Float, nullable=False),
+    Column("pv_kw", Float, nullable=False),
+    PrimaryKeyConstraint("site_id", "ts", "issued_at"),
+    CheckConstraint("load_kw >= 0", name="load_kw_non_negative"),
+    CheckConstraint("pv_kw >= 0", name="pv_kw_non_negative"),
+)
+
+price_series = Table(
+    "price_series",
+    metadata,
+    Column("site_id", SITE_ID, nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    # Prices may be negative (contract), so no sign check.
+    Column("buy", Float, nullable=False),
+    Column("sell", Float, nullable=False),
+    PrimaryKeyConstraint("site_id", "ts", "issued_at"),
+)
+
+dispatch_runs = Table(
+    "dispatch_runs",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("site_id", SITE_ID, nullable=False),
+    Column("date", Date, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("solver", String(32), nullable=False),
+    Column("fallback_reason", Text),
+    Column("objective_value", Float, nullable=False),
+    Column("objective_config", JSON_DOCUMENT, nullable=False),
+    Column("timeout_ms", Integer, nullable=False),
+    Column("solve_ms", Float, nullable=False),
+    Column("mip_gap", Float),
+    Column("source", String(16), nullable=False),
+    Column("dagster_run_id", String(64)),
+    Column("timezone", String(64), nullable=False),
+    Column("resolution_minutes", Integer, nullable=False),
+    Column("milp_solver", String(32)),
+    CheckConstraint(_in("source", RUN_SOURCES), name="source"),
+    CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+    CheckConstraint(_in("solver", RUN_SOLVERS), name="solver"),
+    CheckConstraint(_in("resolution_minutes", RESOLUTIONS_MINUTES), name="resolution_minutes"),
+    # "Latest run for a site (and date)" reads this index backwards.
+    Index("ix_dispatch_runs_site_id_date_created_at", "site_id", "date", "created_at"),
+)
+
+dispatch_schedule = Table(
+    "dispatch_schedule",
+    metadata,
+    Column("run_id", Uuid, ForeignKey("dispatch_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    *(Column(name, Float, nullable=False) for name in SCHEDULE_FLOW_COLUMNS),
+    Column("soc", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    PrimaryKeyConstraint("run_id", "ts"),
+)
+
+dispatch_explanations = Table(
+    "dispatch_explanations",
+    metadata,
+    # Referencing the run, not the (run_id, ts) schedule row: the composite check cost ~30% more
+    # per row on backfills, and save_runs writes both tables from the same points anyway.
+    Column("run_id", Uuid, ForeignKey("dispatch_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    Column("reason_code", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("binding", JSON_DOCUMENT, nullable=False),
+    Column("marginal_cost_per_kwh", Float),
+    PrimaryKeyConstraint("run_id", "ts"),
+)
+
+dispatch_kpis = Table(
+    "dispatch_kpis",
+    metadata,
+    Column("run_id", Uuid, ForeignKey("dispatch_runs.id", ondelete="CASCADE"), primary_key=True),
+    *(Column(name, Float, nullable=False) for name in KPI_COLUMNS),
+)

@@ -1,0 +1,69 @@
+"""UTC instants in and out of SQL, identical on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+from sqlalchemy import DateTime
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+UTC = dt.UTC
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware datetime, always handed back in UTC.
+
+    PostgreSQL keeps `timestamptz` but answers in the session's zone; SQLite keeps text and drops the
+    offset. Normalising to UTC on the way in (naive values refused: they would be a guess) and
+    re-attaching UTC on the way out gives both backends the same semantics, and makes SQLite's text
+    comparisons chronological because every stored value has the same offset and format.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"timestamp: must be timezone-aware (got naive {value.isoformat()})")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_clock_lock = threading.Lock()
+_last_tick = dt.datetime.min.replace(tzinfo=UTC)
+
+
+def utc_now() -> dt.datetime:
+    """Wall-clock UTC, strictly increasing within this process.
+
+    "Latest run" orders by `created_at`; runs saved one after another (even in one batch, within
+    one microsecond) must not tie, so a repeated reading is nudged forward by a microsecond.
+    """
+    global _last_tick
+    with _clock_lock:
+        now = dt.datetime.now(UTC)
+        if now <= _last_tick:
+            now = _last_tick + dt.timedelta(microseconds=1)
+        _last_tick = now
+        return now
+
+
+def iso_utc(value: dt.datetime) -> str:
+    """The contract's `ts` spelling: ISO 8601 UTC with a `Z`, e.g. 2024-03-15T16:00:00Z."""
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}"
+    return text + "Z"

@@ -1,0 +1,71 @@
+"""Finding the database and configuring engines (no server needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from dispatch_pipeline.storage.database import (
+    database_url,
+    make_engine,
+    normalize_url,
+    open_database,
+)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@db:5432/x", "postgresql+psycopg://u:p@db:5432/x"),
+        ("postgres://u@db/x", "postgresql+psycopg://u@db/x"),
+        ("postgresql+psycopg2://u@db/x", "postgresql+psycopg2://u@db/x"),
+        ("sqlite:////tmp/x.sqlite", "sqlite:////tmp/x.sqlite"),
+    ],
+)
+def test_database_url_from_environment(
+    monkeypatch: pytest.MonkeyPatch, given: str, expected: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", given)
+    assert database_url() == expected
+    assert normalize_url(given) == expected
+
+
+def test_default_database_lives_in_dagster_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    home = tmp_path / "not-yet" / "dagster_home"
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert database_url() == f"sqlite:///{home / 'dispatch.sqlite'}"
+    assert home.is_dir()
+
+
+def test_default_dagster_home_is_relative_to_cwd(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert database_url() == f"sqlite:///{tmp_path.resolve() / 'dagster_home' / 'dispatch.sqlite'}"
+
+
+def test_engines_are_cached_per_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.sqlite'}"
+    assert make_engine(url) is make_engine(url)
+    assert make_engine(url) is not make_engine(f"sqlite:///{tmp_path / 'b.sqlite'}")
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    engine = open_database(f"sqlite:///{tmp_path / 'wal.sqlite'}")
+    with engine.connect() as connection:
+        assert connection.scalar(text("PRAGMA journal_mode")) == "wal"
+        assert connection.scalar(text("PRAGMA foreign_keys")) == 1
+        assert connection.scalar(text("PRAGMA busy_timeout")) >= 1000
+
+
+def test_in_memory_sqlite_keeps_its_schema() -> None:
+    engine = open_database("sqlite://")
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM dispatch_runs")) == 0

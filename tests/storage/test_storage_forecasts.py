@@ -1,0 +1,157 @@
+"""Forecasts and price series: every issue kept, the latest issue per ts read back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine
+
+from dispatch_pipeline.storage import (
+    StorageInputError,
+    load_forecast,
+    load_price_series,
+    save_forecast,
+    save_price_series,
+)
+
+UTC = dt.UTC
+START = dt.datetime(2024, 3, 14, 16, 0, tzinfo=UTC)  # 00:00 in Kuala Lumpur
+ISSUE_1 = dt.datetime(2024, 3, 13, 6, 0, tzinfo=UTC)
+ISSUE_2 = dt.datetime(2024, 3, 14, 6, 0, tzinfo=UTC)
+
+
+def _forecast(start: dt.datetime, periods: int, load: float, pv: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "ts": pd.date_range(start, periods=periods, freq="15min"),
+            "load_kw": [load] * periods,
+            "pv_kw": [pv] * periods,
+        }
+    )
+
+
+def test_latest_issue_wins_per_ts(engine: Engine, site_id: str) -> None:
+    assert save_forecast(engine, site_id, _forecast(START, 96, load=10.0, pv=1.0), ISSUE_1) == 96
+    # The second issue covers only the second half of the day.
+    later_half = _forecast(START + dt.timedelta(hours=12), 48, load=20.0, pv=2.0)
+    save_forecast(engine, site_id, later_half, ISSUE_2)
+
+    frame = load_forecast(engine, site_id, START, START + dt.timedelta(days=1))
+    assert list(frame.columns) == ["ts", "load_kw", "pv_kw", "issued_at"]
+    assert len(frame) == 96 and frame["ts"].is_monotonic_increasing
+    assert str(frame["ts"].dt.tz) == "UTC"
+    assert frame["load_kw"].tolist() == [10.0] * 48 + [20.0] * 48
+    assert frame["pv_kw"].tolist() == [1.0] * 48 + [2.0] * 48
+    assert set(frame["issued_at"].iloc[:48]) == {pd.Timestamp(ISSUE_1)}
+    assert set(frame["issued_at"].iloc[48:]) == {pd.Timestamp(ISSUE_2)}
+
+
+def test_as_of_reads_what_was_known_then(engine: Engine, site_id: str) -> None:
+    save_forecast(engine, site_id, _forecast(START, 4, load=10.0, pv=1.0), ISSUE_1)
+    save_forecast(engine, site_id, _forecast(START, 4, load=20.0, pv=2.0), ISSUE_2)
+    end = START + dt.timedelta(hours=1)
+    assert load_forecast(engine, site_id, START, end)["load_kw"].tolist() == [20.0] * 4
+    known = load_forecast(engine, site_id, START, end, as_of=ISSUE_2 - dt.timedelta(seconds=1))
+    assert known["load_kw"].tolist() == [10.0] * 4
+    assert load_forecast(engine, site_id, START, end, as_of=ISSUE_1 - dt.timedelta(days=1)).empty
+
+
+def test_range_is_half_open_and_sites_are_separate(engine: Engine, site_id: str) -> None:
+    save_forecast(engine, site_id, _forecast(START, 8, load=10.0, pv=1.0), ISSUE_1)
+    save_forecast(engine, f"{site_id}_other", _forecast(START, 8, load=99.0, pv=9.0), ISSUE_2)
+    frame = load_forecast(
+        engine, site_id, START + dt.timedelta(minutes=15), START + dt.timedelta(hours=1)
+    )
+    assert frame["ts"].tolist() == [
+        pd.Timestamp(START + dt.timedelta(minutes=m)) for m in (15, 30, 45)
+    ]
+    assert frame["load_kw"].tolist() == [10.0] * 3
+
+
+def test_offsets_are_converted_to_utc(engine: Engine, site_id: str) -> None:
+    local = _forecast(START, 4, load=5.0, pv=0.5)
+    local["ts"] = local["ts"].dt.tz_convert("Asia/Kuala_Lumpur")
+    save_forecast(
+        engine, site_id, local.set_index("ts"), pd.Timestamp(ISSUE_1).tz_convert("Europe/Berlin")
+    )
+    frame = load_forecast(engine, site_id, START, START + dt.timedelta(hours=1))
+    assert frame["ts"].iloc[0] == pd.Timestamp(START)
+    assert frame["issued_at"].iloc[0] == pd.Timestamp(ISSUE_1)
+
+
+def test_resaving_an_issue_overwrites_it(engine: Engine, site_id: str) -> None:
+    save_forecast(engine, site_id, _forecast(START, 4, load=10.0, pv=1.0), ISSUE_1)
+    save_forecast(engine, site_id, _forecast(START, 4, load=11.0, pv=1.5), ISSUE_1)
+    frame = load_forecast(engine, site_id, START, START + dt.timedelta(hours=1))
+    assert frame["load_kw"].tolist() == [11.0] * 4
+
+
+def test_empty_range_has_the_columns(engine: Engine, site_id: str) -> None:
+    frame = load_forecast(engine, site_id, START, START + dt.timedelta(days=1))
+    assert frame.empty and list(frame.columns) == ["ts", "load_kw", "pv_kw", "issued_at"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda f: f.assign(ts=f["ts"].dt.tz_localize(None)),
+            r"frame\.ts: must be timezone-aware UTC",
+        ),
+        (
+            lambda f: f.assign(load_kw=[10.0, -1.0, 10.0, 10.0]),
+            r"frame\.load_kw\[2024-03-14T16:15:00Z\]: must be >= 0 \(got -1\.0\)",
+        ),
+        (
+            lambda f: f.assign(pv_kw=[1.0, 1.0, math.nan, 1.0]),
+            r"frame\.pv_kw\[2024-03-14T16:30:00Z\]: must be a finite number \(got nan\)",
+        ),
+        (
+            lambda f: f.assign(pv_kw=["1", "1", "1", "1"]),
+            r"frame\.pv_kw\[2024-03-14T16:00:00Z\]: must be a finite number \(got '1'\)",
+        ),
+        (lambda f: f.drop(columns="pv_kw"), r"frame: missing column\(s\) \['pv_kw'\]"),
+        (
+            lambda f: f.assign(ts=[f["ts"].iloc[0]] * 4),
+            r"frame\.ts: repeats a timestamp \(got '2024-03-14T16:00:00\+00:00'\)",
+        ),
+    ],
+)
+def test_bad_frames_are_refused_and_write_nothing(
+    engine: Engine, site_id: str, mutate, message
+) -> None:
+    with pytest.raises(StorageInputError, match=message):
+        save_forecast(engine, site_id, mutate(_forecast(START, 4, load=10.0, pv=1.0)), ISSUE_1)
+    assert load_forecast(engine, site_id, START, START + dt.timedelta(days=1)).empty
+
+
+def test_bad_arguments_are_refused(engine: Engine, site_id: str) -> None:
+    frame = _forecast(START, 4, load=10.0, pv=1.0)
+    with pytest.raises(StorageInputError, match=r"issued_at: must be timezone-aware"):
+        save_forecast(engine, site_id, frame, dt.datetime(2024, 3, 13, 6))
+    with pytest.raises(StorageInputError, match=r"site_id: must match .* \(got 'bad id!'\)"):
+        save_forecast(engine, "bad id!", frame, ISSUE_1)
+    with pytest.raises(StorageInputError, match=r"end_utc: must not precede start_utc"):
+        load_forecast(engine, site_id, START, START - dt.timedelta(hours=1))
+    with pytest.raises(StorageInputError, match=r"start_utc: must be timezone-aware"):
+        load_forecast(engine, site_id, dt.datetime(2024, 3, 14), START)
+
+
+def test_price_series_latest_issue_wins_and_may_be_negative(engine: Engine, site_id: str) -> None:
+    ts = pd.date_range(START, periods=4, freq="15min")
+    save_price_series(
+        engine, site_id, pd.DataFrame({"ts": ts, "buy": [0.3] * 4, "sell": [0.1] * 4}), ISSUE_1
+    )
+    save_price_series(
+        engine,
+        site_id,
+        pd.DataFrame({"ts": ts[2:], "buy": [-0.05, -0.05], "sell": [-0.1, -0.1]}),
+        ISSUE_2,
+    )
+    frame = load_price_series(engine, site_id, START, START + dt.timedelta(hours=1))
+    assert list(frame.columns) == ["ts", "buy", "sell", "issued_at"]
+    assert frame["buy"].tolist() == [0.3, 0.3, -0.05, -0.05]
+    assert frame["sell"].tolist() == [0.1, 0.1, -0.1, -0.1]

@@ -1,0 +1,68 @@
+"""The migrations build exactly tables.py, idempotently, even from several processes at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+
+from dispatch_pipeline.core.result import Kpis
+from dispatch_pipeline.storage.database import make_engine
+from dispatch_pipeline.storage.migrate import current_revision, head_revision, upgrade_database
+from dispatch_pipeline.storage.tables import KPI_COLUMNS, metadata
+
+EXPECTED_TABLES = {
+    "sites",
+    "forecasts",
+    "price_series",
+    "dispatch_runs",
+    "dispatch_schedule",
+    "dispatch_explanations",
+    "dispatch_kpis",
+}
+
+
+def test_migrations_create_every_table(engine: Engine, database_url: str) -> None:
+    assert set(inspect(engine).get_table_names()) >= EXPECTED_TABLES
+    assert current_revision(database_url) == head_revision() == "0001"
+
+
+def test_migrated_schema_matches_tables_module(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+
+
+def test_latest_run_index_exists(engine: Engine) -> None:
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("dispatch_runs")}
+    assert indexes["ix_dispatch_runs_site_id_date_created_at"] == ["site_id", "date", "created_at"]
+
+
+def test_upgrade_is_idempotent(fresh_database_url: str) -> None:
+    upgrade_database(fresh_database_url)
+    upgrade_database(fresh_database_url)
+    assert current_revision(fresh_database_url) == head_revision()
+    assert set(inspect(make_engine(fresh_database_url)).get_table_names()) >= EXPECTED_TABLES
+
+
+def test_concurrent_upgrades_from_several_processes(fresh_database_url: str) -> None:
+    # spawn, not fork: each worker starts cold, as separate Dagster/API processes do.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
+        outcomes = list(pool.map(upgrade_database, [fresh_database_url] * 4))
+    assert outcomes == [None] * 4
+    assert current_revision(fresh_database_url) == head_revision()
+    assert set(inspect(make_engine(fresh_database_url)).get_table_names()) >= EXPECTED_TABLES
+
+
+def test_objective_config_is_jsonb_on_postgresql(engine: Engine) -> None:
+    columns = {c["name"]: c["type"] for c in inspect(engine).get_columns("dispatch_runs")}
+    expected = "JSONB" if engine.dialect.name == "postgresql" else "JSON"
+    assert type(columns["objective_config"]).__name__ == expected
+
+
+def test_kpi_columns_follow_the_kpi_model() -> None:
+    assert list(KPI_COLUMNS) == list(Kpis.model_fields)

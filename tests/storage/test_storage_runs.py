@@ -1,0 +1,273 @@
+"""Dispatch runs: all-or-nothing bulk saves, immutable history, latest-run reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import IntegrityError
+
+from dispatch_pipeline.core.result import Point
+from dispatch_pipeline.storage import StorageInputError, get_run, latest_run, list_runs, save_runs
+from dispatch_pipeline.storage import runs as runs_module
+from dispatch_pipeline.storage.tables import dispatch_schedule
+
+CASES = Path(__file__).resolve().parents[1] / "data" / "cases"
+
+
+def test_round_trip_of_hand_built_results(
+    engine: Engine, site_id: str, make_result, row_counts
+) -> None:
+    results = [
+        make_result(site_id, dt.date(2024, 3, 15), solver="milp", seed=1),
+        make_result(site_id, dt.date(2024, 3, 16), solver="fallback_rule", seed=2),
+        make_result(site_id, dt.date(2024, 3, 17), solver="rule_based", seed=3),
+    ]
+    ids = save_runs(engine, results, source="dagster", dagster_run_id="0b6a3c1e-dagster-run")
+    assert ids == [r.run_id for r in results]
+    assert row_counts(engine, ids) == {
+        "dispatch_runs": 3,
+        "dispatch_kpis": 3,
+        "dispatch_schedule": 3 * 96,
+        "dispatch_explanations": 3 * 96,
+    }
+    for result in results:
+        stored = get_run(engine, result.run_id)
+        assert stored is not None
+        assert stored.to_result() == result
+        assert stored.run.source == "dagster"
+        assert stored.run.dagster_run_id == "0b6a3c1e-dagster-run"
+        assert stored.run.created_at.tzinfo == dt.UTC
+
+
+def test_round_trip_across_a_dst_day(engine: Engine, site_id: str, make_result) -> None:
+    result = make_result(site_id, dt.date(2024, 11, 3), timezone="America/New_York")
+    assert len(result.points) == 100
+    save_runs(engine, [result], source="cli")
+    stored = get_run(engine, str(result.run_id))
+    assert stored is not None and stored.to_result() == result
+
+
+@pytest.mark.parametrize("use_milp", [True, False])
+def test_round_trip_of_a_solved_day(engine: Engine, use_milp: bool) -> None:
+    from dispatch_pipeline import solve_dispatch
+
+    request = json.loads((CASES / "typical.json").read_text())["request"]
+    result = solve_dispatch(request, use_milp=use_milp)
+    save_runs(engine, [result], source="api")
+    stored = get_run(engine, result.run_id)
+    assert stored is not None
+    assert stored.to_result() == result
+    assert stored.to_result().response() == result.response()
+
+
+def test_points_come_back_in_time_order(engine: Engine, site_id: str, make_result) -> None:
+    result = make_result(site_id)
+    shuffled = result.model_copy(update={"points": list(reversed(result.points))})
+    save_runs(engine, [shuffled], source="cli")
+    stored = get_run(engine, result.run_id)
+    assert stored is not None
+    assert [p.ts for p in stored.points] == [p.ts for p in result.points]
+
+
+def test_saving_again_keeps_history_and_latest_is_newer(
+    engine: Engine, site_id: str, make_result
+) -> None:
+    day = dt.date(2024, 3, 15)
+    first = make_result(site_id, day, seed=1)
+    second = make_result(site_id, day, seed=2)
+    other_day = make_result(site_id, dt.date(2024, 3, 14), seed=3)
+    save_runs(engine, [first], source="dagster")
+    save_runs(engine, [second], source="api")
+    save_runs(engine, [other_day], source="cli")
+
+    assert [r.run_id for r in list_runs(engine, site_id, day)] == [second.run_id, first.run_id]
+    assert len(list_runs(engine, site_id)) == 3
+    latest_for_day = latest_run(engine, site_id, day)
+    assert latest_for_day is not None and latest_for_day.run.run_id == second.run_id
+    latest_any_day = latest_run(engine, site_id)
+    assert latest_any_day is not None and latest_any_day.run.run_id == other_day.run_id
+    assert latest_run(engine, site_id, "2024-03-15").run.run_id == second.run_id  # type: ignore[union-attr]
+    first_again = get_run(engine, first.run_id)
+    assert first_again is not None and first_again.to_result() == first
+
+
+def test_later_entry_of_one_batch_is_the_latest(engine: Engine, site_id: str, make_result) -> None:
+    day = dt.date(2024, 3, 15)
+    batch = [make_result(site_id, day, seed=s) for s in range(5)]
+    save_runs(engine, batch, source="dagster")
+    latest = latest_run(engine, site_id, day)
+    assert latest is not None and latest.run.run_id == batch[-1].run_id
+    created = [r.created_at for r in reversed(list_runs(engine, site_id, day))]
+    assert created == sorted(created) and len(set(created)) == 5
+
+
+def test_unknown_site_or_run_gives_none(engine: Engine, site_id: str) -> None:
+    assert latest_run(engine, site_id) is None
+    assert get_run(engine, uuid.uuid4()) is None
+    assert list_runs(engine, site_id) == []
+
+
+def test_text_reaches_sql_only_as_parameters(engine: Engine) -> None:
+    hostile = "x'; DROP TABLE dispatch_runs; --"
+    assert latest_run(engine, hostile) is None
+    assert list_runs(engine, hostile, dt.date(2024, 1, 1)) == []
+    assert "dispatch_runs" in inspect(engine).get_table_names()
+
+
+def test_failure_between_run_and_schedule_inserts_leaves_nothing(
+    engine: Engine, site_id: str, make_result, row_counts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_bulk_insert = runs_module.bulk_insert
+
+    def fail_on_schedule(connection, table, columns, rows):
+        if table is dispatch_schedule:
+            raise RuntimeError("injected failure after the runs and KPIs were inserted")
+        return real_bulk_insert(connection, table, columns, rows)
+
+    monkeypatch.setattr(runs_module, "bulk_insert", fail_on_schedule)
+    results = [make_result(site_id, seed=s) for s in range(3)]
+    with pytest.raises(RuntimeError, match="injected"):
+        save_runs(engine, results, source="dagster")
+    assert set(row_counts(engine, [r.run_id for r in results]).values()) == {0}
+    assert latest_run(engine, site_id) is None
+
+
+def test_database_error_in_a_later_result_rolls_back_the_whole_batch(
+    engine: Engine, site_id: str, make_result, row_counts
+) -> None:
+    good = make_result(site_id, seed=1)
+    bad = make_result(site_id, seed=2)
+    # model_construct skips validation: a NULL reason reaches the database's NOT NULL.
+    broken = Point.model_construct(**{**bad.points[1].model_dump(), "reason": None})
+    bad = bad.model_copy(update={"points": [bad.points[0], broken, *bad.points[2:]]})
+    with pytest.raises(IntegrityError):
+        save_runs(engine, [good, bad], source="dagster")
+    assert set(row_counts(engine, [good.run_id, bad.run_id]).values()) == {0}
+
+
+def test_duplicate_interval_rolls_back_the_whole_batch(
+    engine: Engine, site_id: str, make_result, row_counts
+) -> None:
+    good = make_result(site_id, seed=1)
+    bad = make_result(site_id, seed=2)
+    bad = bad.model_copy(update={"points": [*bad.points, bad.points[-1]]})
+    with pytest.raises(IntegrityError):
+        save_runs(engine, [good, bad], source="api")
+    assert set(row_counts(engine, [good.run_id, bad.run_id]).values()) == {0}
+
+
+def test_a_stored_run_is_never_overwritten(
+    engine: Engine, site_id: str, make_result, row_counts
+) -> None:
+    original = make_result(site_id, seed=1)
+    save_runs(engine, [original], source="dagster")
+    altered = make_result(site_id, seed=2).model_copy(update={"run_id": original.run_id})
+    newcomer = make_result(site_id, seed=3)
+    with pytest.raises(IntegrityError):
+        save_runs(engine, [newcomer, altered], source="dagster")
+    stored = get_run(engine, original.run_id)
+    assert stored is not None and stored.to_result() == original
+    assert set(row_counts(engine, [newcomer.run_id]).values()) == {0}
+
+
+def test_bad_values_are_refused_naming_field_and_value(
+    engine: Engine, site_id: str, make_result, row_counts
+) -> None:
+    good = make_result(site_id, seed=1)
+    bad = make_result(site_id, seed=2)
+    nan_point = bad.points[5].model_copy(update={"soc": math.nan})
+    bad = bad.model_copy(update={"points": [*bad.points[:5], nan_point, *bad.points[6:]]})
+    with pytest.raises(
+        StorageInputError,
+        match=r"results\[1\]\.points\[5\]\.soc: must be a finite number \(got nan\)",
+    ):
+        save_runs(engine, [good, bad], source="dagster")
+    assert set(row_counts(engine, [good.run_id, bad.run_id]).values()) == {0}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"source": "cron"}, r"source: must be one of dagster, api, cli \(got 'cron'\)"),
+        ({"source": "dagster", "dagster_run_id": ""}, r"dagster_run_id: .* \(got ''\)"),
+    ],
+)
+def test_bad_arguments_are_refused(
+    engine: Engine, site_id: str, make_result, kwargs, message
+) -> None:
+    with pytest.raises(StorageInputError, match=message):
+        save_runs(engine, [make_result(site_id)], **kwargs)
+
+
+def test_naive_or_malformed_point_timestamps_are_refused(
+    engine: Engine, site_id: str, make_result
+) -> None:
+    result = make_result(site_id)
+    naive = result.points[0].model_copy(update={"ts": "2024-03-14T16:00:00"})
+    with pytest.raises(StorageInputError, match=r"points\[0\]\.ts: must be timezone-aware"):
+        save_runs(
+            engine,
+            [result.model_copy(update={"points": [naive, *result.points[1:]]})],
+            source="cli",
+        )
+    junk = result.points[0].model_copy(update={"ts": "yesterday"})
+    with pytest.raises(
+        StorageInputError,
+        match=r"points\[0\]\.ts: must be an ISO 8601 UTC timestamp \(got 'yesterday'\)",
+    ):
+        save_runs(
+            engine, [result.model_copy(update={"points": [junk, *result.points[1:]]})], source="cli"
+        )
+
+
+def test_same_run_twice_in_one_batch_is_refused(engine: Engine, site_id: str, make_result) -> None:
+    result = make_result(site_id)
+    with pytest.raises(StorageInputError, match=r"results\[1\]\.run_id: appears twice"):
+        save_runs(engine, [result, result], source="cli")
+
+
+def test_bad_run_id_lookup_names_the_value(engine: Engine) -> None:
+    with pytest.raises(StorageInputError, match=r"run_id: must be a UUID \(got 'nope'\)"):
+        get_run(engine, "nope")
+
+
+def test_empty_batch_writes_nothing(engine: Engine) -> None:
+    assert save_runs(engine, [], source="cli") == []
+
+
+def test_batches_larger_than_one_chunk(
+    engine: Engine, site_id: str, make_result, row_counts
+) -> None:
+    start = dt.date(2023, 1, 1)
+    results = [make_result(site_id, start + dt.timedelta(days=d), seed=d) for d in range(120)]
+    ids = save_runs(engine, results, source="dagster")
+    assert row_counts(engine, ids)["dispatch_explanations"] == 120 * 96
+    assert len(list_runs(engine, site_id)) == 120
+    latest = latest_run(engine, site_id)
+    assert latest is not None and latest.to_result() == results[-1]
+
+
+def test_concurrent_writers_all_land(engine: Engine, site_id: str, make_result) -> None:
+    batches = [[make_result(site_id, seed=10 * w + i) for i in range(3)] for w in range(4)]
+    errors: list[BaseException] = []
+
+    def write(batch) -> None:
+        try:
+            save_runs(engine, batch, source="api")
+        except BaseException as exc:  # collected: a thread's exception would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(list_runs(engine, site_id)) == 12

@@ -1,0 +1,58 @@
+"""Sites: stored as columns plus a JSON document, read back as the same Site."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, select
+
+from dispatch_pipeline.core.site import Site
+from dispatch_pipeline.demo.sites import demo_sites
+from dispatch_pipeline.storage import StorageInputError, get_site, list_sites, upsert_site
+from dispatch_pipeline.storage.tables import sites
+
+
+def _renamed(site: Site, site_id: str) -> Site:
+    return site.model_copy(update={"site_id": site_id})
+
+
+def test_round_trip_of_every_demo_site(engine: Engine, site_id: str) -> None:
+    for n, demo in enumerate(demo_sites()):
+        site = _renamed(demo, f"{site_id}_{n}")
+        upsert_site(engine, site)
+        assert get_site(engine, site.site_id) == site
+
+
+def test_upsert_replaces_the_definition_and_keeps_created_at(engine: Engine, site_id: str) -> None:
+    site = _renamed(demo_sites()[0], site_id)
+    upsert_site(engine, site)
+    changed = site.model_copy(
+        update={
+            "name": "Renamed mall",
+            "pv_kwp": 750.0,
+            "bess": site.bess.model_copy(update={"capacity_kwh": 2000.0}),
+        }
+    )
+    upsert_site(engine, changed)
+    assert get_site(engine, site_id) == changed
+    with engine.connect() as connection:
+        row = connection.execute(select(sites).where(sites.c.site_id == site_id)).one()
+    assert row.updated_at > row.created_at
+    assert row.pv_kwp == 750.0 and row.config["bess"]["capacity_kwh"] == 2000.0
+
+
+def test_list_sites_is_ordered_by_id(engine: Engine, site_id: str) -> None:
+    demo = demo_sites()[0]
+    for suffix in ("b", "a"):
+        upsert_site(engine, _renamed(demo, f"{site_id}_{suffix}"))
+    listed = [s.site_id for s in list_sites(engine) if s.site_id.startswith(site_id)]
+    assert listed == [f"{site_id}_a", f"{site_id}_b"]
+
+
+def test_unknown_site_is_none(engine: Engine, site_id: str) -> None:
+    assert get_site(engine, site_id) is None
+    assert get_site(engine, "x' OR '1'='1") is None
+
+
+def test_only_site_models_are_stored(engine: Engine) -> None:
+    with pytest.raises(StorageInputError, match=r"site: must be a Site \(got 'dict'\)"):
+        upsert_site(engine, {"site_id": "X"})  # type: ignore[arg-type]
