@@ -1,0 +1,104 @@
+"""`create_app()`: the FastAPI application of the dispatch API (served by `dispatch-pipeline serve`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dispatch_pipeline.api import auth
+from dispatch_pipeline.api.dependencies import Database
+from dispatch_pipeline.api.errors import (
+    ApiError,
+    error_response,
+    handle_api_error,
+    handle_http_exception,
+    handle_validation_error,
+)
+from dispatch_pipeline.api.limits import MAX_BODY_BYTES, BodySizeLimit
+from dispatch_pipeline.api.routes import router
+from dispatch_pipeline.api.schemas import request_component_schemas
+from dispatch_pipeline.core.runner import default_runner
+
+log = logging.getLogger(__name__)
+
+# Requests being planned per solver process: enough to keep each busy while the next request's
+# site lookup and the last one's database write run in their own threads.
+SOLVES_IN_THREADS_PER_SOLVER = 3
+
+DESCRIPTION = f"""
+Day-ahead battery dispatch for PV + battery sites, per the dispatch contract.
+
+**Authentication.** When the server sets `{auth.TOKENS_ENV}`, every endpoint but `/healthz`
+needs `Authorization: Bearer <token>`. The variable holds comma-separated entries `TOKEN` (all
+sites) or `TOKEN:SITE1|SITE2` (only those sites). Missing or unknown token: 401; a token not
+allowed on the request's site: 403.
+
+**Limits.** Bodies over {MAX_BODY_BYTES} bytes: 413. Arrays over 2016 values: 422.
+"""
+
+
+def create_app(database_url: str | None = None) -> FastAPI:
+    """The API on `database_url` (default: `DATABASE_URL`, else SQLite under DAGSTER_HOME).
+
+    The database is opened and migrated, and the solver processes started, at start-up; a
+    database that is down then is retried on each request (and /healthz says 503).
+    """
+    database = Database(database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        error = await run_in_threadpool(database.check)
+        if error:
+            log.error("database not reachable at start-up (%s); retrying on each request", error)
+        # The first request must not pay for starting the solver processes (seconds).
+        await run_in_threadpool(default_runner().warm)
+        yield
+
+    app = FastAPI(
+        title="dispatch-pipeline API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.database = database
+    app.state.solve_slots = anyio.CapacityLimiter(SOLVES_IN_THREADS_PER_SOLVER * default_runner().size)
+    app.state.tokens = auth.load_token_table(os.environ.get(auth.TOKENS_ENV))
+    app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_exception_handler(ApiError, handle_api_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
+    for database_failure in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(database_failure, _database_unavailable)
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+async def _database_unavailable(_request: Any, exc: Exception) -> Any:
+    log.error("database failure: %s", exc)
+    return error_response(503, "database unavailable; try again later")
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the hand-parsed POST body's model (see routes.run_dispatch)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, component in request_component_schemas().items():
+            components.setdefault(name, component)
+        app.openapi_schema = schema
+    return app.openapi_schema

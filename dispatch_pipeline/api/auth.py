@@ -1,0 +1,123 @@
+"""Bearer tokens from `DISPATCH_API_TOKENS`, optionally limited to some sites.
+
+Format: comma-separated entries, each `TOKEN` (every site) or `TOKEN:SITE1|SITE2` (only those
+sites), e.g. `DISPATCH_API_TOKENS="ops-7f3a,kl-9c2e:KL_MALL|KL_OFFICE"`. Unset or empty: no
+authentication (the app logs a warning). /healthz never asks for a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from dispatch_pipeline.api.errors import ApiError
+from dispatch_pipeline.core.request import SITE_ID_PATTERN
+
+TOKENS_ENV = "DISPATCH_API_TOKENS"
+_SITE_ID = re.compile(SITE_ID_PATTERN)
+_UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one token may do: `sites` None means every site."""
+
+    digest: bytes
+    sites: frozenset[str] | None
+
+    def allows(self, site_id: str) -> bool:
+        return self.sites is None or site_id in self.sites
+
+
+# What a request may do when authentication is off.
+OPEN_ACCESS = Grant(b"", None)
+
+
+def _digest(token: str) -> bytes:
+    # Comparing fixed-length digests keeps compare_digest's time independent of the token length.
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenTable:
+    def __init__(self, grants: list[Grant]):
+        self.grants = grants
+
+    @classmethod
+    def parse(cls, text: str) -> TokenTable:
+        """Read the `DISPATCH_API_TOKENS` format; ValueError names the bad entry."""
+        grants = []
+        for position, entry in enumerate(text.split(","), start=1):
+            entry = entry.strip()
+            if not entry:
+                continue
+            token, has_sites, site_list = entry.partition(":")
+            token = token.strip()
+            if not token:
+                raise ValueError(f"{TOKENS_ENV}: entry {position} has an empty token")
+            sites = None
+            if has_sites:
+                sites = frozenset(s.strip() for s in site_list.split("|") if s.strip())
+                bad = sorted(s for s in sites if not _SITE_ID.fullmatch(s))
+                if not sites or bad:
+                    raise ValueError(
+                        f"{TOKENS_ENV}: entry {position} needs site ids matching {SITE_ID_PATTERN} "
+                        f"after ':' (got {site_list!r})"
+                    )
+            grants.append(Grant(_digest(token), sites))
+        return cls(grants)
+
+    def find(self, token: str) -> Grant | None:
+        """The grant of `token`; every entry is compared so timing does not reveal which matched."""
+        presented = _digest(token)
+        found = None
+        for grant in self.grants:
+            if hmac.compare_digest(grant.digest, presented):
+                found = grant
+        return found
+
+
+def load_token_table(text: str | None) -> TokenTable | None:
+    """None when authentication is off (variable unset or blank)."""
+    if text is None or not text.strip():
+        log.warning("%s is not set: the dispatch API accepts requests without a token", TOKENS_ENV)
+        return None
+    table = TokenTable.parse(text)
+    if not table.grants:
+        raise ValueError(f"{TOKENS_ENV}: no token in {text!r}")
+    return table
+
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description=f"A token from `{TOKENS_ENV}` (only when the server sets it).",
+)
+
+
+async def require_access(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Grant:
+    """FastAPI dependency: the caller's grant, or 401."""
+    table: TokenTable | None = request.app.state.tokens
+    if table is None:
+        return OPEN_ACCESS
+    if credentials is None:
+        raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'",
+                       headers=_UNAUTHORIZED_HEADERS)
+    grant = table.find(credentials.credentials)
+    if grant is None:
+        raise ApiError(401, "unknown bearer token", headers=_UNAUTHORIZED_HEADERS)
+    return grant
+
+
+def ensure_site_allowed(grant: Grant, site_id: str) -> None:
+    if not grant.allows(site_id):
+        raise ApiError(403, f"this token may not access site {site_id!r}")

@@ -1,0 +1,131 @@
+"""One error shape for every failure: `{"detail": ..., "message": "..."}`.
+
+422 answers carry `detail` as a list of `{loc, msg, type, input}` (FastAPI's own shape) so clients
+can point at the field; `message` repeats it as one readable line naming field and value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dispatch_pipeline.core.request import RequestError
+
+# An input echoed back longer than this (as JSON) is abbreviated: a 96-value array or a whole
+# request body helps nobody in an error message.
+MAX_ECHOED_CHARS = 120
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:(?:\.[A-Za-z_][A-Za-z0-9_]*)|\[\d+\])*): ")
+_PATH_PART = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+
+
+class ApiError(Exception):
+    """An answer other than 2xx; `problems` are 422 detail entries when there are several."""
+
+    def __init__(self, status_code: int, message: str, problems: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.problems = problems
+        self.headers = headers
+
+
+def unprocessable(problems: list[dict[str, Any]]) -> ApiError:
+    return ApiError(422, "; ".join(_sentence(p) for p in problems), problems)
+
+
+def field_problem(loc: list[str | int], msg: str, value: Any = None, kind: str = "value_error") -> dict:
+    entry: dict[str, Any] = {"loc": ["body", *loc], "msg": msg, "type": kind}
+    if value is not None:
+        entry["input"] = echo(value)
+    return entry
+
+
+def from_validation_error(exc: ValidationError | RequestValidationError, prefix: tuple = ("body",)) -> ApiError:
+    problems = []
+    for error in exc.errors():
+        entry: dict[str, Any] = {
+            "loc": [*prefix, *error["loc"]],
+            "msg": error["msg"].removeprefix("Value error, "),
+            "type": error["type"],
+        }
+        # A "missing" error's input is the whole enclosing object: noise, not evidence.
+        if error["type"] != "missing" and "input" in error:
+            entry["input"] = echo(error["input"])
+        problems.append(entry)
+    return unprocessable(problems)
+
+
+def from_request_error(exc: RequestError) -> ApiError:
+    """Core's messages start with the field ("load_kw: has 95 values, ..."); recover the loc."""
+    problems = []
+    for text in exc.problems:
+        match = _FIELD_PREFIX.match(text)
+        if match:
+            loc = [int(i) if i else name for name, i in _PATH_PART.findall(match.group(1))]
+            problems.append({"loc": ["body", *loc], "msg": text[match.end():], "type": "value_error"})
+        else:
+            problems.append({"loc": ["body"], "msg": text, "type": "value_error"})
+    return unprocessable(problems)
+
+
+def echo(value: Any) -> Any:
+    """`value` made safe for a JSON answer: no NaN/inf (invalid JSON), nothing huge."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, default=str)
+        if len(text) <= MAX_ECHOED_CHARS and "NaN" not in text and "Infinity" not in text:
+            return value
+        return _abbreviate(text)
+    if isinstance(value, int) and len(str(value)) > MAX_ECHOED_CHARS:
+        return _abbreviate(str(value))
+    if isinstance(value, (str, int, bool)) or value is None:
+        return _abbreviate(value) if isinstance(value, str) else value
+    if isinstance(value, float):
+        return value
+    return str(value)
+
+
+def _abbreviate(text: str) -> str:
+    return text if len(text) <= MAX_ECHOED_CHARS else text[: MAX_ECHOED_CHARS - 3] + "..."
+
+
+def _sentence(problem: dict[str, Any]) -> str:
+    location = ""
+    for part in problem["loc"][1:] if problem["loc"][:1] in (["body"], ["query"], ["path"]) else problem["loc"]:
+        location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+    text = f"{location or 'request'}: {problem['msg']}"
+    if "input" in problem:
+        text += f" (got {json.dumps(problem['input'], default=str)})"
+    return text
+
+
+def error_response(status_code: int, message: str, detail: Any = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"detail": message if detail is None else detail, "message": message},
+        status_code=status_code,
+        headers=headers,
+    )
+
+
+async def handle_api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    return error_response(exc.status_code, exc.message, exc.problems, exc.headers)
+
+
+async def handle_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    error = from_validation_error(exc, prefix=())
+    return error_response(422, error.message, error.problems)
+
+
+async def handle_http_exception(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)

@@ -1,0 +1,100 @@
+"""POST /dispatch/run's work, in one synchronous call made from a worker thread: fill in the
+registered site's values, validate, solve (in a solver process), store in one transaction."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Engine
+
+from dispatch_pipeline.api.errors import (
+    field_problem,
+    from_request_error,
+    from_validation_error,
+    unprocessable,
+)
+from dispatch_pipeline.core.calendar import local_day, next_local_date
+from dispatch_pipeline.core.problem import build_problem
+from dispatch_pipeline.core.request import SITE_ID_PATTERN, DispatchRequest, RequestError
+from dispatch_pipeline.core.result import DispatchResponse
+from dispatch_pipeline.core.site import Site
+from dispatch_pipeline.core.solve import solve_problem
+from dispatch_pipeline.storage import StorageInputError, get_site, load_forecast, save_runs
+
+_SITE_ID = re.compile(SITE_ID_PATTERN)
+# Request fields a registered site supplies when the request leaves them out; an object given
+# for one of them patches the site's value field by field.
+SITE_SUPPLIED_OBJECTS = ("bess", "limits", "weights")
+DEFAULT_CURRENCY = "MYR"
+
+
+def plan_and_store(engine: Engine, raw: dict[str, Any]) -> DispatchResponse:
+    """Solve the raw JSON request and store the run (source "api"); ApiError 422 for bad input,
+    with nothing written."""
+    site_id = raw.get("site_id")
+    site = get_site(engine, site_id) if isinstance(site_id, str) and _SITE_ID.fullmatch(site_id) else None
+    request = validate(with_site_values(raw, site) if site else raw)
+    try:
+        pv_kw = None if request.pv_kw is not None else stored_pv(engine, request, site)
+        problem = build_problem(request, pv_kw=pv_kw, default_timezone=site.timezone if site else None)
+    except RequestError as exc:
+        raise from_request_error(exc) from None
+    result = solve_problem(problem, currency=site.currency if site else DEFAULT_CURRENCY)
+    try:
+        save_runs(engine, [result], source="api")
+    except StorageInputError as exc:
+        # Finite inputs of absurd size can overflow the plan's sums; refuse rather than store inf.
+        raise unprocessable([field_problem([], f"the inputs give a plan that cannot be stored: {exc}")]) from None
+    return result.response()
+
+
+def with_site_values(raw: dict[str, Any], site: Site) -> dict[str, Any]:
+    """The request with the site's stored values where the raw JSON leaves them out.
+
+    Decided on the raw keys, not the parsed model: the model fills contract defaults, which would
+    hide what the caller actually sent.
+    """
+    merged = dict(raw)
+    if merged.get("timezone") is None:
+        merged["timezone"] = site.timezone
+    for name in SITE_SUPPLIED_OBJECTS:
+        stored = getattr(site, name).model_dump()
+        if name not in raw:
+            merged[name] = stored
+        elif isinstance(raw[name], dict):
+            merged[name] = {**stored, **raw[name]}
+        # anything else is left for validation to reject with the caller's own value
+    return merged
+
+
+def validate(data: dict[str, Any]) -> DispatchRequest:
+    try:
+        return DispatchRequest.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None) -> list[float]:
+    """The site's most recently issued PV forecast for exactly the request's local day."""
+    if site is None:
+        raise RequestError([
+            f"pv_kw: missing, and site {request.site_id!r} is not registered, so there is no "
+            "stored PV forecast to use; send pv_kw"
+        ])
+    timezone = request.timezone or site.timezone
+    date = request.date or next_local_date(timezone)
+    try:
+        day = local_day(date, timezone, request.resolution_minutes)
+    except ValueError as exc:
+        raise RequestError([str(exc)]) from None
+    frame = load_forecast(engine, site.site_id, day.start_utc, day.end_utc)
+    expected = list(day.timestamps())
+    if list(frame["ts"]) != expected:
+        raise RequestError([
+            f"pv_kw: missing, and the stored forecast of site {site.site_id!r} covers "
+            f"{len(frame)} of the {len(expected)} {request.resolution_minutes}-minute intervals "
+            f"of {date} in {timezone}; send pv_kw"
+        ])
+    return frame["pv_kw"].tolist()

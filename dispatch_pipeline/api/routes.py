@@ -1,0 +1,159 @@
+"""The HTTP endpoints. Blocking work (database, solver) runs in worker threads so the event
+loop keeps serving; answers are serialised straight from the pydantic models."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import shutil
+import uuid
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from dispatch_pipeline.api.auth import Grant, ensure_site_allowed, require_access
+from dispatch_pipeline.api.dependencies import Database, get_database
+from dispatch_pipeline.api.errors import ApiError, field_problem, unprocessable
+from dispatch_pipeline.api.limits import MAX_INTERVALS, oversized_arrays
+from dispatch_pipeline.api.planning import plan_and_store
+from dispatch_pipeline.api.schemas import (
+    ERROR_RESPONSES,
+    DatabaseHealth,
+    DispatchResponse,
+    ErrorResponse,
+    HealthResponse,
+    LatestSchedule,
+    RunDetail,
+    SolverHealth,
+    request_body_openapi,
+)
+from dispatch_pipeline.core.request import SITE_ID_PATTERN
+from dispatch_pipeline.storage import StoredRun, get_run, latest_run
+
+router = APIRouter()
+Access = Annotated[Grant, Depends(require_access)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such run."}}
+
+
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+@router.post(
+    "/dispatch/run",
+    response_model=DispatchResponse,
+    responses={**ERROR_RESPONSES, 413: {"model": ErrorResponse, "description": "Body over 1 MB."}},
+    openapi_extra=request_body_openapi(),
+    summary="Plan one site-day and store the run",
+    tags=["dispatch"],
+)
+async def run_dispatch(request: Request, access: Access, database: DatabaseDep) -> Response:
+    raw = parse_json_object(await request.body())
+    too_long = oversized_arrays(raw)
+    if too_long:
+        raise unprocessable([
+            field_problem(loc, f"has {length} values; at most {MAX_INTERVALS} intervals are accepted")
+            for loc, length in too_long
+        ])
+    if isinstance(raw.get("site_id"), str):
+        ensure_site_allowed(access, raw["site_id"])
+    # A solve holds its thread while waiting for a solver process: bound how many do, so that
+    # a burst of POSTs queues here and cannot take every thread from the reads and /healthz.
+    answer = await anyio.to_thread.run_sync(
+        lambda: plan_and_store(database.engine(), raw), limiter=request.app.state.solve_slots
+    )
+    return json_response(answer)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers malformed JSON and bytes that are not UTF-8/16/32.
+        raise unprocessable([field_problem([], f"body is not valid JSON: {exc}", kind="json_invalid")]) from None
+    if not isinstance(data, dict):
+        raise unprocessable([field_problem([], f"must be a JSON object (got {type(data).__name__})",
+                                           kind="model_type")])
+    return data
+
+
+SiteIdQuery = Annotated[str, Query(pattern=SITE_ID_PATTERN, examples=["DEMO"])]
+DateQuery = Annotated[dt.date | None, Query(description="The site's local day, YYYY-MM-DD.")]
+
+
+@router.get(
+    "/dispatch/latest",
+    response_model=LatestSchedule,
+    responses={**ERROR_RESPONSES, 404: {"model": ErrorResponse, "description": "No run for the site (and date)."}},
+    summary="The most recent plan of a site (and local date)",
+    tags=["dispatch"],
+)
+async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep,
+                     date: DateQuery = None) -> Response:
+    ensure_site_allowed(access, site_id)
+    stored = await run_in_threadpool(_latest, database, site_id, date)
+    if stored is None:
+        on_date = f" on {date.isoformat()}" if date else ""
+        raise ApiError(404, f"no dispatch run stored for site {site_id!r}{on_date}")
+    run = stored.run
+    return json_response(LatestSchedule(
+        site_id=run.site_id, date=run.date, timezone=run.timezone, run_id=run.run_id,
+        created_at=run.created_at, status=run.status, solver=run.solver,
+        resolution_minutes=run.resolution_minutes, points=stored.points,
+    ))
+
+
+def _latest(database: Database, site_id: str, date: dt.date | None) -> StoredRun | None:
+    return latest_run(database.engine(), site_id, date)
+
+
+@router.get(
+    "/dispatch/runs/{run_id}",
+    response_model=RunDetail,
+    responses={**ERROR_RESPONSES, **NOT_FOUND},
+    summary="One stored run with its KPIs and points",
+    tags=["dispatch"],
+)
+async def get_run_detail(run_id: Annotated[uuid.UUID, Path()], access: Access,
+                         database: DatabaseDep) -> Response:
+    stored = await run_in_threadpool(lambda: get_run(database.engine(), run_id))
+    if stored is None:
+        raise ApiError(404, f"no dispatch run with id {str(run_id)!r}")
+    ensure_site_allowed(access, stored.run.site_id)
+    run = stored.run
+    return json_response(RunDetail(
+        **run.model_dump(exclude={"dagster_run_id"}),
+        fallback_used=run.status == "fallback",
+        kpis=stored.kpis,
+        points=stored.points,
+    ))
+
+
+@router.get(
+    "/healthz",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "Database unreachable or no solver."}},
+    summary="Database reachable and MILP solver present (no token needed)",
+    tags=["health"],
+)
+async def healthz(database: DatabaseDep) -> Response:
+    error = await run_in_threadpool(database.check)
+    solvers = SolverHealth(highs=_highspy_present(), cbc=shutil.which("cbc") is not None)
+    healthy = error is None and solvers.highs
+    answer = HealthResponse(
+        status="ok" if healthy else "unavailable",
+        database=DatabaseHealth(ok=error is None, error=error),
+        solvers=solvers,
+    )
+    return json_response(answer, 200 if healthy else 503)
+
+
+def _highspy_present() -> bool:
+    # find_spec, not import: the solver runs in the worker processes, not in this one.
+    return importlib.util.find_spec("highspy") is not None

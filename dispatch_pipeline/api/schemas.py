@@ -1,0 +1,172 @@
+"""Response shapes of the API and the documented request examples.
+
+The request model itself is the core's `DispatchRequest`; the POST body is parsed by hand (see
+routes.py) and documented through `request_body_openapi()`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from dispatch_pipeline.api.limits import MAX_INTERVALS
+from dispatch_pipeline.core.request import DispatchRequest, Weights
+from dispatch_pipeline.core.result import DispatchResponse, Kpis, Point, SolverName, Status
+
+__all__ = ["DispatchResponse", "ErrorResponse", "HealthResponse", "LatestSchedule", "RunDetail"]
+
+
+class LatestSchedule(BaseModel):
+    """The most recent plan of a site (and date), point by point."""
+
+    site_id: str
+    date: dt.date = Field(description="The site's local day the plan covers.")
+    timezone: str
+    run_id: uuid.UUID
+    created_at: dt.datetime
+    status: Status
+    solver: SolverName
+    resolution_minutes: int
+    points: list[Point]
+
+
+class RunDetail(BaseModel):
+    """One stored run: how it was solved, its KPIs and its points."""
+
+    run_id: uuid.UUID
+    site_id: str
+    date: dt.date
+    timezone: str
+    created_at: dt.datetime
+    source: Literal["dagster", "api", "cli"]
+    status: Status
+    fallback_used: bool
+    fallback_reason: str | None
+    solver: SolverName
+    milp_solver: str | None
+    objective_value: float
+    objective_config: Weights
+    timeout_ms: int
+    solve_ms: float
+    mip_gap: float | None
+    resolution_minutes: int
+    kpis: Kpis
+    points: list[Point]
+
+
+class DatabaseHealth(BaseModel):
+    ok: bool
+    error: str | None = None
+
+
+class SolverHealth(BaseModel):
+    highs: bool = Field(description="highspy importable: the default MILP solver.")
+    cbc: bool = Field(description="cbc on PATH: optional second solver.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: DatabaseHealth
+    solvers: SolverHealth
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(
+        description="A sentence, or for 422 a list of {loc, msg, type, input} per offending field."
+    )
+    message: str = Field(description="The whole error as one readable line.")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or unknown bearer token."},
+    403: {"model": ErrorResponse, "description": "The token may not access this site."},
+    422: {"model": ErrorResponse, "description": "Invalid input; names each field and value."},
+}
+
+
+def _quick_start_request() -> dict[str, Any]:
+    """The seed README's quick-start request spelled out: 96 quarter-hours, load ~80..115 kW,
+    ToU prices 0.40..0.55 buy / 0.20..0.28 sell, and a clear-sky PV day so no forecast is needed."""
+    hours = [i / 4 for i in range(96)]
+    load = [round(80 + 35 * max(0.0, math.sin(math.pi * (h - 6) / 16)), 2) for h in hours]
+    pv = [round(max(0.0, 55 * math.sin(math.pi * (h - 7) / 12)), 2) for h in hours]
+
+    def tou(h: float, default: float, morning: float, midday: float, peak: float) -> float:
+        if 8 <= h < 11:
+            return morning
+        if 11 <= h < 14 or 18 <= h < 22:
+            return midday
+        return peak if 14 <= h < 18 else default
+
+    return {
+        "site_id": "DEMO",
+        "date": "2024-03-15",
+        "timezone": "Asia/Kuala_Lumpur",
+        "resolution_minutes": 15,
+        "load_kw": load,
+        "pv_kw": pv,
+        "tariff": {
+            "buy": [tou(h, 0.40, 0.45, 0.50, 0.55) for h in hours],
+            "sell": [tou(h, 0.20, 0.22, 0.25, 0.28) for h in hours],
+        },
+    }
+
+
+QUICK_START_REQUEST = _quick_start_request()
+REGISTERED_SITE_REQUEST = {
+    key: value for key, value in QUICK_START_REQUEST.items() if key not in ("pv_kw", "timezone")
+}
+
+REQUEST_EXAMPLES = {
+    "quick_start": {
+        "summary": "Seed quick-start request (96 values, PV given)",
+        "value": QUICK_START_REQUEST,
+    },
+    "registered_site": {
+        "summary": "Registered site: battery, limits, weights, timezone and PV forecast from storage",
+        "value": REGISTERED_SITE_REQUEST,
+    },
+}
+
+
+def request_body_openapi() -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": (
+                "A dispatch request per the contract. Fields left out take the registered site's "
+                "stored values (bess, limits, weights, timezone; a partial bess/limits/weights "
+                "object patches the site's), then the contract defaults. Without `pv_kw` the site's "
+                f"stored forecast is used. Arrays hold at most {MAX_INTERVALS} values; bodies at "
+                "most 1 MB."
+            ),
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/DispatchRequest"},
+                    "examples": REQUEST_EXAMPLES,
+                }
+            },
+        }
+    }
+
+
+def request_component_schemas() -> dict[str, dict[str, Any]]:
+    """DispatchRequest and the models it refers to, as OpenAPI components."""
+    schema = DispatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.pop("$defs", {})
+    for name in ("load_kw", "pv_kw"):
+        _limit_array(schema["properties"][name])
+    for name in ("buy", "sell"):
+        _limit_array(components["Tariff"]["properties"][name])
+    components["DispatchRequest"] = schema
+    return components
+
+
+def _limit_array(schema: dict[str, Any]) -> None:
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "array":
+            option["maxItems"] = MAX_INTERVALS

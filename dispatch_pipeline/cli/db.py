@@ -1,0 +1,43 @@
+"""`dispatch-pipeline db upgrade|current`: the storage schema's migrations."""
+
+from __future__ import annotations
+
+import argparse
+
+from dispatch_pipeline.cli import UsageError
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "db",
+        help="manage the database schema",
+        description="Manage the schema of DATABASE_URL (else SQLite under DAGSTER_HOME).",
+    )
+    actions = parser.add_subparsers(dest="db_action", required=True, metavar="ACTION")
+    for name, help_text in (
+        ("upgrade", "apply every pending migration (safe to run from several processes)"),
+        ("current", "print the schema revision and the newest one this version knows"),
+    ):
+        action = actions.add_parser(name, help=help_text, description=help_text)
+        action.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from dispatch_pipeline.storage import database_url, upgrade_database
+    from dispatch_pipeline.storage.database import normalize_url
+    from dispatch_pipeline.storage.migrate import current_revision, head_revision
+
+    url = normalize_url(args.database_url) if args.database_url else database_url()
+    try:
+        if args.db_action == "upgrade":
+            upgrade_database(url)
+        current, head = current_revision(url), head_revision()
+    except ArgumentError as exc:
+        raise UsageError(f"--database-url / DATABASE_URL: not a database URL ({exc})") from None
+    except OperationalError as exc:
+        raise UsageError(f"cannot reach the database: {str(exc).splitlines()[0]}") from None
+    print(f"revision: {current or 'none'} (head: {head})")
+    return 0 if args.db_action == "current" or current == head else 1

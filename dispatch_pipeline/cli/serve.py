@@ -1,0 +1,63 @@
+"""`dispatch-pipeline serve`: run the REST API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from dispatch_pipeline.cli import UsageError
+
+APP_FACTORY = "dispatch_pipeline.api.app:create_app"
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "serve",
+        help="serve the dispatch REST API",
+        description=(
+            "Serve the dispatch REST API (POST /dispatch/run, GET /dispatch/latest, "
+            "GET /dispatch/runs/{id}, GET /healthz; docs at /docs). The database is "
+            "DATABASE_URL (else SQLite under DAGSTER_HOME); set DISPATCH_API_TOKENS to require "
+            "bearer tokens ('TOKEN' or 'TOKEN:SITE1|SITE2', comma-separated). Each worker "
+            "process starts one solver process per core."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8002, help="port (default: 8002)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (default: 1)")
+    parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
+    parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    parser.add_argument("--log-level", default="info",
+                        choices=("critical", "error", "warning", "info", "debug"))
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port: must be in 1..65535 (got {args.port})")
+    if args.workers < 1:
+        raise UsageError(f"--workers: must be at least 1 (got {args.workers})")
+    import uvicorn
+
+    from dispatch_pipeline.api.auth import TOKENS_ENV, TokenTable
+
+    tokens = os.environ.get(TOKENS_ENV, "")
+    try:
+        # Fail here with exit status 2, not in every worker at start-up.
+        if tokens.strip() and not TokenTable.parse(tokens).grants:
+            raise ValueError(f"{TOKENS_ENV}: no token in {tokens!r}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.database_url:
+        # Through the environment, so every worker process (and create_app()) sees it.
+        os.environ["DATABASE_URL"] = args.database_url
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=not args.no_access_log,
+        log_level=args.log_level,
+    )
+    return 0

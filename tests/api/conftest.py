@@ -1,0 +1,82 @@
+"""API tests run against the real PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres).
+
+Each session creates a uniquely named database through the `postgres` maintenance database and
+drops it at the end. An unreachable server fails the tests; DISPATCH_SKIP_POSTGRES=1 skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from dispatch_pipeline.api import create_app
+from dispatch_pipeline.api.auth import TOKENS_ENV
+from dispatch_pipeline.storage import close_engines, open_database
+
+POSTGRES_SERVER = os.environ.get("DISPATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+SAMPLE_REQUEST = Path(__file__).resolve().parents[2] / "examples" / "sample_request.json"
+
+
+def _admin_connection() -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL at {POSTGRES_SERVER} is not reachable: {exc}"
+        if os.environ.get("DISPATCH_SKIP_POSTGRES") == "1":
+            pytest.skip(message)
+        pytest.fail(message + " (set DISPATCH_SKIP_POSTGRES=1 to skip)")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"dispatch_api_test_{uuid.uuid4().hex[:12]}"
+    with _admin_connection() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@{POSTGRES_SERVER.split('@', 1)[1]}/{name}"
+    finally:
+        close_engines()
+        with _admin_connection() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Engine:
+    return open_database(database_url)
+
+
+@pytest.fixture
+def make_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., FastAPI]:
+    """An app on the test database; `tokens` sets DISPATCH_API_TOKENS (None: no auth)."""
+
+    def make(tokens: str | None = None) -> FastAPI:
+        if tokens is None:
+            monkeypatch.delenv(TOKENS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(TOKENS_ENV, tokens)
+        return create_app(database_url)
+
+    return make
+
+
+@pytest.fixture
+def client(make_app: Callable[..., FastAPI]) -> Iterator[TestClient]:
+    with TestClient(make_app()) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def sample_request() -> dict[str, Any]:
+    """The seed README's quick-start request in full (96 quarter-hours, examples/)."""
+    return json.loads(SAMPLE_REQUEST.read_text())

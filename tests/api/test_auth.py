@@ -1,0 +1,82 @@
+"""DISPATCH_API_TOKENS: 401 without or with an unknown token, 403 off the token's sites."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from dispatch_pipeline.api.auth import TokenTable, load_token_table
+from tests.api.helpers import count_rows
+
+pytestmark = pytest.mark.postgres
+
+TOKENS = "all-sites-token, kl-token:KL_MALL|KL_OFFICE"
+ALL = {"Authorization": "Bearer all-sites-token"}
+KL_ONLY = {"Authorization": "Bearer kl-token"}
+
+
+@pytest.fixture
+def secured(make_app):
+    with TestClient(make_app(TOKENS)) as client:
+        yield client
+
+
+def test_healthz_needs_no_token(secured):
+    assert secured.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic YWxsLXNpdGVzLXRva2Vu"},
+     {"Authorization": "Bearer"}, {"Authorization": "Bearer all-sites-token2"}],
+    ids=["none", "unknown", "basic", "empty", "prefix-of-nothing"],
+)
+def test_missing_or_unknown_token_is_401(secured, engine, sample_request, headers):
+    before = count_rows(engine)
+
+    responses = [
+        secured.post("/dispatch/run", json=sample_request, headers=headers),
+        secured.get("/dispatch/latest", params={"site_id": "DEMO"}, headers=headers),
+        secured.get("/dispatch/runs/00000000-0000-0000-0000-000000000000", headers=headers),
+    ]
+
+    assert [r.status_code for r in responses] == [401, 401, 401]
+    assert all(r.headers["www-authenticate"] == "Bearer" for r in responses)
+    assert count_rows(engine) == before
+
+
+def test_token_limited_to_other_sites_is_403(secured, engine, sample_request):
+    before = count_rows(engine)
+
+    assert secured.post("/dispatch/run", json=sample_request, headers=KL_ONLY).status_code == 403
+    assert count_rows(engine) == before
+    assert secured.get("/dispatch/latest", params={"site_id": "DEMO"}, headers=KL_ONLY).status_code == 403
+
+
+def test_allowed_tokens_get_200_and_run_reads_check_the_site(secured, sample_request):
+    posted = secured.post("/dispatch/run", json=sample_request, headers=ALL)
+    assert posted.status_code == 200
+    run_path = f"/dispatch/runs/{posted.json()['run_id']}"
+
+    assert secured.get(run_path, headers=ALL).status_code == 200
+    assert secured.get(run_path, headers=KL_ONLY).status_code == 403
+    assert secured.get("/dispatch/latest", params={"site_id": "DEMO"}, headers=ALL).status_code == 200
+    kl_request = {**sample_request, "site_id": "KL_MALL"}
+    assert secured.post("/dispatch/run", json=kl_request, headers=KL_ONLY).status_code == 200
+    assert secured.get("/dispatch/latest", params={"site_id": "KL_MALL"}, headers=KL_ONLY).status_code == 200
+
+
+def test_token_table_format():
+    table = TokenTable.parse(" a , b:S1|S2 ,, c:S3 ")
+
+    assert table.find("a").sites is None
+    assert table.find("b").sites == frozenset({"S1", "S2"})
+    assert table.find("c").allows("S3") and not table.find("c").allows("S1")
+    assert table.find("d") is None
+    assert load_token_table(None) is None and load_token_table("  ") is None
+
+
+@pytest.mark.parametrize("text", [":S1", "tok:", "tok:bad site", ","])
+def test_token_table_rejects_bad_entries(text):
+    with pytest.raises(ValueError, match="DISPATCH_API_TOKENS"):
+        load_token_table(text)

@@ -1,0 +1,240 @@
+"""POST /dispatch/run, GET /dispatch/latest, GET /dispatch/runs/{id}, GET /healthz."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pandas as pd
+import pytest
+
+from dispatch_pipeline.core.request import Battery, Weights
+from dispatch_pipeline.core.site import Site
+from dispatch_pipeline.core.tariffs import Prices, TouTariff
+from dispatch_pipeline.storage import save_forecast, upsert_site
+from tests.api.helpers import count_rows
+
+pytestmark = pytest.mark.postgres
+
+
+def test_quick_start_request_round_trips(client, engine, sample_request):
+    before = count_rows(engine)
+    response = client.post("/dispatch/run", json=sample_request)
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert set(answer) == {"run_id", "status", "fallback_used", "solver", "objective_value", "kpis"}
+    assert (answer["status"], answer["solver"], answer["fallback_used"]) == ("ok", "milp", False)
+    assert answer["kpis"]["total_cost"] == pytest.approx(answer["objective_value"], rel=0.2)
+    after = count_rows(engine)
+    assert after["dispatch_runs"] == before["dispatch_runs"] + 1
+    assert after["dispatch_kpis"] == before["dispatch_kpis"] + 1
+    assert after["dispatch_schedule"] == before["dispatch_schedule"] + 96
+    assert after["dispatch_explanations"] == before["dispatch_explanations"] + 96
+
+    detail = client.get(f"/dispatch/runs/{answer['run_id']}").json()
+    assert detail["source"] == "api"
+    assert detail["kpis"] == answer["kpis"]
+    assert detail["objective_value"] == answer["objective_value"]
+    assert detail["timeout_ms"] == 3000 and detail["objective_config"] == Weights().model_dump()
+    assert len(detail["points"]) == 96
+
+
+def test_latest_returns_what_was_stored(client, sample_request):
+    posted = client.post("/dispatch/run", json=sample_request).json()
+
+    latest = client.get("/dispatch/latest", params={"site_id": "DEMO", "date": "2024-03-15"})
+
+    assert latest.status_code == 200
+    body = latest.json()
+    assert body["run_id"] == posted["run_id"]
+    assert (body["site_id"], body["date"], body["resolution_minutes"]) == ("DEMO", "2024-03-15", 15)
+    assert (body["status"], body["solver"]) == (posted["status"], posted["solver"])
+    points = body["points"]
+    assert len(points) == 96
+    assert points[0]["ts"] == "2024-03-14T16:00:00Z"  # local midnight in Kuala Lumpur (UTC+8)
+    assert set(points[0]) == {
+        "ts", "pv_set_kw", "batt_ch_kw", "batt_dis_kw", "grid_imp_kw", "grid_exp_kw",
+        "curtail_kw", "soc", "reason", "reason_code", "binding", "marginal_cost_per_kwh",
+    }
+    assert all(p["reason"] and p["reason_code"] for p in points)
+    assert all(p["marginal_cost_per_kwh"] is not None for p in points)  # a MILP run
+    # The stored plan is the one the KPIs were computed from.
+    dt_hours = 0.25
+    imported = sum(p["grid_imp_kw"] for p in points) * dt_hours
+    assert imported == pytest.approx(posted["kpis"]["total_import_kwh"], abs=1e-3)
+    assert points[-1]["soc"] == pytest.approx(posted["kpis"]["final_soc"], abs=1e-6)
+
+
+def test_runs_are_added_and_latest_is_the_newest(client, sample_request):
+    first = client.post("/dispatch/run", json=sample_request).json()["run_id"]
+    second = client.post("/dispatch/run", json={**sample_request, "use_milp": False}).json()
+
+    assert second["run_id"] != first
+    assert (second["status"], second["solver"]) == ("ok", "rule_based")
+    latest = client.get("/dispatch/latest", params={"site_id": "DEMO"}).json()
+    assert latest["run_id"] == second["run_id"]
+    assert client.get(f"/dispatch/runs/{first}").status_code == 200
+
+
+def test_latest_404_names_site_and_date(client):
+    response = client.get("/dispatch/latest", params={"site_id": "NO_SUCH_SITE", "date": "2024-01-02"})
+
+    assert response.status_code == 404
+    assert "NO_SUCH_SITE" in response.json()["message"]
+    assert "2024-01-02" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"site_id": "bad site"}, "site_id"), ({"site_id": "DEMO", "date": "2024-13-01"}, "date"), ({}, "site_id")],
+)
+def test_latest_rejects_bad_query(client, params, field):
+    response = client.get("/dispatch/latest", params=params)
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", field]
+
+
+def test_run_by_id_404_and_malformed_uuid(client):
+    missing = uuid.uuid4()
+    assert client.get(f"/dispatch/runs/{missing}").status_code == 404
+    assert str(missing) in client.get(f"/dispatch/runs/{missing}").json()["message"]
+    malformed = client.get("/dispatch/runs/not-a-uuid")
+    assert malformed.status_code == 422
+    assert malformed.json()["detail"][0]["loc"] == ["path", "run_id"]
+
+
+def test_healthz_reports_database_and_solvers(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json()["database"] == {"ok": True, "error": None}
+    assert response.json()["solvers"]["highs"] is True
+
+
+def test_healthz_503_when_database_is_unreachable():
+    from fastapi.testclient import TestClient
+
+    from dispatch_pipeline.api import create_app
+
+    # Port 1 on loopback refuses at once: a database that is down.
+    app = create_app("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    with TestClient(app) as client:
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["database"]["ok"] is False
+        assert client.get("/dispatch/latest", params={"site_id": "DEMO"}).status_code == 503
+
+
+def _register_site(engine, site_id: str) -> Site:
+    site = Site(
+        site_id=site_id,
+        timezone="Asia/Kuala_Lumpur",
+        latitude=3.1,
+        longitude=101.7,
+        currency="MYR",
+        bess=Battery(capacity_kwh=200.0, max_charge_kw=80.0, max_discharge_kw=80.0, soc_initial=0.4),
+        weights=Weights(cost=1.0, curtail=0.5, violation=500.0),
+        tariff=TouTariff(currency="MYR", default=Prices(buy=0.4, sell=0.2)),
+    )
+    upsert_site(engine, site)
+    return site
+
+
+def _store_forecast(engine, site_id: str, pv_kw: list[float], load_kw: list[float]) -> None:
+    start = dt.datetime(2024, 3, 14, 16, tzinfo=dt.UTC)  # 2024-03-15 00:00 in Kuala Lumpur
+    frame = pd.DataFrame({
+        "ts": pd.date_range(start, periods=96, freq="15min"),
+        "load_kw": load_kw,
+        "pv_kw": pv_kw,
+    })
+    save_forecast(engine, site_id, frame, issued_at=dt.datetime(2024, 3, 14, 6, tzinfo=dt.UTC))
+
+
+def test_registered_site_supplies_battery_weights_timezone_and_forecast(client, engine, sample_request):
+    _register_site(engine, "REG_SITE")
+    _store_forecast(engine, "REG_SITE", sample_request["pv_kw"], sample_request["load_kw"])
+    # The seed's minimal request: no battery, limits, weights, timezone or PV.
+    minimal = {
+        "site_id": "REG_SITE",
+        "date": "2024-03-15",
+        "resolution_minutes": 15,
+        "load_kw": sample_request["load_kw"],
+        "tariff": sample_request["tariff"],
+    }
+
+    answer = client.post("/dispatch/run", json=minimal)
+
+    assert answer.status_code == 200, answer.text
+    detail = client.get(f"/dispatch/runs/{answer.json()['run_id']}").json()
+    assert detail["timezone"] == "Asia/Kuala_Lumpur"
+    assert detail["objective_config"] == {"cost": 1.0, "curtail": 0.5, "violation": 500.0}
+    points = detail["points"]
+    assert [p["pv_set_kw"] + p["curtail_kw"] for p in points] == pytest.approx(sample_request["pv_kw"], abs=1e-6)
+    # Full cycles are discharged energy over the site's 200 kWh, not the contract default 100.
+    discharged = sum(p["batt_dis_kw"] for p in points) * 0.25
+    assert discharged > 0
+    assert detail["kpis"]["equivalent_full_cycles"] == pytest.approx(discharged / 200.0, abs=1e-4)
+    assert max(p["batt_dis_kw"] for p in points) > 50.0  # the site's 80 kW rating, not 50
+
+
+def test_partial_battery_object_patches_the_sites(client, engine, sample_request):
+    _register_site(engine, "REG_PATCH")
+    request = {**sample_request, "site_id": "REG_PATCH", "bess": {"soc_initial": 0.8}}
+    del request["timezone"]
+
+    answer = client.post("/dispatch/run", json=request)
+
+    assert answer.status_code == 200, answer.text
+    detail = client.get(f"/dispatch/runs/{answer.json()['run_id']}").json()
+    # soc_final_min null means "end at least as full as it started": 0.8 of the site's 200 kWh.
+    assert detail["kpis"]["final_soc"] >= 0.8 - 1e-6
+    discharged = sum(p["batt_dis_kw"] for p in detail["points"]) * 0.25
+    assert detail["kpis"]["equivalent_full_cycles"] == pytest.approx(discharged / 200.0, abs=1e-4)
+
+
+def test_registered_site_without_forecast_for_the_day_is_422(client, engine, sample_request):
+    _register_site(engine, "REG_NOFC")
+    request = {**sample_request, "site_id": "REG_NOFC"}
+    del request["pv_kw"]
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", json=request)
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "pv_kw"]
+    assert "REG_NOFC" in response.json()["message"]
+    assert count_rows(engine) == before
+
+
+def test_unknown_site_without_pv_is_422_saying_so(client, engine, sample_request):
+    request = {**sample_request, "site_id": "NOT_REGISTERED"}
+    del request["pv_kw"]
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", json=request)
+
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert "NOT_REGISTERED" in message and "not registered" in message and "pv_kw" in message
+    assert count_rows(engine) == before
+
+
+def test_openapi_documents_request_response_and_example(client):
+    schema = client.get("/openapi.json").json()
+    operation = schema["paths"]["/dispatch/run"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]
+
+    assert body["schema"] == {"$ref": "#/components/schemas/DispatchRequest"}
+    assert len(body["examples"]["quick_start"]["value"]["load_kw"]) == 96
+    components = schema["components"]["schemas"]
+    assert {"DispatchRequest", "Battery", "Tariff", "DispatchResponse", "Kpis", "Point"} <= set(components)
+    assert client.get("/docs").status_code == 200
+
+
+def test_openapi_example_is_accepted(client):
+    example = client.get("/openapi.json").json()["paths"]["/dispatch/run"]["post"]["requestBody"]
+    value = example["content"]["application/json"]["examples"]["quick_start"]["value"]
+
+    assert client.post("/dispatch/run", json=value).status_code == 200

@@ -1,0 +1,160 @@
+"""Every bad-input rule of the contract: HTTP 422 naming the field (and value), nothing written."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from tests.api.helpers import count_rows
+
+pytestmark = pytest.mark.postgres
+
+
+def _set(request: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(request)
+    *parents, last = path.split(".")
+    target = changed
+    for name in parents:
+        target = target.setdefault(name, {})
+    target[last] = value
+    return changed
+
+
+# (case id, field path, value, loc the error must name, text the message must show)
+BAD_FIELDS = [
+    ("unequal-lengths", "tariff.buy", [0.4] * 95, ["tariff", "buy"], "95"),
+    ("load-too-short-for-day", "load_kw", [80.0] * 95, ["load_kw"], "95"),
+    ("negative-load", "load_kw", [-1.0] + [80.0] * 95, ["load_kw", 0], "-1.0"),
+    ("negative-pv", "pv_kw", [-0.5] + [0.0] * 95, ["pv_kw", 0], "-0.5"),
+    ("string-in-load", "load_kw", ["80"] + [80.0] * 95, ["load_kw", 0], '"80"'),
+    ("string-price", "tariff.sell", ["cheap"] + [0.2] * 95, ["tariff", "sell", 0], "cheap"),
+    ("resolution-7", "resolution_minutes", 7, ["resolution_minutes"], "7"),
+    ("resolution-string", "resolution_minutes", "15", ["resolution_minutes"], '"15"'),
+    ("capacity-zero", "bess.capacity_kwh", 0, ["bess", "capacity_kwh"], "0"),
+    ("capacity-negative", "bess.capacity_kwh", -10.0, ["bess", "capacity_kwh"], "-10.0"),
+    ("negative-charge-rating", "bess.max_charge_kw", -1.0, ["bess", "max_charge_kw"], "-1.0"),
+    ("negative-discharge-rating", "bess.max_discharge_kw", -1.0, ["bess", "max_discharge_kw"], "-1.0"),
+    ("soc-min-negative", "bess.soc_min", -0.1, ["bess", "soc_min"], "-0.1"),
+    ("soc-max-above-1", "bess.soc_max", 1.2, ["bess", "soc_max"], "1.2"),
+    ("soc-min-above-max", "bess", {"soc_min": 0.95, "soc_max": 0.9}, ["bess"], "0.95"),
+    ("soc-initial-above-1", "bess.soc_initial", 1.5, ["bess", "soc_initial"], "1.5"),
+    ("soc-initial-negative", "bess.soc_initial", -0.2, ["bess", "soc_initial"], "-0.2"),
+    ("soc-final-below-band", "bess.soc_final_min", 0.05, ["bess"], "0.05"),
+    ("soc-final-above-band", "bess.soc_final_min", 0.95, ["bess"], "0.95"),
+    ("charge-efficiency-zero", "bess.charge_efficiency", 0.0, ["bess", "charge_efficiency"], "0.0"),
+    ("discharge-efficiency-above-1", "bess.discharge_efficiency", 1.01, ["bess", "discharge_efficiency"], "1.01"),
+    ("negative-import-limit", "limits.grid_import_max_kw", -5.0, ["limits", "grid_import_max_kw"], "-5.0"),
+    ("negative-export-limit", "limits.grid_export_max_kw", -5.0, ["limits", "grid_export_max_kw"], "-5.0"),
+    ("negative-transformer-limit", "limits.transformer_max_kw", -1.0, ["limits", "transformer_max_kw"], "-1.0"),
+    ("negative-cost-weight", "weights.cost", -1.0, ["weights", "cost"], "-1.0"),
+    ("negative-curtail-weight", "weights.curtail", -0.2, ["weights", "curtail"], "-0.2"),
+    ("negative-violation-weight", "weights.violation", -1.0, ["weights", "violation"], "-1.0"),
+    ("negative-cycle-cost", "bess.cycle_cost_per_kwh", -0.01, ["bess", "cycle_cost_per_kwh"], "-0.01"),
+    ("negative-demand-charge", "tariff.demand_charge_per_kw", -2.0, ["tariff", "demand_charge_per_kw"], "-2.0"),
+    ("site-id-space", "site_id", "DEMO SITE", ["site_id"], "DEMO SITE"),
+    ("site-id-empty", "site_id", "", ["site_id"], '""'),
+    ("site-id-too-long", "site_id", "S" * 65, ["site_id"], "SSSS"),
+    ("site-id-injection", "site_id", "x'; DROP TABLE dispatch_runs; --", ["site_id"], "DROP TABLE"),
+    ("site-id-number", "site_id", 42, ["site_id"], "42"),
+    ("timeout-too-small", "timeout_ms", 99, ["timeout_ms"], "99"),
+    ("timeout-too-large", "timeout_ms", 600_001, ["timeout_ms"], "600001"),
+    ("timeout-float", "timeout_ms", 3000.5, ["timeout_ms"], "3000.5"),
+    ("unknown-field", "surprise", 1, ["surprise"], "1"),
+    ("unknown-battery-field", "bess.voltage", 800, ["bess", "voltage"], "800"),
+    ("unknown-timezone", "timezone", "Mars/Olympus", ["timezone"], "Mars/Olympus"),
+    ("bad-date", "date", "2024-02-30", ["date"], "2024-02-30"),
+    ("use-milp-string", "use_milp", "yes", ["use_milp"], "yes"),
+    ("too-many-intervals", "load_kw", [80.0] * 2017, ["load_kw"], "2017"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "loc", "shown"), [c[1:] for c in BAD_FIELDS],
+                         ids=[c[0] for c in BAD_FIELDS])
+def test_bad_field_is_422_naming_field_and_value(client, engine, sample_request, path, value, loc, shown):
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", json=_set(sample_request, path, value))
+
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert ["body", *loc] in [problem["loc"] for problem in body["detail"]]
+    assert shown in body["message"]
+    assert count_rows(engine) == before
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("field", ["load_kw", "pv_kw"])
+def test_non_finite_numbers_are_422(client, engine, sample_request, field, literal):
+    # json.dumps cannot write these as the contract's bad input; splice the literal in.
+    text = json.dumps(sample_request).replace(f'"{field}": [', f'"{field}": [{literal}, ', 1)
+    text = text.replace(f"[{literal}, {sample_request[field][0]}, ", f"[{literal}, ", 1)
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", content=text, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", field, 0]
+    assert literal in response.json()["message"]
+    assert count_rows(engine) == before
+
+
+def test_wrong_length_for_a_dst_day(client, engine, sample_request):
+    # Berlin springs forward on 2024-03-31: 92 quarter-hours, not the 96 sent.
+    request = {**sample_request, "date": "2024-03-31", "timezone": "Europe/Berlin"}
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", json=request)
+
+    assert response.status_code == 422
+    assert "92" in response.json()["message"] and "96" in response.json()["message"]
+    assert count_rows(engine) == before
+
+
+@pytest.mark.parametrize("missing", ["site_id", "load_kw", "tariff"])
+def test_missing_required_field_is_422(client, engine, sample_request, missing):
+    request = {k: v for k, v in sample_request.items() if k != missing}
+
+    response = client.post("/dispatch/run", json=request)
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", missing]
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2, 3]", b"\xff\xfe\x00", b"", b'"text"'])
+def test_body_that_is_not_a_json_object_is_422(client, engine, body):
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["message"]
+    assert count_rows(engine) == before
+
+
+def test_body_over_one_megabyte_is_413(client, engine, sample_request):
+    padded = json.dumps({**sample_request, "padding": "x" * 1_000_001})
+    before = count_rows(engine)
+
+    by_length = client.post("/dispatch/run", content=padded, headers={"content-type": "application/json"})
+    streamed = client.post(
+        "/dispatch/run",
+        content=(padded[i : i + 65536].encode() for i in range(0, len(padded), 65536)),
+        headers={"content-type": "application/json"},
+    )
+
+    assert by_length.status_code == 413
+    assert streamed.status_code == 413
+    assert count_rows(engine) == before
+
+
+def test_site_id_is_only_a_bound_parameter(client, engine, sample_request):
+    # A valid id that looks like SQL would break a query built by string formatting.
+    request = {**sample_request, "site_id": "a'b"}
+    assert client.post("/dispatch/run", json=request).status_code == 422
+    assert client.get("/dispatch/latest", params={"site_id": "x' OR '1'='1"}).status_code == 422
+    odd_but_valid = {**sample_request, "site_id": "--.._"}
+    assert client.post("/dispatch/run", json=odd_but_valid).status_code == 200
+    assert client.get("/dispatch/latest", params={"site_id": "--.._"}).json()["site_id"] == "--.._"
