@@ -28,6 +28,11 @@ from dispatch_pipeline.core.problem import DispatchProblem
 from dispatch_pipeline.core.result import Schedule
 
 CONFLICT_KW = 1e-6
+
+# The last optimal LP basis per matrix shape, in this process. Consecutive site-days share their
+# structure and look alike, so starting the simplex there takes about a seventh of the iterations
+# of a cold start. The optimum is the same; only the path to it is shorter.
+_last_basis: dict[tuple[int, int], highspy.HighsBasis] = {}
 _FLOW_COLUMNS = ("pv_set", "curtail", "ch", "dis", "imp", "exp", "E", "b", "g")
 
 
@@ -169,10 +174,14 @@ def solve_with_highs(
     cols = compiled.columns
     highs = _new_highs(mip_rel_gap)
     highs.passModel(compiled.lp)
+    shape = (compiled.lp.num_col_, compiled.lp.num_row_)
+    if shape in _last_basis:
+        highs.setBasis(_last_basis[shape])
 
     status = _run(highs, deadline)
     if status != highspy.HighsModelStatus.kOptimal:
         raise MilpFailure(f"HiGHS failed on the LP relaxation ({highs.modelStatusToString(status)})")
+    _last_basis[shape] = highs.getBasis()
     x = np.asarray(highs.getSolution().col_value)
 
     integral = np.zeros(problem.intervals * 2, dtype=bool)  # b then g
