@@ -42,6 +42,11 @@ def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return expensive, cheap
 
 
+def _sum_after(values: np.ndarray) -> np.ndarray:
+    """For each t, the sum of values strictly after t."""
+    return np.concatenate([np.cumsum(values[::-1])[::-1][1:], [0.0]])
+
+
 def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     T, dt = problem.intervals, problem.dt
     bess = problem.bess
@@ -60,14 +65,13 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     # Energy the battery can still take in after t without breaking the import cap, in the hours
     # it would charge in (anything but expensive): how low it may go and still end on target.
     chargeable = np.minimum(max_ch, np.maximum(import_cap - deficit, 0.0) + surplus) * eta_c * dt
-    chargeable = np.where(expensive, 0.0, chargeable)
-    recharge_after = np.concatenate([np.cumsum(chargeable[::-1])[::-1][1:], [0.0]])
-    max_charge_after = (T - 1 - np.arange(T)) * max_ch * eta_c * dt
+    max_charge_after = _sum_after(chargeable)
+    recharge_after = _sum_after(np.where(expensive, 0.0, chargeable))
 
     # Stored energy the expensive hours after t will draw, and the priciest of them: grid
     # charging at t pays only against a dearer hour still to come.
     expensive_need = np.where(expensive, np.minimum(deficit, max_dis) * dt / eta_d, 0.0)
-    need_after = np.concatenate([np.cumsum(expensive_need[::-1])[::-1][1:], [0.0]])
+    need_after = _sum_after(expensive_need)
     dearest_after = np.concatenate(
         [np.maximum.accumulate(np.where(expensive, buy, -np.inf)[::-1])[::-1][1:], [-np.inf]]
     )
@@ -91,7 +95,8 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
             charge = max(charge, min(room, wanted, surplus[t] + import_headroom))
         shortfall = e_final - energy - max_charge_after[t]
         if shortfall > _EPS:
-            charge = max(charge, min(max_ch, shortfall / (eta_c * dt)))
+            top_up = min(max_ch, shortfall / (eta_c * dt), surplus[t] + import_headroom)
+            charge = max(charge, min(room, top_up))
 
         discharge = 0.0
         if charge <= _EPS:
