@@ -9,7 +9,8 @@ One forward pass over the day, a handful of rules an operator would write down:
    down to a floor that keeps the end-of-day target reachable by later recharging.
 4. The battery also discharges to hold imports under the import cap.
 5. In cheap hours (bottom quartile) it charges from the grid when that pays after round-trip
-   losses against a later expensive hour, up to the energy those hours will need.
+   losses against a later expensive hour, up to the energy those hours will need; with a demand
+   charge, never above the peak the site would draw without a battery.
 6. Near the end of the day it charges just in time to reach the terminal SOC target.
 
 By construction it never charges and discharges, or imports and exports, in the same interval,
@@ -64,7 +65,12 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
 
     # Energy the battery can still take in after t without breaking the import cap, in the hours
     # it would charge in (anything but expensive): how low it may go and still end on target.
-    chargeable = np.minimum(max_ch, np.maximum(import_cap - deficit, 0.0) + surplus) * eta_c * dt
+    # Grid charging must not set the day's peak when that peak is billed: then it stays under
+    # the peak the site would draw without a battery.
+    charging_cap = import_cap
+    if problem.demand_charge_per_kw > 0:
+        charging_cap = min(import_cap, float(deficit.max(initial=0.0)))
+    chargeable = np.minimum(max_ch, np.maximum(charging_cap - deficit, 0.0) + surplus) * eta_c * dt
     max_charge_after = _sum_after(chargeable)
     recharge_after = _sum_after(np.where(expensive, 0.0, chargeable))
 
@@ -83,7 +89,7 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     energy = problem.energy_initial_kwh
     for t in range(T):
         room = max(0.0, min(max_ch, (e_max - energy) / (eta_c * dt)))
-        import_headroom = max(0.0, import_cap - deficit[t])
+        import_headroom = max(0.0, charging_cap - deficit[t])
         charge = min(surplus[t], room)
 
         if energy < e_min - _EPS:
