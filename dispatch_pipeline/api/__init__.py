@@ -1,4 +1,16 @@
-"""The REST API: POST /dispatch/run, GET /dispatch/latest, GET /dispatch/runs/{run_id}, GET /healthz."""
+"""The REST API of the dispatch contract.
+
+    POST /dispatch/run                           plan one site-day, store it (source "api")
+    GET  /dispatch/latest?site_id=X[&date=D]     the newest stored plan of a site (and local date)
+    GET  /dispatch/runs/{run_id}                 one stored run with KPIs and points
+    GET  /healthz                                database reachable, solver present (200 / 503)
+    GET  /docs, /openapi.json                    interactive docs and the schema
+
+Run it with `dispatch-pipeline db upgrade` then `dispatch-pipeline serve [--port 8002]`.
+Environment: DATABASE_URL (else SQLite under DAGSTER_HOME); DISPATCH_API_TOKENS, comma-separated
+`TOKEN` (all sites) or `TOKEN:SITE1|SITE2` entries, turns bearer authentication on for every
+endpoint but /healthz (and the docs, which hold no data).
+"""
 
 from dispatch_pipeline.api.app import create_app
 

@@ -79,20 +79,19 @@ def from_request_error(exc: RequestError) -> ApiError:
 
 def echo(value: Any) -> Any:
     """`value` made safe for a JSON answer: no NaN/inf (invalid JSON), nothing huge."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, int):
+        # bit_length first: str() of a huge int is slow (and refused past 4300 digits).
+        return value if value.bit_length() <= 128 else f"an integer of {value.bit_length()} bits"
     if isinstance(value, (dict, list)):
         text = json.dumps(value, default=str)
         if len(text) <= MAX_ECHOED_CHARS and "NaN" not in text and "Infinity" not in text:
             return value
         return _abbreviate(text)
-    if isinstance(value, int) and len(str(value)) > MAX_ECHOED_CHARS:
-        return _abbreviate(str(value))
-    if isinstance(value, (str, int, bool)) or value is None:
-        return _abbreviate(value) if isinstance(value, str) else value
-    if isinstance(value, float):
-        return value
-    return str(value)
+    return _abbreviate(str(value))
 
 
 def _abbreviate(text: str) -> str:

@@ -113,11 +113,12 @@ def test_healthz_reports_database_and_solvers(client):
     assert response.json()["solvers"]["highs"] is True
 
 
-def test_healthz_503_when_database_is_unreachable():
+def test_healthz_503_when_database_is_unreachable(monkeypatch):
     from fastapi.testclient import TestClient
 
     from dispatch_pipeline.api import create_app
 
+    monkeypatch.delenv("DISPATCH_API_TOKENS", raising=False)
     # Port 1 on loopback refuses at once: a database that is down.
     app = create_app("postgresql+psycopg://postgres@127.0.0.1:1/none")
     with TestClient(app) as client:

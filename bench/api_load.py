@@ -1,0 +1,302 @@
+"""Load test of POST /dispatch/run on loopback: throughput, latency percentiles, errors, RSS.
+
+    python bench/api_load.py                      # start a server on a scratch PostgreSQL database
+    python bench/api_load.py -n 2000 -c 8
+    python bench/api_load.py --url http://127.0.0.1:8002 --server-pid 1234   # a running server
+
+Without --url it starts `dispatch-pipeline serve` on a free loopback port with access logging off,
+on --database-url (default: a scratch database created on PostgreSQL at 127.0.0.1:5432 and
+dropped afterwards). Every request carries the 96-interval quick-start day. Peak RSS is sampled
+from /proc every 50 ms for the server process and, separately, its solver worker children.
+The client runs on the same machine and takes CPU from the server: numbers are conservative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--requests", type=int, default=2000, help="requests to send (default 2000)")
+    parser.add_argument("-c", "--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    parser.add_argument("--url", help="target a running server on loopback instead of starting one")
+    parser.add_argument("--server-pid", type=int, help="with --url: the server's pid, for RSS")
+    parser.add_argument("--database-url", help="database of the started server (default: scratch PostgreSQL)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes to start (default 1)")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="stop sending after this long")
+    parser.add_argument("--warmup", type=int, default=16, help="unmeasured requests first (default 16)")
+    parser.add_argument("--token", help="bearer token to send (when the server requires one)")
+    args = parser.parse_args()
+    if not 0 < args.requests <= 100_000 or not 0 < args.concurrency <= 256:
+        parser.error("--requests must be in 1..100000 and --concurrency in 1..256")
+    if args.url and urlparse(args.url).hostname not in LOOPBACK_HOSTS:
+        parser.error(f"--url: loopback only (got {args.url})")
+    return args
+
+
+# ------------------------------------------------------------------------------------ server
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def scratch_postgres() -> Iterator[str]:
+    import psycopg
+
+    name = f"dispatch_api_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def started_server(database_url: str, workers: int) -> Iterator[tuple[str, int]]:
+    port = free_loopback_port()
+    env = {**os.environ, "DATABASE_URL": database_url}
+    env.pop("DISPATCH_API_TOKENS", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dispatch_pipeline.cli", "serve", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
+        cwd=REPO, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server)
+        yield url, server.pid
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited with status {server.returncode} before it was healthy")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.25)
+    raise SystemExit(f"server at {url} not healthy within {timeout_s:.0f} s")
+
+
+# ------------------------------------------------------------------------------- memory (RSS)
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The command name may hold spaces; fields after the last ')' are fixed.
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def family_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(server, solver workers) CPU seconds so far: what a request costs, whatever else runs."""
+    family = descendants(pid)
+    solvers = [p for p in family if is_solver_worker(p)]
+    server = cpu_seconds(pid) + sum(cpu_seconds(p) for p in family if p not in solvers)
+    return server, sum(cpu_seconds(p) for p in solvers)
+
+
+def is_solver_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"dispatch_pipeline.core.worker" in cmdline.read()
+    except OSError:
+        return False
+
+
+@dataclass
+class RssPeaks:
+    server: int = 0  # the server process(es): uvicorn, and its worker processes with --workers > 1
+    solver_workers: int = 0  # sum over the solver processes
+    solver_worker_count: int = 0
+    total: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def sample_forever(self, pid: int, every_s: float = 0.05) -> None:
+        while not self.stop.is_set():
+            family = descendants(pid)
+            solvers = [p for p in family if is_solver_worker(p)]
+            server = rss_bytes(pid) + sum(rss_bytes(p) for p in family if p not in solvers)
+            solver_rss = sum(rss_bytes(p) for p in solvers)
+            self.server = max(self.server, server)
+            self.solver_workers = max(self.solver_workers, solver_rss)
+            self.solver_worker_count = max(self.solver_worker_count, len(solvers))
+            self.total = max(self.total, server + solver_rss)
+            self.stop.wait(every_s)
+
+
+# ------------------------------------------------------------------------------------- load
+
+
+def quick_start_request() -> dict:
+    from dispatch_pipeline.api.schemas import QUICK_START_REQUEST
+
+    return QUICK_START_REQUEST
+
+
+@dataclass
+class Outcomes:
+    latencies_s: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    sent: int = 0
+
+
+async def send_load(url: str, total: int, concurrency: int, max_seconds: float,
+                    headers: dict[str, str], outcomes: Outcomes) -> float:
+    request = quick_start_request()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    deadline = time.monotonic() + max_seconds
+    remaining = iter(range(total))
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60, headers=headers) as client:
+
+        async def user() -> None:
+            for _ in remaining:
+                if time.monotonic() > deadline:
+                    return
+                outcomes.sent += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/dispatch/run", json=request)
+                except httpx.HTTPError as exc:
+                    outcomes.errors[type(exc).__name__] += 1
+                    continue
+                elapsed = time.perf_counter() - started
+                if response.status_code == 200:
+                    outcomes.latencies_s.append(elapsed)
+                else:
+                    outcomes.errors[f"HTTP {response.status_code}"] += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def report(args: argparse.Namespace, outcomes: Outcomes, wall_s: float, peaks: RssPeaks | None) -> None:
+    ok = sorted(outcomes.latencies_s)
+    mib = 1024 * 1024
+    print(f"requests: {outcomes.sent} sent, {len(ok)} ok, {sum(outcomes.errors.values())} errors"
+          + (f" {dict(outcomes.errors)}" if outcomes.errors else ""))
+    print(f"concurrency {args.concurrency}, wall {wall_s:.1f} s, throughput {len(ok) / wall_s:.1f} req/s")
+    if ok:
+        print(f"latency ms: p50 {1000 * percentile(ok, 0.50):.1f}  p95 {1000 * percentile(ok, 0.95):.1f}  "
+              f"p99 {1000 * percentile(ok, 0.99):.1f}  mean {1000 * statistics.fmean(ok):.1f}  "
+              f"max {1000 * ok[-1]:.1f}")
+    if peaks:
+        print(f"peak RSS: server {peaks.server / mib:.0f} MiB; solver workers "
+              f"{peaks.solver_workers / mib:.0f} MiB over {peaks.solver_worker_count} processes; "
+              f"total {peaks.total / mib:.0f} MiB")
+
+
+def run_against(url: str, pid: int | None, args: argparse.Namespace) -> int:
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    if args.warmup:
+        asyncio.run(send_load(url, args.warmup, min(args.concurrency, args.warmup), 60, headers, Outcomes()))
+    peaks = None
+    if pid:
+        peaks = RssPeaks()
+        threading.Thread(target=peaks.sample_forever, args=(pid,), daemon=True).start()
+    outcomes = Outcomes()
+    cpu_before = family_cpu_seconds(pid) if pid else None
+    client_before = time.process_time()
+    wall_s = asyncio.run(send_load(url, args.requests, args.concurrency, args.max_seconds, headers, outcomes))
+    client_cpu_s = time.process_time() - client_before
+    if peaks:
+        peaks.stop.set()
+    report(args, outcomes, wall_s, peaks)
+    # CPU per request does not depend on what else the machine runs, unlike the latencies.
+    print(f"cpu ms/request: client {1000 * client_cpu_s / max(1, outcomes.sent):.1f}", end="")
+    if cpu_before:
+        server_s, solvers_s = (b - a for a, b in zip(cpu_before, family_cpu_seconds(pid), strict=True))
+        print(f"  server {1000 * server_s / max(1, outcomes.sent):.1f}"
+              f"  solver workers {1000 * solvers_s / max(1, outcomes.sent):.1f}", end="")
+    print(f"  (machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    return 1 if outcomes.errors else 0
+
+
+def main() -> int:
+    args = parse_args()
+    if args.url:
+        return run_against(args.url.rstrip("/"), args.server_pid, args)
+    with contextlib.ExitStack() as stack:
+        database_url = args.database_url or stack.enter_context(scratch_postgres())
+        url, pid = stack.enter_context(started_server(database_url, args.workers))
+        print(f"server {url} (pid {pid}), database {urlparse(database_url).path.lstrip('/')}")
+        return run_against(url, pid, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
