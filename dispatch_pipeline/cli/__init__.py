@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("solve", "serve", "db")
+SUBCOMMAND_MODULES = ("solve", "serve", "db", "sites", "forecasts", "demo")
 
 
 class UsageError(Exception):

@@ -1,0 +1,1 @@
+"""When plans are made: the day-ahead schedule and the site partitions sensor."""

@@ -1,0 +1,98 @@
+"""Asset checks of `dispatch_schedule`: hard constraints (blocking) and fallbacks (warning).
+
+A run may carry many partitions; each check then judges all of them at once and names the
+failing site-days in its metadata.
+"""
+
+from collections import defaultdict
+
+import dagster as dg
+
+from dispatch_pipeline.core.feasibility import CHECKS, Breach, find_breaches
+from dispatch_pipeline.defs.dispatch.plans import SolvedDay
+
+# Blocking: a plan failing one of these must never reach a site, nor the reports downstream.
+NAMED_HARD_CHECKS = {
+    "power_balance": "Supply equals demand in every interval (PV + discharge + import = load + charge + export).",
+    "physical_soc": "Stored energy stays within 0 and the battery's capacity.",
+    "export_cap": "Grid export never exceeds the hard export cap.",
+    "no_simultaneous_charge_discharge": "The battery never charges and discharges in the same interval.",
+    "no_simultaneous_import_export": "The site never imports and exports in the same interval.",
+}
+OTHER_HARD_CHECK = "other_hard_constraints"
+OTHER_BREACHES = tuple(name for name in CHECKS if name not in NAMED_HARD_CHECKS)
+FALLBACK_CHECK = "milp_planned"
+ASSET_KEY = "dispatch_schedule"
+
+HARD_CHECKS = (*NAMED_HARD_CHECKS, OTHER_HARD_CHECK)
+
+
+def check_specs(asset_key: str = ASSET_KEY) -> list[dg.AssetCheckSpec]:
+    specs = [
+        dg.AssetCheckSpec(name, asset=asset_key, blocking=True, description=description)
+        for name, description in NAMED_HARD_CHECKS.items()
+    ]
+    specs.append(
+        dg.AssetCheckSpec(
+            OTHER_HARD_CHECK,
+            asset=asset_key,
+            blocking=True,
+            description="The remaining hard constraints: " + ", ".join(OTHER_BREACHES) + ".",
+        )
+    )
+    specs.append(
+        dg.AssetCheckSpec(
+            FALLBACK_CHECK,
+            asset=asset_key,
+            description="Warns when a site-day was planned by the rule-based fallback.",
+        )
+    )
+    return specs
+
+
+def _hard_result(name: str, breaches: dict[str, list[Breach]], checked: int) -> dg.AssetCheckResult:
+    failing = sorted(breaches)
+    examples = {key: [str(b) for b in breaches[key][:3]] for key in failing[:10]}
+    return dg.AssetCheckResult(
+        asset_key=ASSET_KEY,
+        check_name=name,
+        passed=not failing,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "partitions_checked": checked,
+            "partitions_failing": len(failing),
+            "breaches": dg.MetadataValue.json(examples),
+        },
+        description=None if not failing else f"{len(failing)} site-day(s) breach {name}",
+    )
+
+
+@dg.op(
+    description="Check every chosen schedule against the hard constraints; report fallbacks.",
+    out={name: dg.Out() for name in (*HARD_CHECKS, FALLBACK_CHECK)},
+)
+def check_dispatch_schedule(plans: dict[str, SolvedDay]):
+    by_check: dict[str, dict[str, list[Breach]]] = defaultdict(lambda: defaultdict(list))
+    for key, plan in plans.items():
+        for breach in find_breaches(plan.planned.problem, plan.outcome.schedule):
+            name = breach.check if breach.check in NAMED_HARD_CHECKS else OTHER_HARD_CHECK
+            by_check[name][key].append(breach)
+    for name in HARD_CHECKS:
+        yield _hard_result(name, by_check[name], len(plans))
+
+    fallbacks = {
+        key: plan.outcome.fallback_reason
+        for key, plan in plans.items()
+        if plan.outcome.status == "fallback"
+    }
+    yield dg.AssetCheckResult(
+        asset_key=ASSET_KEY,
+        check_name=FALLBACK_CHECK,
+        passed=not fallbacks,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "partitions_checked": len(plans),
+            "fallbacks": len(fallbacks),
+            "fallback_reasons": dg.MetadataValue.json(dict(sorted(fallbacks.items())[:20])),
+        },
+    )

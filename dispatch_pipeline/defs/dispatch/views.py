@@ -1,0 +1,36 @@
+"""What the explanation and KPI assets show of a stored dispatch run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from dispatch_pipeline.core.result import DispatchResult
+
+EXPLANATION_COLUMNS = ("ts", "reason_code", "reason", "binding", "marginal_cost_per_kwh")
+
+
+def explanations_frame(result: DispatchResult) -> pd.DataFrame:
+    """One row per interval: why the battery and grid do what they do."""
+    rows = [[getattr(point, name) for name in EXPLANATION_COLUMNS] for point in result.points]
+    frame = pd.DataFrame(rows, columns=list(EXPLANATION_COLUMNS))
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+def kpis_record(result: DispatchResult) -> dict[str, Any]:
+    """The run's KPIs with what identifies and qualifies them."""
+    return {
+        "run_id": str(result.run_id),
+        "site_id": result.site_id,
+        "date": result.date.isoformat(),
+        "status": result.status,
+        "solver": result.solver,
+        "fallback_reason": result.fallback_reason,
+        "objective_value": result.objective_value,
+        **result.kpis.model_dump(),
+    }
+
+
+VIEWS = {"dispatch_explanations": explanations_frame, "dispatch_kpis": kpis_record}

@@ -1,0 +1,1 @@
+"""Inputs of a plan per site-day: the load/PV forecast and the prices."""

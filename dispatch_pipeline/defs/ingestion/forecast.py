@@ -1,0 +1,70 @@
+"""`site_forecast`: the site-day's load and PV forecast, most recent issue per interval."""
+
+import dagster as dg
+import pandas as pd
+
+from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, RESOLUTION_MINUTES, shorten
+from dispatch_pipeline.defs.ingestion.coverage import align_to_day, describe_missing
+from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
+from dispatch_pipeline.defs.resources import DispatchStorage
+from dispatch_pipeline.defs.site_lookup import registered_sites
+from dispatch_pipeline.storage import load_forecast
+
+FORECAST_COLUMNS = ("load_kw", "pv_kw")
+
+
+@dg.asset(
+    partitions_def=site_day_partitions,
+    backfill_policy=BACKFILL_POLICY,
+    io_manager_key="site_day_io_manager",
+    group_name="ingestion",
+    kinds={"sql", "pandas"},
+    owners=OWNERS,
+    metadata={"source_table": "forecasts", "resolution_minutes": RESOLUTION_MINUTES},
+    description=(
+        "Load and PV forecast (kW) for every quarter-hour of the site's local day, from the "
+        "`forecasts` table: per interval the most recently issued value. A day with any "
+        "interval missing fails, naming the site, the date and the missing intervals."
+    ),
+)
+def site_forecast(
+    context: dg.AssetExecutionContext, storage: DispatchStorage
+) -> dg.Output[dict[str, pd.DataFrame]]:
+    days = context_site_days(context)
+    engine = storage.engine()
+    sites = registered_sites(engine, (day.site_id for day in days))
+    frames: dict[str, pd.DataFrame] = {}
+    problems: list[str] = []
+    for day in days:
+        local = sites[day.site_id].local_day(day.date, RESOLUTION_MINUTES)
+        stored = load_forecast(engine, day.site_id, local.start_utc, local.end_utc)
+        frame, missing = align_to_day(stored, local, FORECAST_COLUMNS)
+        if missing:
+            problems.append(
+                f"forecast for site {day.site_id} on {day.date} ({local.timezone}) is missing "
+                f"{describe_missing(missing, RESOLUTION_MINUTES)}"
+            )
+            continue
+        frames[day.key] = frame
+    if problems:
+        raise dg.Failure(
+            description=f"{len(problems)} site-day(s) without a complete forecast: "
+            + "; ".join(problems[:5])
+            + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""),
+            metadata={"incomplete": dg.MetadataValue.json(problems[:50])},
+        )
+    return dg.Output(frames, metadata=_metadata(frames))
+
+
+def _metadata(frames: dict[str, pd.DataFrame]) -> dict[str, object]:
+    if len(frames) != 1:
+        return {"partitions": len(frames), "sites_days": shorten(sorted(frames))}
+    frame = next(iter(frames.values()))
+    dt_hours = RESOLUTION_MINUTES / 60
+    return {
+        "intervals": len(frame),
+        "load_kwh": float(frame["load_kw"].sum() * dt_hours),
+        "pv_kwh": float(frame["pv_kw"].sum() * dt_hours),
+        "peak_load_kw": float(frame["load_kw"].max()),
+        "latest_issue": dg.MetadataValue.timestamp(frame["issued_at"].max().to_pydatetime()),
+    }

@@ -1,0 +1,80 @@
+"""`site_tariff`: buy and sell price of every interval of the site-day."""
+
+import dagster as dg
+import pandas as pd
+
+from dispatch_pipeline.core.tariffs import expand_tariff
+from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, RESOLUTION_MINUTES, shorten
+from dispatch_pipeline.defs.ingestion.coverage import align_to_day, describe_missing
+from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
+from dispatch_pipeline.defs.resources import DispatchStorage
+from dispatch_pipeline.defs.site_lookup import registered_sites
+from dispatch_pipeline.storage import load_price_series
+
+PRICE_COLUMNS = ("buy", "sell")
+
+
+@dg.asset(
+    partitions_def=site_day_partitions,
+    backfill_policy=BACKFILL_POLICY,
+    io_manager_key="site_day_io_manager",
+    group_name="ingestion",
+    kinds={"sql", "pandas"},
+    owners=OWNERS,
+    metadata={"source_table": "price_series (else the site's ToU tariff)"},
+    description=(
+        "Buy and sell prices (currency/kWh) per quarter-hour of the site's local day: the stored "
+        "price series when one was issued for the day (it must then cover every interval), else "
+        "the site's time-of-use tariff expanded by local clock time, DST days included."
+    ),
+)
+def site_tariff(
+    context: dg.AssetExecutionContext, storage: DispatchStorage
+) -> dg.Output[dict[str, pd.DataFrame]]:
+    days = context_site_days(context)
+    engine = storage.engine()
+    sites = registered_sites(engine, (day.site_id for day in days))
+    frames: dict[str, pd.DataFrame] = {}
+    problems: list[str] = []
+    for day in days:
+        site = sites[day.site_id]
+        local = site.local_day(day.date, RESOLUTION_MINUTES)
+        stored = load_price_series(engine, day.site_id, local.start_utc, local.end_utc)
+        if stored.empty:
+            buy, sell = expand_tariff(site.tariff, local)
+            frames[day.key] = pd.DataFrame(
+                {"ts": local.timestamps(), "buy": buy, "sell": sell, "source": "tou_tariff"}
+            )
+            continue
+        frame, missing = align_to_day(stored, local, PRICE_COLUMNS)
+        if missing:
+            problems.append(
+                f"price series for site {day.site_id} on {day.date} ({local.timezone}) is missing "
+                f"{describe_missing(missing, RESOLUTION_MINUTES)}"
+            )
+            continue
+        frames[day.key] = frame[["ts", "buy", "sell"]].assign(source="price_series")
+    if problems:
+        raise dg.Failure(
+            description=f"{len(problems)} site-day(s) with an incomplete price series: "
+            + "; ".join(problems[:5]),
+            metadata={"incomplete": dg.MetadataValue.json(problems[:50])},
+        )
+    return dg.Output(frames, metadata=_metadata(frames))
+
+
+def _metadata(frames: dict[str, pd.DataFrame]) -> dict[str, object]:
+    sources = pd.Series([frame["source"].iat[0] for frame in frames.values()])
+    counts = {str(k): int(v) for k, v in sources.value_counts().items()}
+    if len(frames) != 1:
+        return {"partitions": len(frames), "sources": dg.MetadataValue.json(counts),
+                "sites_days": shorten(sorted(frames))}
+    frame = next(iter(frames.values()))
+    return {
+        "source": frame["source"].iat[0],
+        "intervals": len(frame),
+        "buy_min": float(frame["buy"].min()),
+        "buy_max": float(frame["buy"].max()),
+        "sell_min": float(frame["sell"].min()),
+        "sell_max": float(frame["sell"].max()),
+    }

@@ -1,0 +1,129 @@
+"""IO managers: how each asset's partitions are stored and read back.
+
+Every partitioned asset of the pipeline hands its IO manager a dict `{partition key: value}` with
+one entry per partition of the run, however many that is (one for a day-ahead run, hundreds in a
+backfill chunk); loads return the same shape for the partitions the reading step asks for.
+"""
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from dispatch_pipeline.core.result import DispatchResult
+from dispatch_pipeline.defs.dispatch.views import VIEWS
+from dispatch_pipeline.defs.partitions import SiteDay, io_site_days
+from dispatch_pipeline.defs.resources import DispatchStorage
+from dispatch_pipeline.defs.stored_runs import latest_results
+from dispatch_pipeline.storage import save_runs
+
+# Ids listed in materialisation metadata; a backfill chunk would otherwise list hundreds.
+MAX_LISTED_RUN_IDS = 10
+
+
+def _per_partition(context: dg.OutputContext, obj: Any) -> list[tuple[SiteDay, Any]]:
+    """Pair each partition of the output with its value; a missing one is a bug upstream."""
+    if not isinstance(obj, dict):
+        raise dg.DagsterInvariantViolationError(
+            f"{context.asset_key.to_user_string()}: expected a dict of partition key -> value, "
+            f"got {type(obj).__name__}"
+        )
+    days = io_site_days(context)
+    missing = [day.key for day in days if day.key not in obj]
+    if missing:
+        raise dg.DagsterInvariantViolationError(
+            f"{context.asset_key.to_user_string()}: no value for partition(s) {missing[:5]}"
+        )
+    return [(day, obj[day.key]) for day in days]
+
+
+class SiteDayPickleIOManager(dg.ConfigurableIOManager):
+    """One pickle file per partition (`<base>/<asset>/<date>/<site>.pkl`) for the inputs of a plan.
+
+    Dagster's filesystem IO manager refuses an output spanning several partitions, which every
+    backfill chunk has; this one keeps a snapshot per partition, so a re-run of the dispatch step
+    plans from exactly the forecast and prices its upstream run validated.
+    """
+
+    base_dir: str = ""  # empty: the Dagster instance's storage directory
+
+    def _root(self, context: dg.InputContext | dg.OutputContext) -> Path:
+        if self.base_dir:
+            return Path(self.base_dir)
+        instance = context.step_context.instance if context.step_context else None
+        if instance is None:
+            return Path(tempfile.gettempdir()) / "dispatch_pipeline"
+        return Path(instance.storage_directory())
+
+    def _path(self, root: Path, context: Any, day: SiteDay) -> Path:
+        return root.joinpath(*context.asset_key.path, day.date.isoformat(), f"{day.site_id}.pkl")
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
+        root = self._root(context)
+        for day, value in _per_partition(context, obj):
+            path = self._path(root, context, day)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write then rename: a reader never sees half a file.
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+            partial.replace(path)
+
+    def load_input(self, context: dg.InputContext) -> dict[str, Any]:
+        root = self._root(context)
+        values = {}
+        for day in io_site_days(context):
+            path = self._path(root, context, day)
+            try:
+                values[day.key] = pickle.loads(path.read_bytes())
+            except FileNotFoundError:
+                raise dg.Failure(
+                    f"{context.asset_key.to_user_string()} has not been materialised for {day}"
+                ) from None
+        return values
+
+
+class DispatchRunIOManager(dg.ConfigurableIOManager):
+    """`dispatch_schedule` partitions as dispatch runs in the application database.
+
+    All partitions of a Dagster run are written in one transaction (save_runs): a failure leaves
+    no run of that step behind. Runs are only ever added, so re-materialising a partition keeps
+    its history and "latest" moves to the new run.
+    """
+
+    storage: DispatchStorage
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, DispatchResult]) -> None:
+        results = [result for _, result in _per_partition(context, obj)]
+        run_ids = save_runs(
+            self.storage.engine(), results, source="dagster", dagster_run_id=context.run_id
+        )
+        listed = [str(run_id) for run_id in run_ids[:MAX_LISTED_RUN_IDS]]
+        if len(run_ids) > MAX_LISTED_RUN_IDS:
+            listed.append(f"... and {len(run_ids) - MAX_LISTED_RUN_IDS} more")
+        context.add_output_metadata(
+            {"stored_runs": len(run_ids), "dispatch_run_ids": dg.MetadataValue.json(listed)}
+        )
+
+    def load_input(self, context: dg.InputContext) -> dict[str, DispatchResult]:
+        return latest_results(self.storage.engine(), io_site_days(context))
+
+
+class DispatchRunViewIOManager(dg.ConfigurableIOManager):
+    """`dispatch_explanations` and `dispatch_kpis`: views of the latest stored dispatch run.
+
+    Their rows are written with the run itself (one transaction), so there is nothing left to
+    write here; loading recomputes the view from the stored run.
+    """
+
+    storage: DispatchStorage
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
+        _per_partition(context, obj)  # still insist on one value per partition
+
+    def load_input(self, context: dg.InputContext) -> dict[str, Any]:
+        view = VIEWS[context.asset_key.path[-1]]
+        results = latest_results(self.storage.engine(), io_site_days(context))
+        return {key: view(result) for key, result in results.items()}

@@ -1,0 +1,92 @@
+"""Site x date partitions: every asset of the pipeline is one site's local day.
+
+The `date` dimension is a plain calendar date label in UTC (`DailyPartitionsDefinition` needs one
+timezone), read as the *site's own* local date: `2025-03-11|KL_MALL` is 11 March in Kuala Lumpur.
+`end_offset=2` keeps tomorrow (UTC) in the set, which is the latest local "tomorrow" any site can
+ask for at its 14:00 day-ahead tick.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import dagster as dg
+
+SITES_PARTITIONS_NAME = "sites"
+# The first plannable day; a backfill can go back to it. Overridable for older history.
+DEFAULT_START_DATE = "2024-01-01"
+START_DATE = os.environ.get("DISPATCH_PARTITIONS_START", DEFAULT_START_DATE)
+
+site_partitions = dg.DynamicPartitionsDefinition(name=SITES_PARTITIONS_NAME)
+# 0 would end at yesterday (the last complete UTC day); 2 ends at tomorrow.
+END_OFFSET = 2
+date_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, end_offset=END_OFFSET)
+site_day_partitions = dg.MultiPartitionsDefinition({"site": site_partitions, "date": date_partitions})
+
+
+class SiteDay(NamedTuple):
+    """One partition: a site and its local calendar date."""
+
+    site_id: str
+    date: dt.date
+
+    @property
+    def key(self) -> str:
+        """The partition key string Dagster uses ("date|site": dimensions sorted by name)."""
+        return str(site_day_key(self.site_id, self.date))
+
+    def __str__(self) -> str:
+        return f"site {self.site_id} on {self.date.isoformat()}"
+
+
+def last_date_partition(now_utc: dt.datetime) -> dt.date:
+    """The newest date partition at `now_utc` (UTC tomorrow, with END_OFFSET = 2)."""
+    return now_utc.astimezone(dt.UTC).date() + dt.timedelta(days=END_OFFSET - 1)
+
+
+def site_day_key(site_id: str, date: dt.date | str) -> dg.MultiPartitionKey:
+    label = date if isinstance(date, str) else date.isoformat()
+    return dg.MultiPartitionKey({"site": site_id, "date": label})
+
+
+def parse_site_day(key: Any) -> SiteDay:
+    """A partition key (MultiPartitionKey or its "date|site" string) as a SiteDay."""
+    if isinstance(key, dg.MultiPartitionKey):
+        dims = key.keys_by_dimension
+        return SiteDay(dims["site"], dt.date.fromisoformat(dims["date"]))
+    date, _, site_id = str(key).partition("|")
+    if not site_id:
+        raise ValueError(f"partition key {key!r} is not a 'date|site' key")
+    return SiteDay(site_id, dt.date.fromisoformat(date))
+
+
+def context_site_days(context: Any) -> list[SiteDay]:
+    """Every partition the current step works on (one, or a whole backfill chunk)."""
+    if not context.has_partition_key and not context.has_partition_key_range:
+        raise dg.Failure("dispatch assets are partitioned by site and date: run them for partitions")
+    return [parse_site_day(key) for key in context.partition_keys]
+
+
+def io_site_days(context: dg.InputContext | dg.OutputContext) -> list[SiteDay]:
+    """The partitions an IO manager call covers."""
+    return [parse_site_day(key) for key in context.asset_partition_keys]
+
+
+def partition_range_tags(days: Sequence[SiteDay]) -> dict[str, str]:
+    """Run tags selecting every site x date combination spanned by `days` (one run, many keys).
+
+    A multi-partition key range is the product of per-dimension ranges, so callers should pass a
+    rectangle: contiguous dates, and sites that are contiguous in the dynamic partition order.
+    """
+    first, last = days[0], days[-1]
+    return {
+        "dagster/asset_partition_range_start": first.key,
+        "dagster/asset_partition_range_end": last.key,
+    }
+
+
+def by_key(days: Iterable[SiteDay]) -> dict[str, SiteDay]:
+    return {day.key: day for day in days}

@@ -1,0 +1,79 @@
+"""Resources: the application database and the MILP solver pool."""
+
+import atexit
+import os
+import threading
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+from sqlalchemy import Engine
+
+from dispatch_pipeline.core.runner import MilpRunner
+from dispatch_pipeline.core.solve import check_solver
+from dispatch_pipeline.storage import database_url, open_database
+
+
+class DispatchStorage(dg.ConfigurableResource):
+    """The application database (sites, forecasts, prices, dispatch runs)."""
+
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means DATABASE_URL, else SQLite under DAGSTER_HOME.",
+    )
+
+    def url(self) -> str:
+        return self.database_url or database_url()
+
+    def engine(self) -> Engine:
+        """The process's engine for the database, its schema migrated to head (once)."""
+        return open_database(self.url())
+
+
+# Warm solver workers are processes that take about a second to start; a process running many
+# Dagster runs (tests, the demo, the benchmark, an in-process backfill) reuses them.
+_runners: dict[int, MilpRunner] = {}
+_runners_lock = threading.Lock()
+
+
+def shared_runner(size: int) -> MilpRunner:
+    with _runners_lock:
+        runner = _runners.get(size)
+        if runner is None:
+            runner = _runners[size] = MilpRunner(size)
+            atexit.register(runner.close)
+        return runner
+
+
+class DispatchSolver(dg.ConfigurableResource):
+    """How the MILP is solved: which solver, under which hard timeout, how many at once."""
+
+    solver: Literal["highs", "cbc"] = "highs"
+    timeout_ms: int = Field(
+        default=3000, ge=100, le=600_000, description="Hard wall-clock bound of each MILP step."
+    )
+    parallelism: int = Field(
+        default=0, ge=0, description="Solver worker processes (0: one per CPU core)."
+    )
+
+    _runner: MilpRunner | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_solver(self.solver)  # a missing cbc fails the run before any work starts
+        self._runner = shared_runner(self.parallelism or os.cpu_count() or 1)
+        # One warm worker is all a day-ahead run needs; a backfill chunk starts the others as
+        # its threads ask for them (worker start-up is not counted in any solve's timeout).
+        self._runner.warm(1)
+
+    @property
+    def runner(self) -> MilpRunner:
+        if self._runner is None:
+            raise dg.DagsterInvariantViolationError("DispatchSolver used before setup")
+        return self._runner
+
+
+def default_storage() -> DispatchStorage:
+    """DATABASE_URL read when a run starts (EnvVar) if it is set now; else the SQLite default."""
+    if os.environ.get("DATABASE_URL"):
+        return DispatchStorage(database_url=dg.EnvVar("DATABASE_URL"))
+    return DispatchStorage()

@@ -1,0 +1,128 @@
+"""Fixtures for the pipeline tests: a scratch application database per backend and session,
+an ephemeral Dagster instance, the pipeline job bound to them, and sites with forecasts.
+
+PostgreSQL tests need the server at 127.0.0.1:5432 (trust auth, user postgres). If it is not
+reachable they fail, unless DISPATCH_SKIP_POSTGRES=1 says to skip them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from sqlalchemy import Engine
+
+from dispatch_pipeline.core.site import Site
+from dispatch_pipeline.defs.local_runs import build_local_job
+from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
+from dispatch_pipeline.defs.resources_map import pipeline_resources
+from dispatch_pipeline.demo import demo_forecast, demo_site
+from dispatch_pipeline.storage import make_engine, open_database, save_forecast, upsert_site
+
+POSTGRES_ADMIN_CONNINFO = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
+POSTGRES_URL_TEMPLATE = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+ISSUED_AT = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+
+def _postgres_admin() -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(POSTGRES_ADMIN_CONNINFO, autocommit=True)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("DISPATCH_SKIP_POSTGRES") == "1":
+            pytest.skip(f"PostgreSQL unreachable and DISPATCH_SKIP_POSTGRES=1: {exc}")
+        pytest.fail(
+            f"PostgreSQL at 127.0.0.1:5432 is unreachable ({exc}). Start it, or set "
+            "DISPATCH_SKIP_POSTGRES=1 to skip the postgres tests deliberately.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'dispatch.sqlite'}"
+        return
+    from psycopg import sql
+
+    name = f"dispatch_pipeline_test_{uuid.uuid4().hex[:12]}"
+    with _postgres_admin() as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        url = POSTGRES_URL_TEMPLATE.format(name=name)
+        try:
+            yield url
+        finally:
+            make_engine(url).dispose()
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Engine:
+    return open_database(database_url)
+
+
+@pytest.fixture(scope="session")
+def resources(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return pipeline_resources(
+        storage=DispatchStorage(database_url=database_url),
+        solver=DispatchSolver(timeout_ms=5000),
+        pickle_dir=str(tmp_path_factory.mktemp("snapshots")),
+    )
+
+
+@pytest.fixture(scope="session")
+def job(resources: dict[str, Any]) -> dg.JobDefinition:
+    return build_local_job(resources)
+
+
+@pytest.fixture(scope="session")
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def persistent_instance() -> Iterator[dg.DagsterInstance]:
+    """A temporary instance with an instance ref (schedule and sensor contexts need one).
+
+    Session-scoped: Dagster keeps a reference to the instance of the definitions it last loaded,
+    and Definitions built after this instance closes would trip over it.
+    """
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+SiteFactory = Callable[..., Site]
+
+
+@pytest.fixture
+def make_site(engine: Engine, instance: dg.DagsterInstance) -> SiteFactory:
+    """A registered copy of a demo site under a fresh id, with forecasts for `dates`."""
+
+    def make(template: str = "KL_MALL", dates: tuple[dt.date, ...] = (), prefix: str = "T") -> Site:
+        site = demo_site(template).model_copy(update={"site_id": f"{prefix}_{uuid.uuid4().hex[:10]}"})
+        upsert_site(engine, site)
+        instance.add_dynamic_partitions("sites", [site.site_id])
+        for date in dates:
+            save_forecast(engine, site.site_id, demo_forecast(template, date), ISSUED_AT)
+        return site
+
+    return make
+
+
+@pytest.fixture
+def snapshots_dir(resources: dict[str, Any]) -> Path:
+    return Path(resources["site_day_io_manager"].base_dir)

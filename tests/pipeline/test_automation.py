@@ -1,0 +1,128 @@
+"""The day-ahead schedule across timezones and DST days, and the site partitions sensor."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import dagster as dg
+import pytest
+
+from dispatch_pipeline.defs.automation.day_ahead import day_ahead_dispatch_schedule, due_sites
+from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
+from dispatch_pipeline.defs.automation.sensors import site_partitions_sensor
+from dispatch_pipeline.defs.resources import DispatchStorage
+from dispatch_pipeline.demo import demo_site
+from dispatch_pipeline.storage import open_database, upsert_site
+
+UTC = dt.UTC
+ZONES = {
+    "KL": "Asia/Kuala_Lumpur",  # UTC+8, no DST
+    "BERLIN": "Europe/Berlin",  # CET/CEST
+    "PHOENIX": "America/Phoenix",  # UTC-7, no DST
+    "NEW_YORK": "America/New_York",  # EST/EDT
+    "KOLKATA": "Asia/Kolkata",  # UTC+5:30
+}
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory, persistent_instance: dg.DagsterInstance):
+    """A SQLite database with one site per zone, its definitions and an instance knowing them."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('automation') / 'dispatch.sqlite'}"
+    engine = open_database(url)
+    for name, zone in ZONES.items():
+        site = demo_site("KL_MALL").model_copy(update={"site_id": name, "timezone": zone})
+        upsert_site(engine, site)
+    storage = DispatchStorage(database_url=url)
+    from dispatch_pipeline.definitions import ASSETS
+    from dispatch_pipeline.defs.resources_map import pipeline_resources
+
+    definitions = dg.Definitions(
+        assets=ASSETS,
+        jobs=[day_ahead_dispatch_job],
+        schedules=[day_ahead_dispatch_schedule],
+        sensors=[site_partitions_sensor],
+        resources=pipeline_resources(storage=storage),
+    )
+    persistent_instance.add_dynamic_partitions("sites", list(ZONES))
+    return definitions, persistent_instance, storage, engine
+
+
+def tick(fleet, when: dt.datetime) -> dict[str, str]:
+    definitions, instance, storage, _ = fleet
+    # As a context manager: the context's own instance must be closed (it would otherwise stay
+    # registered with Dagster after being garbage-collected, breaking later Definitions loads).
+    with dg.build_schedule_context(
+        scheduled_execution_time=when,
+        instance=instance,
+        repository_def=definitions.get_repository_def(),
+        resources={"storage": storage},
+    ) as context:
+        data = day_ahead_dispatch_schedule.evaluate_tick(context)
+    requests = data.run_requests or []
+    for request in requests:
+        assert request.tags["dispatch/site"] == request.partition_key.split("|")[1]
+        assert request.run_key == request.partition_key
+    return {r.tags["dispatch/site"]: r.partition_key for r in requests}
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        # 06:00Z is 14:00 in Kuala Lumpur: plan KL's tomorrow, nobody else's.
+        (dt.datetime(2025, 3, 11, 6, 0, tzinfo=UTC), {"KL": "2025-03-12|KL"}),
+        # 08:30Z is 14:00 in Kolkata (+5:30): the quarter-hour tick catches half-hour zones.
+        (dt.datetime(2025, 3, 11, 8, 30, tzinfo=UTC), {"KOLKATA": "2025-03-12|KOLKATA"}),
+        # 21:00Z is 14:00 in Phoenix: tomorrow in Phoenix is still the 12th there.
+        (dt.datetime(2025, 3, 11, 21, 0, tzinfo=UTC), {"PHOENIX": "2025-03-12|PHOENIX"}),
+        # Berlin's last CET day before spring-forward: 14:00 CET = 13:00Z, plans the 92-quarter day.
+        (dt.datetime(2025, 3, 29, 13, 0, tzinfo=UTC), {"BERLIN": "2025-03-30|BERLIN"}),
+        # On the spring-forward day itself Berlin's 14:00 is CEST = 12:00Z; 13:00Z is 15:00 there.
+        (dt.datetime(2025, 3, 30, 12, 0, tzinfo=UTC), {"BERLIN": "2025-03-31|BERLIN"}),
+        (dt.datetime(2025, 3, 30, 13, 0, tzinfo=UTC), {}),
+        # New York's fall-back day: 14:00 EST = 19:00Z (it was 18:00Z the day before, in EDT).
+        (dt.datetime(2025, 11, 1, 18, 0, tzinfo=UTC), {"NEW_YORK": "2025-11-02|NEW_YORK"}),
+        (dt.datetime(2025, 11, 2, 19, 0, tzinfo=UTC), {"NEW_YORK": "2025-11-03|NEW_YORK"}),
+        # A tick at no site's 14:00 requests nothing.
+        (dt.datetime(2025, 3, 11, 3, 15, tzinfo=UTC), {}),
+    ],
+)
+def test_schedule_ticks_request_each_sites_local_tomorrow(fleet, when, expected):
+    assert tick(fleet, when) == expected
+
+
+def test_a_due_site_without_partition_is_skipped(fleet):
+    _, instance, _, engine = fleet
+    upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": "KL_NEW"}))
+    try:
+        assert tick(fleet, dt.datetime(2025, 3, 11, 6, 0, tzinfo=UTC)) == {"KL": "2025-03-12|KL"}
+    finally:
+        instance.add_dynamic_partitions("sites", ["KL_NEW"])  # leave the fleet consistent
+
+
+def test_due_sites_window_is_one_tick():
+    sites = [("A", "Asia/Kathmandu")]  # UTC+5:45
+    assert due_sites(sites, dt.datetime(2025, 1, 1, 8, 15, tzinfo=UTC)) == [("A", dt.date(2025, 1, 2))]
+    assert due_sites(sites, dt.datetime(2025, 1, 1, 8, 30, tzinfo=UTC)) == []
+
+
+def test_sensor_adds_new_sites_as_partitions(tmp_path, persistent_instance):
+    url = f"sqlite:///{tmp_path / 'dispatch.sqlite'}"
+    engine = open_database(url)
+    new_id = f"NEW_{uuid.uuid4().hex[:6]}"
+    upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": new_id}))
+    instance = persistent_instance
+    context = dg.build_sensor_context(instance=instance, resources={"storage": DispatchStorage(database_url=url)})
+    result = site_partitions_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    (request,) = result.dynamic_partitions_requests
+    assert request.partitions_def_name == "sites" and list(request.partition_keys) == [new_id]
+    instance.add_dynamic_partitions("sites", [new_id])
+    assert isinstance(site_partitions_sensor(context), dg.SkipReason)
+
+
+def test_last_date_partition_matches_dagster():
+    from dispatch_pipeline.defs.partitions import date_partitions, last_date_partition
+
+    now = dt.datetime.now(UTC)
+    assert date_partitions.get_last_partition_key() == last_date_partition(now).isoformat()

@@ -1,0 +1,89 @@
+"""`dispatch-pipeline sites` and `forecasts`: stored on success, rejected whole with a clear message."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from dispatch_pipeline.cli import main
+from dispatch_pipeline.demo import demo_forecast, sites_yaml_path
+from dispatch_pipeline.storage import list_sites, load_forecast, open_database
+
+
+@pytest.fixture
+def url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.sqlite'}"
+
+
+def forecast_table(site_id: str = "KL_MALL") -> pd.DataFrame:
+    frame = demo_forecast("KL_MALL", dt.date(2025, 3, 11))
+    frame.insert(0, "site_id", site_id)
+    frame["ts"] = frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return frame
+
+
+def test_sites_import_and_list(url, capsys):
+    assert main(["sites", "import", str(sites_yaml_path()), "--database-url", url]) == 0
+    assert [s.site_id for s in list_sites(open_database(url))] == ["BERLIN_DEPOT", "KL_MALL", "PHOENIX_OFFICE"]
+    assert main(["sites", "list", "--database-url", url]) == 0
+    assert "Europe/Berlin" in capsys.readouterr().out
+
+
+def test_sites_add_rejects_a_bad_site(url, tmp_path, capsys):
+    path = tmp_path / "site.yaml"
+    path.write_text("site_id: X\ntimezone: Mars/Olympus\nlatitude: 1\nlongitude: 2\n"
+                    "tariff: {default: {buy: 0.2, sell: 0.1}}\n")
+    assert main(["sites", "add", str(path), "--database-url", url]) == 2
+    assert "Mars/Olympus" in capsys.readouterr().err
+    assert list_sites(open_database(url)) == []
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_forecasts_load_stores_every_interval(url, tmp_path, suffix):
+    path = tmp_path / f"forecast.{suffix}"
+    table = forecast_table()
+    table.to_csv(path, index=False) if suffix == "csv" else table.to_parquet(path)
+    assert main(["forecasts", "load", str(path), "--database-url", url]) == 0
+    stored = load_forecast(
+        open_database(url), "KL_MALL",
+        dt.datetime(2025, 3, 10, 16, tzinfo=dt.UTC), dt.datetime(2025, 3, 11, 16, tzinfo=dt.UTC),
+    )
+    assert len(stored) == 96
+    assert stored["load_kw"].tolist() == pytest.approx(table["load_kw"].tolist())
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "value", "expected"),
+    [
+        (7, "load_kw", "-1", "row 7, column load_kw: must be >= 0"),
+        (3, "pv_kw", "abc", "row 3, column pv_kw: not a number"),
+        (5, "ts", "2025-03-10T17:00:00", "row 5, column ts: needs a UTC offset"),
+        (2, "site_id", "bad id!", "row 2, column site_id"),
+        (9, "load_kw", "nan", "row 9, column load_kw: must be finite"),
+    ],
+)
+def test_forecasts_load_rejects_a_malformed_file_whole(url, tmp_path, capsys, row, column, value, expected):
+    table = forecast_table().astype(str)
+    table.loc[row - 1, column] = value
+    path = tmp_path / "bad.csv"
+    table.to_csv(path, index=False)
+    assert main(["forecasts", "load", str(path), "--database-url", url]) == 2
+    assert expected in capsys.readouterr().err
+    stored = load_forecast(
+        open_database(url), "KL_MALL",
+        dt.datetime(2025, 3, 10, tzinfo=dt.UTC), dt.datetime(2025, 3, 12, tzinfo=dt.UTC),
+    )
+    assert stored.empty
+
+
+def test_forecasts_load_rejects_missing_columns_and_repeats(url, tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    forecast_table().drop(columns=["pv_kw"]).to_csv(path, index=False)
+    assert main(["forecasts", "load", str(path), "--database-url", url]) == 2
+    assert "missing column(s) pv_kw" in capsys.readouterr().err
+    table = forecast_table()
+    pd.concat([table, table.iloc[[3]]]).to_csv(path, index=False)
+    assert main(["forecasts", "load", str(path), "--database-url", url]) == 2
+    assert "row 97, column ts" in capsys.readouterr().err

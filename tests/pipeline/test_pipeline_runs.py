@@ -1,0 +1,175 @@
+"""The pipeline materialised through Dagster against SQLite and PostgreSQL, rows read back."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import numpy as np
+from sqlalchemy import func, select
+
+from dispatch_pipeline.defs.dispatch import ops
+from dispatch_pipeline.defs.local_runs import run_site_day, run_site_days
+from dispatch_pipeline.defs.partitions import SiteDay
+from dispatch_pipeline.demo import demo_forecast
+from dispatch_pipeline.storage import latest_run, list_runs, save_forecast
+from dispatch_pipeline.storage.tables import dispatch_runs
+from tests.pipeline.conftest import ISSUED_AT
+
+DAY = dt.date(2025, 3, 11)
+ASSET_KEYS = {"site_forecast", "site_tariff", "dispatch_schedule", "dispatch_explanations", "dispatch_kpis"}
+
+
+def materialized_assets(result: dg.ExecuteInProcessResult) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for event in result.get_asset_materialization_events():
+        name = event.asset_key.to_user_string()
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "expected a failed step"
+    error = failures[0].step_failure_data.error
+    messages = []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return "\n".join(messages)
+
+
+def test_one_partition_is_planned_checked_and_stored(job, instance, engine, make_site):
+    site = make_site("KL_MALL", (DAY,))
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY))
+    assert result.success
+    assert set(materialized_assets(result)) == ASSET_KEYS
+    checks = check_results(result)
+    assert all(checks[name].passed for name in ("power_balance", "physical_soc", "export_cap"))
+    assert checks["milp_planned"].passed
+
+    stored = latest_run(engine, site.site_id, DAY)
+    assert stored is not None
+    assert stored.run.source == "dagster"
+    assert stored.run.dagster_run_id == result.run_id
+    assert stored.run.solver == "milp" and stored.run.status == "ok"
+    assert len(stored.points) == 96  # KL has no DST
+    assert stored.points[0].ts == "2025-03-10T16:00:00Z"  # local midnight in UTC+8
+    assert stored.points[0].reason and stored.points[0].reason_code
+
+    schedule_event = next(
+        e for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "dispatch_schedule"
+    )
+    metadata = schedule_event.materialization.metadata
+    assert metadata["solver"].value == "milp"
+    assert metadata["plot"].value.startswith("![day](data:image/png;base64,")
+    assert "kpi/total_cost" in metadata
+
+
+def test_rematerialising_adds_a_run_and_keeps_history(job, instance, engine, make_site):
+    site = make_site("BERLIN_DEPOT", (DAY,))
+    day = SiteDay(site.site_id, DAY)
+    first = run_site_day(job, instance, day)
+    second = run_site_day(job, instance, day)
+    assert first.success and second.success
+    runs = list_runs(engine, site.site_id, DAY)
+    assert [r.dagster_run_id for r in runs] == [second.run_id, first.run_id]  # newest first
+    assert latest_run(engine, site.site_id, DAY).run.dagster_run_id == second.run_id
+
+
+def test_a_ranged_run_stores_every_partition(job, instance, engine, make_site):
+    dates = tuple(DAY + dt.timedelta(days=n) for n in range(3))
+    first = make_site("PHOENIX_OFFICE", dates)
+    second = make_site("BERLIN_DEPOT", dates)  # added right after: contiguous partitions
+    days = [SiteDay(s.site_id, d) for s in (first, second) for d in dates]
+    result = run_site_days(job, instance, [days[0], days[-1]])
+    assert result.success
+    assert materialized_assets(result) == {name: 6 for name in ASSET_KEYS}
+    for day in days:
+        stored = latest_run(engine, day.site_id, day.date)
+        assert stored is not None, day
+        assert stored.run.dagster_run_id == result.run_id
+    # Berlin's plan is on Berlin's local day whatever the partition label's timezone
+    assert latest_run(engine, second.site_id, DAY).points[0].ts == "2025-03-10T23:00:00Z"
+
+
+def test_a_failure_between_writes_leaves_no_partial_run(job, instance, engine, make_site, monkeypatch):
+    from dispatch_pipeline.storage import runs as storage_runs
+
+    dates = (DAY, DAY + dt.timedelta(days=1))
+    site = make_site("KL_MALL", dates)
+    real_bulk_insert = storage_runs.bulk_insert
+
+    def failing_bulk_insert(connection, table, columns, rows):
+        if table.name == "dispatch_explanations":  # runs, KPIs and schedule already written
+            raise RuntimeError("injected failure while writing explanations")
+        return real_bulk_insert(connection, table, columns, rows)
+
+    monkeypatch.setattr(storage_runs, "bulk_insert", failing_bulk_insert)
+    result = run_site_days(job, instance, [SiteDay(site.site_id, DAY), SiteDay(site.site_id, dates[-1])])
+    assert not result.success
+    with engine.connect() as connection:
+        count = connection.scalar(
+            select(func.count()).select_from(dispatch_runs).where(dispatch_runs.c.site_id == site.site_id)
+        )
+    assert count == 0
+
+
+def test_missing_forecast_fails_naming_site_date_and_intervals(job, instance, engine, make_site):
+    site = make_site("KL_MALL")
+    forecast = demo_forecast("KL_MALL", DAY)
+    save_forecast(engine, site.site_id, forecast.drop(index=range(40, 44)), ISSUED_AT)
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY))
+    assert not result.success
+    message = failure_message(result)
+    assert site.site_id in message
+    assert "2025-03-11" in message
+    assert "2025-03-11T02:00Z..2025-03-11T02:45Z" in message  # intervals 40-43 of 16:00Z + 10 h
+    assert "4 of the day's intervals" in message
+    assert latest_run(engine, site.site_id, DAY) is None
+
+
+def test_a_corrupted_schedule_fails_its_blocking_check(job, instance, engine, make_site, monkeypatch):
+    site = make_site("KL_MALL", (DAY,))
+    real_attempt = ops.attempt_milp
+
+    def corrupted(problem, solver, runner):
+        outcome = real_attempt(problem, solver, runner)
+        schedule = outcome.schedule
+        schedule.grid_import = schedule.grid_import + np.where(np.arange(len(schedule.grid_import)) == 5, 10.0, 0.0)
+        return outcome
+
+    monkeypatch.setattr(ops, "attempt_milp", corrupted)
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY))
+    checks = check_results(result)
+    assert not checks["power_balance"].passed
+    assert checks["physical_soc"].passed
+    assert not result.success
+    # A blocking check keeps the reports of a bad plan from being materialised.
+    assert "dispatch_kpis" not in materialized_assets(result)
+
+
+def test_a_milp_failure_falls_back_and_warns(job, instance, engine, make_site, monkeypatch):
+    site = make_site("PHOENIX_OFFICE", (DAY,))
+    monkeypatch.setattr(ops, "attempt_milp", lambda problem, solver, runner: "timeout: injected")
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY))
+    assert result.success
+    check = check_results(result)["milp_planned"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    stored = latest_run(engine, site.site_id, DAY)
+    assert stored.run.status == "fallback" and stored.run.solver == "fallback_rule"
+    assert stored.run.fallback_reason == "timeout: injected"
+
+
+def test_dst_days_have_92_and_100_intervals(job, instance, engine, make_site):
+    spring, autumn = dt.date(2025, 3, 30), dt.date(2025, 10, 26)
+    site = make_site("BERLIN_DEPOT", (spring, autumn))
+    for date, intervals in ((spring, 92), (autumn, 100)):
+        result = run_site_day(job, instance, SiteDay(site.site_id, date))
+        assert result.success
+        assert len(latest_run(engine, site.site_id, date).points) == intervals
