@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from itertools import islice
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, Table, func, select
 
+from dispatch_pipeline.storage.bulk import EXECUTEMANY_CHUNK_ROWS, chunks
 from dispatch_pipeline.storage.checks import check_aware, check_finite, check_site_id, problem
 from dispatch_pipeline.storage.database import write_transaction
 from dispatch_pipeline.storage.timestamps import iso_utc
 from dispatch_pipeline.storage.upsert import upsert_statement
 
 KEY_COLUMNS = ("site_id", "ts", "issued_at")
-_CHUNK_ROWS = 10_000
 
 
 def save_issue(
@@ -50,8 +49,7 @@ def save_issue(
         return 0
     with write_transaction(engine) as connection:
         statement = upsert_statement(connection, table, KEY_COLUMNS, value_columns)
-        iterator = iter(rows)
-        while chunk := list(islice(iterator, _CHUNK_ROWS)):
+        for chunk in chunks(rows, EXECUTEMANY_CHUNK_ROWS):
             connection.execute(statement, chunk)
     return len(rows)
 

@@ -1,7 +1,8 @@
 """Fixtures for the storage tests: one scratch database per backend and session, and results.
 
-PostgreSQL tests need the server at 127.0.0.1:5432 (trust auth, user postgres). If it is not
-reachable they fail, unless DISPATCH_SKIP_POSTGRES=1 says to skip them.
+PostgreSQL tests need the server at 127.0.0.1:5432 (trust auth, user postgres; the environment
+variables DISPATCH_TEST_PGHOST/DISPATCH_TEST_PGPORT move it). If it is not reachable they fail,
+unless DISPATCH_SKIP_POSTGRES=1 says to skip them. `-m "not postgres"` deselects them.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ from dispatch_pipeline.storage.tables import (
     dispatch_schedule,
 )
 
-POSTGRES_ADMIN_CONNINFO = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
-POSTGRES_URL_TEMPLATE = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+# Overridable for other setups; scratch databases are created on this server.
+POSTGRES_HOST = os.environ.get("DISPATCH_TEST_PGHOST", "127.0.0.1")
+POSTGRES_PORT = int(os.environ.get("DISPATCH_TEST_PGPORT", "5432"))
+POSTGRES_ADMIN_CONNINFO = (
+    f"host={POSTGRES_HOST} port={POSTGRES_PORT} user=postgres dbname=postgres connect_timeout=5"
+)
+POSTGRES_URL_TEMPLATE = f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{{name}}"
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -42,13 +48,14 @@ def _postgres_admin() -> Any:
     try:
         return psycopg.connect(POSTGRES_ADMIN_CONNINFO, autocommit=True)
     except psycopg.OperationalError as exc:
-        if os.environ.get("DISPATCH_SKIP_POSTGRES") == "1":
-            pytest.skip(f"PostgreSQL unreachable and DISPATCH_SKIP_POSTGRES=1: {exc}")
-        pytest.fail(
-            f"PostgreSQL at 127.0.0.1:5432 is unreachable ({exc}). Start it, or set "
-            "DISPATCH_SKIP_POSTGRES=1 to skip the postgres tests deliberately.",
-            pytrace=False,
-        )
+        failure = str(exc)
+    if os.environ.get("DISPATCH_SKIP_POSTGRES") == "1":
+        pytest.skip(f"PostgreSQL unreachable and DISPATCH_SKIP_POSTGRES=1: {failure}")
+    pytest.fail(
+        f"PostgreSQL at {POSTGRES_HOST}:{POSTGRES_PORT} is unreachable ({failure}). Start it, or "
+        "set DISPATCH_SKIP_POSTGRES=1 to skip the postgres tests deliberately.",
+        pytrace=False,
+    )
 
 
 @contextmanager

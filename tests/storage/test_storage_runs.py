@@ -271,3 +271,32 @@ def test_concurrent_writers_all_land(engine: Engine, site_id: str, make_result) 
         thread.join()
     assert errors == []
     assert len(list_runs(engine, site_id)) == 12
+
+
+@pytest.mark.parametrize("writer", ["core", "lean"])
+def test_every_write_path_stores_the_same(
+    engine: Engine, site_id: str, make_result, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
+    """The fast paths (COPY, SQLite's driver executemany) must store what a Core insert stores."""
+    from sqlalchemy import text
+
+    from dispatch_pipeline.storage import bulk
+
+    if writer == "core":
+        monkeypatch.setattr(runs_module, "bulk_insert", bulk.executemany_rows)
+    result = make_result(site_id)
+    save_runs(engine, [result], source="cli")
+    stored = get_run(engine, result.run_id)
+    assert stored is not None and stored.to_result() == result
+    with engine.connect() as connection:
+        raw = connection.execute(
+            text(
+                "SELECT run_id, ts, binding FROM dispatch_explanations WHERE run_id = :r ORDER BY ts"
+            ),
+            {"r": result.run_id.hex if engine.dialect.name == "sqlite" else result.run_id},
+        ).all()
+    assert len(raw) == len(result.points)
+    if engine.dialect.name == "sqlite":
+        assert raw[0].run_id == result.run_id.hex
+        assert raw[0].ts == "2024-03-14 16:00:00.000000"
+        assert json.loads(raw[0].binding) == result.points[0].binding
