@@ -7,8 +7,6 @@ drops it at the end. An unreachable server fails the tests; DISPATCH_SKIP_POSTGR
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,34 +19,18 @@ from sqlalchemy import Engine
 from dispatch_pipeline.api import create_app
 from dispatch_pipeline.api.auth import TOKENS_ENV
 from dispatch_pipeline.storage import close_engines, open_database
+from tests.postgres import scratch_database
 
-POSTGRES_SERVER = os.environ.get("DISPATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 SAMPLE_REQUEST = Path(__file__).resolve().parents[2] / "examples" / "sample_request.json"
 
 
-def _admin_connection() -> Any:
-    import psycopg
-
-    try:
-        return psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL at {POSTGRES_SERVER} is not reachable: {exc}"
-        if os.environ.get("DISPATCH_SKIP_POSTGRES") == "1":
-            pytest.skip(message)
-        pytest.fail(message + " (set DISPATCH_SKIP_POSTGRES=1 to skip)")
-
-
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    name = f"dispatch_api_test_{uuid.uuid4().hex[:12]}"
-    with _admin_connection() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@{POSTGRES_SERVER.split('@', 1)[1]}/{name}"
-    finally:
-        close_engines()
-        with _admin_connection() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with scratch_database("postgresql", tmp_path_factory.mktemp("db"), "dispatch_api_test") as url:
+        try:
+            yield url
+        finally:
+            close_engines()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ reachable they fail, unless DISPATCH_SKIP_POSTGRES=1 says to skip them.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,27 +22,10 @@ from dispatch_pipeline.defs.local_runs import build_local_job
 from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
 from dispatch_pipeline.defs.resources_map import pipeline_resources
 from dispatch_pipeline.demo import demo_forecast, demo_site
-from dispatch_pipeline.storage import make_engine, open_database, save_forecast, upsert_site
+from dispatch_pipeline.storage import open_database, save_forecast, upsert_site
+from tests.postgres import BACKENDS, scratch_database
 
-POSTGRES_ADMIN_CONNINFO = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
-POSTGRES_URL_TEMPLATE = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 ISSUED_AT = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-
-
-def _postgres_admin() -> Any:
-    import psycopg
-
-    try:
-        return psycopg.connect(POSTGRES_ADMIN_CONNINFO, autocommit=True)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("DISPATCH_SKIP_POSTGRES") == "1":
-            pytest.skip(f"PostgreSQL unreachable and DISPATCH_SKIP_POSTGRES=1: {exc}")
-        pytest.fail(
-            f"PostgreSQL at 127.0.0.1:5432 is unreachable ({exc}). Start it, or set "
-            "DISPATCH_SKIP_POSTGRES=1 to skip the postgres tests deliberately.",
-            pytrace=False,
-        )
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -53,20 +35,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'dispatch.sqlite'}"
-        return
-    from psycopg import sql
-
-    name = f"dispatch_pipeline_test_{uuid.uuid4().hex[:12]}"
-    with _postgres_admin() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        url = POSTGRES_URL_TEMPLATE.format(name=name)
-        try:
-            yield url
-        finally:
-            make_engine(url).dispose()
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(backend, tmp_path_factory.mktemp("db"), "dispatch_pipeline_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,10 @@ unless DISPATCH_SKIP_POSTGRES=1 says to skip them. `-m "not postgres"` deselects
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -22,7 +19,7 @@ from sqlalchemy import Engine, func, select
 from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.request import Weights
 from dispatch_pipeline.core.result import BINDING_NAMES, DispatchResult, Kpis, Point
-from dispatch_pipeline.storage import close_engines, make_engine, open_database
+from dispatch_pipeline.storage import close_engines, open_database
 from dispatch_pipeline.storage.tables import (
     KPI_COLUMNS,
     dispatch_explanations,
@@ -30,53 +27,7 @@ from dispatch_pipeline.storage.tables import (
     dispatch_runs,
     dispatch_schedule,
 )
-
-# Overridable for other setups; scratch databases are created on this server.
-POSTGRES_HOST = os.environ.get("DISPATCH_TEST_PGHOST", "127.0.0.1")
-POSTGRES_PORT = int(os.environ.get("DISPATCH_TEST_PGPORT", "5432"))
-POSTGRES_ADMIN_CONNINFO = (
-    f"host={POSTGRES_HOST} port={POSTGRES_PORT} user=postgres dbname=postgres connect_timeout=5"
-)
-POSTGRES_URL_TEMPLATE = f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{{name}}"
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-def _postgres_admin() -> Any:
-    import psycopg
-
-    try:
-        return psycopg.connect(POSTGRES_ADMIN_CONNINFO, autocommit=True)
-    except psycopg.OperationalError as exc:
-        failure = str(exc)
-    if os.environ.get("DISPATCH_SKIP_POSTGRES") == "1":
-        pytest.skip(f"PostgreSQL unreachable and DISPATCH_SKIP_POSTGRES=1: {failure}")
-    pytest.fail(
-        f"PostgreSQL at {POSTGRES_HOST}:{POSTGRES_PORT} is unreachable ({failure}). Start it, or "
-        "set DISPATCH_SKIP_POSTGRES=1 to skip the postgres tests deliberately.",
-        pytrace=False,
-    )
-
-
-@contextmanager
-def scratch_database(backend: str, folder: Path) -> Iterator[str]:
-    """A new, empty database; dropped (PostgreSQL) or left in pytest's tmp folder (SQLite)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{folder / f'dispatch_{uuid.uuid4().hex[:8]}.sqlite'}"
-        return
-    from psycopg import sql
-
-    name = f"dispatch_test_{uuid.uuid4().hex[:12]}"
-    with _postgres_admin() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        url = POSTGRES_URL_TEMPLATE.format(name=name)
-        try:
-            yield url
-        finally:
-            make_engine(url).dispose()
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+from tests.postgres import BACKENDS, scratch_database
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
