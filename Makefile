@@ -28,12 +28,12 @@ demo: install
 	$(VENV)/bin/dispatch-pipeline demo
 
 test: install system-deps
-	$(VENV)/bin/ruff check dispatch_pipeline tests bench
+	$(VENV)/bin/ruff check dispatch_pipeline tests bench deploy
 	bash deploy/check_compose.sh
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check dispatch_pipeline tests bench
+	$(VENV)/bin/ruff check dispatch_pipeline tests bench deploy
 
 bench: install
 	$(PYTHON) bench/solve_latency.py
