@@ -29,32 +29,12 @@ from deploy.smoke import (
     port_open,
     wait_until,
 )
+from tests.postgres import POSTGRES_HOST, POSTGRES_PORT, postgres_admin
 
 REPO = Path(__file__).resolve().parents[2]
-POSTGRES_HOST = "127.0.0.1"
-POSTGRES_PORT = 5432
-POSTGRES_ADMIN_CONNINFO = (
-    f"host={POSTGRES_HOST} port={POSTGRES_PORT} user=postgres dbname=postgres connect_timeout=5"
-)
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 90.0
 BIN = Path(sys.executable).parent  # the venv's console scripts
-
-
-def _postgres_admin() -> Any:
-    import psycopg
-
-    try:
-        return psycopg.connect(POSTGRES_ADMIN_CONNINFO, autocommit=True)
-    except psycopg.OperationalError as exc:
-        failure = str(exc)
-    if os.environ.get("DISPATCH_SKIP_POSTGRES") == "1":
-        pytest.skip(f"PostgreSQL unreachable and DISPATCH_SKIP_POSTGRES=1: {failure}")
-    pytest.fail(
-        f"PostgreSQL at {POSTGRES_HOST}:{POSTGRES_PORT} is unreachable ({failure}). Start it, or "
-        "set DISPATCH_SKIP_POSTGRES=1 to skip the postgres tests deliberately.",
-        pytrace=False,
-    )
 
 
 @dataclass(frozen=True)
@@ -74,7 +54,7 @@ def smoke_databases() -> Iterator[Databases]:
 
     suffix = uuid.uuid4().hex[:10]
     databases = Databases(f"dispatch_smoke_dagster_{suffix}", f"dispatch_smoke_app_{suffix}")
-    with _postgres_admin() as admin:
+    with postgres_admin() as admin:
         created = []
         try:
             for name in (databases.dagster_db, databases.app_db):
