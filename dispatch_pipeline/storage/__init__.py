@@ -20,6 +20,7 @@ from dispatch_pipeline.storage.runs import (
     get_run,
     latest_run,
     list_runs,
+    read_runs,
     save_runs,
 )
 from dispatch_pipeline.storage.sites import get_site, list_sites, upsert_site
@@ -39,6 +40,7 @@ __all__ = [
     "load_price_series",
     "make_engine",
     "open_database",
+    "read_runs",
     "save_forecast",
     "save_price_series",
     "save_runs",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -339,43 +340,64 @@ def list_runs(
         return [_run_record(row) for row in connection.execute(query)]
 
 
+def read_runs(engine: Engine, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredRun]:
+    """Stored runs with KPIs and points, by id, in a few queries per 500 ids (for backfills)."""
+    with engine.connect() as connection:
+        return _read_runs(connection, run_ids)
+
+
+# Bound parameters per IN list: far below every driver's limit.
+_IN_CHUNK = 500
+
+
 def _read_run(connection: Connection, run_id: uuid.UUID) -> StoredRun | None:
-    run_row = connection.execute(
-        select(dispatch_runs).where(dispatch_runs.c.id == run_id)
-    ).one_or_none()
-    if run_row is None:
-        return None
-    kpi_row = connection.execute(
-        select(dispatch_kpis).where(dispatch_kpis.c.run_id == run_id)
-    ).one_or_none()
-    if kpi_row is None:
-        # save_runs writes both in one transaction; a run without KPIs was tampered with.
-        raise LookupError(f"run_id: stored run has no KPI row (got {str(run_id)!r})")
+    return _read_runs(connection, [run_id]).get(run_id)
+
+
+def _read_runs(connection: Connection, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredRun]:
+    records: dict[uuid.UUID, RunRecord] = {}
+    kpis: dict[uuid.UUID, Kpis] = {}
+    points: dict[uuid.UUID, list[Point]] = defaultdict(list)
     schedule, explanation = dispatch_schedule.c, dispatch_explanations.c
-    point_rows = connection.execute(
-        select(
-            schedule.ts,
-            *(schedule[name] for name in SCHEDULE_FLOW_COLUMNS),
-            schedule.soc,
-            schedule.reason,
-            explanation.reason_code,
-            explanation.binding,
-            explanation.marginal_cost_per_kwh,
-        )
-        .select_from(
-            dispatch_schedule.outerjoin(
-                dispatch_explanations,
-                and_(explanation.run_id == schedule.run_id, explanation.ts == schedule.ts),
+    ids = list(run_ids)
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        for row in connection.execute(select(dispatch_runs).where(dispatch_runs.c.id.in_(chunk))):
+            record = _run_record(row)
+            records[record.run_id] = record
+        for row in connection.execute(select(dispatch_kpis).where(dispatch_kpis.c.run_id.in_(chunk))):
+            values = row._mapping
+            kpis[values["run_id"]] = Kpis(**{name: values[name] for name in KPI_COLUMNS})
+        point_rows = connection.execute(
+            select(
+                schedule.run_id,
+                schedule.ts,
+                *(schedule[name] for name in SCHEDULE_FLOW_COLUMNS),
+                schedule.soc,
+                schedule.reason,
+                explanation.reason_code,
+                explanation.binding,
+                explanation.marginal_cost_per_kwh,
             )
+            .select_from(
+                dispatch_schedule.outerjoin(
+                    dispatch_explanations,
+                    and_(explanation.run_id == schedule.run_id, explanation.ts == schedule.ts),
+                )
+            )
+            .where(schedule.run_id.in_(chunk))
+            .order_by(schedule.run_id, schedule.ts)
         )
-        .where(schedule.run_id == run_id)
-        .order_by(schedule.ts)
-    )
-    return StoredRun(
-        run=_run_record(run_row),
-        kpis=Kpis(**{name: kpi_row._mapping[name] for name in KPI_COLUMNS}),
-        points=[_point(row) for row in point_rows],
-    )
+        for row in point_rows:
+            points[row._mapping["run_id"]].append(_point(row))
+    missing_kpis = [str(run_id) for run_id in records if run_id not in kpis]
+    if missing_kpis:
+        # save_runs writes both in one transaction; a run without KPIs was tampered with.
+        raise LookupError(f"run_id: stored run has no KPI row (got {missing_kpis[0]!r})")
+    return {
+        run_id: StoredRun.model_construct(run=record, kpis=kpis[run_id], points=points[run_id])
+        for run_id, record in records.items()
+    }
 
 
 def _run_record(row: Row[Any]) -> RunRecord:
@@ -386,7 +408,8 @@ def _run_record(row: Row[Any]) -> RunRecord:
 
 def _point(row: Row[Any]) -> Point:
     values = row._mapping
-    return Point(
+    # Rows come from save_runs, which validated them on the way in.
+    return Point.model_construct(
         ts=iso_utc(values["ts"]),
         **{name: values[name] for name in SCHEDULE_FLOW_COLUMNS},
         soc=values["soc"],
