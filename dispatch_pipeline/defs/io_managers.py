@@ -8,6 +8,8 @@ backfill chunk); loads return the same shape for the partitions the reading step
 import os
 import pickle
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,45 @@ from dispatch_pipeline.storage import save_runs
 
 # Ids listed in materialisation metadata; a backfill chunk would otherwise list hundreds.
 MAX_LISTED_RUN_IDS = 10
+
+
+class _RunResults:
+    """The dispatch results a Dagster run stored, kept for the run's own downstream steps.
+
+    Explanations and KPIs read the plans their run has just written; with every step of a run in
+    one process (the in-process executor) they are served from here instead of read back from
+    the database. Only the most recent runs are kept; any other load reads the database.
+    """
+
+    KEEP_RUNS = 2
+
+    def __init__(self) -> None:
+        self._by_run: OrderedDict[str, dict[str, DispatchResult]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, dagster_run_id: str, results: dict[str, DispatchResult]) -> None:
+        with self._lock:
+            self._by_run.setdefault(dagster_run_id, {}).update(results)
+            self._by_run.move_to_end(dagster_run_id)
+            while len(self._by_run) > self.KEEP_RUNS:
+                self._by_run.popitem(last=False)
+
+    def recall(self, dagster_run_id: str, keys: list[str]) -> dict[str, DispatchResult] | None:
+        with self._lock:
+            stored = self._by_run.get(dagster_run_id, {})
+            if not all(key in stored for key in keys):
+                return None
+            return {key: stored[key] for key in keys}
+
+
+_run_results = _RunResults()
+
+
+def _latest_results(context: dg.InputContext, storage: DispatchStorage) -> dict[str, DispatchResult]:
+    days = io_site_days(context)
+    run_id = context.step_context.run_id if context.step_context else None
+    recalled = _run_results.recall(run_id, [day.key for day in days]) if run_id else None
+    return recalled if recalled is not None else latest_results(storage.engine(), days)
 
 
 def _per_partition(context: dg.OutputContext, obj: Any) -> list[tuple[SiteDay, Any]]:
@@ -96,10 +137,12 @@ class DispatchRunIOManager(dg.ConfigurableIOManager):
     storage: DispatchStorage
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, DispatchResult]) -> None:
-        results = [result for _, result in _per_partition(context, obj)]
+        pairs = _per_partition(context, obj)
+        results = [result for _, result in pairs]
         run_ids = save_runs(
             self.storage.engine(), results, source="dagster", dagster_run_id=context.run_id
         )
+        _run_results.remember(context.run_id, {day.key: result for day, result in pairs})
         listed = [str(run_id) for run_id in run_ids[:MAX_LISTED_RUN_IDS]]
         if len(run_ids) > MAX_LISTED_RUN_IDS:
             listed.append(f"... and {len(run_ids) - MAX_LISTED_RUN_IDS} more")
@@ -108,7 +151,7 @@ class DispatchRunIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> dict[str, DispatchResult]:
-        return latest_results(self.storage.engine(), io_site_days(context))
+        return _latest_results(context, self.storage)
 
 
 class DispatchRunViewIOManager(dg.ConfigurableIOManager):
@@ -125,5 +168,5 @@ class DispatchRunViewIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> dict[str, Any]:
         view = VIEWS[context.asset_key.path[-1]]
-        results = latest_results(self.storage.engine(), io_site_days(context))
+        results = _latest_results(context, self.storage)
         return {key: view(result) for key, result in results.items()}

@@ -49,3 +49,15 @@ def run_site_days(
         tags={**partition_range_tags(days), **(tags or {})},
         raise_on_error=False,
     )
+
+
+def run_requested(
+    job: dg.JobDefinition, instance: dg.DagsterInstance, request: dg.RunRequest
+) -> dg.ExecuteInProcessResult:
+    """What a schedule's RunRequest asks for (one partition, or a key range in its tags)."""
+    return job.execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=dict(request.tags),
+        raise_on_error=False,
+    )

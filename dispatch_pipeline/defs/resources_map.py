@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatch_pipeline.defs.dispatch.ops import DISPATCH_IO_MANAGER_KEY
+from dispatch_pipeline.defs.dispatch.checks import DISPATCH_IO_MANAGER_KEY
 from dispatch_pipeline.defs.dispatch.reports import VIEW_IO_MANAGER_KEY
 from dispatch_pipeline.defs.io_managers import (
     DispatchRunIOManager,

@@ -8,8 +8,10 @@ from dispatch_pipeline.storage.database import (
     open_database,
 )
 from dispatch_pipeline.storage.forecasts import (
+    forecast_interval_counts,
     load_forecast,
     load_price_series,
+    price_interval_counts,
     save_forecast,
     save_price_series,
 )
@@ -31,6 +33,7 @@ __all__ = [
     "StoredRun",
     "close_engines",
     "database_url",
+    "forecast_interval_counts",
     "get_run",
     "get_site",
     "latest_run",
@@ -40,6 +43,7 @@ __all__ = [
     "load_price_series",
     "make_engine",
     "open_database",
+    "price_interval_counts",
     "read_runs",
     "save_forecast",
     "save_price_series",

@@ -6,11 +6,12 @@ Frames carry a `ts` column (or index) of timezone-aware interval starts, convert
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import pandas as pd
 from sqlalchemy import Engine
 
-from dispatch_pipeline.storage.series import load_latest, save_issue
+from dispatch_pipeline.storage.series import interval_counts, load_latest, save_issue
 from dispatch_pipeline.storage.tables import forecasts, price_series
 
 FORECAST_COLUMNS = ("load_kw", "pv_kw")
@@ -59,3 +60,17 @@ def load_price_series(
     return load_latest(
         engine, price_series, PRICE_COLUMNS, site_id, start_utc, end_utc, as_of=as_of
     )
+
+
+def forecast_interval_counts(
+    engine: Engine, site_ids: Sequence[str], start_utc: dt.datetime, end_utc: dt.datetime
+) -> dict[str, int]:
+    """Per site, the forecast's distinct interval starts in [start_utc, end_utc)."""
+    return interval_counts(engine, forecasts, site_ids, start_utc, end_utc)
+
+
+def price_interval_counts(
+    engine: Engine, site_ids: Sequence[str], start_utc: dt.datetime, end_utc: dt.datetime
+) -> dict[str, int]:
+    """Per site, the price series' distinct interval starts in [start_utc, end_utc)."""
+    return interval_counts(engine, price_series, site_ids, start_utc, end_utc)

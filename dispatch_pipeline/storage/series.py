@@ -100,6 +100,32 @@ def load_latest(
     return frame
 
 
+def interval_counts(
+    engine: Engine,
+    table: Table,
+    site_ids: Sequence[str],
+    start_utc: dt.datetime,
+    end_utc: dt.datetime,
+) -> dict[str, int]:
+    """Per site, how many distinct interval starts in [start_utc, end_utc) any issue covers.
+
+    A cheap look before planning (one query for many sites); the value checks come when the
+    series is read for the plan.
+    """
+    start = check_aware(start_utc, "start_utc")
+    end = check_aware(end_utc, "end_utc")
+    counts = dict.fromkeys(site_ids, 0)
+    query = (
+        select(table.c.site_id, func.count(table.c.ts.distinct()))
+        .where(table.c.site_id.in_(list(site_ids)), table.c.ts >= start, table.c.ts < end)
+        .group_by(table.c.site_id)
+    )
+    with engine.connect() as connection:
+        for site_id, count in connection.execute(query):
+            counts[site_id] = int(count)
+    return counts
+
+
 def _validated_frame(
     frame: Any, value_columns: Sequence[str], *, non_negative: bool
 ) -> tuple[list[dt.datetime], list[list[float]]]:

@@ -126,3 +126,21 @@ def test_last_date_partition_matches_dagster():
 
     now = dt.datetime.now(UTC)
     assert date_partitions.get_last_partition_key() == last_date_partition(now).isoformat()
+
+
+def test_plan_runs_groups_ready_neighbours_and_isolates_the_rest():
+    from dispatch_pipeline.defs.automation.day_ahead import plan_runs
+    from dispatch_pipeline.defs.partitions import SiteDay
+
+    day, other_day = dt.date(2025, 3, 12), dt.date(2025, 3, 13)
+    order = ["A", "B", "C", "D", "E", "F", "G"]
+    due = [("G", day), ("A", day), ("B", day), ("C", day), ("E", day), ("F", day), ("D", other_day)]
+    runs = plan_runs(due, order, ready={"A", "B", "E", "F", "G", "D"}, max_sites=2)
+    assert [[d.site_id for d in run] for run in runs] == [
+        ["A", "B"],  # neighbours, both ready
+        ["C"],  # not ready: alone, so its failure is its own
+        ["E", "F"],  # D is not due that day, so E starts a new block
+        ["G"],  # the block is full at max_sites
+        ["D"],  # another date, another run
+    ]
+    assert runs[-1] == [SiteDay("D", other_day)]

@@ -150,8 +150,9 @@ def test_a_corrupted_schedule_fails_its_blocking_check(job, instance, engine, ma
     assert not checks["power_balance"].passed
     assert checks["physical_soc"].passed
     assert not result.success
-    # A blocking check keeps the reports of a bad plan from being materialised.
-    assert "dispatch_kpis" not in materialized_assets(result)
+    # Checked before storing: the bad plan is not in the database, nor materialised, nor reported on.
+    assert latest_run(engine, site.site_id, DAY) is None
+    assert not materialized_assets(result).keys() & {"dispatch_schedule", "dispatch_kpis", "dispatch_explanations"}
 
 
 def test_a_milp_failure_falls_back_and_warns(job, instance, engine, make_site, monkeypatch):

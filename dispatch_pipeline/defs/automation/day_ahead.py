@@ -1,30 +1,43 @@
 """`day_ahead_dispatch_schedule`: plan each site's tomorrow at 14:00 on the site's own clock.
 
-One schedule serves every timezone: it ticks every quarter-hour (UTC) and requests a run for each
-site whose local clock reads the planning time at that tick, for the site's local tomorrow. The
+One schedule serves every timezone: it ticks every quarter-hour (UTC) and plans, for the site's
+local tomorrow, every site whose local clock reads the planning time at that tick. The
 quarter-hour tick catches zones offset by :30 and :45 (India, Nepal) too; a tick at 14:07 in no
 site's zone requests nothing.
+
+The sites due at one tick are planned together: one run per block of sites that are neighbours in
+the `sites` partition order (a run covers a key range), so a fleet pays Dagster's per-run start-up
+once per tick rather than once per site. A site whose forecast or price series for tomorrow is
+incomplete gets a run of its own: it fails there, naming what is missing, and fails no other site.
 """
 
 import datetime as dt
 import os
+from collections import defaultdict
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+from sqlalchemy import Engine
 
+from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
+from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
 from dispatch_pipeline.defs.partitions import (
     SITES_PARTITIONS_NAME,
+    SiteDay,
     last_date_partition,
-    site_day_key,
+    partition_range_tags,
 )
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.storage import list_sites
+from dispatch_pipeline.storage import forecast_interval_counts, list_sites, price_interval_counts
 
 TICK_MINUTES = 15
 # Local clock time the day-ahead plan is made ("HH:MM"): after the day-ahead forecasts and
 # prices are issued, before the site needs its plan.
 PLANNING_TIME = os.environ.get("DISPATCH_PLANNING_TIME", "14:00")
+# Sites per day-ahead run: enough for a large fleet's tick in a few runs, few enough that one
+# run's failure (a bug, a lost worker) leaves most of the fleet planned by the others.
+MAX_SITES_PER_RUN = int(os.environ.get("DISPATCH_DAY_AHEAD_SITES_PER_RUN", "250"))
 
 
 def planning_minute(text: str = PLANNING_TIME) -> int:
@@ -49,6 +62,77 @@ def due_sites(
     return due
 
 
+def ready_sites(engine: Engine, sites: dict[str, Site], due: list[tuple[str, dt.date]]) -> set[str]:
+    """The due sites whose forecast covers every interval of their tomorrow, and whose price
+    series (if any was issued for it) does too. One pair of queries per timezone and date."""
+    by_window: dict[tuple[str, dt.date], list[str]] = defaultdict(list)
+    for site_id, tomorrow in due:
+        by_window[(sites[site_id].timezone, tomorrow)].append(site_id)
+    ready = set()
+    for (_, tomorrow), site_ids in by_window.items():
+        day = sites[site_ids[0]].local_day(tomorrow, RESOLUTION_MINUTES)
+        forecast = forecast_interval_counts(engine, site_ids, day.start_utc, day.end_utc)
+        prices = price_interval_counts(engine, site_ids, day.start_utc, day.end_utc)
+        ready.update(
+            site_id
+            for site_id in site_ids
+            if forecast[site_id] == day.intervals and prices[site_id] in (0, day.intervals)
+        )
+    return ready
+
+
+def plan_runs(
+    due: list[tuple[str, dt.date]],
+    partition_order: list[str],
+    ready: set[str],
+    max_sites: int = MAX_SITES_PER_RUN,
+) -> list[list[SiteDay]]:
+    """Group due site-days into runs.
+
+    A run covers a partition key range, so its sites must be neighbours in `partition_order`
+    (per date). Ready sites are grouped into blocks of up to `max_sites`; a site that is not
+    ready runs alone.
+    """
+    position = {site_id: n for n, site_id in enumerate(partition_order)}
+    by_date: dict[dt.date, list[str]] = defaultdict(list)
+    for site_id, tomorrow in due:
+        by_date[tomorrow].append(site_id)
+    runs: list[list[SiteDay]] = []
+    for tomorrow, site_ids in sorted(by_date.items()):
+        block: list[SiteDay] = []
+        for site_id in sorted(site_ids, key=position.__getitem__):
+            day = SiteDay(site_id, tomorrow)
+            if block and (
+                site_id not in ready
+                or position[site_id] != position[block[-1].site_id] + 1
+                or len(block) >= max_sites
+            ):
+                runs.append(block)
+                block = []
+            if site_id in ready:
+                block.append(day)
+            else:
+                runs.append([day])
+        if block:
+            runs.append(block)
+    return runs
+
+
+def run_request(days: list[SiteDay]) -> dg.RunRequest:
+    """One run for a block of site-days (one date, neighbouring sites)."""
+    first, last = days[0], days[-1]
+    tags = {"dispatch/date": first.date.isoformat(), "dispatch/planning": "day_ahead"}
+    if len(days) == 1:
+        # One site per run key: a re-evaluated tick never plans a site-day twice.
+        return dg.RunRequest(
+            run_key=first.key, partition_key=first.key, tags={**tags, "dispatch/site": first.site_id}
+        )
+    return dg.RunRequest(
+        run_key=f"{first.key}..{last.key}",
+        tags={**tags, **partition_range_tags(days), "dispatch/sites": str(len(days))},
+    )
+
+
 @dg.schedule(
     name="day_ahead_dispatch_schedule",
     cron_schedule=f"*/{TICK_MINUTES} * * * *",
@@ -56,32 +140,30 @@ def due_sites(
     job=day_ahead_dispatch_job,
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description=(
-        f"At {PLANNING_TIME} local time of each site, plan the site's next local day "
-        "(one run per site, partition site x tomorrow)."
+        f"At {PLANNING_TIME} local time of each site, plan the site's next local day (partition "
+        "site x tomorrow); the sites due at one tick share runs."
     ),
 )
 def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: DispatchStorage):
     tick = context.scheduled_execution_time
     if tick is None:
         tick = dt.datetime.now(dt.UTC)
-    sites = [(site.site_id, site.timezone) for site in list_sites(storage.engine())]
-    partitions = set(context.instance.get_dynamic_partitions(SITES_PARTITIONS_NAME))
+    engine = storage.engine()
+    sites = {site.site_id: site for site in list_sites(engine)}
+    partition_order = context.instance.get_dynamic_partitions(SITES_PARTITIONS_NAME)
+    partitions = set(partition_order)
     last_date = last_date_partition(tick)
-    requested = 0
-    for site_id, tomorrow in due_sites(sites, tick):
+    due = []
+    for site_id, tomorrow in due_sites([(site.site_id, site.timezone) for site in sites.values()], tick):
         if site_id not in partitions:
             # The sites sensor adds it within a minute; tomorrow's tick would be too late, so say so.
             context.log.warning(f"site {site_id} is due but has no partition yet: skipped")
-            continue
-        if tomorrow > last_date:
+        elif tomorrow > last_date:
             context.log.warning(f"site {site_id}: {tomorrow} is beyond the last date partition")
-            continue
-        key = site_day_key(site_id, tomorrow)
-        requested += 1
-        yield dg.RunRequest(
-            run_key=str(key),
-            partition_key=key,
-            tags={"dispatch/site": site_id, "dispatch/date": tomorrow.isoformat()},
-        )
-    if not requested:
-        yield dg.SkipReason(f"no site reaches {PLANNING_TIME} local time at {tick.isoformat()}")
+        else:
+            due.append((site_id, tomorrow))
+    if not due:
+        return dg.SkipReason(f"no site reaches {PLANNING_TIME} local time at {tick.isoformat()}")
+    runs = plan_runs(due, list(partition_order), ready_sites(engine, sites, due))
+    context.log.info(f"{len(due)} site(s) due: {len(runs)} run(s)")
+    return [run_request(days) for days in runs]

@@ -1,5 +1,8 @@
 """Asset checks of `dispatch_schedule`: hard constraints (blocking) and fallbacks (warning).
 
+The checks run before the plans are stored: the op judging them is the one that hands the asset's
+value to its IO manager, and it does so only when no hard check fails.
+
 A run may carry many partitions; each check then judges all of them at once and names the
 failing site-days in its metadata.
 """
@@ -9,6 +12,8 @@ from collections import defaultdict
 import dagster as dg
 
 from dispatch_pipeline.core.feasibility import CHECKS, Breach, find_breaches
+from dispatch_pipeline.defs.common import shorten
+from dispatch_pipeline.defs.dispatch.metadata import schedule_metadata
 from dispatch_pipeline.defs.dispatch.plans import SolvedDay
 
 # Blocking: a plan failing one of these must never reach a site, nor the reports downstream.
@@ -23,6 +28,7 @@ OTHER_HARD_CHECK = "other_hard_constraints"
 OTHER_BREACHES = tuple(name for name in CHECKS if name not in NAMED_HARD_CHECKS)
 FALLBACK_CHECK = "milp_planned"
 ASSET_KEY = "dispatch_schedule"
+DISPATCH_IO_MANAGER_KEY = "dispatch_run_io_manager"
 
 HARD_CHECKS = (*NAMED_HARD_CHECKS, OTHER_HARD_CHECK)
 
@@ -68,8 +74,14 @@ def _hard_result(name: str, breaches: dict[str, list[Breach]], checked: int) -> 
 
 
 @dg.op(
-    description="Check every chosen schedule against the hard constraints; report fallbacks.",
-    out={name: dg.Out() for name in (*HARD_CHECKS, FALLBACK_CHECK)},
+    description=(
+        "Check every chosen schedule against the hard constraints and report fallbacks; only when "
+        "every hard check passes are the plans handed to storage."
+    ),
+    out={
+        "result": dg.Out(dict, io_manager_key=DISPATCH_IO_MANAGER_KEY),
+        **{name: dg.Out() for name in (*HARD_CHECKS, FALLBACK_CHECK)},
+    },
 )
 def check_dispatch_schedule(plans: dict[str, SolvedDay]):
     by_check: dict[str, dict[str, list[Breach]]] = defaultdict(lambda: defaultdict(list))
@@ -77,15 +89,34 @@ def check_dispatch_schedule(plans: dict[str, SolvedDay]):
         for breach in find_breaches(plan.planned.problem, plan.outcome.schedule):
             name = breach.check if breach.check in NAMED_HARD_CHECKS else OTHER_HARD_CHECK
             by_check[name][key].append(breach)
-    for name in HARD_CHECKS:
-        yield _hard_result(name, by_check[name], len(plans))
+    hard_results = [_hard_result(name, by_check[name], len(plans)) for name in HARD_CHECKS]
+    checks = [*hard_results, _fallback_result(plans)]
+    unusable = sorted({key for name in HARD_CHECKS for key in by_check[name]})
+    if unusable:
+        # Failed evaluations are recorded first; the plans never reach the IO manager, so a plan
+        # that breaks a hard constraint is neither stored nor read by anything downstream.
+        yield from checks
+        raise dg.Failure(
+            description=(
+                f"{len(unusable)} of {len(plans)} site-day(s) break a hard constraint; nothing was "
+                f"stored: {shorten(unusable)}"
+            ),
+            metadata={"failing_checks": [r.check_name for r in hard_results if not r.passed]},
+        )
+    # Output first: each evaluation then refers to the materialisation it judged.
+    yield dg.Output(
+        {key: plan.result for key, plan in plans.items()}, "result", metadata=schedule_metadata(plans)
+    )
+    yield from checks
 
+
+def _fallback_result(plans: dict[str, SolvedDay]) -> dg.AssetCheckResult:
     fallbacks = {
         key: plan.outcome.fallback_reason
         for key, plan in plans.items()
         if plan.outcome.status == "fallback"
     }
-    yield dg.AssetCheckResult(
+    return dg.AssetCheckResult(
         asset_key=ASSET_KEY,
         check_name=FALLBACK_CHECK,
         passed=not fallbacks,

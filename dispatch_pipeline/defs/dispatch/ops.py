@@ -13,17 +13,13 @@ import pandas as pd
 from dispatch_pipeline.core.fallback import rule_based_schedule as rule_based
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.request import RequestError
-from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.core.site import site_request
 from dispatch_pipeline.core.solve import Outcome, assemble_result, attempt_milp, fallback_outcome
-from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
-from dispatch_pipeline.defs.dispatch.metadata import schedule_metadata
+from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, shorten
 from dispatch_pipeline.defs.dispatch.plans import FailedDay, PlannedDay, SolvedDay
 from dispatch_pipeline.defs.partitions import context_site_days
 from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites
-
-DISPATCH_IO_MANAGER_KEY = "dispatch_run_io_manager"
 
 
 @dg.op(description="Turn each site-day's forecast, prices and site settings into a validated problem.")
@@ -66,7 +62,8 @@ def build_dispatch_problem(
     return planned
 
 
-def _attempt(planned: PlannedDay, solver: DispatchSolver) -> tuple[Outcome | str, float]:
+def _attempt(planned: PlannedDay, solver: DispatchSolver) -> SolvedDay | FailedDay:
+    """One day's MILP step, and its result assembled while other workers still solve."""
     started = time.perf_counter()
     problem = planned.problem
     if not problem.use_milp:
@@ -76,7 +73,11 @@ def _attempt(planned: PlannedDay, solver: DispatchSolver) -> tuple[Outcome | str
             attempt = attempt_milp(problem, solver.solver, solver.runner)
         except Exception as exc:  # the contract: any solver failure ends in the fallback
             attempt = f"solver failed: {type(exc).__name__}: {exc}"
-    return attempt, (time.perf_counter() - started) * 1000
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if isinstance(attempt, str):
+        return FailedDay(planned, attempt, elapsed_ms)
+    milp_solver = solver.solver if problem.use_milp else None
+    return SolvedDay(planned, attempt, assemble_result(problem, attempt, elapsed_ms, milp_solver, planned.currency))
 
 
 @dg.op(
@@ -93,20 +94,15 @@ def solve_milp_schedule(
     context: dg.OpExecutionContext, solver: DispatchSolver, planned: dict[str, PlannedDay]
 ):
     runner = solver.runner
-    keys = list(planned)
-    # One thread per warm worker: each thread's solve runs in its own process, so the GIL only
-    # serialises the cheap parts (pickling, bookkeeping).
+    # One thread per warm worker: each solve runs in its worker's process, so the GIL only
+    # serialises the cheap parts (pickling, and assembling results while other days solve).
     with ThreadPoolExecutor(max_workers=runner.size, thread_name_prefix="milp") as pool:
-        attempts = list(pool.map(lambda key: _attempt(planned[key], solver), keys))
-    solved: dict[str, SolvedDay] = {}
-    failed: dict[str, FailedDay] = {}
-    for key, (attempt, elapsed_ms) in zip(keys, attempts, strict=True):
-        if isinstance(attempt, str):
-            failed[key] = FailedDay(planned[key], attempt, elapsed_ms)
-            context.log.warning(f"{planned[key].day}: falling back ({attempt})")
-        else:
-            solved[key] = SolvedDay(planned[key], attempt, elapsed_ms)
-    context.log.info(f"MILP planned {len(solved)} of {len(keys)} site-day(s)")
+        days = dict(zip(planned, pool.map(lambda day: _attempt(day, solver), planned.values()), strict=True))
+    solved = {key: day for key, day in days.items() if isinstance(day, SolvedDay)}
+    failed = {key: day for key, day in days.items() if isinstance(day, FailedDay)}
+    for day in failed.values():
+        context.log.warning(f"{day.planned.day}: falling back ({day.reason})")
+    context.log.info(f"MILP planned {len(solved)} of {len(days)} site-day(s)")
     if solved:
         yield dg.Output(solved, "solved")
     if failed:
@@ -114,46 +110,26 @@ def solve_milp_schedule(
 
 
 @dg.op(description="Plan the days the MILP could not with the rule-based schedule, saying why.")
-def rule_based_schedule(failed: dict[str, FailedDay]) -> dict[str, SolvedDay]:
+def rule_based_schedule(solver: DispatchSolver, failed: dict[str, FailedDay]) -> dict[str, SolvedDay]:
     fallen_back = {}
     for key, day in failed.items():
         started = time.perf_counter()
-        outcome = fallback_outcome(day.planned.problem, day.reason)
+        problem = day.planned.problem
+        outcome = fallback_outcome(problem, day.reason)
         elapsed_ms = day.solve_ms + (time.perf_counter() - started) * 1000
-        fallen_back[key] = SolvedDay(day.planned, outcome, elapsed_ms)
+        result = assemble_result(problem, outcome, elapsed_ms, solver.solver, day.planned.currency)
+        fallen_back[key] = SolvedDay(day.planned, outcome, result)
     return fallen_back
 
 
-@dg.op(
-    description=(
-        "Join both branches into one result per site-day (schedule, explanations, KPIs) and "
-        "store them; `plans` feeds the asset checks."
-    ),
-    out={
-        "result": dg.Out(dict, io_manager_key=DISPATCH_IO_MANAGER_KEY),
-        "plans": dg.Out(dict, description="The chosen schedules with their problems, for checks."),
-    },
-)
-def merge_schedules(
-    context: dg.OpExecutionContext, solver: DispatchSolver, schedules: list[dict[str, SolvedDay]]
-):
+@dg.op(description="Join both branches into one plan per site-day, in partition order.")
+def merge_schedules(context: dg.OpExecutionContext, schedules: list[dict[str, SolvedDay]]) -> dict[str, SolvedDay]:
     plans: dict[str, SolvedDay] = {}
     for branch in schedules:
         plans.update(branch)
     days = context_site_days(context)
     missing = [str(day) for day in days if day.key not in plans]
     if missing:
-        raise dg.Failure(f"no schedule was produced for {', '.join(missing[:5])}")
-    results: dict[str, DispatchResult] = {}
-    for day in days:  # partition order, so that stored runs come in a stable order
-        plan = plans[day.key]
-        problem = plan.planned.problem
-        results[day.key] = assemble_result(
-            problem,
-            plan.outcome,
-            plan.solve_ms,
-            solver.solver if problem.use_milp else None,
-            plan.planned.currency,
-        )
-    yield dg.Output(results, "result", metadata=schedule_metadata(plans, results))
-    yield dg.Output(plans, "plans")
+        raise dg.Failure(f"no schedule was produced for {shorten(missing)}")
+    # Partition order, so that stored runs come in a stable order.
+    return {day.key: plans[day.key] for day in days}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dispatch_pipeline.core.problem import DispatchProblem
+from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.core.solve import Outcome
 from dispatch_pipeline.defs.partitions import SiteDay
 
@@ -20,11 +21,12 @@ class PlannedDay:
 
 @dataclass(frozen=True)
 class SolvedDay:
-    """The schedule chosen for a day and how long choosing it took (MILP step plus fallback)."""
+    """The schedule chosen for a day and the result assembled from it (explanations, KPIs,
+    solve time: MILP step plus fallback)."""
 
     planned: PlannedDay
     outcome: Outcome
-    solve_ms: float
+    result: DispatchResult
 
 
 @dataclass(frozen=True)

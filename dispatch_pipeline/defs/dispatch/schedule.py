@@ -31,7 +31,8 @@ def dispatch_schedule(site_forecast, site_tariff):
     planned = build_dispatch_problem(site_forecast, site_tariff)
     solved, failed = solve_milp_schedule(planned)
     # A list fan-in: a branch that yielded nothing simply drops out of the list.
-    result, plans = merge_schedules([solved, rule_based_schedule(failed)])
-    checks = check_dispatch_schedule(plans)
+    plans = merge_schedules([solved, rule_based_schedule(failed)])
+    checked = check_dispatch_schedule(plans)._asdict()
     # Graph outputs of inline checks are named "<asset>_<check>".
-    return {"result": result, **{f"dispatch_schedule_{name}": out for name, out in checks._asdict().items()}}
+    result = checked.pop("result")
+    return {"result": result, **{f"dispatch_schedule_{name}": out for name, out in checked.items()}}

@@ -5,6 +5,7 @@ import pandas as pd
 
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, RESOLUTION_MINUTES, shorten
 from dispatch_pipeline.defs.ingestion.coverage import align_to_day, describe_missing
+from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
 from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites
@@ -35,9 +36,7 @@ def site_forecast(
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     problems: list[str] = []
-    for day in days:
-        local = sites[day.site_id].local_day(day.date, RESOLUTION_MINUTES)
-        stored = load_forecast(engine, day.site_id, local.start_utc, local.end_utc)
+    for day, (local, stored) in load_day_slices(engine, load_forecast, days, sites).items():
         frame, missing = align_to_day(stored, local, FORECAST_COLUMNS)
         if missing:
             problems.append(

@@ -6,6 +6,7 @@ import pandas as pd
 from dispatch_pipeline.core.tariffs import expand_tariff
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, RESOLUTION_MINUTES, shorten
 from dispatch_pipeline.defs.ingestion.coverage import align_to_day, describe_missing
+from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
 from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites
@@ -36,12 +37,9 @@ def site_tariff(
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     problems: list[str] = []
-    for day in days:
-        site = sites[day.site_id]
-        local = site.local_day(day.date, RESOLUTION_MINUTES)
-        stored = load_price_series(engine, day.site_id, local.start_utc, local.end_utc)
+    for day, (local, stored) in load_day_slices(engine, load_price_series, days, sites).items():
         if stored.empty:
-            buy, sell = expand_tariff(site.tariff, local)
+            buy, sell = expand_tariff(sites[day.site_id].tariff, local)
             frames[day.key] = pd.DataFrame(
                 {"ts": local.timestamps(), "buy": buy, "sell": sell, "source": "tou_tariff"}
             )

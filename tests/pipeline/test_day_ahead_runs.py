@@ -1,0 +1,65 @@
+"""A day-ahead tick end to end: sites due together share a run, a site with missing data fails
+alone, and every other site's plan is stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from dispatch_pipeline.definitions import ASSETS
+from dispatch_pipeline.defs.automation.day_ahead import day_ahead_dispatch_schedule
+from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
+from dispatch_pipeline.defs.local_runs import run_requested
+from dispatch_pipeline.defs.partitions import SiteDay
+from dispatch_pipeline.demo import demo_forecast
+from dispatch_pipeline.storage import latest_run, save_forecast
+from tests.pipeline.conftest import ISSUED_AT
+
+TOMORROW = dt.date(2025, 3, 12)
+TICK = dt.datetime(2025, 3, 11, 6, 0, tzinfo=dt.UTC)  # 14:00 in Kuala Lumpur
+
+
+def evaluate_tick(resources, instance) -> list[dg.RunRequest]:
+    definitions = dg.Definitions(
+        assets=ASSETS, jobs=[day_ahead_dispatch_job], schedules=[day_ahead_dispatch_schedule], resources=resources
+    )
+    with dg.build_schedule_context(
+        scheduled_execution_time=TICK,
+        instance=instance,
+        repository_def=definitions.get_repository_def(),
+        resources={"storage": resources["storage"]},
+    ) as context:
+        return list(day_ahead_dispatch_schedule.evaluate_tick(context).run_requests or [])
+
+
+def test_a_tick_plans_ready_sites_in_one_run_and_isolates_missing_data(
+    job, instance, persistent_instance, engine, resources, make_site
+):
+    first, second = (make_site("KL_MALL", (TOMORROW,), prefix="DA") for _ in range(2))
+    incomplete = make_site("KL_MALL", (), prefix="DA")
+    save_forecast(engine, incomplete.site_id, demo_forecast("KL_MALL", TOMORROW).iloc[:-4], ISSUED_AT)
+    last = make_site("KL_MALL", (TOMORROW,), prefix="DA")
+    sites = [first, second, incomplete, last]
+    # The schedule reads partitions from the daemon's instance; the runs execute on the test's.
+    persistent_instance.add_dynamic_partitions("sites", [site.site_id for site in sites])
+
+    requests = evaluate_tick(resources, persistent_instance)
+
+    planned = {request.run_key: request for request in requests}
+    pair = f"{SiteDay(first.site_id, TOMORROW).key}..{SiteDay(second.site_id, TOMORROW).key}"
+    assert set(planned) == {
+        pair,
+        SiteDay(incomplete.site_id, TOMORROW).key,
+        SiteDay(last.site_id, TOMORROW).key,
+    }
+    assert planned[pair].partition_key is None  # a key range, in the run's tags
+
+    results = {key: run_requested(job, instance, request) for key, request in planned.items()}
+    assert results[pair].success
+    assert results[SiteDay(last.site_id, TOMORROW).key].success
+    assert not results[SiteDay(incomplete.site_id, TOMORROW).key].success
+    for site in (first, second, last):
+        stored = latest_run(engine, site.site_id, TOMORROW)
+        assert stored is not None and stored.run.status == "ok"
+    assert latest_run(engine, incomplete.site_id, TOMORROW) is None
