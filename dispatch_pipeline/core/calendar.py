@@ -6,8 +6,12 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 UTC = dt.UTC
 
@@ -30,6 +34,9 @@ class LocalDay:
 
     def timestamps(self) -> pd.DatetimeIndex:
         """Interval starts in UTC."""
+        # Imported here: solver workers load this module and never need pandas (a second of start-up).
+        import pandas as pd
+
         return pd.date_range(
             self.start_utc, periods=self.intervals, freq=f"{self.resolution_minutes}min"
         )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import queue
 import socket
 import subprocess
 import sys
@@ -94,36 +93,41 @@ class MilpRunner:
 
         self.size = size or os.cpu_count() or 1
         self.solve_function = solve_function or solve_milp
-        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
-        self._started = 0
-        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._started = 0  # workers alive or starting, idle or busy
+        self._changed = threading.Condition()
         self._closed = False
 
     def _acquire(self) -> _Worker:
+        with self._changed:
+            while not self._idle and self._started >= self.size:
+                # Woken by a release, or by a start that failed (which frees a place to retry).
+                self._changed.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._started += 1
+        return self._start()
+
+    def _start(self) -> _Worker:
+        """A new worker in a place already counted in `_started`."""
         try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            may_start = self._started < self.size
-            if may_start:
-                self._started += 1
-        if may_start:
-            try:
-                return _Worker()
-            except BaseException:
-                with self._lock:
-                    self._started -= 1
-                raise
-        return self._idle.get()
+            return _Worker()
+        except BaseException:
+            with self._changed:
+                self._started -= 1
+                self._changed.notify()
+            raise
 
     def _release(self, worker: _Worker) -> None:
-        if worker.alive and not self._closed:
-            self._idle.put(worker)
-        else:
-            worker.kill()
-            with self._lock:
+        with self._changed:
+            keep = worker.alive and not self._closed
+            if keep:
+                self._idle.append(worker)
+            else:
                 self._started -= 1
+            self._changed.notify()
+        if not keep:
+            worker.kill()
 
     def solve(self, problem: Any, solver: str, timeout_s: float, grace_s: float) -> Any:
         """Solve in a worker with `timeout_s` for the solver; kill it `grace_s` after that."""
@@ -134,20 +138,36 @@ class MilpRunner:
         finally:
             self._release(worker)
 
-    def warm(self, count: int | None = None) -> None:
-        """Start workers ahead of time so that the first solves do not wait for them."""
-        count = min(count or self.size, self.size)
-        workers = [self._acquire() for _ in range(count)]
-        for worker in workers:
-            self._release(worker)
+    def warm(self, count: int | None = None, *, wait: bool = True) -> None:
+        """Start up to `count` (default: all) workers at once, so the first solves need not.
+
+        With `wait=False` they start in the background: a solve asking for a worker meanwhile
+        takes the first one ready. A worker that fails to start is simply not there; the next
+        solve that needs it starts another and sees the error.
+        """
+        with self._changed:
+            missing = max(0, min(count or self.size, self.size) - self._started)
+            self._started += missing
+        starters = [
+            threading.Thread(target=self._start_idle, name="milp-worker-start", daemon=True)
+            for _ in range(missing)
+        ]
+        for starter in starters:
+            starter.start()
+        if wait:
+            for starter in starters:
+                starter.join()
+
+    def _start_idle(self) -> None:
+        with contextlib.suppress(Exception):
+            self._release(self._start())
 
     def close(self) -> None:
-        self._closed = True
-        while True:
-            try:
-                self._idle.get_nowait().kill()
-            except queue.Empty:
-                break
+        with self._changed:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.kill()
 
 
 _default: MilpRunner | None = None

@@ -61,9 +61,9 @@ class DispatchSolver(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_solver(self.solver)  # a missing cbc fails the run before any work starts
         self._runner = shared_runner(self.parallelism or os.cpu_count() or 1)
-        # One warm worker is all a day-ahead run needs; a backfill chunk starts the others as
-        # its threads ask for them (worker start-up is not counted in any solve's timeout).
-        self._runner.warm(1)
+        # Workers start in the background while the run reads its inputs (about a second each;
+        # start-up is never counted in a solve's timeout).
+        self._runner.warm(wait=False)
 
     @property
     def runner(self) -> MilpRunner:
