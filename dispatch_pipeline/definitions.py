@@ -7,6 +7,7 @@ import dagster as dg
 from dispatch_pipeline.defs.automation.day_ahead import day_ahead_dispatch_schedule
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
 from dispatch_pipeline.defs.automation.sensors import site_partitions_sensor
+from dispatch_pipeline.defs.collector import relax_collection
 from dispatch_pipeline.defs.dispatch.reports import dispatch_explanations, dispatch_kpis
 from dispatch_pipeline.defs.dispatch.schedule import dispatch_schedule
 from dispatch_pipeline.defs.ingestion.forecast import site_forecast
@@ -24,3 +25,6 @@ defs = dg.Definitions(
     # Asset backfills launched from the UI run every step of a chunk in one process as well.
     executor=dg.in_process_executor,
 )
+
+# Every process that loads the code location (run workers above all) runs batch work.
+relax_collection()

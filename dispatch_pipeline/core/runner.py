@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import socket
 import subprocess
@@ -20,11 +21,27 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from dispatch_pipeline.core.milp import MilpFailure, MilpTimeout
 
 WORKER_START_TIMEOUT_S = 120.0
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a container's CPU quota.
+
+    `os.cpu_count()` is the host's count; in a Kubernetes pod limited to one CPU on a 32-core
+    node it would start 32 workers of a few hundred MB each.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path(CGROUP_CPU_MAX).read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    return max(1, cpus)
 
 
 class SolverCrashed(MilpFailure):
@@ -91,7 +108,7 @@ class MilpRunner:
     def __init__(self, size: int | None = None, solve_function: Callable | None = None):
         from dispatch_pipeline.core.milp import solve_milp
 
-        self.size = size or os.cpu_count() or 1
+        self.size = size or available_cpus()
         self.solve_function = solve_function or solve_milp
         self._idle: list[_Worker] = []
         self._started = 0  # workers alive or starting, idle or busy

@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
-from dispatch_pipeline.core.runner import MilpRunner
+from dispatch_pipeline.core.runner import MilpRunner, available_cpus
 from dispatch_pipeline.core.solve import check_solver
 from dispatch_pipeline.storage import database_url, open_database
 
@@ -53,14 +53,14 @@ class DispatchSolver(dg.ConfigurableResource):
         default=3000, ge=100, le=600_000, description="Hard wall-clock bound of each MILP step."
     )
     parallelism: int = Field(
-        default=0, ge=0, description="Solver worker processes (0: one per CPU core)."
+        default=0, ge=0, description="Solver worker processes (0: one per CPU this process may use, container quota included)."
     )
 
     _runner: MilpRunner | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_solver(self.solver)  # a missing cbc fails the run before any work starts
-        self._runner = shared_runner(self.parallelism or os.cpu_count() or 1)
+        self._runner = shared_runner(self.parallelism or available_cpus())
         # Workers start in the background while the run reads its inputs (about a second each;
         # start-up is never counted in a solve's timeout).
         self._runner.warm(wait=False)

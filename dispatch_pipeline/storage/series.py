@@ -10,8 +10,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import DateTime, Engine, Table, func, select, type_coerce
 
 from dispatch_pipeline.storage.bulk import EXECUTEMANY_CHUNK_ROWS, chunks
 from dispatch_pipeline.storage.checks import check_aware, check_finite, check_site_id, problem
@@ -84,20 +85,33 @@ def load_latest(
     if as_of is not None:
         ranked = ranked.where(table.c.issued_at <= check_aware(as_of, "as_of"))
     latest = ranked.subquery("ranked")
+    # Timestamps come back as the driver gives them and are converted by pandas all at once: a
+    # backfill reads tens of thousands of rows, and per-row conversion would dominate the read.
     query = (
-        select(latest.c.ts, *(latest.c[name] for name in value_columns), latest.c.issued_at)
+        select(
+            _driver_datetime(latest.c.ts),
+            *(latest.c[name] for name in value_columns),
+            _driver_datetime(latest.c.issued_at),
+        )
         .where(latest.c.issue_rank == 1)
         .order_by(latest.c.ts)
     )
     with engine.connect() as connection:
         rows = connection.execute(query).all()
     names = ["ts", *value_columns, "issued_at"]
-    frame = pd.DataFrame.from_records(rows, columns=names)
-    for name in ("ts", "issued_at"):
-        frame[name] = pd.to_datetime(frame[name], utc=True)
-    for name in value_columns:
-        frame[name] = frame[name].astype(float)
-    return frame
+    columns = dict(zip(names, zip(*rows, strict=True) if rows else [() for _ in names], strict=True))
+    # SQLite hands back naive values, stored in UTC; PostgreSQL aware ones in the session's zone.
+    return pd.DataFrame(
+        {
+            "ts": pd.to_datetime(list(columns["ts"]), utc=True),
+            **{name: np.asarray(columns[name], dtype=float) for name in value_columns},
+            "issued_at": pd.to_datetime(list(columns["issued_at"]), utc=True),
+        }
+    )
+
+
+def _driver_datetime(column: Any) -> Any:
+    return type_coerce(column, DateTime(timezone=True)).label(column.name)
 
 
 def interval_counts(

@@ -12,9 +12,12 @@ from collections import defaultdict
 import dagster as dg
 
 from dispatch_pipeline.core.feasibility import CHECKS, Breach, find_breaches
+from dispatch_pipeline.core.result import DispatchResult
+from dispatch_pipeline.core.solve import assemble_result
 from dispatch_pipeline.defs.common import shorten
 from dispatch_pipeline.defs.dispatch.metadata import schedule_metadata
 from dispatch_pipeline.defs.dispatch.plans import SolvedDay
+from dispatch_pipeline.defs.resources import DispatchSolver
 
 # Blocking: a plan failing one of these must never reach a site, nor the reports downstream.
 NAMED_HARD_CHECKS = {
@@ -76,14 +79,14 @@ def _hard_result(name: str, breaches: dict[str, list[Breach]], checked: int) -> 
 @dg.op(
     description=(
         "Check every chosen schedule against the hard constraints and report fallbacks; only when "
-        "every hard check passes are the plans handed to storage."
+        "every hard check passes are the plans explained, measured and handed to storage."
     ),
     out={
         "result": dg.Out(dict, io_manager_key=DISPATCH_IO_MANAGER_KEY),
         **{name: dg.Out() for name in (*HARD_CHECKS, FALLBACK_CHECK)},
     },
 )
-def check_dispatch_schedule(plans: dict[str, SolvedDay]):
+def check_dispatch_schedule(solver: DispatchSolver, plans: dict[str, SolvedDay]):
     by_check: dict[str, dict[str, list[Breach]]] = defaultdict(lambda: defaultdict(list))
     for key, plan in plans.items():
         for breach in find_breaches(plan.planned.problem, plan.outcome.schedule):
@@ -103,11 +106,22 @@ def check_dispatch_schedule(plans: dict[str, SolvedDay]):
             ),
             metadata={"failing_checks": [r.check_name for r in hard_results if not r.passed]},
         )
+    results = {key: assemble(plan, solver.solver) for key, plan in plans.items()}
     # Output first: each evaluation then refers to the materialisation it judged.
-    yield dg.Output(
-        {key: plan.result for key, plan in plans.items()}, "result", metadata=schedule_metadata(plans)
-    )
+    yield dg.Output(results, "result", metadata=schedule_metadata(plans, results))
     yield from checks
+
+
+def assemble(plan: SolvedDay, milp_solver: str) -> DispatchResult:
+    """The stored result of a checked plan: schedule, explanations, KPIs, how it was made."""
+    problem = plan.planned.problem
+    return assemble_result(
+        problem,
+        plan.outcome,
+        plan.solve_ms,
+        milp_solver if problem.use_milp else None,
+        plan.planned.currency,
+    )
 
 
 def _fallback_result(plans: dict[str, SolvedDay]) -> dg.AssetCheckResult:

@@ -23,13 +23,13 @@ KPI_METADATA = (
 )
 
 
-def schedule_metadata(plans: dict[str, SolvedDay]) -> dict[str, Any]:
+def schedule_metadata(plans: dict[str, SolvedDay], results: dict[str, DispatchResult]) -> dict[str, Any]:
     """Everything about a single-partition run, plot included; a summary for a backfill chunk
     (a plot costs ~50 ms and a chunk's one metadata entry is shared by all its partitions)."""
-    if len(plans) == 1:
-        plan = next(iter(plans.values()))
-        return _single(plan.result, plan)
-    return _many({key: plan.result for key, plan in plans.items()})
+    if len(results) == 1:
+        key, result = next(iter(results.items()))
+        return _single(result, plans[key])
+    return _many(results)
 
 
 def _single(result: DispatchResult, plan: SolvedDay) -> dict[str, Any]:

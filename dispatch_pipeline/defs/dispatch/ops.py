@@ -14,7 +14,7 @@ from dispatch_pipeline.core.fallback import rule_based_schedule as rule_based
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.request import RequestError
 from dispatch_pipeline.core.site import site_request
-from dispatch_pipeline.core.solve import Outcome, assemble_result, attempt_milp, fallback_outcome
+from dispatch_pipeline.core.solve import Outcome, attempt_milp, fallback_outcome
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, shorten
 from dispatch_pipeline.defs.dispatch.plans import FailedDay, PlannedDay, SolvedDay
 from dispatch_pipeline.defs.partitions import context_site_days
@@ -63,7 +63,6 @@ def build_dispatch_problem(
 
 
 def _attempt(planned: PlannedDay, solver: DispatchSolver) -> SolvedDay | FailedDay:
-    """One day's MILP step, and its result assembled while other workers still solve."""
     started = time.perf_counter()
     problem = planned.problem
     if not problem.use_milp:
@@ -76,8 +75,7 @@ def _attempt(planned: PlannedDay, solver: DispatchSolver) -> SolvedDay | FailedD
     elapsed_ms = (time.perf_counter() - started) * 1000
     if isinstance(attempt, str):
         return FailedDay(planned, attempt, elapsed_ms)
-    milp_solver = solver.solver if problem.use_milp else None
-    return SolvedDay(planned, attempt, assemble_result(problem, attempt, elapsed_ms, milp_solver, planned.currency))
+    return SolvedDay(planned, attempt, elapsed_ms)
 
 
 @dg.op(
@@ -95,7 +93,7 @@ def solve_milp_schedule(
 ):
     runner = solver.runner
     # One thread per warm worker: each solve runs in its worker's process, so the GIL only
-    # serialises the cheap parts (pickling, and assembling results while other days solve).
+    # serialises the cheap parts (pickling the problem and the answer).
     with ThreadPoolExecutor(max_workers=runner.size, thread_name_prefix="milp") as pool:
         days = dict(zip(planned, pool.map(lambda day: _attempt(day, solver), planned.values()), strict=True))
     solved = {key: day for key, day in days.items() if isinstance(day, SolvedDay)}
@@ -110,15 +108,13 @@ def solve_milp_schedule(
 
 
 @dg.op(description="Plan the days the MILP could not with the rule-based schedule, saying why.")
-def rule_based_schedule(solver: DispatchSolver, failed: dict[str, FailedDay]) -> dict[str, SolvedDay]:
+def rule_based_schedule(failed: dict[str, FailedDay]) -> dict[str, SolvedDay]:
     fallen_back = {}
     for key, day in failed.items():
         started = time.perf_counter()
-        problem = day.planned.problem
-        outcome = fallback_outcome(problem, day.reason)
+        outcome = fallback_outcome(day.planned.problem, day.reason)
         elapsed_ms = day.solve_ms + (time.perf_counter() - started) * 1000
-        result = assemble_result(problem, outcome, elapsed_ms, solver.solver, day.planned.currency)
-        fallen_back[key] = SolvedDay(day.planned, outcome, result)
+        fallen_back[key] = SolvedDay(day.planned, outcome, elapsed_ms)
     return fallen_back
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dispatch_pipeline.core.problem import DispatchProblem
-from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.core.solve import Outcome
 from dispatch_pipeline.defs.partitions import SiteDay
 
@@ -21,12 +20,15 @@ class PlannedDay:
 
 @dataclass(frozen=True)
 class SolvedDay:
-    """The schedule chosen for a day and the result assembled from it (explanations, KPIs,
-    solve time: MILP step plus fallback)."""
+    """The schedule chosen for a day and how long choosing it took (MILP step plus fallback).
+
+    Explanations and KPIs are assembled once the schedule has passed its checks: a result is
+    several times the size of its schedule, and these values travel between steps.
+    """
 
     planned: PlannedDay
     outcome: Outcome
-    result: DispatchResult
+    solve_ms: float
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ def align_to_day(frame: pd.DataFrame, day: LocalDay, columns: tuple[str, ...]) -
     A row with a missing value counts as a missing interval: half a row cannot be planned with.
     """
     expected = day.timestamps()
-    if _already_aligned(frame, expected, columns):
-        return frame, []
     indexed = frame.set_index("ts")
     indexed = indexed[~indexed.index.duplicated(keep="last")]
     aligned = indexed.reindex(expected)
@@ -30,15 +28,6 @@ def align_to_day(frame: pd.DataFrame, day: LocalDay, columns: tuple[str, ...]) -
 def utc_nanoseconds(values: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     """Epoch nanoseconds of timezone-aware timestamps, whatever unit pandas chose for them."""
     return pd.DatetimeIndex(values).as_unit("ns").asi8
-
-
-def _already_aligned(frame: pd.DataFrame, expected: pd.DatetimeIndex, columns: tuple[str, ...]) -> bool:
-    # The common case, checked cheaply: exactly the day's interval starts, in order, all values.
-    if len(frame) != len(expected):
-        return False
-    if not np.array_equal(utc_nanoseconds(frame["ts"]), utc_nanoseconds(expected)):
-        return False
-    return not frame[list(columns)].isna().to_numpy().any()
 
 
 def describe_missing(missing: list[pd.Timestamp], resolution_minutes: int) -> str:

@@ -36,7 +36,12 @@ def site_forecast(
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     problems: list[str] = []
-    for day, (local, stored) in load_day_slices(engine, load_forecast, days, sites).items():
+    for day, (local, stored, complete) in load_day_slices(
+        engine, load_forecast, FORECAST_COLUMNS, days, sites
+    ).items():
+        if complete:
+            frames[day.key] = stored
+            continue
         frame, missing = align_to_day(stored, local, FORECAST_COLUMNS)
         if missing:
             problems.append(

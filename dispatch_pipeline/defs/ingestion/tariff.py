@@ -37,7 +37,12 @@ def site_tariff(
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     problems: list[str] = []
-    for day, (local, stored) in load_day_slices(engine, load_price_series, days, sites).items():
+    for day, (local, stored, complete) in load_day_slices(
+        engine, load_price_series, PRICE_COLUMNS, days, sites
+    ).items():
+        if complete:
+            frames[day.key] = stored[["ts", "buy", "sell"]].assign(source="price_series")
+            continue
         if stored.empty:
             buy, sell = expand_tariff(sites[day.site_id].tariff, local)
             frames[day.key] = pd.DataFrame(
