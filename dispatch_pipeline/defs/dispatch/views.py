@@ -9,14 +9,18 @@ import pandas as pd
 from dispatch_pipeline.core.result import DispatchResult
 
 EXPLANATION_COLUMNS = ("ts", "reason_code", "reason", "binding", "marginal_cost_per_kwh")
+ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"  # how results write interval starts
 
 
 def explanations_frame(result: DispatchResult) -> pd.DataFrame:
     """One row per interval: why the battery and grid do what they do."""
-    rows = [[getattr(point, name) for name in EXPLANATION_COLUMNS] for point in result.points]
-    frame = pd.DataFrame(rows, columns=list(EXPLANATION_COLUMNS))
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
+    points = result.points
+    return pd.DataFrame(
+        {
+            "ts": pd.to_datetime([p.ts for p in points], format=ISO_UTC, utc=True),
+            **{name: [getattr(p, name) for p in points] for name in EXPLANATION_COLUMNS[1:]},
+        }
+    )
 
 
 def kpis_record(result: DispatchResult) -> dict[str, Any]:
