@@ -63,3 +63,18 @@ def test_a_tick_plans_ready_sites_in_one_run_and_isolates_missing_data(
         stored = latest_run(engine, site.site_id, TOMORROW)
         assert stored is not None and stored.run.status == "ok"
     assert latest_run(engine, incomplete.site_id, TOMORROW) is None
+
+    # Each partition of the shared run shows its own plan in the UI, not the run's summary.
+    shown = {
+        event.partition: event.materialization.metadata
+        for event in results[pair].get_asset_materialization_events()
+        if event.asset_key.to_user_string() == "dispatch_schedule"
+    }
+    assert set(shown) == {SiteDay(site.site_id, TOMORROW).key for site in (first, second)}
+    for key, metadata in shown.items():
+        site_id = key.split("|")[1]
+        assert metadata["site_id"].value == site_id
+        stored = latest_run(engine, site_id, TOMORROW)
+        assert metadata["objective_value"].value == stored.run.objective_value
+        assert metadata["plot"].value.startswith("![day](data:image/png;base64,")
+        assert metadata["partitions"].value == 2

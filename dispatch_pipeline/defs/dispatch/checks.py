@@ -86,7 +86,9 @@ def _hard_result(name: str, breaches: dict[str, list[Breach]], checked: int) -> 
         **{name: dg.Out() for name in (*HARD_CHECKS, FALLBACK_CHECK)},
     },
 )
-def check_dispatch_schedule(solver: DispatchSolver, plans: dict[str, SolvedDay]):
+def check_dispatch_schedule(
+    context: dg.AssetExecutionContext, solver: DispatchSolver, plans: dict[str, SolvedDay]
+):
     by_check: dict[str, dict[str, list[Breach]]] = defaultdict(lambda: defaultdict(list))
     for key, plan in plans.items():
         for breach in find_breaches(plan.planned.problem, plan.outcome.schedule):
@@ -107,8 +109,11 @@ def check_dispatch_schedule(solver: DispatchSolver, plans: dict[str, SolvedDay])
             metadata={"failing_checks": [r.check_name for r in hard_results if not r.passed]},
         )
     results = {key: assemble(plan, solver.solver) for key, plan in plans.items()}
+    shared, per_partition = schedule_metadata(plans, results)
+    for key, metadata in per_partition.items():
+        context.add_asset_metadata(metadata, asset_key=ASSET_KEY, partition_key=key)
     # Output first: each evaluation then refers to the materialisation it judged.
-    yield dg.Output(results, "result", metadata=schedule_metadata(plans, results))
+    yield dg.Output(results, "result", metadata=shared)
     yield from checks
 
 

@@ -23,13 +23,23 @@ KPI_METADATA = (
 )
 
 
-def schedule_metadata(plans: dict[str, SolvedDay], results: dict[str, DispatchResult]) -> dict[str, Any]:
-    """Everything about a single-partition run, plot included; a summary for a backfill chunk
-    (a plot costs ~50 ms and a chunk's one metadata entry is shared by all its partitions)."""
+# Runs up to this size (a day-ahead tick's batch) get each partition's own numbers and plot; a
+# backfill chunk gets a summary: a plot costs ~50 ms, and per-partition metadata is written into
+# every partition's materialisation event.
+DETAILED_PARTITIONS_MAX = 250
+
+
+def schedule_metadata(
+    plans: dict[str, SolvedDay], results: dict[str, DispatchResult]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(metadata shared by every partition of the run, metadata of each partition)."""
     if len(results) == 1:
         key, result = next(iter(results.items()))
-        return _single(result, plans[key])
-    return _many(results)
+        return _single(result, plans[key]), {}
+    if len(results) <= DETAILED_PARTITIONS_MAX:
+        summary = {name: value for name, value in _many(results).items() if name != "plot"}
+        return summary, {key: _single(result, plans[key]) for key, result in results.items()}
+    return _many(results), {}
 
 
 def _single(result: DispatchResult, plan: SolvedDay) -> dict[str, Any]:
@@ -65,8 +75,8 @@ def _many(results: dict[str, DispatchResult]) -> dict[str, Any]:
         "solve_ms_max": dg.MetadataValue.float(round(float(solve_ms.max()), 1)),
         "solve_ms_total": dg.MetadataValue.float(round(float(solve_ms.sum()), 1)),
         "plot": dg.MetadataValue.text(
-            f"skipped: {len(results)} partitions in this run; plots are drawn for single-partition "
-            "runs only, to keep backfills fast"
+            f"skipped: {len(results)} partitions in this run; plots are drawn for runs of up to "
+            f"{DETAILED_PARTITIONS_MAX} partitions, to keep backfills fast"
         ),
     }
 
