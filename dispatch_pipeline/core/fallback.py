@@ -113,8 +113,9 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
                 discharge = min(deficit[t], max_dis, available)
             over_cap = deficit[t] - discharge - import_cap
             if over_cap > _EPS:
+                # Everything above soc_min may go to the cap, the discharge above included.
                 available = max(0.0, (energy - e_min) * eta_d / dt)
-                discharge = min(deficit[t], max_dis, discharge + min(over_cap, available))
+                discharge = max(discharge, min(deficit[t], max_dis, discharge + over_cap, available))
 
         grid = load[t] - pv[t] + charge - discharge
         grid_import = max(grid, 0.0)
