@@ -53,10 +53,11 @@ telemetry:
 
 
 def machine_cpu_seconds() -> float:
-    """CPU time spent by the whole machine so far (every process, PostgreSQL's included)."""
+    """CPU time spent by the whole machine so far (every process, PostgreSQL's included; not the
+    time a hypervisor gave to other guests)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def postgres_available() -> bool:
