@@ -37,9 +37,12 @@ def schedule_metadata(
         key, result = next(iter(results.items()))
         return _single(result, plans[key]), {}
     if len(results) <= DETAILED_PARTITIONS_MAX:
-        summary = {name: value for name, value in _many(results).items() if name != "plot"}
-        return summary, {key: _single(result, plans[key]) for key, result in results.items()}
-    return _many(results), {}
+        return _many(results), {key: _single(result, plans[key]) for key, result in results.items()}
+    skipped = (
+        f"skipped: {len(results)} partitions in this run; plots are drawn for runs of up to "
+        f"{DETAILED_PARTITIONS_MAX} partitions, to keep backfills fast"
+    )
+    return {**_many(results), "plot": dg.MetadataValue.text(skipped)}, {}
 
 
 def _single(result: DispatchResult, plan: SolvedDay) -> dict[str, Any]:
@@ -74,10 +77,6 @@ def _many(results: dict[str, DispatchResult]) -> dict[str, Any]:
         "solve_ms_mean": dg.MetadataValue.float(round(float(solve_ms.mean()), 1)),
         "solve_ms_max": dg.MetadataValue.float(round(float(solve_ms.max()), 1)),
         "solve_ms_total": dg.MetadataValue.float(round(float(solve_ms.sum()), 1)),
-        "plot": dg.MetadataValue.text(
-            f"skipped: {len(results)} partitions in this run; plots are drawn for runs of up to "
-            f"{DETAILED_PARTITIONS_MAX} partitions, to keep backfills fast"
-        ),
     }
 
 

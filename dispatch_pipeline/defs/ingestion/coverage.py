@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 
@@ -46,3 +47,21 @@ def describe_missing(missing: list[pd.Timestamp], resolution_minutes: int) -> st
     parts = [label(a) if a == b else f"{label(a)}..{label(b)}" for a, b in ranges]
     shown = ", ".join(parts[:6]) + (f", ... ({len(parts) - 6} more ranges)" if len(parts) > 6 else "")
     return f"{shown} ({len(missing)} of the day's intervals, starts in UTC)"
+
+
+def fail_incomplete(what: str, problems: list[str]) -> None:
+    """Fail the step when any site-day lacks data, naming the first few and listing up to 50."""
+    if not problems:
+        return
+    more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+    raise dg.Failure(
+        description=f"{len(problems)} site-day(s) {what}: " + "; ".join(problems[:5]) + more,
+        metadata={"incomplete": dg.MetadataValue.json(problems[:50])},
+    )
+
+
+def missing_message(series: str, site_id: str, day: LocalDay, missing: list[pd.Timestamp]) -> str:
+    return (
+        f"{series} for site {site_id} on {day.date} ({day.timezone}) is missing "
+        f"{describe_missing(missing, day.resolution_minutes)}"
+    )

@@ -2,7 +2,8 @@
 
 A backfill chunk asks for hundreds of days of one site; a query per day would spend more time in
 round trips than in reading. Rows come back ordered by `ts`, so each day is a contiguous slice,
-and whether it holds exactly the day's intervals is checked on arrays, not per row.
+and whether it holds exactly the day's intervals is checked on arrays, not per row; only a day
+that does not is aligned interval by interval to say what it lacks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import Engine
 from dispatch_pipeline.core.calendar import LocalDay
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
-from dispatch_pipeline.defs.ingestion.coverage import utc_nanoseconds
+from dispatch_pipeline.defs.ingestion.coverage import align_to_day, utc_nanoseconds
 from dispatch_pipeline.defs.partitions import SiteDay
 
 SeriesLoader = Callable[[Engine, str, dt.datetime, dt.datetime], pd.DataFrame]
@@ -32,8 +33,9 @@ MAX_GAP_DAYS = 7
 
 class DaySlice(NamedTuple):
     local: LocalDay
-    rows: pd.DataFrame
-    complete: bool  # exactly the day's interval starts, in order, every value present
+    rows: pd.DataFrame  # one row per interval start of the day; NaN where data is missing
+    missing: list[pd.Timestamp]  # interval starts without a complete row
+    stored_rows: int  # rows stored inside the day, on the interval grid or not
 
 
 def _spans(dates: Sequence[dt.date]) -> list[list[dt.date]]:
@@ -53,8 +55,7 @@ def load_day_slices(
     days: Sequence[SiteDay],
     sites: Mapping[str, Site],
 ) -> dict[SiteDay, DaySlice]:
-    """Each site-day's local day, the stored rows inside it (possibly none) and whether they
-    cover the day exactly."""
+    """Each site-day's local day, its rows aligned to the day's intervals, and what is missing."""
     dates_by_site: dict[str, list[dt.date]] = defaultdict(list)
     for day in days:
         dates_by_site[day.site_id].append(day.date)
@@ -72,7 +73,10 @@ def load_day_slices(
                 first = int(np.searchsorted(stamps, start))
                 last = first + int(np.searchsorted(stamps[first:], start + local.intervals * step))
                 expected = start + np.arange(local.intervals, dtype=np.int64) * step
-                complete = np.array_equal(stamps[first:last], expected) and not has_gaps[first:last].any()
                 rows = frame.iloc[first:last].reset_index(drop=True)
-                slices[SiteDay(site_id, date)] = DaySlice(local, rows, complete)
+                if np.array_equal(stamps[first:last], expected) and not has_gaps[first:last].any():
+                    slice_ = DaySlice(local, rows, [], len(rows))
+                else:
+                    slice_ = DaySlice(local, *align_to_day(rows, local, tuple(columns)), len(rows))
+                slices[SiteDay(site_id, date)] = slice_
     return slices

@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, RESOLUTION_MINUTES, shorten
-from dispatch_pipeline.defs.ingestion.coverage import align_to_day, describe_missing
+from dispatch_pipeline.defs.ingestion.coverage import fail_incomplete, missing_message
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
 from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
@@ -36,27 +36,14 @@ def site_forecast(
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     problems: list[str] = []
-    for day, (local, stored, complete) in load_day_slices(
+    for day, (local, rows, missing, _) in load_day_slices(
         engine, load_forecast, FORECAST_COLUMNS, days, sites
     ).items():
-        if complete:
-            frames[day.key] = stored
-            continue
-        frame, missing = align_to_day(stored, local, FORECAST_COLUMNS)
         if missing:
-            problems.append(
-                f"forecast for site {day.site_id} on {day.date} ({local.timezone}) is missing "
-                f"{describe_missing(missing, RESOLUTION_MINUTES)}"
-            )
-            continue
-        frames[day.key] = frame
-    if problems:
-        raise dg.Failure(
-            description=f"{len(problems)} site-day(s) without a complete forecast: "
-            + "; ".join(problems[:5])
-            + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""),
-            metadata={"incomplete": dg.MetadataValue.json(problems[:50])},
-        )
+            problems.append(missing_message("forecast", day.site_id, local, missing))
+        else:
+            frames[day.key] = rows
+    fail_incomplete("without a complete forecast", problems)
     return dg.Output(frames, metadata=_metadata(frames))
 
 

@@ -4,8 +4,8 @@ import dagster as dg
 import pandas as pd
 
 from dispatch_pipeline.core.tariffs import expand_tariff
-from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, RESOLUTION_MINUTES, shorten
-from dispatch_pipeline.defs.ingestion.coverage import align_to_day, describe_missing
+from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, shorten
+from dispatch_pipeline.defs.ingestion.coverage import fail_incomplete, missing_message
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
 from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
@@ -37,32 +37,19 @@ def site_tariff(
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     problems: list[str] = []
-    for day, (local, stored, complete) in load_day_slices(
+    for day, (local, rows, missing, stored_rows) in load_day_slices(
         engine, load_price_series, PRICE_COLUMNS, days, sites
     ).items():
-        if complete:
-            frames[day.key] = stored[["ts", "buy", "sell"]].assign(source="price_series")
-            continue
-        if stored.empty:
+        if not stored_rows:
             buy, sell = expand_tariff(sites[day.site_id].tariff, local)
             frames[day.key] = pd.DataFrame(
                 {"ts": local.timestamps(), "buy": buy, "sell": sell, "source": "tou_tariff"}
             )
-            continue
-        frame, missing = align_to_day(stored, local, PRICE_COLUMNS)
-        if missing:
-            problems.append(
-                f"price series for site {day.site_id} on {day.date} ({local.timezone}) is missing "
-                f"{describe_missing(missing, RESOLUTION_MINUTES)}"
-            )
-            continue
-        frames[day.key] = frame[["ts", "buy", "sell"]].assign(source="price_series")
-    if problems:
-        raise dg.Failure(
-            description=f"{len(problems)} site-day(s) with an incomplete price series: "
-            + "; ".join(problems[:5]),
-            metadata={"incomplete": dg.MetadataValue.json(problems[:50])},
-        )
+        elif missing:
+            problems.append(missing_message("price series", day.site_id, local, missing))
+        else:
+            frames[day.key] = rows[["ts", "buy", "sell"]].assign(source="price_series")
+    fail_incomplete("with an incomplete price series", problems)
     return dg.Output(frames, metadata=_metadata(frames))
 
 
