@@ -3,7 +3,9 @@
 A backfill chunk asks for hundreds of days of one site; a query per day would spend more time in
 round trips than in reading. Rows come back ordered by `ts`, so each day is a contiguous slice,
 and whether it holds exactly the day's intervals is checked on arrays, not per row; only a day
-that does not is aligned interval by interval to say what it lacks.
+that does not is aligned interval by interval to say what it lacks. A day without a single
+stored row (the common case for prices: most sites use their ToU tariff) lacks every interval,
+which needs no alignment to say: its slice is built from the day's timestamps and NaN values.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache, partial
 from typing import NamedTuple
 
 import numpy as np
@@ -59,24 +62,55 @@ def load_day_slices(
     dates_by_site: dict[str, list[dt.date]] = defaultdict(list)
     for day in days:
         dates_by_site[day.site_id].append(day.date)
-    step = np.int64(RESOLUTION_MINUTES * 60 * 10**9)
     slices: dict[SiteDay, DaySlice] = {}
     for site_id, dates in dates_by_site.items():
         site = sites[site_id]
         for span in _spans(dates):
             local_days = [site.local_day(date, RESOLUTION_MINUTES) for date in span]
             frame = load(engine, site_id, local_days[0].start_utc, local_days[-1].end_utc)
-            stamps = utc_nanoseconds(frame["ts"])
-            has_gaps = frame[list(columns)].isna().to_numpy().any(axis=1)
-            bounds = utc_nanoseconds(pd.DatetimeIndex([d.start_utc for d in local_days]))
-            for date, local, start in zip(span, local_days, bounds, strict=True):
-                first = int(np.searchsorted(stamps, start))
-                last = first + int(np.searchsorted(stamps[first:], start + local.intervals * step))
-                expected = start + np.arange(local.intervals, dtype=np.int64) * step
-                rows = frame.iloc[first:last].reset_index(drop=True)
-                if np.array_equal(stamps[first:last], expected) and not has_gaps[first:last].any():
-                    slice_ = DaySlice(local, rows, [], len(rows))
-                else:
-                    slice_ = DaySlice(local, *align_to_day(rows, local, tuple(columns)), len(rows))
-                slices[SiteDay(site_id, date)] = slice_
+            span_slices = _slice_days(frame, local_days, columns)
+            for local, slice_ in zip(local_days, span_slices, strict=True):
+                slices[SiteDay(site_id, local.date)] = slice_
     return slices
+
+
+def _slice_days(
+    frame: pd.DataFrame, local_days: list[LocalDay], columns: Sequence[str]
+) -> list[DaySlice]:
+    """Each day's slice of `frame`, whose rows are ordered by `ts` and cover the days."""
+    step = np.int64(RESOLUTION_MINUTES * 60 * 10**9)
+    stamps = utc_nanoseconds(frame["ts"])
+    has_gaps = frame[list(columns)].isna().to_numpy().any(axis=1)
+    bounds = utc_nanoseconds(pd.DatetimeIndex([d.start_utc for d in local_days]))
+    # Days of one length share their blank values; across DST there are two or three lengths.
+    blank_values_for = cache(partial(_blank_values, frame))
+    slices: list[DaySlice] = []
+    for local, start in zip(local_days, bounds, strict=True):
+        first = int(np.searchsorted(stamps, start))
+        last = first + int(np.searchsorted(stamps[first:], start + local.intervals * step))
+        if first == last:
+            slices.append(_unstored_day(local, blank_values_for(local.intervals)))
+            continue
+        expected = start + np.arange(local.intervals, dtype=np.int64) * step
+        rows = frame.iloc[first:last].reset_index(drop=True)
+        if np.array_equal(stamps[first:last], expected) and not has_gaps[first:last].any():
+            slices.append(DaySlice(local, rows, [], len(rows)))
+        else:
+            slices.append(DaySlice(local, *align_to_day(rows, local, tuple(columns)), len(rows)))
+    return slices
+
+
+def _blank_values(frame: pd.DataFrame, intervals: int) -> pd.DataFrame:
+    """The frame's columns but `ts`, as `intervals` rows of NaN (NaT).
+
+    Reindexed, as align_to_day makes its rows, so that every column gets the dtype it would there.
+    """
+    return frame.iloc[:0].drop(columns="ts").reindex(pd.RangeIndex(intervals))
+
+
+def _unstored_day(local: LocalDay, blank_values: pd.DataFrame) -> DaySlice:
+    """What align_to_day says of a day without a single stored row, without its cost."""
+    timestamps = local.timestamps()
+    rows = blank_values.copy()
+    rows.insert(0, "ts", timestamps)
+    return DaySlice(local, rows, timestamps.to_list(), 0)

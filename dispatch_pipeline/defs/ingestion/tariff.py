@@ -1,9 +1,11 @@
 """`site_tariff`: buy and sell price of every interval of the site-day."""
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
-from dispatch_pipeline.core.tariffs import expand_tariff
+from dispatch_pipeline.core.calendar import LocalDay
+from dispatch_pipeline.core.tariffs import TouTariff, expand_tariff
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, shorten
 from dispatch_pipeline.defs.ingestion.coverage import fail_incomplete, missing_message
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
@@ -41,16 +43,24 @@ def site_tariff(
         engine, load_price_series, PRICE_COLUMNS, days, sites
     ).items():
         if not stored_rows:
-            buy, sell = expand_tariff(sites[day.site_id].tariff, local)
-            frames[day.key] = pd.DataFrame(
-                {"ts": local.timestamps(), "buy": buy, "sell": sell, "source": "tou_tariff"}
-            )
+            frames[day.key] = _tou_frame(sites[day.site_id].tariff, local)
         elif missing:
             problems.append(missing_message("price series", day.site_id, local, missing))
         else:
             frames[day.key] = rows[["ts", "buy", "sell"]].assign(source="price_series")
     fail_incomplete("with an incomplete price series", problems)
     return dg.Output(frames, metadata=_metadata(frames))
+
+
+def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
+    """The day's prices from its time-of-use tariff."""
+    buy, sell = expand_tariff(tariff, local)
+    # A scalar "source" is broadcast slowly; an object array of it gets the same dtype (str on
+    # pandas 3, object before) for less. Every array here is new, so none needs copying.
+    source = np.full(local.intervals, "tou_tariff", dtype=object)
+    return pd.DataFrame(
+        {"ts": local.timestamps(), "buy": buy, "sell": sell, "source": source}, copy=False
+    )
 
 
 def _metadata(frames: dict[str, pd.DataFrame]) -> dict[str, object]:
