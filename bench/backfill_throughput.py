@@ -8,9 +8,11 @@ Dagster runs on a persistent instance in a temporary DAGSTER_HOME (PostgreSQL st
 server at 127.0.0.1:5432 answers, else SQLite), the application data in PostgreSQL (else SQLite).
 Runs are chunked as the assets' backfill policy chunks an asset backfill (one site, up to
 --chunk dates per run), and run --concurrency at a time (default 2, one per core), each in a new
-process as the run launcher starts them: interpreter, Dagster import and solver workers are in the
-figure; the daemon's queue polling is not. The day-ahead mode runs the tick's requests in this
-process, one after another.
+process as the run launcher starts them: interpreter and Dagster import are in the figure; the
+daemon's queue polling is not. Runs solve on a solver service started for the benchmark, as
+deployed (`dispatch-pipeline solver serve`, --parallelism workers, warm before the clock starts);
+with --no-solver-service each run starts its own workers instead, and their start-up is in the
+figure too. The day-ahead mode runs the tick's requests in this process, one after another.
 
 Raw solve: the same site-days through the core alone (build_problem, MILP with fallback,
 result assembly with explanations and KPIs), on the same number of warm solver workers.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,9 +145,31 @@ def raw_solve_seconds(engine, sites, dates, parallelism: int, timeout_ms: int) -
     return seconds, cpu, sum(r.status == "fallback" for r in results)
 
 
-def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, site_id: str, first: str, last: str):
+@contextmanager
+def solver_service(directory: Path, workers: int):
+    """`dispatch-pipeline solver serve` on a Unix socket: (address, key)."""
+    from dispatch_pipeline.core.solver_service import wait_until_serving
+
+    address, key = str(directory / "solver.sock"), uuid.uuid4().hex
+    service = subprocess.Popen(
+        [sys.executable, "-m", "dispatch_pipeline.cli", "solver", "serve", "--address", address,
+         "--workers", str(workers)],
+        env={**os.environ, "DISPATCH_SOLVER_KEY": key},
+    )
+    try:
+        wait_until_serving(address)
+        yield address, key
+    finally:
+        service.terminate()
+        service.wait(10)
+
+
+def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[str, str] | None,
+               site_id: str, first: str, last: str):
     """One backfill run in a process of its own, as the run launcher starts it: (ok, seconds)."""
     started = time.perf_counter()
+    # The run's event log lines go where a launched run's go: to a file, not this terminal.
+    sys.stdout = sys.stderr = open(Path(os.environ["DAGSTER_HOME"]) / f"run_{site_id}_{first}.log", "w")  # noqa: SIM115
     import dagster as dg
 
     from dispatch_pipeline.defs.local_runs import build_local_job, run_site_days
@@ -154,7 +179,8 @@ def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, site_id: str, fi
 
     resources = pipeline_resources(
         storage=DispatchStorage(database_url=app_url),
-        solver=DispatchSolver(timeout_ms=timeout_ms, parallelism=parallelism),
+        solver=DispatchSolver(timeout_ms=timeout_ms, parallelism=parallelism,
+                              service=service[0] if service else "", service_key=service[1] if service else ""),
     )
     days = [SiteDay(site_id, dt.date.fromisoformat(first)), SiteDay(site_id, dt.date.fromisoformat(last))]
     with dg.DagsterInstance.get() as instance:
@@ -163,10 +189,10 @@ def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, site_id: str, fi
     return result.success, time.perf_counter() - started
 
 
-def dagster_backfill_seconds(app_url, timeout_ms, parallelism, sites, dates, chunk, concurrency):
+def dagster_backfill_seconds(app_url, timeout_ms, parallelism, service, sites, dates, chunk, concurrency):
     """The backfill in runs of one site x up to `chunk` dates, `concurrency` runs at a time, each
-    in a new process (interpreter, Dagster import, solver workers: what a launched run pays);
-    (seconds, runs, failed)."""
+    in a new process (interpreter, Dagster import, and solver workers unless `service` is given:
+    what a launched run pays); (seconds, runs, failed)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -180,7 +206,7 @@ def dagster_backfill_seconds(app_url, timeout_ms, parallelism, sites, dates, chu
     with ProcessPoolExecutor(
         max_workers=concurrency, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
     ) as pool:
-        futures = [pool.submit(_run_chunk, app_url, timeout_ms, parallelism, *c) for c in chunks]
+        futures = [pool.submit(_run_chunk, app_url, timeout_ms, parallelism, service, *c) for c in chunks]
         for n, (future, (site_id, first, last)) in enumerate(zip(futures, chunks, strict=True), 1):
             ok, seconds = future.result()
             failed += not ok
@@ -226,6 +252,8 @@ def main() -> int:
     parser.add_argument("--planned-event-subsets", action=argparse.BooleanOptionalAction, default=True,
                         help="one planned event per asset and run (default on; see the comment in main)")
     parser.add_argument("--skip-raw", action="store_true", help="skip the raw solve timing")
+    parser.add_argument("--solver-service", action=argparse.BooleanOptionalAction, default=True,
+                        help="runs solve on a shared solver service (default), else on their own workers")
     parser.add_argument("--day-ahead", type=int, default=0, metavar="N",
                         help="instead: time one day-ahead tick for N sites (in the KL timezone)")
     args = parser.parse_args()
@@ -300,6 +328,7 @@ def main() -> int:
         instance.add_dynamic_partitions("sites", [s.site_id for s in sites])
         print(f"setup: {len(sites)} sites x {len(dates)} days of forecasts in {time.perf_counter() - t:.1f} s")
 
+        service = stack.enter_context(solver_service(home, args.parallelism)) if args.solver_service else None
         raw, raw_cpu, fallbacks = (0.0, 0.0, 0) if args.skip_raw else raw_solve_seconds(
             engine, sites, dates, args.parallelism, args.timeout_ms
         )
@@ -307,7 +336,7 @@ def main() -> int:
         if not args.skip_raw:
             print(f"raw solve: {raw:.1f} s ({fallbacks} fallbacks)")
         dagster, runs, failed = dagster_backfill_seconds(
-            app_url, args.timeout_ms, args.parallelism, sites, dates, args.chunk, args.concurrency
+            app_url, args.timeout_ms, args.parallelism, service, sites, dates, args.chunk, args.concurrency
         )
         dagster_cpu = machine_cpu_seconds() - cpu
 
@@ -319,8 +348,9 @@ def main() -> int:
               f"{dagster_cpu:>15.1f}")
         if not args.skip_raw and raw > 0:
             print(f"overhead ratio (Dagster / raw): {dagster / raw:.2f}x")
+        where = "on the solver service" if service else "per run"
         print(f"{partitions} site-days in {runs} run(s), {args.concurrency} at a time, {failed} failed; "
-              f"{args.parallelism} solver worker(s) per run, chunk {args.chunk}")
+              f"{args.parallelism} solver worker(s) {where}, chunk {args.chunk}")
         return 1 if failed else 0
 
 

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("solve", "serve", "db", "sites", "forecasts", "demo")
+SUBCOMMAND_MODULES = ("solve", "serve", "db", "sites", "forecasts", "demo", "solver")
 
 
 class UsageError(Exception):

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dispatch_pipeline.core.milp import MilpFailure, MilpTimeout
 
@@ -46,6 +46,16 @@ def available_cpus() -> int:
 
 class SolverCrashed(MilpFailure):
     """The worker process died during a solve."""
+
+
+class SolverPool(Protocol):
+    """Where MILP solves run: this process's own workers, or a solver service's."""
+
+    size: int
+
+    def solve(self, problem: Any, solver: str, timeout_s: float, grace_s: float) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 class _Worker:
@@ -117,9 +127,12 @@ class MilpRunner:
 
     def _acquire(self) -> _Worker:
         with self._changed:
-            while not self._idle and self._started >= self.size:
-                # Woken by a release, or by a start that failed (which frees a place to retry).
+            while not self._closed and not self._idle and self._started >= self.size:
+                # Woken by a release, by a start that failed (which frees a place to retry), or
+                # by close.
                 self._changed.wait()
+            if self._closed:
+                raise MilpFailure("the solver pool was closed")
             if self._idle:
                 return self._idle.pop()
             self._started += 1
@@ -146,10 +159,18 @@ class MilpRunner:
         if not keep:
             worker.kill()
 
-    def solve(self, problem: Any, solver: str, timeout_s: float, grace_s: float) -> Any:
-        """Solve in a worker with `timeout_s` for the solver; kill it `grace_s` after that."""
+    def solve(
+        self, problem: Any, solver: str, timeout_s: float, grace_s: float, on_start: Callable[[], None] | None = None
+    ) -> Any:
+        """Solve in a worker with `timeout_s` for the solver; kill it `grace_s` after that.
+
+        The clock starts when a worker takes the problem (then `on_start` is called), not while
+        the problem waits for one.
+        """
         worker = self._acquire()
         try:
+            if on_start is not None:
+                on_start()
             deadline = time.monotonic() + timeout_s
             return worker.call(self.solve_function, (problem, solver, deadline), deadline + grace_s)
         finally:
@@ -183,6 +204,8 @@ class MilpRunner:
         with self._changed:
             self._closed = True
             idle, self._idle = self._idle, []
+            self._started -= len(idle)
+            self._changed.notify_all()
         for worker in idle:
             worker.kill()
 

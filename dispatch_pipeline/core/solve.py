@@ -22,7 +22,7 @@ from dispatch_pipeline.core.milp import (
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
 from dispatch_pipeline.core.request import DispatchRequest
 from dispatch_pipeline.core.result import DispatchResult, Point, Schedule
-from dispatch_pipeline.core.runner import MilpRunner, default_runner
+from dispatch_pipeline.core.runner import SolverPool, default_runner
 
 # Past timeout_ms the caller waits this long for a result already on its way (the fixed-binary LP
 # after a MIP, the pipe), then kills the worker. Fallback and explanation follow within a few ms,
@@ -55,7 +55,7 @@ def fallback_outcome(problem: DispatchProblem, reason: str) -> Outcome:
 
 
 def attempt_milp(
-    problem: DispatchProblem, solver: str = "highs", runner: MilpRunner | None = None
+    problem: DispatchProblem, solver: str = "highs", runner: SolverPool | None = None
 ) -> Outcome | str:
     """The MILP step under its hard timeout: the chosen outcome, or why it must fall back.
 
@@ -80,7 +80,7 @@ def attempt_milp(
 def choose_schedule(
     problem: DispatchProblem,
     solver: str = "highs",
-    runner: MilpRunner | None = None,
+    runner: SolverPool | None = None,
 ) -> Outcome:
     """Run the MILP under the hard timeout; hand over to the rule-based schedule when it fails."""
     if not problem.use_milp:
@@ -157,7 +157,7 @@ def solve_problem(
     problem: DispatchProblem,
     *,
     solver: str = "highs",
-    runner: MilpRunner | None = None,
+    runner: SolverPool | None = None,
     currency: str = "MYR",
 ) -> DispatchResult:
     started = time.perf_counter()
@@ -172,7 +172,7 @@ def solve_dispatch(
     solver: str = "highs",
     timeout_ms: int | None = None,
     use_milp: bool | None = None,
-    runner: MilpRunner | None = None,
+    runner: SolverPool | None = None,
     currency: str = "MYR",
     pv_kw: list[float] | np.ndarray | None = None,
     default_timezone: str | None = None,

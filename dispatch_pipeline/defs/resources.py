@@ -9,8 +9,9 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
-from dispatch_pipeline.core.runner import MilpRunner, available_cpus
+from dispatch_pipeline.core.runner import MilpRunner, SolverPool, available_cpus
 from dispatch_pipeline.core.solve import check_solver
+from dispatch_pipeline.core.solver_service import ServiceClient, ServiceUnavailable
 from dispatch_pipeline.storage import database_url, open_database
 
 
@@ -46,7 +47,7 @@ def shared_runner(size: int) -> MilpRunner:
 
 
 class DispatchSolver(dg.ConfigurableResource):
-    """How the MILP is solved: which solver, under which hard timeout, how many at once."""
+    """How the MILP is solved: which solver, under which hard timeout, how many at once, where."""
 
     solver: Literal["highs", "cbc"] = "highs"
     timeout_ms: int = Field(
@@ -55,21 +56,64 @@ class DispatchSolver(dg.ConfigurableResource):
     parallelism: int = Field(
         default=0, ge=0, description="Solver worker processes (0: one per CPU this process may use, container quota included)."
     )
+    service: str = Field(
+        default="",
+        description=(
+            "Address of a solver service (`dispatch-pipeline solver serve`: HOST:PORT or a Unix "
+            "socket path) whose warm workers the run uses instead of starting its own. Empty: "
+            "the run starts its own. Unreachable: the run starts its own and logs why."
+        ),
+    )
+    service_key: str = Field(default="", description="Shared secret the solver service authenticates runs with.")
 
-    _runner: MilpRunner | None = PrivateAttr(default=None)
+    _runner: SolverPool | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_solver(self.solver)  # a missing cbc fails the run before any work starts
-        self._runner = shared_runner(self.parallelism or available_cpus())
+        if self.service:
+            try:
+                self._runner = ServiceClient(
+                    self.service, self.service_key, self.solver, self._local_pool, on_fallback=context.log.warning
+                )
+                return
+            except (ServiceUnavailable, ValueError) as exc:
+                context.log.warning(
+                    f"solver service at {self.service}: {exc}; this run starts its own solver workers"
+                )
+        self._runner = self._local_pool()
+
+    def _local_pool(self) -> MilpRunner:
+        runner = shared_runner(self.parallelism or available_cpus())
         # Workers start in the background while the run reads its inputs (about a second each;
         # start-up is never counted in a solve's timeout).
-        self._runner.warm(wait=False)
+        runner.warm(wait=False)
+        return runner
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if isinstance(self._runner, ServiceClient):
+            self._runner.close()  # its connections; local workers stay warm for the next run
 
     @property
-    def runner(self) -> MilpRunner:
+    def runner(self) -> SolverPool:
         if self._runner is None:
             raise dg.DagsterInvariantViolationError("DispatchSolver used before setup")
         return self._runner
+
+    @property
+    def placement(self) -> str:
+        """Where this run's solves ran, for the run's metadata."""
+        if isinstance(self._runner, ServiceClient) and self._runner.using_service:
+            return f"solver service {self.service}"
+        return "the run's own workers"
+
+
+def default_solver() -> DispatchSolver:
+    """The solver service from DISPATCH_SOLVER_SERVICE (read when a run starts) if it is set now."""
+    if os.environ.get("DISPATCH_SOLVER_SERVICE"):
+        return DispatchSolver(
+            service=dg.EnvVar("DISPATCH_SOLVER_SERVICE"), service_key=dg.EnvVar("DISPATCH_SOLVER_KEY")
+        )
+    return DispatchSolver()
 
 
 def default_storage() -> DispatchStorage:

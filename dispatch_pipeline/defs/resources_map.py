@@ -11,7 +11,7 @@ from dispatch_pipeline.defs.io_managers import (
     DispatchRunViewIOManager,
     SiteDayPickleIOManager,
 )
-from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage, default_storage
+from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage, default_solver, default_storage
 
 
 def pipeline_resources(
@@ -23,7 +23,7 @@ def pipeline_resources(
     storage = storage or default_storage()
     return {
         "storage": storage,
-        "solver": solver or DispatchSolver(),
+        "solver": solver or default_solver(),
         "site_day_io_manager": SiteDayPickleIOManager(base_dir=pickle_dir),
         DISPATCH_IO_MANAGER_KEY: DispatchRunIOManager(storage=storage),
         VIEW_IO_MANAGER_KEY: DispatchRunViewIOManager(storage=storage),

@@ -100,7 +100,7 @@ def solve_milp_schedule(
     failed = {key: day for key, day in days.items() if isinstance(day, FailedDay)}
     for day in failed.values():
         context.log.warning(f"{day.planned.day}: falling back ({day.reason})")
-    context.log.info(f"MILP planned {len(solved)} of {len(days)} site-day(s)")
+    context.log.info(f"MILP planned {len(solved)} of {len(days)} site-day(s) on {solver.placement}")
     if solved:
         yield dg.Output(solved, "solved")
     if failed:

@@ -1,0 +1,363 @@
+"""A solver service: warm solver workers that outlive the runs they solve for.
+
+Every Dagster run is a new process. Starting its own solver workers costs each run about a
+second of CPU per worker (Python, Pyomo, SciPy, HiGHS), which over a backfill of many short runs
+is a large share of all the work. A service started once per host (`dispatch-pipeline solver
+serve`) keeps its workers warm, and runs send it their problems instead. Its workers enforce the
+hard timeout exactly as a run's own would: the service kills a worker that overruns.
+
+A run never depends on the service being there: when it cannot be reached, runs different code,
+or goes away mid-run, the run starts its own workers and solves there (`ServiceClient`).
+
+Protocol: `multiprocessing.connection` framing with its HMAC challenge on the shared key, before
+anything is unpickled. Then, per connection:
+
+    service -> client   ("hello", {"code": fingerprint, "workers": n, "solvers": [...]})
+    client  -> service  ("solve", problem, solver, timeout_s, grace_s)
+    service -> client   ("started",) when a worker takes the problem, then
+                        ("ok", MilpSolution) or ("failure", MilpFailure)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+from pathlib import Path
+from typing import Any
+
+from dispatch_pipeline.core.milp import MilpFailure, MilpTimeout
+from dispatch_pipeline.core.runner import MilpRunner, SolverPool
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+# How long a problem may wait for one of the service's workers before the run stops counting on
+# the service. Waiting is normal when several runs share it; this long is not.
+QUEUE_TIMEOUT_S = 300.0
+# Beyond the worker's own kill deadline: time for the answer to cross the network.
+ANSWER_MARGIN_S = 2.0
+CORE_DIR = Path(__file__).resolve().parent
+
+
+class ServiceUnavailable(Exception):
+    """The solver service cannot be used; the message says why."""
+
+
+def code_fingerprint() -> str:
+    """A digest of the optimisation core's source: a service and a run must solve alike."""
+    digest = hashlib.sha256()
+    for path in sorted(CORE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(CORE_DIR).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def parse_address(text: str) -> tuple[str, int] | str:
+    """`host:port` for TCP, or a filesystem path (absolute, or `unix:PATH`) for a Unix socket."""
+    text = text.strip()
+    if text.startswith("unix:"):
+        return text.removeprefix("unix:")
+    if text.startswith("/"):
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(
+            f"solver service address: expected HOST:PORT or an absolute Unix socket path (got {text!r})"
+        )
+    return host.strip("[]"), int(port)
+
+
+def _authkey(key: str | bytes) -> bytes:
+    key = key.encode() if isinstance(key, str) else key
+    if not key:
+        raise ValueError("solver service key: must not be empty (it authenticates runs to the service)")
+    return key
+
+
+def _connect(address: tuple[str, int] | str, authkey: bytes, timeout_s: float) -> Connection:
+    try:
+        if isinstance(address, str):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout_s)
+            sock.connect(address)
+        else:
+            sock = socket.create_connection(address, timeout=timeout_s)
+        sock.settimeout(None)  # Connection reads the descriptor directly: it must block
+    except OSError as exc:
+        raise ServiceUnavailable(f"cannot connect: {exc}") from None
+    conn = Connection(sock.detach())
+    try:
+        if not conn.poll(timeout_s):
+            raise ServiceUnavailable("no answer to the connection")
+        answer_challenge(conn, authkey)
+        deliver_challenge(conn, authkey)
+    except ServiceUnavailable:
+        conn.close()
+        raise
+    except Exception as exc:  # AuthenticationError, a reset, a closed socket
+        conn.close()
+        raise ServiceUnavailable(f"authentication failed ({type(exc).__name__}: {exc}); is the key the same?") from None
+    return conn
+
+
+class SolverService:
+    """Serves solves from a pool of warm workers to every run that connects with the key."""
+
+    def __init__(self, address: str, authkey: str | bytes, workers: int | None = None):
+        self.address = parse_address(address)
+        self._authkey = _authkey(authkey)
+        self.runner = MilpRunner(workers)
+        self.hello = {"code": code_fingerprint(), "workers": self.runner.size, "solvers": _installed_solvers()}
+        if isinstance(self.address, str):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.address)  # a socket file left by a service that was killed
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            self._socket = socket.socket(socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET)
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(self.address)
+        self._socket.listen(128)
+        self._closed = threading.Event()
+        self._clients: set[socket.socket] = set()
+        self._clients_lock = threading.Lock()
+
+    @property
+    def bound_address(self) -> tuple[str, int] | str:
+        """The address actually listened on (the port, when 0 asked for any free one)."""
+        return self.address if isinstance(self.address, str) else self._socket.getsockname()[:2]
+
+    def serve_forever(self) -> None:
+        # In the background: runs may connect at once, and their first problems wait for the
+        # first worker ready.
+        self.runner.warm(wait=False)
+        log.info("solver service on %s: starting %d workers, code %s", self.bound_address,
+                 self.runner.size, self.hello["code"])
+        while not self._closed.is_set():
+            try:
+                sock, _ = self._socket.accept()
+            except OSError:
+                if self._closed.is_set():
+                    return
+                raise
+            threading.Thread(target=self._serve_client, args=(sock,), name="solver-client", daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._socket.close()
+        with self._clients_lock:
+            clients, self._clients = self._clients, set()
+        for sock in clients:
+            # Shutdown, not just close: it wakes the thread blocked reading from this client,
+            # and the client sees the service go.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.runner.close()
+        if isinstance(self.address, str):
+            with contextlib.suppress(OSError):
+                os.unlink(self.address)
+
+    def _serve_client(self, sock: socket.socket) -> None:
+        with self._clients_lock:
+            if self._closed.is_set():
+                sock.close()
+                return
+            self._clients.add(sock)
+        conn = Connection(os.dup(sock.fileno()))
+        try:
+            # Authenticated in this thread, so a client that stalls holds up nobody else.
+            deliver_challenge(conn, self._authkey)
+            answer_challenge(conn, self._authkey)
+            conn.send(("hello", self.hello))
+            while True:
+                kind, *args = conn.recv()
+                conn.send(self._answer(conn, kind, args))
+        except (EOFError, OSError):
+            pass  # the run finished or went away
+        except Exception as exc:  # a failed authentication, a message that does not unpickle
+            log.warning("solver service: dropped a connection: %s: %s", type(exc).__name__, exc)
+        finally:
+            conn.close()
+            with self._clients_lock:
+                self._clients.discard(sock)
+            sock.close()
+
+    def _answer(self, conn: Connection, kind: str, args: list[Any]) -> tuple[str, Any]:
+        if kind != "solve" or len(args) != 4:
+            return "failure", MilpFailure(f"solver service: unknown request {kind!r}")
+        problem, solver, timeout_s, grace_s = args
+        try:
+            return "ok", self.runner.solve(problem, solver, timeout_s, grace_s, on_start=lambda: conn.send(("started",)))
+        except MilpFailure as exc:
+            return "failure", exc
+
+
+def _installed_solvers() -> list[str]:
+    from dispatch_pipeline.core.solve import SOLVERS, check_solver
+
+    installed = []
+    for solver in SOLVERS:
+        with contextlib.suppress(Exception):
+            check_solver(solver)
+            installed.append(solver)
+    return installed
+
+
+class _ServiceLost(Exception):
+    pass
+
+
+class ServiceClient:
+    """A solver pool backed by a solver service, with this process's own workers as the fallback.
+
+    One connection per thread that solves at once. Any trouble with the service itself (gone,
+    restarted, stuck) switches this client to local workers for good and repeats the solve there:
+    a run never loses a plan, or its optimum, to the service.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        authkey: str | bytes,
+        solver: str,
+        local_pool: Callable[[], SolverPool],
+        on_fallback: Callable[[str], None] = log.warning,
+    ):
+        self.address = parse_address(address)
+        self._authkey = _authkey(authkey)
+        self._local_pool = local_pool
+        self._on_fallback = on_fallback
+        self._lock = threading.Lock()
+        self._idle: list[Connection] = []
+        self._local: SolverPool | None = None
+        conn = _connect(self.address, self._authkey, CONNECT_TIMEOUT_S)
+        try:
+            hello = self._hello(conn)
+            if hello.get("code") != code_fingerprint():
+                raise ServiceUnavailable(
+                    f"it runs other solver code ({hello.get('code')}, this run {code_fingerprint()}); "
+                    "restart it after a deploy"
+                )
+            if solver not in hello.get("solvers", ()):
+                raise ServiceUnavailable(f"solver {solver!r} is not installed there")
+        except BaseException:
+            conn.close()
+            raise
+        self.size = int(hello["workers"])
+        self._idle.append(conn)
+
+    @staticmethod
+    def _hello(conn: Connection) -> dict[str, Any]:
+        try:
+            if conn.poll(CONNECT_TIMEOUT_S):
+                kind, hello = conn.recv()
+                if kind == "hello":
+                    return hello
+        except (EOFError, OSError, ValueError):
+            pass
+        raise ServiceUnavailable("it did not introduce itself")
+
+    @property
+    def using_service(self) -> bool:
+        return self._local is None
+
+    def solve(self, problem: Any, solver: str, timeout_s: float, grace_s: float) -> Any:
+        if self._local is None:
+            try:
+                return self._solve_remote(problem, solver, timeout_s, grace_s)
+            except _ServiceLost as exc:
+                self._fall_back(str(exc))
+        return self._local_solver().solve(problem, solver, timeout_s, grace_s)
+
+    def _solve_remote(self, problem: Any, solver: str, timeout_s: float, grace_s: float) -> Any:
+        conn = self._checkout()
+        keep = False
+        try:
+            try:
+                conn.send(("solve", problem, solver, timeout_s, grace_s))
+                if not conn.poll(QUEUE_TIMEOUT_S):
+                    raise _ServiceLost(f"no worker of the service took a problem within {QUEUE_TIMEOUT_S:.0f} s")
+                conn.recv()  # ("started",): the solver's clock runs from here
+            except (EOFError, OSError) as exc:
+                raise _ServiceLost(f"the connection broke ({type(exc).__name__})") from None
+            if not conn.poll(timeout_s + grace_s + ANSWER_MARGIN_S):
+                raise MilpTimeout("the solver service did not answer within timeout_ms")
+            try:
+                kind, payload = conn.recv()
+            except (EOFError, OSError) as exc:
+                raise _ServiceLost(f"the connection broke during a solve ({type(exc).__name__})") from None
+            keep = True
+        finally:
+            self._checkin(conn, keep)
+        if kind == "failure":
+            raise payload
+        return payload
+
+    def _checkout(self) -> Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        try:
+            conn = _connect(self.address, self._authkey, CONNECT_TIMEOUT_S)
+            self._hello(conn)
+            return conn
+        except ServiceUnavailable as exc:
+            raise _ServiceLost(str(exc)) from None
+
+    def _checkin(self, conn: Connection, keep: bool) -> None:
+        if keep:
+            with self._lock:
+                if self._local is None:
+                    self._idle.append(conn)
+                    return
+        conn.close()
+
+    def _fall_back(self, reason: str) -> None:
+        with self._lock:
+            if self._local is not None:
+                return
+            self._local = self._local_pool()
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        self._on_fallback(f"solver service at {_describe(self.address)}: {reason}; solving with this process's own workers")
+
+    def _local_solver(self) -> SolverPool:
+        with self._lock:
+            assert self._local is not None
+            return self._local
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _describe(address: tuple[str, int] | str) -> str:
+    return address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+
+
+def wait_until_serving(address: str, timeout_s: float = 60.0) -> None:
+    """Block until something listens at `address` (for scripts that start a service)."""
+    parsed = parse_address(address)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if isinstance(parsed, str):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.connect(parsed)
+            else:
+                socket.create_connection(parsed, timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(f"nothing listens at {address} after {timeout_s:.0f} s") from None
+            time.sleep(0.1)

@@ -1,0 +1,172 @@
+"""The solver service: runs solve on its warm workers, and never lose a plan when it goes away."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from dispatch_pipeline import solve_dispatch
+from dispatch_pipeline.core.evaluate import objective_value
+from dispatch_pipeline.core.feasibility import find_breaches
+from dispatch_pipeline.core.milp import MilpTimeout
+from dispatch_pipeline.core.problem import build_problem
+from dispatch_pipeline.core.runner import MilpRunner
+from dispatch_pipeline.core.solver_service import (
+    ServiceClient,
+    ServiceUnavailable,
+    SolverService,
+    parse_address,
+)
+from tests import fakes
+from tests.conftest import load_case
+
+KEY = "test-key"
+
+
+class LocalPool:
+    """The client's fallback: counts how often the client had to start local workers."""
+
+    def __init__(self) -> None:
+        self.created: list[MilpRunner] = []
+
+    def __call__(self) -> MilpRunner:
+        runner = MilpRunner(size=1)
+        self.created.append(runner)
+        return runner
+
+    def close(self) -> None:
+        for runner in self.created:
+            runner.close()
+
+
+@pytest.fixture
+def local_pool() -> Iterator[LocalPool]:
+    pool = LocalPool()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def start_service(tmp_path) -> Iterator[Callable[..., tuple[SolverService, str]]]:
+    services: list[SolverService] = []
+
+    def start(solve_function: Callable | None = None, workers: int = 1, tcp: bool = False):
+        address = "127.0.0.1:0" if tcp else str(tmp_path / f"solver{len(services)}.sock")
+        service = SolverService(address, KEY, workers)
+        if solve_function is not None:
+            service.runner.solve_function = solve_function
+        threading.Thread(target=service.serve_forever, daemon=True).start()
+        services.append(service)
+        bound = service.bound_address
+        return service, bound if isinstance(bound, str) else f"{bound[0]}:{bound[1]}"
+
+    yield start
+    for service in services:
+        service.close()
+
+
+def _assert_optimal(case: dict, problem, solution) -> None:
+    expected = case["expected"]
+    tolerance = max(expected["rel_tolerance"] * abs(expected["objective_value"]), expected["abs_tolerance"])
+    assert solution.termination == "optimal"
+    assert objective_value(problem, solution.schedule) == pytest.approx(expected["objective_value"], abs=tolerance)
+    assert find_breaches(problem, solution.schedule) == []
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["unix", "tcp"])
+def test_runs_solve_on_the_service_workers_to_the_optimum(start_service, local_pool, tcp) -> None:
+    service, address = start_service(workers=2, tcp=tcp)
+    case = load_case("typical")
+    problem = build_problem(case["request"])
+    client = ServiceClient(address, KEY, "highs", local_pool)
+    try:
+        assert client.size == 2
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            solutions = list(pool.map(lambda _: client.solve(problem, "highs", 30.0, 0.25), range(6)))
+    finally:
+        client.close()
+    for solution in solutions:
+        _assert_optimal(case, problem, solution)
+    assert client.using_service
+    assert local_pool.created == [], "no local worker may start while the service answers"
+
+
+def test_a_solve_stuck_in_the_service_times_out_like_a_local_one(start_service, local_pool) -> None:
+    _, address = start_service(solve_function=fakes.hang)
+    request = load_case("typical")["request"] | {"timeout_ms": 300}
+    client = ServiceClient(address, KEY, "highs", local_pool)
+    try:
+        with pytest.raises(MilpTimeout):
+            client.solve(build_problem(request), "highs", 0.3, 0.25)
+        # Through the core: the timeout ends in the rule-based schedule, the service stays in use.
+        result = solve_dispatch(request, runner=client)
+    finally:
+        client.close()
+    assert (result.status, result.solver) == ("fallback", "fallback_rule")
+    assert result.fallback_reason.startswith("timeout")
+    assert client.using_service and local_pool.created == []
+
+
+def test_a_service_that_goes_away_mid_run_hands_over_to_local_workers(start_service, local_pool) -> None:
+    service, address = start_service()
+    case = load_case("typical")
+    problem = build_problem(case["request"])
+    warnings: list[str] = []
+    client = ServiceClient(address, KEY, "highs", local_pool, on_fallback=warnings.append)
+    try:
+        _assert_optimal(case, problem, client.solve(problem, "highs", 30.0, 0.25))
+        service.close()
+        _assert_optimal(case, problem, client.solve(problem, "highs", 30.0, 0.25))
+    finally:
+        client.close()
+    assert not client.using_service
+    assert len(local_pool.created) == 1
+    assert len(warnings) == 1 and "own workers" in warnings[0] and address in warnings[0]
+
+
+def test_a_wrong_key_is_refused_before_anything_is_sent(start_service, local_pool) -> None:
+    _, address = start_service()
+    with pytest.raises(ServiceUnavailable, match="authentication failed"):
+        ServiceClient(address, "not-the-key", "highs", local_pool)
+
+
+def test_a_service_running_other_solver_code_is_not_used(start_service, local_pool) -> None:
+    service, address = start_service()
+    service.hello["code"] = "0000000000000000"
+    with pytest.raises(ServiceUnavailable, match="other solver code"):
+        ServiceClient(address, KEY, "highs", local_pool)
+
+
+def test_a_solver_the_service_lacks_is_not_sent_there(start_service, local_pool) -> None:
+    service, address = start_service()
+    service.hello["solvers"] = ["highs"]
+    with pytest.raises(ServiceUnavailable, match="'cbc' is not installed there"):
+        ServiceClient(address, KEY, "cbc", local_pool)
+
+
+def test_nothing_listening_is_unavailable(tmp_path, local_pool) -> None:
+    with pytest.raises(ServiceUnavailable, match="cannot connect"):
+        ServiceClient(str(tmp_path / "nobody.sock"), KEY, "highs", local_pool)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("solver:7433", ("solver", 7433)), ("/run/solver.sock", "/run/solver.sock"),
+     ("unix:/tmp/s.sock", "/tmp/s.sock"), ("[::1]:7433", ("::1", 7433))],
+)
+def test_addresses(text, expected) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["solver", "solver:http", "solver:70000", ":7433", "relative/path.sock"])
+def test_a_bad_address_names_the_value(text) -> None:
+    with pytest.raises(ValueError, match=f"got '{text}'"):
+        parse_address(text)
+
+
+def test_an_empty_key_is_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="key: must not be empty"):
+        SolverService(str(tmp_path / "s.sock"), "")
