@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,31 @@ def machine_cpu_seconds() -> float:
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float | None:
+    """CPU time of the local PostgreSQL server so far (its live processes, and the backends that
+    have exited); None when it does not run on this machine."""
+    pids = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _command(p) == "postgres"]
+    if not pids:
+        return None
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = (pid / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        if _command(Path("/proc") / fields[1]) != "postgres":  # the postmaster: its exited backends
+            ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _command(pid: Path) -> str:
+    try:
+        return (pid / "comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def postgres_available() -> bool:
@@ -161,7 +187,11 @@ def solver_service(directory: Path, workers: int):
         yield address, key
     finally:
         service.terminate()
-        service.wait(10)
+        try:
+            service.wait(30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
 
 
 def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[str, str] | None,
@@ -186,13 +216,14 @@ def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[s
     with dg.DagsterInstance.get() as instance:
         result = run_site_days(build_local_job(resources), instance, days if first != last else days[:1],
                                tags={"dagster/backfill": "bench"})
-    return result.success, time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return result.success, time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
 
 def dagster_backfill_seconds(app_url, timeout_ms, parallelism, service, sites, dates, chunk, concurrency):
     """The backfill in runs of one site x up to `chunk` dates, `concurrency` runs at a time, each
     in a new process (interpreter, Dagster import, and solver workers unless `service` is given:
-    what a launched run pays); (seconds, runs, failed)."""
+    what a launched run pays); (seconds, runs, failed, CPU-s of the run processes)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -201,18 +232,19 @@ def dagster_backfill_seconds(app_url, timeout_ms, parallelism, service, sites, d
         for site in sites
         for i in range(0, len(dates), chunk)
     ]
-    failed = 0
+    failed, run_cpu = 0, 0.0
     started = time.perf_counter()
     with ProcessPoolExecutor(
         max_workers=concurrency, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
     ) as pool:
         futures = [pool.submit(_run_chunk, app_url, timeout_ms, parallelism, service, *c) for c in chunks]
         for n, (future, (site_id, first, last)) in enumerate(zip(futures, chunks, strict=True), 1):
-            ok, seconds = future.result()
+            ok, seconds, cpu = future.result()
+            run_cpu += cpu
             failed += not ok
             print(f"  run {n}/{len(chunks)}: {site_id} {first}..{last} "
                   f"{'ok' if ok else 'FAILED'} in {seconds:.1f} s (process start included)", flush=True)
-    return time.perf_counter() - started, len(chunks), failed
+    return time.perf_counter() - started, len(chunks), failed, run_cpu
 
 
 def day_ahead_seconds(job, instance, definitions, storage, sites) -> tuple[float, int, int]:
@@ -332,13 +364,14 @@ def main() -> int:
         raw, raw_cpu, fallbacks = (0.0, 0.0, 0) if args.skip_raw else raw_solve_seconds(
             engine, sites, dates, args.parallelism, args.timeout_ms
         )
-        cpu = machine_cpu_seconds()
+        cpu, pg_cpu = machine_cpu_seconds(), postgres_cpu_seconds()
         if not args.skip_raw:
             print(f"raw solve: {raw:.1f} s ({fallbacks} fallbacks)")
-        dagster, runs, failed = dagster_backfill_seconds(
+        dagster, runs, failed, run_cpu = dagster_backfill_seconds(
             app_url, args.timeout_ms, args.parallelism, service, sites, dates, args.chunk, args.concurrency
         )
         dagster_cpu = machine_cpu_seconds() - cpu
+        pg_cpu = None if pg_cpu is None else postgres_cpu_seconds() - pg_cpu
 
         partitions = len(sites) * len(dates)
         print(f"\n{'':<28}{'seconds':>10}{'ms/site-day':>13}{'machine CPU-s':>15}")
@@ -348,6 +381,9 @@ def main() -> int:
               f"{dagster_cpu:>15.1f}")
         if not args.skip_raw and raw > 0:
             print(f"overhead ratio (Dagster / raw): {dagster / raw:.2f}x")
+        print(f"backfill CPU-s: run processes {run_cpu:.1f} (their own solver workers not included)"
+              + ("" if pg_cpu is None else f", PostgreSQL {pg_cpu:.1f}")
+              + f", the rest (solver service or workers, other) {dagster_cpu - run_cpu - (pg_cpu or 0):.1f}")
         where = "on the solver service" if service else "per run"
         print(f"{partitions} site-days in {runs} run(s), {args.concurrency} at a time, {failed} failed; "
               f"{args.parallelism} solver worker(s) {where}, chunk {args.chunk}")
