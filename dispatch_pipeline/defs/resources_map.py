@@ -11,7 +11,12 @@ from dispatch_pipeline.defs.io_managers import (
     DispatchRunViewIOManager,
     SiteDayPickleIOManager,
 )
-from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage, default_solver, default_storage
+from dispatch_pipeline.defs.resources import (
+    DispatchSolver,
+    DispatchStorage,
+    default_solver,
+    default_storage,
+)
 
 
 def pipeline_resources(

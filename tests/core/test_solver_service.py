@@ -78,7 +78,7 @@ def _assert_optimal(case: dict, problem, solution) -> None:
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["unix", "tcp"])
 def test_runs_solve_on_the_service_workers_to_the_optimum(start_service, local_pool, tcp) -> None:
-    service, address = start_service(workers=2, tcp=tcp)
+    _, address = start_service(workers=2, tcp=tcp)
     case = load_case("typical")
     problem = build_problem(case["request"])
     client = ServiceClient(address, KEY, "highs", local_pool)
