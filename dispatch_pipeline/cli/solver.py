@@ -8,9 +8,7 @@ import os
 import signal
 
 from dispatch_pipeline.cli import UsageError
-
-ADDRESS_ENV = "DISPATCH_SOLVER_SERVICE"
-KEY_ENV = "DISPATCH_SOLVER_KEY"
+from dispatch_pipeline.core.solver_service import ADDRESS_ENV, KEY_ENV
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:

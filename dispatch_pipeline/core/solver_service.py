@@ -21,6 +21,7 @@ anything is unpickled. Then, per connection:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -37,6 +38,9 @@ from dispatch_pipeline.core.runner import MilpRunner, SolverPool
 
 log = logging.getLogger(__name__)
 
+# Where runs find the service, and the secret they authenticate with.
+ADDRESS_ENV = "DISPATCH_SOLVER_SERVICE"
+KEY_ENV = "DISPATCH_SOLVER_KEY"
 CONNECT_TIMEOUT_S = 5.0
 # How long a problem may wait for one of the service's workers before the run stops counting on
 # the service. Waiting is normal when several runs share it; this long is not.
@@ -50,6 +54,7 @@ class ServiceUnavailable(Exception):
     """The solver service cannot be used; the message says why."""
 
 
+@functools.cache  # the source does not change under a running process
 def code_fingerprint() -> str:
     """A digest of the optimisation core's source: a service and a run must solve alike."""
     digest = hashlib.sha256()
@@ -81,14 +86,22 @@ def _authkey(key: str | bytes) -> bytes:
     return key
 
 
+def _open_connection(address: tuple[str, int] | str, timeout_s: float) -> socket.socket:
+    if not isinstance(address, str):
+        return socket.create_connection(address, timeout=timeout_s)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout_s)
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _connect(address: tuple[str, int] | str, authkey: bytes, timeout_s: float) -> Connection:
     try:
-        if isinstance(address, str):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout_s)
-            sock.connect(address)
-        else:
-            sock = socket.create_connection(address, timeout=timeout_s)
+        sock = _open_connection(address, timeout_s)
         sock.settimeout(None)  # Connection reads the descriptor directly: it must block
     except OSError as exc:
         raise ServiceUnavailable(f"cannot connect: {exc}") from None
@@ -274,7 +287,7 @@ class ServiceClient:
                 return self._solve_remote(problem, solver, timeout_s, grace_s)
             except _ServiceLost as exc:
                 self._fall_back(str(exc))
-        return self._local_solver().solve(problem, solver, timeout_s, grace_s)
+        return self._local.solve(problem, solver, timeout_s, grace_s)
 
     def _solve_remote(self, problem: Any, solver: str, timeout_s: float, grace_s: float) -> Any:
         conn = self._checkout()
@@ -284,15 +297,16 @@ class ServiceClient:
                 conn.send(("solve", problem, solver, timeout_s, grace_s))
                 if not conn.poll(QUEUE_TIMEOUT_S):
                     raise _ServiceLost(f"no worker of the service took a problem within {QUEUE_TIMEOUT_S:.0f} s")
-                conn.recv()  # ("started",): the solver's clock runs from here
+                message = conn.recv()
+                # ("started",): the solver's clock runs from here. A request refused before any
+                # worker took it is answered at once, without it.
+                if message == ("started",):
+                    if not conn.poll(timeout_s + grace_s + ANSWER_MARGIN_S):
+                        raise MilpTimeout("the solver service did not answer within timeout_ms")
+                    message = conn.recv()
             except (EOFError, OSError) as exc:
                 raise _ServiceLost(f"the connection broke ({type(exc).__name__})") from None
-            if not conn.poll(timeout_s + grace_s + ANSWER_MARGIN_S):
-                raise MilpTimeout("the solver service did not answer within timeout_ms")
-            try:
-                kind, payload = conn.recv()
-            except (EOFError, OSError) as exc:
-                raise _ServiceLost(f"the connection broke during a solve ({type(exc).__name__})") from None
+            kind, payload = message
             keep = True
         finally:
             self._checkin(conn, keep)
@@ -329,11 +343,6 @@ class ServiceClient:
             conn.close()
         self._on_fallback(f"solver service at {_describe(self.address)}: {reason}; solving with this process's own workers")
 
-    def _local_solver(self) -> SolverPool:
-        with self._lock:
-            assert self._local is not None
-            return self._local
-
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
@@ -351,11 +360,7 @@ def wait_until_serving(address: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if isinstance(parsed, str):
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                    sock.connect(parsed)
-            else:
-                socket.create_connection(parsed, timeout=1).close()
+            _open_connection(parsed, 1.0).close()
             return
         except OSError:
             if time.monotonic() > deadline:

@@ -11,7 +11,12 @@ from sqlalchemy import Engine
 
 from dispatch_pipeline.core.runner import MilpRunner, SolverPool, available_cpus
 from dispatch_pipeline.core.solve import check_solver
-from dispatch_pipeline.core.solver_service import ServiceClient, ServiceUnavailable
+from dispatch_pipeline.core.solver_service import (
+    ADDRESS_ENV,
+    KEY_ENV,
+    ServiceClient,
+    ServiceUnavailable,
+)
 from dispatch_pipeline.storage import database_url, open_database
 
 
@@ -109,10 +114,8 @@ class DispatchSolver(dg.ConfigurableResource):
 
 def default_solver() -> DispatchSolver:
     """The solver service from DISPATCH_SOLVER_SERVICE (read when a run starts) if it is set now."""
-    if os.environ.get("DISPATCH_SOLVER_SERVICE"):
-        return DispatchSolver(
-            service=dg.EnvVar("DISPATCH_SOLVER_SERVICE"), service_key=dg.EnvVar("DISPATCH_SOLVER_KEY")
-        )
+    if os.environ.get(ADDRESS_ENV):
+        return DispatchSolver(service=dg.EnvVar(ADDRESS_ENV), service_key=dg.EnvVar(KEY_ENV))
     return DispatchSolver()
 
 
