@@ -41,16 +41,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 TEMPLATES = ("KL_MALL", "BERLIN_DEPOT", "PHOENIX_OFFICE")
+# The storage of dagster_home/dagster.yaml, on a scratch database.
 DAGSTER_PG_YAML = """\
 storage:
-  postgres:
-    postgres_db:
-      username: postgres
-      password: ""
-      hostname: 127.0.0.1
-      db_name: {name}
-      port: 5432
-      scheme: postgresql+psycopg2
+  custom:
+    module: dispatch_pipeline.dagster_instance
+    class: PooledPostgresStorage
+    config:
+      postgres_db:
+        username: postgres
+        password: ""
+        hostname: 127.0.0.1
+        db_name: {name}
+        port: 5432
+        scheme: postgresql+psycopg2
 telemetry:
   enabled: false
 """
@@ -194,28 +198,45 @@ def solver_service(directory: Path, workers: int):
             service.wait()
 
 
+def code_location_job():
+    """The code location's job of every pipeline asset (the one the day-ahead schedule starts;
+    an asset backfill's runs execute the same assets, resources and executor), as a run worker
+    loads it: for `build_reconstructable_job`."""
+    from dispatch_pipeline.definitions import defs
+    from dispatch_pipeline.defs.automation.jobs import DAY_AHEAD_JOB_NAME
+
+    return defs.resolve_job_def(DAY_AHEAD_JOB_NAME)
+
+
 def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[str, str] | None,
                site_id: str, first: str, last: str):
-    """One backfill run in a process of its own, as the run launcher starts it: (ok, seconds)."""
+    """One backfill run in a process of its own, as a launched run executes: the code location
+    loaded from `dispatch_pipeline.definitions` with its resources read from the environment,
+    the instance from DAGSTER_HOME, the job executed by `execute_job` (no output capture, unlike
+    `execute_in_process`); (ok, seconds, CPU-s of this process)."""
     started = time.perf_counter()
     # The run's event log lines go where a launched run's go: to a file, not this terminal.
     sys.stdout = sys.stderr = open(Path(os.environ["DAGSTER_HOME"]) / f"run_{site_id}_{first}.log", "w")  # noqa: SIM115
+    from dispatch_pipeline.core.solver_service import ADDRESS_ENV, KEY_ENV
+
+    os.environ["DATABASE_URL"] = app_url
+    if service:
+        os.environ[ADDRESS_ENV], os.environ[KEY_ENV] = service
     import dagster as dg
 
-    from dispatch_pipeline.defs.local_runs import build_local_job, run_site_days
-    from dispatch_pipeline.defs.partitions import SiteDay
-    from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
-    from dispatch_pipeline.defs.resources_map import pipeline_resources
+    from dispatch_pipeline.defs.partitions import SiteDay, partition_range_tags
 
-    resources = pipeline_resources(
-        storage=DispatchStorage(database_url=app_url),
-        solver=DispatchSolver(timeout_ms=timeout_ms, parallelism=parallelism,
-                              service=service[0] if service else "", service_key=service[1] if service else ""),
-    )
     days = [SiteDay(site_id, dt.date.fromisoformat(first)), SiteDay(site_id, dt.date.fromisoformat(last))]
+    tags = {"dagster/backfill": "bench", **partition_range_tags(days)} if first != last else {
+        "dagster/partition": days[0].key, "dagster/partition/site": site_id, "dagster/partition/date": first}
+    solver_config = {"timeout_ms": timeout_ms, "parallelism": parallelism}
+    if service:
+        solver_config.update(service=service[0], service_key=service[1])
+    job = dg.build_reconstructable_job(Path(__file__).stem, code_location_job.__name__)
     with dg.DagsterInstance.get() as instance:
-        result = run_site_days(build_local_job(resources), instance, days if first != last else days[:1],
-                               tags={"dagster/backfill": "bench"})
+        result = dg.execute_job(
+            job, instance, tags=tags, run_config={"resources": {"solver": {"config": solver_config}}}
+        )
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return result.success, time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
@@ -244,7 +265,13 @@ def dagster_backfill_seconds(app_url, timeout_ms, parallelism, service, sites, d
             failed += not ok
             print(f"  run {n}/{len(chunks)}: {site_id} {first}..{last} "
                   f"{'ok' if ok else 'FAILED'} in {seconds:.1f} s (process start included)", flush=True)
-    return time.perf_counter() - started, len(chunks), failed, run_cpu
+    seconds = time.perf_counter() - started
+    if service:
+        logs = Path(os.environ["DAGSTER_HOME"]).glob("run_*.log")
+        on_service = sum("on solver service" in log.read_text() for log in logs)
+        if on_service != len(chunks):
+            print(f"  only {on_service} of {len(chunks)} run(s) solved on the solver service (see the run logs)")
+    return seconds, len(chunks), failed, run_cpu
 
 
 def day_ahead_seconds(job, instance, definitions, storage, sites) -> tuple[float, int, int]:

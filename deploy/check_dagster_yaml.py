@@ -28,9 +28,12 @@ def main() -> int:
             continue
         if local.get(key) != docker.get(key):
             problems.append(f"`{key}` differs between {LOCAL.name} and {DOCKER.name}")
-    scheme = local.get("storage", {}).get("postgres", {}).get("postgres_db", {}).get("scheme")
+    storage = local.get("storage", {}).get("custom", {})
+    if storage.get("class") != "PooledPostgresStorage":
+        problems.append("storage must be dispatch_pipeline.dagster_instance.PooledPostgresStorage")
+    scheme = storage.get("config", {}).get("postgres_db", {}).get("scheme")
     if scheme != "postgresql+psycopg2":
-        problems.append("storage.postgres.postgres_db.scheme must be postgresql+psycopg2")
+        problems.append("storage.custom.config.postgres_db.scheme must be postgresql+psycopg2")
     if docker.get("run_launcher", {}).get("class") != "DockerRunLauncher":
         problems.append(f"{DOCKER.name} must use DockerRunLauncher")
     for p in problems:
