@@ -31,28 +31,40 @@ class _RunResults:
 
     Explanations and KPIs read the plans their run has just written; with every step of a run in
     one process (the in-process executor) they are served from here instead of read back from
-    the database. Only the most recent runs are kept; any other load reads the database.
+    the database. A run's results are let go once both views have read them (hundreds of
+    results are a large share of a backfill run's heap, rescanned by every full collection and
+    freed again at exit); only the most recent runs are kept at all, and any other load reads
+    the database.
     """
 
     KEEP_RUNS = 2
 
     def __init__(self) -> None:
         self._by_run: OrderedDict[str, dict[str, DispatchResult]] = OrderedDict()
+        self._readers_left: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def remember(self, dagster_run_id: str, results: dict[str, DispatchResult]) -> None:
         with self._lock:
             self._by_run.setdefault(dagster_run_id, {}).update(results)
             self._by_run.move_to_end(dagster_run_id)
+            self._readers_left[dagster_run_id] = set(VIEWS)
             while len(self._by_run) > self.KEEP_RUNS:
-                self._by_run.popitem(last=False)
+                evicted, _ = self._by_run.popitem(last=False)
+                self._readers_left.pop(evicted, None)
 
-    def recall(self, dagster_run_id: str, keys: list[str]) -> dict[str, DispatchResult] | None:
+    def recall(self, dagster_run_id: str, keys: list[str], reader: str) -> dict[str, DispatchResult] | None:
         with self._lock:
             stored = self._by_run.get(dagster_run_id, {})
             if not all(key in stored for key in keys):
                 return None
-            return {key: stored[key] for key in keys}
+            recalled = {key: stored[key] for key in keys}
+            readers_left = self._readers_left.get(dagster_run_id, set())
+            readers_left.discard(reader)
+            if not readers_left:
+                self._by_run.pop(dagster_run_id, None)
+                self._readers_left.pop(dagster_run_id, None)
+            return recalled
 
 
 _run_results = _RunResults()
@@ -60,8 +72,9 @@ _run_results = _RunResults()
 
 def _latest_results(context: dg.InputContext, storage: DispatchStorage) -> dict[str, DispatchResult]:
     days = io_site_days(context)
-    run_id = context.step_context.run_id if context.step_context else None
-    recalled = _run_results.recall(run_id, [day.key for day in days]) if run_id else None
+    recalled = None
+    if context.step_context:  # a step of a run (not a load outside one)
+        recalled = _run_results.recall(context.step_context.run_id, [day.key for day in days], context.op_def.name)
     return recalled if recalled is not None else latest_results(storage.engine(), days)
 
 
