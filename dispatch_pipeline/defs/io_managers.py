@@ -22,9 +22,6 @@ from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.defs.stored_runs import latest_results
 from dispatch_pipeline.storage import save_runs
 
-# Ids listed in materialisation metadata; a backfill chunk would otherwise list hundreds.
-MAX_LISTED_RUN_IDS = 10
-
 
 class _RunResults:
     """The dispatch results a Dagster run stored, kept for the run's own downstream steps.
@@ -156,12 +153,10 @@ class DispatchRunIOManager(dg.ConfigurableIOManager):
             self.storage.engine(), results, source="dagster", dagster_run_id=context.run_id
         )
         _run_results.remember(context.run_id, {day.key: result for day, result in pairs})
-        listed = [str(run_id) for run_id in run_ids[:MAX_LISTED_RUN_IDS]]
-        if len(run_ids) > MAX_LISTED_RUN_IDS:
-            listed.append(f"... and {len(run_ids) - MAX_LISTED_RUN_IDS} more")
-        context.add_output_metadata(
-            {"stored_runs": len(run_ids), "dispatch_run_ids": dg.MetadataValue.json(listed)}
-        )
+        # Output metadata is copied into every partition's materialisation: a partition's own
+        # dispatch run id is in its metadata (`run_id`) when the run is small enough to carry
+        # per-partition metadata, and in SQL (`dispatch_runs.dagster_run_id`) always.
+        context.add_output_metadata({"stored_runs": len(run_ids)})
 
     def load_input(self, context: dg.InputContext) -> dict[str, DispatchResult]:
         return _latest_results(context, self.storage)
