@@ -5,10 +5,11 @@
     python bench/backfill_throughput.py --day-ahead 100     # one day-ahead tick for 100 sites
 
 Dagster runs on a persistent instance in a temporary DAGSTER_HOME (PostgreSQL storage when the
-server at 127.0.0.1:5432 answers, else SQLite), the application data in PostgreSQL (else SQLite).
-Runs are chunked as the assets' backfill policy chunks an asset backfill (one site, up to
---chunk dates per run), and run --concurrency at a time (default 2, one per core), each in a new
-process as the run launcher starts them: interpreter and Dagster import are in the figure; the
+server at 127.0.0.1:5432 answers, as dagster_home/dagster.yaml configures it; else SQLite), the
+application data in PostgreSQL (else SQLite). Runs are chunked as the assets' backfill policy
+chunks an asset backfill (one site, up to --chunk dates per run), and run --concurrency at a time
+(default 2, one per core), each in a new process executing the code location's job as a launched
+run does (`execute_job`): interpreter, Dagster and code location import are in the figure; the
 daemon's queue polling is not. Runs solve on a solver service started for the benchmark, as
 deployed (`dispatch-pipeline solver serve`, --parallelism workers, warm before the clock starts);
 with --no-solver-service each run starts its own workers instead, and their start-up is in the
