@@ -28,8 +28,9 @@ import dagster as dg
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
-# Connections beyond the kept one, while several threads of a process write at once.
-DEFAULT_MAX_OVERFLOW = 10
+# Connections beyond the kept one, while several threads of a process (the daemon's) write at once;
+# closed again when returned. 20 is dagster-webserver's default for the same setting.
+DEFAULT_MAX_OVERFLOW = 20
 # Reopen a kept connection after this long, so a server-side idle timeout never finds it first.
 DEFAULT_POOL_RECYCLE_S = 3600
 
