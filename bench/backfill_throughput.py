@@ -239,8 +239,7 @@ def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[s
     from dispatch_pipeline.defs.partitions import SiteDay, partition_range_tags
 
     days = [SiteDay(site_id, dt.date.fromisoformat(first)), SiteDay(site_id, dt.date.fromisoformat(last))]
-    tags = {"dagster/backfill": "bench", **partition_range_tags(days)} if first != last else {
-        "dagster/partition": days[0].key, "dagster/partition/site": site_id, "dagster/partition/date": first}
+    tags = {"dagster/backfill": "bench", **partition_range_tags(days)}
     solver_config = {"timeout_ms": timeout_ms, "parallelism": parallelism}
     if service:
         solver_config.update(service=service[0], service_key=service[1])

@@ -76,23 +76,30 @@ def smoke_databases() -> Iterator[Databases]:
                 )
 
 
+def repo_dagster_home(home: Path, dagster_db: str) -> dict[str, str]:
+    """A copy of the repo's dagster.yaml in `home` (the repo's dagster_home stays clean) and the
+    variables it reads, pointed at the Dagster database `dagster_db` on the test server."""
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    return {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_HOST": POSTGRES_HOST,
+        "DAGSTER_PG_PORT": str(POSTGRES_PORT),
+        "DAGSTER_PG_DB": dagster_db,
+        "DAGSTER_MAX_CONCURRENT_RUNS": "2",
+    }
+
+
 @pytest.fixture(scope="session")
 def dagster_env(
     smoke_databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     """Environment of every Dagster process: a temp DAGSTER_HOME holding a copy of the repo's
     dagster.yaml (the repo's dagster_home stays clean), pointed at the scratch databases."""
-    home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = {
         **os.environ,
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_USERNAME": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_HOST": POSTGRES_HOST,
-        "DAGSTER_PG_PORT": str(POSTGRES_PORT),
-        "DAGSTER_PG_DB": smoke_databases.dagster_db,
-        "DAGSTER_MAX_CONCURRENT_RUNS": "2",
+        **repo_dagster_home(tmp_path_factory.mktemp("dagster_home"), smoke_databases.dagster_db),
         "DATABASE_URL": smoke_databases.app_url,
         "PYTHONUNBUFFERED": "1",
     }

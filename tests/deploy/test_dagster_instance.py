@@ -4,7 +4,6 @@ open, so a backfill run stores thousands of events without opening a connection 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -21,11 +20,11 @@ from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
 from dispatch_pipeline.defs.resources_map import pipeline_resources
 from dispatch_pipeline.demo import demo_forecast, demo_site
 from dispatch_pipeline.storage import close_engines, open_database, save_forecast, upsert_site
-from tests.postgres import POSTGRES_HOST, POSTGRES_PORT, scratch_database
+from tests.deploy.conftest import repo_dagster_home
+from tests.postgres import scratch_database
 
 pytestmark = pytest.mark.postgres
 
-REPO = Path(__file__).resolve().parents[2]
 DATES = [dt.date(2025, 3, 1) + dt.timedelta(days=n) for n in range(4)]
 ASSETS = ("site_forecast", "site_tariff", "dispatch_schedule", "dispatch_explanations", "dispatch_kpis")
 
@@ -37,15 +36,8 @@ def repo_instance(tmp_path: Path) -> Iterator[tuple[dg.DagsterInstance, str]]:
             scratch_database("postgresql", tmp_path, "dispatch_instance_app") as app_url:
         home = tmp_path / "dagster_home"
         home.mkdir()
-        shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
         env = {
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_PG_USERNAME": "postgres",
-            "DAGSTER_PG_PASSWORD": "",
-            "DAGSTER_PG_HOST": POSTGRES_HOST,
-            "DAGSTER_PG_PORT": str(POSTGRES_PORT),
-            "DAGSTER_PG_DB": dagster_url.rsplit("/", 1)[1],
-            "DAGSTER_MAX_CONCURRENT_RUNS": "2",
+            **repo_dagster_home(home, dagster_url.rsplit("/", 1)[1]),
             # As .env.example and Compose set it: a step's materialisations are stored together.
             "DAGSTER_EVENT_BATCH_SIZE": "1000",
         }
