@@ -11,7 +11,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 
@@ -67,11 +67,30 @@ class _RunResults:
 _run_results = _RunResults()
 
 
+def _step_context(context: dg.InputContext | dg.OutputContext) -> Any:
+    """The step being executed; None for a load from outside a run (`load_asset_value`)."""
+    try:
+        return context.step_context
+    except dg.DagsterInvariantViolationError:
+        return None
+
+
+def _instance(context: dg.InputContext | dg.OutputContext) -> dg.DagsterInstance | None:
+    step = _step_context(context)
+    if step is not None:
+        return step.instance
+    try:
+        return context.instance
+    except dg.DagsterInvariantViolationError:  # a context built without an instance
+        return None
+
+
 def _latest_results(context: dg.InputContext, storage: DispatchStorage) -> dict[str, DispatchResult]:
     days = io_site_days(context)
     recalled = None
-    if context.step_context:  # a step of a run (not a load outside one)
-        recalled = _run_results.recall(context.step_context.run_id, [day.key for day in days], context.op_def.name)
+    step = _step_context(context)
+    if step is not None:  # a step of a run (not a load from outside one)
+        recalled = _run_results.recall(step.run_id, [day.key for day in days], context.op_def.name)
     return recalled if recalled is not None else latest_results(storage.engine(), days)
 
 
@@ -92,48 +111,100 @@ def _per_partition(context: dg.OutputContext, obj: Any) -> list[tuple[SiteDay, A
 
 
 class SiteDayPickleIOManager(dg.ConfigurableIOManager):
-    """One pickle file per partition (`<base>/<asset>/<date>/<site>.pkl`) for the inputs of a plan.
+    """Snapshots of a plan's inputs: one pickle per site and Dagster run
+    (`<base>/<asset>/<site>/<run id>.pkl`, a dict of date -> value).
 
     Dagster's filesystem IO manager refuses an output spanning several partitions, which every
-    backfill chunk has; this one keeps a snapshot per partition, so a re-run of the dispatch step
-    plans from exactly the forecast and prices its upstream run validated.
+    backfill chunk has. A file per run and site rather than per partition: a backfill run of a
+    year writes two files instead of 730, and the file system calls were a large share of such a
+    run's time. Runs never overwrite each other's snapshots, so a re-run of the dispatch step
+    plans from exactly the forecast and prices its upstream run validated: a partition's snapshot
+    is read from the run of its latest materialisation, found in the Dagster event log when it
+    is not the current run.
     """
 
     base_dir: str = ""  # empty: the Dagster instance's storage directory
 
+    # Event log records fetched per query when locating the runs of earlier materialisations.
+    RECORDS_PAGE: ClassVar[int] = 1000
+
     def _root(self, context: dg.InputContext | dg.OutputContext) -> Path:
         if self.base_dir:
             return Path(self.base_dir)
-        instance = context.step_context.instance if context.step_context else None
+        instance = _instance(context)
         if instance is None:
             return Path(tempfile.gettempdir()) / "dispatch_pipeline"
         return Path(instance.storage_directory())
 
-    def _path(self, root: Path, context: Any, day: SiteDay) -> Path:
-        return root.joinpath(*context.asset_key.path, day.date.isoformat(), f"{day.site_id}.pkl")
+    @staticmethod
+    def _bundle(root: Path, context: Any, site_id: str, run_id: str) -> Path:
+        return root.joinpath(*context.asset_key.path, site_id, f"{run_id}.pkl")
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
         root = self._root(context)
+        by_site: dict[str, dict[str, Any]] = {}
         for day, value in _per_partition(context, obj):
-            path = self._path(root, context, day)
+            by_site.setdefault(day.site_id, {})[day.date.isoformat()] = value
+        for site_id, values in by_site.items():
+            path = self._bundle(root, context, site_id, context.run_id)
             path.parent.mkdir(parents=True, exist_ok=True)
             # Write then rename: a reader never sees half a file.
             partial = path.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+            partial.write_bytes(pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL))
             partial.replace(path)
 
     def load_input(self, context: dg.InputContext) -> dict[str, Any]:
         root = self._root(context)
-        values = {}
-        for day in io_site_days(context):
-            path = self._path(root, context, day)
-            try:
-                values[day.key] = pickle.loads(path.read_bytes())
-            except FileNotFoundError:
-                raise dg.Failure(
-                    f"{context.asset_key.to_user_string()} has not been materialised for {day}"
-                ) from None
+        days = io_site_days(context)
+        values: dict[str, Any] = {}
+        bundles: dict[Path, dict[str, Any]] = {}
+
+        def take(wanted: list[SiteDay], run_of: dict[str, str]) -> None:
+            for day in wanted:
+                run_id = run_of.get(day.key)
+                if run_id is None:
+                    continue
+                path = self._bundle(root, context, day.site_id, run_id)
+                if path not in bundles:
+                    bundles[path] = pickle.loads(path.read_bytes()) if path.exists() else {}
+                if day.date.isoformat() in bundles[path]:
+                    values[day.key] = bundles[path][day.date.isoformat()]
+
+        # Most loads are of partitions their own run has just materialised.
+        step = _step_context(context)
+        if step is not None:
+            take(days, {day.key: step.run_id for day in days})
+        missing = [day for day in days if day.key not in values]
+        if missing:
+            take(missing, self._latest_runs(context, [day.key for day in missing]))
+            missing = [day for day in missing if day.key not in values]
+        if missing:
+            shown = ", ".join(str(day) for day in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()} has no stored snapshot for {shown}{more}: "
+                "materialise it for these partitions first"
+            )
         return values
+
+    def _latest_runs(self, context: dg.InputContext, keys: list[str]) -> dict[str, str]:
+        """The Dagster run of each partition's latest materialisation (newest records first)."""
+        instance = _instance(context)
+        if instance is None:
+            return {}
+        wanted, found = set(keys), {}
+        records_filter = dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=keys)
+        cursor = None
+        while wanted:
+            page = instance.fetch_materializations(records_filter, limit=self.RECORDS_PAGE, cursor=cursor)
+            for record in page.records:
+                if record.partition_key in wanted:
+                    found[record.partition_key] = record.run_id
+                    wanted.discard(record.partition_key)
+            if not page.has_more:
+                break
+            cursor = page.cursor
+        return found
 
 
 class DispatchRunIOManager(dg.ConfigurableIOManager):
