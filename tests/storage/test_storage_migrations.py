@@ -5,14 +5,22 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from dispatch_pipeline.core.result import Kpis
-from dispatch_pipeline.storage.database import make_engine
-from dispatch_pipeline.storage.migrate import current_revision, head_revision, upgrade_database
+from dispatch_pipeline.storage import get_run, save_runs
+from dispatch_pipeline.storage.database import make_engine, write_transaction
+from dispatch_pipeline.storage.migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade_database,
+)
 from dispatch_pipeline.storage.tables import KPI_COLUMNS, metadata
+from tests.storage.conftest import build_result
 
 EXPECTED_TABLES = {
     "sites",
@@ -27,7 +35,7 @@ EXPECTED_TABLES = {
 
 def test_migrations_create_every_table(engine: Engine, database_url: str) -> None:
     assert set(inspect(engine).get_table_names()) >= EXPECTED_TABLES
-    assert current_revision(database_url) == head_revision() == "0001"
+    assert current_revision(database_url) == head_revision() == "0002"
 
 
 def test_migrated_schema_matches_tables_module(engine: Engine) -> None:
@@ -66,3 +74,30 @@ def test_objective_config_is_jsonb_on_postgresql(engine: Engine) -> None:
 
 def test_kpi_columns_follow_the_kpi_model() -> None:
     assert list(KPI_COLUMNS) == list(Kpis.model_fields)
+
+
+def _migrate(url: str, step: str, revision: str) -> None:
+    with write_transaction(make_engine(url)) as connection:
+        getattr(command, step)(alembic_config(connection), revision)
+
+
+def _referenced_tables(engine: Engine, table: str) -> list[str]:
+    return [key["referred_table"] for key in inspect(engine).get_foreign_keys(table)]
+
+
+def test_dropping_the_interval_keys_keeps_every_row(fresh_database_url: str) -> None:
+    engine = make_engine(fresh_database_url)
+    _migrate(fresh_database_url, "upgrade", "0001")
+    result = build_result("MIGRATED_SITE")
+    save_runs(engine, [result], source="cli")
+    assert _referenced_tables(engine, "dispatch_schedule") == ["dispatch_runs"]
+
+    _migrate(fresh_database_url, "upgrade", "0002")
+    assert _referenced_tables(engine, "dispatch_schedule") == []
+    assert _referenced_tables(engine, "dispatch_explanations") == []
+    assert _referenced_tables(engine, "dispatch_kpis") == ["dispatch_runs"]
+    assert get_run(engine, result.run_id).to_result() == result
+
+    _migrate(fresh_database_url, "downgrade", "0001")
+    assert _referenced_tables(engine, "dispatch_explanations") == ["dispatch_runs"]
+    assert get_run(engine, result.run_id).to_result() == result
