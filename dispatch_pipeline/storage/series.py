@@ -100,14 +100,27 @@ def load_latest(
         rows = connection.execute(query).all()
     names = ["ts", *value_columns, "issued_at"]
     columns = dict(zip(names, zip(*rows, strict=True) if rows else [() for _ in names], strict=True))
-    # SQLite hands back naive values, stored in UTC; PostgreSQL aware ones in the session's zone.
     return pd.DataFrame(
         {
-            "ts": pd.to_datetime(list(columns["ts"]), utc=True),
+            "ts": _utc_instants(columns["ts"]),
             **{name: np.asarray(columns[name], dtype=float) for name in value_columns},
-            "issued_at": pd.to_datetime(list(columns["issued_at"]), utc=True),
+            "issued_at": _utc_instants(columns["issued_at"]),
         }
     )
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NAIVE_EPOCH = _EPOCH.replace(tzinfo=None)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _utc_instants(values: Sequence[dt.datetime]) -> pd.DatetimeIndex:
+    """Driver datetimes as UTC instants (datetime64[us, UTC]): SQLite hands back naive values,
+    stored in UTC; PostgreSQL aware ones in the session's zone. Through integer microseconds
+    since the epoch, which is exact and costs half of pandas parsing datetime objects."""
+    epoch = _NAIVE_EPOCH if values and values[0].tzinfo is None else _EPOCH
+    micros = np.fromiter(((value - epoch) // _MICROSECOND for value in values), dtype=np.int64, count=len(values))
+    return pd.DatetimeIndex(micros.view("datetime64[us]")).tz_localize("UTC")
 
 
 def _driver_datetime(column: Any) -> Any:

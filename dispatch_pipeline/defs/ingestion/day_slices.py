@@ -14,7 +14,6 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache, partial
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -34,11 +33,42 @@ MAX_SPAN_DAYS = 400
 MAX_GAP_DAYS = 7
 
 
-class DaySlice(NamedTuple):
-    local: LocalDay
-    rows: pd.DataFrame  # one row per interval start of the day; NaN where data is missing
-    missing: list[pd.Timestamp]  # interval starts without a complete row
-    stored_rows: int  # rows stored inside the day, on the interval grid or not
+class DaySlice:
+    """One site-day of a stored series: its local day, its rows aligned to the day's intervals
+    (NaN where data is missing), the interval starts without a complete row, and how many rows
+    were stored inside the day, on the interval grid or not.
+
+    For a day without a single stored row, rows and missing intervals are only built when asked
+    for: a site without price series has a year of such days per backfill run, and its tariff
+    comes from elsewhere.
+    """
+
+    def __init__(
+        self,
+        local: LocalDay,
+        stored_rows: int,
+        rows: pd.DataFrame | None = None,
+        missing: list[pd.Timestamp] | None = None,
+        blank_values: Callable[[], pd.DataFrame] | None = None,
+    ) -> None:
+        self.local = local
+        self.stored_rows = stored_rows
+        self._rows, self._missing, self._blank_values = rows, missing, blank_values
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        if self._rows is None:
+            # What align_to_day says of a day without a single stored row, without its cost.
+            rows = self._blank_values().copy()
+            rows.insert(0, "ts", self.local.timestamps())
+            self._rows = rows
+        return self._rows
+
+    @property
+    def missing(self) -> list[pd.Timestamp]:
+        if self._missing is None:
+            self._missing = self.local.timestamps().to_list()
+        return self._missing
 
 
 def _spans(dates: Sequence[dt.date]) -> list[list[dt.date]]:
@@ -89,14 +119,15 @@ def _slice_days(
         first = int(np.searchsorted(stamps, start))
         last = first + int(np.searchsorted(stamps[first:], start + local.intervals * step))
         if first == last:
-            slices.append(_unstored_day(local, blank_values_for(local.intervals)))
+            slices.append(DaySlice(local, 0, blank_values=partial(blank_values_for, local.intervals)))
             continue
         expected = start + np.arange(local.intervals, dtype=np.int64) * step
         rows = frame.iloc[first:last].reset_index(drop=True)
         if np.array_equal(stamps[first:last], expected) and not has_gaps[first:last].any():
-            slices.append(DaySlice(local, rows, [], len(rows)))
+            slices.append(DaySlice(local, len(rows), rows, []))
         else:
-            slices.append(DaySlice(local, *align_to_day(rows, local, tuple(columns)), len(rows)))
+            aligned, missing = align_to_day(rows, local, tuple(columns))
+            slices.append(DaySlice(local, len(rows), aligned, missing))
     return slices
 
 
@@ -106,11 +137,3 @@ def _blank_values(frame: pd.DataFrame, intervals: int) -> pd.DataFrame:
     Reindexed, as align_to_day makes its rows, so that every column gets the dtype it would there.
     """
     return frame.iloc[:0].drop(columns="ts").reindex(pd.RangeIndex(intervals))
-
-
-def _unstored_day(local: LocalDay, blank_values: pd.DataFrame) -> DaySlice:
-    """What align_to_day says of a day without a single stored row, without its cost."""
-    timestamps = local.timestamps()
-    rows = blank_values.copy()
-    rows.insert(0, "ts", timestamps)
-    return DaySlice(local, rows, timestamps.to_list(), 0)

@@ -36,13 +36,11 @@ def site_forecast(
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     problems: list[str] = []
-    for day, (local, rows, missing, _) in load_day_slices(
-        engine, load_forecast, FORECAST_COLUMNS, days, sites
-    ).items():
-        if missing:
-            problems.append(missing_message("forecast", day.site_id, local, missing))
+    for day, stored in load_day_slices(engine, load_forecast, FORECAST_COLUMNS, days, sites).items():
+        if stored.missing:
+            problems.append(missing_message("forecast", day.site_id, stored.local, stored.missing))
         else:
-            frames[day.key] = rows
+            frames[day.key] = stored.rows
     fail_incomplete("without a complete forecast", problems)
     return dg.Output(frames, metadata=_metadata(frames))
 

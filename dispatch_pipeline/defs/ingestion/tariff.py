@@ -39,15 +39,13 @@ def site_tariff(
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     problems: list[str] = []
-    for day, (local, rows, missing, stored_rows) in load_day_slices(
-        engine, load_price_series, PRICE_COLUMNS, days, sites
-    ).items():
-        if not stored_rows:
-            frames[day.key] = _tou_frame(sites[day.site_id].tariff, local)
-        elif missing:
-            problems.append(missing_message("price series", day.site_id, local, missing))
+    for day, stored in load_day_slices(engine, load_price_series, PRICE_COLUMNS, days, sites).items():
+        if not stored.stored_rows:
+            frames[day.key] = _tou_frame(sites[day.site_id].tariff, stored.local)
+        elif stored.missing:
+            problems.append(missing_message("price series", day.site_id, stored.local, stored.missing))
         else:
-            frames[day.key] = rows[["ts", "buy", "sell"]].assign(source="price_series")
+            frames[day.key] = stored.rows[["ts", "buy", "sell"]].assign(source="price_series")
     fail_incomplete("with an incomplete price series", problems)
     return dg.Output(frames, metadata=_metadata(frames))
 
