@@ -33,6 +33,10 @@ from urllib.parse import urlparse
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.processes import stop  # noqa: E402
+
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -96,11 +100,7 @@ def started_server(database_url: str, workers: int) -> Iterator[tuple[str, int]]
         wait_healthy(url, server)
         yield url, server.pid
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
 
 def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 180.0) -> None:

@@ -39,6 +39,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.processes import stop
+
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 TEMPLATES = ("KL_MALL", "BERLIN_DEPOT", "PHOENIX_OFFICE")
@@ -213,12 +215,7 @@ def solver_service(directory: Path, workers: int):
         wait_until_serving(address)
         yield address, key
     finally:
-        service.terminate()
-        try:
-            service.wait(30)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
+        stop(service)
 
 
 def code_location_job():
