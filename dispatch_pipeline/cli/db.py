@@ -26,9 +26,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import ArgumentError, OperationalError
 
-    from dispatch_pipeline.storage import database_url, upgrade_database
+    from dispatch_pipeline.storage import database_url
     from dispatch_pipeline.storage.database import normalize_url
-    from dispatch_pipeline.storage.migrate import current_revision, head_revision
+    from dispatch_pipeline.storage.migrate import current_revision, head_revision, upgrade_database
 
     url = normalize_url(args.database_url) if args.database_url else database_url()
     try:

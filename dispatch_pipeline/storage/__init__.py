@@ -15,7 +15,6 @@ from dispatch_pipeline.storage.forecasts import (
     save_forecast,
     save_price_series,
 )
-from dispatch_pipeline.storage.migrate import upgrade_database
 from dispatch_pipeline.storage.runs import (
     RunRecord,
     StoredRun,
@@ -48,6 +47,5 @@ __all__ = [
     "save_forecast",
     "save_price_series",
     "save_runs",
-    "upgrade_database",
     "upsert_site",
 ]

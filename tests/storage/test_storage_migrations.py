@@ -12,7 +12,14 @@ from sqlalchemy import Engine, inspect
 
 from dispatch_pipeline.core.result import Kpis
 from dispatch_pipeline.storage import get_run, save_runs
-from dispatch_pipeline.storage.database import make_engine, write_transaction
+from dispatch_pipeline.storage.database import (
+    HEAD_REVISION,
+    close_engines,
+    make_engine,
+    open_database,
+    schema_at_head,
+    write_transaction,
+)
 from dispatch_pipeline.storage.migrate import (
     alembic_config,
     current_revision,
@@ -47,6 +54,25 @@ def test_migrated_schema_matches_tables_module(engine: Engine) -> None:
 def test_latest_run_index_exists(engine: Engine) -> None:
     indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("dispatch_runs")}
     assert indexes["ix_dispatch_runs_site_id_date_created_at"] == ["site_id", "date", "created_at"]
+
+
+def test_head_revision_constant_is_the_newest_migration() -> None:
+    # open_database skips Alembic when the database is at HEAD_REVISION: a stale constant would
+    # leave databases unmigrated.
+    assert HEAD_REVISION == head_revision()
+
+
+def test_open_database_migrates_an_older_schema_and_then_trusts_it(fresh_database_url: str) -> None:
+    engine = make_engine(fresh_database_url)
+    assert not schema_at_head(engine)  # nothing there yet
+    _migrate(fresh_database_url, "upgrade", "0001")
+    assert not schema_at_head(engine)
+    close_engines()  # forget that this process has seen the database
+
+    engine = open_database(fresh_database_url)
+    assert current_revision(fresh_database_url) == HEAD_REVISION
+    assert schema_at_head(engine)
+    assert _referenced_tables(engine, "dispatch_schedule") == []
 
 
 def test_upgrade_is_idempotent(fresh_database_url: str) -> None:
