@@ -35,8 +35,12 @@ class SiteDay(NamedTuple):
 
     @property
     def key(self) -> str:
-        """The partition key string Dagster uses ("date|site": dimensions sorted by name)."""
-        return str(site_day_key(self.site_id, self.date))
+        """The partition key string Dagster uses ("date|site": dimensions sorted by name).
+
+        The string of `site_day_key`, built directly: a backfill run asks for it ~10,000 times,
+        and a MultiPartitionKey costs ten times more to make.
+        """
+        return f"{self.date.isoformat()}|{self.site_id}"
 
     def __str__(self) -> str:
         return f"site {self.site_id} on {self.date.isoformat()}"

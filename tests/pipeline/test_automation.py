@@ -128,6 +128,17 @@ def test_last_date_partition_matches_dagster():
     assert date_partitions.get_last_partition_key() == last_date_partition(now).isoformat()
 
 
+@pytest.mark.parametrize("site_id", ["KL_MALL", "site-7.b"])
+def test_site_day_key_is_dagsters_multi_partition_key(site_id):
+    from dispatch_pipeline.defs.partitions import SiteDay, parse_site_day, site_day_partitions
+
+    day = SiteDay(site_id, dt.date(2025, 3, 30))
+    dagster_key = dg.MultiPartitionKey({"site": site_id, "date": "2025-03-30"})
+    assert day.key == str(dagster_key) == "2025-03-30|" + site_id
+    assert parse_site_day(day.key) == parse_site_day(dagster_key) == day
+    assert site_day_partitions.get_partition_key_from_str(day.key) == dagster_key
+
+
 def test_plan_runs_groups_ready_neighbours_and_isolates_the_rest():
     from dispatch_pipeline.defs.automation.day_ahead import plan_runs
     from dispatch_pipeline.defs.partitions import SiteDay

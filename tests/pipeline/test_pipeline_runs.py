@@ -96,6 +96,10 @@ def test_a_ranged_run_stores_every_partition(job, instance, engine, make_site):
         assert stored.run.dagster_run_id == result.run_id
     # Berlin's plan is on Berlin's local day whatever the partition label's timezone
     assert latest_run(engine, second.site_id, DAY).points[0].ts == "2025-03-10T23:00:00Z"
+    tariff_event = next(
+        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "site_tariff"
+    )
+    assert tariff_event.materialization.metadata["sources"].value == {"tou_tariff": 6}
 
 
 def test_a_failure_between_writes_leaves_no_partial_run(job, instance, engine, make_site, monkeypatch):

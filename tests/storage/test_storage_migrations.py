@@ -59,7 +59,7 @@ def test_latest_run_index_exists(engine: Engine) -> None:
 def test_head_revision_constant_is_the_newest_migration() -> None:
     # open_database skips Alembic when the database is at HEAD_REVISION: a stale constant would
     # leave databases unmigrated.
-    assert HEAD_REVISION == head_revision()
+    assert head_revision() == HEAD_REVISION
 
 
 def test_open_database_migrates_an_older_schema_and_then_trusts_it(fresh_database_url: str) -> None:

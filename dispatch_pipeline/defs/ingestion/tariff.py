@@ -1,5 +1,7 @@
 """`site_tariff`: buy and sell price of every interval of the site-day."""
 
+from collections import Counter
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -38,16 +40,19 @@ def site_tariff(
     engine = storage.engine()
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
+    sources: Counter[str] = Counter()
     problems: list[str] = []
     for day, stored in load_day_slices(engine, load_price_series, PRICE_COLUMNS, days, sites).items():
         if not stored.stored_rows:
             frames[day.key] = _tou_frame(sites[day.site_id].tariff, stored.local)
+            sources["tou_tariff"] += 1
         elif stored.missing:
             problems.append(missing_message("price series", day.site_id, stored.local, stored.missing))
         else:
             frames[day.key] = stored.rows[["ts", "buy", "sell"]].assign(source="price_series")
+            sources["price_series"] += 1
     fail_incomplete("with an incomplete price series", problems)
-    return dg.Output(frames, metadata=_metadata(frames))
+    return dg.Output(frames, metadata=_metadata(frames, sources))
 
 
 def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
@@ -61,11 +66,9 @@ def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
     )
 
 
-def _metadata(frames: dict[str, pd.DataFrame]) -> dict[str, object]:
-    sources = pd.Series([frame["source"].iat[0] for frame in frames.values()])
-    counts = {str(k): int(v) for k, v in sources.value_counts().items()}
+def _metadata(frames: dict[str, pd.DataFrame], sources: Counter[str]) -> dict[str, object]:
     if len(frames) != 1:
-        return {"partitions": len(frames), "sources": dg.MetadataValue.json(counts),
+        return {"partitions": len(frames), "sources": dg.MetadataValue.json(dict(sources.most_common())),
                 "sites_days": shorten(sorted(frames))}
     frame = next(iter(frames.values()))
     return {
