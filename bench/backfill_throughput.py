@@ -19,7 +19,9 @@ Raw solve: the same site-days through the core alone (build_problem, MILP with f
 result assembly with explanations and KPIs), on the same number of warm solver workers. It is
 timed just before and just after the backfill, and the ratio uses their mean: the machine's speed
 drifts by several per cent over minutes, and one raw pass minutes away from the backfill would
-put that drift into the ratio. Scratch databases are dropped at the end.
+put that drift into the ratio. With --rounds N the backfill is repeated N times (each adds a
+run per partition, as re-materialising does), each between two raw passes, and the median ratio
+is printed. Scratch databases are dropped at the end.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import datetime as dt
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -332,6 +335,8 @@ def main() -> int:
     parser.add_argument("--planned-event-subsets", action=argparse.BooleanOptionalAction, default=True,
                         help="one planned event per asset and run (default on; see the comment in main)")
     parser.add_argument("--skip-raw", action="store_true", help="skip the raw solve timing")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="backfill this many times, each between two raw passes; prints the median ratio")
     parser.add_argument("--solver-service", action=argparse.BooleanOptionalAction, default=True,
                         help="runs solve on a shared solver service (default), else on their own workers")
     parser.add_argument("--day-ahead", type=int, default=0, metavar="N",
@@ -413,41 +418,48 @@ def main() -> int:
             settle_postgres(app_url)
         print(f"setup: {len(sites)} sites x {len(dates)} days of forecasts in {time.perf_counter() - t:.1f} s")
 
-        raw_passes = []
-
-        def time_raw(when: str) -> None:
-            if not args.skip_raw:
-                raw_passes.append(raw_solve_seconds(engine, sites, dates, args.parallelism, args.timeout_ms))
-                seconds, _cpu, fallbacks = raw_passes[-1]
-                print(f"raw solve, {when} the backfill: {seconds:.1f} s ({fallbacks} fallbacks)", flush=True)
-
-        time_raw("before")
-        cpu, pg_cpu = machine_cpu_seconds(), postgres_cpu_seconds()
-        dagster, runs, failed, run_cpu = dagster_backfill_seconds(
-            app_url, args.timeout_ms, args.parallelism, service, sites, dates, args.chunk, args.concurrency
-        )
-        dagster_cpu = machine_cpu_seconds() - cpu
-        pg_cpu = None if pg_cpu is None else postgres_cpu_seconds() - pg_cpu
-        time_raw("after")
-        raw = sum(p[0] for p in raw_passes) / len(raw_passes) if raw_passes else 0.0
-        raw_cpu = sum(p[1] for p in raw_passes) / len(raw_passes) if raw_passes else 0.0
+        def time_raw() -> tuple[float, float]:
+            seconds, cpu, fallbacks = raw_solve_seconds(engine, sites, dates, args.parallelism, args.timeout_ms)
+            print(f"raw solve: {seconds:.1f} s ({fallbacks} fallbacks)", flush=True)
+            return seconds, cpu
 
         partitions = len(sites) * len(dates)
-        print(f"\n{'':<28}{'seconds':>10}{'ms/site-day':>13}{'machine CPU-s':>15}")
-        if not args.skip_raw:
-            print(f"{'raw core solve (mean)':<28}{raw:>10.1f}{raw * 1000 / partitions:>13.1f}{raw_cpu:>15.1f}")
-        print(f"{'Dagster + storage backfill':<28}{dagster:>10.1f}{dagster * 1000 / partitions:>13.1f}"
-              f"{dagster_cpu:>15.1f}")
-        if not args.skip_raw and raw > 0:
-            each = ", ".join(f"{dagster / p[0]:.2f}x" for p in raw_passes)
-            print(f"overhead ratio (Dagster / mean raw): {dagster / raw:.2f}x (against each raw pass: {each})")
-        print(f"backfill CPU-s: run processes {run_cpu:.1f} (their own solver workers not included)"
-              + ("" if pg_cpu is None else f", PostgreSQL {pg_cpu:.1f}")
-              + f", the rest (solver service or workers, other) {dagster_cpu - run_cpu - (pg_cpu or 0):.1f}")
-        where = "on the solver service" if service else "per run"
-        print(f"{partitions} site-days in {runs} run(s), {args.concurrency} at a time, {failed} failed; "
-              f"{args.parallelism} solver worker(s) {where}, chunk {args.chunk}")
-        return 1 if failed else 0
+        raw_before = None if args.skip_raw else time_raw()
+        ratios, any_failed = [], False
+        for round_number in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"\nround {round_number} of {args.rounds}")
+            cpu, pg_cpu = machine_cpu_seconds(), postgres_cpu_seconds()
+            dagster, runs, failed, run_cpu = dagster_backfill_seconds(
+                app_url, args.timeout_ms, args.parallelism, service, sites, dates, args.chunk, args.concurrency
+            )
+            dagster_cpu = machine_cpu_seconds() - cpu
+            pg_cpu = None if pg_cpu is None else postgres_cpu_seconds() - pg_cpu
+            any_failed |= bool(failed)
+            raw_after = None if args.skip_raw else time_raw()
+
+            print(f"\n{'':<28}{'seconds':>10}{'ms/site-day':>13}{'machine CPU-s':>15}")
+            if raw_before and raw_after:
+                raw = (raw_before[0] + raw_after[0]) / 2
+                raw_cpu = (raw_before[1] + raw_after[1]) / 2
+                print(f"{'raw core solve (mean)':<28}{raw:>10.1f}{raw * 1000 / partitions:>13.1f}{raw_cpu:>15.1f}")
+            print(f"{'Dagster + storage backfill':<28}{dagster:>10.1f}{dagster * 1000 / partitions:>13.1f}"
+                  f"{dagster_cpu:>15.1f}")
+            if raw_before and raw_after:
+                ratios.append(dagster / raw)
+                print(f"overhead ratio (Dagster / mean of the raw passes before and after): {ratios[-1]:.2f}x "
+                      f"(against each: {dagster / raw_before[0]:.2f}x, {dagster / raw_after[0]:.2f}x)")
+            print(f"backfill CPU-s: run processes {run_cpu:.1f} (their own solver workers not included)"
+                  + ("" if pg_cpu is None else f", PostgreSQL {pg_cpu:.1f}")
+                  + f", the rest (solver service or workers, other) {dagster_cpu - run_cpu - (pg_cpu or 0):.1f}")
+            where = "on the solver service" if service else "per run"
+            print(f"{partitions} site-days in {runs} run(s), {args.concurrency} at a time, {failed} failed; "
+                  f"{args.parallelism} solver worker(s) {where}, chunk {args.chunk}")
+            raw_before = raw_after
+        if len(ratios) > 1:
+            print(f"\noverhead ratios of {len(ratios)} rounds: {', '.join(f'{r:.2f}x' for r in ratios)}; "
+                  f"median {statistics.median(ratios):.2f}x")
+        return 1 if any_failed else 0
 
 
 if __name__ == "__main__":
