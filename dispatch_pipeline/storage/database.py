@@ -61,15 +61,15 @@ def make_engine(url: str) -> Engine:
 
 def open_database(url: str | None = None) -> Engine:
     """An engine whose schema has been migrated to head (once per process and URL)."""
-    # Imported only when there is something to migrate: see HEAD_REVISION.
-    from dispatch_pipeline.storage.migrate import upgrade_database
-
     url = normalize_url(url or database_url())
     engine = make_engine(url)
     # Holding the lock while migrating makes concurrent first calls in threads wait for one run.
     with _migration_lock:
         if url not in _migrated:
             if not schema_at_head(engine):
+                # Imported only when there is something to migrate: see HEAD_REVISION.
+                from dispatch_pipeline.storage.migrate import upgrade_database
+
                 upgrade_database(url)
             _migrated.add(url)
     return engine
