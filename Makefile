@@ -1,12 +1,13 @@
-# Two commands a newcomer needs: `make demo` (install + run the main job), `make test` (install +
-# run the whole test suite). Everything installs into .venv; system packages come from apt.
+# Commands a newcomer needs: `make demo` (install + run the main job), `make ui` (the Dagster UI on
+# the demo's runs), `make test` (install + run the whole test suite). Everything installs into
+# .venv; system packages come from apt.
 
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test lint bench
+.PHONY: install system-deps demo ui test lint bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +29,9 @@ system-deps:
 
 demo: install
 	$(VENV)/bin/dispatch-pipeline demo
+
+ui: install
+	$(VENV)/bin/dispatch-pipeline ui
 
 test: install system-deps
 	$(VENV)/bin/ruff check dispatch_pipeline tests bench deploy

@@ -1,7 +1,7 @@
 """`dispatch-pipeline demo`: three demo sites planned for the last week and tomorrow, via Dagster.
 
 Registers the demo sites, generates their forecasts, materialises every site-day through Dagster
-(in this process, on the instance of DAGSTER_HOME so the runs show in the UI), prints what was
+(in this process, on the instance the UI uses: see `cli/dagster_home.py`), prints what was
 planned and how to look at it in the Dagster UI.
 """
 
@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.cli.dagster_home import DagsterHome, choose_dagster_home
 
 PAST_DAYS = 7
-PG_ENV = re.compile(r"env:\s*(DAGSTER_PG_[A-Z_]+)")
+# The runs' event logs are in the instance (and the UI); the terminal gets warnings and the summary.
+QUIET_RUNS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -33,32 +33,18 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def dagster_home() -> Path | None:
-    """DAGSTER_HOME, else ./dagster_home when it exists (exported so Dagster uses it too)."""
-    home = os.environ.get("DAGSTER_HOME")
-    if not home and Path("dagster_home").is_dir():
-        home = str(Path("dagster_home").resolve())
-        os.environ["DAGSTER_HOME"] = home
-    return Path(home) if home else None
-
-
-def open_instance(home: Path | None) -> tuple[Any, str]:
-    """The instance of `home`, or a temporary one (with the reason) when it cannot be used."""
+def open_instance(home: DagsterHome) -> Any:
+    """The instance of `home`, its storage touched so that a bad one fails now, not mid-demo."""
     import dagster as dg
 
-    if home is None:
-        return dg.DagsterInstance.ephemeral(), "DAGSTER_HOME is not set"
-    config = home / "dagster.yaml"
-    text = config.read_text(encoding="utf-8") if config.exists() else ""
-    unset = sorted({name for name in PG_ENV.findall(text) if not os.environ.get(name)})
-    if unset:
-        return dg.DagsterInstance.ephemeral(), f"{config} needs {', '.join(unset)}, which are not set"
+    from dispatch_pipeline.defs.partitions import SITES_PARTITIONS_NAME
+
     try:
         instance = dg.DagsterInstance.get()
-        instance.get_dynamic_partitions("sites")  # touches the storage: fails now, not mid-demo
+        instance.get_dynamic_partitions(SITES_PARTITIONS_NAME)
     except Exception as exc:
-        return dg.DagsterInstance.ephemeral(), f"the instance of {home} is unusable ({exc})"
-    return instance, ""
+        raise UsageError(f"the Dagster instance in {home.path} is unusable: {exc}") from exc
+    return instance
 
 
 def demo_dates(today: dt.date, past_days: int) -> list[dt.date]:
@@ -67,25 +53,31 @@ def demo_dates(today: dt.date, past_days: int) -> list[dt.date]:
     return [today - dt.timedelta(days=n) for n in range(past_days, 0, -1)] + [today + dt.timedelta(days=1)]
 
 
+def demo_runs(site_ids: list[str], today: dt.date, past_days: int) -> list[list[Any]]:
+    """Per site, its past days in one run (as a backfill chunk plans history) and tomorrow in
+    another (as the day-ahead schedule does)."""
+    from dispatch_pipeline.defs.partitions import SiteDay
+
+    *past, tomorrow = demo_dates(today, past_days)
+    history = [[SiteDay(site_id, date) for date in past] for site_id in site_ids] if past else []
+    return history + [[SiteDay(site_id, tomorrow)] for site_id in site_ids]
+
+
 def run(args: argparse.Namespace) -> int:
     if args.days < 0:
         raise UsageError(f"--days: must be >= 0 (got {args.days})")
     # Imported here: Dagster takes seconds to import and the other subcommands do not need it.
     from dispatch_pipeline.defs.automation.sensors import sync_site_partitions
-    from dispatch_pipeline.defs.local_runs import build_local_job, run_site_day
-    from dispatch_pipeline.defs.partitions import SiteDay
+    from dispatch_pipeline.defs.local_runs import build_local_job, run_site_days
     from dispatch_pipeline.defs.resources import DispatchStorage
     from dispatch_pipeline.defs.resources_map import pipeline_resources
     from dispatch_pipeline.defs.stored_runs import latest_results
     from dispatch_pipeline.demo import demo_forecast, demo_sites
     from dispatch_pipeline.storage import database_url, open_database, save_forecast, upsert_site
 
-    home = dagster_home()
-    instance, fallback_reason = open_instance(home)
-    if fallback_reason:
-        print(f"Dagster instance: temporary ({fallback_reason}); these runs will not show in the UI.")
-    else:
-        print(f"Dagster instance: {home}")
+    home = choose_dagster_home()
+    instance = open_instance(home)
+    print(f"Dagster instance: {home.path} ({home.storage})")
     url = args.database_url or database_url()
     engine = open_database(url)
     print(f"Application database: {_safe(url)}")
@@ -99,29 +91,33 @@ def run(args: argparse.Namespace) -> int:
         for date in dates:
             save_forecast(engine, site.site_id, demo_forecast(site, date), issued_at)
     sync_site_partitions(instance, [site.site_id for site in sites])
-    print(f"Registered {len(sites)} demo sites; forecasts for {dates[0]} .. {dates[-2]} and {dates[-1]}")
+    print(f"Registered {len(sites)} demo sites with forecasts for {', '.join(map(str, dates))}")
 
     job = build_local_job(pipeline_resources(storage=DispatchStorage(database_url=url)))
-    days = [SiteDay(site.site_id, date) for site in sites for date in dates]
+    runs = demo_runs([site.site_id for site in sites], today, args.days)
+    days = [day for run_days in runs for day in run_days]
     started = time.perf_counter()
     failures = []
-    for day in days:
-        result = run_site_day(job, instance, day, tags={"dispatch/source": "demo"})
+    for run_days in runs:
+        result = run_site_days(job, instance, run_days, tags={"dispatch/source": "demo"}, run_config=QUIET_RUNS)
         if not result.success:
-            failures.append(day)
-        print(f"  {'ok    ' if result.success else 'FAILED'} {day}  (run {result.run_id[:8]})", flush=True)
+            failures.extend(run_days)
+        first, last = run_days[0], run_days[-1]
+        span = first.date.isoformat() + ("" if first == last else f"..{last.date.isoformat()}")
+        print(f"  {'ok    ' if result.success else 'FAILED'} {first.site_id:<16} {span:<22} "
+              f"{len(run_days)} site-day(s)  (run {result.run_id[:8]})", flush=True)
     elapsed = time.perf_counter() - started
-    print(f"Materialised {len(days) - len(failures)} of {len(days)} site-days in {elapsed:.1f} s\n")
+    print(f"Materialised {len(days) - len(failures)} of {len(days)} site-days in {len(runs)} runs "
+          f"in {elapsed:.1f} s\n")
 
     stored = latest_results(engine, [day for day in days if day not in failures])
     print_summary(stored, sites)
     print(
-        "\nOpen the Dagster UI to see lineage, checks and plots:\n"
-        "  dagster dev -w workspace.yaml      (or: dg dev)\n"
-        "  then http://127.0.0.1:3000  (Assets > dispatch_schedule > Partitions)"
+        "\nThese runs are in the Dagster UI, with their lineage, checks and plots:\n"
+        "  make ui      (or: .venv/bin/dispatch-pipeline ui; `dagster dev -w workspace.yaml` with\n"
+        f"               DAGSTER_HOME={home.path})\n"
+        "  then open http://127.0.0.1:3000  (Assets > dispatch_schedule > Partitions; Runs)"
     )
-    if fallback_reason:
-        print("  (set the DAGSTER_PG_* variables, or DAGSTER_HOME to a SQLite instance, to keep the runs)")
     return 1 if failures else 0
 
 

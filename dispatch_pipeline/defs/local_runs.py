@@ -23,13 +23,18 @@ def build_local_job(resources: Mapping[str, Any]) -> dg.JobDefinition:
 
 
 def run_site_day(
-    job: dg.JobDefinition, instance: dg.DagsterInstance, day: SiteDay, tags: Mapping[str, str] | None = None
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    day: SiteDay,
+    tags: Mapping[str, str] | None = None,
+    run_config: Mapping[str, Any] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """One partition, one run (what a day-ahead tick launches)."""
     return job.execute_in_process(
         instance=instance,
         partition_key=day.key,
         tags={"dispatch/site": day.site_id, **(tags or {})},
+        run_config=run_config,
         raise_on_error=False,
     )
 
@@ -39,14 +44,16 @@ def run_site_days(
     instance: dg.DagsterInstance,
     days: Sequence[SiteDay],
     tags: Mapping[str, str] | None = None,
+    run_config: Mapping[str, Any] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Many partitions in one run, as a backfill chunk does: `days` must form a site x date
     rectangle (contiguous dates; sites contiguous in the dynamic partition order)."""
     if len(days) == 1:
-        return run_site_day(job, instance, days[0], tags)
+        return run_site_day(job, instance, days[0], tags, run_config)
     return job.execute_in_process(
         instance=instance,
         tags={**partition_range_tags(days), **(tags or {})},
+        run_config=run_config,
         raise_on_error=False,
     )
 

@@ -1,0 +1,63 @@
+"""Which Dagster instance the demo and the UI share, so that the demo's runs are the UI's.
+
+1. `DAGSTER_HOME`, when set: the user's choice; every `env:` variable its dagster.yaml names
+   must be set too.
+2. `./dagster_home` (PostgreSQL) when every variable its dagster.yaml reads is set
+   (`DAGSTER_PG_*`, `DAGSTER_MAX_CONCURRENT_RUNS`: see .env.example).
+3. `./dagster_home/embedded` otherwise: SQLite files, nothing to start first.
+
+The chosen directory is exported as DAGSTER_HOME, so Dagster, and the application database's
+SQLite default (`DATABASE_URL` unset), use it too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dispatch_pipeline.cli import UsageError
+
+PROJECT_HOME = Path("dagster_home")
+EMBEDDED_HOME = PROJECT_HOME / "embedded"
+ENV_REFERENCE = re.compile(r"^\s*env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class DagsterHome:
+    path: Path
+    storage: str  # how the instance stores runs, for the user to read
+
+
+def unset_variables(home: Path) -> list[str]:
+    """The environment variables `home/dagster.yaml` reads that are not set."""
+    config = home / "dagster.yaml"
+    text = config.read_text(encoding="utf-8") if config.exists() else ""
+    return sorted({name for name in ENV_REFERENCE.findall(text) if not os.environ.get(name)})
+
+
+def choose_dagster_home() -> DagsterHome:
+    """The instance directory to use (see the module docstring), exported as DAGSTER_HOME."""
+    explicit = os.environ.get("DAGSTER_HOME", "").strip()
+    if explicit:
+        home = Path(explicit).resolve()
+        missing = unset_variables(home)
+        if missing:
+            raise UsageError(
+                f"DAGSTER_HOME={home}: its dagster.yaml reads {', '.join(missing)}, which "
+                "are not set; set them, or unset DAGSTER_HOME to use the embedded SQLite instance"
+            )
+        chosen = DagsterHome(home, "as configured in its dagster.yaml")
+    elif not PROJECT_HOME.is_dir():
+        raise UsageError(
+            f"no ./{PROJECT_HOME} here: run this from the repository root, or set DAGSTER_HOME"
+        )
+    elif not unset_variables(PROJECT_HOME):
+        chosen = DagsterHome(PROJECT_HOME.resolve(), "PostgreSQL, from the DAGSTER_* variables")
+    else:
+        missing = ", ".join(unset_variables(PROJECT_HOME))
+        chosen = DagsterHome(EMBEDDED_HOME.resolve(), f"SQLite; set {missing} for dagster_home/ on PostgreSQL")
+    chosen.path.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(chosen.path)
+    return chosen

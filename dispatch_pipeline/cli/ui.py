@@ -1,0 +1,45 @@
+"""`dispatch-pipeline ui`: the Dagster UI (and daemon) on the instance the demo wrote to."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.cli.dagster_home import choose_dagster_home
+
+WORKSPACE = Path("workspace.yaml")
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "ui",
+        help="start the Dagster UI and daemon (dagster dev) on the demo's instance",
+        description=(
+            "Run `dagster dev -w workspace.yaml` on the Dagster instance `demo` uses: DAGSTER_HOME "
+            "if set, else dagster_home/ when the variables its dagster.yaml reads are set, else "
+            "the embedded SQLite instance in dagster_home/embedded. Run it from the repository root."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=3000, help="port (default: 3000)")
+    parser.set_defaults(handler=run)
+
+
+def dagster_dev_command(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", host, "-p", str(port)]
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port: must be in 1..65535 (got {args.port})")
+    if not WORKSPACE.is_file():
+        raise UsageError(f"no ./{WORKSPACE} here: run this from the repository root")
+    home = choose_dagster_home()
+    print(f"Dagster instance: {home.path} ({home.storage})")
+    print(f"Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    command = dagster_dev_command(args.host, args.port)
+    os.execv(command[0], command)
+    return 0  # not reached: the process is now dagster dev

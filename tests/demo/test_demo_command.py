@@ -1,0 +1,98 @@
+"""`dispatch-pipeline demo` and `ui`: on a machine with nothing set, both use one embedded instance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+from sqlalchemy import func, select
+
+from dispatch_pipeline.cli import UsageError, main
+from dispatch_pipeline.cli.dagster_home import choose_dagster_home, unset_variables
+from dispatch_pipeline.storage import open_database
+from dispatch_pipeline.storage.tables import dispatch_runs
+from tests.conftest import REPO
+
+INSTANCE_VARIABLES = [
+    "DAGSTER_MAX_CONCURRENT_RUNS",
+    "DAGSTER_PG_DB",
+    "DAGSTER_PG_HOST",
+    "DAGSTER_PG_PASSWORD",
+    "DAGSTER_PG_PORT",
+    "DAGSTER_PG_USERNAME",
+]
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A directory laid out like the repository root, as the working directory, nothing set."""
+    for name in ("dagster.yaml", "embedded/dagster.yaml"):
+        (tmp_path / "dagster_home" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "dagster_home" / name, tmp_path / "dagster_home" / name)
+    shutil.copy(REPO / "workspace.yaml", tmp_path / "workspace.yaml")
+    for name in ("DAGSTER_HOME", "DATABASE_URL", *INSTANCE_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_project_instance_reads_its_settings_from_the_environment(checkout):
+    assert unset_variables(checkout / "dagster_home") == INSTANCE_VARIABLES
+    assert unset_variables(checkout / "dagster_home" / "embedded") == []
+
+
+def test_without_instance_settings_the_embedded_instance_is_chosen_and_exported(checkout):
+    home = choose_dagster_home()
+    assert home.path == checkout / "dagster_home" / "embedded"
+    assert "SQLite" in home.storage
+    assert os.environ["DAGSTER_HOME"] == str(home.path)
+
+
+def test_with_instance_settings_the_project_instance_is_chosen(checkout, monkeypatch):
+    for name in INSTANCE_VARIABLES:
+        monkeypatch.setenv(name, "x")
+    assert choose_dagster_home().path == checkout / "dagster_home"
+
+
+def test_an_explicit_home_missing_its_variables_is_refused_by_name(checkout, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(checkout / "dagster_home"))
+    monkeypatch.setenv("DAGSTER_PG_HOST", "127.0.0.1")
+    with pytest.raises(UsageError, match="DAGSTER_MAX_CONCURRENT_RUNS, DAGSTER_PG_DB, DAGSTER_PG_PASSWORD, DAGSTER_PG_PORT, DAGSTER_PG_USERNAME"):
+        choose_dagster_home()
+
+
+def test_outside_the_repository_the_ui_says_where_to_run_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["ui"]) == 2
+    assert "workspace.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_plans_every_site_day_into_the_instance_the_ui_reads(checkout):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_SOLVER")}
+    finished = subprocess.run(
+        [sys.executable, "-m", "dispatch_pipeline.cli", "demo", "--days", "2"],
+        cwd=checkout, env=environment, capture_output=True, text=True, timeout=600,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    # Three sites x (2 past days + tomorrow), in a history run and a day-ahead run per site.
+    assert "Materialised 9 of 9 site-days in 6 runs" in finished.stdout
+    assert "STEP_SUCCESS" not in finished.stdout + finished.stderr  # the terminal is not a log dump
+    assert finished.stdout.count(" ok       milp ") == 9
+
+    home = checkout / "dagster_home" / "embedded"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 6 and {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
+        for asset in ("site_forecast", "site_tariff", "dispatch_schedule", "dispatch_explanations", "dispatch_kpis"):
+            assert len(instance.get_materialized_partitions(dg.AssetKey(asset))) == 9, asset
+    engine = open_database(f"sqlite:///{home / 'dispatch.sqlite'}")
+    with engine.connect() as connection:
+        stored = connection.execute(
+            select(dispatch_runs.c.source, func.count()).group_by(dispatch_runs.c.source)
+        ).all()
+    assert stored == [("dagster", 9)]
