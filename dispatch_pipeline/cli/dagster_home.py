@@ -53,11 +53,12 @@ def choose_dagster_home() -> DagsterHome:
         raise UsageError(
             f"no ./{PROJECT_HOME} here: run this from the repository root, or set DAGSTER_HOME"
         )
-    elif not unset_variables(PROJECT_HOME):
-        chosen = DagsterHome(PROJECT_HOME.resolve(), "PostgreSQL, from the DAGSTER_* variables")
+    elif missing := unset_variables(PROJECT_HOME):
+        chosen = DagsterHome(
+            EMBEDDED_HOME.resolve(), f"SQLite; set {', '.join(missing)} for dagster_home/ on PostgreSQL"
+        )
     else:
-        missing = ", ".join(unset_variables(PROJECT_HOME))
-        chosen = DagsterHome(EMBEDDED_HOME.resolve(), f"SQLite; set {missing} for dagster_home/ on PostgreSQL")
+        chosen = DagsterHome(PROJECT_HOME.resolve(), "PostgreSQL, from the DAGSTER_* variables")
     chosen.path.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(chosen.path)
     return chosen

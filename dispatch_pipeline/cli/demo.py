@@ -11,10 +11,13 @@ import argparse
 import datetime as dt
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatch_pipeline.cli import UsageError
 from dispatch_pipeline.cli.dagster_home import DagsterHome, choose_dagster_home
+
+if TYPE_CHECKING:
+    from dispatch_pipeline.defs.partitions import SiteDay
 
 PAST_DAYS = 7
 # The runs' event logs are in the instance (and the UI); the terminal gets warnings and the summary.
@@ -53,7 +56,7 @@ def demo_dates(today: dt.date, past_days: int) -> list[dt.date]:
     return [today - dt.timedelta(days=n) for n in range(past_days, 0, -1)] + [today + dt.timedelta(days=1)]
 
 
-def demo_runs(site_ids: list[str], today: dt.date, past_days: int) -> list[list[Any]]:
+def demo_runs(site_ids: list[str], today: dt.date, past_days: int) -> list[list[SiteDay]]:
     """Per site, its past days in one run (as a backfill chunk plans history) and tomorrow in
     another (as the day-ahead schedule does)."""
     from dispatch_pipeline.defs.partitions import SiteDay

@@ -28,10 +28,6 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def dagster_dev_command(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", host, "-p", str(port)]
-
-
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UsageError(f"--port: must be in 1..65535 (got {args.port})")
@@ -40,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     home = choose_dagster_home()
     print(f"Dagster instance: {home.path} ({home.storage})")
     print(f"Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    command = dagster_dev_command(args.host, args.port)
-    os.execv(command[0], command)
+    os.execv(
+        sys.executable,
+        [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", args.host, "-p", str(args.port)],
+    )
     return 0  # not reached: the process is now dagster dev
