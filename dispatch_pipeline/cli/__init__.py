@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("solve", "serve", "db", "sites", "forecasts", "demo", "ui", "solver")
+SUBCOMMAND_MODULES = ("solve", "serve", "db", "sites", "forecasts", "prices", "demo", "ui", "solver")
 
 
 class UsageError(Exception):

@@ -13,7 +13,9 @@ from dispatch_pipeline.storage.forecasts import (
     load_price_series,
     price_interval_counts,
     save_forecast,
+    save_forecasts,
     save_price_series,
+    save_price_series_by_site,
 )
 from dispatch_pipeline.storage.runs import (
     RunRecord,
@@ -45,7 +47,9 @@ __all__ = [
     "price_interval_counts",
     "read_runs",
     "save_forecast",
+    "save_forecasts",
     "save_price_series",
+    "save_price_series_by_site",
     "save_runs",
     "upsert_site",
 ]

@@ -6,12 +6,12 @@ Frames carry a `ts` column (or index) of timezone-aware interval starts, convert
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from sqlalchemy import Engine
 
-from dispatch_pipeline.storage.series import interval_counts, load_latest, save_issue
+from dispatch_pipeline.storage.series import interval_counts, load_latest, save_issue, save_issues
 from dispatch_pipeline.storage.tables import forecasts, price_series
 
 FORECAST_COLUMNS = ("load_kw", "pv_kw")
@@ -23,6 +23,13 @@ def save_forecast(engine: Engine, site_id: str, frame: pd.DataFrame, issued_at: 
     return save_issue(
         engine, forecasts, FORECAST_COLUMNS, site_id, frame, issued_at, non_negative=True
     )
+
+
+def save_forecasts(
+    engine: Engine, frames: Mapping[str, pd.DataFrame], issued_at: dt.datetime
+) -> dict[str, int]:
+    """Store one forecast issue of several sites ({site_id: frame}) in one transaction."""
+    return save_issues(engine, forecasts, FORECAST_COLUMNS, frames, issued_at, non_negative=True)
 
 
 def load_forecast(
@@ -46,6 +53,13 @@ def save_price_series(
     return save_issue(
         engine, price_series, PRICE_COLUMNS, site_id, frame, issued_at, non_negative=False
     )
+
+
+def save_price_series_by_site(
+    engine: Engine, frames: Mapping[str, pd.DataFrame], issued_at: dt.datetime
+) -> dict[str, int]:
+    """Store one price issue of several sites ({site_id: frame}) in one transaction."""
+    return save_issues(engine, price_series, PRICE_COLUMNS, frames, issued_at, non_negative=False)
 
 
 def load_price_series(

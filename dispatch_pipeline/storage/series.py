@@ -7,7 +7,7 @@ reads take, per ts, the value of the most recent issue.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,25 +34,46 @@ def save_issue(
     non_negative: bool,
 ) -> int:
     """Write one issue of a series in one transaction; re-saving the same issue overwrites it."""
-    check_site_id(site_id)
+    counts = save_issues(
+        engine, table, value_columns, {site_id: frame}, issued_at, non_negative=non_negative
+    )
+    return counts[site_id]
+
+
+def save_issues(
+    engine: Engine,
+    table: Table,
+    value_columns: Sequence[str],
+    frames: Mapping[str, pd.DataFrame],
+    issued_at: dt.datetime,
+    *,
+    non_negative: bool,
+) -> dict[str, int]:
+    """Write one issue of several sites' series in one transaction, all or nothing; returns the
+    rows written per site. Every frame is checked before the transaction opens."""
     issued = _plain_datetime(check_aware(issued_at, "issued_at"))
-    timestamps, columns = _validated_frame(frame, value_columns, non_negative=non_negative)
-    rows = [
-        {
-            "site_id": site_id,
-            "ts": ts,
-            "issued_at": issued,
-            **dict(zip(value_columns, values, strict=True)),
-        }
-        for ts, *values in zip(timestamps, *columns, strict=True)
-    ]
+    rows = []
+    counts: dict[str, int] = {}
+    for site_id, frame in frames.items():
+        check_site_id(site_id)
+        timestamps, columns = _validated_frame(frame, value_columns, non_negative=non_negative)
+        rows.extend(
+            {
+                "site_id": site_id,
+                "ts": ts,
+                "issued_at": issued,
+                **dict(zip(value_columns, values, strict=True)),
+            }
+            for ts, *values in zip(timestamps, *columns, strict=True)
+        )
+        counts[site_id] = len(timestamps)
     if not rows:
-        return 0
+        return counts
     with write_transaction(engine) as connection:
         statement = upsert_statement(connection, table, KEY_COLUMNS, value_columns)
         for chunk in chunks(rows, EXECUTEMANY_CHUNK_ROWS):
             connection.execute(statement, chunk)
-    return len(rows)
+    return counts
 
 
 def load_latest(

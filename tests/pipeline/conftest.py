@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
@@ -96,3 +98,16 @@ def make_site(engine: Engine, instance: dg.DagsterInstance) -> SiteFactory:
 @pytest.fixture
 def snapshots_dir(resources: dict[str, Any]) -> Path:
     return Path(resources["site_day_io_manager"].base_dir)
+
+
+def price_table(site_id: str = "BERLIN_DEPOT") -> pd.DataFrame:
+    """Spot prices for Berlin's 2025-03-11 (UTC+1), every quarter-hour: negative around noon."""
+    ts = pd.date_range("2025-03-10T23:00:00Z", periods=96, freq="15min")
+    hours = np.arange(96) / 4
+    buy = 0.25 + 0.1 * np.cos((hours - 19) / 24 * 2 * np.pi) - np.where((hours >= 11) & (hours < 14), 0.3, 0.0)
+    return pd.DataFrame({
+        "site_id": site_id,
+        "ts": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "buy": buy.round(4),
+        "sell": (buy - 0.12).round(4),
+    })

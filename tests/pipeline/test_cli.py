@@ -1,4 +1,4 @@
-"""`dispatch-pipeline sites` and `forecasts`: stored on success, rejected whole with a clear message."""
+"""`dispatch-pipeline sites`, `forecasts` and `prices`: stored on success, rejected whole with a clear message."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from dispatch_pipeline.cli import main
 from dispatch_pipeline.demo import demo_forecast, sites_yaml_path
-from dispatch_pipeline.storage import list_sites, load_forecast, open_database
+from dispatch_pipeline.storage import list_sites, load_forecast, load_price_series, open_database
+from tests.pipeline.conftest import price_table
 
 
 @pytest.fixture
@@ -87,3 +88,52 @@ def test_forecasts_load_rejects_missing_columns_and_repeats(url, tmp_path, capsy
     pd.concat([table, table.iloc[[3]]]).to_csv(path, index=False)
     assert main(["forecasts", "load", str(path), "--database-url", url]) == 2
     assert "row 97, column ts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_prices_load_stores_every_interval_negative_prices_included(url, tmp_path, suffix, capsys):
+    path = tmp_path / f"prices.{suffix}"
+    table = price_table()
+    table.to_csv(path, index=False) if suffix == "csv" else table.to_parquet(path)
+    assert main(["prices", "load", str(path), "--database-url", url]) == 0
+    assert "BERLIN_DEPOT: 96 interval(s) stored" in capsys.readouterr().out
+    stored = load_price_series(
+        open_database(url), "BERLIN_DEPOT",
+        dt.datetime(2025, 3, 10, 23, tzinfo=dt.UTC), dt.datetime(2025, 3, 11, 23, tzinfo=dt.UTC),
+    )
+    assert stored["buy"].tolist() == pytest.approx(table["buy"].tolist())
+    assert stored["sell"].tolist() == pytest.approx(table["sell"].tolist())
+    assert (stored["sell"] < 0).any()
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "value", "expected"),
+    [
+        (4, "buy", "cheap", "row 4, column buy: not a number"),
+        (8, "sell", "inf", "row 8, column sell: must be finite"),
+        (2, "ts", "2025-03-10 23:15", "row 2, column ts: needs a UTC offset"),
+    ],
+)
+def test_prices_load_rejects_a_malformed_file_whole(url, tmp_path, capsys, row, column, value, expected):
+    table = price_table().astype(str)
+    table.loc[row - 1, column] = value
+    path = tmp_path / "bad.csv"
+    table.to_csv(path, index=False)
+    assert main(["prices", "load", str(path), "--database-url", url]) == 2
+    assert expected in capsys.readouterr().err
+    stored = load_price_series(
+        open_database(url), "BERLIN_DEPOT",
+        dt.datetime(2025, 3, 10, tzinfo=dt.UTC), dt.datetime(2025, 3, 12, tzinfo=dt.UTC),
+    )
+    assert stored.empty
+
+
+def test_a_forecast_file_of_several_sites_stores_each(url, tmp_path, capsys):
+    path = tmp_path / "fleet.csv"
+    pd.concat([forecast_table("KL_MALL"), forecast_table("KL_ANNEX")]).to_csv(path, index=False)
+    assert main(["forecasts", "load", str(path), "--database-url", url]) == 0
+    out = capsys.readouterr().out
+    assert "KL_ANNEX: 96 interval(s) stored" in out and "(site not registered yet)" in out
+    engine = open_database(url)
+    day = (dt.datetime(2025, 3, 10, 16, tzinfo=dt.UTC), dt.datetime(2025, 3, 11, 16, tzinfo=dt.UTC))
+    assert len(load_forecast(engine, "KL_MALL", *day)) == len(load_forecast(engine, "KL_ANNEX", *day)) == 96

@@ -6,15 +6,17 @@ import datetime as dt
 
 import dagster as dg
 import numpy as np
+import pytest
 from sqlalchemy import func, select
 
+from dispatch_pipeline.cli import main
 from dispatch_pipeline.defs.dispatch import ops
 from dispatch_pipeline.defs.local_runs import run_site_day, run_site_days
 from dispatch_pipeline.defs.partitions import SiteDay
 from dispatch_pipeline.demo import demo_forecast
 from dispatch_pipeline.storage import latest_run, list_runs, save_forecast
 from dispatch_pipeline.storage.tables import dispatch_runs
-from tests.pipeline.conftest import ISSUED_AT
+from tests.pipeline.conftest import ISSUED_AT, price_table
 
 DAY = dt.date(2025, 3, 11)
 ASSET_KEYS = {"site_forecast", "site_tariff", "dispatch_schedule", "dispatch_explanations", "dispatch_kpis"}
@@ -100,6 +102,35 @@ def test_a_ranged_run_stores_every_partition(job, instance, engine, make_site):
         e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "site_tariff"
     )
     assert tariff_event.materialization.metadata["sources"].value == {"tou_tariff": 6}
+
+
+def test_a_loaded_price_series_replaces_the_tariff_in_the_plan(
+    job, instance, engine, database_url, make_site, tmp_path
+):
+    site = make_site("BERLIN_DEPOT", (DAY,))
+    prices = price_table(site.site_id)
+    path = tmp_path / "spot.csv"
+    prices.to_csv(path, index=False)
+    assert main(["prices", "load", str(path), "--database-url", database_url]) == 0
+
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY))
+    assert result.success
+    tariff = next(
+        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "site_tariff"
+    ).materialization.metadata
+    assert tariff["source"].value == "price_series"
+    assert tariff["buy_min"].value == prices["buy"].min() < 0
+
+    # The stored plan is costed on those prices: energy at each interval's price plus the peak.
+    stored = latest_run(engine, site.site_id, DAY)
+    assert [p.ts for p in stored.points] == prices["ts"].tolist()
+    grid_import = np.array([p.grid_imp_kw for p in stored.points])
+    grid_export = np.array([p.grid_exp_kw for p in stored.points])
+    energy = (grid_import * prices["buy"].to_numpy() - grid_export * prices["sell"].to_numpy()).sum() * 0.25
+    assert stored.kpis.total_cost == pytest.approx(energy + site.tariff.demand_charge_per_kw * grid_import.max(), abs=1e-6)
+    # Paid to take energy at noon, the battery charges from the grid then.
+    negative = prices["buy"].to_numpy() < 0
+    assert sum(p.batt_ch_kw for p, cheap in zip(stored.points, negative, strict=True) if cheap) > 0
 
 
 def test_a_failure_between_writes_leaves_no_partial_run(job, instance, engine, make_site, monkeypatch):

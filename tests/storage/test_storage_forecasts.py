@@ -14,7 +14,9 @@ from dispatch_pipeline.storage import (
     load_forecast,
     load_price_series,
     save_forecast,
+    save_forecasts,
     save_price_series,
+    save_price_series_by_site,
 )
 
 UTC = dt.UTC
@@ -155,3 +157,24 @@ def test_price_series_latest_issue_wins_and_may_be_negative(engine: Engine, site
     assert list(frame.columns) == ["ts", "buy", "sell", "issued_at"]
     assert frame["buy"].tolist() == [0.3, 0.3, -0.05, -0.05]
     assert frame["sell"].tolist() == [0.1, 0.1, -0.1, -0.1]
+
+
+def test_several_sites_are_stored_together_or_not_at_all(engine: Engine, site_id: str) -> None:
+    other = f"{site_id}_B"
+    good = _forecast(START, 4, load=10.0, pv=1.0)
+    with pytest.raises(StorageInputError, match=r"frame\.load_kw\[2024-03-14T16:00:00Z\]: must be >= 0"):
+        save_forecasts(engine, {site_id: good, other: good.assign(load_kw=-1.0)}, ISSUE_1)
+    end = START + dt.timedelta(days=1)
+    assert load_forecast(engine, site_id, START, end).empty
+    assert load_forecast(engine, other, START, end).empty
+
+    assert save_forecasts(engine, {site_id: good, other: good.assign(load_kw=7.0)}, ISSUE_1) == {
+        site_id: 4,
+        other: 4,
+    }
+    assert load_forecast(engine, site_id, START, end)["load_kw"].tolist() == [10.0] * 4
+    assert load_forecast(engine, other, START, end)["load_kw"].tolist() == [7.0] * 4
+
+    prices = pd.DataFrame({"ts": good["ts"], "buy": [-0.02] * 4, "sell": [-0.05] * 4})
+    assert save_price_series_by_site(engine, {site_id: prices}, ISSUE_1) == {site_id: 4}
+    assert load_price_series(engine, site_id, START, end)["sell"].tolist() == [-0.05] * 4
