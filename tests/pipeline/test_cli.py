@@ -55,25 +55,36 @@ def test_forecasts_load_stores_every_interval(url, tmp_path, suffix):
     assert stored["load_kw"].tolist() == pytest.approx(table["load_kw"].tolist())
 
 
+# command, the file it is given, the reader of what it stored, the site in the file
+SERIES_FILES = {
+    "forecasts": (forecast_table, load_forecast, "KL_MALL"),
+    "prices": (price_table, load_price_series, "BERLIN_DEPOT"),
+}
+
+
 @pytest.mark.parametrize(
-    ("row", "column", "value", "expected"),
+    ("command", "row", "column", "value", "expected"),
     [
-        (7, "load_kw", "-1", "row 7, column load_kw: must be >= 0"),
-        (3, "pv_kw", "abc", "row 3, column pv_kw: not a number"),
-        (5, "ts", "2025-03-10T17:00:00", "row 5, column ts: needs a UTC offset"),
-        (2, "site_id", "bad id!", "row 2, column site_id"),
-        (9, "load_kw", "nan", "row 9, column load_kw: must be finite"),
+        ("forecasts", 7, "load_kw", "-1", "row 7, column load_kw: must be >= 0"),
+        ("forecasts", 3, "pv_kw", "abc", "row 3, column pv_kw: not a number"),
+        ("forecasts", 5, "ts", "2025-03-10T17:00:00", "row 5, column ts: needs a UTC offset"),
+        ("forecasts", 2, "site_id", "bad id!", "row 2, column site_id"),
+        ("forecasts", 9, "load_kw", "nan", "row 9, column load_kw: must be finite"),
+        ("prices", 4, "buy", "cheap", "row 4, column buy: not a number"),
+        ("prices", 8, "sell", "inf", "row 8, column sell: must be finite"),
+        ("prices", 2, "ts", "2025-03-10 23:15", "row 2, column ts: needs a UTC offset"),
     ],
 )
-def test_forecasts_load_rejects_a_malformed_file_whole(url, tmp_path, capsys, row, column, value, expected):
-    table = forecast_table().astype(str)
+def test_a_malformed_series_file_is_rejected_whole(url, tmp_path, capsys, command, row, column, value, expected):
+    make_table, read_stored, site_id = SERIES_FILES[command]
+    table = make_table().astype(str)
     table.loc[row - 1, column] = value
     path = tmp_path / "bad.csv"
     table.to_csv(path, index=False)
-    assert main(["forecasts", "load", str(path), "--database-url", url]) == 2
+    assert main([command, "load", str(path), "--database-url", url]) == 2
     assert expected in capsys.readouterr().err
-    stored = load_forecast(
-        open_database(url), "KL_MALL",
+    stored = read_stored(
+        open_database(url), site_id,
         dt.datetime(2025, 3, 10, tzinfo=dt.UTC), dt.datetime(2025, 3, 12, tzinfo=dt.UTC),
     )
     assert stored.empty
@@ -104,28 +115,6 @@ def test_prices_load_stores_every_interval_negative_prices_included(url, tmp_pat
     assert stored["buy"].tolist() == pytest.approx(table["buy"].tolist())
     assert stored["sell"].tolist() == pytest.approx(table["sell"].tolist())
     assert (stored["sell"] < 0).any()
-
-
-@pytest.mark.parametrize(
-    ("row", "column", "value", "expected"),
-    [
-        (4, "buy", "cheap", "row 4, column buy: not a number"),
-        (8, "sell", "inf", "row 8, column sell: must be finite"),
-        (2, "ts", "2025-03-10 23:15", "row 2, column ts: needs a UTC offset"),
-    ],
-)
-def test_prices_load_rejects_a_malformed_file_whole(url, tmp_path, capsys, row, column, value, expected):
-    table = price_table().astype(str)
-    table.loc[row - 1, column] = value
-    path = tmp_path / "bad.csv"
-    table.to_csv(path, index=False)
-    assert main(["prices", "load", str(path), "--database-url", url]) == 2
-    assert expected in capsys.readouterr().err
-    stored = load_price_series(
-        open_database(url), "BERLIN_DEPOT",
-        dt.datetime(2025, 3, 10, tzinfo=dt.UTC), dt.datetime(2025, 3, 12, tzinfo=dt.UTC),
-    )
-    assert stored.empty
 
 
 def test_a_forecast_file_of_several_sites_stores_each(url, tmp_path, capsys):
