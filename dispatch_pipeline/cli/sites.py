@@ -50,11 +50,10 @@ def _read_text(source: str) -> str:
 
 
 def _save(args: argparse.Namespace, sites: list[Any]) -> None:
-    from dispatch_pipeline.storage import upsert_site
+    from dispatch_pipeline.storage import upsert_sites
 
-    engine = _engine(args)
+    upsert_sites(_engine(args), sites)  # one transaction: a file's sites are stored together
     for site in sites:
-        upsert_site(engine, site)
         print(f"registered {site.site_id} ({site.timezone})")
 
 

@@ -26,7 +26,7 @@ from dispatch_pipeline.storage.runs import (
     read_runs,
     save_runs,
 )
-from dispatch_pipeline.storage.sites import get_site, list_sites, upsert_site
+from dispatch_pipeline.storage.sites import get_site, list_sites, upsert_site, upsert_sites
 
 __all__ = [
     "RunRecord",
@@ -52,4 +52,5 @@ __all__ = [
     "save_price_series_by_site",
     "save_runs",
     "upsert_site",
+    "upsert_sites",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, Row, select
@@ -21,21 +23,36 @@ SITE_COLUMNS = ("name", "timezone", "latitude", "longitude", "pv_kwp", "currency
 
 def upsert_site(engine: Engine, site: Site) -> None:
     """Create the site or replace its definition; `created_at` survives, `updated_at` moves."""
+    _write_rows(engine, [_site_row(site, "site", utc_now())])
+
+
+def upsert_sites(engine: Engine, new_sites: Sequence[Site]) -> None:
+    """upsert_site for several sites in one transaction: all of them are stored, or none."""
+    now = utc_now()
+    _write_rows(engine, [_site_row(site, f"sites[{i}]", now) for i, site in enumerate(new_sites)])
+
+
+def _site_row(site: Site, field: str, now: dt.datetime) -> dict[str, Any]:
     from dispatch_pipeline.core.site import Site
 
     if not isinstance(site, Site):
-        raise problem("site", "must be a Site", type(site).__name__)
-    check_site_id(site.site_id, "site.site_id")
+        raise problem(field, "must be a Site", type(site).__name__)
+    check_site_id(site.site_id, f"{field}.site_id")
     document = site.model_dump(mode="json")
     row: dict[str, Any] = {"site_id": document.pop("site_id")}
     row.update({name: document.pop(name) for name in SITE_COLUMNS})
-    now = utc_now()
     row.update(config=document, created_at=now, updated_at=now)
+    return row
+
+
+def _write_rows(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
     with write_transaction(engine) as connection:
         statement = upsert_statement(
             connection, sites, ["site_id"], [*SITE_COLUMNS, "config", "updated_at"]
         )
-        connection.execute(statement, row)
+        connection.execute(statement, rows)
 
 
 def get_site(engine: Engine, site_id: str) -> Site | None:

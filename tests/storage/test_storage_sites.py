@@ -7,7 +7,13 @@ from sqlalchemy import Engine, select
 
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.demo.sites import demo_sites
-from dispatch_pipeline.storage import StorageInputError, get_site, list_sites, upsert_site
+from dispatch_pipeline.storage import (
+    StorageInputError,
+    get_site,
+    list_sites,
+    upsert_site,
+    upsert_sites,
+)
 from dispatch_pipeline.storage.tables import sites
 
 
@@ -56,3 +62,12 @@ def test_unknown_site_is_none(engine: Engine, site_id: str) -> None:
 def test_only_site_models_are_stored(engine: Engine) -> None:
     with pytest.raises(StorageInputError, match=r"site: must be a Site \(got 'dict'\)"):
         upsert_site(engine, {"site_id": "X"})  # type: ignore[arg-type]
+
+
+def test_several_sites_are_stored_together_or_not_at_all(engine: Engine, site_id: str) -> None:
+    first, second = (_renamed(demo, f"{site_id}_{n}") for n, demo in enumerate(demo_sites()[:2]))
+    with pytest.raises(StorageInputError, match=r"sites\[1\]: must be a Site"):
+        upsert_sites(engine, [first, {"site_id": "X"}])  # type: ignore[list-item]
+    assert get_site(engine, first.site_id) is None
+    upsert_sites(engine, [first, second])
+    assert [get_site(engine, s.site_id) for s in (first, second)] == [first, second]
