@@ -117,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     print_summary(stored, sites)
     print(
         "\nThese runs are in the Dagster UI, with their lineage, checks and plots:\n"
-        "  make ui      (or: .venv/bin/dispatch-pipeline ui; `dagster dev -w workspace.yaml` with\n"
-        f"               DAGSTER_HOME={home.path})\n"
+        "  make ui      (or: .venv/bin/dispatch-pipeline ui; `dg dev` or `dagster dev -w workspace.yaml`\n"
+        f"               with DAGSTER_HOME={home.path})\n"
         "  then open http://127.0.0.1:3000  (Assets > dispatch_schedule > Partitions; Runs)"
     )
     return 1 if failures else 0
