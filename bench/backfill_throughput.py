@@ -333,7 +333,8 @@ def main() -> int:
                         help="backfill runs in flight at once (the run queue's backfill limit is 4)")
     parser.add_argument("--sqlite", action="store_true", help="SQLite for both stores, even with PostgreSQL up")
     parser.add_argument("--planned-event-subsets", action=argparse.BooleanOptionalAction, default=True,
-                        help="one planned event per asset and run (default on; see the comment in main)")
+                        help="one planned event per asset and run, as deployments set it (default); "
+                             "off: Dagster's own default, one per partition")
     parser.add_argument("--skip-raw", action="store_true", help="skip the raw solve timing")
     parser.add_argument("--rounds", type=int, default=1,
                         help="backfill this many times, each between two raw passes; prints the median ratio")
@@ -343,14 +344,14 @@ def main() -> int:
                         help="instead: time one day-ahead tick for N sites (in the KL timezone)")
     args = parser.parse_args()
 
-    # Dagster writes the per-partition planned/materialised events of a multi-partition run in
-    # batches only when this is set (PostgreSQL event log; opt-in in OSS Dagster).
-    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
-    if args.planned_event_subsets:
-        # One "planned" event per asset and run instead of one per partition (18,250 for 10 x 365,
-        # each on a new PostgreSQL connection). Dagster's trade-off: partitions of a failed run
-        # are then not marked failed in the UI (the run is, and nothing is stored for them).
-        os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "1"
+    # Dagster's event settings as deployments have them (.env.example, Compose, Helm): events
+    # stored in batches, and one "planned" event per asset and run instead of one per partition.
+    from dispatch_pipeline.cli.dagster_home import EVENT_SETTINGS
+
+    for name, value in EVENT_SETTINGS.items():
+        os.environ.setdefault(name, value)
+    if not args.planned_event_subsets:
+        os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "0"
     use_pg = not args.sqlite and postgres_available()
     with ExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_dagster_home_")))

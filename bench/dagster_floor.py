@@ -112,9 +112,10 @@ def main() -> int:
         postgres_cpu_seconds,
         scratch_postgres,
     )
+    from dispatch_pipeline.cli.dagster_home import EVENT_SETTINGS
 
-    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
-    os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "1"
+    for name, value in EVENT_SETTINGS.items():  # as deployments set them
+        os.environ.setdefault(name, value)
     start = dt.date.fromisoformat(args.start)
     last = start + dt.timedelta(days=args.days - 1)
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the runs' reconstructable job

@@ -7,7 +7,8 @@
 3. `./dagster_home/embedded` otherwise: SQLite files, nothing to start first.
 
 The chosen directory is exported as DAGSTER_HOME, so Dagster, and the application database's
-SQLite default (`DATABASE_URL` unset), use it too.
+SQLite default (`DATABASE_URL` unset), use it too; and Dagster's event settings of a deployment
+(EVENT_SETTINGS) apply unless the environment sets them otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from dispatch_pipeline.cli import UsageError
 
 PROJECT_HOME = Path("dagster_home")
 EMBEDDED_HOME = PROJECT_HOME / "embedded"
+# As .env.example, Compose and Helm set them (docs/operations.md, "Dagster's event settings"): a
+# step's materialisations stored in batches, and a run of many partitions planning them in one
+# event per asset instead of one per partition.
+EVENT_SETTINGS = {
+    "DAGSTER_EVENT_BATCH_SIZE": "1000",
+    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
+}
 ENV_REFERENCE = re.compile(r"^\s*env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILINE)
 
 
@@ -61,4 +69,6 @@ def choose_dagster_home() -> DagsterHome:
         chosen = DagsterHome(PROJECT_HOME.resolve(), "PostgreSQL, from the DAGSTER_* variables")
     chosen.path.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(chosen.path)
+    for name, value in EVENT_SETTINGS.items():
+        os.environ.setdefault(name, value)
     return chosen

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from dispatch_pipeline.cli import UsageError, main
-from dispatch_pipeline.cli.dagster_home import choose_dagster_home, unset_variables
+from dispatch_pipeline.cli.dagster_home import EVENT_SETTINGS, choose_dagster_home, unset_variables
 from dispatch_pipeline.storage import open_database
 from dispatch_pipeline.storage.tables import dispatch_runs
 from tests.conftest import REPO
@@ -34,7 +34,7 @@ def checkout(tmp_path, monkeypatch):
         (tmp_path / "dagster_home" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "dagster_home" / name, tmp_path / "dagster_home" / name)
     shutil.copy(REPO / "workspace.yaml", tmp_path / "workspace.yaml")
-    for name in ("DAGSTER_HOME", "DATABASE_URL", *INSTANCE_VARIABLES):
+    for name in ("DAGSTER_HOME", "DATABASE_URL", *INSTANCE_VARIABLES, *EVENT_SETTINGS):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -56,6 +56,18 @@ def test_with_instance_settings_the_project_instance_is_chosen(checkout, monkeyp
     for name in INSTANCE_VARIABLES:
         monkeypatch.setenv(name, "x")
     assert choose_dagster_home().path == checkout / "dagster_home"
+
+
+def test_dagsters_event_settings_are_a_deployments_unless_set(checkout, monkeypatch):
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "50")
+    choose_dagster_home()
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "50"
+    assert os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] == "1"
+    # The same values as the deployment files give them.
+    deployed = dict(
+        line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines() if line.startswith("DAGSTER_")
+    )
+    assert {name: deployed[name] for name in EVENT_SETTINGS} == EVENT_SETTINGS
 
 
 def test_an_explicit_home_missing_its_variables_is_refused_by_name(checkout, monkeypatch):

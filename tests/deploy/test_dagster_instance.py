@@ -38,8 +38,10 @@ def repo_instance(tmp_path: Path) -> Iterator[tuple[dg.DagsterInstance, str]]:
         home.mkdir()
         env = {
             **repo_dagster_home(home, dagster_url.rsplit("/", 1)[1]),
-            # As .env.example and Compose set it: a step's materialisations are stored together.
+            # As .env.example, Compose and Helm set them: a step's materialisations are stored
+            # together, and a run of many partitions plans them in one event per asset.
             "DAGSTER_EVENT_BATCH_SIZE": "1000",
+            "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
         }
         with mock.patch.dict("os.environ", env), dg.DagsterInstance.get() as instance:
             yield instance, app_url
