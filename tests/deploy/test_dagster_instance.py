@@ -81,4 +81,3 @@ def test_the_instance_storage_keeps_connections_across_a_ranged_run(repo_instanc
     # alone opens more than two per event stored (314 for this run).
     assert len(run_events) > 40
     assert len(opened) <= 10, f"{len(opened)} connections opened for {len(run_events)} events"
-
