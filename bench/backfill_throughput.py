@@ -63,6 +63,7 @@ storage:
         db_name: {name}
         port: 5432
         scheme: postgresql+psycopg2
+      planned_event_subsets_above: {planned_event_subsets_above}
 telemetry:
   enabled: false
 """
@@ -333,8 +334,8 @@ def main() -> int:
                         help="backfill runs in flight at once (the run queue's backfill limit is 4)")
     parser.add_argument("--sqlite", action="store_true", help="SQLite for both stores, even with PostgreSQL up")
     parser.add_argument("--planned-event-subsets", action=argparse.BooleanOptionalAction, default=True,
-                        help="one planned event per asset and run, as deployments set it (default); "
-                             "off: Dagster's own default, one per partition")
+                        help="runs of more than 250 partitions plan them in one event per asset, as "
+                             "the instance storage does (default); off: one per partition, Dagster's default")
     parser.add_argument("--skip-raw", action="store_true", help="skip the raw solve timing")
     parser.add_argument("--rounds", type=int, default=1,
                         help="backfill this many times, each between two raw passes; prints the median ratio")
@@ -344,21 +345,25 @@ def main() -> int:
                         help="instead: time one day-ahead tick for N sites (in the KL timezone)")
     args = parser.parse_args()
 
-    # Dagster's event settings as deployments have them (.env.example, Compose, Helm): events
-    # stored in batches, and one "planned" event per asset and run instead of one per partition.
+    # Dagster's event settings as deployments have them (.env.example, Compose, Helm).
     from dispatch_pipeline.cli.dagster_home import EVENT_SETTINGS
+    from dispatch_pipeline.dagster_instance import DEFAULT_PLANNED_EVENT_SUBSETS_ABOVE
 
     for name, value in EVENT_SETTINGS.items():
         os.environ.setdefault(name, value)
-    if not args.planned_event_subsets:
-        os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "0"
     use_pg = not args.sqlite and postgres_available()
     with ExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_dagster_home_")))
         if use_pg:
             app_url = PG_URL.format(name=stack.enter_context(scratch_postgres("bench_app")))
             (home / "dagster.yaml").write_text(
-                DAGSTER_PG_YAML.format(name=stack.enter_context(scratch_postgres("bench_dagster")))
+                DAGSTER_PG_YAML.format(
+                    name=stack.enter_context(scratch_postgres("bench_dagster")),
+                    # Off: every run plans its partitions one event each, as Dagster does by default.
+                    planned_event_subsets_above=(
+                        DEFAULT_PLANNED_EVENT_SUBSETS_ABOVE if args.planned_event_subsets else 10**9
+                    ),
+                )
             )
         else:
             app_url = f"sqlite:///{home / 'dispatch.sqlite'}"

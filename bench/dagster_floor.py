@@ -113,6 +113,7 @@ def main() -> int:
         scratch_postgres,
     )
     from dispatch_pipeline.cli.dagster_home import EVENT_SETTINGS
+    from dispatch_pipeline.dagster_instance import DEFAULT_PLANNED_EVENT_SUBSETS_ABOVE
 
     for name, value in EVENT_SETTINGS.items():  # as deployments set them
         os.environ.setdefault(name, value)
@@ -123,7 +124,12 @@ def main() -> int:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_floor_home_")))
         use_pg = postgres_available()
         if use_pg:
-            (home / "dagster.yaml").write_text(DAGSTER_PG_YAML.format(name=stack.enter_context(scratch_postgres("bench_floor"))))
+            (home / "dagster.yaml").write_text(
+                DAGSTER_PG_YAML.format(
+                    name=stack.enter_context(scratch_postgres("bench_floor")),
+                    planned_event_subsets_above=DEFAULT_PLANNED_EVENT_SUBSETS_ABOVE,
+                )
+            )
         else:
             (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)

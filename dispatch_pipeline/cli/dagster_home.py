@@ -22,13 +22,9 @@ from dispatch_pipeline.cli import UsageError
 
 PROJECT_HOME = Path("dagster_home")
 EMBEDDED_HOME = PROJECT_HOME / "embedded"
-# As .env.example, Compose and Helm set them (docs/operations.md, "Dagster's event settings"): a
-# step's materialisations stored in batches, and a run of many partitions planning them in one
-# event per asset instead of one per partition.
-EVENT_SETTINGS = {
-    "DAGSTER_EVENT_BATCH_SIZE": "1000",
-    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
-}
+# As .env.example, Compose and Helm set it (docs/operations.md, "Dagster's event settings"): a
+# step's materialisations are stored in batches, not one statement each.
+EVENT_SETTINGS = {"DAGSTER_EVENT_BATCH_SIZE": "1000"}
 ENV_REFERENCE = re.compile(r"^\s*env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILINE)
 
 

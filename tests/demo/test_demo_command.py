@@ -59,10 +59,11 @@ def test_with_instance_settings_the_project_instance_is_chosen(checkout, monkeyp
 
 
 def test_dagsters_event_settings_are_a_deployments_unless_set(checkout, monkeypatch):
+    choose_dagster_home()
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "1000"
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "50")
     choose_dagster_home()
     assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "50"
-    assert os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] == "1"
     # The same values as the deployment files give them.
     deployed = dict(
         line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines() if line.startswith("DAGSTER_")

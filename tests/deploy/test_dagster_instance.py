@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
 import dagster as dg
 import pytest
+import yaml
 from sqlalchemy import event
 from sqlalchemy.pool import Pool
 
 from dispatch_pipeline.dagster_instance import PooledPostgresStorage
 from dispatch_pipeline.defs.local_runs import build_local_job, run_site_days
-from dispatch_pipeline.defs.partitions import SiteDay
+from dispatch_pipeline.defs.partitions import SiteDay, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
 from dispatch_pipeline.defs.resources_map import pipeline_resources
 from dispatch_pipeline.demo import demo_forecast, demo_site
@@ -29,23 +31,39 @@ DATES = [dt.date(2025, 3, 1) + dt.timedelta(days=n) for n in range(4)]
 ASSETS = ("site_forecast", "site_tariff", "dispatch_schedule", "dispatch_explanations", "dispatch_kpis")
 
 
-@pytest.fixture
-def repo_instance(tmp_path: Path) -> Iterator[tuple[dg.DagsterInstance, str]]:
-    """The repository's dagster.yaml on a scratch Dagster database, and a scratch app database."""
+@contextmanager
+def _repo_instance(tmp_path: Path, **storage_config: object) -> Iterator[tuple[dg.DagsterInstance, str]]:
+    """The repository's dagster.yaml (with `storage_config` added to its storage's config) on a
+    scratch Dagster database, and a scratch app database."""
     with scratch_database("postgresql", tmp_path, "dispatch_instance_dagster") as dagster_url, \
             scratch_database("postgresql", tmp_path, "dispatch_instance_app") as app_url:
         home = tmp_path / "dagster_home"
         home.mkdir()
         env = {
             **repo_dagster_home(home, dagster_url.rsplit("/", 1)[1]),
-            # As .env.example, Compose and Helm set them: a step's materialisations are stored
-            # together, and a run of many partitions plans them in one event per asset.
+            # As .env.example, Compose and Helm set it: a step's materialisations are stored together.
             "DAGSTER_EVENT_BATCH_SIZE": "1000",
-            "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
         }
+        if storage_config:
+            config = yaml.safe_load((home / "dagster.yaml").read_text())
+            config["storage"]["custom"]["config"].update(storage_config)
+            (home / "dagster.yaml").write_text(yaml.safe_dump(config))
         with mock.patch.dict("os.environ", env), dg.DagsterInstance.get() as instance:
             yield instance, app_url
         close_engines()
+
+
+@pytest.fixture
+def repo_instance(tmp_path: Path) -> Iterator[tuple[dg.DagsterInstance, str]]:
+    with _repo_instance(tmp_path) as instance_and_url:
+        yield instance_and_url
+
+
+def _job(instance: dg.DagsterInstance, app_url: str) -> dg.JobDefinition:
+    return build_local_job(
+        pipeline_resources(storage=DispatchStorage(database_url=app_url), solver=DispatchSolver(timeout_ms=5000),
+                           pickle_dir=str(Path(instance.storage_directory()) / "snapshots"))
+    )
 
 
 def test_the_instance_storage_keeps_connections_across_a_ranged_run(repo_instance):
@@ -58,10 +76,7 @@ def test_the_instance_storage_keeps_connections_across_a_ranged_run(repo_instanc
     for date in DATES:
         save_forecast(engine, site.site_id, demo_forecast("KL_MALL", date), dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
     instance.add_dynamic_partitions("sites", [site.site_id])
-    job = build_local_job(
-        pipeline_resources(storage=DispatchStorage(database_url=app_url), solver=DispatchSolver(timeout_ms=5000),
-                           pickle_dir=str(Path(instance.storage_directory()) / "snapshots"))
-    )
+    job = _job(instance, app_url)
 
     opened: list[object] = []
     listener = lambda *_: opened.append(1)  # noqa: E731
@@ -81,3 +96,30 @@ def test_the_instance_storage_keeps_connections_across_a_ranged_run(repo_instanc
     # alone opens more than two per event stored (314 for this run).
     assert len(run_events) > 40
     assert len(opened) <= 10, f"{len(opened)} connections opened for {len(run_events)} events"
+
+
+def test_failed_small_runs_mark_their_partitions_failed_and_large_runs_plan_in_one_event(tmp_path):
+    """Runs of more partitions than `planned_event_subsets_above` (2 here) record one planned
+    event per asset; smaller ones one per partition, so their partitions show as failed."""
+    with _repo_instance(tmp_path, planned_event_subsets_above=2) as (instance, app_url):
+        upsert_site(open_database(app_url), demo_site("KL_MALL").model_copy(update={"site_id": "UNPLANNABLE"}))
+        instance.add_dynamic_partitions("sites", ["UNPLANNABLE"])  # no forecasts: every run fails
+        job, quiet = _job(instance, app_url), {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+        single, pair, triple = [[SiteDay("UNPLANNABLE", date) for date in dates]
+                                for dates in (DATES[:1], DATES[1:3], DATES[1:4])]
+        runs = [run_site_days(job, instance, [days[0], days[-1]], run_config=quiet) for days in (single, pair, triple)]
+        assert not any(run.success for run in runs)
+
+        keys = [day.key for day in (*single, *triple)]
+        asset = dg.AssetKey("dispatch_schedule")
+        with dg.partition_loading_context(dynamic_partitions_store=instance):
+            status = instance.get_status_by_partition(asset, keys, site_day_partitions)
+        failed = {key for key, value in status.items() if value == dg.AssetPartitionStatus.FAILED}
+        # The triple's last day was planned only by the triple, in one event: not marked.
+        assert failed == {day.key for day in (*single, *pair)}
+
+        def planned(run: dg.ExecuteInProcessResult) -> list[str | None]:
+            events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+            return [e.dagster_event.event_specific_data.partition for e in events if e.dagster_event.asset_key == asset]
+
+        assert [planned(run) for run in runs] == [[day.key for day in single], [day.key for day in pair], [None]]

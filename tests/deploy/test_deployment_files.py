@@ -8,10 +8,9 @@ from dispatch_pipeline.cli.dagster_home import EVENT_SETTINGS
 from tests.conftest import REPO
 
 
-def test_every_deployment_sets_dagsters_event_settings():
+def test_every_deployment_stores_events_in_batches():
     """Compose (every service of the image, and the run containers the daemon starts) and the Helm
-    values (code server and its runs, webserver, daemon) set what `EVENT_SETTINGS` holds: without
-    the planned-events setting a backfill costs Dagster twice the CPU."""
+    values (code server and its runs, daemon) set what `EVENT_SETTINGS` holds, as the CLI does."""
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     app_env = compose["x-app-env"]
     assert {name: app_env[name].split(":-")[1].rstrip("}") for name in EVENT_SETTINGS} == EVENT_SETTINGS
@@ -25,4 +24,13 @@ def test_every_deployment_sets_dagsters_event_settings():
         return {item["name"]: item["value"] for item in section.get("env", [])}
 
     assert env(code_server) == EVENT_SETTINGS and env(helm["dagsterDaemon"]) == EVENT_SETTINGS
-    assert env(helm["dagsterWebserver"])["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] == "1"
+
+
+def test_instances_on_postgresql_plan_large_runs_in_one_event_per_asset():
+    """The instance storage that Compose and `dispatch-pipeline ui` use decides it, not an
+    environment variable that would also stop failed single-partition runs from showing."""
+    for name in ("dagster.yaml", "dagster.docker.yaml"):
+        storage = yaml.safe_load((REPO / "dagster_home" / name).read_text())["storage"]["custom"]
+        assert storage["class"] == "PooledPostgresStorage", name
+    for path in (REPO / "docker-compose.yml", REPO / ".env.example", REPO / "dagster_home" / "dagster.docker.yaml"):
+        assert "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS" not in path.read_text(), path
