@@ -81,7 +81,7 @@ def _planned_per_partition(event: EventLogEntry, limit: int) -> list[EventLogEnt
                 event_specific_data=planned._replace(partition=key, partitions_subset=None)
             )
         )
-        for key in subset.get_partition_keys()
+        for key in sorted(subset.get_partition_keys())
     ]
 
 
