@@ -51,7 +51,7 @@ def test_dg_lists_the_pipeline_definitions(embedded_env):
     assert set(assets) == set(PIPELINE_ASSETS)
     for key, asset in assets.items():
         assert asset["description"] and asset["group_name"] and asset["kinds"] and asset["owners"], key
-    assert assets["dispatch_schedule"]["dependency_keys"] == ["site_forecast", "site_tariff"]
+    assert sorted(assets["dispatch_schedule"]["dependency_keys"]) == ["site_forecast", "site_tariff"]
     assert {check["key"] for check in defs["asset_checks"]} == {
         f"dispatch_schedule:{name}" for name in (*HARD_CHECKS, FALLBACK_CHECK)
     }
