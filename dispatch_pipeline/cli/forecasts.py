@@ -15,13 +15,12 @@ FORECAST_FILE = SeriesFile(
     value_columns=("load_kw", "pv_kw"),
     non_negative=True,
     save="save_forecasts",
+    description=(
+        "Store load and PV forecasts in the application database (DATABASE_URL, else SQLite "
+        "under DAGSTER_HOME). A newer issue of the same interval wins when plans read them."
+    ),
 )
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    register_loader(
-        subcommands,
-        FORECAST_FILE,
-        "Store load and PV forecasts in the application database (DATABASE_URL, else SQLite "
-        "under DAGSTER_HOME). A newer issue of the same interval wins when plans read them.",
-    )
+    register_loader(subcommands, FORECAST_FILE)

@@ -17,14 +17,13 @@ PRICE_FILE = SeriesFile(
     value_columns=("buy", "sell"),
     non_negative=False,
     save="save_price_series_by_site",
+    description=(
+        "Store import (buy) and export (sell) prices per interval in the application database "
+        "(DATABASE_URL, else SQLite under DAGSTER_HOME). They replace the site's time-of-use "
+        "tariff on the days they cover; a newer issue of the same interval wins."
+    ),
 )
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
-    register_loader(
-        subcommands,
-        PRICE_FILE,
-        "Store import (buy) and export (sell) prices per interval in the application database "
-        "(DATABASE_URL, else SQLite under DAGSTER_HOME). They replace the site's time-of-use "
-        "tariff on the days they cover; a newer issue of the same interval wins.",
-    )
+    register_loader(subcommands, PRICE_FILE)

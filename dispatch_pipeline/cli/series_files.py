@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.core.request import SITE_ID_PATTERN
 
-SITE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+SITE_ID = re.compile(SITE_ID_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,15 @@ class SeriesFile:
     value_columns: tuple[str, ...]
     non_negative: bool
     save: str  # the dispatch_pipeline.storage function storing {site_id: frame}
+    description: str  # the subcommand's --help
 
     @property
     def columns(self) -> tuple[str, ...]:
         return ("site_id", "ts", *self.value_columns)
 
 
-def register_loader(subcommands: argparse._SubParsersAction, spec: SeriesFile, description: str) -> None:
-    parser = subcommands.add_parser(spec.command, help=f"store {spec.what} issues", description=description)
+def register_loader(subcommands: argparse._SubParsersAction, spec: SeriesFile) -> None:
+    parser = subcommands.add_parser(spec.command, help=f"store {spec.what} issues", description=spec.description)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     load = actions.add_parser(
         "load", help=f"load a CSV or Parquet file ({', '.join(spec.columns)})"
