@@ -53,11 +53,13 @@ def run_child(kind: str, first: str, last: str) -> None:
     sys.exit(0 if ok else 1)
 
 
+def child_command(kind: str, first: str, last: str) -> list[str]:
+    """This script executing one run in a new interpreter."""
+    return [sys.executable, __file__, "--child", kind, first, last]
+
+
 def count_instructions(kind: str, first: str, last: str, env: dict[str, str]) -> int:
-    command = [
-        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-        sys.executable, __file__, "--child", kind, first, last,
-    ]
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *child_command(kind, first, last)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     found = COLLECTED.search(done.stderr)
     if done.returncode != 0 or not found:
@@ -131,7 +133,7 @@ def main() -> int:
         first = dates[0].isoformat()
         for kind in KINDS:
             warm = subprocess.run(
-                [sys.executable, __file__, "--child", kind, first, last_of[large]],
+                child_command(kind, first, last_of[large]),
                 env=env_of[kind], capture_output=True, text=True,
             )
             if warm.returncode != 0:
