@@ -10,7 +10,9 @@ application data in PostgreSQL (else SQLite). Runs are chunked as the assets' ba
 chunks an asset backfill (one site, up to --chunk dates per run), and run --concurrency at a time
 (default 2, one per core), each in a new process executing the code location's job as a launched
 run does (`execute_job`): interpreter, Dagster and code location import are in the figure; the
-daemon's queue polling is not. Runs solve on a solver service started for the benchmark, as
+daemon's queue polling is not. With --warm-runs each run process is forked instead from one that
+has already imported Dagster and the code location, which no Dagster run launcher does: the
+difference is what starting every run in a new interpreter costs. Runs solve on a solver service started for the benchmark, as
 deployed (`dispatch-pipeline solver serve`, --parallelism workers, warm before the clock starts);
 with --no-solver-service each run starts its own workers instead, and their start-up is in the
 figure too. The day-ahead mode runs the tick's requests in this process, one after another.
@@ -266,11 +268,29 @@ def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[s
     return result.success, time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
 
-def dagster_backfill_seconds(app_url, timeout_ms, parallelism, service, sites, dates, chunk, concurrency):
+def run_process_context(warm: bool):
+    """How run processes start: a new interpreter each (spawn), as Dagster launches every run;
+    or, `warm`, forked from a server process that has already imported Dagster, the pipeline and
+    this script's code location, which is what a run launcher keeping such a process would save."""
+    import multiprocessing
+
+    if not warm:
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "dagster", "dispatch_pipeline.definitions", Path(__file__).stem])
+    # The server starts, and imports, now: not while the backfill is timed.
+    starter = context.Process(target=int)
+    starter.start()
+    starter.join()
+    return context
+
+
+def dagster_backfill_seconds(app_url, timeout_ms, parallelism, service, sites, dates, chunk, concurrency,
+                             warm_runs=False):
     """The backfill in runs of one site x up to `chunk` dates, `concurrency` runs at a time, each
     in a new process (interpreter, Dagster import, and solver workers unless `service` is given:
-    what a launched run pays); (seconds, runs, failed, CPU-s of the run processes)."""
-    import multiprocessing
+    what a launched run pays; with `warm_runs` forked warm instead); (seconds, runs, failed, CPU-s
+    of the run processes)."""
     from concurrent.futures import ProcessPoolExecutor
 
     chunks = [
@@ -279,10 +299,9 @@ def dagster_backfill_seconds(app_url, timeout_ms, parallelism, service, sites, d
         for i in range(0, len(dates), chunk)
     ]
     failed, run_cpu = 0, 0.0
+    mp_context = run_process_context(warm_runs)
     started = time.perf_counter()
-    with ProcessPoolExecutor(
-        max_workers=concurrency, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
-    ) as pool:
+    with ProcessPoolExecutor(max_workers=concurrency, mp_context=mp_context, max_tasks_per_child=1) as pool:
         futures = [pool.submit(_run_chunk, app_url, timeout_ms, parallelism, service, *c) for c in chunks]
         for n, (future, (site_id, first, last)) in enumerate(zip(futures, chunks, strict=True), 1):
             ok, seconds, cpu = future.result()
@@ -341,6 +360,10 @@ def main() -> int:
                         help="backfill this many times, each between two raw passes; prints the median ratio")
     parser.add_argument("--solver-service", action=argparse.BooleanOptionalAction, default=True,
                         help="runs solve on a shared solver service (default), else on their own workers")
+    parser.add_argument("--warm-runs", action="store_true",
+                        help="fork each run process from one that has already imported Dagster and the "
+                             "code location, instead of starting a new interpreter as Dagster's run "
+                             "launchers do: what the per-run start-up costs the backfill")
     parser.add_argument("--day-ahead", type=int, default=0, metavar="N",
                         help="instead: time one day-ahead tick for N sites (in the KL timezone)")
     args = parser.parse_args()
@@ -437,7 +460,8 @@ def main() -> int:
                 print(f"\nround {round_number} of {args.rounds}")
             cpu, pg_cpu = machine_cpu_seconds(), postgres_cpu_seconds()
             dagster, runs, failed, run_cpu = dagster_backfill_seconds(
-                app_url, args.timeout_ms, args.parallelism, service, sites, dates, args.chunk, args.concurrency
+                app_url, args.timeout_ms, args.parallelism, service, sites, dates, args.chunk, args.concurrency,
+                args.warm_runs,
             )
             dagster_cpu = machine_cpu_seconds() - cpu
             pg_cpu = None if pg_cpu is None else postgres_cpu_seconds() - pg_cpu
@@ -459,7 +483,8 @@ def main() -> int:
                   + ("" if pg_cpu is None else f", PostgreSQL {pg_cpu:.1f}")
                   + f", the rest (solver service or workers, other) {dagster_cpu - run_cpu - (pg_cpu or 0):.1f}")
             where = "on the solver service" if service else "per run"
-            print(f"{partitions} site-days in {runs} run(s), {args.concurrency} at a time, {failed} failed; "
+            started_how = "forked warm" if args.warm_runs else "each in a new interpreter"
+            print(f"{partitions} site-days in {runs} run(s) {started_how}, {args.concurrency} at a time, {failed} failed; "
                   f"{args.parallelism} solver worker(s) {where}, chunk {args.chunk}")
             raw_before = raw_after
         if len(ratios) > 1:
