@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
@@ -97,7 +99,7 @@ def copy_rows(
                     if json_positions:
                         values = list(row)
                         for i in json_positions:
-                            values[i] = Jsonb(values[i])
+                            values[i] = Jsonb(values[i], dumps=_json_text)
                         row = tuple(values)
                     copy.write_row(row)
                     written += 1
@@ -112,6 +114,22 @@ def copy_rows(
             dialect=connection.dialect,
         ) from exc
     return written
+
+
+def _json_text(value: Any) -> str:
+    """`json.dumps(value)`, encoding each distinct flat list once: explanation rows repeat a few
+    dozen lists of binding constraints hundreds of thousands of times in a backfill."""
+    if type(value) is list:
+        try:
+            return _flat_list_json(tuple(value))
+        except TypeError:  # an unhashable item: a nested list or dict
+            pass
+    return json.dumps(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _flat_list_json(items: tuple[Any, ...]) -> str:
+    return json.dumps(list(items))
 
 
 def _column_type_oids(cursor: Any, table: Table, columns: Sequence[str]) -> list[int]:

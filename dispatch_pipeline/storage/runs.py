@@ -8,6 +8,7 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from operator import attrgetter
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -64,6 +65,7 @@ EXPLANATION_COLUMNS = ("run_id", "ts", "reason_code", "reason", "binding", "marg
 KPI_TABLE_COLUMNS = ("run_id", *KPI_COLUMNS)
 # The Point fields stored as the schedule's numbers, in SCHEDULE_COLUMNS order (same names).
 POINT_NUMBER_FIELDS = (*SCHEDULE_FLOW_COLUMNS, "soc")
+_point_numbers = attrgetter(*POINT_NUMBER_FIELDS)
 
 
 class RunRecord(BaseModel):
@@ -240,7 +242,7 @@ def _schedule_rows(
     for i, result in enumerate(results):
         run_id = result.run_id
         for j, point in enumerate(result.points):
-            numbers = (*(getattr(point, name) for name in POINT_NUMBER_FIELDS),)
+            numbers = _point_numbers(point)
             if not _all_finite(numbers):
                 _raise_first_non_finite(point, POINT_NUMBER_FIELDS, f"results[{i}].points[{j}]")
             yield (
