@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,7 +32,6 @@ class DispatchProblem:
     weights: Weights
     use_milp: bool
     timeout_ms: int
-    request: DispatchRequest = field(repr=False)
 
     @property
     def intervals(self) -> int:
@@ -139,5 +138,4 @@ def build_problem(
         weights=request.weights,
         use_milp=request.use_milp,
         timeout_ms=request.timeout_ms,
-        request=request,
     )

@@ -20,7 +20,7 @@ from dispatch_pipeline.core.milp import (
     require_cbc,
 )
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
-from dispatch_pipeline.core.request import DispatchRequest
+from dispatch_pipeline.core.request import DispatchRequest, parse_request
 from dispatch_pipeline.core.result import DispatchResult, Point, Schedule
 from dispatch_pipeline.core.runner import SolverPool, default_runner
 
@@ -184,13 +184,13 @@ def solve_dispatch(
     SolverUnavailable for a solver that is not installed; every other failure of the MILP ends in
     the rule-based schedule, with `fallback_reason` saying why.
     """
-    problem = build_problem(request, pv_kw=pv_kw, default_timezone=default_timezone)
     overrides = {}
     if timeout_ms is not None:
         overrides["timeout_ms"] = timeout_ms
     if use_milp is not None:
         overrides["use_milp"] = use_milp
     if overrides:
-        resolved = {**problem.request.model_dump(), "date": problem.day.date, "timezone": problem.day.timezone}
-        problem = build_problem({**resolved, **overrides}, pv_kw=problem.pv_kw)
+        # Validated like the request's own values: a bad override is a RequestError naming it.
+        request = parse_request({**parse_request(request).model_dump(), **overrides})
+    problem = build_problem(request, pv_kw=pv_kw, default_timezone=default_timezone)
     return solve_problem(problem, solver=solver, runner=runner, currency=currency)
