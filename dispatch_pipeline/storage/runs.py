@@ -269,7 +269,7 @@ def _explanation_rows(
                 _timestamp(point.ts, parsed_ts, i, j),
                 point.reason_code,
                 point.reason,
-                list(point.binding),
+                point.binding,
                 marginal,
             )
 
