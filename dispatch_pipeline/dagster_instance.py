@@ -26,6 +26,11 @@ CPU-s of Dagster's and 1 of PostgreSQL's per run). Runs of more than `planned_ev
 partitions record one event per asset for all of them instead (their partitions then show as
 missing, not failed, when the run fails: the run and the backfill show the failure); smaller runs,
 every day-ahead run among them, keep Dagster's per-partition events.
+
+And it stores a batch of materialisations (a step's partitions, as DAGSTER_EVENT_BATCH_SIZE
+groups them) as one executemany insert, which SQLAlchemy compiles once per process, where
+dagster-postgres builds one multi-row VALUES statement per batch and compiles it anew: about 40 ms
+per batch of 365, 0.2 CPU-s per backfill run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
@@ -47,6 +53,12 @@ DEFAULT_POOL_RECYCLE_S = 3600
 # The largest run whose planned partitions are recorded one by one: a day-ahead run plans at most
 # DISPATCH_DAY_AHEAD_SITES_PER_RUN (250) sites; a backfill run plans a site-year.
 DEFAULT_PLANNED_EVENT_SUBSETS_ABOVE = 250
+# Batches that dagster-postgres writes with one multi-row insert: all materialisations, or all
+# observations.
+_ROW_BATCHED_EVENT_TYPES = ({DagsterEventType.ASSET_MATERIALIZATION}, {DagsterEventType.ASSET_OBSERVATION})
+_INSERT_RETURNING_IDS = SqlEventLogStorageTable.insert().returning(
+    SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+)
 
 
 class PlannedSubsetsPostgresEventLogStorage(PostgresEventLogStorage):
@@ -63,6 +75,19 @@ class PlannedSubsetsPostgresEventLogStorage(PostgresEventLogStorage):
     def store_event(self, event: EventLogEntry) -> None:
         for each in _planned_per_partition(event, self.planned_event_subsets_above):
             super().store_event(each)
+
+    def store_event_batch(self, events: list[EventLogEntry]) -> None:
+        if not events or {event.get_dagster_event().event_type for event in events} not in _ROW_BATCHED_EVENT_TYPES:
+            super().store_event_batch(events)
+            return
+        # dagster-postgres's batch write, the rows given as parameters of one cached statement.
+        rows = [self._event_to_row(event) for event in events]
+        with self._connect() as conn:
+            event_ids = [row[0] for row in conn.execute(_INSERT_RETURNING_IDS, rows)]
+        with self.index_transaction() as conn:
+            self._store_asset_event_tags(conn, events, event_ids)
+            # As dagster-postgres does: the asset's entry from the batch's last event.
+            self._store_asset_event(conn, events[-1], event_ids[-1])
 
 
 def _planned_per_partition(event: EventLogEntry, limit: int) -> list[EventLogEntry]:

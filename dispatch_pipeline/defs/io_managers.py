@@ -236,14 +236,15 @@ class DispatchRunIOManager(dg.ConfigurableIOManager):
 class DispatchRunViewIOManager(dg.ConfigurableIOManager):
     """`dispatch_explanations` and `dispatch_kpis`: views of the latest stored dispatch run.
 
-    Their rows are written with the run itself (one transaction), so there is nothing left to
-    write here; loading recomputes the view from the stored run.
+    Their rows are written with the run itself (one transaction), and the assets return no value
+    (a MaterializeResult), so there is nothing to write here; loading recomputes the view from the
+    stored run.
     """
 
     storage: DispatchStorage
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
-        _per_partition(context, obj)  # still insist on one value per partition
+        _per_partition(context, obj)  # an asset returning values after all: one per partition
 
     def load_input(self, context: dg.InputContext) -> dict[str, Any]:
         view = VIEWS[context.asset_key.path[-1]]

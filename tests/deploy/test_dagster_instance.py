@@ -91,6 +91,13 @@ def test_the_instance_storage_keeps_connections_across_a_ranged_run(repo_instanc
     for asset in ASSETS:
         stored = instance.get_materialized_partitions(dg.AssetKey(asset))
         assert keys <= stored, asset
+    # Each step's materialisations were stored in one batch: every event's partition tags are
+    # stored under that event's own id.
+    records = instance.fetch_materializations(dg.AssetKey("dispatch_schedule"), limit=100).records
+    assert sorted(record.partition_key for record in records) == sorted(keys)
+    for record in records:
+        (tags,) = instance.get_event_tags_for_asset(dg.AssetKey("dispatch_schedule"), filter_event_id=record.storage_id)
+        assert f"{tags['dagster/partition/date']}|{tags['dagster/partition/site']}" == record.partition_key
     run_events = instance.all_logs(result.run_id)
     # Each storage engine keeps its connection: a few for the whole run, where dagster-postgres
     # alone opens more than two per event stored (314 for this run).

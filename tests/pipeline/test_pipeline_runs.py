@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import statistics
 
 import dagster as dg
 import numpy as np
@@ -102,6 +103,19 @@ def test_a_ranged_run_stores_every_partition(job, instance, engine, make_site):
         e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "site_tariff"
     )
     assert tariff_event.materialization.metadata["sources"].value == {"tou_tariff": 6}
+
+    # The views describe the stored plans they were not asked to build again.
+    stored = [latest_run(engine, day.site_id, day.date).to_result() for day in days]
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
+    kpis = metadata["dispatch_kpis"]
+    assert kpis["savings_vs_baseline_mean"].value == pytest.approx(
+        statistics.fmean(plan.kpis.savings_vs_baseline for plan in stored)
+    )
+    assert kpis["fallbacks"].value == 0
+    reason_codes = metadata["dispatch_explanations"]["reason_codes"].value
+    assert sum(reason_codes.values()) == sum(len(plan.points) for plan in stored) == 6 * 96
 
 
 def test_a_loaded_price_series_replaces_the_tariff_in_the_plan(
@@ -209,3 +223,22 @@ def test_dst_days_have_92_and_100_intervals(job, instance, engine, make_site):
         result = run_site_day(job, instance, SiteDay(site.site_id, date))
         assert result.success
         assert len(latest_run(engine, site.site_id, date).points) == intervals
+
+
+def test_the_views_load_from_the_stored_plan(job, instance, engine, make_site, resources):
+    from dispatch_pipeline.definitions import ASSETS
+
+    site = make_site("KL_MALL", (DAY,))
+    day = SiteDay(site.site_id, DAY)
+    assert run_site_day(job, instance, day).success
+    stored = latest_run(engine, site.site_id, DAY).to_result()
+
+    definitions = dg.Definitions(assets=ASSETS, resources=resources)
+    explanations = definitions.load_asset_value("dispatch_explanations", partition_key=day.key, instance=instance)
+    kpis = definitions.load_asset_value("dispatch_kpis", partition_key=day.key, instance=instance)
+
+    frame = explanations[day.key]
+    assert frame["reason_code"].tolist() == [point.reason_code for point in stored.points]
+    assert str(frame["ts"].iloc[0]) == "2025-03-10 16:00:00+00:00"
+    assert kpis[day.key]["run_id"] == str(stored.run_id)
+    assert kpis[day.key]["total_cost"] == pytest.approx(stored.kpis.total_cost)
