@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import compress
 
 import numpy as np
 
 from dispatch_pipeline.core.fallback import price_quartiles
 from dispatch_pipeline.core.problem import DispatchProblem
-from dispatch_pipeline.core.result import Schedule
+from dispatch_pipeline.core.result import BINDING_NAMES, Schedule
 
 _ON = 1e-4  # kW below which a flow counts as off
 _AT = 1e-4  # relative distance at which a quantity counts as at its bound
@@ -22,39 +23,38 @@ class Explanation:
     marginal_cost_per_kwh: float | None
 
 
-def _at_least(value: float, bound: float) -> bool:
-    return value >= bound - _AT * max(1.0, abs(bound))
+def _at_least(value: np.ndarray | float, bound: np.ndarray | float) -> np.ndarray:
+    return value >= bound - _AT * np.maximum(1.0, np.abs(bound))
 
 
-def _at_most(value: float, bound: float) -> bool:
-    return value <= bound + _AT * max(1.0, abs(bound))
+def _at_most(value: np.ndarray | float, bound: np.ndarray | float) -> np.ndarray:
+    return value <= bound + _AT * np.maximum(1.0, np.abs(bound))
 
 
-def binding_constraints(problem: DispatchProblem, schedule: Schedule, t: int) -> list[str]:
-    bess = problem.bess
-    energy = schedule.energy[t]
-    names = []
-    if _at_most(energy, problem.energy_min_kwh):
-        names.append("soc_min")
-    if _at_least(energy, problem.energy_max_kwh):
-        names.append("soc_max")
-    if schedule.charge[t] > _ON and _at_least(schedule.charge[t], bess.max_charge_kw):
-        names.append("charge_rating")
-    if schedule.discharge[t] > _ON and _at_least(schedule.discharge[t], bess.max_discharge_kw):
-        names.append("discharge_rating")
+def binding_constraints(problem: DispatchProblem, schedule: Schedule) -> list[list[str]]:
+    """Per interval, the constraints at their bound, in BINDING_NAMES.
+
+    Whole-day comparisons: per interval they rebuilt the day's export bound for each interval,
+    a quarter of the time it takes to explain a day.
+    """
+    s, bess = schedule, problem.bess
+    export_bound = problem.export_bound_kw
+    curtailed = s.curtail > _ON
     cap = problem.import_cap_kw
-    if cap is not None and schedule.grid_import[t] > _ON and _at_least(schedule.grid_import[t], cap):
-        names.append("import_limit")
-    export_bound = problem.export_bound_kw[t]
-    exporting_at_cap = schedule.grid_export[t] > _ON and _at_least(schedule.grid_export[t], export_bound)
-    curtailed = schedule.curtail[t] > _ON
-    if exporting_at_cap or (curtailed and export_bound <= _ON):
-        names.append("export_limit")
-    if t == problem.intervals - 1 and _at_most(energy, problem.energy_final_kwh):
-        names.append("terminal_soc")
-    if curtailed:
-        names.append("pv_curtailed")
-    return names
+    last = np.arange(problem.intervals) == problem.intervals - 1
+    at_bound = np.column_stack(
+        [
+            _at_most(s.energy, problem.energy_min_kwh),
+            _at_least(s.energy, problem.energy_max_kwh),
+            (s.charge > _ON) & _at_least(s.charge, bess.max_charge_kw),
+            (s.discharge > _ON) & _at_least(s.discharge, bess.max_discharge_kw),
+            (s.grid_import > _ON) & (_at_least(s.grid_import, cap) if cap is not None else False),
+            ((s.grid_export > _ON) & _at_least(s.grid_export, export_bound)) | (curtailed & (export_bound <= _ON)),
+            last & _at_most(s.energy, problem.energy_final_kwh),
+            curtailed,
+        ]
+    )
+    return [list(compress(BINDING_NAMES, row)) for row in at_bound.tolist()]
 
 
 def _price_band(t: int, expensive: np.ndarray, cheap: np.ndarray) -> str:
@@ -155,6 +155,7 @@ def explain(
     currency: str = "MYR",
 ) -> list[Explanation]:
     expensive, cheap = price_quartiles(problem.buy)
+    binding = binding_constraints(problem, schedule)
     explanations = []
     for t in range(problem.intervals):
         code, reason = explain_interval(problem, schedule, t, expensive, cheap, currency)
@@ -162,7 +163,7 @@ def explain(
             Explanation(
                 reason_code=code,
                 reason=reason,
-                binding=binding_constraints(problem, schedule, t),
+                binding=binding[t],
                 marginal_cost_per_kwh=None if marginal_cost_per_kwh is None else round(float(marginal_cost_per_kwh[t]), 6),
             )
         )

@@ -56,3 +56,23 @@ def test_curtailment_and_peak_discharge_are_named() -> None:
     assert noon.grid_exp_kw == pytest.approx(40.0)
     assert result.points[19].reason_code == "discharge_peak"
     assert "0.60 MYR/kWh" in result.points[19].reason
+
+
+def test_intervals_at_the_import_cap_and_only_those_name_it() -> None:
+    # An evening peak above the import cap: the battery covers the rest, the grid sits at its cap.
+    request = {
+        "site_id": "CAPPED",
+        "date": "2024-06-01",
+        "resolution_minutes": 60,
+        "load_kw": [50.0] * 18 + [100.0] * 4 + [50.0] * 2,
+        "pv_kw": [0.0] * 24,
+        "tariff": {"buy": [0.2] * 24, "sell": [0.05] * 24},
+        "limits": {"grid_import_max_kw": 80.0},
+        "bess": {"capacity_kwh": 200.0, "max_charge_kw": 50.0, "max_discharge_kw": 50.0, "soc_initial": 0.2},
+    }
+    result = solve_dispatch(request)
+    assert result.status == "ok"
+    at_cap = [hour for hour, point in enumerate(result.points) if point.grid_imp_kw >= 79.99]
+    assert set(range(18, 22)) <= set(at_cap)
+    for hour, point in enumerate(result.points):
+        assert ("import_limit" in point.binding) == (hour in at_cap), (hour, point.grid_imp_kw, point.binding)
