@@ -32,10 +32,10 @@ def _at_most(value: np.ndarray | float, bound: np.ndarray | float) -> np.ndarray
 
 
 def binding_constraints(problem: DispatchProblem, schedule: Schedule) -> list[list[str]]:
-    """Per interval, the constraints at their bound, in BINDING_NAMES.
+    """Per interval, the constraints at their bound, in BINDING_NAMES order.
 
-    Whole-day comparisons: per interval they rebuilt the day's export bound for each interval,
-    a quarter of the time it takes to explain a day.
+    Compared on whole-day arrays, not interval by interval: the export bound is itself a day-long
+    array, and rebuilding it for every interval was a quarter of the time explaining a day took.
     """
     s, bess = schedule, problem.bess
     export_bound = problem.export_bound_kw
