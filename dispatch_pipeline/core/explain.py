@@ -31,14 +31,13 @@ def _at_most(value: np.ndarray | float, bound: np.ndarray | float) -> np.ndarray
     return value <= bound + _AT * np.maximum(1.0, np.abs(bound))
 
 
-def binding_constraints(problem: DispatchProblem, schedule: Schedule) -> list[list[str]]:
+def binding_constraints(problem: DispatchProblem, schedule: Schedule, export_bound: np.ndarray) -> list[list[str]]:
     """Per interval, the constraints at their bound, in BINDING_NAMES order.
 
     Compared on whole-day arrays, not interval by interval: the export bound is itself a day-long
     array, and rebuilding it for every interval was a quarter of the time explaining a day took.
     """
     s, bess = schedule, problem.bess
-    export_bound = problem.export_bound_kw
     curtailed = s.curtail > _ON
     cap = problem.import_cap_kw
     last = np.arange(problem.intervals) == problem.intervals - 1
@@ -71,6 +70,7 @@ def explain_interval(
     t: int,
     expensive: np.ndarray,
     cheap: np.ndarray,
+    export_bound: np.ndarray,
     currency: str,
 ) -> tuple[str, str]:
     s = schedule
@@ -133,7 +133,7 @@ def explain_interval(
         grid = (
             f"exporting would cost more (sell {sell:.2f} {currency}/kWh)"
             if sell < 0 and exp <= _ON
-            else f"export is at its {problem.export_bound_kw[t]:.1f} kW limit"
+            else f"export is at its {export_bound[t]:.1f} kW limit"
         )
         return "curtail", f"Curtailing {cur:.1f} kW of PV: {grid} and {battery}"
     if exp > _ON:
@@ -155,10 +155,12 @@ def explain(
     currency: str = "MYR",
 ) -> list[Explanation]:
     expensive, cheap = price_quartiles(problem.buy)
-    binding = binding_constraints(problem, schedule)
+    # Day-long arrays, built once per day rather than once per interval that reads them.
+    export_bound = problem.export_bound_kw
+    binding = binding_constraints(problem, schedule, export_bound)
     explanations = []
     for t in range(problem.intervals):
-        code, reason = explain_interval(problem, schedule, t, expensive, cheap, currency)
+        code, reason = explain_interval(problem, schedule, t, expensive, cheap, export_bound, currency)
         explanations.append(
             Explanation(
                 reason_code=code,
