@@ -37,7 +37,7 @@ SITES_PARTITIONS_NAME = "sites"
 site_day_partitions = dg.MultiPartitionsDefinition(
     {
         "site": dg.DynamicPartitionsDefinition(name=SITES_PARTITIONS_NAME),
-        "date": dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=2),
+        "date": dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=3),
     }
 )
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=365)

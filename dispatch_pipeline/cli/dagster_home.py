@@ -8,7 +8,9 @@
 
 The chosen directory is exported as DAGSTER_HOME, so Dagster, and the application database's
 SQLite default (`DATABASE_URL` unset), use it too; and Dagster's event settings of a deployment
-(EVENT_SETTINGS) apply unless the environment sets them otherwise.
+(EVENT_SETTINGS) apply unless the environment sets them otherwise. The data commands (`sites`,
+`forecasts`, `prices`, `db`) resolve their database the same way (`application_database_url`),
+so that a site registered from the shell is the one the demo and the UI plan.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ def unset_variables(home: Path) -> list[str]:
     """The environment variables `home/dagster.yaml` reads that are not set."""
     config = home / "dagster.yaml"
     text = config.read_text(encoding="utf-8") if config.exists() else ""
-    return sorted({name for name in ENV_REFERENCE.findall(text) if not os.environ.get(name)})
+    return sorted({name for name in ENV_REFERENCE.findall(text) if not _is_set(name)})
+
+
+def _is_set(name: str) -> bool:
+    # An empty password is a real setting (trust or peer authentication); an empty host is not.
+    value = os.environ.get(name)
+    return value is not None and (bool(value.strip()) or name.endswith("PASSWORD"))
 
 
 def choose_dagster_home() -> DagsterHome:
@@ -68,3 +76,16 @@ def choose_dagster_home() -> DagsterHome:
     for name, value in EVENT_SETTINGS.items():
         os.environ.setdefault(name, value)
     return chosen
+
+
+def application_database_url(explicit: str | None = None) -> str:
+    """The application database of a command: `--database-url`, else `DATABASE_URL`, else the
+    SQLite file of the instance `choose_dagster_home` picks (the demo's and the UI's)."""
+    from dispatch_pipeline.storage import database_url
+    from dispatch_pipeline.storage.database import normalize_url
+
+    if explicit:
+        return normalize_url(explicit)
+    if not os.environ.get("DATABASE_URL", "").strip():
+        choose_dagster_home()
+    return database_url()

@@ -26,12 +26,11 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import ArgumentError, OperationalError
 
-    from dispatch_pipeline.storage import database_url
-    from dispatch_pipeline.storage.database import normalize_url
+    from dispatch_pipeline.cli.dagster_home import application_database_url
     from dispatch_pipeline.storage.migrate import current_revision, head_revision, upgrade_database
 
-    url = normalize_url(args.database_url) if args.database_url else database_url()
     try:
+        url = application_database_url(args.database_url)
         if args.db_action == "upgrade":
             upgrade_database(url)
         current, head = current_revision(url), head_revision()

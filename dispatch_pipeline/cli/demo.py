@@ -12,6 +12,7 @@ import datetime as dt
 import re
 import time
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from dispatch_pipeline.cli import UsageError
 from dispatch_pipeline.cli.dagster_home import DagsterHome, choose_dagster_home
@@ -51,19 +52,26 @@ def open_instance(home: DagsterHome) -> Any:
 
 
 def demo_dates(today: dt.date, past_days: int) -> list[dt.date]:
-    """The last `past_days` days and tomorrow (UTC calendar dates, read as each site's local date:
-    the newest date partition is UTC tomorrow)."""
+    """The last `past_days` days before `today` and tomorrow (a site's local dates)."""
     return [today - dt.timedelta(days=n) for n in range(past_days, 0, -1)] + [today + dt.timedelta(days=1)]
 
 
-def demo_runs(site_ids: list[str], today: dt.date, past_days: int) -> list[list[SiteDay]]:
-    """Per site, its past days in one run (as a backfill chunk plans history) and tomorrow in
-    another (as the day-ahead schedule does)."""
+def local_today(timezone: str, now_utc: dt.datetime) -> dt.date:
+    return now_utc.astimezone(ZoneInfo(timezone)).date()
+
+
+def demo_runs(sites: list[tuple[str, dt.date]], past_days: int) -> list[list[SiteDay]]:
+    """Per (site, its local today), its past days in one run (as a backfill chunk plans history)
+    and its tomorrow in another (as the day-ahead schedule does)."""
     from dispatch_pipeline.defs.partitions import SiteDay
 
-    *past, tomorrow = demo_dates(today, past_days)
-    history = [[SiteDay(site_id, date) for date in past] for site_id in site_ids] if past else []
-    return history + [[SiteDay(site_id, tomorrow)] for site_id in site_ids]
+    history, tomorrows = [], []
+    for site_id, today in sites:
+        *past, tomorrow = demo_dates(today, past_days)
+        if past:
+            history.append([SiteDay(site_id, date) for date in past])
+        tomorrows.append([SiteDay(site_id, tomorrow)])
+    return history + tomorrows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,18 +94,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"Application database: {_safe(url)}")
 
     sites = demo_sites()
-    today = dt.datetime.now(dt.UTC).date()
-    dates = demo_dates(today, args.days)
     issued_at = dt.datetime.now(dt.UTC)
-    for site in sites:
+    # Each site's own today: at 17:00 UTC it is already tomorrow in Kuala Lumpur.
+    todays = [(site.site_id, local_today(site.timezone, issued_at)) for site in sites]
+    for site, (_, today) in zip(sites, todays, strict=True):
         upsert_site(engine, site)
-        for date in dates:
+        for date in demo_dates(today, args.days):
             save_forecast(engine, site.site_id, demo_forecast(site, date), issued_at)
     sync_site_partitions(instance, [site.site_id for site in sites])
-    print(f"Registered {len(sites)} demo sites with forecasts for {', '.join(map(str, dates))}")
+    print(f"Registered {len(sites)} demo sites with forecasts for the last {args.days} days and "
+          f"tomorrow, each in its own timezone: "
+          + ", ".join(f"{site_id} tomorrow {today + dt.timedelta(days=1)}" for site_id, today in todays))
 
     job = build_local_job(pipeline_resources(storage=DispatchStorage(database_url=url)))
-    runs = demo_runs([site.site_id for site in sites], today, args.days)
+    runs = demo_runs(todays, args.days)
     days = [day for run_days in runs for day in run_days]
     started = time.perf_counter()
     failures = []

@@ -37,9 +37,10 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _engine(args: argparse.Namespace) -> Any:
+    from dispatch_pipeline.cli.dagster_home import application_database_url
     from dispatch_pipeline.storage import open_database
 
-    return open_database(args.database_url)
+    return open_database(application_database_url(args.database_url))
 
 
 def _read_text(source: str) -> str:

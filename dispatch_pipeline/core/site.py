@@ -47,8 +47,10 @@ class Site(BaseModel):
     longitude: Annotated[Finite, Field(ge=-180, le=180)]
     altitude_m: Finite = 0.0
     pv_kwp: Annotated[Finite, Field(ge=0)] = 0.0
-    currency: str = Field("MYR", pattern=CURRENCY_PATTERN)
-    bess: Battery = Battery()
+    # No defaults for these two: a battery or a currency nobody stated would be planned and
+    # labelled as if it were real.
+    currency: str = Field(pattern=CURRENCY_PATTERN)
+    bess: Battery
     limits: Limits = Limits()
     weights: Weights = Weights()
     tariff: TouTariff

@@ -2,8 +2,9 @@
 
 The `date` dimension is a plain calendar date label in UTC (`DailyPartitionsDefinition` needs one
 timezone), read as the *site's own* local date: `2025-03-11|KL_MALL` is 11 March in Kuala Lumpur.
-`end_offset=2` keeps tomorrow (UTC) in the set, which is the latest local "tomorrow" any site can
-ask for at its 14:00 day-ahead tick.
+`end_offset=3` keeps the day after UTC tomorrow in the set: a site's local date runs at most one day
+ahead of UTC (UTC+14), so every site's local tomorrow is a partition at every moment, whatever the
+day-ahead planning time (with 2, a site east of UTC+10 planning at 10:00 would find none).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ DEFAULT_START_DATE = "2024-01-01"
 START_DATE = os.environ.get("DISPATCH_PARTITIONS_START", DEFAULT_START_DATE)
 
 site_partitions = dg.DynamicPartitionsDefinition(name=SITES_PARTITIONS_NAME)
-# 0 would end at yesterday (the last complete UTC day); 2 ends at tomorrow.
-END_OFFSET = 2
+# 0 would end at yesterday (the last complete UTC day); 3 ends at the day after UTC tomorrow.
+END_OFFSET = 3
 date_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, end_offset=END_OFFSET)
 site_day_partitions = dg.MultiPartitionsDefinition({"site": site_partitions, "date": date_partitions})
 
@@ -47,7 +48,7 @@ class SiteDay(NamedTuple):
 
 
 def last_date_partition(now_utc: dt.datetime) -> dt.date:
-    """The newest date partition at `now_utc` (UTC tomorrow, with END_OFFSET = 2)."""
+    """The newest date partition at `now_utc` (the day after UTC tomorrow, with END_OFFSET = 3)."""
     return now_utc.astimezone(dt.UTC).date() + dt.timedelta(days=END_OFFSET - 1)
 
 

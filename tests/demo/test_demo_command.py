@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -13,8 +14,9 @@ from sqlalchemy import func, select
 
 from dispatch_pipeline.cli import UsageError, main
 from dispatch_pipeline.cli.dagster_home import EVENT_SETTINGS, choose_dagster_home, unset_variables
+from dispatch_pipeline.cli.demo import demo_runs, local_today
 from dispatch_pipeline.storage import open_database
-from dispatch_pipeline.storage.tables import dispatch_runs
+from dispatch_pipeline.storage.tables import dispatch_runs, sites
 from tests.conftest import REPO
 
 INSTANCE_VARIABLES = [
@@ -71,11 +73,42 @@ def test_dagsters_event_settings_are_a_deployments_unless_set(checkout, monkeypa
     assert {name: deployed[name] for name in EVENT_SETTINGS} == EVENT_SETTINGS
 
 
+def test_an_empty_password_is_a_setting_an_empty_host_is_not(checkout, monkeypatch):
+    for name in INSTANCE_VARIABLES:
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "")
+    assert unset_variables(checkout / "dagster_home") == []
+    monkeypatch.setenv("DAGSTER_PG_HOST", " ")
+    assert unset_variables(checkout / "dagster_home") == ["DAGSTER_PG_HOST"]
+
+
 def test_an_explicit_home_missing_its_variables_is_refused_by_name(checkout, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(checkout / "dagster_home"))
     monkeypatch.setenv("DAGSTER_PG_HOST", "127.0.0.1")
     with pytest.raises(UsageError, match="DAGSTER_MAX_CONCURRENT_RUNS, DAGSTER_PG_DB, DAGSTER_PG_PASSWORD, DAGSTER_PG_PORT, DAGSTER_PG_USERNAME"):
         choose_dagster_home()
+
+
+def test_a_site_registered_from_the_shell_is_in_the_database_the_demo_and_ui_use(checkout, capsys):
+    sites_file = checkout / "sites.yaml"
+    shutil.copy(REPO / "examples" / "sites.yaml", sites_file)
+    assert main(["sites", "import", str(sites_file)]) == 0
+    assert main(["db", "current"]) == 0
+    assert not (checkout / "dagster_home" / "dispatch.sqlite").exists()
+    engine = open_database(f"sqlite:///{checkout / 'dagster_home' / 'embedded' / 'dispatch.sqlite'}")
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(sites)).scalar_one() > 0
+
+
+def test_the_demo_plans_each_sites_own_tomorrow():
+    # 17:00 UTC: already the next day in Kuala Lumpur (UTC+8), still the same day in Phoenix (UTC-7).
+    now = dt.datetime(2026, 12, 2, 17, 0, tzinfo=dt.UTC)
+    todays = [(zone, local_today(zone, now)) for zone in ("Asia/Kuala_Lumpur", "America/Phoenix")]
+    assert todays == [("Asia/Kuala_Lumpur", dt.date(2026, 12, 3)), ("America/Phoenix", dt.date(2026, 12, 2))]
+    history_kl, history_phx, tomorrow_kl, tomorrow_phx = demo_runs(todays, 2)
+    assert [day.date for day in history_kl] == [dt.date(2026, 12, 1), dt.date(2026, 12, 2)]
+    assert [day.date for day in history_phx] == [dt.date(2026, 11, 30), dt.date(2026, 12, 1)]
+    assert [day.date for day in tomorrow_kl + tomorrow_phx] == [dt.date(2026, 12, 4), dt.date(2026, 12, 3)]
 
 
 def test_outside_the_repository_the_ui_says_where_to_run_it(tmp_path, monkeypatch, capsys):

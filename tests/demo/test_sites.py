@@ -108,6 +108,15 @@ def test_duplicate_ids_unknown_fields_and_missing_fields(tmp_path):
     assert "sites[4] ('bad id!'): tariff: field required" in rest
 
 
+@pytest.mark.parametrize("field", ["bess", "currency"])
+def test_a_site_without_a_battery_or_currency_is_refused_not_defaulted(tmp_path, field):
+    data = demo_yaml_data()
+    del data["sites"][1][field]
+    site_id = data["sites"][1]["site_id"]
+    path = write(tmp_path, data)
+    assert problems_of(path) == [f"{path}: sites[1] ({site_id!r}): {field}: field required"]
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [

@@ -128,6 +128,34 @@ def test_last_date_partition_matches_dagster():
     assert date_partitions.get_last_partition_key() == last_date_partition(now).isoformat()
 
 
+@pytest.mark.parametrize("planning_time", ["00:00", "06:45", "10:00", "14:00", "23:45"])
+def test_every_zones_tomorrow_is_a_partition_whatever_the_planning_time(planning_time):
+    """Kiritimati (UTC+14) and Auckland (UTC+13 in January) plan a date two days after UTC today
+    when their planning time comes before their offset: the partition must exist at that tick."""
+    from dispatch_pipeline.defs.automation.day_ahead import planning_minute
+    from dispatch_pipeline.defs.partitions import last_date_partition
+
+    zones = ["Pacific/Kiritimati", "Pacific/Auckland", "Asia/Kathmandu", "UTC", "America/Los_Angeles",
+             "Pacific/Pago_Pago"]
+    sites = [(zone, zone) for zone in zones]
+    start = dt.datetime(2025, 1, 15, tzinfo=UTC)
+    due = 0
+    for quarter in range(2 * 24 * 4):
+        tick = start + dt.timedelta(minutes=15 * quarter)
+        for site_id, tomorrow in due_sites(sites, tick, planning_minute(planning_time)):
+            due += 1
+            assert tomorrow <= last_date_partition(tick), (site_id, tick, tomorrow)
+    assert due == 2 * len(zones)  # each zone due once a day
+
+
+@pytest.mark.parametrize("text", ["2pm", "24:00", "14:5", "14:60", ""])
+def test_a_bad_planning_time_names_the_variable(text):
+    from dispatch_pipeline.defs.automation.day_ahead import planning_minute
+
+    with pytest.raises(ValueError, match=f"DISPATCH_PLANNING_TIME: .* got {text!r}"):
+        planning_minute(text)
+
+
 @pytest.mark.parametrize("site_id", ["KL_MALL", "site-7.b"])
 def test_site_day_key_is_dagsters_multi_partition_key(site_id):
     from dispatch_pipeline.defs.partitions import SiteDay, parse_site_day, site_day_partitions

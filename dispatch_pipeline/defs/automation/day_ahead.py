@@ -41,8 +41,16 @@ MAX_SITES_PER_RUN = int(os.environ.get("DISPATCH_DAY_AHEAD_SITES_PER_RUN", "250"
 
 
 def planning_minute(text: str = PLANNING_TIME) -> int:
-    hours, minutes = text.split(":")
+    """Minutes after local midnight of an "HH:MM" planning time; a bad one names the variable."""
+    hours, colon, minutes = text.strip().partition(":")
+    if not (colon and hours.isdigit() and minutes.isdigit() and len(minutes) == 2
+            and int(hours) < 24 and int(minutes) < 60):
+        raise ValueError(f"DISPATCH_PLANNING_TIME: expected a local time HH:MM such as 14:00, got {text!r}")
     return int(hours) * 60 + int(minutes)
+
+
+# Checked when the code location loads, not at the first tick hours later.
+planning_minute()
 
 
 def due_sites(
