@@ -35,10 +35,10 @@ def site_forecast(
     engine = storage.engine()
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
-    problems: list[str] = []
+    problems: dict[str, str] = {}
     for day, stored in load_day_slices(engine, load_forecast, FORECAST_COLUMNS, days, sites).items():
         if stored.missing:
-            problems.append(missing_message("forecast", day.site_id, stored.local, stored.missing))
+            problems[day.key] = missing_message("forecast", day.site_id, stored.local, stored.missing)
         else:
             frames[day.key] = stored.rows
     fail_incomplete("without a complete forecast", problems)

@@ -41,13 +41,13 @@ def site_tariff(
     sites = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     sources: Counter[str] = Counter()
-    problems: list[str] = []
+    problems: dict[str, str] = {}
     for day, stored in load_day_slices(engine, load_price_series, PRICE_COLUMNS, days, sites).items():
         if not stored.stored_rows:
             frames[day.key] = _tou_frame(sites[day.site_id].tariff, stored.local)
             sources["tou_tariff"] += 1
         elif stored.missing:
-            problems.append(missing_message("price series", day.site_id, stored.local, stored.missing))
+            problems[day.key] = missing_message("price series", day.site_id, stored.local, stored.missing)
         else:
             frames[day.key] = stored.rows[["ts", "buy", "sell"]].assign(source="price_series")
             sources["price_series"] += 1

@@ -1,0 +1,115 @@
+"""`partition_recovery_sensor`: a run of many site-days that failed on a few incomplete ones plans
+the rest.
+
+A backfill run carries up to a year of one site; a run is stored whole or not at all, and Dagster
+cannot mark single partitions of a run as failed (dagster-io/dagster#17836). So one day without a
+complete forecast or price series fails the whole run. The ingestion assets name those days in
+their failure (`incomplete_partitions`); this sensor then requests new runs for the run's other
+site-days, one per site and unbroken date range, so that only the incomplete days stay unplanned
+(and named in the failed run). Runs it requests are tagged `dispatch/recovers` and are never
+split again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import dagster as dg
+
+from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
+from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
+from dispatch_pipeline.defs.partitions import (
+    SiteDay,
+    parse_site_day,
+    partition_range_tags,
+    site_day_partitions,
+)
+
+RECOVERS_TAG = "dispatch/recovers"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+CARRIED_TAGS = ("dispatch/planning", "dispatch/source")
+# The backfill a failed run belonged to, under a tag of our own: the backfill daemon counts runs
+# tagged dagster/backfill as its own.
+BACKFILL_TAG = "dagster/backfill"
+RECOVERED_BACKFILL_TAG = "dispatch/backfill"
+
+
+def incomplete_partitions(step_failures: Iterable[dg.DagsterEvent]) -> set[str]:
+    """The partition keys the run's ingestion steps failed on for lack of data."""
+    keys: set[str] = set()
+    for event in step_failures:
+        failure = event.step_failure_data
+        user_data = failure.user_failure_data if failure else None
+        entry = user_data.metadata.get(INCOMPLETE_PARTITIONS_KEY) if user_data else None
+        if entry is not None:
+            keys.update(entry.value)
+    return keys
+
+
+def unbroken_ranges(days: Sequence[SiteDay]) -> list[list[SiteDay]]:
+    """`days` (in partition order) cut into runs of one site and consecutive dates."""
+    ranges: list[list[SiteDay]] = []
+    for day in days:
+        previous = ranges[-1][-1] if ranges else None
+        if previous and previous.site_id == day.site_id and (day.date - previous.date).days == 1:
+            ranges[-1].append(day)
+        else:
+            ranges.append([day])
+    return ranges
+
+
+def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    """Runs for the complete site-days of a failed ranged run; none if it cannot be split."""
+    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+    if not (start and end and incomplete) or RECOVERS_TAG in run.tags:
+        return []
+    keys = site_day_partitions.get_partition_keys_in_range(
+        dg.PartitionKeyRange(start, end), dynamic_partitions_store=instance
+    )
+    days = sorted((parse_site_day(key) for key in keys), key=lambda day: (day.site_id, day.date))
+    complete = [day for day in days if day.key not in incomplete]
+    carried = {name: run.tags[name] for name in CARRIED_TAGS if name in run.tags}
+    if BACKFILL_TAG in run.tags:
+        carried[RECOVERED_BACKFILL_TAG] = run.tags[BACKFILL_TAG]
+    # The failed run's assets (an asset backfill may select fewer than the job); None: all of them.
+    selection = sorted(run.asset_selection, key=str) if run.asset_selection else None
+    requests = []
+    for block in unbroken_ranges(complete):
+        first, last = block[0], block[-1]
+        # One site per run, tagged so that the queue's one-run-per-site limit holds for it too.
+        tags = {**carried, RECOVERS_TAG: run.run_id, "dispatch/site": first.site_id}
+        if len(block) == 1:
+            requests.append(dg.RunRequest(
+                run_key=f"{run.run_id}:{first.key}", partition_key=first.key,
+                tags=tags, asset_selection=selection,
+            ))
+        else:
+            requests.append(dg.RunRequest(
+                run_key=f"{run.run_id}:{first.key}..{last.key}",
+                tags={**tags, **partition_range_tags(block)},
+                asset_selection=selection,
+            ))
+    return requests
+
+
+@dg.run_failure_sensor(
+    name="partition_recovery_sensor",
+    request_job=day_ahead_dispatch_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "When a run of many site-days fails because some lack a complete forecast or price "
+        "series, requests runs for its other site-days (one per site and unbroken date range), "
+        "so that only the incomplete days stay unplanned."
+    ),
+)
+def partition_recovery_sensor(context: dg.RunFailureSensorContext):
+    run = context.dagster_run
+    incomplete = incomplete_partitions(context.get_step_failure_events())
+    requests = recovery_requests(run, incomplete, context.instance)
+    if not requests:
+        return dg.SkipReason(f"run {run.run_id} did not fail on incomplete inputs of a partition range")
+    context.log.info(
+        f"run {run.run_id}: {len(incomplete)} incomplete site-day(s); planning the others in {len(requests)} run(s)"
+    )
+    return requests

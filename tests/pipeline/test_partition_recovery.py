@@ -1,0 +1,85 @@
+"""A ranged run failing on a few incomplete site-days: the recovery sensor plans all the others."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from dispatch_pipeline.defs.automation.recovery import (
+    RECOVERS_TAG,
+    incomplete_partitions,
+    partition_recovery_sensor,
+    recovery_requests,
+    unbroken_ranges,
+)
+from dispatch_pipeline.defs.local_runs import run_requested, run_site_days
+from dispatch_pipeline.defs.partitions import SiteDay
+from dispatch_pipeline.demo import demo_forecast
+from dispatch_pipeline.storage import latest_run, save_forecast
+from tests.pipeline.conftest import ISSUED_AT
+
+FIRST = dt.date(2025, 5, 5)
+DATES = [FIRST + dt.timedelta(days=n) for n in range(6)]
+GAPS = {DATES[2], DATES[5]}  # one inside the range, one at its end
+
+
+def failure_context(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult):
+    run = instance.get_run_by_id(result.run_id)
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    return dg.build_run_status_sensor_context(
+        sensor_name=partition_recovery_sensor.name, dagster_instance=instance, dagster_run=run,
+        dagster_event=failure,
+    ).for_run_failure()
+
+
+def test_a_failed_range_is_replanned_without_its_incomplete_days(job, instance, engine, make_site):
+    site = make_site("BERLIN_DEPOT")
+    for date in DATES:
+        forecast = demo_forecast("BERLIN_DEPOT", date)
+        save_forecast(engine, site.site_id, forecast.iloc[:-3] if date in GAPS else forecast, ISSUED_AT)
+    days = [SiteDay(site.site_id, date) for date in DATES]
+    failed = run_site_days(job, instance, days, tags={"dagster/backfill": "bf1"})
+    assert not failed.success
+    assert all(latest_run(engine, site.site_id, date) is None for date in DATES)  # whole or nothing
+
+    requests = partition_recovery_sensor(failure_context(instance, failed))
+    # Two unbroken ranges of complete days: 05-05..05-06 and 05-08..05-09.
+    assert [dict(r.tags).get("dagster/asset_partition_range_start") for r in requests] == [
+        days[0].key, days[3].key,
+    ]
+    assert [dict(r.tags).get("dagster/asset_partition_range_end") for r in requests] == [
+        days[1].key, days[4].key,
+    ]
+    for request in requests:
+        assert request.tags[RECOVERS_TAG] == failed.run_id
+        assert request.tags["dispatch/site"] == site.site_id
+        assert request.tags["dispatch/backfill"] == "bf1" and "dagster/backfill" not in request.tags
+        assert run_requested(job, instance, request).success
+    planned = {date for date in DATES if latest_run(engine, site.site_id, date) is not None}
+    assert planned == set(DATES) - GAPS
+
+
+def test_runs_that_cannot_or_need_not_be_split_are_left_alone(job, instance, engine, make_site):
+    site = make_site("KL_MALL")
+    save_forecast(engine, site.site_id, demo_forecast("KL_MALL", DATES[0]).iloc[:-1], ISSUED_AT)
+    single = run_site_days(job, instance, [SiteDay(site.site_id, DATES[0])])
+    assert not single.success
+    assert isinstance(partition_recovery_sensor(failure_context(instance, single)), dg.SkipReason)
+
+    for date in DATES[1:3]:
+        save_forecast(engine, site.site_id, demo_forecast("KL_MALL", date), ISSUED_AT)
+    days = [SiteDay(site.site_id, date) for date in DATES[:3]]
+    recovering = run_site_days(job, instance, days, tags={RECOVERS_TAG: "an-earlier-run"})
+    assert not recovering.success
+    assert isinstance(partition_recovery_sensor(failure_context(instance, recovering)), dg.SkipReason)
+
+
+def test_step_failures_without_incomplete_inputs_name_no_partitions():
+    assert incomplete_partitions([]) == set()
+    assert recovery_requests(dg.DagsterRun(job_name="j", tags={}), {"2025-05-05|S"}, None) == []
+
+
+def test_unbroken_ranges_split_at_gaps_and_sites():
+    days = [SiteDay("A", DATES[0]), SiteDay("A", DATES[1]), SiteDay("A", DATES[3]), SiteDay("B", DATES[4])]
+    assert unbroken_ranges(days) == [days[:2], [days[2]], [days[3]]]
