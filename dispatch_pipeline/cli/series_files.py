@@ -2,16 +2,20 @@
 `prices load`.
 
 A file has columns site_id, ts and the series' value columns (ts: ISO 8601 with a UTC offset,
-the interval start). The whole file is checked before anything is written, and all its sites
-are written in one transaction: one bad cell rejects it, naming the row and the column.
+the interval start, on the pipeline's 15-minute grid). The whole file is checked before anything is
+written, and all its sites are written in one transaction: one bad cell rejects it, naming the row
+(data rows count from 1; a CSV's also names the line, the header being line 1), the column and
+the value.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,10 @@ from dispatch_pipeline.cli import UsageError
 from dispatch_pipeline.core.request import SITE_ID_PATTERN
 
 SITE_ID = re.compile(SITE_ID_PATTERN)
+# A fraction of a second with a digit other than 0: datetime.fromisoformat keeps microseconds only,
+# so "04:00:00.0000001Z" would otherwise pass as 04:00.
+NONZERO_FRACTION = re.compile(r"[.,]\d*[1-9]")
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,28 @@ def read_table(path: Path) -> Any:
     raise UsageError(f"{path}: unknown format {suffix or '(none)'!r}; use .csv or .parquet")
 
 
+def csv_lines(path: Path, rows: int) -> list[int] | None:
+    """The line of the file each of the `rows` data rows pandas read from the CSV `path` starts on
+    (the header is line 1), or None when they cannot be told apart.
+
+    Not simply row + 1: pandas skips blank (and whitespace-only) lines and a quoted cell may span
+    lines.
+    """
+    starts: list[int] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
+            reader = csv.reader(file)
+            start = 1
+            for record in reader:
+                if len(record) > 1 or (record and record[0].strip()):
+                    starts.append(start)
+                start = reader.line_num + 1
+    except (OSError, csv.Error):
+        return None
+    data = starts[1:]  # starts[0]: the header
+    return data if len(data) == rows else None
+
+
 def _number(value: Any, where: str, non_negative: bool) -> float:
     if isinstance(value, str):
         text = value.strip()
@@ -93,7 +123,8 @@ def parse_timestamp(value: Any, where: str) -> dt.datetime:
     import pandas as pd
 
     if isinstance(value, pd.Timestamp):
-        parsed = value.to_pydatetime()
+        # Nanoseconds are dropped here; check_interval_start looks at the Timestamp itself.
+        parsed = value.to_pydatetime(warn=False)
     elif isinstance(value, dt.datetime):
         parsed = value
     elif isinstance(value, str):
@@ -108,9 +139,34 @@ def parse_timestamp(value: Any, where: str) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
-def validate(table: Any, source: str, spec: SeriesFile) -> dict[str, list[tuple[Any, ...]]]:
-    """Rows (ts, *values) grouped by site; raises UsageError at the first bad cell (rows count
-    from 1)."""
+def check_interval_start(value: Any, instant: dt.datetime, where: str, minutes: int) -> None:
+    """Raise UsageError unless `instant` (`value` parsed) starts an interval of the `minutes` grid:
+    a whole number of intervals since the epoch, so zero seconds and sub-seconds."""
+    import pandas as pd
+
+    nanoseconds = (isinstance(value, pd.Timestamp) and value.nanosecond != 0) or (
+        isinstance(value, str) and NONZERO_FRACTION.search(value) is not None
+    )
+    if nanoseconds or (instant - EPOCH) % dt.timedelta(minutes=minutes):
+        raise UsageError(
+            f"{where}: must start a {minutes}-minute interval (a whole multiple of {minutes} "
+            f"minutes, zero seconds) (got {value!r})"
+        )
+
+
+def validate(
+    table: Any, source: str, spec: SeriesFile, lines: Sequence[int] | None = None
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Rows (ts, *values) grouped by site; raises UsageError at the first bad cell.
+
+    Rows count from 1 over the data rows; `lines`, for a CSV, are the lines they start on (see
+    csv_lines), named beside the row number.
+    """
+    from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES
+
+    def row_name(index: int) -> str:
+        return f"row {index}" if lines is None else f"row {index} (line {lines[index - 1]})"
+
     columns = spec.columns
     need = ", ".join(columns)
     missing = [name for name in columns if name not in table.columns]
@@ -126,15 +182,16 @@ def validate(table: Any, source: str, spec: SeriesFile) -> dict[str, list[tuple[
     for index, (site_id, ts, *values) in enumerate(
         table[list(columns)].itertuples(index=False, name=None), start=1
     ):
-        row = f"{source}: row {index}"
+        row = f"{source}: {row_name(index)}"
         if not isinstance(site_id, str) or not SITE_ID.fullmatch(site_id.strip()):
             raise UsageError(f"{row}, column site_id: must match {SITE_ID.pattern} (got {site_id!r})")
         site_id = site_id.strip()
         instant = parse_timestamp(ts, f"{row}, column ts")
+        check_interval_start(ts, instant, f"{row}, column ts", PIPELINE_RESOLUTION_MINUTES)
         if (site_id, instant) in first_row:
             raise UsageError(
-                f"{row}, column ts: {instant.isoformat()} for site {site_id} repeats row "
-                f"{first_row[site_id, instant]}"
+                f"{row}, column ts: {instant.isoformat()} for site {site_id} repeats "
+                f"{row_name(first_row[site_id, instant])}"
             )
         first_row[site_id, instant] = index
         numbers = (
@@ -149,13 +206,16 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
     import pandas as pd
 
     from dispatch_pipeline import storage
+    from dispatch_pipeline.cli.dagster_home import application_database_url
 
     path = Path(args.file)
-    by_site = validate(read_table(path), str(path), spec)
+    table = read_table(path)
+    lines = csv_lines(path, len(table)) if path.suffix.lower() == ".csv" else None
+    by_site = validate(table, str(path), spec, lines)
     issued_at = (
         parse_timestamp(args.issued_at, "--issued-at") if args.issued_at else dt.datetime.now(dt.UTC)
     )
-    engine = storage.open_database(args.database_url)
+    engine = storage.open_database(application_database_url(args.database_url))
     frames = {}
     for site_id, rows in sorted(by_site.items()):
         frame = pd.DataFrame(rows, columns=["ts", *spec.value_columns])

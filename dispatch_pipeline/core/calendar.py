@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 UTC = dt.UTC
+# The pipeline's interval: the contract's day of 96 quarter-hours (92/100 on DST days).
+PIPELINE_RESOLUTION_MINUTES = 15
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ import warnings
 
 import dagster as dg
 
+from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES
+
 # Backfill policies on assets are "beta" in dagster 1.13; they are what makes backfills scale here.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 OWNERS = ["team:dispatch"]
-# The contract's day: 96 quarter-hours (92/100 on DST days).
-RESOLUTION_MINUTES = 15
+RESOLUTION_MINUTES = PIPELINE_RESOLUTION_MINUTES
 
 # Partitions per run when backfilling: a site-year (365) per run amortises Dagster's per-run
 # start-up (~3 s as a subprocess) over hundreds of solves, while a failed chunk costs little.

@@ -65,14 +65,14 @@ SERIES_FILES = {
 @pytest.mark.parametrize(
     ("command", "row", "column", "value", "expected"),
     [
-        ("forecasts", 7, "load_kw", "-1", "row 7, column load_kw: must be >= 0"),
-        ("forecasts", 3, "pv_kw", "abc", "row 3, column pv_kw: not a number"),
-        ("forecasts", 5, "ts", "2025-03-10T17:00:00", "row 5, column ts: needs a UTC offset"),
-        ("forecasts", 2, "site_id", "bad id!", "row 2, column site_id"),
-        ("forecasts", 9, "load_kw", "nan", "row 9, column load_kw: must be finite"),
-        ("prices", 4, "buy", "cheap", "row 4, column buy: not a number"),
-        ("prices", 8, "sell", "inf", "row 8, column sell: must be finite"),
-        ("prices", 2, "ts", "2025-03-10 23:15", "row 2, column ts: needs a UTC offset"),
+        ("forecasts", 7, "load_kw", "-1", "row 7 (line 8), column load_kw: must be >= 0"),
+        ("forecasts", 3, "pv_kw", "abc", "row 3 (line 4), column pv_kw: not a number"),
+        ("forecasts", 5, "ts", "2025-03-10T17:00:00", "row 5 (line 6), column ts: needs a UTC offset"),
+        ("forecasts", 2, "site_id", "bad id!", "row 2 (line 3), column site_id"),
+        ("forecasts", 9, "load_kw", "nan", "row 9 (line 10), column load_kw: must be finite"),
+        ("prices", 4, "buy", "cheap", "row 4 (line 5), column buy: not a number"),
+        ("prices", 8, "sell", "inf", "row 8 (line 9), column sell: must be finite"),
+        ("prices", 2, "ts", "2025-03-10 23:15", "row 2 (line 3), column ts: needs a UTC offset"),
     ],
 )
 def test_a_malformed_series_file_is_rejected_whole(url, tmp_path, capsys, command, row, column, value, expected):
@@ -98,7 +98,7 @@ def test_forecasts_load_rejects_missing_columns_and_repeats(url, tmp_path, capsy
     table = forecast_table()
     pd.concat([table, table.iloc[[3]]]).to_csv(path, index=False)
     assert main(["forecasts", "load", str(path), "--database-url", url]) == 2
-    assert "row 97, column ts" in capsys.readouterr().err
+    assert "row 97 (line 98), column ts" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])

@@ -1,0 +1,211 @@
+"""`forecasts load` and `prices load` (dispatch_pipeline.cli.series_files): a `ts` off the
+interval grid rejects the file whole, and CSV messages name the line beside the row."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dispatch_pipeline.cli import main
+from dispatch_pipeline.demo import demo_forecast
+from dispatch_pipeline.storage import load_forecast, load_price_series, open_database
+from tests.pipeline.conftest import price_table
+from tests.postgres import BACKENDS, scratch_database
+
+# Wide enough to hold every row of the files below, whatever was stored.
+WINDOW = (dt.datetime(2025, 3, 9, tzinfo=dt.UTC), dt.datetime(2025, 3, 13, tzinfo=dt.UTC))
+ROW = 5  # the bad row (data rows count from 1): line 6 of the CSV
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with scratch_database(request.param, tmp_path, "series_files_test") as url:
+        yield url
+
+
+def forecast_table(site_id: str = "KL_MALL") -> pd.DataFrame:
+    frame = demo_forecast("KL_MALL", dt.date(2025, 3, 11))
+    frame.insert(0, "site_id", site_id)
+    frame["ts"] = frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return frame
+
+
+# command: its file (96 quarter-hours, ts as text), the reader of what it stored, the file's site
+SERIES = {
+    "forecasts": (forecast_table, load_forecast, "KL_MALL"),
+    "prices": (price_table, load_price_series, "BERLIN_DEPOT"),
+}
+
+
+def with_timestamps(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with ts as a tz-aware datetime column (nanosecond resolution), as Parquet files
+    usually hold it."""
+    return table.assign(ts=pd.to_datetime(table["ts"], utc=True).astype("datetime64[ns, UTC]"))
+
+
+def stored(command: str, url: str, site_id: str | None = None) -> pd.DataFrame:
+    _, read_stored, default_site = SERIES[command]
+    return read_stored(open_database(url), site_id or default_site, *WINDOW)
+
+
+def load(command: str, path: Path, url: str) -> int:
+    return main([command, "load", str(path), "--database-url", url])
+
+
+def off_grid(text: str, shift: dt.timedelta) -> str:
+    """`text` (…Z) moved by `shift`; microseconds written only when there are any."""
+    instant = dt.datetime.fromisoformat(text) + shift
+    return instant.strftime("%Y-%m-%dT%H:%M:%S") + (f".{instant:%f}" if instant.microsecond else "") + "Z"
+
+
+OFF_GRID_TEXT = [
+    pytest.param(lambda ts: off_grid(ts, dt.timedelta(minutes=7)), id="minutes"),
+    pytest.param(lambda ts: off_grid(ts, dt.timedelta(seconds=30)), id="seconds"),
+    pytest.param(lambda ts: off_grid(ts, dt.timedelta(milliseconds=500)), id="milliseconds"),
+    pytest.param(lambda ts: off_grid(ts, dt.timedelta(microseconds=1)), id="microseconds"),
+    # Below datetime's resolution: fromisoformat alone would read it as the quarter-hour itself.
+    pytest.param(lambda ts: ts.replace("Z", ".0000001Z"), id="nanoseconds"),
+    # 7 minutes off, written in +08:00: the grid is checked on the UTC instant.
+    pytest.param(
+        lambda ts: (dt.datetime.fromisoformat(ts) + dt.timedelta(minutes=7))
+        .astimezone(dt.timezone(dt.timedelta(hours=8))).isoformat(),
+        id="offset",
+    ),
+]
+
+
+@pytest.mark.parametrize("make_bad", OFF_GRID_TEXT)
+@pytest.mark.parametrize("command", SERIES)
+def test_an_off_grid_ts_in_a_csv_is_rejected_whole(url, tmp_path, capsys, command, make_bad):
+    make_table = SERIES[command][0]
+    table = make_table()
+    bad = make_bad(table.loc[ROW - 1, "ts"])
+    table.loc[ROW - 1, "ts"] = bad
+    path = tmp_path / "bad.csv"
+    table.to_csv(path, index=False)
+    assert load(command, path, url) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: row {ROW} (line {ROW + 1}), column ts: must start a 15-minute interval" in err
+    assert repr(bad) in err
+    assert stored(command, url).empty
+
+
+@pytest.mark.parametrize(
+    "shift",
+    [
+        pytest.param(pd.Timedelta(minutes=7), id="minutes"),
+        pytest.param(pd.Timedelta(seconds=1), id="seconds"),
+        pytest.param(pd.Timedelta(nanoseconds=1), id="nanoseconds"),
+    ],
+)
+@pytest.mark.parametrize("command", SERIES)
+def test_an_off_grid_ts_in_a_parquet_file_is_rejected_whole(url, tmp_path, capsys, command, shift):
+    table = with_timestamps(SERIES[command][0]())
+    table.loc[ROW - 1, "ts"] += shift
+    path = tmp_path / "bad.parquet"
+    table.to_parquet(path)
+    assert load(command, path, url) == 2
+    err = capsys.readouterr().err
+    # Parquet has no lines: the row number alone.
+    assert f"{path}: row {ROW}, column ts: must start a 15-minute interval" in err
+    assert "(line" not in err
+    assert str(table.loc[ROW - 1, "ts"]).replace("+00:00", "+0000") in err  # the value, as repr'd
+    assert stored(command, url).empty
+
+
+def test_an_off_grid_ts_as_text_in_a_parquet_file_is_rejected(url, tmp_path, capsys):
+    table = forecast_table()
+    table.loc[ROW - 1, "ts"] = "2025-03-10T20:07:00Z"
+    path = tmp_path / "bad.parquet"
+    table.to_parquet(path)
+    assert load("forecasts", path, url) == 2
+    err = capsys.readouterr().err
+    assert f"row {ROW}, column ts: must start a 15-minute interval" in err
+    assert "'2025-03-10T20:07:00Z'" in err
+    assert stored("forecasts", url).empty
+
+
+def test_one_off_grid_row_rejects_every_site_of_the_file(url, tmp_path, capsys):
+    good, bad = forecast_table("KL_MALL"), forecast_table("KL_ANNEX")
+    bad.loc[10, "ts"] = "2025-03-10T18:31:00Z"
+    path = tmp_path / "fleet.csv"
+    pd.concat([good, bad]).to_csv(path, index=False)
+    assert load("forecasts", path, url) == 2
+    assert "row 107 (line 108), column ts" in capsys.readouterr().err
+    assert stored("forecasts", url, "KL_MALL").empty
+    assert stored("forecasts", url, "KL_ANNEX").empty
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+@pytest.mark.parametrize("command", SERIES)
+def test_an_on_grid_file_still_loads(url, tmp_path, capsys, command, suffix):
+    table = SERIES[command][0]()
+    path = tmp_path / f"good.{suffix}"
+    if suffix == "csv":
+        table.to_csv(path, index=False)
+    else:
+        with_timestamps(table).to_parquet(path)
+    assert load(command, path, url) == 0
+    assert "96 interval(s) stored" in capsys.readouterr().out
+    assert len(stored(command, url)) == 96
+
+
+def test_on_grid_in_other_offsets_and_with_zero_fractions_loads(url, tmp_path):
+    table = forecast_table()
+    nepal = dt.timezone(dt.timedelta(hours=5, minutes=45))
+    table["ts"] = [
+        dt.datetime.fromisoformat(ts).astimezone(nepal).isoformat() if i % 2 else ts.replace("Z", ".000000Z")
+        for i, ts in enumerate(table["ts"])
+    ]
+    path = tmp_path / "offsets.csv"
+    table.to_csv(path, index=False)
+    assert load("forecasts", path, url) == 0
+    assert len(stored("forecasts", url)) == 96
+
+
+def test_csv_lines_allow_for_skipped_blank_lines_and_multi_line_cells(url, tmp_path, capsys):
+    header, *rows = forecast_table().to_csv(index=False).splitlines()
+    # Data row 3 ends in a quoted pv_kw cell over two lines (a valid number once stripped); data
+    # row 4 is off the grid.
+    multi_line = rows[2].rsplit(",", 1)[0] + ',"0.0\n"'
+    off_grid = rows[3].replace(":45:00Z", ":52:00Z")
+    assert off_grid != rows[3]
+    lines = [
+        header,      # line 1
+        rows[0],     # line 2: row 1
+        "",          # line 3: blank, skipped
+        rows[1],     # line 4: row 2
+        "   ",       # line 5: whitespace only, skipped
+        multi_line,  # lines 6-7: row 3
+        off_grid,    # line 8: row 4
+        *rows[4:],
+    ]
+    path = tmp_path / "gaps.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert load("forecasts", path, url) == 2
+    assert f"row 4 (line 8), column ts: must start a 15-minute interval (a whole multiple of 15 " \
+        f"minutes, zero seconds) (got {off_grid.split(',')[1]!r})" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
+    # Without the bad row the same layout loads: blank lines and the multi-line cell are fine.
+    path.write_text("\n".join(line if line != off_grid else rows[3] for line in lines) + "\n")
+    assert load("forecasts", path, url) == 0
+    assert len(stored("forecasts", url)) == 96
+
+
+def test_a_repeated_ts_names_both_rows_and_lines(url, tmp_path, capsys):
+    table = forecast_table()
+    path = tmp_path / "repeat.csv"
+    pd.concat([table, table.iloc[[3]]]).to_csv(path, index=False)
+    assert load("forecasts", path, url) == 2
+    assert "row 97 (line 98), column ts: 2025-03-10T16:45:00+00:00 for site KL_MALL repeats row 4 (line 5)" in (
+        capsys.readouterr().err
+    )
+    path = tmp_path / "repeat.parquet"
+    pd.concat([table, table.iloc[[3]]]).to_parquet(path)
+    assert load("forecasts", path, url) == 2
+    assert "row 97, column ts: 2025-03-10T16:45:00+00:00 for site KL_MALL repeats row 4\n" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
