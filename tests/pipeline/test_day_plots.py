@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.request import parse_request
-from dispatch_pipeline.defs.dispatch.metadata import DayPlotter
+from dispatch_pipeline.defs.dispatch.metadata import POWER_CURVES, DayPlotter
 from dispatch_pipeline.demo import demo_request
 
 
@@ -50,3 +51,72 @@ def test_plots_are_png_of_a_fixed_size(days):
     for result, problem in days:
         image = Image.open(io.BytesIO(base64.b64decode(DayPlotter().png_base64(result, problem))))
         assert (image.format, image.size) == ("PNG", (720, 288))
+
+
+def drawn_lines(plotter: DayPlotter) -> dict[str, np.ndarray]:
+    """x positions of each curve drawn (power curves and SOC), by legend label."""
+    labels = {label for label, _ in POWER_CURVES} | {"SOC"}
+    lines = [line for axes in plotter.power_axes.figure.axes for line in axes.get_lines()]
+    return {
+        line.get_label(): np.asarray(line.get_xdata(orig=False), float)
+        for line in lines
+        if line.get_label() in labels
+    }
+
+
+def ticks(plotter: DayPlotter) -> tuple[np.ndarray, list[str]]:
+    axes = plotter.power_axes
+    return np.asarray(axes.get_xticks(), float), [
+        label.get_text() for label in axes.get_xticklabels()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("site_id", "date", "points"),
+    [
+        ("KL_MALL", "2024-06-21", 96),
+        ("BERLIN_DEPOT", "2024-10-27", 100),
+        ("BERLIN_DEPOT", "2024-03-31", 92),
+    ],
+)
+def test_curves_run_forward_in_real_time(site_id, date, points):
+    # On the fall-back day the repeated hour must not fold back onto the axis: x is real time.
+    plotter = DayPlotter()
+    plotter.png_base64(*planned(site_id, date))
+    lines = drawn_lines(plotter)
+    assert len(lines) == len(POWER_CURVES) + 1
+    for label, x in lines.items():
+        assert len(x) == points, label
+        steps = np.diff(x)
+        assert (steps > 0).all(), label
+        assert np.allclose(steps, steps[0]), (
+            label
+        )  # evenly spaced: every interval is 15 real minutes
+
+
+def test_ticks_show_the_local_clock_at_real_time_positions():
+    plotter = DayPlotter()
+    normal = planned("KL_MALL", "2024-06-21")
+    plotter.png_base64(*normal)
+    positions, labels = ticks(plotter)
+    quarter = np.diff(drawn_lines(plotter)["load"])[0]
+    assert labels[:8] == ["00:00", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00"]
+    assert np.allclose(np.diff(positions[:8]), 12 * quarter)
+    assert "UTC" not in plotter.power_axes.get_xlabel()
+
+    plotter.png_base64(*planned("BERLIN_DEPOT", "2024-10-27"))
+    positions, labels = ticks(plotter)
+    x = drawn_lines(plotter)["load"]
+    quarter = np.diff(x)[0]
+    assert labels[:8] == ["00:00", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00"]
+    # 00:00 to 03:00 local is four real hours on the fall-back day, then three hours a tick.
+    assert np.allclose(np.diff(positions[:8]), [16 * quarter] + [12 * quarter] * 6)
+    assert positions[0] == pytest.approx(x[0])
+    assert (
+        "UTC+02:00" in plotter.power_axes.get_xlabel()
+        and "UTC+01:00" in plotter.power_axes.get_xlabel()
+    )
+
+    # A reused plotter carries no DST note into the next, ordinary day.
+    plotter.png_base64(*normal)
+    assert "UTC" not in plotter.power_axes.get_xlabel()

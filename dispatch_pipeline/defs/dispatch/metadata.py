@@ -102,18 +102,23 @@ class DayPlotter:
     """
 
     def __init__(self) -> None:
-        from matplotlib.dates import DateFormatter, HourLocator
         from matplotlib.figure import Figure  # renders with Agg, no display needed
 
         # A bare Figure (no pyplot state) with fixed margins: tight_layout would double the cost.
         self._figure = Figure(figsize=(9, 3.6), dpi=80)
         self._figure.subplots_adjust(left=0.08, right=0.93, bottom=0.14, top=0.9)
         power = self._figure.add_subplot()
-        power.xaxis.axis_date()
-        power.xaxis.set_major_locator(HourLocator(byhour=range(0, 24, 3)))
-        power.xaxis.set_major_formatter(DateFormatter("%H:%M"))
-        self._curves = [power.step([], [], where="post", label=label, color=color)[0] for label, color in POWER_CURVES]
+        # x is real time, in hours since the day's first interval: on a fall-back day the repeated
+        # hour follows the first one instead of folding back onto it. Ticks name the local clock.
+        self._curves = [
+            power.step([], [], where="post", label=label, color=color)[0]
+            for label, color in POWER_CURVES
+        ]
         power.axhline(0, color="#999999", linewidth=0.5)
+        # Where the clocks change, on a DST day; hidden on others.
+        self._clock_change = power.axvline(
+            0, color="#999999", linewidth=0.8, linestyle=":", visible=False
+        )
         power.set_ylabel("kW")
         charge = power.twinx()
         (self._soc,) = charge.plot([], [], color="#27ae60", linestyle="--", label="SOC")
@@ -125,19 +130,77 @@ class DayPlotter:
     def png_base64(self, result: DispatchResult, problem: DispatchProblem) -> str:
         import pandas as pd
 
-        times = pd.to_datetime([p.ts for p in result.points], utc=True).tz_convert(result.timezone)
-        times = times.tz_localize(None)  # local wall clock on the axis
+        instants = pd.to_datetime([p.ts for p in result.points], utc=True)
+        start = instants[0]
+        hours = ((instants - start) / _HOUR).to_numpy(float)
         battery = [p.batt_dis_kw - p.batt_ch_kw for p in result.points]
         grid = [p.grid_imp_kw - p.grid_exp_kw for p in result.points]
-        for curve, values in zip(self._curves, (problem.pv_kw, problem.load_kw, battery, grid), strict=True):
-            curve.set_data(times, values)
-        self._soc.set_data(times, [p.soc * 100 for p in result.points])
-        self.power_axes.relim()
+        for curve, values in zip(
+            self._curves, (problem.pv_kw, problem.load_kw, battery, grid), strict=True
+        ):
+            curve.set_data(hours, values)
+        self._soc.set_data(hours, [p.soc * 100 for p in result.points])
+        offsets = _utc_offsets(instants, result.timezone)
+        changes = np.flatnonzero(offsets[1:] != offsets[:-1]) + 1
+        xlabel = f"local time ({result.timezone})"
+        if len(changes):
+            # A NaN-separated vertical segment per change (there is one on a DST day).
+            at = np.full((len(changes), 3), np.nan)
+            at[:, :2] = hours[changes, None]
+            self._clock_change.set_data(at.ravel(), np.tile([0.0, 1.0, np.nan], len(changes)))
+            moves = ", ".join(
+                f"UTC{_offset_text(offsets[i - 1])} to UTC{_offset_text(offsets[i])}"
+                for i in changes
+            )
+            xlabel += f", clocks change at the dotted line: {moves}"
+        self._clock_change.set_visible(bool(len(changes)))
+        self.power_axes.relim(visible_only=True)
         self.power_axes.autoscale_view()
-        self.power_axes.set_xlabel(f"local time ({result.timezone})")
+        self.power_axes.set_xticks(
+            *_clock_ticks(start, self.power_axes.get_xlim(), result.timezone)
+        )
+        self.power_axes.set_xlabel(xlabel)
         self.power_axes.set_title(
             f"{result.site_id} {result.date} - {result.solver}, cost {result.kpis.total_cost:.2f}"
         )
         buffer = io.BytesIO()
         self._figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
         return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+_HOUR = np.timedelta64(1, "h")
+_TICK_HOURS = 3  # a tick every 3 hours of local clock time
+_TICK_STEP = "15min"  # UTC offsets are whole quarter-hours
+
+
+def _utc_offsets(instants: Any, timezone: str) -> np.ndarray:
+    """Each instant's UTC offset in `timezone`, as timedelta64, without a Python loop."""
+    return (instants.tz_convert(timezone).tz_localize(None) - instants.tz_localize(None)).to_numpy()
+
+
+def _offset_text(offset: np.timedelta64) -> str:
+    minutes = int(offset // np.timedelta64(1, "m"))
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _clock_ticks(
+    start: Any, limits: tuple[float, float], timezone: str
+) -> tuple[np.ndarray, list[str]]:
+    """(positions, labels) of the ticks within `limits`, hours since `start`: every 3 local hours.
+
+    Positions are real time, so on a DST day the ticks are unevenly spaced and, on a fall-back
+    day, a repeated clock time would be labelled twice.
+    """
+    import pandas as pd
+
+    low, high = limits
+    first = start.floor("h") + pd.Timedelta(hours=np.floor(low))
+    candidates = pd.date_range(
+        first, start + pd.Timedelta(hours=np.ceil(high) + 1), freq=_TICK_STEP
+    )
+    local = candidates.tz_convert(timezone)
+    on_tick = (local.minute == 0) & (local.hour % _TICK_HOURS == 0)
+    positions = ((candidates - start) / _HOUR).to_numpy(float)
+    on_tick &= (positions >= low) & (positions <= high)
+    return positions[on_tick], list(local[on_tick].strftime("%H:%M"))
