@@ -83,3 +83,18 @@ def test_step_failures_without_incomplete_inputs_name_no_partitions():
 def test_unbroken_ranges_split_at_gaps_and_sites():
     days = [SiteDay("A", DATES[0]), SiteDay("A", DATES[1]), SiteDay("A", DATES[3]), SiteDay("B", DATES[4])]
     assert unbroken_ranges(days) == [days[:2], [days[2]], [days[3]]]
+
+
+def test_retries_of_a_failed_run_request_the_same_runs(instance):
+    keys = [SiteDay("S", date).key for date in DATES[:4]]
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    first = dg.DagsterRun(job_name="j", run_id="first-attempt", tags=tags)
+    retry = dg.DagsterRun(
+        job_name="j", run_id="second-attempt", tags=tags, root_run_id="first-attempt", parent_run_id="first-attempt"
+    )
+    instance.add_dynamic_partitions("sites", ["S"])
+    requests = [recovery_requests(run, {keys[1]}, instance) for run in (first, retry)]
+    assert [[r.run_key for r in each] for each in requests] == [
+        [f"first-attempt:{keys[0]}", f"first-attempt:{keys[2]}..{keys[3]}"]
+    ] * 2
+    assert {r.tags[RECOVERS_TAG] for each in requests for r in each} == {"first-attempt"}

@@ -6,8 +6,8 @@ cannot mark single partitions of a run as failed (dagster-io/dagster#17836). So 
 complete forecast or price series fails the whole run. The ingestion assets name those days in
 their failure (`incomplete_partitions`); this sensor then requests new runs for the run's other
 site-days, one per site and unbroken date range, so that only the incomplete days stay unplanned
-(and named in the failed run). Runs it requests are tagged `dispatch/recovers` and are never
-split again.
+(and named in the failed run). Runs it requests are tagged `dispatch/recovers` (the first attempt's
+run id; retries of a failed run request nothing new) and are never split again.
 """
 
 from __future__ import annotations
@@ -74,19 +74,22 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
         carried[RECOVERED_BACKFILL_TAG] = run.tags[BACKFILL_TAG]
     # The failed run's assets (an asset backfill may select fewer than the job); None: all of them.
     selection = sorted(run.asset_selection, key=str) if run.asset_selection else None
+    # Keyed by the first attempt: the daemon's automatic retries of the run fail the same way,
+    # and their failures must not plan the same days again.
+    origin = run.root_run_id or run.run_id
     requests = []
     for block in unbroken_ranges(complete):
         first, last = block[0], block[-1]
         # One site per run, tagged so that the queue's one-run-per-site limit holds for it too.
-        tags = {**carried, RECOVERS_TAG: run.run_id, "dispatch/site": first.site_id}
+        tags = {**carried, RECOVERS_TAG: origin, "dispatch/site": first.site_id}
         if len(block) == 1:
             requests.append(dg.RunRequest(
-                run_key=f"{run.run_id}:{first.key}", partition_key=first.key,
+                run_key=f"{origin}:{first.key}", partition_key=first.key,
                 tags=tags, asset_selection=selection,
             ))
         else:
             requests.append(dg.RunRequest(
-                run_key=f"{run.run_id}:{first.key}..{last.key}",
+                run_key=f"{origin}:{first.key}..{last.key}",
                 tags={**tags, **partition_range_tags(block)},
                 asset_selection=selection,
             ))
