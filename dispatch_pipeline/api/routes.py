@@ -84,7 +84,11 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 SiteIdQuery = Annotated[str, Query(pattern=SITE_ID_PATTERN, examples=["DEMO"])]
-DateQuery = Annotated[dt.date | None, Query(description="The site's local day, YYYY-MM-DD.")]
+# A string, then a date: pydantic would read "0" as a Unix timestamp (1970-01-01), a guess.
+DateQuery = Annotated[
+    str | None,
+    Query(pattern=r"^\d{4}-\d{2}-\d{2}$", description="The site's local day, YYYY-MM-DD.", examples=["2024-03-15"]),
+]
 
 
 @router.get(
@@ -97,9 +101,10 @@ DateQuery = Annotated[dt.date | None, Query(description="The site's local day, Y
 async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep,
                      date: DateQuery = None) -> Response:
     ensure_site_allowed(access, site_id)
-    stored = await run_in_threadpool(_latest, database, site_id, date)
+    day = _calendar_date(date)
+    stored = await run_in_threadpool(_latest, database, site_id, day)
     if stored is None:
-        on_date = f" on {date.isoformat()}" if date else ""
+        on_date = f" on {day.isoformat()}" if day else ""
         raise ApiError(404, f"no dispatch run stored for site {site_id!r}{on_date}")
     run = stored.run
     return json_response(LatestSchedule(
@@ -107,6 +112,17 @@ async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep
         created_at=run.created_at, status=run.status, solver=run.solver,
         resolution_minutes=run.resolution_minutes, points=stored.points,
     ))
+
+
+def _calendar_date(text: str | None) -> dt.date | None:
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        problem = field_problem(["date"], "not a calendar date YYYY-MM-DD", text)
+        problem["loc"] = ["query", "date"]
+        raise unprocessable([problem]) from None
 
 
 def _latest(database: Database, site_id: str, date: dt.date | None) -> StoredRun | None:

@@ -123,6 +123,14 @@ class DispatchRequest(_Strict):
     use_milp: Annotated[bool, Field(strict=True)] = True
     timeout_ms: Annotated[int, Field(strict=True, ge=100, le=600_000)] = 3000
 
+    @field_validator("date", mode="before")
+    @classmethod
+    def _calendar_date(cls, value: Any) -> Any:
+        # Pydantic would read a number as a Unix timestamp (0 -> 1970-01-01): a guess, not a date.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError("expected a calendar date YYYY-MM-DD, not a number")
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str | None) -> str | None:

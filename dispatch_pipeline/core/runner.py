@@ -53,7 +53,10 @@ class SolverPool(Protocol):
 
     size: int
 
-    def solve(self, problem: Any, solver: str, timeout_s: float, grace_s: float) -> Any: ...
+    def solve(
+        self, problem: Any, solver: str, timeout_s: float, grace_s: float,
+        on_start: Callable[[], None] | None = None,
+    ) -> Any: ...
 
     def close(self) -> None: ...
 

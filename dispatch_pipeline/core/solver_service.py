@@ -281,15 +281,20 @@ class ServiceClient:
     def using_service(self) -> bool:
         return self._local is None
 
-    def solve(self, problem: Any, solver: str, timeout_s: float, grace_s: float) -> Any:
+    def solve(
+        self, problem: Any, solver: str, timeout_s: float, grace_s: float,
+        on_start: Callable[[], None] | None = None,
+    ) -> Any:
         if self._local is None:
             try:
-                return self._solve_remote(problem, solver, timeout_s, grace_s)
+                return self._solve_remote(problem, solver, timeout_s, grace_s, on_start)
             except _ServiceLost as exc:
                 self._fall_back(str(exc))
-        return self._local.solve(problem, solver, timeout_s, grace_s)
+        return self._local.solve(problem, solver, timeout_s, grace_s, on_start)
 
-    def _solve_remote(self, problem: Any, solver: str, timeout_s: float, grace_s: float) -> Any:
+    def _solve_remote(
+        self, problem: Any, solver: str, timeout_s: float, grace_s: float, on_start: Callable[[], None] | None
+    ) -> Any:
         conn = self._checkout()
         keep = False
         try:
@@ -301,6 +306,8 @@ class ServiceClient:
                 # ("started",): the solver's clock runs from here. A request refused before any
                 # worker took it is answered at once, without it.
                 if message == ("started",):
+                    if on_start is not None:
+                        on_start()
                     if not conn.poll(timeout_s + grace_s + ANSWER_MARGIN_S):
                         raise MilpTimeout("the solver service did not answer within timeout_ms")
                     message = conn.recv()

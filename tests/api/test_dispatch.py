@@ -87,13 +87,21 @@ def test_latest_404_names_site_and_date(client):
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"site_id": "bad site"}, "site_id"), ({"site_id": "DEMO", "date": "2024-13-01"}, "date"), ({}, "site_id")],
+    [
+        ({"site_id": "bad site"}, "site_id"),
+        ({"site_id": "DEMO", "date": "2024-13-01"}, "date"),
+        ({"site_id": "DEMO", "date": "2024-02-30"}, "date"),
+        ({"site_id": "DEMO", "date": "0"}, "date"),  # not a Unix timestamp
+        ({}, "site_id"),
+    ],
 )
 def test_latest_rejects_bad_query(client, params, field):
     response = client.get("/dispatch/latest", params=params)
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", field]
+    if field in params:
+        assert params[field] in response.json()["message"]
 
 
 def test_run_by_id_404_and_malformed_uuid(client):

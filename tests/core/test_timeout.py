@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +76,42 @@ def test_time_limit_incumbent_dropped_when_rules_do_better(runner_with) -> None:
 def test_use_milp_false_is_rule_based_not_fallback() -> None:
     result = solve_dispatch(load_case("typical")["request"] | {"use_milp": False})
     assert (result.status, result.solver, result.fallback_used, result.fallback_reason) == ("ok", "rule_based", False, None)
+
+
+HARD_DAY = Path(__file__).resolve().parent.parent / "data" / "regressions" / "milp_time_limit_hard_5min_day.json"
+
+
+def test_a_mip_cut_short_by_its_time_limit_keeps_its_incumbent() -> None:
+    """A 288-interval day with negative prices whose MIP takes far longer than 3 s to prove optimal.
+
+    HiGHS's own time limit let it run on to twice the limit, and the worker was killed with the
+    incumbent; the fixed-binary LP after it was refused for lack of time. Either way the day fell
+    back to a schedule costing 195 where the MIP's incumbent costs about -100.
+    """
+    request = json.loads(HARD_DAY.read_text()) | {"timeout_ms": 3000}
+    request.pop("description")
+    runner = MilpRunner(size=1)
+    try:
+        runner.warm()
+        result = solve_dispatch(request, runner=runner)
+    finally:
+        runner.close()
+    assert (result.status, result.solver, result.fallback_used) == ("ok", "milp", False), result.fallback_reason
+    problem = build_problem(request)
+    assert result.objective_value < objective_value(problem, rule_based_schedule(problem))
+
+
+def test_solve_ms_runs_from_when_a_worker_takes_the_problem(monkeypatch) -> None:
+    from dispatch_pipeline.core import solve as solve_module
+
+    clock = iter([0.0, 1.0, 1.03])  # asked; a worker (started meanwhile) takes it; answered
+    monkeypatch.setattr(solve_module.time, "perf_counter", lambda: next(clock))
+    problem = build_problem(load_case("typical")["request"])
+
+    def choose(problem, solver, runner, on_start):
+        on_start()
+        return solve_module.Outcome(rule_based_schedule(problem), "ok", "rule_based", None, None)
+
+    monkeypatch.setattr(solve_module, "choose_schedule", choose)
+    result = solve_module.solve_problem(problem)
+    assert result.solve_ms == pytest.approx(30.0)

@@ -36,6 +36,8 @@ def with_change(path: str, value) -> dict:
 
 BAD_INPUTS = [
     # (change, field named in the message, value shown in the message)
+    (("date", 0), "date", "0"),
+    (("date", 20240315), "date", "20240315"),
     (("load_kw", [80.0] * 23), "load_kw", "23 values"),
     (("tariff.sell", [0.2] * 25), "tariff.sell", "25 values"),
     (("load_kw", [80.0] * 23 + [math.nan]), "load_kw[23]", "NaN"),

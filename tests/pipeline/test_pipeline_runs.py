@@ -187,8 +187,8 @@ def test_a_corrupted_schedule_fails_its_blocking_check(job, instance, engine, ma
     site = make_site("KL_MALL", (DAY,))
     real_attempt = ops.attempt_milp
 
-    def corrupted(problem, solver, runner):
-        outcome = real_attempt(problem, solver, runner)
+    def corrupted(problem, solver, runner, on_start=None):
+        outcome = real_attempt(problem, solver, runner, on_start)
         schedule = outcome.schedule
         schedule.grid_import = schedule.grid_import + np.where(np.arange(len(schedule.grid_import)) == 5, 10.0, 0.0)
         return outcome
@@ -206,7 +206,7 @@ def test_a_corrupted_schedule_fails_its_blocking_check(job, instance, engine, ma
 
 def test_a_milp_failure_falls_back_and_warns(job, instance, engine, make_site, monkeypatch):
     site = make_site("PHOENIX_OFFICE", (DAY,))
-    monkeypatch.setattr(ops, "attempt_milp", lambda problem, solver, runner: "timeout: injected")
+    monkeypatch.setattr(ops, "attempt_milp", lambda problem, solver, runner, on_start=None: "timeout: injected")
     result = run_site_day(job, instance, SiteDay(site.site_id, DAY))
     assert result.success
     check = check_results(result)["milp_planned"]
