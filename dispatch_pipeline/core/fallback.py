@@ -12,6 +12,8 @@ One forward pass over the day, a handful of rules an operator would write down:
    losses against a later expensive hour, up to the energy those hours will need; with a demand
    charge, never above the peak the site would draw without a battery.
 6. Near the end of the day it charges just in time to reach the terminal SOC target.
+7. A battery above soc_max (it started the day there) discharges into the site's load until it
+   is back within its band.
 
 By construction it never charges and discharges, or imports and exports, in the same interval,
 and it never leaves [0, capacity] or exceeds a rating or the hard export cap.
@@ -111,6 +113,9 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
             if expensive[t] and deficit[t] > 0:
                 available = max(0.0, (energy - floor) * eta_d / dt)
                 discharge = min(deficit[t], max_dis, available)
+            if energy > e_max + _EPS:
+                above = (energy - e_max) * eta_d / dt
+                discharge = max(discharge, min(deficit[t], max_dis, above))
             over_cap = deficit[t] - discharge - import_cap
             if over_cap > _EPS:
                 # Everything above soc_min may go to the cap, the discharge above included.

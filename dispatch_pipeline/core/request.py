@@ -80,7 +80,11 @@ class Battery(_Strict):
 
     @property
     def terminal_soc(self) -> float:
-        return self.soc_initial if self.soc_final_min is None else self.soc_final_min
+        # "At least as full as it started", but no target above soc_max: a battery that starts
+        # the day above its band would otherwise be held above it, in violation, to the end.
+        if self.soc_final_min is None:
+            return min(self.soc_initial, self.soc_max)
+        return self.soc_final_min
 
 
 class Limits(_Strict):
