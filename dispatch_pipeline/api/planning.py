@@ -91,10 +91,16 @@ def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None) -> li
         raise RequestError([str(exc)]) from None
     frame = load_forecast(engine, site.site_id, day.start_utc, day.end_utc)
     expected = list(day.timestamps())
-    if list(frame["ts"]) != expected:
+    stored = list(frame["ts"])
+    if stored != expected:
+        covered = len(set(stored) & set(expected))
+        if covered == len(expected):
+            # Stored at a finer resolution (the pipeline's quarter-hours): not resampled here.
+            found = f"is in {len(stored)} finer intervals on {date} in {timezone}, not the request's {len(expected)}"
+        else:
+            found = f"covers {covered} of the {len(expected)} interval starts of {date} in {timezone}"
         raise RequestError([
-            f"pv_kw: missing, and the stored forecast of site {site.site_id!r} covers "
-            f"{len(frame)} of the {len(expected)} {request.resolution_minutes}-minute intervals "
-            f"of {date} in {timezone}; send pv_kw"
+            f"pv_kw: missing, and the stored forecast of site {site.site_id!r} {found} "
+            f"({request.resolution_minutes}-minute); send pv_kw"
         ])
     return frame["pv_kw"].tolist()

@@ -139,9 +139,9 @@ def _latest(database: Database, site_id: str, date: dt.date | None) -> StoredRun
 async def get_run_detail(run_id: Annotated[uuid.UUID, Path()], access: Access,
                          database: DatabaseDep) -> Response:
     stored = await run_in_threadpool(lambda: get_run(database.engine(), run_id))
-    if stored is None:
+    # Another site's run is "not found" too: a 403 would tell a restricted token that it exists.
+    if stored is None or not access.allows(stored.run.site_id):
         raise ApiError(404, f"no dispatch run with id {str(run_id)!r}")
-    ensure_site_allowed(access, stored.run.site_id)
     run = stored.run
     return json_response(RunDetail(
         **run.model_dump(exclude={"dagster_run_id"}),

@@ -16,8 +16,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 SITE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -63,20 +63,22 @@ class Battery(_Strict):
     discharge_efficiency: Efficiency = 0.95
     cycle_cost_per_kwh: NonNegativeFloat = 0.0
 
-    @model_validator(mode="after")
-    def _soc_bounds_are_ordered(self) -> Battery:
-        if self.soc_min > self.soc_max:
-            raise ValueError(
-                f"soc_min ({self.soc_min}) must not exceed soc_max ({self.soc_max})"
-            )
-        if self.soc_final_min is not None and not (
-            self.soc_min <= self.soc_final_min <= self.soc_max
-        ):
-            raise ValueError(
-                f"soc_final_min ({self.soc_final_min}) must lie within "
-                f"[soc_min, soc_max] = [{self.soc_min}, {self.soc_max}]"
-            )
-        return self
+    @field_validator("soc_max")
+    @classmethod
+    def _soc_max_not_below_soc_min(cls, value: float, info: ValidationInfo) -> float:
+        soc_min = info.data.get("soc_min")
+        if soc_min is not None and soc_min > value:
+            raise ValueError(f"must not be below soc_min ({soc_min})")
+        return value
+
+    @field_validator("soc_final_min")
+    @classmethod
+    def _target_within_band(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # Checked here, not on the whole battery, so the error names this field and its value.
+        soc_min, soc_max = info.data.get("soc_min"), info.data.get("soc_max")
+        if value is not None and soc_min is not None and soc_max is not None and not soc_min <= value <= soc_max:
+            raise ValueError(f"must lie within [soc_min, soc_max] = [{soc_min}, {soc_max}]")
+        return value
 
     @property
     def terminal_soc(self) -> float:

@@ -217,6 +217,23 @@ def test_registered_site_without_forecast_for_the_day_is_422(client, engine, sam
     assert count_rows(engine) == before
 
 
+def test_an_hourly_request_on_a_quarter_hour_forecast_says_why_it_cannot_use_it(client, engine, sample_request):
+    _register_site(engine, "REG_HOURLY")
+    _store_forecast(engine, "REG_HOURLY", sample_request["pv_kw"], sample_request["load_kw"])
+    hourly = {
+        "site_id": "REG_HOURLY", "date": "2024-03-15", "resolution_minutes": 60,
+        "load_kw": sample_request["load_kw"][::4],
+        "tariff": {"buy": sample_request["tariff"]["buy"][::4], "sell": sample_request["tariff"]["sell"][::4]},
+    }
+
+    response = client.post("/dispatch/run", json=hourly)
+
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert "REG_HOURLY" in message and "96 finer intervals" in message and "not the request's 24" in message
+    assert "send pv_kw" in message
+
+
 def test_unknown_site_without_pv_is_422_saying_so(client, engine, sample_request):
     request = {**sample_request, "site_id": "NOT_REGISTERED"}
     del request["pv_kw"]

@@ -81,7 +81,7 @@ def test_bad_input_names_field_and_value(change, field, shown) -> None:
 
 def test_soc_min_above_soc_max_is_rejected() -> None:
     request = base_request() | {"bess": {"soc_min": 0.8, "soc_max": 0.3}}
-    with pytest.raises(RequestError, match=r"soc_min \(0.8\) must not exceed soc_max \(0.3\)"):
+    with pytest.raises(RequestError, match=r"bess.soc_max: must not be below soc_min \(0.8\) \(got 0.3\)"):
         build_problem(request)
 
 

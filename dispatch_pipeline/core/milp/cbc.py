@@ -31,7 +31,7 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
         raise MilpTimeout("time limit reached before CBC could start")
     solver = pyo.SolverFactory("cbc")
     solver.options["ratioGap"] = mip_rel_gap
-    solver.options["seconds"] = max(1, int(remaining))
+    solver.options["seconds"] = round(remaining, 3)  # CBC takes fractions: int() made 0.7 s a whole second
     results = solver.solve(model, load_solutions=False)
     condition = results.solver.termination_condition
     has_solution = len(results.solution) > 0
