@@ -110,9 +110,13 @@ def test_a_ranged_run_stores_every_partition(job, instance, engine, make_site):
         e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
     }
     kpis = metadata["dispatch_kpis"]
-    assert kpis["savings_vs_baseline_mean"].value == pytest.approx(
-        statistics.fmean(plan.kpis.savings_vs_baseline for plan in stored)
-    )
+    # Two sites in two currencies: a mean per site, none across them.
+    assert "savings_vs_baseline_mean" not in kpis
+    by_site = kpis["savings_vs_baseline_mean_by_site"].value
+    assert by_site.keys() == {day.site_id for day in days}
+    for site_id, mean in by_site.items():
+        plans = [plan for plan in stored if plan.site_id == site_id]
+        assert mean == pytest.approx(statistics.fmean(plan.kpis.savings_vs_baseline for plan in plans), abs=1e-4)
     assert kpis["fallbacks"].value == 0
     reason_codes = metadata["dispatch_explanations"]["reason_codes"].value
     assert sum(reason_codes.values()) == sum(len(plan.points) for plan in stored) == 6 * 96
@@ -242,3 +246,24 @@ def test_the_views_load_from_the_stored_plan(job, instance, engine, make_site, r
     assert str(frame["ts"].iloc[0]) == "2025-03-10 16:00:00+00:00"
     assert kpis[day.key]["run_id"] == str(stored.run_id)
     assert kpis[day.key]["total_cost"] == pytest.approx(stored.kpis.total_cost)
+
+
+def test_re_planning_after_a_timezone_change_refuses_the_old_inputs(job, instance, engine, make_site):
+    from dispatch_pipeline.storage import upsert_site
+
+    site = make_site("PHOENIX_OFFICE", (DAY,))
+    assert run_site_day(job, instance, SiteDay(site.site_id, DAY)).success
+    first = latest_run(engine, site.site_id, DAY)
+    upsert_site(engine, site.model_copy(update={"timezone": "Asia/Kuala_Lumpur"}))
+
+    replan = job.execute_in_process(
+        instance=instance,
+        partition_key=SiteDay(site.site_id, DAY).key,
+        asset_selection=[dg.AssetKey("dispatch_schedule")],
+        raise_on_error=False,
+    )
+
+    assert not replan.success
+    message = failure_message(replan)
+    assert "did its timezone change?" in message and "Asia/Kuala_Lumpur" in message
+    assert latest_run(engine, site.site_id, DAY).run.run_id == first.run.run_id  # nothing stored

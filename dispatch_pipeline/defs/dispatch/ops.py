@@ -13,11 +13,11 @@ import pandas as pd
 from dispatch_pipeline.core.fallback import rule_based_schedule as rule_based
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.request import RequestError
-from dispatch_pipeline.core.site import site_request
+from dispatch_pipeline.core.site import Site, site_request
 from dispatch_pipeline.core.solve import Outcome, attempt_milp, fallback_outcome
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, shorten
 from dispatch_pipeline.defs.dispatch.plans import FailedDay, PlannedDay, SolvedDay
-from dispatch_pipeline.defs.partitions import context_site_days
+from dispatch_pipeline.defs.partitions import SiteDay, context_site_days
 from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites
 
@@ -37,6 +37,10 @@ def build_dispatch_problem(
     for day in days:
         site = sites[day.site_id]
         forecast, prices = site_forecast[day.key], site_tariff[day.key]
+        stale = _inputs_for_another_day(day, site, {"site_forecast": forecast, "site_tariff": prices})
+        if stale:
+            problems.append(stale)
+            continue
         try:
             request = site_request(
                 site,
@@ -60,6 +64,25 @@ def build_dispatch_problem(
             metadata={"invalid": dg.MetadataValue.json(problems[:50])},
         )
     return planned
+
+
+def _inputs_for_another_day(day: SiteDay, site: Site, inputs: dict[str, pd.DataFrame]) -> str | None:
+    """Why stored inputs do not cover the site's local day as it is now, or None.
+
+    A run that only re-plans takes the forecast and prices its partition last ingested. If the
+    site's timezone has changed since, their values belong to other hours: planning with them
+    would silently shift the day.
+    """
+    local = site.local_day(day.date, RESOLUTION_MINUTES)
+    for name, frame in inputs.items():
+        ts = frame["ts"]
+        if len(ts) != local.intervals or ts.iat[0] != local.start_utc:
+            return (
+                f"{day}: {name} was ingested for {len(ts)} intervals from {ts.iat[0].isoformat()}, but the "
+                f"site's local day in {site.timezone} has {local.intervals} from {local.start_utc.isoformat()} "
+                "(did its timezone change?): materialise site_forecast and site_tariff again"
+            )
+    return None
 
 
 def _attempt(planned: PlannedDay, solver: DispatchSolver) -> SolvedDay | FailedDay:

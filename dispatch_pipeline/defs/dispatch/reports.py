@@ -74,9 +74,16 @@ def dispatch_kpis(dispatch_schedule: dict[str, DispatchResult]) -> dg.Materializ
         metadata["dispatch_run_id"] = record["run_id"]
         metadata.update({name: dg.MetadataValue.float(float(record[name])) for name in REPORT_KPIS})
     elif results:
-        metadata["savings_vs_baseline_mean"] = dg.MetadataValue.float(
-            statistics.fmean(result.kpis.savings_vs_baseline for result in results)
-        )
+        # Savings are in each site's own currency: averaged per site, never across sites.
+        savings: dict[str, list[float]] = {}
+        for result in results:
+            savings.setdefault(result.site_id, []).append(result.kpis.savings_vs_baseline)
+        if len(savings) == 1:
+            metadata["savings_vs_baseline_mean"] = dg.MetadataValue.float(statistics.fmean(*savings.values()))
+        else:
+            metadata["savings_vs_baseline_mean_by_site"] = dg.MetadataValue.json(
+                {site_id: round(statistics.fmean(values), 4) for site_id, values in sorted(savings.items())}
+            )
         metadata["violation_kwh_total"] = dg.MetadataValue.float(
             float(sum(result.kpis.violation_kwh for result in results))
         )
