@@ -23,7 +23,17 @@ def test_every_deployment_stores_events_in_batches():
     def env(section: dict) -> dict[str, str]:
         return {item["name"]: item["value"] for item in section.get("env", [])}
 
-    assert env(code_server) == EVENT_SETTINGS and env(helm["dagsterDaemon"]) == EVENT_SETTINGS
+    assert env(code_server).items() >= EVENT_SETTINGS.items() and env(helm["dagsterDaemon"]) == EVENT_SETTINGS
+
+
+def test_kubernetes_runs_retry_every_step():
+    """A run pod's disk goes with it, so a retry there cannot load the failed run's step outputs."""
+    helm = yaml.safe_load((REPO / "deploy" / "helm" / "values.yaml").read_text())
+    code_server = helm["dagster-user-deployments"]["deployments"][0]
+    assert {"name": "DISPATCH_RETRY_STRATEGY", "value": "ALL_STEPS"} in code_server["env"]
+    from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
+
+    assert day_ahead_dispatch_job.tags["dagster/retry_strategy"] == "FROM_FAILURE"  # shared disks
 
 
 def test_instances_on_postgresql_plan_large_runs_in_one_event_per_asset():
