@@ -100,6 +100,20 @@ def test_a_due_site_without_partition_is_skipped(fleet):
         instance.add_dynamic_partitions("sites", ["KL_NEW"])  # leave the fleet consistent
 
 
+def test_a_tick_evaluated_again_does_not_plan_a_site_twice(fleet):
+    """The daemon may evaluate a tick again (resuming after a crash); by then the site-day may be
+    grouped differently, so its run key alone would not stop a second run."""
+    _, instance, _, _ = fleet
+    when = dt.datetime(2025, 6, 11, 6, 0, tzinfo=UTC)  # 14:00 in Kuala Lumpur; no other test's tick
+    assert tick(fleet, when)["KL"] == "2025-06-12|KL"  # (and KL_NEW, which another test adds)
+    # The first evaluation's run was launched: the second finds it by its tick tag.
+    instance.add_run(dg.DagsterRun(
+        job_name="day_ahead_dispatch_job", run_id=str(uuid.uuid4()),
+        tags={"dispatch/tick": when.isoformat(), "dagster/partition": "2025-06-12|KL"},
+    ))
+    assert "KL" not in tick(fleet, when)
+
+
 def test_due_sites_window_is_one_tick():
     sites = [("A", "Asia/Kathmandu")]  # UTC+5:45
     assert due_sites(sites, dt.datetime(2025, 1, 1, 8, 15, tzinfo=UTC)) == [("A", dt.date(2025, 1, 2))]

@@ -27,6 +27,7 @@ from dispatch_pipeline.defs.partitions import (
     SiteDay,
     last_date_partition,
     partition_range_tags,
+    site_day_partitions,
 )
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.storage import forecast_interval_counts, list_sites, price_interval_counts
@@ -126,10 +127,34 @@ def plan_runs(
     return runs
 
 
-def run_request(days: list[SiteDay]) -> dg.RunRequest:
+TICK_TAG = "dispatch/tick"
+
+
+def planned_at_tick(instance: dg.DagsterInstance, tick: dt.datetime) -> set[str]:
+    """Partition keys that runs of this tick already cover.
+
+    Dagster drops a repeated run key only within one evaluation's keys, and these keys depend on
+    which sites were ready: a tick evaluated again (the daemon resuming after a crash) after more
+    forecasts arrived would group the sites differently and plan some of them twice.
+    """
+    keys: set[str] = set()
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={TICK_TAG: tick.isoformat()})):
+        if "dagster/partition" in run.tags:
+            keys.add(run.tags["dagster/partition"])
+        elif "dagster/asset_partition_range_start" in run.tags:
+            keys.update(site_day_partitions.get_partition_keys_in_range(
+                dg.PartitionKeyRange(
+                    run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]
+                ),
+                dynamic_partitions_store=instance,
+            ))
+    return keys
+
+
+def run_request(days: list[SiteDay], tick: dt.datetime) -> dg.RunRequest:
     """One run for a block of site-days (one date, neighbouring sites)."""
     first, last = days[0], days[-1]
-    tags = {"dispatch/date": first.date.isoformat(), "dispatch/planning": "day_ahead"}
+    tags = {"dispatch/date": first.date.isoformat(), "dispatch/planning": "day_ahead", TICK_TAG: tick.isoformat()}
     if len(days) == 1:
         # One site per run key: a re-evaluated tick never plans a site-day twice.
         return dg.RunRequest(
@@ -172,6 +197,10 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
             due.append((site_id, tomorrow))
     if not due:
         return dg.SkipReason(f"no site reaches {PLANNING_TIME} local time at {tick.isoformat()}")
+    already = planned_at_tick(context.instance, tick)
+    due = [(site_id, tomorrow) for site_id, tomorrow in due if SiteDay(site_id, tomorrow).key not in already]
+    if not due:
+        return dg.SkipReason(f"every site due at {tick.isoformat()} has a run of this tick already")
     runs = plan_runs(due, list(partition_order), ready_sites(engine, sites, due))
     context.log.info(f"{len(due)} site(s) due: {len(runs)} run(s)")
-    return [run_request(days) for days in runs]
+    return [run_request(days, tick) for days in runs]
