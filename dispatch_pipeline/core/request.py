@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,6 +22,7 @@ from pydantic import (
 )
 
 SITE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+CALENDAR_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 RESOLUTIONS_MINUTES = (5, 10, 15, 30, 60)
 
 # strict: a JSON string such as "5" is an error, not a number; allow_inf_nan: NaN and inf are errors.
@@ -54,10 +56,11 @@ class Battery(_Strict):
     max_charge_kw: NonNegativeFloat = 50.0
     max_discharge_kw: NonNegativeFloat = 50.0
     soc_min: Fraction = 0.1
-    soc_max: Fraction = 0.9
+    # validate_default: a soc_min sent above the default soc_max is checked against it too.
+    soc_max: Annotated[Fraction, Field(validate_default=True)] = 0.9
     soc_initial: Fraction = 0.5
     soc_final_min: Fraction | None = Field(
-        None, description="End-of-day SOC target; null means 'at least soc_initial'."
+        None, description="End-of-day SOC target; null means 'at least min(soc_initial, soc_max)'."
     )
     charge_efficiency: Efficiency = 0.95
     discharge_efficiency: Efficiency = 0.95
@@ -132,7 +135,10 @@ class DispatchRequest(_Strict):
     @field_validator("date", mode="before")
     @classmethod
     def _calendar_date(cls, value: Any) -> Any:
-        # Pydantic would read a number as a Unix timestamp (0 -> 1970-01-01): a guess, not a date.
+        # Pydantic would read a number, or a string of digits, as a Unix timestamp (0 ->
+        # 1970-01-01): a guess, not a date.
+        if isinstance(value, str) and not CALENDAR_DATE.fullmatch(value):
+            raise ValueError("expected a calendar date YYYY-MM-DD")
         if isinstance(value, int | float) and not isinstance(value, bool):
             raise ValueError("expected a calendar date YYYY-MM-DD, not a number")
         return value

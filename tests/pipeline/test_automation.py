@@ -162,7 +162,7 @@ def test_every_zones_tomorrow_is_a_partition_whatever_the_planning_time(planning
     assert due == 2 * len(zones)  # each zone due once a day
 
 
-@pytest.mark.parametrize("text", ["2pm", "24:00", "14:5", "14:60", ""])
+@pytest.mark.parametrize("text", ["2pm", "24:00", "14:5", "14:60", "", "23:50", "14:07"])
 def test_a_bad_planning_time_names_the_variable(text):
     from dispatch_pipeline.defs.automation.day_ahead import planning_minute
 

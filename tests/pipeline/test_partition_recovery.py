@@ -98,3 +98,19 @@ def test_retries_of_a_failed_run_request_the_same_runs(instance):
         [f"first-attempt:{keys[0]}", f"first-attempt:{keys[2]}..{keys[3]}"]
     ] * 2
     assert {r.tags[RECOVERS_TAG] for each in requests for r in each} == {"first-attempt"}
+
+
+def test_a_failed_block_of_sites_is_replanned_in_blocks_of_neighbours(instance):
+    """A day-ahead run of five neighbouring sites, one without a complete forecast: two runs of
+    two sites each, not four runs of one."""
+    sites = [f"NB_{letter}" for letter in "ABCDE"]
+    instance.add_dynamic_partitions("sites", sites)
+    days = [SiteDay(site_id, DATES[0]) for site_id in sites]
+    tags = {"dagster/asset_partition_range_start": days[0].key, "dagster/asset_partition_range_end": days[-1].key}
+    run = dg.DagsterRun(job_name="day_ahead_dispatch_job", run_id="block-run", tags=tags)
+
+    requests = recovery_requests(run, {days[2].key}, instance)
+
+    assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+            for r in requests] == [(days[0].key, days[1].key), (days[3].key, days[4].key)]
+    assert all(r.tags["dispatch/sites"] == "2" and "dispatch/site" not in r.tags for r in requests)

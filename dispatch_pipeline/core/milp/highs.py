@@ -249,10 +249,11 @@ def solve_with_highs(
         x = np.asarray(highs.getSolution().col_value)
 
     charge_allowed, import_allowed = _binaries_from_flows(x, cols)
-    # The fixed-binary LP is small and warm; give it a moment past the deadline rather than lose
-    # an incumbent the MIP already paid for.
+    # The fixed-binary LP is small and warm (milliseconds); give it a moment past the deadline
+    # rather than lose an incumbent the MIP already paid for. The MIP may stop up to ~0.07 s late,
+    # and the caller kills the worker KILL_GRACE_S (0.25 s) after the deadline: 0.15 s fits.
     schedule, objective, marginal = solve_fixed_binaries(
-        problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.2)
+        problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
     )
     return MilpSolution(
         schedule=schedule,

@@ -47,6 +47,13 @@ def planning_minute(text: str = PLANNING_TIME) -> int:
     if not (colon and hours.isdigit() and minutes.isdigit() and len(minutes) == 2
             and int(hours) < 24 and int(minutes) < 60):
         raise ValueError(f"DISPATCH_PLANNING_TIME: expected a local time HH:MM such as 14:00, got {text!r}")
+    # The schedule ticks on the quarter-hour: a time between ticks late in the day (23:50) would
+    # have no tick in its window before midnight, and the site would never be planned.
+    if int(minutes) % TICK_MINUTES:
+        raise ValueError(
+            f"DISPATCH_PLANNING_TIME: must be on a quarter-hour (:00, :15, :30 or :45), the schedule's "
+            f"ticks, got {text!r}"
+        )
     return int(hours) * 60 + int(minutes)
 
 

@@ -5,8 +5,9 @@ A backfill run carries up to a year of one site; a run is stored whole or not at
 cannot mark single partitions of a run as failed (dagster-io/dagster#17836). So one day without a
 complete forecast or price series fails the whole run. The ingestion assets name those days in
 their failure (`incomplete_partitions`); this sensor then requests new runs for the run's other
-site-days, one per site and unbroken date range, so that only the incomplete days stay unplanned
-(and named in the failed run). Runs it requests are tagged `dispatch/recovers` (the first attempt's
+site-days: one per site and unbroken date range (a backfill chunk), or per block of neighbouring
+sites (a day-ahead run of one date). Only the incomplete days stay unplanned, named in the failed
+run. Runs it requests are tagged `dispatch/recovers` (the first attempt's
 run id; retries of a failed run request nothing new) and are never split again.
 """
 
@@ -47,6 +48,20 @@ def incomplete_partitions(step_failures: Iterable[dg.DagsterEvent]) -> set[str]:
     return keys
 
 
+def neighbour_blocks(days: Sequence[SiteDay], incomplete: set[str]) -> list[list[SiteDay]]:
+    """The complete days of `days` (one date, sites in partition order) in blocks of neighbours."""
+    blocks: list[list[SiteDay]] = []
+    previous_complete = False
+    for day in days:
+        complete = day.key not in incomplete
+        if complete and previous_complete:
+            blocks[-1].append(day)
+        elif complete:
+            blocks.append([day])
+        previous_complete = complete
+    return blocks
+
+
 def unbroken_ranges(days: Sequence[SiteDay]) -> list[list[SiteDay]]:
     """`days` (in partition order) cut into runs of one site and consecutive dates."""
     ranges: list[list[SiteDay]] = []
@@ -67,8 +82,14 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
     keys = site_day_partitions.get_partition_keys_in_range(
         dg.PartitionKeyRange(start, end), dynamic_partitions_store=instance
     )
-    days = sorted((parse_site_day(key) for key in keys), key=lambda day: (day.site_id, day.date))
-    complete = [day for day in days if day.key not in incomplete]
+    # Dagster's order: dates, then sites in the partition order (key ranges follow it).
+    days = [parse_site_day(key) for key in keys]
+    if len({day.date for day in days}) == 1:
+        # A day-ahead block of sites: its complete neighbours keep sharing runs.
+        blocks = neighbour_blocks(days, incomplete)
+    else:
+        by_site = sorted(days, key=lambda day: (day.site_id, day.date))
+        blocks = unbroken_ranges([day for day in by_site if day.key not in incomplete])
     carried = {name: run.tags[name] for name in CARRIED_TAGS if name in run.tags}
     if BACKFILL_TAG in run.tags:
         carried[RECOVERED_BACKFILL_TAG] = run.tags[BACKFILL_TAG]
@@ -78,10 +99,14 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
     # and their failures must not plan the same days again.
     origin = run.root_run_id or run.run_id
     requests = []
-    for block in unbroken_ranges(complete):
+    for block in blocks:
         first, last = block[0], block[-1]
-        # One site per run, tagged so that the queue's one-run-per-site limit holds for it too.
-        tags = {**carried, RECOVERS_TAG: origin, "dispatch/site": first.site_id}
+        tags = {**carried, RECOVERS_TAG: origin}
+        if first.site_id == last.site_id:
+            # One site: tagged so that the queue's one-run-per-site limit holds for it too.
+            tags["dispatch/site"] = first.site_id
+        else:
+            tags["dispatch/sites"] = str(len(block))
         if len(block) == 1:
             requests.append(dg.RunRequest(
                 run_key=f"{origin}:{first.key}", partition_key=first.key,
@@ -102,7 +127,8 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "When a run of many site-days fails because some lack a complete forecast or price "
-        "series, requests runs for its other site-days (one per site and unbroken date range), "
+        "series, requests runs for its other site-days (per site and unbroken date range, or per "
+        "block of neighbouring sites for one date), "
         "so that only the incomplete days stay unplanned."
     ),
 )
