@@ -42,6 +42,20 @@ class Outcome:
     milp: MilpSolution | None
 
 
+class SolveClock:
+    """A solve's milliseconds, from when a worker takes the problem (`mark`, the `on_start` hook
+    of a pool): starting a worker, or waiting for a busy one, is not solve time."""
+
+    def __init__(self) -> None:
+        self._started = time.perf_counter()
+
+    def mark(self) -> None:
+        self._started = time.perf_counter()
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self._started) * 1000
+
+
 def check_solver(solver: str) -> None:
     """Reject a solver that is unknown or not installed before any work starts."""
     if solver not in SOLVERS:
@@ -166,10 +180,9 @@ def solve_problem(
     runner: SolverPool | None = None,
     currency: str = "MYR",
 ) -> DispatchResult:
-    # From when a worker takes the problem: a worker's start-up is not solve time.
-    started = [time.perf_counter()]
-    outcome = choose_schedule(problem, solver, runner, on_start=lambda: started.__setitem__(0, time.perf_counter()))
-    solve_ms = (time.perf_counter() - started[0]) * 1000
+    clock = SolveClock()
+    outcome = choose_schedule(problem, solver, runner, on_start=clock.mark)
+    solve_ms = clock.elapsed_ms()
     return assemble_result(problem, outcome, solve_ms, solver if problem.use_milp else None, currency)
 
 

@@ -14,7 +14,7 @@ from dispatch_pipeline.core.fallback import rule_based_schedule as rule_based
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.request import RequestError
 from dispatch_pipeline.core.site import Site, site_request
-from dispatch_pipeline.core.solve import Outcome, attempt_milp, fallback_outcome
+from dispatch_pipeline.core.solve import Outcome, SolveClock, attempt_milp, fallback_outcome
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, shorten
 from dispatch_pipeline.defs.dispatch.plans import FailedDay, PlannedDay, SolvedDay
 from dispatch_pipeline.defs.partitions import SiteDay, context_site_days
@@ -86,19 +86,16 @@ def _inputs_for_another_day(day: SiteDay, site: Site, inputs: dict[str, pd.DataF
 
 
 def _attempt(planned: PlannedDay, solver: DispatchSolver) -> SolvedDay | FailedDay:
-    # solve_ms runs from when a worker takes the problem, as solve_dispatch measures it.
-    started = [time.perf_counter()]
+    clock = SolveClock()
     problem = planned.problem
     if not problem.use_milp:
         attempt: Outcome | str = Outcome(rule_based(problem), "ok", "rule_based", None, None)
     else:
         try:
-            attempt = attempt_milp(
-                problem, solver.solver, solver.runner, on_start=lambda: started.__setitem__(0, time.perf_counter())
-            )
+            attempt = attempt_milp(problem, solver.solver, solver.runner, on_start=clock.mark)
         except Exception as exc:  # the contract: any solver failure ends in the fallback
             attempt = f"solver failed: {type(exc).__name__}: {exc}"
-    elapsed_ms = (time.perf_counter() - started[0]) * 1000
+    elapsed_ms = clock.elapsed_ms()
     if isinstance(attempt, str):
         return FailedDay(planned, attempt, elapsed_ms)
     return SolvedDay(planned, attempt, elapsed_ms)
