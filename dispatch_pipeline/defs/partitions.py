@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import dagster as dg
@@ -80,6 +80,23 @@ def io_site_days(context: dg.InputContext | dg.OutputContext) -> list[SiteDay]:
     return [parse_site_day(key) for key in context.asset_partition_keys]
 
 
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def run_partition_keys(tags: Mapping[str, str], instance: dg.DagsterInstance) -> list[str]:
+    """The partition keys a run covers, from its tags: one key, a key range (the product of the
+    site and date ranges, in Dagster's order: dates, then sites in partition order), or none."""
+    if PARTITION_TAG in tags:
+        return [tags[PARTITION_TAG]]
+    if RANGE_START_TAG not in tags or RANGE_END_TAG not in tags:
+        return []
+    return list(site_day_partitions.get_partition_keys_in_range(
+        dg.PartitionKeyRange(tags[RANGE_START_TAG], tags[RANGE_END_TAG]), dynamic_partitions_store=instance
+    ))
+
+
 def partition_range_tags(days: Sequence[SiteDay]) -> dict[str, str]:
     """Run tags selecting every site x date combination spanned by `days` (one run, many keys).
 
@@ -88,8 +105,8 @@ def partition_range_tags(days: Sequence[SiteDay]) -> dict[str, str]:
     """
     first, last = days[0], days[-1]
     return {
-        "dagster/asset_partition_range_start": first.key,
-        "dagster/asset_partition_range_end": last.key,
+        RANGE_START_TAG: first.key,
+        RANGE_END_TAG: last.key,
     }
 
 

@@ -27,7 +27,7 @@ from dispatch_pipeline.defs.partitions import (
     SiteDay,
     last_date_partition,
     partition_range_tags,
-    site_day_partitions,
+    run_partition_keys,
 )
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.storage import forecast_interval_counts, list_sites, price_interval_counts
@@ -58,7 +58,7 @@ def planning_minute(text: str = PLANNING_TIME) -> int:
 
 
 # Checked when the code location loads, not at the first tick hours later.
-planning_minute()
+PLANNING_MINUTE = planning_minute()
 
 
 def due_sites(
@@ -68,7 +68,7 @@ def due_sites(
 
     A site is due when its local clock at the tick is within [planning time, + one tick).
     """
-    planning_at = planning_minute() if planning_at is None else planning_at
+    planning_at = PLANNING_MINUTE if planning_at is None else planning_at
     due = []
     for site_id, timezone in sites:
         local = tick_utc.astimezone(ZoneInfo(timezone))
@@ -144,18 +144,8 @@ def planned_at_tick(instance: dg.DagsterInstance, tick: dt.datetime) -> set[str]
     which sites were ready: a tick evaluated again (the daemon resuming after a crash) after more
     forecasts arrived would group the sites differently and plan some of them twice.
     """
-    keys: set[str] = set()
-    for run in instance.get_runs(filters=dg.RunsFilter(tags={TICK_TAG: tick.isoformat()})):
-        if "dagster/partition" in run.tags:
-            keys.add(run.tags["dagster/partition"])
-        elif "dagster/asset_partition_range_start" in run.tags:
-            keys.update(site_day_partitions.get_partition_keys_in_range(
-                dg.PartitionKeyRange(
-                    run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]
-                ),
-                dynamic_partitions_store=instance,
-            ))
-    return keys
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={TICK_TAG: tick.isoformat()}))
+    return {key for run in runs for key in run_partition_keys(run.tags, instance)}
 
 
 def run_request(days: list[SiteDay], tick: dt.datetime) -> dg.RunRequest:

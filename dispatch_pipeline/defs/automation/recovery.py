@@ -20,15 +20,14 @@ import dagster as dg
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
 from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
 from dispatch_pipeline.defs.partitions import (
+    RANGE_START_TAG,
     SiteDay,
     parse_site_day,
     partition_range_tags,
-    site_day_partitions,
+    run_partition_keys,
 )
 
 RECOVERS_TAG = "dispatch/recovers"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 CARRIED_TAGS = ("dispatch/planning", "dispatch/source")
 # The backfill a failed run belonged to, under a tag of our own: the backfill daemon counts runs
 # tagged dagster/backfill as its own.
@@ -76,12 +75,9 @@ def unbroken_ranges(days: Sequence[SiteDay]) -> list[list[SiteDay]]:
 
 def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     """Runs for the complete site-days of a failed ranged run; none if it cannot be split."""
-    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
-    if not (start and end and incomplete) or RECOVERS_TAG in run.tags:
+    if not incomplete or RANGE_START_TAG not in run.tags or RECOVERS_TAG in run.tags:
         return []
-    keys = site_day_partitions.get_partition_keys_in_range(
-        dg.PartitionKeyRange(start, end), dynamic_partitions_store=instance
-    )
+    keys = run_partition_keys(run.tags, instance)
     # Dagster's order: dates, then sites in the partition order (key ranges follow it).
     days = [parse_site_day(key) for key in keys]
     if len({day.date for day in days}) == 1:
