@@ -46,7 +46,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.processes import stop
+from bench.processes import children, cpu_seconds, stop
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
@@ -102,6 +102,19 @@ def _command(pid: Path) -> str:
         return (pid / "comm").read_text().strip()
     except OSError:
         return ""
+
+
+def solver_workers_cpu_seconds(parent: int) -> float:
+    """CPU time so far of the solver worker processes `parent` started (a worker killed meanwhile,
+    and what it used, is not in it)."""
+    total = 0.0
+    for pid in children(parent):
+        try:
+            if b"dispatch_pipeline.core.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                total += cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
 
 
 def postgres_available() -> bool:
@@ -173,8 +186,9 @@ def compile_package() -> None:
     compileall.compile_dir(Path(dispatch_pipeline.__file__).parent, quiet=1)
 
 
-def raw_solve_seconds(engine, sites, dates, parallelism: int, timeout_ms: int) -> tuple[float, float, int]:
-    """Wall time of the core alone on the same site-days; (seconds, machine CPU-s, fallbacks)."""
+def raw_solve_seconds(engine, sites, dates, parallelism: int, timeout_ms: int) -> tuple[float, float, float, int]:
+    """Wall time of the core alone on the same site-days; (seconds, machine CPU-s, CPU-s of the
+    solver workers, fallbacks)."""
     from dispatch_pipeline.core.problem import build_problem
     from dispatch_pipeline.core.site import site_request
     from dispatch_pipeline.core.solve import assemble_result, choose_schedule
@@ -201,16 +215,17 @@ def raw_solve_seconds(engine, sites, dates, parallelism: int, timeout_ms: int) -
         solve_ms = (time.perf_counter() - started) * 1000
         return assemble_result(problem, outcome, solve_ms, "highs", site.currency)
 
-    started, cpu = time.perf_counter(), machine_cpu_seconds()
+    started, cpu, workers_cpu = time.perf_counter(), machine_cpu_seconds(), solver_workers_cpu_seconds(os.getpid())
     with ThreadPoolExecutor(max_workers=runner.size) as pool:
         results = list(pool.map(solve, requests))
     seconds, cpu = time.perf_counter() - started, machine_cpu_seconds() - cpu
-    return seconds, cpu, sum(r.status == "fallback" for r in results)
+    workers_cpu = solver_workers_cpu_seconds(os.getpid()) - workers_cpu
+    return seconds, cpu, workers_cpu, sum(r.status == "fallback" for r in results)
 
 
 @contextmanager
 def solver_service(directory: Path, workers: int):
-    """`dispatch-pipeline solver serve` on a Unix socket: (address, key)."""
+    """`dispatch-pipeline solver serve` on a Unix socket: (address, key, process id)."""
     from dispatch_pipeline.core.solver_service import wait_until_serving
 
     address, key = str(directory / "solver.sock"), uuid.uuid4().hex
@@ -221,7 +236,7 @@ def solver_service(directory: Path, workers: int):
     )
     try:
         wait_until_serving(address)
-        yield address, key
+        yield address, key, service.pid
     finally:
         stop(service)
 
@@ -236,7 +251,7 @@ def code_location_job():
     return defs.resolve_job_def(DAY_AHEAD_JOB_NAME)
 
 
-def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[str, str] | None,
+def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[str, str, int] | tuple[str, str] | None,
                site_id: str, first: str, last: str):
     """One backfill run in a process of its own, as a launched run executes: the code location
     loaded from `dispatch_pipeline.definitions` with its resources read from the environment,
@@ -249,7 +264,7 @@ def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[s
 
     os.environ["DATABASE_URL"] = app_url
     if service:
-        os.environ[ADDRESS_ENV], os.environ[KEY_ENV] = service
+        os.environ[ADDRESS_ENV], os.environ[KEY_ENV] = service[:2]
     import dagster as dg
 
     from dispatch_pipeline.defs.partitions import SiteDay, partition_range_tags
@@ -447,10 +462,13 @@ def main() -> int:
             settle_postgres(app_url)
         print(f"setup: {len(sites)} sites x {len(dates)} days of forecasts in {time.perf_counter() - t:.1f} s")
 
-        def time_raw() -> tuple[float, float]:
-            seconds, cpu, fallbacks = raw_solve_seconds(engine, sites, dates, args.parallelism, args.timeout_ms)
-            print(f"raw solve: {seconds:.1f} s ({fallbacks} fallbacks)", flush=True)
-            return seconds, cpu
+        def time_raw() -> tuple[float, float, float]:
+            seconds, cpu, workers_cpu, fallbacks = raw_solve_seconds(
+                engine, sites, dates, args.parallelism, args.timeout_ms
+            )
+            print(f"raw solve: {seconds:.1f} s, solver workers {workers_cpu:.1f} CPU-s ({fallbacks} fallbacks)",
+                  flush=True)
+            return seconds, cpu, workers_cpu
 
         partitions = len(sites) * len(dates)
         raw_before = None if args.skip_raw else time_raw()
@@ -459,12 +477,16 @@ def main() -> int:
             if args.rounds > 1:
                 print(f"\nround {round_number} of {args.rounds}")
             cpu, pg_cpu = machine_cpu_seconds(), postgres_cpu_seconds()
+            service_cpu = service and (cpu_seconds(service[2]), solver_workers_cpu_seconds(service[2]))
             dagster, runs, failed, run_cpu = dagster_backfill_seconds(
                 app_url, args.timeout_ms, args.parallelism, service, sites, dates, args.chunk, args.concurrency,
                 args.warm_runs,
             )
             dagster_cpu = machine_cpu_seconds() - cpu
             pg_cpu = None if pg_cpu is None else postgres_cpu_seconds() - pg_cpu
+            if service:
+                service_cpu = (cpu_seconds(service[2]) - service_cpu[0],
+                               solver_workers_cpu_seconds(service[2]) - service_cpu[1])
             any_failed |= bool(failed)
             raw_after = None if args.skip_raw else time_raw()
 
@@ -482,6 +504,10 @@ def main() -> int:
             print(f"backfill CPU-s: run processes {run_cpu:.1f} (their own solver workers not included)"
                   + ("" if pg_cpu is None else f", PostgreSQL {pg_cpu:.1f}")
                   + f", the rest (solver service or workers, other) {dagster_cpu - run_cpu - (pg_cpu or 0):.1f}")
+            if service:
+                raw_workers = f" (the raw passes' workers: {(raw_before[2] + raw_after[2]) / 2:.1f})" if raw_before and raw_after else ""
+                print(f"solver service CPU-s: its workers {service_cpu[1]:.1f}{raw_workers}, "
+                      f"passing problems to them {service_cpu[0]:.1f}")
             where = "on the solver service" if service else "per run"
             started_how = "forked warm" if args.warm_runs else "each in a new interpreter"
             print(f"{partitions} site-days in {runs} run(s) {started_how}, {args.concurrency} at a time, {failed} failed; "

@@ -125,7 +125,7 @@ def main() -> int:
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 instance.add_dynamic_partitions("sites", [SITE_ID])
             env_of[kind] = {**env, "DAGSTER_HOME": str(home)}
-        address, key = stack.enter_context(solver_service(Path(env_of["pipeline"]["DAGSTER_HOME"]), 2))
+        address, key, _ = stack.enter_context(solver_service(Path(env_of["pipeline"]["DAGSTER_HOME"]), 2))
         env_of["pipeline"].update(BENCH_SOLVER_ADDRESS=address, BENCH_SOLVER_KEY=key)
         make_fleet(open_database(app_url), 1, dates)
         compile_package()

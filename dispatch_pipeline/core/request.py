@@ -60,7 +60,7 @@ class Battery(_Strict):
     soc_max: Annotated[Fraction, Field(validate_default=True)] = 0.9
     soc_initial: Fraction = 0.5
     soc_final_min: Fraction | None = Field(
-        None, description="End-of-day SOC target; null means 'at least min(soc_initial, soc_max)'."
+        None, description="End-of-day SOC target; null means 'at least soc_initial'."
     )
     charge_efficiency: Efficiency = 0.95
     discharge_efficiency: Efficiency = 0.95
@@ -85,11 +85,10 @@ class Battery(_Strict):
 
     @property
     def terminal_soc(self) -> float:
-        # "At least as full as it started", but no target above soc_max: a battery that starts
-        # the day above its band would otherwise be held above it, in violation, to the end.
-        if self.soc_final_min is None:
-            return min(self.soc_initial, self.soc_max)
-        return self.soc_final_min
+        # "At least as full as it started" (the contract), even above soc_max: a battery that
+        # starts the day above its band then owes soc_initial - soc_max of violation however it
+        # is run (above the band, or short of the target, at the end of the day).
+        return self.soc_initial if self.soc_final_min is None else self.soc_final_min
 
 
 class Limits(_Strict):
