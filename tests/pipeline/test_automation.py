@@ -162,6 +162,49 @@ def test_every_zones_tomorrow_is_a_partition_whatever_the_planning_time(planning
     assert due == 2 * len(zones)  # each zone due once a day
 
 
+def test_a_planning_time_the_clock_skips_or_repeats_plans_the_site_once():
+    """Berlin at 02:30: spring-forward night has no 02:30 (planned at 03:30 CEST, the instant
+    02:30 CET would have been); fall-back night has two (planned at the first)."""
+    sites = [("BERLIN", "Europe/Berlin")]
+    at_0230 = 2 * 60 + 30
+
+    def due_at(*ticks):
+        return {tick: due_sites(sites, tick, at_0230) for tick in ticks}
+
+    spring = due_at(*(dt.datetime(2025, 3, 30, 0, 0, tzinfo=UTC) + dt.timedelta(minutes=15 * n) for n in range(12)))
+    assert {t: d for t, d in spring.items() if d} == {
+        dt.datetime(2025, 3, 30, 1, 30, tzinfo=UTC): [("BERLIN", dt.date(2025, 3, 31))]
+    }
+    autumn = due_at(*(dt.datetime(2025, 10, 26, 0, 0, tzinfo=UTC) + dt.timedelta(minutes=15 * n) for n in range(12)))
+    assert {t: d for t, d in autumn.items() if d} == {
+        dt.datetime(2025, 10, 26, 0, 30, tzinfo=UTC): [("BERLIN", dt.date(2025, 10, 27))]
+    }
+
+
+@pytest.mark.parametrize(
+    ("zone", "change_day"),
+    [
+        ("Europe/Berlin", dt.date(2025, 3, 30)),  # 02:00 -> 03:00
+        ("Europe/Berlin", dt.date(2025, 10, 26)),  # 03:00 -> 02:00
+        ("America/New_York", dt.date(2025, 3, 9)),
+        ("America/New_York", dt.date(2025, 11, 2)),
+        ("Australia/Lord_Howe", dt.date(2025, 4, 6)),  # a half-hour change
+        ("America/Havana", dt.date(2025, 3, 9)),  # 00:00 -> 01:00: the day starts at 01:00
+        ("America/Santiago", dt.date(2025, 4, 6)),  # 00:00 -> 23:00 the day before
+    ],
+)
+def test_every_planning_time_plans_each_day_once_across_a_clock_change(zone, change_day):
+    sites = [(zone, zone)]
+    start = dt.datetime.combine(change_day - dt.timedelta(days=2), dt.time(), tzinfo=UTC)
+    ticks = [start + dt.timedelta(minutes=15 * n) for n in range(5 * 24 * 4)]
+    for planning_at in range(0, 24 * 60, 15):
+        planned = [tomorrow for tick in ticks for _, tomorrow in due_sites(sites, tick, planning_at)]
+        days_inside = [change_day + dt.timedelta(days=n) for n in (0, 1)]  # whole local days in the scan
+        for day in days_inside:
+            assert planned.count(day) == 1, (planning_at, day, planned)
+        assert len(planned) == len(set(planned)), (planning_at, planned)
+
+
 @pytest.mark.parametrize("text", ["2pm", "24:00", "14:5", "14:60", "", "23:50", "14:07"])
 def test_a_bad_planning_time_names_the_variable(text):
     from dispatch_pipeline.defs.automation.day_ahead import planning_minute

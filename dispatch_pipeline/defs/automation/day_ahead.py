@@ -66,15 +66,26 @@ def due_sites(
 ) -> list[tuple[str, dt.date]]:
     """(site_id, local tomorrow) of every (site_id, timezone) whose planning time is this tick.
 
-    A site is due when its local clock at the tick is within [planning time, + one tick).
+    A site is due when the instant its clock reads the planning time today falls within
+    [tick, + one tick). On the days a clock changes, a planning time the clock skips (02:30 on
+    spring-forward night in Berlin) is the instant it would have been on the old offset (03:30 after
+    the jump), and one it reads twice (fall-back night) is its first reading: every site is planned
+    once every day, whatever the planning time.
     """
     planning_at = PLANNING_MINUTE if planning_at is None else planning_at
+    planning_time = dt.time(planning_at // 60, planning_at % 60)
+    window_end = tick_utc + dt.timedelta(minutes=TICK_MINUTES)
     due = []
     for site_id, timezone in sites:
-        local = tick_utc.astimezone(ZoneInfo(timezone))
-        minute = local.hour * 60 + local.minute
-        if planning_at <= minute < planning_at + TICK_MINUTES:
-            due.append((site_id, local.date() + dt.timedelta(days=1)))
+        zone = ZoneInfo(timezone)
+        today = tick_utc.astimezone(zone).date()
+        # The instant of a skipped time lies up to the size of the jump after the tick's local date
+        # began, so yesterday's and tomorrow's planning instants are candidates too.
+        for local_date in (today - dt.timedelta(days=1), today, today + dt.timedelta(days=1)):
+            # fold=0: a skipped time maps forward by the jump, a repeated one to its first reading.
+            planning_instant = dt.datetime.combine(local_date, planning_time, tzinfo=zone)
+            if tick_utc <= planning_instant < window_end:
+                due.append((site_id, local_date + dt.timedelta(days=1)))
     return due
 
 
