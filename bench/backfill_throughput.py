@@ -23,7 +23,9 @@ timed just before and just after the backfill, and the ratio uses their mean: th
 drifts by several per cent over minutes, and one raw pass minutes away from the backfill would
 put that drift into the ratio. With --rounds N the backfill is repeated N times (each adds a
 run per partition, as re-materialising does), each between two raw passes, and the median ratio
-is printed. Scratch databases are dropped at the end.
+is printed. The machine's speed can also swing by half within minutes (a shared host): the
+solver workers' CPU-s for the same solves, in the backfill and in the raw passes, measure it, and
+the ratio scaled by them is printed beside the plain one. Scratch databases are dropped at the end.
 """
 
 from __future__ import annotations
@@ -472,7 +474,7 @@ def main() -> int:
 
         partitions = len(sites) * len(dates)
         raw_before = None if args.skip_raw else time_raw()
-        ratios, any_failed = [], False
+        ratios, scaled, any_failed = [], [], False
         for round_number in range(1, args.rounds + 1):
             if args.rounds > 1:
                 print(f"\nround {round_number} of {args.rounds}")
@@ -505,9 +507,16 @@ def main() -> int:
                   + ("" if pg_cpu is None else f", PostgreSQL {pg_cpu:.1f}")
                   + f", the rest (solver service or workers, other) {dagster_cpu - run_cpu - (pg_cpu or 0):.1f}")
             if service:
-                raw_workers = f" (the raw passes' workers: {(raw_before[2] + raw_after[2]) / 2:.1f})" if raw_before and raw_after else ""
-                print(f"solver service CPU-s: its workers {service_cpu[1]:.1f}{raw_workers}, "
-                      f"passing problems to them {service_cpu[0]:.1f}")
+                raw_workers = (raw_before[2] + raw_after[2]) / 2 if raw_before and raw_after else None
+                print(f"solver service CPU-s: its workers {service_cpu[1]:.1f}"
+                      + ("" if raw_workers is None else f" (the raw passes' workers: {raw_workers:.1f})")
+                      + f", passing problems to them {service_cpu[0]:.1f}")
+                if raw_workers and service_cpu[1] > 0:
+                    # The same solves cost the workers more CPU when the host is slower: their
+                    # CPU-s measure its speed during the backfill against the raw passes'.
+                    scaled.append(ratios[-1] * raw_workers / service_cpu[1])
+                    print(f"overhead ratio at the raw passes' machine speed (scaled by the workers' CPU-s "
+                          f"for the same solves): {scaled[-1]:.2f}x")
             where = "on the solver service" if service else "per run"
             started_how = "forked warm" if args.warm_runs else "each in a new interpreter"
             print(f"{partitions} site-days in {runs} run(s) {started_how}, {args.concurrency} at a time, {failed} failed; "
@@ -516,6 +525,9 @@ def main() -> int:
         if len(ratios) > 1:
             print(f"\noverhead ratios of {len(ratios)} rounds: {', '.join(f'{r:.2f}x' for r in ratios)}; "
                   f"median {statistics.median(ratios):.2f}x")
+            if len(scaled) == len(ratios):
+                print(f"at the raw passes' machine speed: {', '.join(f'{r:.2f}x' for r in scaled)}; "
+                      f"median {statistics.median(scaled):.2f}x")
         return 1 if any_failed else 0
 
 
