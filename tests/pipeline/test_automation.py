@@ -197,8 +197,14 @@ def test_every_planning_time_plans_each_day_once_across_a_clock_change(zone, cha
     sites = [(zone, zone)]
     start = dt.datetime.combine(change_day - dt.timedelta(days=2), dt.time(), tzinfo=UTC)
     ticks = [start + dt.timedelta(minutes=15 * n) for n in range(5 * 24 * 4)]
+    from dispatch_pipeline.defs.partitions import last_date_partition
+
     for planning_at in range(0, 24 * 60, 15):
-        planned = [tomorrow for tick in ticks for _, tomorrow in due_sites(sites, tick, planning_at)]
+        planned = []
+        for tick in ticks:
+            for _, tomorrow in due_sites(sites, tick, planning_at):
+                assert tomorrow <= last_date_partition(tick), (planning_at, tick, tomorrow)
+                planned.append(tomorrow)
         days_inside = [change_day + dt.timedelta(days=n) for n in (0, 1)]  # whole local days in the scan
         for day in days_inside:
             assert planned.count(day) == 1, (planning_at, day, planned)
