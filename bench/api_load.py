@@ -35,12 +35,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.processes import stop  # noqa: E402
+from bench.processes import cpu_seconds, descendants, is_solver_worker, stop  # noqa: E402
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def parse_args() -> argparse.Namespace:
@@ -126,50 +125,12 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                # The command name may hold spaces; fields after the last ')' are fixed.
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo.extend(children.get(child, []))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def family_cpu_seconds(pid: int) -> tuple[float, float]:
     """(server, solver workers) CPU seconds so far: what a request costs, whatever else runs."""
     family = descendants(pid)
     solvers = [p for p in family if is_solver_worker(p)]
     server = cpu_seconds(pid) + sum(cpu_seconds(p) for p in family if p not in solvers)
     return server, sum(cpu_seconds(p) for p in solvers)
-
-
-def is_solver_worker(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"dispatch_pipeline.core.worker" in cmdline.read()
-    except OSError:
-        return False
 
 
 @dataclass

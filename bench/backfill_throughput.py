@@ -48,7 +48,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.processes import children, cpu_seconds, stop
+from bench.processes import cpu_seconds, descendants, is_solver_worker, stop
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
@@ -107,16 +107,9 @@ def _command(pid: Path) -> str:
 
 
 def solver_workers_cpu_seconds(parent: int) -> float:
-    """CPU time so far of the solver worker processes `parent` started (a worker killed meanwhile,
+    """CPU time so far of the solver worker processes below `parent` (a worker killed meanwhile,
     and what it used, is not in it)."""
-    total = 0.0
-    for pid in children(parent):
-        try:
-            if b"dispatch_pipeline.core.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                total += cpu_seconds(pid)
-        except OSError:
-            continue
-    return total
+    return sum(cpu_seconds(pid) for pid in descendants(parent) if is_solver_worker(pid))
 
 
 def postgres_available() -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def stop(process: subprocess.Popen, timeout_s: float = 30.0) -> None:
@@ -17,22 +18,41 @@ def stop(process: subprocess.Popen, timeout_s: float = 30.0) -> None:
         process.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a live process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-
-def children(pid: int) -> list[int]:
-    """The live processes whose parent is `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`: children, theirs, and so on."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
         try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/stat") as stat:
+                # The command name may hold spaces; fields after the last ')' are fixed.
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if parent == pid:
-            found.append(int(entry.name))
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
     return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def is_solver_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"dispatch_pipeline.core.worker" in cmdline.read()
+    except OSError:
+        return False
