@@ -1,6 +1,6 @@
 """Check that dagster_home/dagster.yaml and dagster_home/dagster.docker.yaml stay in step.
 
-The two instance files must be identical except for `run_launcher` (DefaultRunLauncher locally,
+The two instance files must be identical except for `run_launcher` (WarmRunLauncher locally,
 DockerRunLauncher in Compose). Needs only PyYAML. Exit status 0 when they agree, 1 otherwise.
 
     python deploy/check_dagster_yaml.py

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from deploy.smoke import JOB_NAME, PIPELINE_ASSETS, SITES_PARTITIONS_NAME, DagsterProcesses
+from dispatch_pipeline.dagster_run_launcher import RUN_PID_TAG
 from dispatch_pipeline.demo import demo_forecast, demo_site
 from dispatch_pipeline.storage import open_database, save_forecast, upsert_site
 from dispatch_pipeline.storage.tables import dispatch_runs
@@ -66,7 +67,10 @@ def test_one_partition_through_graphql(
         errors = "\n".join(graphql.run_errors(run_id))
         pytest.fail(f"run {run_id} ended {run['status']}:\n{errors}", pytrace=False)
     assert run["jobName"] == JOB_NAME
-    assert {t["key"]: t["value"] for t in run["tags"]}["dagster/partition"] == PARTITION_KEY
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["dagster/partition"] == PARTITION_KEY
+    # Launched by dagster.yaml's WarmRunLauncher, in a process forked from its fork server.
+    assert tags[RUN_PID_TAG].isdigit(), tags
 
     # Lineage: forecast (and tariff) -> schedule -> explanations and KPIs.
     nodes = graphql.asset_nodes()
