@@ -7,15 +7,17 @@
 Dagster runs on a persistent instance in a temporary DAGSTER_HOME (PostgreSQL storage when the
 server at 127.0.0.1:5432 answers, as dagster_home/dagster.yaml configures it; else SQLite), the
 application data in PostgreSQL (else SQLite). Runs are chunked as the assets' backfill policy
-chunks an asset backfill (one site, up to --chunk dates per run), and run --concurrency at a time
-(default 2, one per core), each in a new process executing the code location's job as a launched
-run does (`execute_job`): interpreter, Dagster and code location import are in the figure; the
-daemon's queue polling is not. With --warm-runs each run process is forked instead from one that
-has already imported Dagster and the code location, which no Dagster run launcher does: the
-difference is what starting every run in a new interpreter costs. Runs solve on a solver service started for the benchmark, as
-deployed (`dispatch-pipeline solver serve`, --parallelism workers, warm before the clock starts);
-with --no-solver-service each run starts its own workers instead, and their start-up is in the
-figure too. The day-ahead mode runs the tick's requests in this process, one after another.
+chunks an asset backfill (one site, up to --chunk dates per run) and run --concurrency at a time
+(default 2, one per core). Each is created in the instance and started by dagster.yaml's run
+launcher (WarmRunLauncher: a process forked from its fork server, which executes the run as
+`dagster api execute_run` does), as the daemon's run queue starts them; the queue's polling
+interval is not in the figure. With --launcher new-interpreter each run is instead a new
+interpreter executing the code location's job (`execute_job`), as Dagster's DefaultRunLauncher
+starts runs: interpreter, Dagster and library imports are then paid by every run. Runs solve on
+a solver service started for the benchmark, as deployed (`dispatch-pipeline solver serve`,
+--parallelism workers, warm before the clock starts); with --no-solver-service each run starts
+its own workers instead, and their start-up is in the figure too. The day-ahead mode runs the
+tick's requests in this process, one after another.
 
 Raw solve: the same site-days through the core alone (build_problem, MILP with fallback,
 result assembly with explanations and KPIs), on the same number of warm solver workers. It is
@@ -45,6 +47,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -52,6 +55,10 @@ from bench.processes import cpu_seconds, descendants, is_solver_worker, stop
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+# The run launcher of dagster_home/dagster.yaml.
+REPO_RUN_LAUNCHER = yaml.safe_load(
+    (Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml").read_text()
+)["run_launcher"]
 TEMPLATES = ("KL_MALL", "BERLIN_DEPOT", "PHOENIX_OFFICE")
 # The storage of dagster_home/dagster.yaml, on a scratch database.
 DAGSTER_PG_YAML = """\
@@ -71,6 +78,14 @@ storage:
 telemetry:
   enabled: false
 """
+
+
+def check_solved_on_service(runs: int) -> None:
+    """Say so if a run solved on its own workers: the solver service was not reachable."""
+    logs = Path(os.environ["DAGSTER_HOME"]).glob("run*.log")
+    on_service = sum(log.read_text().count("on solver service") for log in logs)
+    if on_service != runs:
+        print(f"  only {on_service} of {runs} run(s) solved on the solver service (see the run logs)")
 
 
 def machine_cpu_seconds() -> float:
@@ -246,22 +261,8 @@ def code_location_job():
     return defs.resolve_job_def(DAY_AHEAD_JOB_NAME)
 
 
-def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[str, str, int] | tuple[str, str] | None,
-               site_id: str, first: str, last: str):
-    """One backfill run in a process of its own, as a launched run executes: the code location
-    loaded from `dispatch_pipeline.definitions` with its resources read from the environment,
-    the instance from DAGSTER_HOME, the job executed by `execute_job` (no output capture, unlike
-    `execute_in_process`); (ok, seconds, CPU-s of this process)."""
-    started = time.perf_counter()
-    # The run's event log lines go where a launched run's go: to a file, not this terminal.
-    sys.stdout = sys.stderr = open(Path(os.environ["DAGSTER_HOME"]) / f"run_{site_id}_{first}.log", "w")  # noqa: SIM115
-    from dispatch_pipeline.core.solver_service import ADDRESS_ENV, KEY_ENV
-
-    os.environ["DATABASE_URL"] = app_url
-    if service:
-        os.environ[ADDRESS_ENV], os.environ[KEY_ENV] = service[:2]
-    import dagster as dg
-
+def chunk_run_settings(timeout_ms: int, parallelism: int, service, site_id: str, first: str, last: str):
+    """A backfill run's tags (its partition range) and run config (the solver's settings)."""
     from dispatch_pipeline.defs.partitions import SiteDay, partition_range_tags
 
     days = [SiteDay(site_id, dt.date.fromisoformat(first)), SiteDay(site_id, dt.date.fromisoformat(last))]
@@ -269,49 +270,57 @@ def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[s
     solver_config = {"timeout_ms": timeout_ms, "parallelism": parallelism}
     if service:
         solver_config.update(service=service[0], service_key=service[1])
+    return tags, {"resources": {"solver": {"config": solver_config}}}
+
+
+def run_environment(app_url: str, service) -> None:
+    """What a run process reads from its environment: the application database, the solver service."""
+    from dispatch_pipeline.core.solver_service import ADDRESS_ENV, KEY_ENV
+
+    os.environ["DATABASE_URL"] = app_url
+    if service:
+        os.environ[ADDRESS_ENV], os.environ[KEY_ENV] = service[:2]
+
+
+def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[str, str, int] | tuple[str, str] | None,
+               site_id: str, first: str, last: str):
+    """One backfill run in a new interpreter, as Dagster's DefaultRunLauncher starts it: the code
+    location loaded from `dispatch_pipeline.definitions` with its resources read from the
+    environment, the instance from DAGSTER_HOME, the job executed by `execute_job` (no output
+    capture, unlike `execute_in_process`); (ok, seconds, CPU-s of this process)."""
+    started = time.perf_counter()
+    # The run's event log lines go where a launched run's go: to a file, not this terminal.
+    sys.stdout = sys.stderr = open(Path(os.environ["DAGSTER_HOME"]) / f"run_{site_id}_{first}.log", "w")  # noqa: SIM115
+    run_environment(app_url, service)
+    import dagster as dg
+
+    tags, run_config = chunk_run_settings(timeout_ms, parallelism, service, site_id, first, last)
     job = dg.build_reconstructable_job(Path(__file__).stem, code_location_job.__name__)
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(
-            job, instance, tags=tags, run_config={"resources": {"solver": {"config": solver_config}}}
-        )
+        result = dg.execute_job(job, instance, tags=tags, run_config=run_config)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return result.success, time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
 
-def run_process_context(warm: bool):
-    """How run processes start: a new interpreter each (spawn), as Dagster launches every run;
-    or, `warm`, forked from a server process that has already imported Dagster, the pipeline and
-    this script's code location, which is what a run launcher keeping such a process would save."""
-    import multiprocessing
-
-    if not warm:
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "dagster", "dispatch_pipeline.definitions", Path(__file__).stem])
-    # The server starts, and imports, now: not while the backfill is timed.
-    starter = context.Process(target=int)
-    starter.start()
-    starter.join()
-    return context
-
-
-def dagster_backfill_seconds(app_url, timeout_ms, parallelism, service, sites, dates, chunk, concurrency,
-                             warm_runs=False):
-    """The backfill in runs of one site x up to `chunk` dates, `concurrency` runs at a time, each
-    in a new process (interpreter, Dagster import, and solver workers unless `service` is given:
-    what a launched run pays; with `warm_runs` forked warm instead); (seconds, runs, failed, CPU-s
-    of the run processes)."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    chunks = [
+def backfill_chunks(sites, dates, chunk: int) -> list[tuple[str, str, str]]:
+    """(site, first date, last date) of each run, as the assets' backfill policy chunks a backfill."""
+    return [
         (site.site_id, dates[i].isoformat(), dates[min(i + chunk, len(dates)) - 1].isoformat())
         for site in sites
         for i in range(0, len(dates), chunk)
     ]
+
+
+def new_interpreter_backfill_seconds(app_url, timeout_ms, parallelism, service, chunks, concurrency):
+    """The backfill's runs, `concurrency` at a time, each in a new interpreter (spawned), as the
+    DefaultRunLauncher starts them; (seconds, failed runs, CPU-s of the run processes)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     failed, run_cpu = 0, 0.0
-    mp_context = run_process_context(warm_runs)
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=concurrency, mp_context=mp_context, max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(max_workers=concurrency, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
         futures = [pool.submit(_run_chunk, app_url, timeout_ms, parallelism, service, *c) for c in chunks]
         for n, (future, (site_id, first, last)) in enumerate(zip(futures, chunks, strict=True), 1):
             ok, seconds, cpu = future.result()
@@ -319,13 +328,62 @@ def dagster_backfill_seconds(app_url, timeout_ms, parallelism, service, sites, d
             failed += not ok
             print(f"  run {n}/{len(chunks)}: {site_id} {first}..{last} "
                   f"{'ok' if ok else 'FAILED'} in {seconds:.1f} s (process start included)", flush=True)
+    return time.perf_counter() - started, failed, run_cpu
+
+
+@contextmanager
+def output_to(path: Path):
+    """This process's stdout and stderr (the file descriptors, which children inherit) into `path`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def launched_backfill_seconds(instance, timeout_ms, parallelism, service, chunks, concurrency):
+    """The backfill's runs created in the instance and started by its run launcher (dagster.yaml's
+    WarmRunLauncher), `concurrency` at a time, as the daemon's run queue starts them (without its
+    polling interval); (seconds, failed runs, CPU-s of the run processes)."""
+    import dagster as dg
+
+    from bench.processes import command_line, reaped_children_cpu_seconds
+
+    with output_to(Path(os.environ["DAGSTER_HOME"]) / "runs.log"):
+        # Its run processes write their event log lines where a daemon's would: to a file.
+        instance.run_launcher.start_fork_server()
+    fork_server = next(pid for pid in descendants(os.getpid()) if "forkserver" in command_line(pid))
+    reaped_cpu = reaped_children_cpu_seconds(fork_server)
+    job = dg.build_reconstructable_job(Path(__file__).stem, code_location_job.__name__)
+    job_def, origin = job.get_definition(), job.get_python_origin()
+    waiting, in_flight, failed = list(chunks), {}, 0
+    started = time.perf_counter()
+    while waiting or in_flight:
+        while waiting and len(in_flight) < concurrency:
+            chunk = waiting.pop(0)
+            tags, run_config = chunk_run_settings(timeout_ms, parallelism, service, *chunk)
+            run = instance.create_run_for_job(job_def, run_config=run_config, tags=tags, job_code_origin=origin)
+            instance.launch_run(run.run_id, workspace=None)
+            in_flight[run.run_id] = (chunk, time.perf_counter())
+        time.sleep(0.05)
+        for run_id, ((site_id, first, last), run_started) in list(in_flight.items()):
+            run = instance.get_run_by_id(run_id)
+            if run.is_finished:
+                del in_flight[run_id]
+                ok = run.status == dg.DagsterRunStatus.SUCCESS
+                failed += not ok
+                print(f"  run {len(chunks) - len(waiting) - len(in_flight)}/{len(chunks)}: {site_id} {first}..{last} "
+                      f"{'ok' if ok else 'FAILED'} in {time.perf_counter() - run_started:.1f} s", flush=True)
     seconds = time.perf_counter() - started
-    if service:
-        logs = Path(os.environ["DAGSTER_HOME"]).glob("run_*.log")
-        on_service = sum("on solver service" in log.read_text() for log in logs)
-        if on_service != len(chunks):
-            print(f"  only {on_service} of {len(chunks)} run(s) solved on the solver service (see the run logs)")
-    return seconds, len(chunks), failed, run_cpu
+    return seconds, failed, reaped_children_cpu_seconds(fork_server) - reaped_cpu
 
 
 def day_ahead_seconds(job, instance, definitions, storage, sites) -> tuple[float, int, int]:
@@ -370,10 +428,9 @@ def main() -> int:
                         help="backfill this many times, each between two raw passes; prints the median ratio")
     parser.add_argument("--solver-service", action=argparse.BooleanOptionalAction, default=True,
                         help="runs solve on a shared solver service (default), else on their own workers")
-    parser.add_argument("--warm-runs", action="store_true",
-                        help="fork each run process from one that has already imported Dagster and the "
-                             "code location, instead of starting a new interpreter as Dagster's run "
-                             "launchers do: what the per-run start-up costs the backfill")
+    parser.add_argument("--launcher", choices=("warm", "new-interpreter"), default="warm",
+                        help="how run processes start: forked by dagster_home/dagster.yaml's WarmRunLauncher "
+                             "(default), or each in a new interpreter, as Dagster's DefaultRunLauncher starts them")
     parser.add_argument("--day-ahead", type=int, default=0, metavar="N",
                         help="instead: time one day-ahead tick for N sites (in the KL timezone)")
     args = parser.parse_args()
@@ -401,6 +458,8 @@ def main() -> int:
         else:
             app_url = f"sqlite:///{home / 'dispatch.sqlite'}"
             (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        with (home / "dagster.yaml").open("a") as instance_yaml:
+            instance_yaml.write(yaml.safe_dump({"run_launcher": REPO_RUN_LAUNCHER}))
         os.environ["DAGSTER_HOME"] = str(home)
         print(f"storage: {'PostgreSQL' if use_pg else 'SQLite'} (Dagster instance and application data)")
 
@@ -466,6 +525,8 @@ def main() -> int:
             return seconds, cpu, workers_cpu
 
         partitions = len(sites) * len(dates)
+        chunks = backfill_chunks(sites, dates, args.chunk)
+        run_environment(app_url, service)
         raw_before = None if args.skip_raw else time_raw()
         ratios, scaled, any_failed = [], [], False
         for round_number in range(1, args.rounds + 1):
@@ -473,10 +534,16 @@ def main() -> int:
                 print(f"\nround {round_number} of {args.rounds}")
             cpu, pg_cpu = machine_cpu_seconds(), postgres_cpu_seconds()
             service_cpu = service and (cpu_seconds(service[2]), solver_workers_cpu_seconds(service[2]))
-            dagster, runs, failed, run_cpu = dagster_backfill_seconds(
-                app_url, args.timeout_ms, args.parallelism, service, sites, dates, args.chunk, args.concurrency,
-                args.warm_runs,
-            )
+            if args.launcher == "warm":
+                dagster, failed, run_cpu = launched_backfill_seconds(
+                    instance, args.timeout_ms, args.parallelism, service, chunks, args.concurrency
+                )
+            else:
+                dagster, failed, run_cpu = new_interpreter_backfill_seconds(
+                    app_url, args.timeout_ms, args.parallelism, service, chunks, args.concurrency
+                )
+            if service:
+                check_solved_on_service(len(chunks))
             dagster_cpu = machine_cpu_seconds() - cpu
             pg_cpu = None if pg_cpu is None else postgres_cpu_seconds() - pg_cpu
             if service:
@@ -511,8 +578,8 @@ def main() -> int:
                     print(f"overhead ratio at the raw passes' machine speed (scaled by the workers' CPU-s "
                           f"for the same solves): {scaled[-1]:.2f}x")
             where = "on the solver service" if service else "per run"
-            started_how = "forked warm" if args.warm_runs else "each in a new interpreter"
-            print(f"{partitions} site-days in {runs} run(s) {started_how}, {args.concurrency} at a time, {failed} failed; "
+            started_how = "forked by the WarmRunLauncher" if args.launcher == "warm" else "each in a new interpreter"
+            print(f"{partitions} site-days in {len(chunks)} run(s) {started_how}, {args.concurrency} at a time, {failed} failed; "
                   f"{args.parallelism} solver worker(s) {where}, chunk {args.chunk}")
             raw_before = raw_after
         if len(ratios) > 1:

@@ -50,9 +50,23 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def is_solver_worker(pid: int) -> bool:
+def reaped_children_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the children a process has reaped so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def command_line(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"dispatch_pipeline.core.worker" in cmdline.read()
+            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
-        return False
+        return ""
+
+
+def is_solver_worker(pid: int) -> bool:
+    return "dispatch_pipeline.core.worker" in command_line(pid)

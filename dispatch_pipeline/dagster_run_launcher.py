@@ -28,6 +28,7 @@ stop); run monitoring fails a run whose process has exited without finishing it.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import socket
@@ -87,6 +88,11 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
             context.set_forkserver_preload(self._preload_modules)
             self._fork_context = context
         return self._fork_context
+
+    def start_fork_server(self) -> None:
+        """Start the fork server now, rather than with the first run (which would wait for it)."""
+        self._forked_process_context()
+        multiprocessing.forkserver.ensure_running()
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
