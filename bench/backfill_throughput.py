@@ -80,12 +80,18 @@ telemetry:
 """
 
 
-def check_solved_on_service(runs: int) -> None:
-    """Say so if a run solved on its own workers: the solver service was not reachable."""
-    logs = Path(os.environ["DAGSTER_HOME"]).glob("run*.log")
-    on_service = sum(log.read_text().count("on solver service") for log in logs)
+def check_solved_on_service(runs: int, logs_before: dict[Path, int]) -> None:
+    """Say so if a run solved on its own workers (the solver service was not reachable), from what
+    the run logs gained since `logs_before` (their sizes then)."""
+    on_service = sum(log.read_text()[logs_before.get(log, 0):].count("on solver service") for log in run_logs())
     if on_service != runs:
         print(f"  only {on_service} of {runs} run(s) solved on the solver service (see the run logs)")
+
+
+def run_logs() -> list[Path]:
+    """Where the run processes' event log lines go: a file per run started in a new interpreter,
+    one file for the fork server's."""
+    return sorted(Path(os.environ["DAGSTER_HOME"]).glob("run*.log"))
 
 
 def machine_cpu_seconds() -> float:
@@ -534,6 +540,7 @@ def main() -> int:
                 print(f"\nround {round_number} of {args.rounds}")
             cpu, pg_cpu = machine_cpu_seconds(), postgres_cpu_seconds()
             service_cpu = service and (cpu_seconds(service[2]), solver_workers_cpu_seconds(service[2]))
+            logs_before = {log: len(log.read_text()) for log in run_logs()}
             if args.launcher == "warm":
                 dagster, failed, run_cpu = launched_backfill_seconds(
                     instance, args.timeout_ms, args.parallelism, service, chunks, args.concurrency
@@ -543,7 +550,7 @@ def main() -> int:
                     app_url, args.timeout_ms, args.parallelism, service, chunks, args.concurrency
                 )
             if service:
-                check_solved_on_service(len(chunks))
+                check_solved_on_service(len(chunks), logs_before)
             dagster_cpu = machine_cpu_seconds() - cpu
             pg_cpu = None if pg_cpu is None else postgres_cpu_seconds() - pg_cpu
             if service:

@@ -27,6 +27,7 @@ stop); run monitoring fails a run whose process has exited without finishing it.
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -52,6 +53,13 @@ DEFAULT_PRELOAD_MODULES = ("dagster",)
 def _execute_run(serialized_execute_run_args: str) -> None:
     """The run process: the body of `dagster api execute_run`, which the container launchers run."""
     execute_run_command.callback(serialized_execute_run_args, None)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 class WarmRunLauncher(dg.DefaultRunLauncher):
@@ -83,6 +91,12 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
 
     def _forked_process_context(self):
         if self._fork_context is None:
+            # The fork server skips a module it cannot import without a word: say which, here.
+            missing = [name for name in self._preload_modules if not _importable(name)]
+            if missing:
+                raise dg.DagsterInvariantViolationError(
+                    f"WarmRunLauncher: preload_modules {missing} cannot be imported by {sys.executable}"
+                )
             context = multiprocessing.get_context("forkserver")
             # The fork server is one per process and starts on first use, with these imported.
             context.set_forkserver_preload(self._preload_modules)

@@ -119,3 +119,11 @@ def test_a_run_on_another_interpreter_goes_to_its_code_server(instance, tmp_path
     run = _run(instance, run_id)
     assert RUN_PID_TAG not in run.tags
     assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+
+
+def test_a_preload_module_that_cannot_be_imported_fails_the_launch_naming_it(tmp_path):
+    launcher = {**LAUNCHER, "config": {"preload_modules": ["dagster", "pandsa"]}}
+    with dg.instance_for_test(overrides={"run_launcher": launcher}) as instance:
+        with pytest.raises(dg.DagsterInvariantViolationError, match=r"preload_modules \['pandsa'\]"):
+            _launch(instance, tmp_path / "process")
+        assert not (tmp_path / "process").exists()
