@@ -296,7 +296,7 @@ def _run_chunk(app_url: str, timeout_ms: int, parallelism: int, service: tuple[s
     capture, unlike `execute_in_process`); (ok, seconds, CPU-s of this process)."""
     started = time.perf_counter()
     # The run's event log lines go where a launched run's go: to a file, not this terminal.
-    sys.stdout = sys.stderr = open(Path(os.environ["DAGSTER_HOME"]) / f"run_{site_id}_{first}.log", "w")  # noqa: SIM115
+    sys.stdout = sys.stderr = open(Path(os.environ["DAGSTER_HOME"]) / f"run_{site_id}_{first}.log", "a")  # noqa: SIM115
     run_environment(app_url, service)
     import dagster as dg
 
