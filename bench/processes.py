@@ -40,24 +40,24 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process (0 once it is gone)."""
+def _stat_ticks(pid: int, first: int, second: int) -> float:
+    """Two CPU time fields of /proc/PID/stat (counted after the command name), in seconds."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return (int(fields[first]) + int(fields[second])) / CLOCK_TICKS
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (0 once it is gone)."""
+    return _stat_ticks(pid, 11, 12)
 
 
 def reaped_children_cpu_seconds(pid: int) -> float:
     """User + system CPU time of the children a process has reaped so far (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    return _stat_ticks(pid, 13, 14)
 
 
 def command_line(pid: int) -> str:
