@@ -2,8 +2,8 @@
 
 Every Dagster run launcher starts a run in a new interpreter: the default one through the code
 server (`multiprocessing` spawn), the Docker and Kubernetes ones in a container. Before its first
-step, each such process imports Dagster, pandas, SQLAlchemy and the rest again: about 1.5 s of
-CPU per run on a 2-core machine, a sixth of a backfill run's own work. `WarmRunLauncher` starts
+step, each such process imports Dagster, pandas, SQLAlchemy and the rest again: 1-1.5 s of CPU
+per run on a 2-core machine, about a quarter of what a backfill run process spends. `WarmRunLauncher` starts
 each run as a process forked from a fork server that imported those libraries once (Python's
 `multiprocessing` "forkserver": a single-threaded process started fresh, so forking it is safe),
 and executes it exactly as `dagster api execute_run` does, the command Dagster's container
