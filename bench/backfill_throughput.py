@@ -106,6 +106,12 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+def own_cpu_seconds() -> float:
+    """CPU time of this process so far (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def postgres_cpu_seconds() -> float | None:
     """CPU time of the local PostgreSQL server so far (its live processes, and the backends that
     have exited); None when it does not run on this machine."""
@@ -364,12 +370,14 @@ def launched_backfill_seconds(instance, timeout_ms, parallelism, service, chunks
     WarmRunLauncher), `concurrency` at a time, as the daemon's run queue starts them (without its
     polling interval); (seconds, failed runs, CPU-s of the run processes)."""
     import dagster as dg
+    from dagster._core.launcher import WorkerStatus
 
     from bench.processes import command_line, reaped_children_cpu_seconds
 
+    launcher = instance.run_launcher
     with output_to(Path(os.environ["DAGSTER_HOME"]) / "runs.log"):
         # Its run processes write their event log lines where a daemon's would: to a file.
-        instance.run_launcher.start_fork_server()
+        launcher.start_fork_server()
     fork_server = next(pid for pid in descendants(os.getpid()) if "forkserver" in command_line(pid))
     reaped_cpu = reaped_children_cpu_seconds(fork_server)
     job = dg.build_reconstructable_job(Path(__file__).stem, code_location_job.__name__)
@@ -382,9 +390,15 @@ def launched_backfill_seconds(instance, timeout_ms, parallelism, service, chunks
             tags, run_config = chunk_run_settings(timeout_ms, parallelism, service, *chunk)
             run = instance.create_run_for_job(job_def, run_config=run_config, tags=tags, job_code_origin=origin)
             instance.launch_run(run.run_id, workspace=None)
-            in_flight[run.run_id] = (chunk, time.perf_counter())
+            # With the process id the launcher tagged it with, which the watch below looks at.
+            in_flight[run.run_id] = (chunk, time.perf_counter(), instance.get_run_by_id(run.run_id))
         time.sleep(0.05)
-        for run_id, ((site_id, first, last), run_started) in list(in_flight.items()):
+        for run_id, ((site_id, first, last), run_started, launched) in list(in_flight.items()):
+            # Whether its process is still there, as run monitoring asks the launcher: reading
+            # the run from the instance 20 times a second would cost more CPU than the
+            # daemon's polling every few seconds does.
+            if launcher.check_run_worker_health(launched).status == WorkerStatus.RUNNING:
+                continue
             run = instance.get_run_by_id(run_id)
             if run.is_finished:
                 del in_flight[run_id]
@@ -544,6 +558,7 @@ def main() -> int:
                 print(f"\nround {round_number} of {args.rounds}")
             logs_before = {log: log.stat().st_size for log in run_logs()}
             cpu, pg_cpu = machine_cpu_seconds(), postgres_cpu_seconds()
+            own_cpu = own_cpu_seconds()
             service_cpu = service and (cpu_seconds(service[2]), solver_workers_cpu_seconds(service[2]))
             if args.launcher == "warm":
                 dagster, failed, run_cpu = launched_backfill_seconds(
@@ -554,6 +569,7 @@ def main() -> int:
                     app_url, args.timeout_ms, args.parallelism, service, chunks, args.concurrency
                 )
             dagster_cpu = machine_cpu_seconds() - cpu
+            own_cpu = own_cpu_seconds() - own_cpu
             pg_cpu = None if pg_cpu is None else postgres_cpu_seconds() - pg_cpu
             if service:
                 service_cpu = (cpu_seconds(service[2]) - service_cpu[0],
@@ -576,7 +592,8 @@ def main() -> int:
                       f"(against each: {dagster / raw_before[0]:.2f}x, {dagster / raw_after[0]:.2f}x)")
             print(f"backfill CPU-s: run processes {run_cpu:.1f} (their own solver workers not included)"
                   + ("" if pg_cpu is None else f", PostgreSQL {pg_cpu:.1f}")
-                  + f", the rest (solver service or workers, other) {dagster_cpu - run_cpu - (pg_cpu or 0):.1f}")
+                  + f", this process (creating, launching and watching the runs) {own_cpu:.1f}"
+                  + f", the rest (solver service or workers, other) {dagster_cpu - run_cpu - (pg_cpu or 0) - own_cpu:.1f}")
             if service:
                 raw_workers = (raw_before[2] + raw_after[2]) / 2 if raw_before and raw_after else None
                 print(f"solver service CPU-s: its workers {service_cpu[1]:.1f}"

@@ -42,13 +42,17 @@ def _wait_for(condition: Callable[[], object], what: str) -> None:
         time.sleep(0.1)
 
 
-def _launch(instance: dg.DagsterInstance, report: Path, sleep_s: float = 0.0, executable: str | None = None) -> str:
+def _launch(
+    instance: dg.DagsterInstance, report: Path, sleep_s: float = 0.0, executable: str | None = None, fail_with: str = ""
+) -> str:
     origin = dg.reconstructable(process_report_job).get_python_origin()
     if executable is not None:
         origin = origin._replace(repository_origin=origin.repository_origin._replace(executable_path=executable))
     run = instance.create_run_for_job(
         process_report_job,
-        run_config={"ops": {"report_process": {"config": {"report_path": str(report), "sleep_s": sleep_s}}}},
+        run_config={
+            "ops": {"report_process": {"config": {"report_path": str(report), "sleep_s": sleep_s, "fail_with": fail_with}}}
+        },
         job_code_origin=origin,
     )
     instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
@@ -80,6 +84,17 @@ def test_a_launched_run_executes_in_a_process_forked_from_the_fork_server(instan
     assert "forkserver" in _command_line(parent)
     started = [e.message for e in instance.all_logs(run_id) if e.message and e.message.startswith("Started process")]
     assert started == [f"Started process for run (pid: {pid})."]
+
+
+def test_a_run_whose_step_fails_ends_failed_with_the_error_in_its_event_log(instance, tmp_path):
+    run_id = _launch(instance, tmp_path / "process", fail_with="forecast feed unreachable")
+    _wait_for(lambda: _run(instance, run_id).is_finished, "the run to finish")
+
+    assert _run(instance, run_id).status == dg.DagsterRunStatus.FAILURE
+    failures = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    assert len(failures) == 1
+    error = failures[0].event_log_entry.dagster_event.step_failure_data.error
+    assert "forecast feed unreachable" in error.to_string()
 
 
 def test_terminating_a_run_cancels_it(instance, tmp_path):
