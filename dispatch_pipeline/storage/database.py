@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,7 +132,7 @@ def _create_sqlite(url: str, *, in_memory: bool) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # WAL lets API reads proceed during a long backfill write; NORMAL sync is safe under WAL.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -145,6 +147,28 @@ def _create_sqlite(url: str, *, in_memory: bool) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
     return engine
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """`PRAGMA journal_mode=WAL`, waiting out other processes as long as the busy timeout allows.
+
+    Only a database that is not yet in WAL mode has anything to switch (the mode is stored in the
+    file), and the switch needs the file to itself. A connection that finds another's write
+    transaction there (several processes opening a new database at once, one of them already
+    migrating it) gets "database is locked" at once: SQLite skips the busy timeout where waiting
+    could deadlock.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    pause_s = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause_s > deadline:
+                raise
+        time.sleep(pause_s)
+        pause_s = min(pause_s * 2, 0.25)
 
 
 def _forget_inherited_connections() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,26 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
         assert connection.scalar(text("PRAGMA journal_mode")) == "wal"
         assert connection.scalar(text("PRAGMA foreign_keys")) == 1
         assert connection.scalar(text("PRAGMA busy_timeout")) >= 1000
+
+
+def test_a_new_sqlite_database_switches_to_wal_once_another_process_has_finished_writing(tmp_path: Path) -> None:
+    # Another process writing to a database still in rollback-journal mode (as when several
+    # processes open a new database at once and one of them migrates it): the switch to WAL
+    # fails at once, without SQLite's busy timeout, so the engine must wait for the writer itself.
+    path = tmp_path / "new.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    finished = threading.Timer(0.3, writer.execute, ["COMMIT"])
+    finished.start()
+    try:
+        with make_engine(f"sqlite:///{path}").connect() as connection:
+            assert connection.scalar(text("PRAGMA journal_mode")) == "wal"
+            assert connection.scalar(text("SELECT count(*) FROM t")) == 1
+    finally:
+        finished.join()
+        writer.close()
 
 
 def test_in_memory_sqlite_keeps_its_schema() -> None:
