@@ -13,13 +13,14 @@ launcher (WarmRunLauncher: a process forked from its fork server, which executes
 `dagster api execute_run` does), as the daemon's run queue starts them; the queue's polling
 interval is not in the figure. A run's end is seen by watching its process through the launcher,
 as run monitoring does, and then reading its status once: the daemon looks at runs every few
-seconds, and reading every run in flight from the instance 20 times a second cost this process and
-PostgreSQL about 8 CPU-s per backfill, more than the daemon would. With --launcher new-interpreter each run is instead a new
-interpreter executing the code location's job (`execute_job`), as Dagster's DefaultRunLauncher
-starts runs: interpreter, Dagster and library imports are then paid by every run. Runs solve on
-a solver service started for the benchmark, as deployed (`dispatch-pipeline solver serve`,
---parallelism workers, warm before the clock starts); with --no-solver-service each run starts
-its own workers instead, and their start-up is in the figure too. The day-ahead mode runs the
+seconds, and reading every run in flight from the instance 20 times a second cost this process
+and PostgreSQL about 8 CPU-s per backfill, more than the daemon would. With --launcher
+new-interpreter each run is instead a new interpreter executing the code location's job
+(`execute_job`), as Dagster's DefaultRunLauncher starts runs: interpreter, Dagster and library
+imports are then paid by every run. Runs solve on a solver service started for the benchmark,
+as deployed (`dispatch-pipeline solver serve`, --parallelism workers, warm before the clock
+starts); with --no-solver-service each run starts its own workers instead, and their start-up is
+in the figure too. The day-ahead mode runs the
 tick's requests in this process, one after another.
 
 Raw solve: the same site-days through the core alone (build_problem, MILP with fallback,
