@@ -44,12 +44,16 @@ def postgres_admin() -> Any:
 @contextmanager
 def scratch_database(backend: str, folder: Path, prefix: str = "dispatch_test") -> Iterator[str]:
     """A new, empty database URL; PostgreSQL ones are dropped on exit, SQLite files stay in folder."""
+    from dispatch_pipeline.storage import close_engines
+
     if backend == "sqlite":
-        yield f"sqlite:///{folder / f'{prefix}_{uuid.uuid4().hex[:8]}.sqlite'}"
+        url = f"sqlite:///{folder / f'{prefix}_{uuid.uuid4().hex[:8]}.sqlite'}"
+        try:
+            yield url
+        finally:
+            close_engines(url)
         return
     from psycopg import sql
-
-    from dispatch_pipeline.storage import make_engine
 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with postgres_admin() as admin:
@@ -58,5 +62,5 @@ def scratch_database(backend: str, folder: Path, prefix: str = "dispatch_test") 
         try:
             yield url
         finally:
-            make_engine(url).dispose()
+            close_engines(url)
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

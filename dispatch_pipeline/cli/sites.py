@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from dispatch_pipeline.cli import UsageError
@@ -45,7 +46,7 @@ def _engine(args: argparse.Namespace) -> Any:
 
 def _read_text(source: str) -> str:
     try:
-        return sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+        return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from None
 

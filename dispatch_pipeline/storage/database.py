@@ -87,13 +87,18 @@ def schema_at_head(engine: Engine) -> bool:
     return revisions == [HEAD_REVISION]
 
 
-def close_engines() -> None:
-    """Dispose every cached engine (tests, and before dropping a database)."""
+def close_engines(*urls: str) -> None:
+    """Dispose the cached engines of `urls`, or of every URL (tests, before dropping a database).
+
+    The process then forgets them: the next `open_database` checks the schema again.
+    """
     with _migration_lock, _engines_lock:
-        for engine in _engines.values():
-            engine.dispose()
-        _engines.clear()
-        _migrated.clear()
+        chosen = [normalize_url(url) for url in urls] or list(_engines)
+        for url in chosen:
+            engine = _engines.pop(url, None)
+            if engine is not None:
+                engine.dispose()
+        _migrated.difference_update(chosen if urls else set(_migrated))
 
 
 @contextmanager

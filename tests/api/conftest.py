@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from dispatch_pipeline.api import create_app
 from dispatch_pipeline.api.auth import TOKENS_ENV
-from dispatch_pipeline.storage import close_engines, open_database
+from dispatch_pipeline.storage import open_database
 from tests.postgres import scratch_database
 
 SAMPLE_REQUEST = Path(__file__).resolve().parents[2] / "examples" / "sample_request.json"
@@ -27,10 +27,7 @@ SAMPLE_REQUEST = Path(__file__).resolve().parents[2] / "examples" / "sample_requ
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with scratch_database("postgresql", tmp_path_factory.mktemp("db"), "dispatch_api_test") as url:
-        try:
-            yield url
-        finally:
-            close_engines()
+        yield url
 
 
 @pytest.fixture(scope="session")

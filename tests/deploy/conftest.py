@@ -62,9 +62,9 @@ def smoke_databases() -> Iterator[Databases]:
                 created.append(name)
             yield databases
         finally:
-            from dispatch_pipeline.storage import make_engine
+            from dispatch_pipeline.storage import close_engines
 
-            make_engine(databases.app_url).dispose()  # the test's own pool on the app database
+            close_engines(databases.app_url)  # the test's own pool on the app database
             for name in created:
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -21,7 +21,7 @@ from dispatch_pipeline.defs.partitions import SiteDay, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
 from dispatch_pipeline.defs.resources_map import pipeline_resources
 from dispatch_pipeline.demo import demo_forecast, demo_site
-from dispatch_pipeline.storage import close_engines, open_database, save_forecast, upsert_site
+from dispatch_pipeline.storage import open_database, save_forecast, upsert_site
 from tests.deploy.conftest import repo_dagster_home
 from tests.postgres import scratch_database
 
@@ -50,7 +50,6 @@ def _repo_instance(tmp_path: Path, **storage_config: object) -> Iterator[tuple[d
             (home / "dagster.yaml").write_text(yaml.safe_dump(config))
         with mock.patch.dict("os.environ", env), dg.DagsterInstance.get() as instance:
             yield instance, app_url
-        close_engines()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select
 from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.request import Weights
 from dispatch_pipeline.core.result import BINDING_NAMES, DispatchResult, Kpis, Point
-from dispatch_pipeline.storage import close_engines, open_database
+from dispatch_pipeline.storage import open_database
 from dispatch_pipeline.storage.tables import (
     KPI_COLUMNS,
     dispatch_explanations,
@@ -51,12 +51,6 @@ def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """An empty database of the same backend, for tests that migrate from nothing."""
     with scratch_database(backend, tmp_path) as url:
         yield url
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _dispose_engines() -> Iterator[None]:
-    yield
-    close_engines()
 
 
 @pytest.fixture

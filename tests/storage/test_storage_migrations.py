@@ -67,7 +67,7 @@ def test_open_database_migrates_an_older_schema_and_then_trusts_it(fresh_databas
     assert not schema_at_head(engine)  # nothing there yet
     _migrate(fresh_database_url, "upgrade", "0001")
     assert not schema_at_head(engine)
-    close_engines()  # forget that this process has seen the database
+    close_engines(fresh_database_url)  # forget that this process has seen the database
 
     engine = open_database(fresh_database_url)
     assert current_revision(fresh_database_url) == HEAD_REVISION
