@@ -93,12 +93,13 @@ def close_engines(*urls: str) -> None:
     The process then forgets them: the next `open_database` checks the schema again.
     """
     with _migration_lock, _engines_lock:
-        chosen = [normalize_url(url) for url in urls] or list(_engines)
-        for url in chosen:
+        # open_database caches the engine before it marks a URL migrated, so every migrated URL
+        # has an engine here.
+        for url in [normalize_url(url) for url in urls] or list(_engines):
             engine = _engines.pop(url, None)
             if engine is not None:
                 engine.dispose()
-        _migrated.difference_update(chosen if urls else set(_migrated))
+            _migrated.discard(url)
 
 
 @contextmanager
