@@ -66,6 +66,7 @@ class PlannedSubsetsPostgresEventLogStorage(PostgresEventLogStorage):
     """dagster-postgres's event log, recording a large run's planned partitions per asset."""
 
     planned_event_subsets_above = DEFAULT_PLANNED_EVENT_SUBSETS_ABOVE
+    tables_seen: set[str]  # set by PooledPostgresStorage, which gives its event log this class
 
     @property
     def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
@@ -80,10 +81,9 @@ class PlannedSubsetsPostgresEventLogStorage(PostgresEventLogStorage):
     def has_table(self, table_name: str) -> bool:
         # Asked before every batch of asset event tags is written, each time a catalogue query on
         # a connection of its own; a table the process has seen does not go away.
-        tables = self.__dict__.setdefault("_tables_seen", set())
-        if table_name not in tables and super().has_table(table_name):
-            tables.add(table_name)
-        return table_name in tables
+        if table_name not in self.tables_seen and super().has_table(table_name):
+            self.tables_seen.add(table_name)
+        return table_name in self.tables_seen
 
     def store_event_batch(self, events: list[EventLogEntry]) -> None:
         if not events or {event.get_dagster_event().event_type for event in events} not in _ROW_BATCHED_EVENT_TYPES:
@@ -137,6 +137,7 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         # building a second event log storage would connect and check its tables again.
         self._event_log_storage.__class__ = PlannedSubsetsPostgresEventLogStorage
         self._event_log_storage.planned_event_subsets_above = planned_event_subsets_above
+        self._event_log_storage.tables_seen = set()
         for storage in (self.run_storage, self.event_log_storage, self.schedule_storage):
             # dagster-postgres's own switch to a pooled engine; statement_timeout 0 keeps the
             # server's default (no limit), as the unpooled engine has.
