@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,6 +21,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import ErrorDetails
 
 SITE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 CALENDAR_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -31,6 +33,17 @@ NonNegativeFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0
 PositiveFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
 Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
 Efficiency = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1)]
+
+
+def _known_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("unknown IANA timezone") from exc
+    return value
+
+
+TimezoneName = Annotated[str, AfterValidator(_known_timezone)]
 
 
 class RequestError(ValueError):
@@ -120,7 +133,7 @@ class DispatchRequest(_Strict):
 
     site_id: str = Field(pattern=SITE_ID_PATTERN, examples=["DEMO"])
     date: dt.date | None = Field(None, description="The site's local day; default: its next day.")
-    timezone: str | None = Field(None, description="IANA timezone; default: the site's, else UTC.")
+    timezone: TimezoneName | None = Field(None, description="IANA timezone; default: the site's, else UTC.")
     resolution_minutes: Literal[5, 10, 15, 30, 60] = 15
     load_kw: list[NonNegativeFloat]
     pv_kw: list[NonNegativeFloat] | None = None
@@ -142,41 +155,29 @@ class DispatchRequest(_Strict):
             raise ValueError("expected a calendar date YYYY-MM-DD, not a number")
         return value
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA timezone {value!r}") from exc
-        return value
-
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone or "UTC")
 
 
-def _describe(error: dict[str, Any]) -> str:
+def describe_error(error: ErrorDetails, subject: str = "") -> str:
+    """One pydantic error as "field: what is wrong (got value)"; `subject` prefixes a whole-object error."""
     location = ""
     for part in error["loc"]:
         location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
-    message = error["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
-    shown = error.get("input")
     if error["type"] == "missing":
         return f"{location}: field required"
-    if isinstance(shown, float) and math.isnan(shown):
-        shown = "NaN"
-    shown_text = _abbreviate(shown) if isinstance(shown, (dict, list)) else repr(shown)
-    return f"{location or 'request'}: {message} (got {shown_text})"
-
-
-def _abbreviate(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    message = error["msg"].removeprefix("Value error, ")
+    shown = error.get("input")
+    # A whole object's input is noise (its rule names the values); a validator that words its
+    # value itself ("got the number 1320") has said it already.
+    if not isinstance(shown, dict) and "(got " not in message:
+        if isinstance(shown, float) and math.isnan(shown):
+            shown = "NaN"
+        text = repr(shown)
+        message += f" (got {text if len(text) <= 80 else text[:77] + '...'})"
+    prefix = location or subject
+    return f"{prefix}: {message}" if prefix else message
 
 
 def parse_request(data: Any) -> DispatchRequest:
@@ -188,4 +189,4 @@ def parse_request(data: Any) -> DispatchRequest:
     try:
         return DispatchRequest.model_validate(data)
     except ValidationError as exc:
-        raise RequestError([_describe(e) for e in exc.errors()]) from None
+        raise RequestError([describe_error(e, "request") for e in exc.errors()]) from None

@@ -8,18 +8,23 @@ found without bisecting. `site_request` turns a site plus a day's forecast into 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dispatch_pipeline.core.calendar import LocalDay, local_day
-from dispatch_pipeline.core.request import SITE_ID_PATTERN, Battery, Limits, Weights
+from dispatch_pipeline.core.request import (
+    SITE_ID_PATTERN,
+    Battery,
+    Limits,
+    TimezoneName,
+    Weights,
+    describe_error,
+)
 from dispatch_pipeline.core.tariffs import CURRENCY_PATTERN, TouTariff, expand_tariff
 
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -42,7 +47,7 @@ class Site(BaseModel):
 
     site_id: str = Field(pattern=SITE_ID_PATTERN)
     name: str = ""
-    timezone: str = Field(description="IANA timezone of the site's local day.")
+    timezone: TimezoneName = Field(description="IANA timezone of the site's local day.")
     latitude: Annotated[Finite, Field(ge=-90, le=90)]
     longitude: Annotated[Finite, Field(ge=-180, le=180)]
     altitude_m: Finite = 0.0
@@ -54,15 +59,6 @@ class Site(BaseModel):
     limits: Limits = Limits()
     weights: Weights = Weights()
     tariff: TouTariff
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA timezone {value!r}") from exc
-        return value
 
     @model_validator(mode="after")
     def _one_currency(self) -> Site:
@@ -80,23 +76,6 @@ class Site(BaseModel):
 
 def _as_date(value: dt.date | str) -> dt.date:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _describe(error: dict[str, Any]) -> str:
-    location = ""
-    for part in error["loc"]:
-        location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
-    if error["type"] == "missing":
-        return f"{location}: field required"
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "value_error":
-        # Our own validators name their fields and quote their values already.
-        return f"{location}: {message}" if location else message
-    shown = error.get("input")
-    if isinstance(shown, float) and math.isnan(shown):
-        shown = "NaN"
-    text = repr(shown)
-    return f"{location or 'site'}: {message} (got {text if len(text) <= 80 else text[:77] + '...'})"
 
 
 def parse_sites(data: Any, source: str = "sites") -> list[Site]:
@@ -123,7 +102,7 @@ def parse_sites(data: Any, source: str = "sites") -> list[Site]:
         try:
             site = Site.model_validate(entry)
         except ValidationError as exc:
-            problems.extend(f"{label}: {_describe(e)}" for e in exc.errors())
+            problems.extend(f"{label}: {describe_error(e)}" for e in exc.errors())
             continue
         if site.site_id in first_index:
             problems.append(

@@ -92,7 +92,17 @@ def test_currency_mismatch_and_bad_timezone(tmp_path):
     data["sites"][1]["timezone"] = "Europe/Berlinn"
     problems = problems_of(write(tmp_path, data))
     assert problems[0].endswith("sites[0] ('KL_MALL'): tariff.currency 'USD' differs from the site's currency 'MYR'")
-    assert "sites[1] ('BERLIN_DEPOT'): timezone: unknown IANA timezone 'Europe/Berlinn'" in problems[1]
+    assert problems[1].endswith("sites[1] ('BERLIN_DEPOT'): timezone: unknown IANA timezone (got 'Europe/Berlinn')")
+
+
+def test_a_battery_rule_names_the_value_it_refused(tmp_path):
+    data = demo_yaml_data()
+    data["sites"][0]["bess"]["soc_final_min"] = 0.99
+    path = write(tmp_path, data)
+    assert problems_of(path) == [
+        f"{path}: sites[0] ('KL_MALL'): bess.soc_final_min: "
+        "must lie within [soc_min, soc_max] = [0.1, 0.95] (got 0.99)"
+    ]
 
 
 def test_duplicate_ids_unknown_fields_and_missing_fields(tmp_path):
