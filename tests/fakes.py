@@ -17,6 +17,23 @@ def hang(problem, solver, deadline):
         time.sleep(3600)
 
 
+HANG_ONCE_MARKER = "DISPATCH_TEST_HANG_ONCE_MARKER"
+
+
+def hang_once(problem, solver, deadline):
+    """Hangs in the first worker to take a problem, solves in every one after it.
+
+    The mark survives the hung worker being killed: a file named by the environment variable
+    HANG_ONCE_MARKER, which every worker inherits.
+    """
+    marker = os.environ[HANG_ONCE_MARKER]
+    try:
+        open(marker, "x").close()
+    except FileExistsError:
+        return solve_milp(problem, solver, deadline)
+    hang(problem, solver, deadline)
+
+
 def crash(problem, solver, deadline):
     """A solver that takes its process down (as a segfault in native code would)."""
     os.kill(os.getpid(), signal.SIGKILL)

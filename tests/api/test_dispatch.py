@@ -200,6 +200,7 @@ def test_partial_battery_object_patches_the_sites(client, engine, sample_request
     # soc_final_min null means "end at least as full as it started": 0.8 of the site's 200 kWh.
     assert detail["kpis"]["final_soc"] >= 0.8 - 1e-6
     discharged = sum(p["batt_dis_kw"] for p in detail["points"]) * 0.25
+    assert discharged > 0
     assert detail["kpis"]["equivalent_full_cycles"] == pytest.approx(discharged / 200.0, abs=1e-4)
 
 

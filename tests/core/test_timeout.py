@@ -44,11 +44,18 @@ def test_hanging_solver_yields_fallback_within_timeout_plus_half_a_second(runner
     assert all(p.marginal_cost_per_kwh is None for p in result.points)
 
 
-def test_hung_worker_is_replaced(runner_with) -> None:
-    request = load_case("typical")["request"] | {"timeout_ms": 200}
-    runner = runner_with(fakes.hang)
-    for _ in range(2):
-        assert solve_dispatch(request, runner=runner).fallback_used
+def test_hung_worker_is_replaced(runner_with, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(fakes.HANG_ONCE_MARKER, str(tmp_path / "hung"))
+    case = load_case("typical")
+    request = case["request"] | {"timeout_ms": 400}
+    runner = runner_with(fakes.hang_once)  # one worker: the second solve needs its replacement
+
+    first = solve_dispatch(request, runner=runner)
+    second = solve_dispatch(request, runner=runner)
+
+    assert first.fallback_used and first.fallback_reason.startswith("timeout")
+    assert (second.status, second.solver) == ("ok", "milp")
+    assert second.objective_value == pytest.approx(case["expected"]["objective_value"], rel=1e-4)
 
 
 def test_crashing_solver_yields_fallback_with_reason(runner_with) -> None:

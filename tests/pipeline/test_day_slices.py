@@ -49,16 +49,18 @@ def no_rows() -> pd.DataFrame:
     )
 
 
-def stored(frame: pd.DataFrame) -> SeriesLoader:
+def stored(frame: pd.DataFrame, queries: list | None = None) -> SeriesLoader:
     def load(engine, site_id, start_utc, end_utc):
+        if queries is not None:
+            queries.append((site_id, start_utc, end_utc))
         return frame[(frame["ts"] >= start_utc) & (frame["ts"] < end_utc)].reset_index(drop=True)
 
     return load
 
 
-def slices(frame: pd.DataFrame, *dates: dt.date):
+def slices(frame: pd.DataFrame, *dates: dt.date, queries: list | None = None):
     days = [SiteDay(BERLIN.site_id, date) for date in dates]
-    loaded = load_day_slices(None, stored(frame), COLUMNS, days, {BERLIN.site_id: BERLIN})
+    loaded = load_day_slices(None, stored(frame, queries), COLUMNS, days, {BERLIN.site_id: BERLIN})
     return {day.date: loaded[day] for day in days}
 
 
@@ -87,7 +89,10 @@ def test_days_with_and_without_rows_share_one_span():
     frame = frame[~frame["ts"].isin(gap[:2])].reset_index(drop=True)
     frame.loc[frame["ts"] == gap[2], "sell"] = np.nan
 
-    by_date = slices(frame, full, partial, *unstored)
+    queries: list = []
+    by_date = slices(frame, full, partial, *unstored, queries=queries)
+
+    assert queries == [(BERLIN.site_id, local(full).start_utc, local(unstored[-1]).end_utc)]
 
     assert by_date[full].missing == [] and by_date[full].stored_rows == 96
     assert by_date[partial].missing == list(gap) and by_date[partial].stored_rows == 94

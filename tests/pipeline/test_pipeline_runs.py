@@ -16,7 +16,12 @@ from dispatch_pipeline.defs.local_runs import run_site_day, run_site_days
 from dispatch_pipeline.defs.partitions import SiteDay
 from dispatch_pipeline.demo import demo_forecast
 from dispatch_pipeline.storage import latest_run, list_runs, save_forecast
-from dispatch_pipeline.storage.tables import dispatch_runs
+from dispatch_pipeline.storage.tables import (
+    dispatch_explanations,
+    dispatch_kpis,
+    dispatch_runs,
+    dispatch_schedule,
+)
 from tests.pipeline.conftest import ISSUED_AT, price_table
 
 DAY = dt.date(2025, 3, 11)
@@ -33,6 +38,14 @@ def materialized_assets(result: dg.ExecuteInProcessResult) -> dict[str, int]:
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+RUN_TABLES = (dispatch_runs, dispatch_kpis, dispatch_schedule, dispatch_explanations)
+
+
+def run_table_rows(engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {t.name: connection.scalar(select(func.count()).select_from(t)) for t in RUN_TABLES}
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -164,13 +177,12 @@ def test_a_failure_between_writes_leaves_no_partial_run(job, instance, engine, m
         return real_bulk_insert(connection, table, columns, rows)
 
     monkeypatch.setattr(storage_runs, "bulk_insert", failing_bulk_insert)
+    before = run_table_rows(engine)
     result = run_site_days(job, instance, [SiteDay(site.site_id, DAY), SiteDay(site.site_id, dates[-1])])
     assert not result.success
-    with engine.connect() as connection:
-        count = connection.scalar(
-            select(func.count()).select_from(dispatch_runs).where(dispatch_runs.c.site_id == site.site_id)
-        )
-    assert count == 0
+    assert "injected failure while writing explanations" in failure_message(result)
+    assert run_table_rows(engine) == before
+    assert latest_run(engine, site.site_id) is None
 
 
 def test_missing_forecast_fails_naming_site_date_and_intervals(job, instance, engine, make_site):

@@ -7,6 +7,7 @@ unless DISPATCH_SKIP_POSTGRES=1 says to skip them. `-m "not postgres"` deselects
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 import uuid
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.request import Weights
@@ -137,3 +138,27 @@ def stored_row_counts(engine: Engine, run_ids: list[uuid.UUID]) -> dict[str, int
 @pytest.fixture
 def row_counts() -> Callable[[Engine, list[uuid.UUID]], dict[str, int]]:
     return stored_row_counts
+
+
+class InjectedFailure(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def failure_after_statement(engine: Engine, starts_with: str) -> Iterator[None]:
+    """Fail the first statement starting with `starts_with` once the database has executed it.
+
+    Its rows are then written inside the open transaction, so only a rollback keeps them out.
+    """
+
+    def fail_once_written(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith(starts_with.upper()):
+            event.remove(engine, "after_cursor_execute", fail_once_written)
+            raise InjectedFailure(f"injected failure after {statement.split()[:3]}")
+
+    event.listen(engine, "after_cursor_execute", fail_once_written)
+    try:
+        yield
+    finally:
+        if event.contains(engine, "after_cursor_execute", fail_once_written):
+            event.remove(engine, "after_cursor_execute", fail_once_written)

@@ -18,6 +18,7 @@ from dispatch_pipeline.storage import (
     save_price_series,
     save_price_series_by_site,
 )
+from tests.storage.conftest import InjectedFailure, failure_after_statement
 
 UTC = dt.UTC
 START = dt.datetime(2024, 3, 14, 16, 0, tzinfo=UTC)  # 00:00 in Kuala Lumpur
@@ -165,6 +166,12 @@ def test_several_sites_are_stored_together_or_not_at_all(engine: Engine, site_id
     with pytest.raises(StorageInputError, match=r"frame\.load_kw\[2024-03-14T16:00:00Z\]: must be >= 0"):
         save_forecasts(engine, {site_id: good, other: good.assign(load_kw=-1.0)}, ISSUE_1)
     end = START + dt.timedelta(days=1)
+    assert load_forecast(engine, site_id, START, end).empty
+    assert load_forecast(engine, other, START, end).empty
+
+    # Valid frames, and the database fails after writing them: the transaction takes them back.
+    with failure_after_statement(engine, "INSERT INTO forecasts"), pytest.raises(InjectedFailure):
+        save_forecasts(engine, {site_id: good, other: good.assign(load_kw=7.0)}, ISSUE_1)
     assert load_forecast(engine, site_id, START, end).empty
     assert load_forecast(engine, other, START, end).empty
 

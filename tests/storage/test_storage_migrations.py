@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from dispatch_pipeline.core.result import Kpis
-from dispatch_pipeline.storage import get_run, save_runs
+from dispatch_pipeline.storage import get_run, migrate, save_runs
 from dispatch_pipeline.storage.database import (
     HEAD_REVISION,
     close_engines,
@@ -62,7 +62,7 @@ def test_head_revision_constant_is_the_newest_migration() -> None:
     assert head_revision() == HEAD_REVISION
 
 
-def test_open_database_migrates_an_older_schema_and_then_trusts_it(fresh_database_url: str) -> None:
+def test_open_database_migrates_an_older_schema_and_then_trusts_it(fresh_database_url: str, monkeypatch) -> None:
     engine = make_engine(fresh_database_url)
     assert not schema_at_head(engine)  # nothing there yet
     _migrate(fresh_database_url, "upgrade", "0001")
@@ -73,6 +73,15 @@ def test_open_database_migrates_an_older_schema_and_then_trusts_it(fresh_databas
     assert current_revision(fresh_database_url) == HEAD_REVISION
     assert schema_at_head(engine)
     assert _referenced_tables(engine, "dispatch_schedule") == []
+
+    # A schema at head is trusted: another process opening it does not start Alembic.
+    close_engines(fresh_database_url)
+
+    def no_alembic(url: str) -> None:
+        raise AssertionError(f"Alembic ran on a database already at head ({url})")
+
+    monkeypatch.setattr(migrate, "upgrade_database", no_alembic)
+    assert schema_at_head(open_database(fresh_database_url))
 
 
 def test_upgrade_is_idempotent(fresh_database_url: str) -> None:

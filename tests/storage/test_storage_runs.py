@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, event, inspect
 from sqlalchemy.exc import IntegrityError
 
 from dispatch_pipeline.core.result import Point
@@ -239,7 +239,17 @@ def test_bad_run_id_lookup_names_the_value(engine: Engine) -> None:
 
 
 def test_empty_batch_writes_nothing(engine: Engine) -> None:
-    assert save_runs(engine, [], source="cli") == []
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert save_runs(engine, [], source="cli") == []
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert statements == []
 
 
 def test_batches_larger_than_one_chunk(

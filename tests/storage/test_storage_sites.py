@@ -15,6 +15,7 @@ from dispatch_pipeline.storage import (
     upsert_sites,
 )
 from dispatch_pipeline.storage.tables import sites
+from tests.storage.conftest import InjectedFailure, failure_after_statement
 
 
 def _renamed(site: Site, site_id: str) -> Site:
@@ -31,6 +32,8 @@ def test_round_trip_of_every_demo_site(engine: Engine, site_id: str) -> None:
 def test_upsert_replaces_the_definition_and_keeps_created_at(engine: Engine, site_id: str) -> None:
     site = _renamed(demo_sites()[0], site_id)
     upsert_site(engine, site)
+    with engine.connect() as connection:
+        first = connection.execute(select(sites).where(sites.c.site_id == site_id)).one()
     changed = site.model_copy(
         update={
             "name": "Renamed mall",
@@ -42,7 +45,8 @@ def test_upsert_replaces_the_definition_and_keeps_created_at(engine: Engine, sit
     assert get_site(engine, site_id) == changed
     with engine.connect() as connection:
         row = connection.execute(select(sites).where(sites.c.site_id == site_id)).one()
-    assert row.updated_at > row.created_at
+    assert row.created_at == first.created_at
+    assert row.updated_at > first.updated_at
     assert row.pv_kwp == 750.0 and row.config["bess"]["capacity_kwh"] == 2000.0
 
 
@@ -69,5 +73,8 @@ def test_several_sites_are_stored_together_or_not_at_all(engine: Engine, site_id
     with pytest.raises(StorageInputError, match=r"sites\[1\]: must be a Site"):
         upsert_sites(engine, [first, {"site_id": "X"}])  # type: ignore[list-item]
     assert get_site(engine, first.site_id) is None
+    with failure_after_statement(engine, "INSERT INTO sites"), pytest.raises(InjectedFailure):
+        upsert_sites(engine, [first, second])
+    assert [get_site(engine, s.site_id) for s in (first, second)] == [None, None]
     upsert_sites(engine, [first, second])
     assert [get_site(engine, s.site_id) for s in (first, second)] == [first, second]
