@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from dispatch_pipeline.cli import UsageError
 from dispatch_pipeline.cli.dagster_home import choose_dagster_home
 
 WORKSPACE = Path("workspace.yaml")
+SUPERSEDED_WARNING = "Function `dev_command` is superseded"
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -35,9 +37,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no ./{WORKSPACE} here: run this from the repository root")
     home = choose_dagster_home()
     print(f"Dagster instance: {home.path} ({home.storage})")
-    print(f"Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    print(f"Starting the Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    # A background job of a non-interactive shell starts with SIGINT ignored, and exec keeps
+    # that; dagster dev gives SIGTERM SIGINT's handler, so it could then not be stopped at all.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.execv(
         sys.executable,
-        [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", args.host, "-p", str(args.port)],
+        [
+            sys.executable,
+            # Dagster's advice to type `dg dev` instead is for people typing `dagster dev`.
+            "-W", f"ignore:{SUPERSEDED_WARNING}:FutureWarning",
+            "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", args.host, "-p", str(args.port),
+        ],
     )
     return 0  # not reached: the process is now dagster dev

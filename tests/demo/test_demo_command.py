@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import dagster as dg
 import pytest
@@ -142,3 +145,56 @@ def test_demo_plans_every_site_day_into_the_instance_the_ui_reads(checkout):
             select(dispatch_runs.c.source, func.count()).group_by(dispatch_runs.c.source)
         ).all()
     assert stored == [("dagster", 9)]
+
+
+@pytest.mark.slow
+def test_the_ui_started_as_a_background_job_stops_on_sigterm(checkout):
+    # A background job of a non-interactive shell (`make ui &` in a script) starts with SIGINT
+    # ignored; dagster dev hands SIGTERM SIGINT's handler, which left it unstoppable but by SIGKILL.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = checkout / "ui.log"
+    with log.open("w") as output:
+        ui = subprocess.Popen(
+            [sys.executable, "-m", "dispatch_pipeline.cli", "ui", "--port", str(port)],
+            cwd=checkout, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    try:
+        wait_for(lambda: _answers(port) or ui.poll() is not None, timeout_s=120)
+        assert ui.poll() is None and _answers(port), log.read_text()
+        os.killpg(ui.pid, signal.SIGTERM)
+        # poll() first: it reaps the command itself, which would otherwise linger as a zombie.
+        stopped = wait_for(lambda: ui.poll() is not None and not _group_alive(ui.pid), timeout_s=60)
+        assert stopped, "processes left after SIGTERM"
+        assert "superseded" not in log.read_text()
+    finally:
+        if _group_alive(ui.pid):
+            os.killpg(ui.pid, signal.SIGKILL)
+        ui.wait()
+
+
+def wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return condition()
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
