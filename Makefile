@@ -9,11 +9,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install system-deps demo ui test lint bench
 
+# Compiled bytecode: every Dagster run and solver worker is a new interpreter, and without .pyc
+# files (uv writes none by default) each one compiles its imports again (seconds).
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
-	# Compiled bytecode: every Dagster run and solver worker is a new interpreter, and without
-	# .pyc files (uv writes none by default) each one compiles its imports again (seconds).
 	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PYTHON) -e ".[dev]"
 	touch $(STAMP)
 

@@ -149,6 +149,11 @@ def print_summary(results: dict[str, Any], sites: list[Any]) -> None:
             f"{result.kpis.savings_vs_baseline:>9.2f} {currency.get(result.site_id, ''):<4} "
             f"{result.fallback_reason or '-'}"
         )
+    print(
+        "objective: the weighted sum the plan minimises (total_cost, battery wear, curtailment and "
+        "violation penalties);\ntotal_cost: energy bought minus sold plus the demand charge; "
+        "savings: against the same day without a battery"
+    )
 
 
 def _safe(url: str) -> str:
