@@ -2,7 +2,8 @@
 
 One forward pass over the day, a handful of rules an operator would write down:
 
-1. A battery below soc_min is recharged as fast as its rating and the import cap allow.
+1. A battery below soc_min is recharged as fast as its rating allows: every interval spent
+   below the band counts as violation again, more than importing over the cap for it would.
 2. PV surplus goes into the battery up to soc_max; the rest is exported up to the cap while
    exporting costs less than curtailing; only what neither can take is curtailed.
 3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit,
@@ -11,7 +12,9 @@ One forward pass over the day, a handful of rules an operator would write down:
 5. In cheap hours (bottom quartile) it charges from the grid when that pays after round-trip
    losses against a later expensive hour, up to the energy those hours will need; with a demand
    charge, never above the peak the site would draw without a battery.
-6. Near the end of the day it charges just in time to reach the terminal SOC target.
+6. Near the end of the day it charges just in time to reach the terminal SOC target: under the
+   peak the site would draw without a battery when that peak is billed and time allows, up to
+   the import cap when it must.
 7. A battery above soc_max (it started the day there) discharges into the site's load until it
    is back within its band.
 
@@ -67,14 +70,19 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
 
     # Energy the battery can still take in after t without breaking the import cap, in the hours
     # it would charge in (anything but expensive): how low it may go and still end on target.
-    # Grid charging must not set the day's peak when that peak is billed: then it stays under
-    # the peak the site would draw without a battery.
+    # Grid charging should not set the day's peak when that peak is billed: it then stays under
+    # the peak the site would draw without a battery, unless the end-of-day target needs more.
     charging_cap = import_cap
     if problem.demand_charge_per_kw > 0:
         charging_cap = min(import_cap, float(deficit.max(initial=0.0)))
-    chargeable = np.minimum(max_ch, np.maximum(charging_cap - deficit, 0.0) + surplus) * eta_c * dt
-    max_charge_after = _sum_after(chargeable)
-    recharge_after = _sum_after(np.where(expensive, 0.0, chargeable))
+
+    def chargeable(cap: float) -> np.ndarray:
+        return np.minimum(max_ch, np.maximum(cap - deficit, 0.0) + surplus) * eta_c * dt
+
+    peak_safe = chargeable(charging_cap)
+    max_charge_after = _sum_after(peak_safe)
+    recharge_after = _sum_after(np.where(expensive, 0.0, peak_safe))
+    max_charge_after_at_cap = _sum_after(chargeable(import_cap))
 
     # Stored energy the expensive hours after t will draw, and the priciest of them: grid
     # charging at t pays only against a dearer hour still to come.
@@ -91,20 +99,23 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     energy = problem.energy_initial_kwh
     for t in range(T):
         room = max(0.0, min(max_ch, (e_max - energy) / (eta_c * dt)))
-        import_headroom = max(0.0, charging_cap - deficit[t])
+        peak_safe_headroom = surplus[t] + max(0.0, charging_cap - deficit[t])
+        headroom_at_cap = surplus[t] + max(0.0, import_cap - deficit[t])
         charge = min(surplus[t], room)
 
         if energy < e_min - _EPS:
-            recover = min(max_ch, (e_min - energy) / (eta_c * dt))
-            charge = max(charge, min(recover, surplus[t] + import_headroom))
+            charge = max(charge, min(room, (e_min - energy) / (eta_c * dt)))
         if cheap[t] and pays_to_store[t] and need_after[t] > 0:
             level = min(e_max, max(e_min, e_final) + need_after[t])
             wanted = max(0.0, (level - energy) / (eta_c * dt))
-            charge = max(charge, min(room, wanted, surplus[t] + import_headroom))
-        shortfall = e_final - energy - max_charge_after[t]
-        if shortfall > _EPS:
-            top_up = min(max_ch, shortfall / (eta_c * dt), surplus[t] + import_headroom)
-            charge = max(charge, min(room, top_up))
+            charge = max(charge, min(room, wanted, peak_safe_headroom))
+        for charge_after, headroom in (
+            (max_charge_after[t], peak_safe_headroom),
+            (max_charge_after_at_cap[t], headroom_at_cap),
+        ):
+            shortfall = e_final - energy - charge_after
+            if shortfall > _EPS:
+                charge = max(charge, min(room, shortfall / (eta_c * dt), headroom))
 
         discharge = 0.0
         if charge <= _EPS:

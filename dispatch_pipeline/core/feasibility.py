@@ -66,8 +66,11 @@ def find_breaches(problem: DispatchProblem, schedule: Schedule, tol: float = TOL
     }
     breaches = []
     for check in CHECKS:
-        bad = np.flatnonzero(residuals[check] > atol)
-        breaches.extend(
-            Breach(check, int(t), f"off by {residuals[check][t]:.6g}") for t in bad
-        )
+        # Not `> atol`: a NaN compares false both ways, and a schedule holding one is no plan.
+        bad = np.flatnonzero(~(residuals[check] <= atol))
+        breaches.extend(Breach(check, int(t), _off_by(residuals[check][t])) for t in bad)
     return breaches
+
+
+def _off_by(residual: float) -> str:
+    return f"off by {residual:.6g}" if np.isfinite(residual) else "not a number"

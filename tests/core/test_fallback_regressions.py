@@ -1,12 +1,14 @@
-"""Schedules the property tests once found invalid, kept as fixed cases."""
+"""Rule-based schedules once found invalid or needlessly in violation, kept as fixed cases."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from dispatch_pipeline.core.evaluate import violations
 from dispatch_pipeline.core.fallback import rule_based_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import build_problem
@@ -42,3 +44,47 @@ def test_a_battery_starting_above_its_band_owes_only_the_unavoidable_violation()
         assert result.kpis.violation_kwh == pytest.approx(unavoidable_kwh, abs=1e-6), use_milp
         # Back within the band after the first interval, not held above it.
         assert max(point.soc for point in result.points[1:]) <= 0.9 + 1e-6, use_milp
+
+
+def flat_day(**changes) -> dict:
+    """80 kW all day, PV at midday, a peak tariff 14:00-22:00: the shape the rules are written for."""
+    pv = [max(0.0, 120 * np.sin(np.pi * (t - 24) / 48)) if 24 <= t < 72 else 0.0 for t in range(96)]
+    request = {
+        "site_id": "FLAT",
+        "date": "2024-03-15",
+        "timezone": "UTC",
+        "load_kw": [80.0] * 96,
+        "pv_kw": pv,
+        "tariff": {"buy": [0.55 if 56 <= t < 88 else 0.25 for t in range(96)], "sell": [0.1] * 96},
+    }
+    for key, value in changes.items():
+        request[key] = {**request[key], **value} if isinstance(value, dict) and key in request else value
+    return request
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"tariff": {"demand_charge_per_kw": 1.0}},
+        {"limits": {"grid_import_max_kw": 60.0}},
+    ],
+    ids=["billed-peak", "load-above-import-cap"],
+)
+def test_a_battery_below_its_band_recovers_in_the_first_interval(changes) -> None:
+    """Once held back by the peak guard meant for cheap-hour charging (or by the import cap) and
+    below soc_min for 27-30 intervals, each counted as violation: 209,015 against the MILP's 484."""
+    problem = build_problem(flat_day(bess={"soc_initial": 0.02}, **changes))
+    schedule = rule_based_schedule(problem)
+    assert find_breaches(problem, schedule) == []
+    assert schedule.energy[0] == pytest.approx(problem.energy_min_kwh)
+    assert violations(problem, schedule)["viol_lo"].sum() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_billed_peak_does_not_keep_the_battery_short_of_its_end_of_day_target() -> None:
+    problem = build_problem(
+        flat_day(pv_kw=[0.0] * 96, bess={"soc_final_min": 0.9}, tariff={"demand_charge_per_kw": 1.0})
+    )
+    schedule = rule_based_schedule(problem)
+    assert find_breaches(problem, schedule) == []
+    assert schedule.energy[-1] == pytest.approx(problem.energy_final_kwh)
+    assert violations(problem, schedule)["viol_end"] == pytest.approx(0.0, abs=1e-9)
