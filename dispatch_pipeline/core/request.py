@@ -26,6 +26,7 @@ from pydantic_core import ErrorDetails
 SITE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 CALENDAR_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 RESOLUTIONS_MINUTES = (5, 10, 15, 30, 60)
+TIMEOUT_MS_RANGE = range(100, 600_001)
 
 # strict: a JSON string such as "5" is an error, not a number; allow_inf_nan: NaN and inf are errors.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -142,7 +143,9 @@ class DispatchRequest(_Strict):
     limits: Limits = Limits()
     weights: Weights = Weights()
     use_milp: Annotated[bool, Field(strict=True)] = True
-    timeout_ms: Annotated[int, Field(strict=True, ge=100, le=600_000)] = 3000
+    timeout_ms: Annotated[
+        int, Field(strict=True, ge=TIMEOUT_MS_RANGE.start, le=TIMEOUT_MS_RANGE.stop - 1)
+    ] = 3000
 
     @field_validator("date", mode="before")
     @classmethod

@@ -59,3 +59,17 @@ def parse_utc_timestamp(text: Any, field: str) -> dt.datetime:
     except (TypeError, ValueError):
         raise problem(field, "must be an ISO 8601 UTC timestamp", text) from None
     return check_aware(parsed, field)
+
+
+def check_integer(value: Any, allowed: range, field: str) -> int:
+    # Checked here: PostgreSQL's binary COPY would store an int4 that overflows as another number.
+    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+        raise problem(field, f"must be an integer from {allowed.start} to {allowed.stop - 1}", value)
+    return value
+
+
+def check_length(value: str | None, column: Any, field: str) -> str | None:
+    """`value` fits the String(n) `column` (PostgreSQL refuses a longer one, SQLite keeps it)."""
+    if value is not None and len(value) > column.type.length:
+        raise problem(field, f"must be at most {column.type.length} characters", value)
+    return value

@@ -27,7 +27,7 @@ _BARE_POSTGRES = re.compile(r"^(postgres|postgresql)://")
 # The newest migration in storage/migrations/versions (a test keeps the two equal). A process
 # finding its database there needs no Alembic: every Dagster run is a new process, and importing
 # Alembic and reading the migration scripts to learn that nothing is to do cost ~0.1 s each time.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()

@@ -14,12 +14,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, and_, select
 
-from dispatch_pipeline.core.request import Weights
+from dispatch_pipeline.core.request import TIMEOUT_MS_RANGE, Weights
 from dispatch_pipeline.core.result import DispatchResult, Kpis, Point, SolverName, Status
 from dispatch_pipeline.storage.bulk import bulk_insert
 from dispatch_pipeline.storage.checks import (
     check_choice,
     check_finite,
+    check_integer,
+    check_length,
     check_site_id,
     parse_utc_timestamp,
     problem,
@@ -40,6 +42,7 @@ from dispatch_pipeline.storage.tables import (
 from dispatch_pipeline.storage.timestamps import iso_utc, utc_now
 
 Source = Literal["dagster", "api", "cli"]
+REASON_CODE_LENGTH = dispatch_explanations.c.reason_code.type.length
 
 RUN_COLUMNS = (
     "id",
@@ -194,6 +197,16 @@ def _check_runs(results: list[Any]) -> None:
                 f"must be one of {RESOLUTIONS_MINUTES}",
                 result.resolution_minutes,
             )
+        if result.fallback_used != (result.status == "fallback"):
+            # Not stored: read back from the status, it would come back changed.
+            raise problem(
+                f"{field}.fallback_used",
+                f"must say whether status is 'fallback' (status is {result.status!r})",
+                result.fallback_used,
+            )
+        check_integer(result.timeout_ms, TIMEOUT_MS_RANGE, f"{field}.timeout_ms")
+        for name in ("timezone", "milp_solver"):
+            check_length(getattr(result, name), dispatch_runs.c[name], f"{field}.{name}")
         for name in ("objective_value", "solve_ms"):
             check_finite(getattr(result, name), f"{field}.{name}")
         if result.mip_gap is not None:
@@ -260,6 +273,9 @@ def _explanation_rows(
         run_id = result.run_id
         for j, point in enumerate(result.points):
             marginal = point.marginal_cost_per_kwh
+            if len(point.reason_code) > REASON_CODE_LENGTH:
+                check_length(point.reason_code, dispatch_explanations.c.reason_code,
+                             f"results[{i}].points[{j}].reason_code")
             if marginal is not None and not _all_finite((marginal,)):
                 _raise_first_non_finite(
                     point, ("marginal_cost_per_kwh",), f"results[{i}].points[{j}]"

@@ -51,7 +51,7 @@ def save_issues(
 ) -> dict[str, int]:
     """Write one issue of several sites' series in one transaction, all or nothing; returns the
     rows written per site. Every frame is checked before the transaction opens."""
-    issued = _plain_datetime(check_aware(issued_at, "issued_at"))
+    issued = _plain_datetime(check_aware(issued_at, "issued_at"), "issued_at")
     rows = []
     counts: dict[str, int] = {}
     for site_id, frame in frames.items():
@@ -219,9 +219,14 @@ def _utc_timestamps(column: pd.Series) -> list[dt.datetime]:
     repeated = column[column.duplicated()]
     if len(repeated):
         raise problem("frame.ts", "repeats a timestamp", repeated.iloc[0].isoformat())
-    return [_plain_datetime(ts) for ts in column]
+    return [_plain_datetime(ts, "frame.ts") for ts in column]
 
 
-def _plain_datetime(value: dt.datetime) -> dt.datetime:
+def _plain_datetime(value: dt.datetime, field: str) -> dt.datetime:
     # pandas Timestamps are datetimes, but drivers should see the plain type they document.
-    return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+    if not isinstance(value, pd.Timestamp):
+        return value
+    if value.nanosecond:
+        # Both databases keep microseconds: two instants 1 ns apart would be stored as one.
+        raise problem(field, "must be a whole number of microseconds", value.isoformat())
+    return value.to_pydatetime()

@@ -160,6 +160,18 @@ def test_price_series_latest_issue_wins_and_may_be_negative(engine: Engine, site
     assert frame["sell"].tolist() == [0.1, 0.1, -0.1, -0.1]
 
 
+def test_instants_finer_than_a_microsecond_are_refused_not_merged(engine: Engine, site_id: str) -> None:
+    # Both databases keep microseconds: these two rows, or these two issues, would become one.
+    frame = _forecast(START, 2, load=1.0, pv=0.0)
+    frame["ts"] = [pd.Timestamp(START), pd.Timestamp(START) + pd.Timedelta(nanoseconds=1)]
+    with pytest.raises(StorageInputError, match=r"frame\.ts: must be a whole number of microseconds"):
+        save_forecast(engine, site_id, frame, ISSUE_1)
+    issued_at = pd.Timestamp(ISSUE_1) + pd.Timedelta(nanoseconds=1)
+    with pytest.raises(StorageInputError, match=r"issued_at: must be a whole number of microseconds"):
+        save_forecast(engine, site_id, _forecast(START, 2, load=1.0, pv=0.0), issued_at)
+    assert load_forecast(engine, site_id, START, START + dt.timedelta(hours=1)).empty
+
+
 def test_several_sites_are_stored_together_or_not_at_all(engine: Engine, site_id: str) -> None:
     other = f"{site_id}_B"
     good = _forecast(START, 4, load=10.0, pv=1.0)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import CheckConstraint, Engine, inspect
 
 from dispatch_pipeline.core.result import Kpis
 from dispatch_pipeline.storage import get_run, migrate, save_runs
@@ -42,7 +43,32 @@ EXPECTED_TABLES = {
 
 def test_migrations_create_every_table(engine: Engine, database_url: str) -> None:
     assert set(inspect(engine).get_table_names()) >= EXPECTED_TABLES
-    assert current_revision(database_url) == head_revision() == "0002"
+    assert current_revision(database_url) == head_revision() == "0003"
+
+
+def test_check_constraints_carry_the_names_tables_py_gives(engine: Engine) -> None:
+    # compare_metadata ignores constraint names; later migrations find constraints by them.
+    for table in metadata.sorted_tables:
+        expected = sorted(c.name for c in table.constraints if isinstance(c, CheckConstraint))
+        found = sorted(c["name"] for c in inspect(engine).get_check_constraints(table.name))
+        assert found == expected, table.name
+
+
+def test_older_databases_get_their_check_constraints_renamed(fresh_database_url: str) -> None:
+    engine = make_engine(fresh_database_url)
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite cannot rename a constraint; 0003 leaves SQLite databases as they are")
+    _migrate(fresh_database_url, "upgrade", "0002")
+    # As 0001 named them before its names were marked final.
+    with write_transaction(engine) as connection:
+        for table, name in (("forecasts", "pv_kw_non_negative"), ("dispatch_runs", "source")):
+            connection.exec_driver_sql(
+                f"ALTER TABLE {table} RENAME CONSTRAINT ck_{table}_{name} TO ck_{table}_ck_{table}_{name}"
+            )
+    _migrate(fresh_database_url, "upgrade", "0003")
+    names = {c["name"] for t in ("forecasts", "dispatch_runs") for c in inspect(engine).get_check_constraints(t)}
+    assert {"ck_forecasts_pv_kw_non_negative", "ck_dispatch_runs_source"} <= names
+    assert not any("_ck_" in name for name in names)
 
 
 def test_migrated_schema_matches_tables_module(engine: Engine) -> None:

@@ -192,6 +192,41 @@ def test_bad_values_are_refused_naming_field_and_value(
     assert set(row_counts(engine, [good.run_id, bad.run_id]).values()) == {0}
 
 
+def _with_point(result, j: int, **changes):
+    point = result.points[j].model_copy(update=changes)
+    return result.model_copy(update={"points": [*result.points[:j], point, *result.points[j + 1 :]]})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # PostgreSQL's binary COPY stored 2**31 as -2**31, without an error.
+        (lambda r: r.model_copy(update={"timeout_ms": 2**31}),
+         r"results\[1\]\.timeout_ms: must be an integer from 100 to 600000 \(got 2147483648\)"),
+        # Kept whole by SQLite, refused by PostgreSQL without naming the field.
+        (lambda r: r.model_copy(update={"timezone": "X" * 70}),
+         r"results\[1\]\.timezone: must be at most 64 characters"),
+        (lambda r: r.model_copy(update={"milp_solver": "x" * 40}),
+         r"results\[1\]\.milp_solver: must be at most 32 characters"),
+        (lambda r: _with_point(r, 7, reason_code="c" * 65),
+         r"results\[1\]\.points\[7\]\.reason_code: must be at most 64 characters"),
+        # Not a stored column: it would read back as status == "fallback", changed.
+        (lambda r: r.model_copy(update={"fallback_used": True}),
+         r"results\[1\]\.fallback_used: must say whether status is 'fallback' \(status is 'ok'\) \(got True\)"),
+    ],
+    ids=["timeout-overflows-int4", "timezone-too-long", "solver-too-long", "reason-code-too-long",
+         "fallback-used-contradicts-status"],
+)
+def test_values_a_backend_would_store_changed_are_refused(
+    engine: Engine, site_id: str, make_result, row_counts, change, message
+) -> None:
+    good = make_result(site_id, seed=1)
+    bad = change(make_result(site_id, seed=2))
+    with pytest.raises(StorageInputError, match=message):
+        save_runs(engine, [good, bad], source="dagster")
+    assert set(row_counts(engine, [good.run_id, bad.run_id]).values()) == {0}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

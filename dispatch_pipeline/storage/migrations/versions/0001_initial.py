@@ -21,6 +21,8 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Check constraint names are written in full and marked final (op.f): unmarked, Alembic applies
+# tables.py's naming convention to them again ("ck_forecasts_ck_forecasts_..."; see 0003).
 JSON_DOCUMENT = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 UTC_TIMESTAMP = sa.DateTime(timezone=True)
 
@@ -69,8 +71,8 @@ def upgrade() -> None:
         sa.Column("load_kw", sa.Float(), nullable=False),
         sa.Column("pv_kw", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("site_id", "ts", "issued_at", name="pk_forecasts"),
-        sa.CheckConstraint("load_kw >= 0", name="ck_forecasts_load_kw_non_negative"),
-        sa.CheckConstraint("pv_kw >= 0", name="ck_forecasts_pv_kw_non_negative"),
+        sa.CheckConstraint("load_kw >= 0", name=op.f("ck_forecasts_load_kw_non_negative")),
+        sa.CheckConstraint("pv_kw >= 0", name=op.f("ck_forecasts_pv_kw_non_negative")),
     )
     op.create_table(
         "price_series",
@@ -101,13 +103,13 @@ def upgrade() -> None:
         sa.Column("resolution_minutes", sa.Integer(), nullable=False),
         sa.Column("milp_solver", sa.String(32), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_dispatch_runs"),
-        sa.CheckConstraint("source IN ('dagster', 'api', 'cli')", name="ck_dispatch_runs_source"),
-        sa.CheckConstraint("status IN ('ok', 'fallback')", name="ck_dispatch_runs_status"),
+        sa.CheckConstraint("source IN ('dagster', 'api', 'cli')", name=op.f("ck_dispatch_runs_source")),
+        sa.CheckConstraint("status IN ('ok', 'fallback')", name=op.f("ck_dispatch_runs_status")),
         sa.CheckConstraint(
-            "solver IN ('milp', 'fallback_rule', 'rule_based')", name="ck_dispatch_runs_solver"
+            "solver IN ('milp', 'fallback_rule', 'rule_based')", name=op.f("ck_dispatch_runs_solver")
         ),
         sa.CheckConstraint(
-            "resolution_minutes IN (5, 10, 15, 30, 60)", name="ck_dispatch_runs_resolution_minutes"
+            "resolution_minutes IN (5, 10, 15, 30, 60)", name=op.f("ck_dispatch_runs_resolution_minutes")
         ),
     )
     op.create_index(
