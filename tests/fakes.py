@@ -67,3 +67,27 @@ def time_limit_with_poor_incumbent(problem, solver, deadline):
         charge_allowed=solution.charge_allowed,
         import_allowed=solution.import_allowed,
     )
+
+
+def worker_pid(problem, solver, deadline):
+    """The pid of the worker process that took the problem."""
+    return os.getpid()
+
+
+def echo_slowly(problem, solver, deadline):
+    """The problem itself, after 0.6 s: which answer belongs to which problem is visible."""
+    time.sleep(0.6)
+    return problem
+
+
+CHILD_PID_FILE = "DISPATCH_TEST_CHILD_PID_FILE"
+
+
+def hang_with_a_child(problem, solver, deadline):
+    """Starts a child process (as Pyomo starts CBC), writes its pid where the test says, hangs."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"])
+    with open(os.environ[CHILD_PID_FILE], "w") as out:
+        out.write(str(child.pid))
+    hang(problem, solver, deadline)

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +73,10 @@ class _Worker:
             pass_fds=(child_sock.fileno(),),
             stdin=subprocess.DEVNULL,
             env=env,
+            # Its own process group (in the caller's session), so that a kill reaches what it
+            # started too (CBC runs as a child process), and a Ctrl-C meant for the caller does
+            # not land mid-solve.
+            process_group=0,
         )
         child_sock.close()
         self.conn = Connection(parent_sock.detach())
@@ -85,14 +90,20 @@ class _Worker:
             raise SolverCrashed(f"the solver worker died on start (exit code {self.process.poll()})") from None
 
     def call(self, function: Callable, args: tuple, hard_deadline: float) -> Any:
-        self.conn.send((function, args))
+        try:
+            self.conn.send((function, args))
+        except OSError:  # it died while idle (the OOM killer, say)
+            self.kill()
+            raise SolverCrashed(
+                f"the solver process had died before the solve (exit code {self.process.returncode})"
+            ) from None
         remaining = max(0.0, hard_deadline - time.monotonic())
         if not self.conn.poll(remaining):
             self.kill()
             raise MilpTimeout("the solver did not answer within timeout_ms and was stopped")
         try:
             kind, payload = self.conn.recv()
-        except (EOFError, ConnectionResetError):
+        except (EOFError, OSError):
             code = self.process.wait(5)
             raise SolverCrashed(f"the solver process crashed (exit code {code})") from None
         if kind == "failure":
@@ -105,7 +116,8 @@ class _Worker:
 
     def kill(self) -> None:
         with contextlib.suppress(Exception):
-            self.process.kill()
+            if self.process.returncode is None:  # not reaped yet: the group is still its own
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(5)
         with contextlib.suppress(Exception):
             self.conn.close()
@@ -124,22 +136,40 @@ class MilpRunner:
         self.size = size or available_cpus()
         self.solve_function = solve_function or solve_milp
         self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
         self._started = 0  # workers alive or starting, idle or busy
         self._changed = threading.Condition()
         self._closed = False
 
     def _acquire(self) -> _Worker:
+        dead = []
+        try:
+            with self._changed:
+                while True:
+                    while not self._closed and not self._idle and self._started >= self.size:
+                        # Woken by a release, by a start that failed (which frees a place to
+                        # retry), or by close.
+                        self._changed.wait()
+                    if self._closed:
+                        raise MilpFailure("the solver pool was closed")
+                    if not self._idle:
+                        self._started += 1
+                        break
+                    worker = self._idle.pop()
+                    if worker.alive:
+                        self._busy.add(worker)
+                        return worker
+                    dead.append(worker)  # died while idle: its place goes to a new one
+                    self._started -= 1
+        finally:
+            for worker in dead:
+                worker.kill()
+        return self._busy_new(self._start())
+
+    def _busy_new(self, worker: _Worker) -> _Worker:
         with self._changed:
-            while not self._closed and not self._idle and self._started >= self.size:
-                # Woken by a release, by a start that failed (which frees a place to retry), or
-                # by close.
-                self._changed.wait()
-            if self._closed:
-                raise MilpFailure("the solver pool was closed")
-            if self._idle:
-                return self._idle.pop()
-            self._started += 1
-        return self._start()
+            self._busy.add(worker)
+        return worker
 
     def _start(self) -> _Worker:
         """A new worker in a place already counted in `_started`."""
@@ -153,14 +183,20 @@ class MilpRunner:
 
     def _release(self, worker: _Worker) -> None:
         with self._changed:
+            self._busy.discard(worker)
             keep = worker.alive and not self._closed
+            replace = not keep and not self._closed
             if keep:
                 self._idle.append(worker)
-            else:
+            elif not replace:
                 self._started -= 1
             self._changed.notify()
         if not keep:
             worker.kill()
+        if replace:
+            # A killed or crashed worker's place is filled at once, so that the next solve does
+            # not wait for a start (about a second) that its timeout does not count.
+            threading.Thread(target=self._start_idle, name="milp-worker-start", daemon=True).start()
 
     def solve(
         self, problem: Any, solver: str, timeout_s: float, grace_s: float, on_start: Callable[[], None] | None = None
@@ -171,12 +207,23 @@ class MilpRunner:
         the problem waits for one.
         """
         worker = self._acquire()
+        answered = True
         try:
             if on_start is not None:
                 on_start()
             deadline = time.monotonic() + timeout_s
-            return worker.call(self.solve_function, (problem, solver, deadline), deadline + grace_s)
+            answered = False
+            result = worker.call(self.solve_function, (problem, solver, deadline), deadline + grace_s)
+            answered = True
+            return result
+        except MilpFailure:
+            answered = True  # a failure answered, or a worker killed: nothing left unread
+            raise
         finally:
+            if not answered:
+                # Interrupted while waiting (a run being terminated): the answer still on its way
+                # would be read as the next problem's.
+                worker.kill()
             self._release(worker)
 
     def warm(self, count: int | None = None, *, wait: bool = True) -> None:
@@ -204,12 +251,14 @@ class MilpRunner:
             self._release(self._start())
 
     def close(self) -> None:
+        """Stop every worker, busy ones too: a process exiting must not leave a hung solver."""
         with self._changed:
             self._closed = True
             idle, self._idle = self._idle, []
+            busy = list(self._busy)
             self._started -= len(idle)
             self._changed.notify_all()
-        for worker in idle:
+        for worker in idle + busy:
             worker.kill()
 
 

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 ADDRESS_ENV = "DISPATCH_SOLVER_SERVICE"
 KEY_ENV = "DISPATCH_SOLVER_KEY"
 CONNECT_TIMEOUT_S = 5.0
+# A connecting run answers the challenge at once; the service drops one that does not by then.
+AUTH_TIMEOUT_S = 10.0
 # How long a problem may wait for one of the service's workers before the run stops counting on
 # the service. Waiting is normal when several runs share it; this long is not.
 QUEUE_TIMEOUT_S = 300.0
@@ -184,10 +186,16 @@ class SolverService:
                 return
             self._clients.add(sock)
         conn = Connection(os.dup(sock.fileno()))
+        # A peer that connects and never authenticates would hold this thread for good: after
+        # AUTH_TIMEOUT_S its connection is shut, which ends the blocked read.
+        watchdog = threading.Timer(AUTH_TIMEOUT_S, _shut, args=(sock,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             # Authenticated in this thread, so a client that stalls holds up nobody else.
             deliver_challenge(conn, self._authkey)
             answer_challenge(conn, self._authkey)
+            watchdog.cancel()
             conn.send(("hello", self.hello))
             while True:
                 kind, *args = conn.recv()
@@ -197,6 +205,7 @@ class SolverService:
         except Exception as exc:  # a failed authentication, a message that does not unpickle
             log.warning("solver service: dropped a connection: %s: %s", type(exc).__name__, exc)
         finally:
+            watchdog.cancel()
             conn.close()
             with self._clients_lock:
                 self._clients.discard(sock)
@@ -210,6 +219,11 @@ class SolverService:
             return "ok", self.runner.solve(problem, solver, timeout_s, grace_s, on_start=lambda: conn.send(("started",)))
         except MilpFailure as exc:
             return "failure", exc
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _installed_solvers() -> list[str]:

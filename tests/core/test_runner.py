@@ -1,16 +1,22 @@
-"""The warm worker pool: parallel and background start, sharing among threads, CPU sizing."""
+"""The warm worker pool: parallel and background start, sharing among threads, CPU sizing, and
+workers that die, hang or are interrupted."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from dispatch_pipeline.core import runner as runner_module
 from dispatch_pipeline.core.evaluate import objective_value
-from dispatch_pipeline.core.milp import solve_milp
+from dispatch_pipeline.core.milp import MilpTimeout, solve_milp
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.runner import MilpRunner, available_cpus
+from tests import fakes
 from tests.conftest import load_case
 
 
@@ -42,3 +48,82 @@ def test_available_cpus_honours_a_container_quota(tmp_path, monkeypatch, cpu_max
 
 def test_solve_milp_is_the_default_solve_function() -> None:
     assert MilpRunner(size=1).solve_function is solve_milp
+
+
+@pytest.fixture
+def one_worker():
+    runners = []
+
+    def make(function):
+        runner = MilpRunner(size=1, solve_function=function)
+        runner.warm()
+        runners.append(runner)
+        return runner
+
+    yield make
+    for runner in runners:
+        runner.close()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_solve_interrupted_while_waiting_leaves_no_answer_for_the_next_problem(one_worker) -> None:
+    # As a run being terminated is interrupted: the first answer must not reach the second caller.
+    runner = one_worker(fakes.echo_slowly)
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Interrupted):
+            runner.solve("problem A", "highs", 5.0, 0.25)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert runner.solve("problem B", "highs", 5.0, 0.25) == "problem B"
+    assert runner.solve("problem C", "highs", 5.0, 0.25) == "problem C"
+
+
+def test_a_worker_that_died_while_idle_is_replaced_not_an_error(one_worker) -> None:
+    runner = one_worker(fakes.worker_pid)
+    first = runner.solve(None, "highs", 5.0, 0.25)
+    os.kill(first, signal.SIGKILL)  # as the OOM killer would
+    # Until every thread of it has exited, a dead process is not yet reported to its parent.
+    deadline = time.monotonic() + 10
+    while os.waitid(os.P_PID, first, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        assert time.monotonic() < deadline, "the killed worker never exited"
+        time.sleep(0.05)
+    second = runner.solve(None, "highs", 5.0, 0.25)
+    assert second != first
+
+
+def test_a_killed_worker_takes_its_children_with_it(one_worker, tmp_path, monkeypatch) -> None:
+    pid_file = tmp_path / "child.pid"
+    monkeypatch.setenv(fakes.CHILD_PID_FILE, str(pid_file))
+    runner = one_worker(fakes.hang_with_a_child)
+    with pytest.raises(MilpTimeout):
+        runner.solve(None, "highs", 0.5, 0.25)
+    child = int(pid_file.read_text())
+    wait_until_gone(child)  # a CBC left running would hold a core until it finished
+
+
+def wait_until_gone(pid: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = _state(pid)
+        if state is None or state == "Z":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} still running ({_state(pid)})")
+
+
+def _state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -9,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dispatch_pipeline import solve_dispatch
+from dispatch_pipeline.core import solver_service
 from dispatch_pipeline.core.evaluate import objective_value
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.milp import MilpTimeout
@@ -131,6 +133,17 @@ def test_a_wrong_key_is_refused_before_anything_is_sent(start_service, local_poo
     _, address = start_service()
     with pytest.raises(ServiceUnavailable, match="authentication failed"):
         ServiceClient(address, "not-the-key", "highs", local_pool)
+
+
+def test_a_peer_that_never_authenticates_is_dropped(start_service, monkeypatch) -> None:
+    monkeypatch.setattr(solver_service, "AUTH_TIMEOUT_S", 0.5)
+    _, address = start_service()
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.connect(address)
+        silent.settimeout(10)
+        silent.recv(1024)  # the challenge; no answer follows
+        # The service shuts the connection instead of holding a thread for it for ever.
+        assert silent.recv(1024) == b""
 
 
 def test_a_service_running_other_solver_code_is_not_used(start_service, local_pool) -> None:
