@@ -238,7 +238,9 @@ def _installed_solvers() -> list[str]:
 
 
 class _ServiceLost(Exception):
-    pass
+    def __init__(self, reason: str, solving_for_s: float = 0.0):
+        super().__init__(reason)
+        self.solving_for_s = solving_for_s  # how long the lost solve's clock had been running
 
 
 class ServiceClient:
@@ -304,6 +306,14 @@ class ServiceClient:
                 return self._solve_remote(problem, solver, timeout_s, grace_s, on_start)
             except _ServiceLost as exc:
                 self._fall_back(str(exc))
+                if exc.solving_for_s:
+                    # Its clock started on the service: solving again here gets what is left of it.
+                    remaining = timeout_s - exc.solving_for_s
+                    if remaining <= 0:
+                        raise MilpTimeout(
+                            "the solver service went away mid-solve, with no time left to solve again"
+                        ) from None
+                    return self._local.solve(problem, solver, remaining, grace_s)
         return self._local.solve(problem, solver, timeout_s, grace_s, on_start)
 
     def _solve_remote(
@@ -311,6 +321,7 @@ class ServiceClient:
     ) -> Any:
         conn = self._checkout()
         keep = False
+        started_at = None
         try:
             try:
                 conn.send(("solve", problem, solver, timeout_s, grace_s))
@@ -320,13 +331,17 @@ class ServiceClient:
                 # ("started",): the solver's clock runs from here. A request refused before any
                 # worker took it is answered at once, without it.
                 if message == ("started",):
+                    started_at = time.monotonic()
                     if on_start is not None:
                         on_start()
                     if not conn.poll(timeout_s + grace_s + ANSWER_MARGIN_S):
                         raise MilpTimeout("the solver service did not answer within timeout_ms")
                     message = conn.recv()
             except (EOFError, OSError) as exc:
-                raise _ServiceLost(f"the connection broke ({type(exc).__name__})") from None
+                solving_for_s = 0.0 if started_at is None else time.monotonic() - started_at
+                raise _ServiceLost(
+                    f"the connection broke ({type(exc).__name__})", solving_for_s
+                ) from None
             kind, payload = message
             keep = True
         finally:

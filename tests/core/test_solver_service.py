@@ -129,6 +129,34 @@ def test_a_service_that_goes_away_mid_run_hands_over_to_local_workers(start_serv
     assert len(warnings) == 1 and "own workers" in warnings[0] and address in warnings[0]
 
 
+class RecordingRunner(MilpRunner):
+    def __init__(self) -> None:
+        super().__init__(size=1)
+        self.timeouts: list[float] = []
+
+    def solve(self, problem, solver, timeout_s, grace_s, on_start=None):
+        self.timeouts.append(timeout_s)
+        return super().solve(problem, solver, timeout_s, grace_s, on_start)
+
+
+def test_a_solve_the_service_drops_midway_is_finished_locally_in_the_time_left(start_service) -> None:
+    # Solving again with the whole timeout would break the bound on the solve's answer.
+    service, address = start_service(solve_function=fakes.echo_slowly)
+    local = RecordingRunner()
+    client = ServiceClient(address, KEY, "highs", lambda: local)
+    problem = build_problem(load_case("typical")["request"])
+    try:
+        assert client.solve("warm-up", "highs", 5.0, 0.25) == "warm-up"  # its worker is up
+        threading.Timer(0.3, service.close).start()  # while that worker is busy with the next
+        solution = client.solve(problem, "highs", 5.0, 0.25)
+    finally:
+        client.close()
+        local.close()
+    assert not client.using_service
+    assert len(local.timeouts) == 1 and 0 < local.timeouts[0] < 5.0 - 0.2
+    assert solution.termination == "optimal"
+
+
 def test_a_wrong_key_is_refused_before_anything_is_sent(start_service, local_pool) -> None:
     _, address = start_service()
     with pytest.raises(ServiceUnavailable, match="authentication failed"):
