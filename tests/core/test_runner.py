@@ -50,28 +50,13 @@ def test_solve_milp_is_the_default_solve_function() -> None:
     assert MilpRunner(size=1).solve_function is solve_milp
 
 
-@pytest.fixture
-def one_worker():
-    runners = []
-
-    def make(function):
-        runner = MilpRunner(size=1, solve_function=function)
-        runner.warm()
-        runners.append(runner)
-        return runner
-
-    yield make
-    for runner in runners:
-        runner.close()
-
-
 class Interrupted(Exception):
     pass
 
 
-def test_a_solve_interrupted_while_waiting_leaves_no_answer_for_the_next_problem(one_worker) -> None:
+def test_a_solve_interrupted_while_waiting_leaves_no_answer_for_the_next_problem(runner_with) -> None:
     # As a run being terminated is interrupted: the first answer must not reach the second caller.
-    runner = one_worker(fakes.echo_slowly)
+    runner = runner_with(fakes.echo_slowly)
 
     def interrupt(signum, frame):
         raise Interrupted
@@ -88,8 +73,8 @@ def test_a_solve_interrupted_while_waiting_leaves_no_answer_for_the_next_problem
     assert runner.solve("problem C", "highs", 5.0, 0.25) == "problem C"
 
 
-def test_a_worker_that_died_while_idle_is_replaced_not_an_error(one_worker) -> None:
-    runner = one_worker(fakes.worker_pid)
+def test_a_worker_that_died_while_idle_is_replaced_not_an_error(runner_with) -> None:
+    runner = runner_with(fakes.worker_pid)
     first = runner.solve(None, "highs", 5.0, 0.25)
     os.kill(first, signal.SIGKILL)  # as the OOM killer would
     # Until every thread of it has exited, a dead process is not yet reported to its parent.
@@ -101,10 +86,10 @@ def test_a_worker_that_died_while_idle_is_replaced_not_an_error(one_worker) -> N
     assert second != first
 
 
-def test_a_killed_worker_takes_its_children_with_it(one_worker, tmp_path, monkeypatch) -> None:
+def test_a_killed_worker_takes_its_children_with_it(runner_with, tmp_path, monkeypatch) -> None:
     pid_file = tmp_path / "child.pid"
     monkeypatch.setenv(fakes.CHILD_PID_FILE, str(pid_file))
-    runner = one_worker(fakes.hang_with_a_child)
+    runner = runner_with(fakes.hang_with_a_child)
     with pytest.raises(MilpTimeout):
         runner.solve(None, "highs", 0.5, 0.25)
     child = int(pid_file.read_text())

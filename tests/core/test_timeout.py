@@ -17,21 +17,6 @@ from tests import fakes
 from tests.conftest import load_case
 
 
-@pytest.fixture
-def runner_with(request):
-    runners = []
-
-    def make(function):
-        runner = MilpRunner(size=1, solve_function=function)
-        runner.warm()
-        runners.append(runner)
-        return runner
-
-    yield make
-    for runner in runners:
-        runner.close()
-
-
 def test_hanging_solver_yields_fallback_within_timeout_plus_half_a_second(runner_with) -> None:
     request = load_case("typical")["request"] | {"timeout_ms": 400}
     runner = runner_with(fakes.hang)
