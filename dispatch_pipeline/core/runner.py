@@ -164,9 +164,9 @@ class MilpRunner:
         finally:
             for worker in dead:
                 worker.kill()
-        return self._busy_new(self._start())
+        return self._mark_busy(self._start())
 
-    def _busy_new(self, worker: _Worker) -> _Worker:
+    def _mark_busy(self, worker: _Worker) -> _Worker:
         with self._changed:
             self._busy.add(worker)
         return worker
