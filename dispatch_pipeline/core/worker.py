@@ -41,7 +41,10 @@ def serve(conn: Connection) -> None:
     gc.collect()
     gc.freeze()
     gc.disable()
-    conn.send(("ready", os.getpid()))
+    try:
+        conn.send(("ready", os.getpid()))
+    except OSError:  # the pool closed while this worker warmed up: nobody to serve
+        return
     while True:
         try:
             function, args = conn.recv()
