@@ -28,6 +28,7 @@ from dispatch_pipeline.storage.migrate import (
     upgrade_database,
 )
 from dispatch_pipeline.storage.tables import KPI_COLUMNS, metadata
+from tests.postgres import scratch_database
 from tests.storage.conftest import build_result
 
 EXPECTED_TABLES = {
@@ -54,10 +55,15 @@ def test_check_constraints_carry_the_names_tables_py_gives(engine: Engine) -> No
         assert found == expected, table.name
 
 
-def test_older_databases_get_their_check_constraints_renamed(fresh_database_url: str) -> None:
+@pytest.mark.postgres
+def test_older_postgresql_databases_get_their_check_constraints_renamed(tmp_path) -> None:
+    # PostgreSQL only: SQLite cannot rename a constraint, and 0003 leaves SQLite databases alone.
+    with scratch_database("postgresql", tmp_path) as url:
+        _rename_doubled_check_constraints(url)
+
+
+def _rename_doubled_check_constraints(fresh_database_url: str) -> None:
     engine = make_engine(fresh_database_url)
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite cannot rename a constraint; 0003 leaves SQLite databases as they are")
     _migrate(fresh_database_url, "upgrade", "0002")
     # As 0001 named them before its names were marked final.
     with write_transaction(engine) as connection:
