@@ -26,6 +26,17 @@ _FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:(?:\.[A-Za-z_][A-Za-z0-9
 _PATH_PART = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 
 
+class EscapedJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped.
+
+    An error echoes what the client sent, and JSON text may carry a lone surrogate ("\\ud800")
+    that no UTF-8 body can hold; escaped, it goes back exactly as it came.
+    """
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 class ApiError(Exception):
     """An answer other than 2xx; `problems` are 422 detail entries when there are several."""
 
@@ -110,7 +121,7 @@ def _sentence(problem: dict[str, Any]) -> str:
 
 def error_response(status_code: int, message: str, detail: Any = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
+    return EscapedJSONResponse(
         {"detail": message if detail is None else detail, "message": message},
         status_code=status_code,
         headers=headers,

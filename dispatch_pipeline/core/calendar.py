@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 UTC = dt.UTC
 # The pipeline's interval: the contract's day of 96 quarter-hours (92/100 on DST days).
 PIPELINE_RESOLUTION_MINUTES = 15
+# Whole years inside what a nanosecond timestamp (pandas, numpy, the stored series) can hold:
+# 1677-09-21 to 2262-04-11, less a day's margin for any UTC offset.
+FIRST_DATE = dt.date(1678, 1, 1)
+LAST_DATE = dt.date(2261, 12, 31)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ def local_midnight_utc(date: dt.date, zone: ZoneInfo) -> dt.datetime:
 
 
 def local_day(date: dt.date, timezone: str, resolution_minutes: int) -> LocalDay:
+    if not FIRST_DATE <= date <= LAST_DATE:
+        raise ValueError(f"date: {date} is outside the supported range {FIRST_DATE} to {LAST_DATE}")
     zone = ZoneInfo(timezone)
     start = local_midnight_utc(date, zone)
     end = local_midnight_utc(date + dt.timedelta(days=1), zone)

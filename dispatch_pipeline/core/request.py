@@ -39,7 +39,9 @@ Efficiency = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1
 def _known_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    # OSError: names the zone database cannot open as a file at all ("Asia" is a directory,
+    # a name past the file-name limit).
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError("unknown IANA timezone") from exc
     return value
 

@@ -65,7 +65,13 @@ BAD_FIELDS = [
     ("unknown-field", "surprise", 1, ["surprise"], "1"),
     ("unknown-battery-field", "bess.voltage", 800, ["bess", "voltage"], "800"),
     ("unknown-timezone", "timezone", "Mars/Olympus", ["timezone"], "Mars/Olympus"),
+    # The zone database opens names as files: a directory, or a name no file system allows.
+    ("timezone-is-a-region", "timezone", "Asia", ["timezone"], "Asia"),
+    ("timezone-too-long", "timezone", "A" * 5000, ["timezone"], "AAAA"),
     ("bad-date", "date", "2024-02-30", ["date"], "2024-02-30"),
+    # Real dates whose local day cannot be written as UTC timestamps.
+    ("date-last-of-calendar", "date", "9999-12-31", ["date"], "9999-12-31"),
+    ("date-first-of-calendar", "date", "0001-01-01", ["date"], "0001-01-01"),
     ("use-milp-string", "use_milp", "yes", ["use_milp"], "yes"),
     ("too-many-intervals", "load_kw", [80.0] * 2017, ["load_kw"], "2017"),
 ]
@@ -131,6 +137,21 @@ def test_body_that_is_not_a_json_object_is_422(client, engine, body):
 
     assert response.status_code == 422
     assert response.json()["message"]
+    assert count_rows(engine) == before
+
+
+@pytest.mark.parametrize("field", ["site_id", "timezone", "date"])
+def test_lone_surrogate_is_422_echoing_it(client, engine, sample_request, field):
+    # Valid JSON text ("\\ud800"), yet no UTF-8 string: the answer must still be encodable.
+    text = json.dumps({**sample_request, field: "\ud800"})
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", content=text, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    problem = response.json()["detail"][0]
+    assert problem["loc"] == ["body", field]
+    assert problem["input"] == "\ud800"
     assert count_rows(engine) == before
 
 

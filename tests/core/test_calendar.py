@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from dispatch_pipeline.core.calendar import local_day, next_local_date
+from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE, local_day, next_local_date
 
 
 @pytest.mark.parametrize(
@@ -32,3 +32,21 @@ def test_next_day_is_the_sites_tomorrow() -> None:
     now = dt.datetime(2024, 3, 1, 23, 30, tzinfo=dt.UTC)
     assert next_local_date("Asia/Kuala_Lumpur", now) == dt.date(2024, 3, 3)
     assert next_local_date("America/Los_Angeles", now) == dt.date(2024, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("date", "timezone"),
+    [(FIRST_DATE, "Pacific/Kiritimati"), (LAST_DATE, "Pacific/Pago_Pago"), (LAST_DATE, "Etc/GMT+12")],
+)
+def test_supported_range_ends_hold_whole_days_in_any_zone(date, timezone) -> None:
+    # UTC+14 and UTC-12 push the day furthest past its date; pandas must still hold every stamp.
+    day = local_day(date, timezone, 15)
+    assert len(day.timestamps()) == day.intervals == 96
+
+
+@pytest.mark.parametrize(
+    "date", [FIRST_DATE - dt.timedelta(days=1), LAST_DATE + dt.timedelta(days=1), dt.date.max, dt.date.min]
+)
+def test_dates_outside_the_supported_range_are_refused_by_name(date) -> None:
+    with pytest.raises(ValueError, match=f"^date: {date} is outside the supported range"):
+        local_day(date, "UTC", 15)

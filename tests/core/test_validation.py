@@ -69,6 +69,10 @@ BAD_INPUTS = [
     (("surprise", 1), "surprise", "1"),
     (("bess.surprise", 1), "bess.surprise", "1"),
     (("timezone", "Mars/Olympus"), "timezone", "Mars/Olympus"),
+    (("timezone", "Asia"), "timezone", "Asia"),  # a directory of the zone database
+    (("timezone", "A" * 5000), "timezone", "AAAA"),  # longer than a file name may be
+    (("date", "9999-12-31"), "date", "9999-12-31"),
+    (("date", "0001-01-01"), "date", "0001-01-01"),
 ]
 
 
