@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import json
 import shutil
 import uuid
 from typing import Annotated, Any
@@ -32,6 +31,7 @@ from dispatch_pipeline.api.schemas import (
     SolverHealth,
     request_body_openapi,
 )
+from dispatch_pipeline.core.documents import DocumentError, parse_json
 from dispatch_pipeline.core.request import SITE_ID_PATTERN
 from dispatch_pipeline.storage import StoredRun, get_run, latest_run
 
@@ -73,10 +73,9 @@ async def run_dispatch(request: Request, access: Access, database: DatabaseDep) 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers malformed JSON and bytes that are not UTF-8/16/32.
-        raise unprocessable([field_problem([], f"body is not valid JSON: {exc}", kind="json_invalid")]) from None
+        data = parse_json(body, "body")
+    except DocumentError as exc:
+        raise unprocessable([field_problem([], str(exc), kind="json_invalid")]) from None
     if not isinstance(data, dict):
         raise unprocessable([field_problem([], f"must be a JSON object (got {type(data).__name__})",
                                            kind="model_type")])

@@ -34,6 +34,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        problem = _database_problem(exc)
+        if problem is None:
+            raise
+        message, status = problem
+        print(f"dispatch-pipeline {args.command}: {message}", file=sys.stderr)
+        return status
+
+
+def _database_problem(exc: Exception) -> tuple[str, int] | None:
+    """What went wrong with the database, and the exit status; None for any other exception."""
+    # Only a command that opened a database has imported SQLAlchemy; `solve` never pays for it.
+    errors = sys.modules.get("sqlalchemy.exc")
+    if errors is None:
+        return None
+    if isinstance(exc, errors.ArgumentError | errors.NoSuchModuleError):
+        return f"--database-url or DATABASE_URL is not a URL SQLAlchemy can use: {exc}", 2
+    if isinstance(exc, errors.OperationalError | errors.InterfaceError):
+        # The server down or refusing us: the command was right, the environment was not.
+        return f"cannot use the database: {str(exc.orig).strip() or type(exc.orig).__name__}", 1
+    return None
 
 
 if __name__ == "__main__":

@@ -21,13 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from dispatch_pipeline.cli import UsageError
-from dispatch_pipeline.core.request import SITE_ID_PATTERN
+from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
+from dispatch_pipeline.core.request import MAX_MAGNITUDE, SITE_ID_PATTERN
 
 SITE_ID = re.compile(SITE_ID_PATTERN)
 # A fraction of a second with a digit other than 0: datetime.fromisoformat keeps microseconds only,
 # so "04:00:00.0000001Z" would otherwise pass as 04:00.
 NONZERO_FRACTION = re.compile(r"[.,]\d*[1-9]")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# How far ahead of this machine's clock an issue time may lie (clocks of other machines drift).
+# Later than that it is a typo, and as the most recent issue it would hide every real one.
+ISSUE_CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,8 @@ def _number(value: Any, where: str, non_negative: bool) -> float:
         raise UsageError(f"{where}: must be finite (got {value!r})")
     if non_negative and number < 0:
         raise UsageError(f"{where}: must be >= 0 (got {value!r})")
+    if abs(number) > MAX_MAGNITUDE:
+        raise UsageError(f"{where}: must lie within ±{MAX_MAGNITUDE:.0e} (got {value!r})")
     return number
 
 
@@ -136,7 +142,13 @@ def parse_timestamp(value: Any, where: str) -> dt.datetime:
         raise UsageError(f"{where}: not a timestamp (got {value!r})")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise UsageError(f"{where}: needs a UTC offset such as Z or +08:00 (got {value!r})")
-    return parsed.astimezone(dt.UTC)
+    try:
+        instant = parsed.astimezone(dt.UTC)
+    except OverflowError:  # the offset moves it past year 1 or 9999
+        instant = None
+    if instant is None or not FIRST_DATE <= instant.date() <= LAST_DATE:
+        raise UsageError(f"{where}: outside the supported range {FIRST_DATE} to {LAST_DATE} (got {value!r})")
+    return instant
 
 
 def check_interval_start(value: Any, instant: dt.datetime, where: str, minutes: int) -> None:
@@ -212,9 +224,13 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
     table = read_table(path)
     lines = csv_lines(path, len(table)) if path.suffix.lower() == ".csv" else None
     by_site = validate(table, str(path), spec, lines)
-    issued_at = (
-        parse_timestamp(args.issued_at, "--issued-at") if args.issued_at else dt.datetime.now(dt.UTC)
-    )
+    now = dt.datetime.now(dt.UTC)
+    issued_at = parse_timestamp(args.issued_at, "--issued-at") if args.issued_at else now
+    if issued_at > now + ISSUE_CLOCK_SKEW:
+        raise UsageError(
+            f"--issued-at: {args.issued_at!r} lies in the future; the most recently issued "
+            f"{spec.what} wins, so it would hide every real issue until then"
+        )
     engine = storage.open_database(application_database_url(args.database_url))
     frames = {}
     for site_id, rows in sorted(by_site.items()):

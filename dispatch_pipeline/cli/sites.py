@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from dispatch_pipeline.cli import UsageError
@@ -44,13 +42,6 @@ def _engine(args: argparse.Namespace) -> Any:
     return open_database(application_database_url(args.database_url))
 
 
-def _read_text(source: str) -> str:
-    try:
-        return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
-
-
 def _save(args: argparse.Namespace, sites: list[Any]) -> None:
     from dispatch_pipeline.storage import upsert_sites
 
@@ -60,14 +51,13 @@ def _save(args: argparse.Namespace, sites: list[Any]) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    import yaml
-
+    from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text
     from dispatch_pipeline.core.site import SiteConfigError, parse_sites
 
     try:
-        data = yaml.safe_load(_read_text(args.file))  # YAML is a superset of JSON
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{args.file} is not valid YAML or JSON: {exc}") from None
+        data = parse_yaml(read_text(args.file), args.file)  # YAML is a superset of JSON
+    except DocumentError as exc:
+        raise UsageError(str(exc)) from None
     if isinstance(data, dict) and "sites" in data:
         raise UsageError(f"{args.file} holds a `sites:` list: use `sites import {args.file}`")
     try:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
+import re
 
 from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.core.documents import DocumentError, parse_json, read_text
+from dispatch_pipeline.core.tariffs import CURRENCY_PATTERN
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -20,19 +20,23 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--solver", choices=("highs", "cbc"), default="highs", help="MILP solver (default: highs)")
     parser.add_argument("--timeout-ms", type=int, default=None, help="override the request's timeout_ms")
     parser.add_argument("--no-milp", action="store_true", help="use the rule-based schedule only")
-    parser.add_argument("--currency", default="MYR", help="currency label used in explanations")
+    parser.add_argument(
+        "--currency", default="MYR", type=_currency_code, help="ISO 4217 code used in explanations (default: MYR)"
+    )
     parser.set_defaults(handler=run)
+
+
+def _currency_code(text: str) -> str:
+    if not re.fullmatch(CURRENCY_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"expected three capital letters such as EUR (got {text!r})")
+    return text
 
 
 def read_request(source: str) -> object:
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        return parse_json(read_text(source), source)
+    except DocumentError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,10 +7,12 @@ assets reject the same things with the same words.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
+from importlib import resources
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -28,25 +30,48 @@ CALENDAR_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 RESOLUTIONS_MINUTES = (5, 10, 15, 30, 60)
 TIMEOUT_MS_RANGE = range(100, 600_001)
 
+# Past this a power, energy or price is a typo, not a site: a day of 1e308 kW sums to infinity,
+# and a solver's tolerances cannot span such a range.
+MAX_MAGNITUDE = 1e9
+
 # strict: a JSON string such as "5" is an error, not a number; allow_inf_nan: NaN and inf are errors.
-FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
-PositiveFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+NonNegativeFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=MAX_MAGNITUDE)]
+PositiveFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=MAX_MAGNITUDE)]
 Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
 Efficiency = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1)]
 
 
+@functools.cache
+def iana_zone_names() -> frozenset[str]:
+    """The zones of the `tzdata` package: the same on every host.
+
+    The host's zone directory also answers to "localtime" (whatever the host is set to),
+    "posixrules" and "right/..." (leap-second clocks): names that would plan a different day
+    on each machine.
+    """
+    return frozenset(resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8").split())
+
+
 def _known_timezone(value: str) -> str:
+    if value not in iana_zone_names():
+        raise ValueError("unknown IANA timezone")
+    return value
+
+
+def _storable_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character, which database text cannot hold")
     try:
-        ZoneInfo(value)
-    # OSError: names the zone database cannot open as a file at all ("Asia" is a directory,
-    # a name past the file-name limit).
-    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        raise ValueError("unknown IANA timezone") from exc
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"contains {value[exc.start]!r}, a lone surrogate that UTF-8 cannot encode") from None
     return value
 
 
 TimezoneName = Annotated[str, AfterValidator(_known_timezone)]
+# Free text that is stored: a name, a label.
+StorableText = Annotated[str, AfterValidator(_storable_text)]
 
 
 class RequestError(ValueError):

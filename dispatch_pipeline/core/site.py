@@ -13,21 +13,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dispatch_pipeline.core.calendar import LocalDay, local_day
+from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text
 from dispatch_pipeline.core.request import (
     SITE_ID_PATTERN,
     Battery,
+    FiniteFloat,
     Limits,
+    StorableText,
     TimezoneName,
     Weights,
     describe_error,
 )
 from dispatch_pipeline.core.tariffs import CURRENCY_PATTERN, TouTariff, expand_tariff
-
-Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 # Request fields holding an object: an override of one of these patches the site's value
 # (bess={"soc_initial": 0.3} keeps the site's capacity) instead of replacing it wholesale.
@@ -46,12 +46,12 @@ class Site(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     site_id: str = Field(pattern=SITE_ID_PATTERN)
-    name: str = ""
+    name: StorableText = ""
     timezone: TimezoneName = Field(description="IANA timezone of the site's local day.")
-    latitude: Annotated[Finite, Field(ge=-90, le=90)]
-    longitude: Annotated[Finite, Field(ge=-180, le=180)]
-    altitude_m: Finite = 0.0
-    pv_kwp: Annotated[Finite, Field(ge=0)] = 0.0
+    latitude: Annotated[FiniteFloat, Field(ge=-90, le=90)]
+    longitude: Annotated[FiniteFloat, Field(ge=-180, le=180)]
+    altitude_m: FiniteFloat = 0.0
+    pv_kwp: Annotated[FiniteFloat, Field(ge=0)] = 0.0
     # No defaults for these two: a battery or a currency nobody stated would be planned and
     # labelled as if it were real.
     currency: str = Field(pattern=CURRENCY_PATTERN)
@@ -117,16 +117,12 @@ def parse_sites(data: Any, source: str = "sites") -> list[Site]:
 
 
 def load_sites_yaml(path: str | Path) -> list[Site]:
-    path = Path(path)
+    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SiteConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SiteConfigError([f"{path}: not valid YAML: {exc}"]) from None
-    return parse_sites(data, source=str(path))
+        data = parse_yaml(read_text(source), source)
+    except DocumentError as exc:
+        raise SiteConfigError([str(exc)]) from None
+    return parse_sites(data, source=source)
 
 
 def _kind(value: Any) -> str:

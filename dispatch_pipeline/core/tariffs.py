@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dispatch_pipeline.core.calendar import LocalDay
+from dispatch_pipeline.core.request import FiniteFloat, NonNegativeFloat, StorableText
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = get_args(Weekday)  # index = datetime.date.weekday()
 
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]|24:00")
-Price = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # may be negative
+Price = FiniteFloat  # may be negative
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 _MINUTE = dt.timedelta(minutes=1)
 
@@ -43,7 +44,7 @@ class Prices(_Frozen):
 
 
 class TouPeriod(_Frozen):
-    name: str = Field(min_length=1)
+    name: StorableText = Field(min_length=1)
     start: str = Field(description="Local clock time 'HH:MM' the period starts (inclusive).")
     end: str = Field(description="Local clock time 'HH:MM' it ends (exclusive); may be '24:00'.")
     days: tuple[Weekday, ...] = WEEKDAYS
@@ -99,7 +100,7 @@ class TouTariff(_Frozen):
     """Prices by local clock time and weekday; any time no period covers pays `default`."""
 
     currency: str = Field("MYR", pattern=CURRENCY_PATTERN)
-    demand_charge_per_kw: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)] = 0.0
+    demand_charge_per_kw: NonNegativeFloat = 0.0
     default: Prices
     periods: tuple[TouPeriod, ...] = ()
 

@@ -155,6 +155,17 @@ def test_lone_surrogate_is_422_echoing_it(client, engine, sample_request, field)
     assert count_rows(engine) == before
 
 
+def test_a_repeated_key_is_422_not_the_last_value_silently(client, engine, sample_request):
+    text = json.dumps(sample_request).replace('"site_id": ', '"site_id": "FIRST", "site_id": ', 1)
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", content=text, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["message"] == "request: body repeats the key 'site_id' in one object"
+    assert count_rows(engine) == before
+
+
 def test_body_over_one_megabyte_is_413(client, engine, sample_request):
     padded = json.dumps({**sample_request, "padding": "x" * 1_000_001})
     before = count_rows(engine)

@@ -49,6 +49,10 @@ def test_solve_from_stdin_with_cbc_and_no_milp() -> None:
         (("solve", "-"), "{not json", "not valid JSON"),
         (("solve", "/nonexistent.json"), None, "cannot read /nonexistent.json"),
         (("solve", "-", "--timeout-ms", "50"), json.dumps(load_case("hourly")["request"]), "timeout_ms"),
+        (("solve", "-"), '{"site_id": "DEMO", "site_id": "OTHER"}', "repeats the key 'site_id'"),
+        (("solve", "-"), "[" * 100_000, "nested too deeply"),
+        (("solve", "-"), '{"timeout_ms": ' + "9" * 5000 + "}", "is not usable JSON"),
+        (("solve", "-", "--currency", "€"), "{}", "--currency: expected three capital letters"),
     ],
 )
 def test_bad_input_exits_2_with_message_and_no_stdout(args, stdin, message) -> None:

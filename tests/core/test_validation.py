@@ -73,6 +73,15 @@ BAD_INPUTS = [
     (("timezone", "A" * 5000), "timezone", "AAAA"),  # longer than a file name may be
     (("date", "9999-12-31"), "date", "9999-12-31"),
     (("date", "0001-01-01"), "date", "0001-01-01"),
+    # Host aliases, not IANA zones: "localtime" is whatever the machine is set to.
+    (("timezone", "localtime"), "timezone", "localtime"),
+    (("timezone", "posixrules"), "timezone", "posixrules"),
+    (("timezone", "right/Asia/Kuala_Lumpur"), "timezone", "right/Asia"),
+    # Finite, yet a day of them (or their cost) overflows to infinity.
+    (("load_kw", [80.0] * 23 + [1e308]), "load_kw[23]", "1e+308"),
+    (("tariff.buy", [0.4] * 23 + [-1e308]), "tariff.buy[23]", "-1e+308"),
+    (("bess.capacity_kwh", 1e308), "bess.capacity_kwh", "1e+308"),
+    (("tariff.demand_charge_per_kw", 1e308), "tariff.demand_charge_per_kw", "1e+308"),
 ]
 
 

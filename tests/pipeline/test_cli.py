@@ -6,6 +6,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
+import yaml
 
 from dispatch_pipeline.cli import main
 from dispatch_pipeline.demo import demo_forecast, sites_yaml_path
@@ -30,6 +31,59 @@ def test_sites_import_and_list(url, capsys):
     assert [s.site_id for s in list_sites(open_database(url))] == ["BERLIN_DEPOT", "KL_MALL", "PHOENIX_OFFICE"]
     assert main(["sites", "list", "--database-url", url]) == 0
     assert "Europe/Berlin" in capsys.readouterr().out
+
+
+A_SITE = (
+    "site_id: X\ntimezone: Asia/Kuala_Lumpur\nlatitude: 3.1\nlongitude: 101.7\ncurrency: MYR\n"
+    "bess: {capacity_kwh: 200}\ntariff: {currency: MYR, default: {buy: 0.4, sell: 0.2}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(A_SITE + "pv_kwp: 500\npv_kwp: 5\n", "found key 'pv_kwp' again (first at line 8)",
+                     id="duplicate-key"),
+        pytest.param((A_SITE + "name: Caf\xe9\n").encode("latin-1"), f"not UTF-8 text (byte {len(A_SITE) + 9}: 0xe9)",
+                     id="latin-1"),
+        pytest.param("a: " + "[" * 5000, "nested too deeply", id="deep-nesting"),
+        pytest.param(A_SITE + "altitude_m: " + "9" * 5000 + "\n", "is not usable YAML", id="huge-integer"),
+        pytest.param(A_SITE + 'name: "a\\0b"\n', "name: contains a NUL character", id="nul-in-name"),
+        pytest.param(A_SITE + 'name: "\\ud800"\n', "name: contains '\\ud800', a lone surrogate", id="surrogate"),
+        pytest.param(A_SITE.replace("Asia/Kuala_Lumpur", "localtime"), "timezone: unknown IANA timezone",
+                     id="host-zone"),
+        pytest.param(A_SITE + "pv_kwp: 1.0e+308\n", "pv_kwp: Input should be less than or equal to", id="huge-pv"),
+    ],
+)
+def test_sites_add_refuses_what_a_parser_would_settle_quietly(url, tmp_path, capsys, content, expected):
+    path = tmp_path / "site.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert main(["sites", "add", str(path), "--database-url", url]) == 2
+    assert expected in capsys.readouterr().err
+    assert list_sites(open_database(url)) == []
+
+
+def test_sites_import_refuses_a_repeated_sites_key(url, tmp_path, capsys):
+    # Last one wins in a plain YAML load: KL_MALL would vanish without a word.
+    entries = yaml.safe_load(sites_yaml_path().read_text())["sites"]
+    path = tmp_path / "sites.yaml"
+    path.write_text(yaml.safe_dump({"sites": entries[:1]}) + yaml.safe_dump({"sites": entries[1:]}))
+    assert main(["sites", "import", str(path), "--database-url", url]) == 2
+    assert "found key 'sites' again (first at line 1)" in capsys.readouterr().err
+    assert list_sites(open_database(url)) == []
+
+
+@pytest.mark.parametrize(
+    ("database_url", "status", "expected"),
+    [
+        ("nonsense", 2, "is not a URL SQLAlchemy can use"),
+        ("foo://x", 2, "is not a URL SQLAlchemy can use"),
+        ("sqlite:////nonexistent-directory/x.sqlite", 1, "cannot use the database: unable to open database file"),
+    ],
+)
+def test_an_unusable_database_url_is_named_without_a_traceback(capsys, database_url, status, expected):
+    assert main(["sites", "list", "--database-url", database_url]) == status
+    assert expected in capsys.readouterr().err
 
 
 def test_sites_add_rejects_a_bad_site(url, tmp_path, capsys):
@@ -73,6 +127,12 @@ SERIES_FILES = {
         ("prices", 4, "buy", "cheap", "row 4 (line 5), column buy: not a number"),
         ("prices", 8, "sell", "inf", "row 8 (line 9), column sell: must be finite"),
         ("prices", 2, "ts", "2025-03-10 23:15", "row 2 (line 3), column ts: needs a UTC offset"),
+        # Finite, yet a day of them sums past the largest float.
+        ("forecasts", 6, "load_kw", "1e308", "row 6 (line 7), column load_kw: must lie within"),
+        ("prices", 6, "buy", "-1e308", "row 6 (line 7), column buy: must lie within"),
+        # Before year 1 in UTC, and a year no nanosecond timestamp holds.
+        ("forecasts", 1, "ts", "0001-01-01T00:00:00+01:00", "row 1 (line 2), column ts: outside the supported range"),
+        ("prices", 1, "ts", "9999-12-31T23:45:00Z", "row 1 (line 2), column ts: outside the supported range"),
     ],
 )
 def test_a_malformed_series_file_is_rejected_whole(url, tmp_path, capsys, command, row, column, value, expected):
@@ -88,6 +148,16 @@ def test_a_malformed_series_file_is_rejected_whole(url, tmp_path, capsys, comman
         dt.datetime(2025, 3, 10, tzinfo=dt.UTC), dt.datetime(2025, 3, 12, tzinfo=dt.UTC),
     )
     assert stored.empty
+
+
+def test_an_issue_time_in_the_future_is_refused(url, tmp_path, capsys):
+    # As the most recent issue it would hide every real forecast issued before 2199.
+    path = tmp_path / "forecast.csv"
+    forecast_table().to_csv(path, index=False)
+    assert main(["forecasts", "load", str(path), "--issued-at", "2199-01-01T00:00:00Z", "--database-url", url]) == 2
+    assert "--issued-at: '2199-01-01T00:00:00Z' lies in the future" in capsys.readouterr().err
+    window = (dt.datetime(2025, 3, 10, tzinfo=dt.UTC), dt.datetime(2025, 3, 12, tzinfo=dt.UTC))
+    assert load_forecast(open_database(url), "KL_MALL", *window).empty
 
 
 def test_forecasts_load_rejects_missing_columns_and_repeats(url, tmp_path, capsys):

@@ -1,0 +1,93 @@
+"""JSON and YAML documents read strictly: what the parsers would settle quietly is an error.
+
+Both parsers keep the last of two equal keys in a mapping, so `pv_kwp: 500` followed by
+`pv_kwp: 5` would register 5 without a word; here it names the key and where it repeats. Text
+that is not UTF-8, nesting deeper than the parser's recursion, and integers past Python's
+4,300-digit limit are errors naming the source, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class DocumentError(ValueError):
+    """A document that cannot be read or parsed; the message names its source."""
+
+
+def read_text(source: str) -> str:
+    """The UTF-8 text of the file `source`, or of standard input for "-"."""
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise DocumentError(f"cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{source}: not UTF-8 text (byte {exc.start}: {data[exc.start]:#04x})") from None
+
+
+def parse_json(text: str | bytes, source: str) -> Any:
+    """JSON text, or bytes in UTF-8/16/32; `source` names it in errors."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise DocumentError(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except _DuplicateKey as exc:
+        raise DocumentError(f"{source} repeats the key {exc.key!r} in one object") from None
+    except RecursionError:
+        raise DocumentError(f"{source} is not usable JSON: nested too deeply") from None
+    except ValueError as exc:  # bytes in no Unicode encoding; an integer past int()'s digit limit
+        raise DocumentError(f"{source} is not usable JSON: {exc}") from None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML (and so JSON) through the safe loader, refusing duplicated keys."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise DocumentError(f"{source} is not valid YAML or JSON: {exc}") from None
+    except RecursionError:
+        raise DocumentError(f"{source} is not usable YAML: nested too deeply") from None
+    except ValueError as exc:
+        raise DocumentError(f"{source} is not usable YAML: {exc}") from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise _DuplicateKey(key)
+        mapping[key] = value
+    return mapping
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges keys by design
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # unhashable: construct_mapping's own error names it
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found key {key!r} again (first at line {first.line + 1})", key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)

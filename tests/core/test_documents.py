@@ -1,0 +1,59 @@
+"""Documents read strictly: what json and PyYAML would settle quietly is an error naming the source."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatch_pipeline.core.documents import DocumentError, parse_json, parse_yaml, read_text
+
+
+def test_a_key_repeated_in_a_json_object_is_refused() -> None:
+    with pytest.raises(DocumentError, match=r"^req\.json repeats the key 'pv_kw' in one object$"):
+        parse_json('{"bess": {"soc_min": 0.1}, "pv_kw": [1], "pv_kw": [2]}', "req.json")
+
+
+def test_the_same_key_in_different_json_objects_is_fine() -> None:
+    assert parse_json('{"a": {"x": 1}, "b": {"x": 2}}', "doc") == {"a": {"x": 1}, "b": {"x": 2}}
+
+
+def test_a_key_repeated_in_a_yaml_mapping_names_both_lines() -> None:
+    text = "sites:\n  - site_id: A\n    pv_kwp: 500\n    pv_kwp: 5\n"
+    with pytest.raises(DocumentError, match=r"found key 'pv_kwp' again \(first at line 3\)") as caught:
+        parse_yaml(text, "sites.yaml")
+    assert str(caught.value).startswith("sites.yaml is not valid YAML or JSON")
+    assert "line 4" in str(caught.value)
+
+
+def test_yaml_merge_keys_may_still_override_what_they_merge() -> None:
+    text = "base: &base {buy: 0.2, sell: 0.1}\npeak:\n  <<: *base\n  buy: 0.5\n"
+    assert parse_yaml(text, "doc")["peak"] == {"buy": 0.5, "sell": 0.1}
+
+
+@pytest.mark.parametrize("parse", [parse_json, parse_yaml])
+def test_nesting_past_the_recursion_limit_is_an_error_not_a_crash(parse) -> None:
+    with pytest.raises(DocumentError, match="nested too deeply"):
+        parse("[" * 100_000, "doc")
+
+
+@pytest.mark.parametrize(("parse", "text"), [(parse_json, '{"n": %s}'), (parse_yaml, "n: %s")])
+def test_an_integer_past_the_digit_limit_is_an_error(parse, text) -> None:
+    with pytest.raises(DocumentError, match=r"^doc is not usable"):
+        parse(text % ("9" * 5000), "doc")
+
+
+def test_text_that_is_not_utf8_names_the_byte(tmp_path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_bytes("name: Café\n".encode("latin-1"))
+    with pytest.raises(DocumentError, match=r"site\.yaml: not UTF-8 text \(byte 9: 0xe9\)$"):
+        read_text(str(path))
+
+
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_bytes("\ufeffname: Café\n".encode())
+    assert parse_yaml(read_text(str(path)), str(path)) == {"name": "Café"}
+
+
+def test_a_missing_file_is_named(tmp_path) -> None:
+    with pytest.raises(DocumentError, match=r"^cannot read .*absent\.yaml: No such file or directory$"):
+        read_text(str(tmp_path / "absent.yaml"))
