@@ -1,5 +1,9 @@
 """Which Dagster instance the demo and the UI share, so that the demo's runs are the UI's.
 
+First, a `./.env` file is applied as `dagster dev` applies it: its values win over the shell's.
+Otherwise the UI would run on the settings of .env while this module, and the demo, chose by
+the shell's.
+
 1. `DAGSTER_HOME`, when set: the user's choice; every `env:` variable its dagster.yaml names
    must be set too.
 2. `./dagster_home` (PostgreSQL) when every variable its dagster.yaml reads is set
@@ -23,6 +27,7 @@ from pathlib import Path
 from dispatch_pipeline.cli import UsageError
 
 PROJECT_HOME = Path("dagster_home")
+PROJECT_ENV_FILE = Path(".env")
 EMBEDDED_HOME = PROJECT_HOME / "embedded"
 # As .env.example, Compose and Helm set it (docs/operations.md, "Dagster's event settings"): a
 # step's materialisations are stored in batches, not one statement each.
@@ -34,6 +39,18 @@ ENV_REFERENCE = re.compile(r"^\s*env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTIL
 class DagsterHome:
     path: Path
     storage: str  # how the instance stores runs, for the user to read
+    from_env_file: tuple[str, ...] = ()  # the variables ./.env set
+
+
+def apply_project_env_file() -> tuple[str, ...]:
+    """Set the variables of ./.env in this process, over the shell's, as `dagster dev` does."""
+    if not PROJECT_ENV_FILE.is_file():
+        return ()
+    from dotenv import dotenv_values
+
+    values = {name: value for name, value in dotenv_values(PROJECT_ENV_FILE).items() if value is not None}
+    os.environ.update(values)
+    return tuple(sorted(values))
 
 
 def unset_variables(home: Path) -> list[str]:
@@ -51,6 +68,7 @@ def _is_set(name: str) -> bool:
 
 def choose_dagster_home() -> DagsterHome:
     """The instance directory to use (see the module docstring), exported as DAGSTER_HOME."""
+    from_env_file = apply_project_env_file()
     explicit = os.environ.get("DAGSTER_HOME", "").strip()
     if explicit:
         home = Path(explicit).resolve()
@@ -60,17 +78,19 @@ def choose_dagster_home() -> DagsterHome:
                 f"DAGSTER_HOME={home}: its dagster.yaml reads {', '.join(missing)}, which "
                 "are not set; set them, or unset DAGSTER_HOME to use the embedded SQLite instance"
             )
-        chosen = DagsterHome(home, "as configured in its dagster.yaml")
+        chosen = DagsterHome(home, "as configured in its dagster.yaml", from_env_file)
     elif not PROJECT_HOME.is_dir():
         raise UsageError(
             f"no ./{PROJECT_HOME} here: run this from the repository root, or set DAGSTER_HOME"
         )
     elif missing := unset_variables(PROJECT_HOME):
         chosen = DagsterHome(
-            EMBEDDED_HOME.resolve(), f"SQLite; set {', '.join(missing)} for dagster_home/ on PostgreSQL"
+            EMBEDDED_HOME.resolve(),
+            f"SQLite; set {', '.join(missing)} for dagster_home/ on PostgreSQL",
+            from_env_file,
         )
     else:
-        chosen = DagsterHome(PROJECT_HOME.resolve(), "PostgreSQL, from the DAGSTER_* variables")
+        chosen = DagsterHome(PROJECT_HOME.resolve(), "PostgreSQL, from the DAGSTER_* variables", from_env_file)
     chosen.path.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(chosen.path)
     for name, value in EVENT_SETTINGS.items():
@@ -86,6 +106,7 @@ def application_database_url(explicit: str | None = None) -> str:
 
     if explicit:
         return normalize_url(explicit)
+    apply_project_env_file()
     if not os.environ.get("DATABASE_URL", "").strip():
         choose_dagster_home()
     return database_url()

@@ -11,7 +11,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "db",
         help="manage the database schema",
-        description="Manage the schema of DATABASE_URL (else SQLite under DAGSTER_HOME).",
+        description="Manage the schema of DATABASE_URL (else the demo's SQLite under DAGSTER_HOME "
+        "or dagster_home/embedded).",
     )
     actions = parser.add_subparsers(dest="db_action", required=True, metavar="ACTION")
     for name, help_text in (

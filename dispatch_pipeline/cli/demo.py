@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     home = choose_dagster_home()
     instance = open_instance(home)
     print(f"Dagster instance: {home.path} ({home.storage})")
+    if home.from_env_file:
+        print(f"Settings from ./.env (over the shell's, as dagster dev applies them): {', '.join(home.from_env_file)}")
     url = args.database_url or database_url()
     engine = open_database(url)
     print(f"Application database: {_safe(url)}")

@@ -16,8 +16,9 @@ FORECAST_FILE = SeriesFile(
     non_negative=True,
     save="save_forecasts",
     description=(
-        "Store load and PV forecasts in the application database (DATABASE_URL, else SQLite "
-        "under DAGSTER_HOME). A newer issue of the same interval wins when plans read them."
+        "Store load and PV forecasts in the application database (DATABASE_URL, else the demo's "
+        "SQLite under DAGSTER_HOME or dagster_home/embedded). A newer issue of the same interval "
+        "wins when plans read them."
     ),
 )
 

@@ -19,8 +19,9 @@ PRICE_FILE = SeriesFile(
     save="save_price_series_by_site",
     description=(
         "Store import (buy) and export (sell) prices per interval in the application database "
-        "(DATABASE_URL, else SQLite under DAGSTER_HOME). They replace the site's time-of-use "
-        "tariff on the days they cover; a newer issue of the same interval wins."
+        "(DATABASE_URL, else the demo's SQLite under DAGSTER_HOME or dagster_home/embedded). "
+        "They replace the site's time-of-use tariff on the days they cover; a newer issue of the "
+        "same interval wins."
     ),
 )
 

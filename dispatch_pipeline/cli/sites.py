@@ -13,9 +13,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "sites",
         help="register and list sites",
-        description="Register sites in the application database (DATABASE_URL, else SQLite "
-        "under DAGSTER_HOME). Dagster's site_partitions_sensor picks new sites up within a "
-        "minute; no redeploy needed.",
+        description="Register sites in the application database (DATABASE_URL, else the demo's "
+        "SQLite under DAGSTER_HOME or dagster_home/embedded). Dagster's site_partitions_sensor "
+        "picks new sites up within a minute; no redeploy needed.",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -52,7 +52,7 @@ def _save(args: argparse.Namespace, sites: list[Any]) -> None:
 
 def run_add(args: argparse.Namespace) -> int:
     from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text
-    from dispatch_pipeline.core.site import SiteConfigError, parse_sites
+    from dispatch_pipeline.core.site import SiteConfigError, parse_site
 
     try:
         data = parse_yaml(read_text(args.file), args.file)  # YAML is a superset of JSON
@@ -61,7 +61,7 @@ def run_add(args: argparse.Namespace) -> int:
     if isinstance(data, dict) and "sites" in data:
         raise UsageError(f"{args.file} holds a `sites:` list: use `sites import {args.file}`")
     try:
-        sites = parse_sites({"sites": [data]}, source=args.file)
+        sites = [parse_site(data, source=args.file)]
     except SiteConfigError as exc:
         raise UsageError(str(exc)) from None
     _save(args, sites)

@@ -25,7 +25,7 @@ def read_text(source: str) -> str:
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
-        raise DocumentError(f"cannot read {source}: {exc.strerror or exc}") from None
+        raise DocumentError(f"{source}: cannot read ({exc.strerror or exc})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -78,6 +78,26 @@ def _as_date(value: dt.date | str) -> dt.date:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
+def parse_site(data: Any, source: str = "site") -> Site:
+    """Validate one site mapping; raise SiteConfigError naming `source` and the field."""
+    return _validate_site(data, _label(source, data))
+
+
+def _label(where: str, entry: Any) -> str:
+    if isinstance(entry, dict) and isinstance(entry.get("site_id"), str):
+        return f"{where} ({entry['site_id']!r})"
+    return where
+
+
+def _validate_site(entry: Any, label: str) -> Site:
+    if not isinstance(entry, dict):
+        raise SiteConfigError([f"{label}: must be a mapping (got {_kind(entry)})"])
+    try:
+        return Site.model_validate(entry)
+    except ValidationError as exc:
+        raise SiteConfigError([f"{label}: {describe_error(e)}" for e in exc.errors()]) from None
+
+
 def parse_sites(data: Any, source: str = "sites") -> list[Site]:
     """Validate `{sites: [...]}`; raise SiteConfigError naming `source`, the entry and the field."""
     if not isinstance(data, dict) or "sites" not in data:
@@ -93,16 +113,11 @@ def parse_sites(data: Any, source: str = "sites") -> list[Site]:
     problems: list[str] = []
     first_index: dict[str, int] = {}
     for index, entry in enumerate(entries):
-        label = f"{source}: sites[{index}]"
-        if isinstance(entry, dict) and isinstance(entry.get("site_id"), str):
-            label += f" ({entry['site_id']!r})"
-        if not isinstance(entry, dict):
-            problems.append(f"{label}: must be a mapping (got {_kind(entry)})")
-            continue
+        label = _label(f"{source}: sites[{index}]", entry)
         try:
-            site = Site.model_validate(entry)
-        except ValidationError as exc:
-            problems.extend(f"{label}: {describe_error(e)}" for e in exc.errors())
+            site = _validate_site(entry, label)
+        except SiteConfigError as exc:
+            problems.extend(exc.problems)
             continue
         if site.site_id in first_index:
             problems.append(

@@ -47,7 +47,7 @@ def test_solve_from_stdin_with_cbc_and_no_milp() -> None:
     [
         (("solve", "-"), '{"site_id": "DEMO", "load_kw": [1, "x"]}', "load_kw[1]"),
         (("solve", "-"), "{not json", "not valid JSON"),
-        (("solve", "/nonexistent.json"), None, "cannot read /nonexistent.json"),
+        (("solve", "/nonexistent.json"), None, "/nonexistent.json: cannot read (No such file or directory)"),
         (("solve", "-", "--timeout-ms", "50"), json.dumps(load_case("hourly")["request"]), "timeout_ms"),
         (("solve", "-"), '{"site_id": "DEMO", "site_id": "OTHER"}', "repeats the key 'site_id'"),
         (("solve", "-"), "[" * 100_000, "nested too deeply"),
@@ -61,3 +61,15 @@ def test_bad_input_exits_2_with_message_and_no_stdout(args, stdin, message) -> N
     assert done.stdout == ""
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    # `solve ... | head`: the pipe is closed before the result is written.
+    done = subprocess.Popen(
+        [sys.executable, "-m", "dispatch_pipeline.cli", "solve", "examples/sample_request.json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )
+    done.stdout.close()
+    stderr = done.stderr.read().decode()
+    assert done.wait(timeout=120) == 141
+    assert stderr == ""

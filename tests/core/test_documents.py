@@ -55,5 +55,5 @@ def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path) -> None:
 
 
 def test_a_missing_file_is_named(tmp_path) -> None:
-    with pytest.raises(DocumentError, match=r"^cannot read .*absent\.yaml: No such file or directory$"):
+    with pytest.raises(DocumentError, match=r"absent\.yaml: cannot read \(No such file or directory\)$"):
         read_text(str(tmp_path / "absent.yaml"))

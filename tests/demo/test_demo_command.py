@@ -16,7 +16,12 @@ import pytest
 from sqlalchemy import func, select
 
 from dispatch_pipeline.cli import UsageError, main
-from dispatch_pipeline.cli.dagster_home import EVENT_SETTINGS, choose_dagster_home, unset_variables
+from dispatch_pipeline.cli.dagster_home import (
+    EVENT_SETTINGS,
+    application_database_url,
+    choose_dagster_home,
+    unset_variables,
+)
 from dispatch_pipeline.cli.demo import demo_runs, local_today
 from dispatch_pipeline.storage import open_database
 from dispatch_pipeline.storage.tables import dispatch_runs, sites
@@ -90,6 +95,19 @@ def test_an_explicit_home_missing_its_variables_is_refused_by_name(checkout, mon
     monkeypatch.setenv("DAGSTER_PG_HOST", "127.0.0.1")
     with pytest.raises(UsageError, match="DAGSTER_MAX_CONCURRENT_RUNS, DAGSTER_PG_DB, DAGSTER_PG_PASSWORD, DAGSTER_PG_PORT, DAGSTER_PG_USERNAME"):
         choose_dagster_home()
+
+
+def test_a_dot_env_file_wins_over_the_shell_as_in_dagster_dev(checkout, monkeypatch):
+    # `dagster dev` applies ./.env over the shell: the choice made here must be the one it makes.
+    from_file = f"sqlite:///{checkout / 'from-env-file.sqlite'}"
+    (checkout / ".env").write_text("".join(f"{name}=x\n" for name in INSTANCE_VARIABLES) + f"DATABASE_URL={from_file}\n")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{checkout / 'from-shell.sqlite'}")
+
+    home = choose_dagster_home()
+
+    assert home.path == checkout / "dagster_home"
+    assert home.from_env_file == tuple(sorted([*INSTANCE_VARIABLES, "DATABASE_URL"]))
+    assert application_database_url() == from_file
 
 
 def test_a_site_registered_from_the_shell_is_in_the_database_the_demo_and_ui_use(checkout, capsys):

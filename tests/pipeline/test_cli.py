@@ -50,8 +50,8 @@ A_SITE = (
         pytest.param(A_SITE + "altitude_m: " + "9" * 5000 + "\n", "is not usable YAML", id="huge-integer"),
         pytest.param(A_SITE + 'name: "a\\0b"\n', "name: contains a NUL character", id="nul-in-name"),
         pytest.param(A_SITE + 'name: "\\ud800"\n', "name: contains '\\ud800', a lone surrogate", id="surrogate"),
-        pytest.param(A_SITE.replace("Asia/Kuala_Lumpur", "localtime"), "timezone: unknown IANA timezone",
-                     id="host-zone"),
+        pytest.param(A_SITE.replace("Asia/Kuala_Lumpur", "localtime"),
+                     "site.yaml ('X'): timezone: unknown IANA timezone", id="host-zone"),
         pytest.param(A_SITE + "pv_kwp: 1.0e+308\n", "pv_kwp: Input should be less than or equal to", id="huge-pv"),
     ],
 )
