@@ -14,7 +14,8 @@ anything is unpickled. Then, per connection:
 
     service -> client   ("hello", {"code": fingerprint, "workers": n, "solvers": [...]})
     client  -> service  ("solve", problem, solver, timeout_s, grace_s)
-    service -> client   ("started",) when a worker takes the problem, then
+    service -> client   ("waiting",) every HEARTBEAT_S while no worker is free, then
+                        ("started",) when a worker takes the problem, then
                         ("ok", MilpSolution) or ("failure", MilpFailure)
 """
 
@@ -47,6 +48,11 @@ AUTH_TIMEOUT_S = 10.0
 # How long a problem may wait for one of the service's workers before the run stops counting on
 # the service. Waiting is normal when several runs share it; this long is not.
 QUEUE_TIMEOUT_S = 300.0
+# While a problem waits for a worker the service says so this often; a client that hears nothing
+# for SILENCE_LIMIT_S takes the service for frozen (stopped, its host paused, the network cut:
+# nothing closes the connection) and solves on its own workers instead of waiting out the queue.
+HEARTBEAT_S = 2.0
+SILENCE_LIMIT_S = 10.0
 # Beyond the worker's own kill deadline: time for the answer to cross the network.
 ANSWER_MARGIN_S = 2.0
 CORE_DIR = Path(__file__).resolve().parent
@@ -215,10 +221,37 @@ class SolverService:
         if kind != "solve" or len(args) != 4:
             return "failure", MilpFailure(f"solver service: unknown request {kind!r}")
         problem, solver, timeout_s, grace_s = args
+        # Under one lock: no heartbeat interleaves its bytes with "started" or follows it.
+        sending = threading.Lock()
+        taken = threading.Event()
+
+        def still_waiting() -> None:
+            with sending:
+                if not taken.is_set():
+                    conn.send(("waiting",))
+
+        def started() -> None:
+            with sending:
+                taken.set()
+                conn.send(("started",))
+
+        heartbeat = threading.Thread(target=_beat_until, args=(taken, still_waiting), daemon=True)
+        heartbeat.start()
         try:
-            return "ok", self.runner.solve(problem, solver, timeout_s, grace_s, on_start=lambda: conn.send(("started",)))
+            return "ok", self.runner.solve(problem, solver, timeout_s, grace_s, on_start=started)
         except MilpFailure as exc:
             return "failure", exc
+        finally:
+            taken.set()
+            heartbeat.join()
+
+
+def _beat_until(taken: threading.Event, beat: Callable[[], None]) -> None:
+    while not taken.wait(HEARTBEAT_S):
+        try:
+            beat()
+        except OSError:
+            return  # the client left; the solve notices when it answers
 
 
 def _shut(sock: socket.socket) -> None:
@@ -325,9 +358,7 @@ class ServiceClient:
         try:
             try:
                 conn.send(("solve", problem, solver, timeout_s, grace_s))
-                if not conn.poll(QUEUE_TIMEOUT_S):
-                    raise _ServiceLost(f"no worker of the service took a problem within {QUEUE_TIMEOUT_S:.0f} s")
-                message = conn.recv()
+                message = self._wait_for_a_worker(conn)
                 # ("started",): the solver's clock runs from here. A request refused before any
                 # worker took it is answered at once, without it.
                 if message == ("started",):
@@ -349,6 +380,19 @@ class ServiceClient:
         if kind == "failure":
             raise payload
         return payload
+
+    @staticmethod
+    def _wait_for_a_worker(conn: Connection) -> Any:
+        """The service's first message past its heartbeats."""
+        queued_until = time.monotonic() + QUEUE_TIMEOUT_S
+        while True:
+            if not conn.poll(SILENCE_LIMIT_S):
+                raise _ServiceLost(f"it fell silent for {SILENCE_LIMIT_S:.0f} s while a problem waited for a worker")
+            message = conn.recv()
+            if message != ("waiting",):
+                return message
+            if time.monotonic() > queued_until:
+                raise _ServiceLost(f"no worker of the service took a problem within {QUEUE_TIMEOUT_S:.0f} s")
 
     def _checkout(self) -> Connection:
         with self._lock:

@@ -157,6 +157,55 @@ def test_a_solve_the_service_drops_midway_is_finished_locally_in_the_time_left(s
     assert solution.termination == "optimal"
 
 
+def _occupy_the_only_worker(client: ServiceClient) -> threading.Thread:
+    """A solve in another thread, returned once the service's one worker has taken it."""
+    taken = threading.Event()
+    busy = threading.Thread(target=client.solve, args=("occupied", "highs", 5.0, 0.25, taken.set))
+    busy.start()
+    assert taken.wait(10), "the service's worker never took the first problem"
+    return busy
+
+
+def test_a_problem_waiting_on_a_busy_service_stays_there(start_service, local_pool, monkeypatch) -> None:
+    # The only worker is busy for longer than the client tolerates silence: heartbeats keep it.
+    monkeypatch.setattr(solver_service, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(solver_service, "SILENCE_LIMIT_S", 0.3)
+    _, address = start_service(solve_function=fakes.echo_slowly)
+    client = ServiceClient(address, KEY, "highs", local_pool)
+    try:
+        assert client.solve("warm-up", "highs", 5.0, 0.25) == "warm-up"
+        busy = _occupy_the_only_worker(client)
+        assert client.solve("queued", "highs", 5.0, 0.25) == "queued"
+        busy.join()
+    finally:
+        client.close()
+    assert client.using_service and local_pool.created == []
+
+
+def test_a_service_that_falls_silent_is_left_for_local_workers(start_service, monkeypatch) -> None:
+    # A stopped or cut-off service closes nothing: silence is all the client has to go on.
+    _, address = start_service(solve_function=fakes.echo_slowly)
+    local = RecordingRunner()
+    warnings: list[str] = []
+    client = ServiceClient(address, KEY, "highs", lambda: local, on_fallback=warnings.append)
+    case = load_case("typical")
+    problem = build_problem(case["request"])
+    try:
+        assert client.solve("warm-up", "highs", 5.0, 0.25) == "warm-up"
+        monkeypatch.setattr(solver_service, "HEARTBEAT_S", 3600.0)  # from here on, a frozen service
+        monkeypatch.setattr(solver_service, "SILENCE_LIMIT_S", 0.3)
+        busy = _occupy_the_only_worker(client)
+        solution = client.solve(problem, "highs", 5.0, 0.25)
+        busy.join()
+    finally:
+        client.close()
+        local.close()
+    _assert_optimal(case, problem, solution)
+    assert not client.using_service
+    assert local.timeouts == [5.0], "its clock never started on the service: the whole timeout is left"
+    assert len(warnings) == 1 and "fell silent" in warnings[0]
+
+
 def test_a_wrong_key_is_refused_before_anything_is_sent(start_service, local_pool) -> None:
     _, address = start_service()
     with pytest.raises(ServiceUnavailable, match="authentication failed"):
