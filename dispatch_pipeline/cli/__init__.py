@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _database_problem(exc: Exception) -> tuple[str, int] | None:
     """What went wrong with the database, and the exit status; None for any other exception."""
-    # Only a command that opened a database has imported SQLAlchemy; `solve` never pays for it.
+    # Only a command that opened a database has imported these; `solve` never pays for them.
+    stored_sites = sys.modules.get("dispatch_pipeline.storage.sites")
+    if stored_sites is not None and isinstance(exc, stored_sites.StoredSiteInvalid):
+        return str(exc), 1
     errors = sys.modules.get("sqlalchemy.exc")
     if errors is None:
         return None

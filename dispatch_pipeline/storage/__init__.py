@@ -26,12 +26,19 @@ from dispatch_pipeline.storage.runs import (
     read_runs,
     save_runs,
 )
-from dispatch_pipeline.storage.sites import get_site, list_sites, upsert_site, upsert_sites
+from dispatch_pipeline.storage.sites import (
+    StoredSiteInvalid,
+    get_site,
+    list_sites,
+    upsert_site,
+    upsert_sites,
+)
 
 __all__ = [
     "RunRecord",
     "StorageInputError",
     "StoredRun",
+    "StoredSiteInvalid",
     "close_engines",
     "database_url",
     "forecast_interval_counts",

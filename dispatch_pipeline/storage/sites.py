@@ -67,11 +67,25 @@ def list_sites(engine: Engine) -> list[Site]:
     return [_site(row) for row in rows]
 
 
+class StoredSiteInvalid(ValueError):
+    """A stored site that the Site model refuses (written by hand, or before a rule tightened)."""
+
+
 def _site(row: Row[Any]) -> Site:
+    from pydantic import ValidationError
+
+    from dispatch_pipeline.core.request import describe_error
     from dispatch_pipeline.core.site import Site
 
     values = row._mapping
     document = dict(values["config"])
     document["site_id"] = values["site_id"]
     document.update({name: values[name] for name in SITE_COLUMNS})
-    return Site.model_validate(document)
+    try:
+        return Site.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(describe_error(error) for error in exc.errors())
+        raise StoredSiteInvalid(
+            f"stored site {values['site_id']!r} is not a valid site ({problems}); "
+            "register it again with `dispatch-pipeline sites add`"
+        ) from None

@@ -11,6 +11,7 @@ import yaml
 from dispatch_pipeline.cli import main
 from dispatch_pipeline.demo import demo_forecast, sites_yaml_path
 from dispatch_pipeline.storage import list_sites, load_forecast, load_price_series, open_database
+from dispatch_pipeline.storage.tables import sites
 from tests.pipeline.conftest import price_table
 
 
@@ -84,6 +85,16 @@ def test_sites_import_refuses_a_repeated_sites_key(url, tmp_path, capsys):
 def test_an_unusable_database_url_is_named_without_a_traceback(capsys, database_url, status, expected):
     assert main(["sites", "list", "--database-url", database_url]) == status
     assert expected in capsys.readouterr().err
+
+
+def test_a_stored_site_that_is_no_longer_valid_is_named(url, capsys):
+    assert main(["sites", "import", str(sites_yaml_path()), "--database-url", url]) == 0
+    with open_database(url).begin() as connection:
+        connection.execute(sites.update().where(sites.c.site_id == "KL_MALL").values(pv_kwp=1e12))
+    assert main(["sites", "list", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "stored site 'KL_MALL' is not a valid site (pv_kwp: Input should be less than or equal to" in err
+    assert "Traceback" not in err
 
 
 def test_sites_add_rejects_a_bad_site(url, tmp_path, capsys):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select, update
 
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.demo.sites import demo_sites
 from dispatch_pipeline.storage import (
     StorageInputError,
+    StoredSiteInvalid,
     get_site,
     list_sites,
     upsert_site,
@@ -78,3 +79,17 @@ def test_several_sites_are_stored_together_or_not_at_all(engine: Engine, site_id
     assert [get_site(engine, s.site_id) for s in (first, second)] == [None, None]
     upsert_sites(engine, [first, second])
     assert [get_site(engine, s.site_id) for s in (first, second)] == [first, second]
+
+
+def test_a_stored_site_the_model_refuses_is_named_with_its_fault(engine: Engine, site_id: str) -> None:
+    # Written by hand, or by a release with looser rules: reading it must say which site and why.
+    upsert_site(engine, _renamed(demo_sites()[0], site_id))
+    try:
+        with engine.begin() as connection:
+            connection.execute(update(sites).where(sites.c.site_id == site_id).values(timezone="localtime"))
+        with pytest.raises(StoredSiteInvalid, match=rf"stored site '{site_id}' is not a valid site "
+                                                     r"\(timezone: unknown IANA timezone \(got 'localtime'\)\)"):
+            get_site(engine, site_id)
+    finally:
+        with engine.begin() as connection:
+            connection.execute(delete(sites).where(sites.c.site_id == site_id))
