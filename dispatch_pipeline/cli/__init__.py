@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # as a shell reports a command ended by SIGPIPE
     except Exception as exc:
-        problem = _database_problem(exc)
+        problem = _storage_problem(exc)
         if problem is None:
             raise
         message, status = problem
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return status
 
 
-def _database_problem(exc: Exception) -> tuple[str, int] | None:
-    """What went wrong with the database, and the exit status; None for any other exception."""
+def _storage_problem(exc: Exception) -> tuple[str, int] | None:
+    """What went wrong with the database or what it holds, and the exit status; None otherwise."""
     # Only a command that opened a database has imported these; `solve` never pays for them.
     stored_sites = sys.modules.get("dispatch_pipeline.storage.sites")
     if stored_sites is not None and isinstance(exc, stored_sites.StoredSiteInvalid):
