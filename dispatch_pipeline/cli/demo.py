@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import re
 import time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -85,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from dispatch_pipeline.defs.stored_runs import latest_results
     from dispatch_pipeline.demo import demo_forecast, demo_sites
     from dispatch_pipeline.storage import database_url, open_database, save_forecast, upsert_site
+    from dispatch_pipeline.storage.database import printable_url
 
     home = choose_dagster_home()
     instance = open_instance(home)
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Settings from ./.env (over the shell's, as dagster dev applies them): {', '.join(home.from_env_file)}")
     url = args.database_url or database_url()
     engine = open_database(url)
-    print(f"Application database: {_safe(url)}")
+    print(f"Application database: {printable_url(url)}")
 
     sites = demo_sites()
     issued_at = dt.datetime.now(dt.UTC)
@@ -156,8 +156,3 @@ def print_summary(results: dict[str, Any], sites: list[Any]) -> None:
         "violation penalties);\ntotal_cost: energy bought minus sold plus the demand charge; "
         "savings: against the same day without a battery"
     )
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for printing."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)

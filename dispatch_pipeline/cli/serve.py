@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.cli.dagster_home import application_database_url, apply_project_env_file
 
 APP_FACTORY = "dispatch_pipeline.api.app:create_app"
 
@@ -16,8 +18,10 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="serve the dispatch REST API",
         description=(
             "Serve the dispatch REST API (POST /dispatch/run, GET /dispatch/latest, "
-            "GET /dispatch/runs/{id}, GET /healthz; docs at /docs). The database is "
-            "DATABASE_URL (else SQLite under DAGSTER_HOME); set DISPATCH_API_TOKENS to require "
+            "GET /dispatch/runs/{id}, GET /healthz; docs at /docs). Run from the repository "
+            "root, ./.env applies over the shell as for the other commands. The database is "
+            "--database-url, else DATABASE_URL, else the SQLite file of the instance `demo` and "
+            "`ui` use; set DISPATCH_API_TOKENS to require "
             "bearer tokens ('TOKEN' or 'TOKEN:SITE1|SITE2', comma-separated). Each worker "
             "process starts one solver process per core."
         ),
@@ -40,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dispatch_pipeline.api.auth import TOKENS_ENV, TokenTable
+    from dispatch_pipeline.storage.database import printable_url
 
+    apply_project_env_file()
     tokens = os.environ.get(TOKENS_ENV, "")
     try:
         # Fail here with exit status 2, not in every worker at start-up.
@@ -48,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{TOKENS_ENV}: no token in {tokens!r}")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.database_url:
-        # Through the environment, so every worker process (and create_app()) sees it.
-        os.environ["DATABASE_URL"] = args.database_url
+    # Through the environment, so every worker process (and create_app()) sees it; resolved as
+    # the data commands resolve it, so the API serves the plans `make demo` stored.
+    os.environ["DATABASE_URL"] = application_database_url(args.database_url)
+    print(f"dispatch-pipeline serve: database {printable_url(os.environ['DATABASE_URL'])}", file=sys.stderr)
     uvicorn.run(
         APP_FACTORY,
         factory=True,

@@ -8,6 +8,7 @@ import os
 import signal
 
 from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.cli.dagster_home import apply_project_env_file
 from dispatch_pipeline.core.solver_service import ADDRESS_ENV, KEY_ENV
 
 
@@ -36,6 +37,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dispatch_pipeline.core.solver_service import SolverService
 
+    apply_project_env_file()  # the address and key `dagster dev` gives runs, from the same file
     address = args.address or os.environ.get(ADDRESS_ENV, "")
     if not address:
         raise UsageError(f"--address: not given, and {ADDRESS_ENV} is not set")

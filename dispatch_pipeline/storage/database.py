@@ -28,6 +28,7 @@ _BARE_POSTGRES = re.compile(r"^(postgres|postgresql)://")
 # finding its database there needs no Alembic: every Dagster run is a new process, and importing
 # Alembic and reading the migration scripts to learn that nothing is to do cost ~0.1 s each time.
 HEAD_REVISION = "0003"
+_PASSWORD = re.compile(r"://([^:/@]+):[^@]*@")
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -38,6 +39,11 @@ _migration_lock = threading.Lock()
 def normalize_url(url: str) -> str:
     """Point bare PostgreSQL URLs at psycopg 3, the driver this project installs."""
     return _BARE_POSTGRES.sub("postgresql+psycopg://", url.strip(), count=1)
+
+
+def printable_url(url: str) -> str:
+    """The URL without its password, for logs and terminals."""
+    return _PASSWORD.sub(r"://\1:***@", url)
 
 
 def database_url() -> str:

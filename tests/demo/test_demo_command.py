@@ -44,8 +44,10 @@ def checkout(tmp_path, monkeypatch):
         (tmp_path / "dagster_home" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "dagster_home" / name, tmp_path / "dagster_home" / name)
     shutil.copy(REPO / "workspace.yaml", tmp_path / "workspace.yaml")
-    for name in ("DAGSTER_HOME", "DATABASE_URL", *INSTANCE_VARIABLES, *EVENT_SETTINGS):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("DAGSTER_HOME", "DATABASE_URL", "DISPATCH_API_TOKENS", *INSTANCE_VARIABLES, *EVENT_SETTINGS):
+        # Set first, so that monkeypatch records the variable and removes what a test sets.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -119,6 +121,27 @@ def test_a_site_registered_from_the_shell_is_in_the_database_the_demo_and_ui_use
     engine = open_database(f"sqlite:///{checkout / 'dagster_home' / 'embedded' / 'dispatch.sqlite'}")
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(sites)).scalar_one() > 0
+
+
+def test_the_api_serves_the_database_the_demo_and_ui_use(checkout, monkeypatch, capsys):
+    served = []
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: served.append(os.environ["DATABASE_URL"]))
+    (checkout / ".env").write_text("DISPATCH_API_TOKENS=from-env-file\n")
+
+    assert main(["serve"]) == 0
+
+    assert served == [f"sqlite:///{checkout / 'dagster_home' / 'embedded' / 'dispatch.sqlite'}"]
+    assert os.environ["DISPATCH_API_TOKENS"] == "from-env-file"
+    assert "database sqlite:///" in capsys.readouterr().err
+
+
+def test_a_served_database_url_is_printed_without_its_password(checkout, monkeypatch, capsys):
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
+    assert main(["serve", "--database-url", "postgresql://ops:s3cret@db.example:5432/dispatch"]) == 0
+    assert os.environ["DATABASE_URL"] == "postgresql+psycopg://ops:s3cret@db.example:5432/dispatch"
+    printed = capsys.readouterr().err
+    assert "postgresql+psycopg://ops:***@db.example:5432/dispatch" in printed
+    assert "s3cret" not in printed
 
 
 def test_the_demo_plans_each_sites_own_tomorrow():
