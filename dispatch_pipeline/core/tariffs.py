@@ -126,22 +126,24 @@ def describe_days(days: tuple[str, ...] | list[str]) -> str:
 def local_clock_minutes(day: LocalDay) -> np.ndarray:
     """Minutes after local midnight, on the local wall clock, of every interval start.
 
-    Wall time = elapsed time since local midnight + (UTC offset now - UTC offset at midnight).
-    The offset is constant on all but the two DST days a year, so only those pay for a
-    per-interval zone lookup.
+    Wall time = the day's first clock time + elapsed time + (UTC offset now - UTC offset at the
+    start). The first clock time is 00:00 but where the clocks spring forward at midnight
+    (Santiago, Cairo, Havana, Beirut): there the day starts at 01:00. The offset is constant on
+    all but the two DST days a year, so only those pay for a per-interval zone lookup.
     """
     zone = ZoneInfo(day.timezone)
     step = dt.timedelta(minutes=day.resolution_minutes)
-    elapsed = np.arange(day.intervals) * day.resolution_minutes
-    midnight_offset = day.start_utc.astimezone(zone).utcoffset()
+    first = day.start_utc.astimezone(zone)
+    clock = first.hour * 60 + first.minute + np.arange(day.intervals) * day.resolution_minutes
+    first_offset = first.utcoffset()
     last_offset = (day.end_utc - step).astimezone(zone).utcoffset()
-    if midnight_offset == last_offset:
-        return elapsed
+    if first_offset == last_offset:
+        return clock
     shift = [
-        ((day.start_utc + k * step).astimezone(zone).utcoffset() - midnight_offset) // _MINUTE
+        ((day.start_utc + k * step).astimezone(zone).utcoffset() - first_offset) // _MINUTE
         for k in range(day.intervals)
     ]
-    return elapsed + np.array(shift, dtype=int)
+    return clock + np.array(shift, dtype=int)
 
 
 def expand_tariff(tariff: TouTariff, day: LocalDay) -> tuple[np.ndarray, np.ndarray]:
