@@ -241,7 +241,7 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
         counts = getattr(storage, spec.save)(engine, frames, issued_at)
     except storage.StorageInputError as exc:
         raise UsageError(f"{path}: {exc}") from None
-    registered = {site.site_id for site in storage.list_sites(engine)}
+    registered = set(storage.list_site_ids(engine))
     for site_id, count in counts.items():
         known = "" if site_id in registered else " (site not registered yet)"
         print(f"{site_id}: {count} interval(s) stored, issued at {issued_at.isoformat()}{known}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from dispatch_pipeline.cli import UsageError
@@ -81,13 +82,16 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from dispatch_pipeline.storage import list_sites
+    from dispatch_pipeline.storage import read_sites
 
-    sites = list_sites(_engine(args))
+    sites, invalid = read_sites(_engine(args))
+    for fault in invalid:
+        print(f"dispatch-pipeline sites list: {fault}", file=sys.stderr)
+    status = 1 if invalid else 0
     if args.json:
         print(json.dumps([site.model_dump(mode="json") for site in sites], indent=2))
-        return 0
-    if not sites:
+        return status
+    if not sites and not invalid:
         print("no sites registered (add some with `dispatch-pipeline sites import FILE`)")
         return 0
     header = f"{'site_id':<20} {'timezone':<22} {'pv_kwp':>8} {'bess_kwh':>9} {'currency':<8} name"
@@ -97,4 +101,4 @@ def run_list(args: argparse.Namespace) -> int:
             f"{site.site_id:<20} {site.timezone:<22} {site.pv_kwp:>8.1f} "
             f"{site.bess.capacity_kwh:>9.1f} {site.currency:<8} {site.name}"
         )
-    return 0
+    return status

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-import dagster as dg
 from sqlalchemy import Engine
 
 from dispatch_pipeline.core.site import Site
-from dispatch_pipeline.storage import get_site
+from dispatch_pipeline.defs.partitions import SiteDay
+from dispatch_pipeline.storage import StoredSiteInvalid, get_site
 
 
-def registered_sites(engine: Engine, site_ids: Iterable[str]) -> dict[str, Site]:
-    """Every site by id; a partition for a site missing from the `sites` table fails the step."""
-    sites = {}
-    unknown = []
+def registered_sites(engine: Engine, site_ids: Iterable[str]) -> tuple[dict[str, Site], dict[str, str]]:
+    """Every usable site by id, and for every other one why it cannot be planned: it is not in
+    the `sites` table (removed, or never added), or its stored definition is invalid.
+
+    A step fails only the partitions of such a site (`unplannable_days`), so the recovery sensor
+    can plan the other sites of a run that carries several.
+    """
+    sites: dict[str, Site] = {}
+    unusable: dict[str, str] = {}
     for site_id in sorted(set(site_ids)):
-        site = get_site(engine, site_id)
+        try:
+            site = get_site(engine, site_id)
+        except StoredSiteInvalid as exc:
+            unusable[site_id] = str(exc)
+            continue
         if site is None:
-            unknown.append(site_id)
+            unusable[site_id] = (
+                "not in the sites table (removed, or never added: `dispatch-pipeline sites add` "
+                "registers it)"
+            )
         else:
             sites[site_id] = site
-    if unknown:
-        raise dg.Failure(
-            f"site(s) {', '.join(unknown)} not registered in the sites table "
-            "(add them with `dispatch-pipeline sites add`)"
-        )
-    return sites
+    return sites, unusable
+
+
+def unplannable_days(days: Sequence[SiteDay], unusable: dict[str, str]) -> dict[str, str]:
+    """Partition key -> why, for the days of the sites `registered_sites` found unusable."""
+    return {day.key: f"{day}: {unusable[day.site_id]}" for day in days if day.site_id in unusable}

@@ -29,7 +29,9 @@ from dispatch_pipeline.storage.runs import (
 from dispatch_pipeline.storage.sites import (
     StoredSiteInvalid,
     get_site,
+    list_site_ids,
     list_sites,
+    read_sites,
     upsert_site,
     upsert_sites,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "get_site",
     "latest_run",
     "list_runs",
+    "list_site_ids",
     "list_sites",
     "load_forecast",
     "load_price_series",
@@ -53,6 +56,7 @@ __all__ = [
     "open_database",
     "price_interval_counts",
     "read_runs",
+    "read_sites",
     "save_forecast",
     "save_forecasts",
     "save_price_series",

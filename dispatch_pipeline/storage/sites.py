@@ -62,13 +62,41 @@ def get_site(engine: Engine, site_id: str) -> Site | None:
 
 
 def list_sites(engine: Engine) -> list[Site]:
+    """Every site; StoredSiteInvalid on the first stored one the model refuses."""
+    valid, invalid = read_sites(engine)
+    if invalid:
+        raise invalid[0]
+    return valid
+
+
+def read_sites(engine: Engine) -> tuple[list[Site], list[StoredSiteInvalid]]:
+    """Every site the model accepts, and what is wrong with each one it refuses: one bad row
+    (edited by hand, or stored before a rule tightened) must not hide the others."""
     with engine.connect() as connection:
         rows = connection.execute(select(sites).order_by(sites.c.site_id)).all()
-    return [_site(row) for row in rows]
+    valid: list[Site] = []
+    invalid: list[StoredSiteInvalid] = []
+    for row in rows:
+        try:
+            valid.append(_site(row))
+        except StoredSiteInvalid as exc:
+            invalid.append(exc)
+    return valid, invalid
+
+
+def list_site_ids(engine: Engine) -> list[str]:
+    """The ids of every stored site, valid or not."""
+    with engine.connect() as connection:
+        return list(connection.scalars(select(sites.c.site_id).order_by(sites.c.site_id)))
 
 
 class StoredSiteInvalid(ValueError):
     """A stored site that the Site model refuses (written by hand, or before a rule tightened)."""
+
+    def __init__(self, message: str, site_id: str = "", timezone: str = ""):
+        super().__init__(message)
+        self.site_id = site_id
+        self.timezone = timezone  # as stored: perhaps not a zone either
 
 
 def _site(row: Row[Any]) -> Site:
@@ -87,5 +115,7 @@ def _site(row: Row[Any]) -> Site:
         problems = "; ".join(describe_error(error) for error in exc.errors())
         raise StoredSiteInvalid(
             f"stored site {values['site_id']!r} is not a valid site ({problems}); "
-            "register it again with `dispatch-pipeline sites add`"
+            "register it again with `dispatch-pipeline sites add`",
+            values["site_id"],
+            values["timezone"],
         ) from None

@@ -7,6 +7,7 @@ import uuid
 
 import dagster as dg
 import pytest
+from sqlalchemy import delete, update
 
 from dispatch_pipeline.defs.automation.day_ahead import day_ahead_dispatch_schedule, due_sites
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
@@ -14,6 +15,7 @@ from dispatch_pipeline.defs.automation.sensors import site_partitions_sensor
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.demo import demo_site
 from dispatch_pipeline.storage import open_database, upsert_site
+from dispatch_pipeline.storage.tables import sites
 
 UTC = dt.UTC
 ZONES = {
@@ -91,13 +93,28 @@ def test_schedule_ticks_request_each_sites_local_tomorrow(fleet, when, expected)
     assert tick(fleet, when) == expected
 
 
-def test_a_due_site_without_partition_is_skipped(fleet):
+def test_a_due_site_without_partition_gets_one_and_is_planned(fleet):
+    # Registered just before its planning time, before the sites sensor's next evaluation.
     _, instance, _, engine = fleet
     upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": "KL_NEW"}))
+    assert "KL_NEW" not in instance.get_dynamic_partitions("sites")
+    assert tick(fleet, dt.datetime(2025, 3, 11, 6, 0, tzinfo=UTC)) == {"KL": "2025-03-12|KL", "KL_NEW": "2025-03-12|KL_NEW"}
+    assert "KL_NEW" in instance.get_dynamic_partitions("sites")
+
+
+def test_a_site_stored_invalid_is_planned_alone_and_the_others_as_usual(fleet):
+    # Its run fails naming the fault (test_partition_recovery); it must not stop the fleet's tick.
+    _, instance, _, engine = fleet
+    upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": "KL_BROKEN"}))
+    instance.add_dynamic_partitions("sites", ["KL_BROKEN"])
+    with engine.begin() as connection:
+        connection.execute(update(sites).where(sites.c.site_id == "KL_BROKEN").values(pv_kwp=-1.0))
     try:
-        assert tick(fleet, dt.datetime(2025, 3, 11, 6, 0, tzinfo=UTC)) == {"KL": "2025-03-12|KL"}
+        planned = tick(fleet, dt.datetime(2025, 7, 1, 6, 0, tzinfo=UTC))
     finally:
-        instance.add_dynamic_partitions("sites", ["KL_NEW"])  # leave the fleet consistent
+        with engine.begin() as connection:
+            connection.execute(delete(sites).where(sites.c.site_id == "KL_BROKEN"))
+    assert planned["KL"] == "2025-07-02|KL" and planned["KL_BROKEN"] == "2025-07-02|KL_BROKEN"
 
 
 def test_a_tick_evaluated_again_does_not_plan_a_site_twice(fleet):

@@ -91,10 +91,13 @@ def test_a_stored_site_that_is_no_longer_valid_is_named(url, capsys):
     assert main(["sites", "import", str(sites_yaml_path()), "--database-url", url]) == 0
     with open_database(url).begin() as connection:
         connection.execute(sites.update().where(sites.c.site_id == "KL_MALL").values(pv_kwp=1e12))
+    capsys.readouterr()
     assert main(["sites", "list", "--database-url", url]) == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "stored site 'KL_MALL' is not a valid site (pv_kwp: Input should be less than or equal to" in err
     assert "Traceback" not in err
+    # The other sites are still listed.
+    assert "BERLIN_DEPOT" in out and "PHOENIX_OFFICE" in out and "KL_MALL" not in out
 
 
 def test_sites_add_rejects_a_bad_site(url, tmp_path, capsys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+import pytest
+from sqlalchemy import delete, update
 
 from dispatch_pipeline.defs.automation.recovery import (
     RECOVERS_TAG,
@@ -17,7 +19,9 @@ from dispatch_pipeline.defs.local_runs import run_requested, run_site_days
 from dispatch_pipeline.defs.partitions import SiteDay
 from dispatch_pipeline.demo import demo_forecast
 from dispatch_pipeline.storage import latest_run, save_forecast
+from dispatch_pipeline.storage.tables import sites
 from tests.pipeline.conftest import ISSUED_AT
+from tests.pipeline.test_pipeline_runs import failure_message
 
 FIRST = dt.date(2025, 5, 5)
 DATES = [FIRST + dt.timedelta(days=n) for n in range(6)]
@@ -60,19 +64,47 @@ def test_a_failed_range_is_replanned_without_its_incomplete_days(job, instance, 
     assert planned == set(DATES) - GAPS
 
 
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [("removed", "not in the sites table"), ("invalid", "is not a valid site (pv_kwp")],
+)
+def test_a_site_that_cannot_be_planned_fails_only_its_own_days(job, instance, engine, make_site, fault, words):
+    """A run over several sites (a day-ahead block, a backfill of a few dates across the fleet)
+    in which one site was removed from the sites table, or its stored row no longer validates."""
+    first, broken, last = (make_site("KL_MALL", (DATES[0],)) for _ in range(3))
+    row = sites.c.site_id == broken.site_id
+    with engine.begin() as connection:
+        connection.execute(delete(sites).where(row) if fault == "removed" else update(sites).where(row).values(pv_kwp=-1.0))
+    days = [SiteDay(site.site_id, DATES[0]) for site in (first, broken, last)]
+
+    failed = run_site_days(job, instance, days)
+
+    assert not failed.success
+    message = failure_message(failed)
+    assert f"1 site-day(s) cannot be planned: site {broken.site_id} on {DATES[0]}: " in message
+    assert words in message and first.site_id not in message and last.site_id not in message
+    requests = partition_recovery_sensor(failure_context(instance, failed))
+    assert [request.partition_key for request in requests] == [days[0].key, days[2].key]
+    assert all(run_requested(job, instance, request).success for request in requests)
+    assert [latest_run(engine, site.site_id, DATES[0]) is not None for site in (first, broken, last)] == [True, False, True]
+
+
 def test_runs_that_cannot_or_need_not_be_split_are_left_alone(job, instance, engine, make_site):
     site = make_site("KL_MALL")
     save_forecast(engine, site.site_id, demo_forecast("KL_MALL", DATES[0]).iloc[:-1], ISSUED_AT)
     single = run_site_days(job, instance, [SiteDay(site.site_id, DATES[0])])
     assert not single.success
-    assert isinstance(partition_recovery_sensor(failure_context(instance, single)), dg.SkipReason)
+    skipped = partition_recovery_sensor(failure_context(instance, single))
+    assert isinstance(skipped, dg.SkipReason) and "a run of one site-day" in skipped.skip_message
 
     for date in DATES[1:3]:
         save_forecast(engine, site.site_id, demo_forecast("KL_MALL", date), ISSUED_AT)
     days = [SiteDay(site.site_id, date) for date in DATES[:3]]
     recovering = run_site_days(job, instance, days, tags={RECOVERS_TAG: "an-earlier-run"})
     assert not recovering.success
-    assert isinstance(partition_recovery_sensor(failure_context(instance, recovering)), dg.SkipReason)
+    skipped = partition_recovery_sensor(failure_context(instance, recovering))
+    assert isinstance(skipped, dg.SkipReason)
+    assert "itself a recovery run of an-earlier-run" in skipped.skip_message
 
 
 def test_step_failures_without_incomplete_inputs_name_no_partitions():

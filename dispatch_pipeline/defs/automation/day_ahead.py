@@ -8,7 +8,8 @@ site's zone requests nothing.
 The sites due at one tick are planned together: one run per block of sites that are neighbours in
 the `sites` partition order (a run covers a key range), so a fleet pays Dagster's per-run start-up
 once per tick rather than once per site. A site whose forecast or price series for tomorrow is
-incomplete gets a run of its own: it fails there, naming what is missing, and fails no other site.
+incomplete, or whose stored definition no longer validates, gets a run of its own: it fails there,
+naming what is missing or wrong, and fails no other site.
 """
 
 import datetime as dt
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from sqlalchemy import Engine
 
+from dispatch_pipeline.core.request import iana_zone_names
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
@@ -30,7 +32,7 @@ from dispatch_pipeline.defs.partitions import (
     run_partition_keys,
 )
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.storage import forecast_interval_counts, list_sites, price_interval_counts
+from dispatch_pipeline.storage import forecast_interval_counts, price_interval_counts, read_sites
 
 TICK_MINUTES = 15
 # Local clock time the day-ahead plan is made ("HH:MM"): after the day-ahead forecasts and
@@ -148,6 +150,20 @@ def plan_runs(
 TICK_TAG = "dispatch/tick"
 
 
+def with_site_partitions(instance: dg.DagsterInstance, site_ids: list[str]) -> list[str]:
+    """The `site` partitions in order, after adding those of `site_ids` that have none.
+
+    The sites sensor adds a new site's partition within a minute; a site registered just before
+    its planning time would otherwise miss its day (the next tick plans the day after).
+    """
+    order = instance.get_dynamic_partitions(SITES_PARTITIONS_NAME)
+    new = sorted(set(site_ids) - set(order))
+    if not new:
+        return list(order)
+    instance.add_dynamic_partitions(SITES_PARTITIONS_NAME, new)
+    return list(instance.get_dynamic_partitions(SITES_PARTITIONS_NAME))
+
+
 def planned_at_tick(instance: dg.DagsterInstance, tick: dt.datetime) -> set[str]:
     """Partition keys that runs of this tick already cover.
 
@@ -190,25 +206,29 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
     if tick is None:
         tick = dt.datetime.now(dt.UTC)
     engine = storage.engine()
-    sites = {site.site_id: site for site in list_sites(engine)}
-    partition_order = context.instance.get_dynamic_partitions(SITES_PARTITIONS_NAME)
-    partitions = set(partition_order)
+    valid, invalid = read_sites(engine)
+    sites = {site.site_id: site for site in valid}
+    clocks = [(site.site_id, site.timezone) for site in valid]
+    for fault in invalid:
+        # Planned alone when due: its run fails naming the fault, where operators watch failures.
+        context.log.error(str(fault))
+        if fault.timezone in iana_zone_names():
+            clocks.append((fault.site_id, fault.timezone))
     last_date = last_date_partition(tick)
     due = []
-    for site_id, tomorrow in due_sites([(site.site_id, site.timezone) for site in sites.values()], tick):
-        if site_id not in partitions:
-            # The sites sensor adds it within a minute; tomorrow's tick would be too late, so say so.
-            context.log.warning(f"site {site_id} is due but has no partition yet: skipped")
-        elif tomorrow > last_date:
+    for site_id, tomorrow in due_sites(clocks, tick):
+        if tomorrow > last_date:
             context.log.warning(f"site {site_id}: {tomorrow} is beyond the last date partition")
         else:
             due.append((site_id, tomorrow))
     if not due:
-        return dg.SkipReason(f"no site reaches {PLANNING_TIME} local time at {tick.isoformat()}")
+        return dg.SkipReason(f"no site is due at {tick.isoformat()} ({PLANNING_TIME} local time)")
+    partition_order = with_site_partitions(context.instance, [site_id for site_id, _ in due])
     already = planned_at_tick(context.instance, tick)
     due = [(site_id, tomorrow) for site_id, tomorrow in due if SiteDay(site_id, tomorrow).key not in already]
     if not due:
         return dg.SkipReason(f"every site due at {tick.isoformat()} has a run of this tick already")
-    runs = plan_runs(due, list(partition_order), ready_sites(engine, sites, due))
+    ready = ready_sites(engine, sites, [(site_id, tomorrow) for site_id, tomorrow in due if site_id in sites])
+    runs = plan_runs(due, partition_order, ready)
     context.log.info(f"{len(due)} site(s) due: {len(runs)} run(s)")
     return [run_request(days, tick) for days in runs]

@@ -1,5 +1,5 @@
-"""`partition_recovery_sensor`: a run of many site-days that failed on a few incomplete ones plans
-the rest.
+"""`partition_recovery_sensor`: a run of many site-days that failed on a few that cannot be planned
+(incomplete inputs, a removed or invalid site) plans the rest.
 
 A backfill run carries up to a year of one site; a run is stored whole or not at all, and Dagster
 cannot mark single partitions of a run as failed (dagster-io/dagster#17836). So one day without a
@@ -122,8 +122,8 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
     request_job=day_ahead_dispatch_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "When a run of many site-days fails because some lack a complete forecast or price "
-        "series, requests runs for its other site-days (per site and unbroken date range, or per "
+        "When a run of many site-days fails because some cannot be planned (an incomplete "
+        "forecast or price series, a site removed from or invalid in the sites table), requests runs for its other site-days (per site and unbroken date range, or per "
         "block of neighbouring sites for one date), "
         "so that only the incomplete days stay unplanned."
     ),
@@ -133,8 +133,18 @@ def partition_recovery_sensor(context: dg.RunFailureSensorContext):
     incomplete = incomplete_partitions(context.get_step_failure_events())
     requests = recovery_requests(run, incomplete, context.instance)
     if not requests:
-        return dg.SkipReason(f"run {run.run_id} did not fail on incomplete inputs of a partition range")
+        return dg.SkipReason(f"run {run.run_id}: {_not_split(run, incomplete)}")
     context.log.info(
         f"run {run.run_id}: {len(incomplete)} incomplete site-day(s); planning the others in {len(requests)} run(s)"
     )
     return requests
+
+
+def _not_split(run: dg.DagsterRun, incomplete: set[str]) -> str:
+    if not incomplete:
+        return "it did not fail on site-days that cannot be planned: nothing to split off"
+    if RANGE_START_TAG not in run.tags:
+        return "a run of one site-day: nothing else to plan"
+    if RECOVERS_TAG in run.tags:
+        return f"itself a recovery run of {run.tags[RECOVERS_TAG]}: not split again"
+    return f"none of its site-days can be planned ({len(incomplete)} named in its failure)"

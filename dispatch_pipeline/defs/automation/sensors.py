@@ -4,7 +4,7 @@ import dagster as dg
 
 from dispatch_pipeline.defs.partitions import SITES_PARTITIONS_NAME, site_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.storage import list_sites
+from dispatch_pipeline.storage import list_site_ids
 
 
 @dg.sensor(
@@ -17,7 +17,9 @@ from dispatch_pipeline.storage import list_sites
     ),
 )
 def site_partitions_sensor(context: dg.SensorEvaluationContext, storage: DispatchStorage):
-    registered = {site.site_id for site in list_sites(storage.engine())}
+    # Ids only: a site whose stored definition is invalid still gets its partition, whose runs
+    # then fail naming the fault.
+    registered = set(list_site_ids(storage.engine()))
     known = set(context.instance.get_dynamic_partitions(SITES_PARTITIONS_NAME))
     new = sorted(registered - known)
     if not new:

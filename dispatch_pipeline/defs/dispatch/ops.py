@@ -17,9 +17,10 @@ from dispatch_pipeline.core.site import Site, site_request
 from dispatch_pipeline.core.solve import Outcome, SolveClock, attempt_milp, fallback_outcome
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, shorten
 from dispatch_pipeline.defs.dispatch.plans import FailedDay, PlannedDay, SolvedDay
+from dispatch_pipeline.defs.ingestion.coverage import fail_partitions
 from dispatch_pipeline.defs.partitions import SiteDay, context_site_days
 from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
-from dispatch_pipeline.defs.site_lookup import registered_sites
+from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
 
 
 @dg.op(description="Turn each site-day's forecast, prices and site settings into a validated problem.")
@@ -31,15 +32,18 @@ def build_dispatch_problem(
     site_tariff: dict[str, pd.DataFrame],
 ) -> dict[str, PlannedDay]:
     days = context_site_days(context)
-    sites = registered_sites(storage.engine(), (day.site_id for day in days))
+    sites, unusable = registered_sites(storage.engine(), (day.site_id for day in days))
     planned: dict[str, PlannedDay] = {}
-    problems: list[str] = []
+    # Per partition, so that the recovery sensor plans a run's other days.
+    problems = unplannable_days(days, unusable)
     for day in days:
+        if day.key in problems:
+            continue
         site = sites[day.site_id]
         forecast, prices = site_forecast[day.key], site_tariff[day.key]
         stale = _inputs_for_another_day(day, site, {"site_forecast": forecast, "site_tariff": prices})
         if stale:
-            problems.append(stale)
+            problems[day.key] = stale
             continue
         try:
             request = site_request(
@@ -55,14 +59,10 @@ def build_dispatch_problem(
             problem = build_problem(request)
         except (RequestError, ValueError) as exc:
             # The contract: bad input fails the step naming field and value, and writes nothing.
-            problems.append(f"{day}: {exc}")
+            problems[day.key] = f"{day}: invalid dispatch input: {exc}"
             continue
         planned[day.key] = PlannedDay(day, problem, site.currency)
-    if problems:
-        raise dg.Failure(
-            description="invalid dispatch input: " + "; ".join(problems[:5]),
-            metadata={"invalid": dg.MetadataValue.json(problems[:50])},
-        )
+    fail_partitions(problems)
     return planned
 
 

@@ -52,18 +52,18 @@ def describe_missing(missing: list[pd.Timestamp], resolution_minutes: int) -> st
 INCOMPLETE_PARTITIONS_KEY = "incomplete_partitions"
 
 
-def fail_incomplete(what: str, problems: dict[str, str]) -> None:
-    """Fail the step when any site-day lacks data, naming the first few and listing up to 50.
+def fail_partitions(problems: dict[str, str]) -> None:
+    """Fail the step when any site-day cannot be planned, naming the first few and listing up to 50.
 
     `problems` maps partition keys to messages. Every key goes into the failure's metadata:
-    `partition_recovery_sensor` reads it to plan the run's complete days without them.
+    `partition_recovery_sensor` reads it to plan the run's other days without them.
     """
     if not problems:
         return
     messages = list(problems.values())
     more = f"; and {len(messages) - 5} more" if len(messages) > 5 else ""
     raise dg.Failure(
-        description=f"{len(messages)} site-day(s) {what}: " + "; ".join(messages[:5]) + more,
+        description=f"{len(messages)} site-day(s) cannot be planned: " + "; ".join(messages[:5]) + more,
         metadata={
             "incomplete": dg.MetadataValue.json(messages[:50]),
             INCOMPLETE_PARTITIONS_KEY: dg.MetadataValue.json(sorted(problems)),

@@ -4,11 +4,11 @@ import dagster as dg
 import pandas as pd
 
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, RESOLUTION_MINUTES, shorten
-from dispatch_pipeline.defs.ingestion.coverage import fail_incomplete, missing_message
+from dispatch_pipeline.defs.ingestion.coverage import fail_partitions, missing_message
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
 from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.defs.site_lookup import registered_sites
+from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
 from dispatch_pipeline.storage import load_forecast
 
 FORECAST_COLUMNS = ("load_kw", "pv_kw")
@@ -33,15 +33,16 @@ def site_forecast(
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     days = context_site_days(context)
     engine = storage.engine()
-    sites = registered_sites(engine, (day.site_id for day in days))
+    sites, unusable = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
-    problems: dict[str, str] = {}
-    for day, stored in load_day_slices(engine, load_forecast, FORECAST_COLUMNS, days, sites).items():
+    problems = unplannable_days(days, unusable)
+    usable = [day for day in days if day.key not in problems]
+    for day, stored in load_day_slices(engine, load_forecast, FORECAST_COLUMNS, usable, sites).items():
         if stored.missing:
             problems[day.key] = missing_message("forecast", day.site_id, stored.local, stored.missing)
         else:
             frames[day.key] = stored.rows
-    fail_incomplete("without a complete forecast", problems)
+    fail_partitions(problems)
     return dg.Output(frames, metadata=_metadata(frames))
 
 

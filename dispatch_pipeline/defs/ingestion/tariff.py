@@ -9,11 +9,11 @@ import pandas as pd
 from dispatch_pipeline.core.calendar import LocalDay
 from dispatch_pipeline.core.tariffs import TouTariff, expand_tariff
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, shorten
-from dispatch_pipeline.defs.ingestion.coverage import fail_incomplete, missing_message
+from dispatch_pipeline.defs.ingestion.coverage import fail_partitions, missing_message
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
 from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.defs.site_lookup import registered_sites
+from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
 from dispatch_pipeline.storage import load_price_series
 
 PRICE_COLUMNS = ("buy", "sell")
@@ -38,11 +38,12 @@ def site_tariff(
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     days = context_site_days(context)
     engine = storage.engine()
-    sites = registered_sites(engine, (day.site_id for day in days))
+    sites, unusable = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     sources: Counter[str] = Counter()
-    problems: dict[str, str] = {}
-    for day, stored in load_day_slices(engine, load_price_series, PRICE_COLUMNS, days, sites).items():
+    problems = unplannable_days(days, unusable)
+    usable = [day for day in days if day.key not in problems]
+    for day, stored in load_day_slices(engine, load_price_series, PRICE_COLUMNS, usable, sites).items():
         if not stored.stored_rows:
             frames[day.key] = _tou_frame(sites[day.site_id].tariff, stored.local)
             sources["tou_tariff"] += 1
@@ -51,7 +52,7 @@ def site_tariff(
         else:
             frames[day.key] = stored.rows[["ts", "buy", "sell"]].assign(source="price_series")
             sources["price_series"] += 1
-    fail_incomplete("with an incomplete price series", problems)
+    fail_partitions(problems)
     return dg.Output(frames, metadata=_metadata(frames, sources))
 
 
