@@ -158,6 +158,7 @@ class SiteDayPickleIOManager(dg.ConfigurableIOManager):
         days = io_site_days(context)
         values: dict[str, Any] = {}
         bundles: dict[Path, dict[str, Any]] = {}
+        looked_in: dict[str, Path] = {}  # partition key -> the latest run's file, when it lacks it
 
         def take(wanted: list[SiteDay], run_of: dict[str, str]) -> None:
             for day in wanted:
@@ -169,22 +170,20 @@ class SiteDayPickleIOManager(dg.ConfigurableIOManager):
                     bundles[path] = pickle.loads(path.read_bytes()) if path.exists() else {}
                 if day.date.isoformat() in bundles[path]:
                     values[day.key] = bundles[path][day.date.isoformat()]
+                else:
+                    looked_in[day.key] = path
 
         # Most loads are of partitions their own run has just materialised.
         step = _step_context(context)
         if step is not None:
             take(days, {day.key: step.run_id for day in days})
+            looked_in.clear()  # this run's file lacks what it did not materialise: no news
         missing = [day for day in days if day.key not in values]
         if missing:
             take(missing, self._latest_runs(context, [day.key for day in missing]))
             missing = [day for day in missing if day.key not in values]
         if missing:
-            shown = ", ".join(str(day) for day in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise dg.Failure(
-                f"{context.asset_key.to_user_string()} has no stored snapshot for {shown}{more}: "
-                "materialise it for these partitions first"
-            )
+            raise dg.Failure(_no_snapshot(context.asset_key.to_user_string(), missing, looked_in))
         return values
 
     def _latest_runs(self, context: dg.InputContext, keys: list[str]) -> dict[str, str]:
@@ -250,3 +249,23 @@ class DispatchRunViewIOManager(dg.ConfigurableIOManager):
         view = VIEWS[context.asset_key.path[-1]]
         results = _latest_results(context, self.storage)
         return {key: view(result) for key, result in results.items()}
+
+
+def _no_snapshot(asset: str, missing: list[SiteDay], looked_in: dict[str, Path]) -> str:
+    never = [day for day in missing if day.key not in looked_in]
+    gone = [day for day in missing if day.key in looked_in]
+    parts = []
+    if never:
+        parts.append(f"{_some(never)} never materialised")
+    if gone:
+        parts.append(
+            f"{_some(gone)} materialised, but not in the snapshot file of its latest run "
+            f"({looked_in[gone[0].key]}{', ...' if len(gone) > 1 else ''}): deleted, or on another "
+            "host's or pod's disk"
+        )
+    return f"{asset} has no stored snapshot for {'; '.join(parts)}: materialise {asset} for these partitions again"
+
+
+def _some(days: list[SiteDay]) -> str:
+    more = f" and {len(days) - 5} more" if len(days) > 5 else ""
+    return ", ".join(str(day) for day in days[:5]) + more

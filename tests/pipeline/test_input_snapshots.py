@@ -75,5 +75,21 @@ def test_planning_partitions_never_ingested_fails_naming_them(job, instance, eng
     planned = run_assets(job, instance, [day, day], PLANNING)
     assert not planned.success
     message = failure_message(planned)
-    assert f"site_forecast has no stored snapshot for site {site.site_id} on 2025-06-02" in message
+    assert f"site_forecast has no stored snapshot for site {site.site_id} on 2025-06-02 never materialised" in message
     assert latest_run(engine, site.site_id, DAY) is None
+
+
+def test_planning_from_a_deleted_snapshot_names_the_file(job, instance, engine, make_site, snapshots_dir):
+    site = make_site("PHOENIX_OFFICE", (DAY,))
+    day = SiteDay(site.site_id, DAY)
+    ingested = run_assets(job, instance, [day, day], INGESTION)
+    assert ingested.success
+    snapshot = snapshots_dir / "site_forecast" / site.site_id / f"{ingested.run_id}.pkl"
+    snapshot.unlink()  # as the operations guide's clean-up of old snapshots would
+
+    planned = run_assets(job, instance, [day, day], PLANNING)
+
+    assert not planned.success
+    message = failure_message(planned)
+    assert f"site {site.site_id} on 2025-06-02 materialised, but not in the snapshot file of its latest run ({snapshot})" in message
+    assert "materialise site_forecast for these partitions again" in message

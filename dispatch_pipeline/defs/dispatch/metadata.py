@@ -38,8 +38,10 @@ def schedule_metadata(
     """(metadata shared by every partition of the run, metadata of each partition)."""
     if len(results) > DETAILED_PARTITIONS_MAX:
         skipped = (
-            f"skipped: {len(results)} partitions in this run; plots are drawn for runs of up to "
-            f"{DETAILED_PARTITIONS_MAX} partitions, to keep backfills fast"
+            f"skipped: {len(results)} partitions in this run; each partition's own numbers (objective, "
+            f"solver, fallback reason, solve time, KPIs) and plot are recorded for runs of up to "
+            f"{DETAILED_PARTITIONS_MAX} partitions, to keep backfills fast. Every plan's are in the "
+            "dispatch_runs and dispatch_kpis tables"
         )
         return {**_many(results), "plot": dg.MetadataValue.text(skipped)}, {}
     plotter = DayPlotter()
