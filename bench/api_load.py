@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -87,12 +88,14 @@ def scratch_postgres() -> Iterator[str]:
 @contextlib.contextmanager
 def started_server(database_url: str, workers: int) -> Iterator[tuple[str, int]]:
     port = free_loopback_port()
-    env = {**os.environ, "DATABASE_URL": database_url}
+    env = dict(os.environ)
     env.pop("DISPATCH_API_TOKENS", None)
     server = subprocess.Popen(
         [sys.executable, "-m", "dispatch_pipeline.cli", "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
-        cwd=REPO, env=env,
+         "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+         "--database-url", database_url],
+        # Not the repository root: `serve` would apply a developer's ./.env (tokens, database).
+        cwd=tempfile.gettempdir(), env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
