@@ -45,8 +45,6 @@ CHECKS = (
 def find_breaches(problem: DispatchProblem, schedule: Schedule, tol: float = TOLERANCE) -> list[Breach]:
     s = schedule
     bess = problem.bess
-    scale = max(1.0, float(np.max(problem.load_kw, initial=0.0)), float(np.max(problem.pv_kw, initial=0.0)))
-    atol = tol * scale
     previous = np.concatenate([[problem.energy_initial_kwh], s.energy[:-1]])
     expected_energy = previous + (bess.charge_efficiency * s.charge - s.discharge / bess.discharge_efficiency) * problem.dt
     flows = np.stack([s.pv_set, s.curtail, s.charge, s.discharge, s.grid_import, s.grid_export])
@@ -64,12 +62,40 @@ def find_breaches(problem: DispatchProblem, schedule: Schedule, tol: float = TOL
         "no_simultaneous_charge_discharge": np.minimum(s.charge, s.discharge),
         "no_simultaneous_import_export": np.minimum(s.grid_import, s.grid_export),
     }
+    scales = _scales(problem, flows)
     breaches = []
     for check in CHECKS:
-        # Not `> atol`: a NaN compares false both ways, and a schedule holding one is no plan.
-        bad = np.flatnonzero(~(residuals[check] <= atol))
+        # Not `> tolerance`: a NaN compares false both ways, and a schedule holding one is no plan.
+        bad = np.flatnonzero(~(residuals[check] <= tol * scales[check]))
         breaches.extend(Breach(check, int(t), _off_by(residuals[check][t])) for t in bad)
     return breaches
+
+
+def _scales(problem: DispatchProblem, flows: np.ndarray) -> dict[str, np.ndarray | float]:
+    """What each residual is relative to: the quantities of its own constraint, at least 1.
+
+    One scale for every check (the day's largest load or PV) let a site with a large load pass a
+    battery that breaks its own, small, rating or energy balance.
+    """
+    bess = problem.bess
+    # Per interval: the largest term of the power balance, the flows included (fmax: a NaN flow is
+    # a breach of its own, and must not make every other check of its interval fail too).
+    power = np.fmax.reduce([np.ones(problem.intervals), *flows, problem.load_kw, problem.pv_kw])
+    battery_power = max(1.0, bess.max_charge_kw, bess.max_discharge_kw)
+    energy = max(1.0, problem.capacity_kwh)
+    return {
+        "power_balance": power,
+        "pv_split": power,
+        "nonnegative_flows": power,
+        "energy_dynamics": energy,
+        "physical_soc": energy,
+        "charge_rating": max(1.0, bess.max_charge_kw),
+        "discharge_rating": max(1.0, bess.max_discharge_kw),
+        "export_cap": np.maximum(1.0, problem.export_bound_kw),
+        "import_bound": np.maximum(1.0, problem.import_bound_kw),
+        "no_simultaneous_charge_discharge": battery_power,
+        "no_simultaneous_import_export": power,
+    }
 
 
 def _off_by(residual: float) -> str:

@@ -39,3 +39,38 @@ def test_a_nan_anywhere_is_a_breach_not_a_pass(problem_and_schedule, name):
     breaches = find_breaches(problem, changed(schedule, name, 20, np.nan))
     assert breaches and all(b.detail == "not a number" for b in breaches)
     assert {b.interval for b in breaches} <= {20, 21}  # energy at t feeds the dynamics of t + 1
+
+
+def large_load_small_battery():
+    """A 200 MW load beside a 100 kWh, 50 kW battery: every breach is judged on its own scale."""
+    request = load_case("typical")["request"] | {
+        "resolution_minutes": 60,
+        "load_kw": [200_000.0] * 24,
+        "pv_kw": [0.0] * 24,
+        "tariff": {"buy": [0.2] * 12 + [0.5] * 12, "sell": [0.1] * 24},
+        "bess": {"capacity_kwh": 100.0, "max_charge_kw": 50.0, "max_discharge_kw": 50.0,
+                 "charge_efficiency": 1.0, "discharge_efficiency": 1.0, "soc_initial": 0.5},
+    }
+    problem = build_problem(request)
+    schedule = rule_based_schedule(problem)
+    assert find_breaches(problem, schedule) == []
+    return problem, schedule
+
+
+def test_a_small_battery_beside_a_large_load_breaks_its_own_rating():
+    problem, schedule = large_load_small_battery()
+    t = 2
+    over = dataclasses.replace(
+        schedule,
+        charge=np.where(np.arange(problem.intervals) == t, 51.9, 0.0),
+        discharge=np.zeros(problem.intervals),
+        grid_import=schedule.grid_import + np.where(np.arange(problem.intervals) == t, 51.9, 0.0) - schedule.charge + schedule.discharge,
+        energy=np.full(problem.intervals, problem.energy_initial_kwh) + np.where(np.arange(problem.intervals) >= t, 51.9, 0.0),
+    )
+    assert {b.check for b in find_breaches(problem, over)} >= {"charge_rating"}
+
+
+def test_energy_appearing_from_nowhere_in_a_small_battery_is_a_breach():
+    problem, schedule = large_load_small_battery()
+    corrupted = changed(schedule, "energy", 3, schedule.energy[3] + 1.5)
+    assert {(b.check, b.interval) for b in find_breaches(problem, corrupted)} == {("energy_dynamics", 3), ("energy_dynamics", 4)}
