@@ -68,6 +68,9 @@ def local_day(date: dt.date, timezone: str, resolution_minutes: int) -> LocalDay
     start = local_midnight_utc(date, zone)
     end = local_midnight_utc(date + dt.timedelta(days=1), zone)
     length = end - start
+    if length <= dt.timedelta(0):
+        # Samoa (Pacific/Apia) skipped 2011-12-30, Kiritimati 1994-12-31: no interval to plan.
+        raise ValueError(f"date: {date} never happened in {timezone} (its clocks skipped the whole day)")
     step = dt.timedelta(minutes=resolution_minutes)
     if length % step:
         raise ValueError(

@@ -84,6 +84,9 @@ def explain_interval(
     ch, dis, imp, exp, cur = s.charge[t], s.discharge[t], s.grid_import[t], s.grid_export[t], s.curtail[t]
     last = t == problem.intervals - 1
     target = problem.bess.terminal_soc
+    # The dearest buy price still to come today: what stored energy is worth later, if anything.
+    dearest_later = float(problem.buy[t + 1 :].max()) if not last else None
+    dearer_later = dearest_later is not None and dearest_later > buy + 1e-9
 
     if ch > _ON:
         if soc_before < problem.bess.soc_min - 1e-9:
@@ -104,9 +107,17 @@ def explain_interval(
             return "charge_terminal_soc", (
                 f"Charging {ch:.1f} kW from the grid to end the day at SOC {target:.0%} ({price})"
             )
-        return "charge_grid_cheap", (
-            f"Charging {ch:.1f} kW from the grid while energy is cheap ({price}), SOC {soc:.0%}"
-        )
+        if dearer_later:
+            return "charge_grid_cheap", (
+                f"Charging {ch:.1f} kW from the grid while energy is cheaper than later today "
+                f"(up to {dearest_later:.2f} {currency}/kWh; {price}), SOC {soc:.0%}"
+            )
+        if problem.demand_charge_per_kw > 0:
+            return "charge_grid_peak_shaving", (
+                f"Charging {ch:.1f} kW from the grid to hold a later import peak down "
+                f"(demand charge {problem.demand_charge_per_kw:.2f} {currency}/kW; {price}), SOC {soc:.0%}"
+            )
+        return "charge_grid", f"Charging {ch:.1f} kW from the grid ({price}), SOC {soc:.0%}"
     if dis > _ON:
         cap = problem.import_cap_kw
         if cap is not None and imp >= cap - 1e-3:
@@ -126,26 +137,50 @@ def explain_interval(
             )
         return "discharge_load", f"Discharging {dis:.1f} kW to cover load ({price}), SOC {soc:.0%}"
     if cur > _ON:
-        if soc >= problem.bess.soc_max - 1e-6:
-            battery = f"the battery is full (SOC {soc:.0%})"
-        else:
-            battery = f"storing it would not pay back before the day ends (SOC {soc:.0%})"
-        grid = (
-            f"exporting would cost more (sell {sell:.2f} {currency}/kWh)"
-            if sell < 0 and exp <= _ON
-            else f"export is at its {export_bound[t]:.1f} kW limit"
-        )
-        return "curtail", f"Curtailing {cur:.1f} kW of PV: {grid} and {battery}"
+        return "curtail", f"Curtailing {cur:.1f} kW of PV: {_why_not_export(problem, schedule, t, export_bound[t], currency)} and {_why_not_store(problem, soc)}"
     if exp > _ON:
         return "export_surplus", (
             f"Exporting {exp:.1f} kW of PV surplus (sell {sell:.2f} {currency}/kWh); battery idle at SOC {soc:.0%}"
         )
     if imp > _ON:
-        return "import_idle", (
-            f"Importing {imp:.1f} kW for the load ({price}); battery idle at SOC {soc:.0%}, "
-            "its energy is worth more in a later hour"
-        )
+        if problem.bess.max_discharge_kw <= _ON or problem.capacity_kwh <= 0:
+            battery = "the battery cannot discharge"
+        elif _at_most(s.energy[t], problem.energy_min_kwh):
+            battery = f"battery idle at its minimum, SOC {soc:.0%}"
+        elif dearer_later:
+            battery = (
+                f"battery idle at SOC {soc:.0%}, its energy is worth more later today "
+                f"(up to {dearest_later:.2f} {currency}/kWh)"
+            )
+        elif _at_most(s.energy[t], problem.energy_final_kwh):
+            battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
+        else:
+            battery = f"battery idle at SOC {soc:.0%}"
+        return "import_idle", f"Importing {imp:.1f} kW for the load ({price}); {battery}"
     return "idle", f"PV covers the load ({pv:.1f} kW PV, {load:.1f} kW load); battery idle at SOC {soc:.0%}"
+
+
+def _why_not_export(problem: DispatchProblem, s: Schedule, t: int, bound: float, currency: str) -> str:
+    exp, imp, buy, sell = s.grid_export[t], s.grid_import[t], problem.buy[t], problem.sell[t]
+    if exp > _ON and _at_least(exp, bound):
+        return f"export is at its {bound:.1f} kW limit"
+    if bound <= _ON:
+        return "no export is allowed (0 kW limit)"
+    if imp > _ON and buy < 0:
+        return f"the site is paid to import instead (buy {buy:.2f} {currency}/kWh)"
+    if sell < 0:
+        return f"exporting would cost more (sell {sell:.2f} {currency}/kWh)"
+    if sell == 0:
+        return f"exporting would earn nothing (sell 0.00 {currency}/kWh)"
+    return f"exporting {exp:.1f} kW of its {bound:.1f} kW limit (sell {sell:.2f} {currency}/kWh)"
+
+
+def _why_not_store(problem: DispatchProblem, soc: float) -> str:
+    if problem.bess.max_charge_kw <= _ON or problem.capacity_kwh <= 0:
+        return "the battery cannot charge"
+    if soc >= problem.bess.soc_max - 1e-6:
+        return f"the battery is full (SOC {soc:.0%})"
+    return f"storing it would not pay back before the day ends (SOC {soc:.0%})"
 
 
 def explain(

@@ -76,3 +76,44 @@ def test_intervals_at_the_import_cap_and_only_those_name_it() -> None:
     assert set(range(18, 22)) <= set(at_cap)
     for hour, point in enumerate(result.points):
         assert ("import_limit" in point.binding) == (hour in at_cap), (hour, point.grid_imp_kw, point.binding)
+
+
+def hourly_request(**changes) -> dict:
+    return {
+        "site_id": "EXPLAIN",
+        "date": "2024-06-01",
+        "resolution_minutes": 60,
+        "load_kw": [100.0] * 24,
+        "pv_kw": [0.0] * 24,
+        "tariff": {"buy": [0.3] * 24, "sell": [0.0] * 24},
+    } | changes
+
+
+def test_charging_in_a_dear_hour_names_the_dearer_one_and_an_empty_battery_says_so() -> None:
+    # A slow charger: it must already charge at 0.80 (top quartile) for the 1.50 hours after.
+    result = solve_dispatch(hourly_request(
+        tariff={"buy": [0.3] * 12 + [0.8] * 4 + [1.5] * 4 + [0.3] * 4, "sell": [0.0] * 24},
+        bess={"capacity_kwh": 1000, "max_charge_kw": 10, "max_discharge_kw": 100, "soc_initial": 0.1},
+    ))
+    charging = result.points[13]
+    assert charging.batt_ch_kw > 0 and "top quartile" in charging.reason
+    assert "while energy is cheaper than later today (up to 1.50 MYR/kWh" in charging.reason
+    empty = result.points[18]
+    assert empty.reason_code == "import_idle" and "soc_min" in empty.binding
+    assert "battery idle at its minimum" in empty.reason and "worth more" not in empty.reason
+
+
+def test_curtailing_because_import_is_paid_says_so() -> None:
+    # Buy is negative all day: importing earns money, so the site curtails its own PV instead of
+    # exporting it, though export is far from its limit; the battery cannot charge.
+    result = solve_dispatch(hourly_request(
+        pv_kw=[40.0] * 24,
+        tariff={"buy": [-0.3] * 24, "sell": [0.1] * 24},
+        bess={"capacity_kwh": 100, "max_charge_kw": 0, "max_discharge_kw": 10, "soc_initial": 0.5},
+    ))
+    point = result.points[5]
+    assert point.curtail_kw == pytest.approx(40.0) and point.grid_exp_kw == pytest.approx(0.0)
+    assert point.reason == (
+        "Curtailing 40.0 kW of PV: the site is paid to import instead (buy -0.30 MYR/kWh) "
+        "and the battery cannot charge"
+    )

@@ -106,6 +106,14 @@ def test_wrong_length_for_dst_day_names_the_day() -> None:
         build_problem(request)
 
 
+def test_a_date_the_zone_skipped_is_refused_by_name() -> None:
+    # Samoa crossed the date line on 2011-12-30: that local day never happened.
+    request = base_request() | {"date": "2011-12-30", "timezone": "Pacific/Apia", "resolution_minutes": 15}
+    request |= {"load_kw": [], "pv_kw": [], "tariff": {"buy": [], "sell": []}}
+    with pytest.raises(RequestError, match=r"date: 2011-12-30 never happened in Pacific/Apia"):
+        build_problem(request)
+
+
 def test_missing_pv_without_stored_forecast_is_an_error() -> None:
     request = base_request()
     del request["pv_kw"]
