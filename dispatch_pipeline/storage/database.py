@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
@@ -22,12 +23,16 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 SQLITE_BEGIN_OPTION = "dispatch_sqlite_begin"
 _SQLITE_BEGIN_MODES = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
+log = logging.getLogger(__name__)
+
 _BARE_POSTGRES = re.compile(r"^(postgres|postgresql)://")
 
-# The newest migration in storage/migrations/versions (a test keeps the two equal). A process
-# finding its database there needs no Alembic: every Dagster run is a new process, and importing
-# Alembic and reading the migration scripts to learn that nothing is to do cost ~0.1 s each time.
-HEAD_REVISION = "0003"
+# The migrations in storage/migrations/versions, oldest first (a test keeps the two equal). A
+# process finding its database at the newest needs no Alembic: every Dagster run is a new process,
+# and importing Alembic and reading the migration scripts to learn that nothing is to do cost
+# ~0.1 s each time.
+KNOWN_REVISIONS = ("0001", "0002", "0003")
+HEAD_REVISION = KNOWN_REVISIONS[-1]
 _PASSWORD = re.compile(r"://([^:/@]+):[^@]*@")
 
 _engines: dict[str, Engine] = {}
@@ -74,7 +79,16 @@ def open_database(url: str | None = None) -> Engine:
     # Holding the lock while migrating makes concurrent first calls in threads wait for one run.
     with _migration_lock:
         if url not in _migrated:
-            if not schema_at_head(engine):
+            revisions = stored_revisions(engine)
+            if revisions and not set(revisions) <= set(KNOWN_REVISIONS):
+                # A newer release has migrated it: migrations keep the schema usable by the
+                # release before (docs/operations.md, Upgrading), so an old process still
+                # running mid-upgrade (a run, an API worker restarting) goes on with it.
+                log.warning(
+                    "database %s is at schema revision %s, newer than this release's %s: using it "
+                    "as it is", printable_url(url), ", ".join(revisions), HEAD_REVISION,
+                )
+            elif revisions != [HEAD_REVISION]:
                 # Imported only when there is something to migrate: see HEAD_REVISION.
                 from dispatch_pipeline.storage.migrate import upgrade_database
 
@@ -83,14 +97,18 @@ def open_database(url: str | None = None) -> Engine:
     return engine
 
 
-def schema_at_head(engine: Engine) -> bool:
-    """Whether the database's schema is at `HEAD_REVISION` (one query, no Alembic)."""
+def stored_revisions(engine: Engine) -> list[str]:
+    """The database's Alembic revisions (one query, no Alembic); none for a new database."""
     try:
         with engine.connect() as connection:
-            revisions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+            return list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
     except DBAPIError:  # no alembic_version table: a new database
-        return False
-    return revisions == [HEAD_REVISION]
+        return []
+
+
+def schema_at_head(engine: Engine) -> bool:
+    """Whether the database's schema is at `HEAD_REVISION`."""
+    return stored_revisions(engine) == [HEAD_REVISION]
 
 
 def close_engines(*urls: str) -> None:

@@ -9,12 +9,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import CheckConstraint, Engine, inspect
+from sqlalchemy import CheckConstraint, Engine, inspect, text
 
 from dispatch_pipeline.core.result import Kpis
 from dispatch_pipeline.storage import get_run, migrate, save_runs
 from dispatch_pipeline.storage.database import (
     HEAD_REVISION,
+    KNOWN_REVISIONS,
     close_engines,
     make_engine,
     open_database,
@@ -91,7 +92,30 @@ def test_latest_run_index_exists(engine: Engine) -> None:
 def test_head_revision_constant_is_the_newest_migration() -> None:
     # open_database skips Alembic when the database is at HEAD_REVISION: a stale constant would
     # leave databases unmigrated.
+    from alembic.script import ScriptDirectory
+
     assert head_revision() == HEAD_REVISION
+    walked = [script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()]
+    assert tuple(reversed(walked)) == KNOWN_REVISIONS
+
+
+def test_a_database_a_newer_release_migrated_is_used_as_it_is(fresh_database_url: str, caplog) -> None:
+    # Mid-upgrade: the new release's migration (additive, as the operations guide requires) ran;
+    # this release's processes still start (runs, a restarted API worker) and must work on it.
+    engine = open_database(fresh_database_url)
+    with write_transaction(engine) as connection:
+        connection.execute(text("ALTER TABLE dispatch_runs ADD COLUMN reviewed_by VARCHAR(64)"))
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    close_engines(fresh_database_url)
+
+    with caplog.at_level("WARNING"):
+        engine = open_database(fresh_database_url)
+
+    assert "is at schema revision 9999, newer than this release's" in caplog.text
+    assert current_revision(fresh_database_url) == "9999"
+    result = build_result("NEWER_SCHEMA")
+    save_runs(engine, [result], source="api")
+    assert get_run(engine, result.run_id) is not None
 
 
 def test_open_database_migrates_an_older_schema_and_then_trusts_it(fresh_database_url: str, monkeypatch) -> None:
