@@ -54,6 +54,7 @@ class TokenTable:
     def parse(cls, text: str) -> TokenTable:
         """Read the `DISPATCH_API_TOKENS` format; ValueError names the bad entry."""
         grants = []
+        first_seen: dict[bytes, int] = {}
         for position, entry in enumerate(text.split(","), start=1):
             entry = entry.strip()
             if not entry:
@@ -71,7 +72,16 @@ class TokenTable:
                         f"{TOKENS_ENV}: entry {position} needs site ids matching {SITE_ID_PATTERN} "
                         f"after ':' (got {site_list!r})"
                     )
-            grants.append(Grant(_digest(token), sites))
+            digest = _digest(token)
+            if digest in first_seen:
+                # Which entry would win is no way to grant access: one meant to narrow a token
+                # could widen it to every site.
+                raise ValueError(
+                    f"{TOKENS_ENV}: entry {position} repeats the token of entry {first_seen[digest]}; "
+                    "give each token one entry (TOKEN:SITE1|SITE2 for several sites)"
+                )
+            first_seen[digest] = position
+            grants.append(Grant(digest, sites))
         return cls(grants)
 
     def find(self, token: str) -> Grant | None:

@@ -22,6 +22,7 @@ from dispatch_pipeline.core.request import RequestError
 # An input echoed back longer than this (as JSON) is abbreviated: a 96-value array or a whole
 # request body helps nobody in an error message.
 MAX_ECHOED_CHARS = 120
+MAX_LISTED_PROBLEMS = 50  # per 422 answer; the rest are counted
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:(?:\.[A-Za-z_][A-Za-z0-9_]*)|\[\d+\])*): ")
 _PATH_PART = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 
@@ -50,6 +51,13 @@ class ApiError(Exception):
 
 
 def unprocessable(problems: list[dict[str, Any]]) -> ApiError:
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        # A 1 MB body of 75,000 bad keys would otherwise answer with 12 MB.
+        left_out = len(problems) - MAX_LISTED_PROBLEMS
+        problems = [
+            *problems[:MAX_LISTED_PROBLEMS],
+            {"loc": ["body"], "msg": f"and {left_out} more problems, not listed", "type": "too_many_problems"},
+        ]
     return ApiError(422, "; ".join(_sentence(p) for p in problems), problems)
 
 

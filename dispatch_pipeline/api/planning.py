@@ -3,6 +3,7 @@ registered site's values, validate, solve (in a solver process), store in one tr
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from dispatch_pipeline.api.errors import (
+    ApiError,
     field_problem,
     from_request_error,
     from_validation_error,
@@ -21,7 +23,13 @@ from dispatch_pipeline.core.request import SITE_ID_PATTERN, DispatchRequest, Req
 from dispatch_pipeline.core.result import DispatchResponse
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.core.solve import solve_problem
-from dispatch_pipeline.storage import StorageInputError, get_site, load_forecast, save_runs
+from dispatch_pipeline.storage import (
+    StorageInputError,
+    StoredSiteInvalid,
+    get_site,
+    load_forecast,
+    save_runs,
+)
 
 _SITE_ID = re.compile(SITE_ID_PATTERN)
 # Request fields a registered site supplies when the request leaves them out; an object given
@@ -34,11 +42,20 @@ def plan_and_store(engine: Engine, raw: dict[str, Any]) -> DispatchResponse:
     """Solve the raw JSON request and store the run (source "api"); ApiError 422 for bad input,
     with nothing written."""
     site_id = raw.get("site_id")
-    site = get_site(engine, site_id) if isinstance(site_id, str) and _SITE_ID.fullmatch(site_id) else None
-    request = validate(with_site_values(raw, site) if site else raw)
     try:
-        pv_kw = None if request.pv_kw is not None else stored_pv(engine, request, site)
-        problem = build_problem(request, pv_kw=pv_kw, default_timezone=site.timezone if site else None)
+        site = get_site(engine, site_id) if isinstance(site_id, str) and _SITE_ID.fullmatch(site_id) else None
+    except StoredSiteInvalid as exc:
+        # The operator's data, not the caller's request: a server error, with its reason.
+        raise ApiError(500, f"cannot plan: {exc}") from None
+    request = validate(with_site_values(raw, site) if site else raw)
+    # One clock reading: a request without `date` near local midnight must take its stored PV
+    # from the day it plans.
+    now = clock()
+    try:
+        pv_kw = None if request.pv_kw is not None else stored_pv(engine, request, site, now)
+        problem = build_problem(
+            request, pv_kw=pv_kw, default_timezone=site.timezone if site else None, today=now
+        )
     except RequestError as exc:
         raise from_request_error(exc) from None
     result = solve_problem(problem, currency=site.currency if site else DEFAULT_CURRENCY)
@@ -48,6 +65,10 @@ def plan_and_store(engine: Engine, raw: dict[str, Any]) -> DispatchResponse:
         # Finite inputs of absurd size can overflow the plan's sums; refuse rather than store inf.
         raise unprocessable([field_problem([], f"the inputs give a plan that cannot be stored: {exc}")]) from None
     return result.response()
+
+
+def clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def with_site_values(raw: dict[str, Any], site: Site) -> dict[str, Any]:
@@ -76,7 +97,7 @@ def validate(data: dict[str, Any]) -> DispatchRequest:
         raise from_validation_error(exc) from None
 
 
-def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None) -> list[float]:
+def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime) -> list[float]:
     """The site's most recently issued PV forecast for exactly the request's local day."""
     if site is None:
         raise RequestError([
@@ -84,7 +105,7 @@ def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None) -> li
             "stored PV forecast to use; send pv_kw"
         ])
     timezone = request.timezone or site.timezone
-    date = request.date or next_local_date(timezone)
+    date = request.date or next_local_date(timezone, now)
     try:
         day = local_day(date, timezone, request.resolution_minutes)
     except ValueError as exc:

@@ -80,3 +80,9 @@ def test_token_table_format():
 def test_token_table_rejects_bad_entries(text):
     with pytest.raises(ValueError, match="DISPATCH_API_TOKENS"):
         load_token_table(text)
+
+
+@pytest.mark.parametrize(("text", "repeat"), [("kl-9c2e:KL_MALL,kl-9c2e", 2), ("kl-9c2e,other,kl-9c2e:KL_MALL", 3)])
+def test_a_token_listed_twice_is_refused_whatever_the_order(text, repeat):
+    with pytest.raises(ValueError, match=f"DISPATCH_API_TOKENS: entry {repeat} repeats the token of entry 1"):
+        TokenTable.parse(text)

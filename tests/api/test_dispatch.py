@@ -265,3 +265,40 @@ def test_openapi_example_is_accepted(client):
     value = example["content"]["application/json"]["examples"]["quick_start"]["value"]
 
     assert client.post("/dispatch/run", json=value).status_code == 200
+
+
+def test_a_request_without_date_takes_its_stored_pv_from_the_day_it_plans(client, engine, sample_request, monkeypatch):
+    # One clock reading decides both: at 23:59:59.9 in Kuala Lumpur the planned day is the 15th,
+    # and a second reading a moment later would have taken the 16th's PV for it.
+    from dispatch_pipeline.api import planning
+
+    _register_site(engine, "REG_MIDNIGHT")
+    _store_forecast(engine, "REG_MIDNIGHT", sample_request["pv_kw"], sample_request["load_kw"])
+    readings = iter([dt.datetime(2024, 3, 14, 15, 59, 59, 900000, tzinfo=dt.UTC)])
+    monkeypatch.setattr(planning, "clock", lambda: next(readings))
+    request = {"site_id": "REG_MIDNIGHT", "resolution_minutes": 15,
+               "load_kw": sample_request["load_kw"], "tariff": sample_request["tariff"]}
+
+    answer = client.post("/dispatch/run", json=request)
+
+    assert answer.status_code == 200, answer.text
+    detail = client.get(f"/dispatch/runs/{answer.json()['run_id']}").json()
+    assert detail["date"] == "2024-03-15"
+    assert [p["pv_set_kw"] + p["curtail_kw"] for p in detail["points"]] == pytest.approx(sample_request["pv_kw"], abs=1e-6)
+
+
+def test_a_registered_site_stored_invalid_is_a_server_error_naming_it(client, engine, sample_request):
+    from sqlalchemy import update
+
+    from dispatch_pipeline.storage.tables import sites
+
+    _register_site(engine, "REG_BROKEN")
+    with engine.begin() as connection:
+        connection.execute(update(sites).where(sites.c.site_id == "REG_BROKEN").values(currency="??"))
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", json={**sample_request, "site_id": "REG_BROKEN"})
+
+    assert response.status_code == 500
+    assert response.json()["message"].startswith("cannot plan: stored site 'REG_BROKEN' is not a valid site (currency")
+    assert count_rows(engine) == before

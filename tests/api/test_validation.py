@@ -166,6 +166,20 @@ def test_a_repeated_key_is_422_not_the_last_value_silently(client, engine, sampl
     assert count_rows(engine) == before
 
 
+def test_thousands_of_problems_are_counted_past_the_first_fifty(client, engine, sample_request):
+    weights = {f"unknown_{n}": 1 for n in range(5000)}
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", json={**sample_request, "weights": weights})
+
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert len(detail) == 51 and detail[0]["loc"] == ["body", "weights", "unknown_0"]
+    assert detail[-1]["msg"] == "and 4950 more problems, not listed"
+    assert len(response.content) < 20_000
+    assert count_rows(engine) == before
+
+
 def test_body_over_one_megabyte_is_413(client, engine, sample_request):
     padded = json.dumps({**sample_request, "padding": "x" * 1_000_001})
     before = count_rows(engine)
