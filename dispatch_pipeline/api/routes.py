@@ -101,10 +101,12 @@ async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep
                      date: DateQuery = None) -> Response:
     ensure_site_allowed(access, site_id)
     day = _calendar_date(date)
-    stored = await run_in_threadpool(_latest, database, site_id, day)
+    stored, site_has_runs = await run_in_threadpool(_latest, database, site_id, day)
     if stored is None:
         on_date = f" on {day.isoformat()}" if day else ""
-        raise ApiError(404, f"no dispatch run stored for site {site_id!r}{on_date}")
+        # A mistyped site_id should not look like a day not planned yet.
+        none_at_all = " (it has none on any day: is the site_id right?)" if day and not site_has_runs else ""
+        raise ApiError(404, f"no dispatch run stored for site {site_id!r}{on_date}{none_at_all}")
     run = stored.run
     return json_response(LatestSchedule(
         site_id=run.site_id, date=run.date, timezone=run.timezone, run_id=run.run_id,
@@ -124,8 +126,13 @@ def _calendar_date(text: str | None) -> dt.date | None:
         raise unprocessable([problem]) from None
 
 
-def _latest(database: Database, site_id: str, date: dt.date | None) -> StoredRun | None:
-    return latest_run(database.engine(), site_id, date)
+def _latest(database: Database, site_id: str, date: dt.date | None) -> tuple[StoredRun | None, bool]:
+    """The latest run (of the date), and whether the site has any run at all."""
+    engine = database.engine()
+    stored = latest_run(engine, site_id, date)
+    if stored is not None or date is None:
+        return stored, stored is not None
+    return None, latest_run(engine, site_id, None) is not None
 
 
 @router.get(

@@ -56,7 +56,15 @@ def binding_constraints(problem: DispatchProblem, schedule: Schedule, export_bou
     return [list(compress(BINDING_NAMES, row)) for row in at_bound.tolist()]
 
 
+def _amount(value: float) -> str:
+    """A price as a tariff writes it: two decimals, up to four when it has them (0.55, 0.224)."""
+    whole, _, decimals = f"{value:.4f}".rstrip("0").partition(".")
+    return f"{whole}.{decimals:0<2}"
+
+
 def _price_band(t: int, expensive: np.ndarray, cheap: np.ndarray) -> str:
+    if not expensive.any() and not cheap.any():
+        return "the same all day"  # every non-flat day has a top quartile
     if expensive[t]:
         return "the day's top quartile"
     if cheap[t]:
@@ -80,7 +88,7 @@ def explain_interval(
     load, pv = problem.load_kw[t], problem.pv_kw[t]
     surplus = pv - load
     band = _price_band(t, expensive, cheap)
-    price = f"buy {buy:.2f} {currency}/kWh, {band}"
+    price = f"buy {_amount(buy)} {currency}/kWh, {band}"
     ch, dis, imp, exp, cur = s.charge[t], s.discharge[t], s.grid_import[t], s.grid_export[t], s.curtail[t]
     last = t == problem.intervals - 1
     target = problem.bess.terminal_soc
@@ -110,12 +118,12 @@ def explain_interval(
         if dearer_later:
             return "charge_grid_cheap", (
                 f"Charging {ch:.1f} kW from the grid while energy is cheaper than later today "
-                f"(up to {dearest_later:.2f} {currency}/kWh; {price}), SOC {soc:.0%}"
+                f"(up to {_amount(dearest_later)} {currency}/kWh; {price}), SOC {soc:.0%}"
             )
         if problem.demand_charge_per_kw > 0:
             return "charge_grid_peak_shaving", (
                 f"Charging {ch:.1f} kW from the grid to hold a later import peak down "
-                f"(demand charge {problem.demand_charge_per_kw:.2f} {currency}/kW; {price}), SOC {soc:.0%}"
+                f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price}), SOC {soc:.0%}"
             )
         return "charge_grid", f"Charging {ch:.1f} kW from the grid ({price}), SOC {soc:.0%}"
     if dis > _ON:
@@ -126,21 +134,21 @@ def explain_interval(
             )
         if exp > _ON:
             return "discharge_export", (
-                f"Discharging {dis:.1f} kW and exporting {exp:.1f} kW (sell {sell:.2f} {currency}/kWh)"
+                f"Discharging {dis:.1f} kW and exporting {exp:.1f} kW (sell {_amount(sell)} {currency}/kWh)"
             )
         if expensive[t]:
             return "discharge_peak", f"Discharging {dis:.1f} kW during the peak tariff ({price})"
         if problem.demand_charge_per_kw > 0:
             return "discharge_peak_shaving", (
                 f"Discharging {dis:.1f} kW to hold the day's peak import down "
-                f"(demand charge {problem.demand_charge_per_kw:.2f} {currency}/kW; {price})"
+                f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price})"
             )
         return "discharge_load", f"Discharging {dis:.1f} kW to cover load ({price}), SOC {soc:.0%}"
     if cur > _ON:
         return "curtail", f"Curtailing {cur:.1f} kW of PV: {_why_not_export(problem, schedule, t, export_bound[t], currency)} and {_why_not_store(problem, soc)}"
     if exp > _ON:
         return "export_surplus", (
-            f"Exporting {exp:.1f} kW of PV surplus (sell {sell:.2f} {currency}/kWh); battery idle at SOC {soc:.0%}"
+            f"Exporting {exp:.1f} kW of PV surplus (sell {_amount(sell)} {currency}/kWh); battery idle at SOC {soc:.0%}"
         )
     if imp > _ON:
         if problem.bess.max_discharge_kw <= _ON or problem.capacity_kwh <= 0:
@@ -150,7 +158,7 @@ def explain_interval(
         elif dearer_later:
             battery = (
                 f"battery idle at SOC {soc:.0%}, its energy is worth more later today "
-                f"(up to {dearest_later:.2f} {currency}/kWh)"
+                f"(up to {_amount(dearest_later)} {currency}/kWh)"
             )
         elif _at_most(s.energy[t], problem.energy_final_kwh):
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
@@ -167,12 +175,12 @@ def _why_not_export(problem: DispatchProblem, s: Schedule, t: int, bound: float,
     if bound <= _ON:
         return "no export is allowed (0 kW limit)"
     if imp > _ON and buy < 0:
-        return f"the site is paid to import instead (buy {buy:.2f} {currency}/kWh)"
+        return f"the site is paid to import instead (buy {_amount(buy)} {currency}/kWh)"
     if sell < 0:
-        return f"exporting would cost more (sell {sell:.2f} {currency}/kWh)"
+        return f"exporting would cost more (sell {_amount(sell)} {currency}/kWh)"
     if sell == 0:
         return f"exporting would earn nothing (sell 0.00 {currency}/kWh)"
-    return f"exporting {exp:.1f} kW of its {bound:.1f} kW limit (sell {sell:.2f} {currency}/kWh)"
+    return f"exporting {exp:.1f} kW of its {bound:.1f} kW limit (sell {_amount(sell)} {currency}/kWh)"
 
 
 def _why_not_store(problem: DispatchProblem, soc: float) -> str:

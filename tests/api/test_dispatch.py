@@ -81,8 +81,16 @@ def test_latest_404_names_site_and_date(client):
     response = client.get("/dispatch/latest", params={"site_id": "NO_SUCH_SITE", "date": "2024-01-02"})
 
     assert response.status_code == 404
-    assert "NO_SUCH_SITE" in response.json()["message"]
-    assert "2024-01-02" in response.json()["message"]
+    assert response.json()["message"] == (
+        "no dispatch run stored for site 'NO_SUCH_SITE' on 2024-01-02 (it has none on any day: is the site_id right?)"
+    )
+
+
+def test_latest_404_of_a_day_not_planned_does_not_doubt_the_site(client, sample_request):
+    assert client.post("/dispatch/run", json={**sample_request, "site_id": "PLANNED_ONCE"}).status_code == 200
+    response = client.get("/dispatch/latest", params={"site_id": "PLANNED_ONCE", "date": "2024-01-02"})
+    assert response.status_code == 404
+    assert response.json()["message"] == "no dispatch run stored for site 'PLANNED_ONCE' on 2024-01-02"
 
 
 @pytest.mark.parametrize(

@@ -117,3 +117,9 @@ def test_curtailing_because_import_is_paid_says_so() -> None:
         "Curtailing 40.0 kW of PV: the site is paid to import instead (buy -0.30 MYR/kWh) "
         "and the battery cannot charge"
     )
+
+
+def test_a_flat_tariff_is_named_flat_and_prices_keep_their_decimals() -> None:
+    result = solve_dispatch(hourly_request(tariff={"buy": [0.224] * 24, "sell": [0.0] * 24}))
+    assert all("buy 0.224 MYR/kWh, the same all day" in point.reason for point in result.points if point.grid_imp_kw > 0)
+    assert any(point.grid_imp_kw > 0 for point in result.points)
