@@ -60,7 +60,8 @@ def _storage_problem(exc: Exception) -> tuple[str, int] | None:
         return None
     if isinstance(exc, errors.ArgumentError | errors.NoSuchModuleError):
         return f"--database-url or DATABASE_URL is not a URL SQLAlchemy can use: {exc}", 2
-    if isinstance(exc, errors.OperationalError | errors.InterfaceError):
+    # A plain DatabaseError: SQLite's "file is not a database" (its subclasses are bugs, not this).
+    if isinstance(exc, errors.OperationalError | errors.InterfaceError) or type(exc) is errors.DatabaseError:
         # The server down or refusing us: the command was right, the environment was not.
         return f"cannot use the database: {str(exc.orig).strip() or type(exc.orig).__name__}", 1
     return None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from dispatch_pipeline.cli import UsageError
-
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
@@ -25,19 +23,13 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import ArgumentError, OperationalError
-
     from dispatch_pipeline.cli.dagster_home import application_database_url
     from dispatch_pipeline.storage.migrate import current_revision, head_revision, upgrade_database
 
-    try:
-        url = application_database_url(args.database_url)
-        if args.db_action == "upgrade":
-            upgrade_database(url)
-        current, head = current_revision(url), head_revision()
-    except ArgumentError as exc:
-        raise UsageError(f"--database-url / DATABASE_URL: not a database URL ({exc})") from None
-    except OperationalError as exc:
-        raise UsageError(f"cannot reach the database: {str(exc).splitlines()[0]}") from None
+    # A bad URL or a database out of reach is reported by main(), as for every other command.
+    url = application_database_url(args.database_url)
+    if args.db_action == "upgrade":
+        upgrade_database(url)
+    current, head = current_revision(url), head_revision()
     print(f"revision: {current or 'none'} (head: {head})")
     return 0 if args.db_action == "current" or current == head else 1

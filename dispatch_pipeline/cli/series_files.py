@@ -14,11 +14,15 @@ import argparse
 import csv
 import datetime as dt
 import math
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dispatch_pipeline.cli import UsageError
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
@@ -29,6 +33,10 @@ SITE_ID = re.compile(SITE_ID_PATTERN)
 # so "04:00:00.0000001Z" would otherwise pass as 04:00.
 NONZERO_FRACTION = re.compile(r"[.,]\d*[1-9]")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# A decimal number in ASCII digits (or a word for infinity or NaN, refused later as not finite).
+DECIMAL_NUMBER = re.compile(
+    r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.IGNORECASE
+)
 # How far ahead of this machine's clock an issue time may lie (clocks of other machines drift).
 # Later than that it is a typo, and as the most recent issue it would hide every real one.
 ISSUE_CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -73,7 +81,9 @@ def read_table(path: Path) -> Any:
     try:
         if suffix == ".csv":
             # Everything as text: the checks below parse and report each cell themselves.
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
+            # index_col=False: a row with a field more than the header must not turn its first
+            # field into an index (csv_lines refuses such rows first).
+            return pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except FileNotFoundError:
@@ -83,36 +93,46 @@ def read_table(path: Path) -> Any:
     raise UsageError(f"{path}: unknown format {suffix or '(none)'!r}; use .csv or .parquet")
 
 
-def csv_lines(path: Path, rows: int) -> list[int] | None:
-    """The line of the file each of the `rows` data rows pandas read from the CSV `path` starts on
-    (the header is line 1), or None when they cannot be told apart.
+def csv_lines(path: Path) -> list[int] | None:
+    """The line of the CSV `path` each data row starts on (the header is line 1), or None when
+    the file cannot be read as CSV here (read_table says why). UsageError for a row whose number
+    of fields is not the header's: pandas would drop or shift a field without a word.
 
     Not simply row + 1: pandas skips blank (and whitespace-only) lines and a quoted cell may span
     lines.
     """
     starts: list[int] = []
+    header = 0
     try:
         with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
             reader = csv.reader(file)
             start = 1
             for record in reader:
                 if len(record) > 1 or (record and record[0].strip()):
+                    if not starts:
+                        header = len(record)
+                    elif len(record) != header:
+                        raise UsageError(
+                            f"{path}: row {len(starts)} (line {start}) has {len(record)} fields, "
+                            f"the header {header}"
+                        )
                     starts.append(start)
                 start = reader.line_num + 1
     except (OSError, csv.Error):
         return None
-    data = starts[1:]  # starts[0]: the header
-    return data if len(data) == rows else None
+    return starts[1:]  # starts[0]: the header
 
 
 def _number(value: Any, where: str, non_negative: bool) -> float:
     if isinstance(value, str):
         text = value.strip()
-        try:
-            number = float(text)
-        except ValueError:
-            raise UsageError(f"{where}: not a number (got {value!r})") from None
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        # float() also reads "1_5" as 15 and other scripts' digits: not what a file means.
+        if not DECIMAL_NUMBER.fullmatch(text):
+            raise UsageError(f"{where}: not a number (got {value!r})")
+        number = float(text)
+    elif _is_missing(value):
+        raise UsageError(f"{where}: missing (got {value!r})")
+    elif isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real | Decimal):
         raise UsageError(f"{where}: not a number (got {value!r})")
     else:
         number = float(value)
@@ -125,9 +145,18 @@ def _number(value: Any, where: str, non_negative: bool) -> float:
     return number
 
 
+def _is_missing(value: Any) -> bool:
+    """A Parquet null: None, pandas' NA or NaT (a float null arrives as NaN: not finite)."""
+    import pandas as pd
+
+    return value is None or value is pd.NA or value is pd.NaT
+
+
 def parse_timestamp(value: Any, where: str) -> dt.datetime:
     import pandas as pd
 
+    if _is_missing(value):
+        raise UsageError(f"{where}: missing (got {value!r})")
     if isinstance(value, pd.Timestamp):
         # Nanoseconds are dropped here; check_interval_start looks at the Timestamp itself.
         parsed = value.to_pydatetime(warn=False)
@@ -221,8 +250,11 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
     from dispatch_pipeline.cli.dagster_home import application_database_url
 
     path = Path(args.file)
+    # First: a row with a field too many or too few is named here, before pandas shifts it.
+    lines = csv_lines(path) if path.suffix.lower() == ".csv" else None
     table = read_table(path)
-    lines = csv_lines(path, len(table)) if path.suffix.lower() == ".csv" else None
+    if lines is not None and len(lines) != len(table):
+        lines = None  # rows pandas split differently: name rows without their lines
     by_site = validate(table, str(path), spec, lines)
     now = dt.datetime.now(dt.UTC)
     issued_at = parse_timestamp(args.issued_at, "--issued-at") if args.issued_at else now

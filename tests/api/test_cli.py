@@ -19,13 +19,19 @@ def test_db_upgrade_reaches_head_and_is_idempotent(database_url, capsys):
 
 
 @pytest.mark.parametrize(
-    ("url", "words"),
-    [("not a url", "not a database URL"),
-     ("postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database_here", "cannot reach")],
+    ("url", "status", "words"),
+    [("not a url", 2, "is not a URL SQLAlchemy can use"),
+     ("postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database_here", 1, "cannot use the database"),
+     ("TEXT_FILE", 1, "cannot use the database: file is not a database")],
 )
-def test_db_usage_errors_exit_2(url, words, capsys):
-    assert main(["db", "upgrade", "--database-url", url]) == 2
-    assert words in capsys.readouterr().err
+def test_db_errors_are_one_line_with_the_other_commands_statuses(url, status, words, capsys, tmp_path):
+    if url == "TEXT_FILE":
+        (tmp_path / "notes.sqlite").write_text("not a database, some notes\n" * 100)
+        url = f"sqlite:///{tmp_path / 'notes.sqlite'}"
+    for action in ("upgrade", "current"):
+        assert main(["db", action, "--database-url", url]) == status
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

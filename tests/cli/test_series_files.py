@@ -209,3 +209,49 @@ def test_a_repeated_ts_names_both_rows_and_lines(url, tmp_path, capsys):
     assert load("forecasts", path, url) == 2
     assert "row 97, column ts: 2025-03-10T16:45:00+00:00 for site KL_MALL repeats row 4\n" in capsys.readouterr().err
     assert stored("forecasts", url).empty
+
+
+@pytest.mark.parametrize(
+    ("row_text", "message"),
+    [
+        # Every row a field more than the header: pandas would make the first field an index.
+        (lambda row: "5," + row, "row 1 (line 2) has 5 fields, the header 4"),
+        (lambda row: row + ",", "row 1 (line 2) has 5 fields, the header 4"),
+        (lambda row: row.rsplit(",", 1)[0], "row 1 (line 2) has 3 fields, the header 4"),
+    ],
+)
+def test_a_row_with_more_or_fewer_fields_than_the_header_is_named(url, tmp_path, capsys, row_text, message):
+    header, *rows = forecast_table().to_csv(index=False).splitlines()
+    path = tmp_path / "fields.csv"
+    path.write_text("\n".join([header, *(row_text(row) for row in rows)]) + "\n")
+    assert load("forecasts", path, url) == 2
+    assert message in capsys.readouterr().err
+    assert stored("forecasts", url).empty
+
+
+@pytest.mark.parametrize("text", ["1_5", "１２", "0x1A", "1,5"])
+def test_only_decimal_numbers_are_numbers(url, tmp_path, capsys, text):
+    table = forecast_table().astype({"load_kw": object})
+    table.loc[ROW - 1, "load_kw"] = text
+    path = tmp_path / "number.csv"
+    table.to_csv(path, index=False)
+    assert load("forecasts", path, url) == 2
+    assert f"row {ROW} (line {ROW + 1}), column load_kw: not a number (got {text!r})" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
+
+
+def test_parquet_integer_and_decimal_columns_load_and_a_null_is_named_missing(url, tmp_path, capsys):
+    from decimal import Decimal
+
+    table = with_timestamps(forecast_table())
+    table["load_kw"] = table["load_kw"].round().astype("Int64")  # pandas' nullable integers
+    table["pv_kw"] = [Decimal(str(round(value, 3))) for value in table["pv_kw"]]
+    path = tmp_path / "typed.parquet"
+    table.to_parquet(path)
+    assert load("forecasts", path, url) == 0
+    assert stored("forecasts", url)["load_kw"].tolist() == table["load_kw"].astype(float).tolist()
+
+    table.loc[ROW - 1, "load_kw"] = pd.NA
+    table.to_parquet(path)
+    assert load("forecasts", path, url) == 2
+    assert f"row {ROW}, column load_kw: missing (got <NA>)" in capsys.readouterr().err
