@@ -45,10 +45,29 @@ def _engine(args: argparse.Namespace) -> Any:
 
 def _save(args: argparse.Namespace, sites: list[Any]) -> None:
     from dispatch_pipeline.storage import upsert_sites
+    from dispatch_pipeline.storage.sites import stored_clocks
 
-    upsert_sites(_engine(args), sites)  # one transaction: a file's sites are stored together
+    engine = _engine(args)
+    before = stored_clocks(engine, [site.site_id for site in sites])
+    upsert_sites(engine, sites)  # one transaction: a file's sites are stored together
     for site in sites:
         print(f"registered {site.site_id} ({site.timezone})")
+        timezone, currency = before.get(site.site_id, (site.timezone, site.currency))
+        if timezone != site.timezone:
+            _warn(
+                f"site {site.site_id}: timezone changed from {timezone} to {site.timezone}; its stored "
+                "plans keep their days in the old one (plan again the days you need), and stored "
+                "forecasts and prices are read by the new local days"
+            )
+        if currency != site.currency:
+            _warn(
+                f"site {site.site_id}: currency changed from {currency} to {site.currency}; its stored "
+                f"price series are now read as {site.currency}"
+            )
+
+
+def _warn(message: str) -> None:
+    print(f"dispatch-pipeline sites: warning: {message}", file=sys.stderr)
 
 
 def run_add(args: argparse.Namespace) -> int:

@@ -84,6 +84,15 @@ def read_sites(engine: Engine) -> tuple[list[Site], list[StoredSiteInvalid]]:
     return valid, invalid
 
 
+def stored_clocks(engine: Engine, site_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """(timezone, currency) as stored, of each of `site_ids` that has a row, valid or not."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(sites.c.site_id, sites.c.timezone, sites.c.currency).where(sites.c.site_id.in_(list(site_ids)))
+        )
+        return {site_id: (timezone, currency) for site_id, timezone, currency in rows}
+
+
 def list_site_ids(engine: Engine) -> list[str]:
     """The ids of every stored site, valid or not."""
     with engine.connect() as connection:

@@ -40,6 +40,18 @@ A_SITE = (
 )
 
 
+def test_moving_a_site_to_another_timezone_or_currency_warns(url, tmp_path, capsys):
+    path = tmp_path / "site.yaml"
+    path.write_text(A_SITE)
+    assert main(["sites", "add", str(path), "--database-url", url]) == 0
+    assert "warning" not in capsys.readouterr().err
+    path.write_text(A_SITE.replace("Asia/Kuala_Lumpur", "Asia/Singapore").replace("MYR", "SGD"))
+    assert main(["sites", "add", str(path), "--database-url", url]) == 0
+    err = capsys.readouterr().err
+    assert "site X: timezone changed from Asia/Kuala_Lumpur to Asia/Singapore; its stored plans keep" in err
+    assert "site X: currency changed from MYR to SGD; its stored price series are now read as SGD" in err
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
