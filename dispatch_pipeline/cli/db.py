@@ -24,6 +24,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dispatch_pipeline.cli.dagster_home import application_database_url
+    from dispatch_pipeline.storage.database import KNOWN_REVISIONS
     from dispatch_pipeline.storage.migrate import current_revision, head_revision, upgrade_database
 
     # A bad URL or a database out of reach is reported by main(), as for every other command.
@@ -31,5 +32,8 @@ def run(args: argparse.Namespace) -> int:
     if args.db_action == "upgrade":
         upgrade_database(url)
     current, head = current_revision(url), head_revision()
-    print(f"revision: {current or 'none'} (head: {head})")
-    return 0 if args.db_action == "current" or current == head else 1
+    newer = current is not None and current not in KNOWN_REVISIONS
+    # Newer: a rolled-back release's `db upgrade` (Compose's migrate service) must let it start.
+    beyond = " (newer than this release: left as it is)" if newer else ""
+    print(f"revision: {current or 'none'} (head: {head}){beyond}")
+    return 0 if args.db_action == "current" or current == head or newer else 1

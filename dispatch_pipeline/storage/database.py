@@ -80,14 +80,8 @@ def open_database(url: str | None = None) -> Engine:
     with _migration_lock:
         if url not in _migrated:
             revisions = stored_revisions(engine)
-            if revisions and not set(revisions) <= set(KNOWN_REVISIONS):
-                # A newer release has migrated it: migrations keep the schema usable by the
-                # release before (docs/operations.md, Upgrading), so an old process still
-                # running mid-upgrade (a run, an API worker restarting) goes on with it.
-                log.warning(
-                    "database %s is at schema revision %s, newer than this release's %s: using it "
-                    "as it is", printable_url(url), ", ".join(revisions), HEAD_REVISION,
-                )
+            if migrated_by_a_newer_release(url, revisions):
+                pass
             elif revisions != [HEAD_REVISION]:
                 # Imported only when there is something to migrate: see HEAD_REVISION.
                 from dispatch_pipeline.storage.migrate import upgrade_database
@@ -95,6 +89,22 @@ def open_database(url: str | None = None) -> Engine:
                 upgrade_database(url)
             _migrated.add(url)
     return engine
+
+
+def migrated_by_a_newer_release(url: str, revisions: list[str]) -> bool:
+    """Whether `revisions` (the database's) include one this release does not know; logs it.
+
+    Migrations keep the schema usable by the release before (docs/operations.md, Upgrading), so
+    a process of that release (a run mid-upgrade, an API worker restarting, a rolled-back
+    deployment's `db upgrade`) uses it as it is rather than failing to migrate it.
+    """
+    if not revisions or set(revisions) <= set(KNOWN_REVISIONS):
+        return False
+    log.warning(
+        "database %s is at schema revision %s, newer than this release's %s: using it as it is",
+        printable_url(url), ", ".join(revisions), HEAD_REVISION,
+    )
+    return True
 
 
 def stored_revisions(engine: Engine) -> list[str]:

@@ -8,7 +8,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, func, select
 
-from dispatch_pipeline.storage.database import make_engine, write_transaction
+from dispatch_pipeline.storage.database import (
+    make_engine,
+    migrated_by_a_newer_release,
+    stored_revisions,
+    write_transaction,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 
@@ -26,13 +31,16 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def upgrade_database(url: str) -> None:
-    """`alembic upgrade head` on `url`; a no-op when already there.
+    """`alembic upgrade head` on `url`; a no-op when already there, or beyond (a newer release's
+    migrations: logged, and left as they are).
 
     Concurrent callers serialise: PostgreSQL through a session advisory lock (held across
     migrations that may commit on their own), SQLite through its write lock taken by BEGIN
     IMMEDIATE. The loser then finds the schema at head and does nothing.
     """
     engine = make_engine(url)
+    if migrated_by_a_newer_release(url, stored_revisions(engine)):
+        return
     if engine.dialect.name == "postgresql":
         _upgrade_postgresql(engine.connect())
         return

@@ -44,3 +44,13 @@ def test_instances_on_postgresql_plan_large_runs_in_one_event_per_asset():
         assert storage["class"] == "PooledPostgresStorage", name
     for path in (REPO / "docker-compose.yml", REPO / ".env.example", REPO / "dagster_home" / "dagster.docker.yaml"):
         assert "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS" not in path.read_text(), path
+
+
+def test_kubernetes_runs_are_sized_by_the_run_launcher():
+    """With includeConfigInLaunchedRuns the chart passes the code server's `resources` to its runs,
+    deep-merged over the run launcher's: the code server must set none."""
+    helm = yaml.safe_load((REPO / "deploy" / "helm" / "values.yaml").read_text())
+    code_server = helm["dagster-user-deployments"]["deployments"][0]
+    assert code_server["includeConfigInLaunchedRuns"]["enabled"]
+    assert "resources" not in code_server
+    assert helm["runLauncher"]["config"]["k8sRunLauncher"]["resources"]["limits"]["memory"] == "1536Mi"

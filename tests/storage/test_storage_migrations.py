@@ -118,6 +118,21 @@ def test_a_database_a_newer_release_migrated_is_used_as_it_is(fresh_database_url
     assert get_run(engine, result.run_id) is not None
 
 
+def test_a_rolled_back_release_db_upgrade_leaves_a_newer_schema_and_succeeds(fresh_database_url: str, capsys) -> None:
+    # Compose's migrate service runs `db upgrade` before every other service starts: after a
+    # roll-back it must not stop the stack on the newer release's revision.
+    from dispatch_pipeline.cli import main
+
+    with write_transaction(open_database(fresh_database_url)) as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    close_engines(fresh_database_url)
+
+    assert main(["db", "upgrade", "--database-url", fresh_database_url]) == 0
+    assert "revision: 9999 (head: " in capsys.readouterr().out
+    upgrade_database(fresh_database_url)
+    assert current_revision(fresh_database_url) == "9999"
+
+
 def test_open_database_migrates_an_older_schema_and_then_trusts_it(fresh_database_url: str, monkeypatch) -> None:
     engine = make_engine(fresh_database_url)
     assert not schema_at_head(engine)  # nothing there yet
