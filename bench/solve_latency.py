@@ -2,7 +2,8 @@
 
     python bench/solve_latency.py [-n 200] [--solver highs]
 
-Prints median, p95 and max per mode and the share of MILP runs that fell back. Each call is the
+Prints median, p95 and max per mode and the share of MILP runs that fell back, then how long an
+answer takes when the solver hangs (the hard timeout's bound). Each call is the
 public API end to end (validation, MILP in its worker with the default 3 s timeout, KPIs,
 explanations); `solve_ms` is the MILP step alone (build + solve + transfer).
 """
@@ -22,7 +23,7 @@ from bench.generate import generated_requests
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.fallback import rule_based_schedule
 from dispatch_pipeline.core.problem import build_problem
-from dispatch_pipeline.core.runner import default_runner
+from dispatch_pipeline.core.runner import MilpRunner, default_runner
 
 
 def summary(name: str, values_ms: list[float]) -> str:
@@ -63,6 +64,32 @@ def main() -> None:
     print(summary("rule-based schedule", rule_step))
     print(summary("rule-based solve_dispatch end to end", rule_total))
     print(f"fell back: {fallbacks}/{args.n} ({fallbacks / args.n:.1%})")
+    print(summary(f"hanging solver, timeout {HANG_TIMEOUT_MS} ms", hung_solver_answers(requests[0])),
+          f"(contract: <= {HANG_TIMEOUT_MS + 500} ms)")
+
+
+HANG_TIMEOUT_MS = 400
+
+
+def hung_solver_answers(request: dict, rounds: int = 5) -> list[float]:
+    """Wall-clock ms until solve_dispatch answers while its solver hangs (and ignores SIGTERM): the
+    hard timeout's bound, timeout_ms + 0.5 s by the contract. Each round kills its worker; the
+    replacement is started before the next round's clock starts."""
+    from tests.fakes import hang
+
+    runner = MilpRunner(size=1, solve_function=hang)
+    answers = []
+    try:
+        for _ in range(rounds):
+            runner.warm()
+            started = time.perf_counter()
+            result = solve_dispatch(request | {"timeout_ms": HANG_TIMEOUT_MS}, runner=runner)
+            answers.append((time.perf_counter() - started) * 1000)
+            if not (result.fallback_used and result.fallback_reason.startswith("timeout")):
+                raise SystemExit(f"a hanging solver ended in {result.status} ({result.fallback_reason})")
+    finally:
+        runner.close()
+    return answers
 
 
 if __name__ == "__main__":

@@ -129,6 +129,15 @@ def test_healthz_reports_database_and_solvers(client):
     assert response.json()["solvers"]["highs"] is True
 
 
+def test_healthz_503_without_the_milp_solver(client, monkeypatch):
+    from dispatch_pipeline.api import routes
+
+    monkeypatch.setattr(routes, "_highspy_present", lambda: False)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable" and response.json()["solvers"]["highs"] is False
+
+
 def test_healthz_503_when_database_is_unreachable(monkeypatch):
     from fastapi.testclient import TestClient
 
@@ -310,3 +319,23 @@ def test_a_registered_site_stored_invalid_is_a_server_error_naming_it(client, en
     assert response.status_code == 500
     assert response.json()["message"].startswith("cannot plan: stored site 'REG_BROKEN' is not a valid site (currency")
     assert count_rows(engine) == before
+
+
+def test_a_run_that_fell_back_says_so_in_its_details(client, engine, sample_request, monkeypatch):
+    from dispatch_pipeline.api import planning
+    from dispatch_pipeline.core.runner import MilpRunner
+    from tests import fakes
+
+    crashing = MilpRunner(size=1, solve_function=fakes.crash)
+    real_solve = planning.solve_problem
+    monkeypatch.setattr(planning, "solve_problem", lambda problem, **kwargs: real_solve(problem, runner=crashing, **kwargs))
+    try:
+        answer = client.post("/dispatch/run", json={**sample_request, "site_id": "FELL_BACK"})
+    finally:
+        crashing.close()
+
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["status"], answer.json()["solver"]) == ("fallback", "fallback_rule")
+    detail = client.get(f"/dispatch/runs/{answer.json()['run_id']}").json()
+    assert detail["fallback_used"] is True and detail["status"] == "fallback"
+    assert "crashed" in detail["fallback_reason"]

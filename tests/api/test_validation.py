@@ -73,7 +73,7 @@ BAD_FIELDS = [
     ("date-last-of-calendar", "date", "9999-12-31", ["date"], "9999-12-31"),
     ("date-first-of-calendar", "date", "0001-01-01", ["date"], "0001-01-01"),
     ("use-milp-string", "use_milp", "yes", ["use_milp"], "yes"),
-    ("too-many-intervals", "load_kw", [80.0] * 2017, ["load_kw"], "2017"),
+    ("too-many-intervals", "load_kw", [80.0] * 2017, ["load_kw"], "has 2017 values; at most 2016 intervals are accepted"),
 ]
 
 

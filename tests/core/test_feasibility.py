@@ -74,3 +74,30 @@ def test_energy_appearing_from_nowhere_in_a_small_battery_is_a_breach():
     problem, schedule = large_load_small_battery()
     corrupted = changed(schedule, "energy", 3, schedule.energy[3] + 1.5)
     assert {(b.check, b.interval) for b in find_breaches(problem, corrupted)} == {("energy_dynamics", 3), ("energy_dynamics", 4)}
+
+
+T = 10  # the interval each case below breaks
+
+
+@pytest.mark.parametrize(
+    ("check", "break_it"),
+    [
+        ("power_balance", lambda p, s: changed(s, "grid_import", T, s.grid_import[T] + 10.0)),
+        ("pv_split", lambda p, s: changed(s, "curtail", T, s.curtail[T] + 1.0)),
+        ("nonnegative_flows", lambda p, s: changed(s, "curtail", T, -1.0)),
+        ("energy_dynamics", lambda p, s: changed(s, "energy", T, s.energy[T] + 1.0)),
+        ("physical_soc", lambda p, s: changed(s, "energy", T, p.capacity_kwh + 10.0)),
+        ("charge_rating", lambda p, s: changed(s, "charge", T, p.bess.max_charge_kw + 10.0)),
+        ("discharge_rating", lambda p, s: changed(s, "discharge", T, p.bess.max_discharge_kw + 10.0)),
+        ("export_cap", lambda p, s: changed(s, "grid_export", T, p.export_bound_kw[T] + 10.0)),
+        ("import_bound", lambda p, s: changed(s, "grid_import", T, p.import_bound_kw[T] + 10.0)),
+        ("no_simultaneous_charge_discharge",
+         lambda p, s: changed(changed(s, "charge", T, s.charge[T] + 5.0), "discharge", T, s.discharge[T] + 5.0)),
+        ("no_simultaneous_import_export",
+         lambda p, s: changed(changed(s, "grid_import", T, s.grid_import[T] + 5.0), "grid_export", T, s.grid_export[T] + 5.0)),
+    ],
+)
+def test_every_check_finds_its_own_breach(problem_and_schedule, check, break_it):
+    problem, schedule = problem_and_schedule
+    found = {(b.check, b.interval) for b in find_breaches(problem, break_it(problem, schedule))}
+    assert (check, T) in found, found

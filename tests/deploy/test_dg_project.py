@@ -37,6 +37,9 @@ def embedded_env(tmp_path) -> dict[str, str]:
     shutil.copy(REPO / "dagster_home" / "embedded" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite'}"}
     env.pop("VIRTUAL_ENV", None)
+    # dg dev leaves a Unix socket in the temporary directory: the test's own, removed with it.
+    (tmp_path / "tmp").mkdir()
+    env["TMPDIR"] = str(tmp_path / "tmp")
     return env
 
 

@@ -220,6 +220,26 @@ def test_a_corrupted_schedule_fails_its_blocking_check(job, instance, engine, ma
     assert not materialized_assets(result).keys() & {"dispatch_schedule", "dispatch_kpis", "dispatch_explanations"}
 
 
+def test_a_breach_of_an_unnamed_hard_constraint_blocks_storing_too(job, instance, engine, make_site, monkeypatch):
+    # 1 kWh appearing in the battery from nowhere: energy dynamics, none of the five named checks.
+    site = make_site("KL_MALL", (DAY,))
+    real_attempt = ops.attempt_milp
+
+    def corrupted(problem, solver, runner, on_start=None):
+        outcome = real_attempt(problem, solver, runner, on_start)
+        outcome.schedule.energy = outcome.schedule.energy + np.where(np.arange(len(outcome.schedule.energy)) == 10, 1.0, 0.0)
+        return outcome
+
+    monkeypatch.setattr(ops, "attempt_milp", corrupted)
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY))
+    checks = check_results(result)
+    assert not checks["other_hard_constraints"].passed
+    assert "energy_dynamics" in str(checks["other_hard_constraints"].metadata)
+    assert all(checks[name].passed for name in ("power_balance", "physical_soc", "export_cap"))
+    assert not result.success
+    assert latest_run(engine, site.site_id, DAY) is None
+
+
 def test_a_milp_failure_falls_back_and_warns(job, instance, engine, make_site, monkeypatch):
     site = make_site("PHOENIX_OFFICE", (DAY,))
     monkeypatch.setattr(ops, "attempt_milp", lambda problem, solver, runner, on_start=None: "timeout: injected")
