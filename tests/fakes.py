@@ -91,3 +91,13 @@ def hang_with_a_child(problem, solver, deadline):
     with open(os.environ[CHILD_PID_FILE], "w") as out:
         out.write(str(child.pid))
     hang(problem, solver, deadline)
+
+
+def crash_leaving_a_child(problem, solver, deadline):
+    """Starts a child process (as Pyomo starts CBC), writes its pid where the test says, crashes."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"])
+    with open(os.environ[CHILD_PID_FILE], "w") as out:
+        out.write(str(child.pid))
+    crash(problem, solver, deadline)

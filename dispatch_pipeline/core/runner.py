@@ -104,8 +104,9 @@ class _Worker:
         try:
             kind, payload = self.conn.recv()
         except (EOFError, OSError):
-            code = self.process.wait(5)
-            raise SolverCrashed(f"the solver process crashed (exit code {code})") from None
+            # Killed before reaped: what it started (CBC) is still in its group, and goes too.
+            self.kill()
+            raise SolverCrashed(f"the solver process crashed (exit code {self.process.returncode})") from None
         if kind == "failure":
             raise payload
         return payload

@@ -52,6 +52,8 @@ QUEUE_TIMEOUT_S = 300.0
 # for SILENCE_LIMIT_S takes the service for frozen (stopped, its host paused, the network cut:
 # nothing closes the connection) and solves on its own workers instead of waiting out the queue.
 HEARTBEAT_S = 2.0
+# Pause after a connection could not be taken (no file descriptor or thread left) before the next.
+ACCEPT_BACKOFF_S = 0.1
 SILENCE_LIMIT_S = 10.0
 # Beyond the worker's own kill deadline: time for the answer to cross the network.
 ANSWER_MARGIN_S = 2.0
@@ -163,11 +165,16 @@ class SolverService:
         while not self._closed.is_set():
             try:
                 sock, _ = self._socket.accept()
-            except OSError:
+            except OSError as exc:
                 if self._closed.is_set():
                     return
-                raise
-            threading.Thread(target=self._serve_client, args=(sock,), name="solver-client", daemon=True).start()
+                _cannot_take_a_connection(exc)
+                continue
+            try:
+                threading.Thread(target=self._serve_client, args=(sock,), name="solver-client", daemon=True).start()
+            except RuntimeError as exc:  # no thread left
+                sock.close()
+                _cannot_take_a_connection(exc)
 
     def close(self) -> None:
         self._closed.set()
@@ -244,6 +251,14 @@ class SolverService:
         finally:
             taken.set()
             heartbeat.join()
+
+
+def _cannot_take_a_connection(exc: Exception) -> None:
+    # Out of file descriptors or threads (hundreds of runs' problems queued, peers that never
+    # authenticate): the connections served so far go on, and so must the service; a client
+    # refused meanwhile solves on its own workers.
+    log.warning("solver service: cannot take a connection now (%s); retrying", exc)
+    time.sleep(ACCEPT_BACKOFF_S)
 
 
 def _beat_until(taken: threading.Event, beat: Callable[[], None]) -> None:

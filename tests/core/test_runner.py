@@ -15,7 +15,7 @@ from dispatch_pipeline.core import runner as runner_module
 from dispatch_pipeline.core.evaluate import objective_value
 from dispatch_pipeline.core.milp import MilpTimeout, solve_milp
 from dispatch_pipeline.core.problem import build_problem
-from dispatch_pipeline.core.runner import MilpRunner, available_cpus
+from dispatch_pipeline.core.runner import MilpRunner, SolverCrashed, available_cpus
 from tests import fakes
 from tests.conftest import load_case
 
@@ -94,6 +94,15 @@ def test_a_killed_worker_takes_its_children_with_it(runner_with, tmp_path, monke
         runner.solve(None, "highs", 0.5, 0.25)
     child = int(pid_file.read_text())
     wait_until_gone(child)  # a CBC left running would hold a core until it finished
+
+
+def test_a_crashed_worker_takes_its_children_with_it(runner_with, tmp_path, monkeypatch) -> None:
+    pid_file = tmp_path / "child.pid"
+    monkeypatch.setenv(fakes.CHILD_PID_FILE, str(pid_file))
+    runner = runner_with(fakes.crash_leaving_a_child)
+    with pytest.raises(SolverCrashed):
+        runner.solve(None, "highs", 5.0, 0.25)
+    wait_until_gone(int(pid_file.read_text()))
 
 
 def wait_until_gone(pid: int, timeout_s: float = 10.0) -> None:

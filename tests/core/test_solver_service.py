@@ -223,6 +223,32 @@ def test_a_peer_that_never_authenticates_is_dropped(start_service, monkeypatch) 
         assert silent.recv(1024) == b""
 
 
+def test_a_connection_the_service_cannot_take_does_not_stop_it(start_service, local_pool, monkeypatch) -> None:
+    # Out of threads (or file descriptors) for a moment: that client is refused, the next served.
+    monkeypatch.setattr(solver_service, "ACCEPT_BACKOFF_S", 0.01)
+    refused = []
+
+    class OutOfThreadsOnce(threading.Thread):
+        def start(self) -> None:
+            if self.name == "solver-client" and not refused:
+                refused.append(self)
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(solver_service.threading, "Thread", OutOfThreadsOnce)
+    _, address = start_service()
+    with pytest.raises(ServiceUnavailable):
+        ServiceClient(address, KEY, "highs", local_pool)
+    case = load_case("typical")
+    problem = build_problem(case["request"])
+    client = ServiceClient(address, KEY, "highs", local_pool)
+    try:
+        _assert_optimal(case, problem, client.solve(problem, "highs", 30.0, 0.25))
+        assert client.using_service and len(refused) == 1
+    finally:
+        client.close()
+
+
 def test_a_service_running_other_solver_code_is_not_used(start_service, local_pool) -> None:
     service, address = start_service()
     service.hello["code"] = "0000000000000000"
