@@ -314,6 +314,14 @@ class ServiceClient:
         self._lock = threading.Lock()
         self._idle: list[Connection] = []
         self._local: SolverPool | None = None
+        self._solver = solver
+        conn, hello = self._open()
+        self.size = int(hello["workers"])
+        self._idle.append(conn)
+
+    def _open(self) -> tuple[Connection, dict[str, Any]]:
+        """A connection to a service that runs this code and has the solver. Checked on every
+        connection: a service restarted mid-run may be another one (a deploy)."""
         conn = _connect(self.address, self._authkey, CONNECT_TIMEOUT_S)
         try:
             hello = self._hello(conn)
@@ -322,13 +330,12 @@ class ServiceClient:
                     f"it runs other solver code ({hello.get('code')}, this run {code_fingerprint()}); "
                     "restart it after a deploy"
                 )
-            if solver not in hello.get("solvers", ()):
-                raise ServiceUnavailable(f"solver {solver!r} is not installed there")
+            if self._solver not in hello.get("solvers", ()):
+                raise ServiceUnavailable(f"solver {self._solver!r} is not installed there")
         except BaseException:
             conn.close()
             raise
-        self.size = int(hello["workers"])
-        self._idle.append(conn)
+        return conn, hello
 
     @staticmethod
     def _hello(conn: Connection) -> dict[str, Any]:
@@ -392,6 +399,10 @@ class ServiceClient:
             keep = True
         finally:
             self._checkin(conn, keep)
+        if kind == "failure" and started_at is None:
+            # Refused before any worker took it (the service cannot start its workers, say):
+            # nothing about this problem, so this process's own workers solve it in full time.
+            raise _ServiceLost(f"it could not solve ({payload})")
         if kind == "failure":
             raise payload
         return payload
@@ -414,8 +425,7 @@ class ServiceClient:
             if self._idle:
                 return self._idle.pop()
         try:
-            conn = _connect(self.address, self._authkey, CONNECT_TIMEOUT_S)
-            self._hello(conn)
+            conn, _ = self._open()
             return conn
         except ServiceUnavailable as exc:
             raise _ServiceLost(str(exc)) from None

@@ -249,6 +249,45 @@ def test_a_connection_the_service_cannot_take_does_not_stop_it(start_service, lo
         client.close()
 
 
+def test_a_service_that_cannot_start_its_workers_is_left_for_local_ones(start_service, local_pool) -> None:
+    from dispatch_pipeline.core.runner import SolverCrashed
+
+    service, address = start_service()
+
+    def no_worker(*args, **kwargs):
+        raise SolverCrashed("the solver worker died on start (exit code -9)")
+
+    service.runner.solve = no_worker  # refused before any worker took the problem
+    case = load_case("typical")
+    problem = build_problem(case["request"])
+    client = ServiceClient(address, KEY, "highs", local_pool)
+    try:
+        _assert_optimal(case, problem, client.solve(problem, "highs", 30.0, 0.25))
+    finally:
+        client.close()
+    assert not client.using_service and len(local_pool.created) == 1
+
+
+def test_a_service_restarted_with_other_code_mid_run_is_not_used(start_service, local_pool, tmp_path) -> None:
+    first, address = start_service()
+    client = ServiceClient(address, KEY, "highs", local_pool)
+    for conn in client._idle:  # the connection checked at start, gone with the first service
+        conn.close()
+    client._idle.clear()
+    first.close()
+    second = SolverService(address, KEY, 1)  # the same address, after a deploy elsewhere
+    second.hello["code"] = "0000000000000000"
+    threading.Thread(target=second.serve_forever, daemon=True).start()
+    case = load_case("typical")
+    problem = build_problem(case["request"])
+    try:
+        _assert_optimal(case, problem, client.solve(problem, "highs", 30.0, 0.25))
+    finally:
+        client.close()
+        second.close()
+    assert not client.using_service and len(local_pool.created) == 1
+
+
 def test_a_service_running_other_solver_code_is_not_used(start_service, local_pool) -> None:
     service, address = start_service()
     service.hello["code"] = "0000000000000000"
