@@ -45,10 +45,10 @@ def _engine(args: argparse.Namespace) -> Any:
 
 def _save(args: argparse.Namespace, sites: list[Any]) -> None:
     from dispatch_pipeline.storage import upsert_sites
-    from dispatch_pipeline.storage.sites import stored_clocks
+    from dispatch_pipeline.storage.sites import stored_timezones_and_currencies
 
     engine = _engine(args)
-    before = stored_clocks(engine, [site.site_id for site in sites])
+    before = stored_timezones_and_currencies(engine, [site.site_id for site in sites])
     upsert_sites(engine, sites)  # one transaction: a file's sites are stored together
     for site in sites:
         print(f"registered {site.site_id} ({site.timezone})")

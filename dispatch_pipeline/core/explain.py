@@ -56,6 +56,12 @@ def binding_constraints(problem: DispatchProblem, schedule: Schedule, export_bou
     return [list(compress(BINDING_NAMES, row)) for row in at_bound.tolist()]
 
 
+def dearest_buy_after(buy: np.ndarray) -> np.ndarray:
+    """For each interval, the highest buy price of the intervals after it (-inf after the last)."""
+    suffix_max = np.maximum.accumulate(buy[::-1])[::-1]
+    return np.append(suffix_max[1:], -np.inf)
+
+
 def _amount(value: float) -> str:
     """A price as a tariff writes it: two decimals, up to four when it has them (0.55, 0.224)."""
     whole, _, decimals = f"{value:.4f}".rstrip("0").partition(".")
@@ -79,6 +85,7 @@ def explain_interval(
     expensive: np.ndarray,
     cheap: np.ndarray,
     export_bound: np.ndarray,
+    dearest_after: np.ndarray,
     currency: str,
 ) -> tuple[str, str]:
     s = schedule
@@ -93,8 +100,8 @@ def explain_interval(
     last = t == problem.intervals - 1
     target = problem.bess.terminal_soc
     # The dearest buy price still to come today: what stored energy is worth later, if anything.
-    dearest_later = float(problem.buy[t + 1 :].max()) if not last else None
-    dearer_later = dearest_later is not None and dearest_later > buy + 1e-9
+    dearest_later = float(dearest_after[t])
+    dearer_later = dearest_later > buy + 1e-9
 
     if ch > _ON:
         if soc_before < problem.bess.soc_min - 1e-9:
@@ -200,10 +207,11 @@ def explain(
     expensive, cheap = price_quartiles(problem.buy)
     # Day-long arrays, built once per day rather than once per interval that reads them.
     export_bound = problem.export_bound_kw
+    dearest_after = dearest_buy_after(problem.buy)
     binding = binding_constraints(problem, schedule, export_bound)
     explanations = []
     for t in range(problem.intervals):
-        code, reason = explain_interval(problem, schedule, t, expensive, cheap, export_bound, currency)
+        code, reason = explain_interval(problem, schedule, t, expensive, cheap, export_bound, dearest_after, currency)
         explanations.append(
             Explanation(
                 reason_code=code,

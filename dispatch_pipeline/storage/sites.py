@@ -84,7 +84,7 @@ def read_sites(engine: Engine) -> tuple[list[Site], list[StoredSiteInvalid]]:
     return valid, invalid
 
 
-def stored_clocks(engine: Engine, site_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+def stored_timezones_and_currencies(engine: Engine, site_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     """(timezone, currency) as stored, of each of `site_ids` that has a row, valid or not."""
     with engine.connect() as connection:
         rows = connection.execute(
