@@ -86,23 +86,18 @@ def test_a_worker_that_died_while_idle_is_replaced_not_an_error(runner_with) -> 
     assert second != first
 
 
-def test_a_killed_worker_takes_its_children_with_it(runner_with, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("misbehaving", "error"),
+    [(fakes.hang_with_a_child, MilpTimeout), (fakes.crash_leaving_a_child, SolverCrashed)],
+    ids=["killed", "crashed"],
+)
+def test_a_worker_that_ends_takes_its_children_with_it(runner_with, tmp_path, monkeypatch, misbehaving, error) -> None:
     pid_file = tmp_path / "child.pid"
     monkeypatch.setenv(fakes.CHILD_PID_FILE, str(pid_file))
-    runner = runner_with(fakes.hang_with_a_child)
-    with pytest.raises(MilpTimeout):
+    runner = runner_with(misbehaving)
+    with pytest.raises(error):
         runner.solve(None, "highs", 0.5, 0.25)
-    child = int(pid_file.read_text())
-    wait_until_gone(child)  # a CBC left running would hold a core until it finished
-
-
-def test_a_crashed_worker_takes_its_children_with_it(runner_with, tmp_path, monkeypatch) -> None:
-    pid_file = tmp_path / "child.pid"
-    monkeypatch.setenv(fakes.CHILD_PID_FILE, str(pid_file))
-    runner = runner_with(fakes.crash_leaving_a_child)
-    with pytest.raises(SolverCrashed):
-        runner.solve(None, "highs", 5.0, 0.25)
-    wait_until_gone(int(pid_file.read_text()))
+    wait_until_gone(int(pid_file.read_text()))  # a CBC left running would hold a core until it finished
 
 
 def wait_until_gone(pid: int, timeout_s: float = 10.0) -> None:
