@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import gc
 import os
+import select
+import signal
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 
@@ -30,9 +33,27 @@ def _warm_up() -> None:
     solve_milp(build_problem(request), "highs", time.monotonic() + 60)
 
 
+def _end_with_the_caller(conn: Connection) -> None:
+    """Stop this worker, and what it started, as soon as the caller's end of the socket closes.
+
+    A caller that dies by SIGKILL (the OOM killer) cannot kill its workers, and a worker busy in
+    a hung solve never reads the EOF. The kernel closes the dead caller's socket, which this
+    thread sees while the solve goes on (HiGHS releases the GIL; CBC is a child process).
+    PR_SET_PDEATHSIG would not do: it follows the thread that started the worker, and workers
+    are started from short-lived threads.
+    """
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLRDHUP)
+    poller.poll()
+    if os.getpgrp() == os.getpid():  # started in a group of its own (see runner._Worker)
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os._exit(0)
+
+
 def serve(conn: Connection) -> None:
     from dispatch_pipeline.core.milp import MilpFailure
 
+    threading.Thread(target=_end_with_the_caller, args=(conn,), name="caller-watch", daemon=True).start()
     _warm_up()
     # A Pyomo model is tens of thousands of objects; a collector pass that lands mid-solve over
     # everything imported costs 100-500 ms. So: freeze what warm-up left (never rescanned), solve

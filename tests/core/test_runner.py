@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -98,6 +100,29 @@ def test_a_worker_that_ends_takes_its_children_with_it(runner_with, tmp_path, mo
     with pytest.raises(error):
         runner.solve(None, "highs", 0.5, 0.25)
     wait_until_gone(int(pid_file.read_text()))  # a CBC left running would hold a core until it finished
+
+
+def test_a_caller_killed_mid_solve_takes_its_workers_and_their_children_with_it(tmp_path) -> None:
+    pid_file = tmp_path / "child.pid"
+    caller = subprocess.Popen(
+        [sys.executable, "-c", (
+            "from dispatch_pipeline.core.runner import MilpRunner\n"
+            "from tests import fakes\n"
+            "MilpRunner(1, fakes.hang_with_a_child).solve(None, 'highs', 600.0, 1.0)\n"
+        )],
+        env={**os.environ, fakes.CHILD_PID_FILE: str(pid_file)},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert caller.poll() is None, f"the caller exited with {caller.returncode}"
+            assert time.monotonic() < deadline, "the worker never started its child"
+            time.sleep(0.05)
+    finally:
+        caller.kill()  # SIGKILL: no atexit, no pool close
+        caller.wait()
+    wait_until_gone(int(pid_file.read_text()))
 
 
 def wait_until_gone(pid: int, timeout_s: float = 10.0) -> None:
