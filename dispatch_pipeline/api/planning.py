@@ -17,9 +17,14 @@ from dispatch_pipeline.api.errors import (
     from_validation_error,
     unprocessable,
 )
-from dispatch_pipeline.core.calendar import local_day, next_local_date
+from dispatch_pipeline.core.calendar import LocalDay, local_day, next_local_date
 from dispatch_pipeline.core.problem import build_problem
-from dispatch_pipeline.core.request import SITE_ID_PATTERN, DispatchRequest, RequestError
+from dispatch_pipeline.core.request import (
+    RESOLUTIONS_MINUTES,
+    SITE_ID_PATTERN,
+    DispatchRequest,
+    RequestError,
+)
 from dispatch_pipeline.core.result import DispatchResponse
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.core.solve import solve_problem
@@ -98,7 +103,8 @@ def validate(data: dict[str, Any]) -> DispatchRequest:
 
 
 def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime) -> list[float]:
-    """The site's most recently issued PV forecast for exactly the request's local day."""
+    """The site's most recently issued PV forecast for exactly the request's local day, averaged
+    over the request's intervals when it is stored finer (the pipeline's quarter-hours)."""
     if site is None:
         raise RequestError([
             f"pv_kw: missing, and site {request.site_id!r} is not registered, so there is no "
@@ -113,15 +119,29 @@ def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None, now: 
     frame = load_forecast(engine, site.site_id, day.start_utc, day.end_utc)
     expected = list(day.timestamps())
     stored = list(frame["ts"])
-    if stored != expected:
-        covered = len(set(stored) & set(expected))
-        if covered == len(expected):
-            # Stored at a finer resolution (the pipeline's quarter-hours): not resampled here.
-            found = f"is in {len(stored)} finer intervals on {date} in {timezone}, not the request's {len(expected)}"
-        else:
-            found = f"covers {covered} of the {len(expected)} interval starts of {date} in {timezone}"
-        raise RequestError([
-            f"pv_kw: missing, and the stored forecast of site {site.site_id!r} {found} "
-            f"({request.resolution_minutes}-minute); send pv_kw"
-        ])
-    return frame["pv_kw"].tolist()
+    if stored == expected:
+        return frame["pv_kw"].tolist()
+    per_interval = _stored_intervals_per_interval(stored, day)
+    if per_interval is not None:
+        # Mean power over the longer interval: the same energy as the stored ones.
+        return frame["pv_kw"].to_numpy().reshape(-1, per_interval).mean(axis=1).tolist()
+    covered = len(set(stored) & set(expected))
+    if covered == len(expected):
+        found = f"is in {len(stored)} intervals on {date} in {timezone}, not the request's {len(expected)}"
+    else:
+        found = f"covers {covered} of the {len(expected)} interval starts of {date} in {timezone}"
+    raise RequestError([
+        f"pv_kw: missing, and the stored forecast of site {site.site_id!r} {found} "
+        f"({request.resolution_minutes}-minute); send pv_kw"
+    ])
+
+
+def _stored_intervals_per_interval(stored: list, day: LocalDay) -> int | None:
+    """How many stored intervals make one of the day's, when the stored forecast covers the day
+    completely at a finer resolution that divides the day's."""
+    for finer in RESOLUTIONS_MINUTES:
+        if finer >= day.resolution_minutes or day.resolution_minutes % finer:
+            continue
+        if stored == list(local_day(day.date, day.timezone, finer).timestamps()):
+            return day.resolution_minutes // finer
+    return None

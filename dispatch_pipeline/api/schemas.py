@@ -141,7 +141,7 @@ def request_body_openapi() -> dict[str, Any]:
                 "A dispatch request per the contract. Fields left out take the registered site's "
                 "stored values (bess, limits, weights, timezone; a partial bess/limits/weights "
                 "object patches the site's), then the contract defaults. Without `pv_kw` the site's "
-                f"stored forecast is used. Arrays hold at most {MAX_INTERVALS} values; bodies at "
+                f"stored forecast is used, averaged over the request's intervals if it is stored finer. Arrays hold at most {MAX_INTERVALS} values; bodies at "
                 "most 1 MB."
             ),
             "content": {

@@ -235,7 +235,7 @@ def test_registered_site_without_forecast_for_the_day_is_422(client, engine, sam
     assert count_rows(engine) == before
 
 
-def test_an_hourly_request_on_a_quarter_hour_forecast_says_why_it_cannot_use_it(client, engine, sample_request):
+def test_an_hourly_request_plans_with_the_mean_of_each_hour_of_a_quarter_hour_forecast(client, engine, sample_request):
     _register_site(engine, "REG_HOURLY")
     _store_forecast(engine, "REG_HOURLY", sample_request["pv_kw"], sample_request["load_kw"])
     hourly = {
@@ -246,10 +246,31 @@ def test_an_hourly_request_on_a_quarter_hour_forecast_says_why_it_cannot_use_it(
 
     response = client.post("/dispatch/run", json=hourly)
 
+    assert response.status_code == 200, response.text
+    quarter_hours = sample_request["pv_kw"]
+    hourly_means = [sum(quarter_hours[i:i + 4]) / 4 for i in range(0, 96, 4)]
+    plan = client.get("/dispatch/latest", params={"site_id": "REG_HOURLY", "date": "2024-03-15"}).json()
+    available = [point["pv_set_kw"] + point["curtail_kw"] for point in plan["points"]]
+    assert available == pytest.approx(hourly_means, abs=1e-6)
+    assert max(hourly_means) > 0 and hourly_means != quarter_hours[::4]  # the mean, not a sample
+
+
+def test_a_five_minute_request_on_a_quarter_hour_forecast_says_why_it_cannot_use_it(client, engine, sample_request):
+    _register_site(engine, "REG_FINE")
+    _store_forecast(engine, "REG_FINE", sample_request["pv_kw"], sample_request["load_kw"])
+    before = count_rows(engine)
+    fine = {
+        "site_id": "REG_FINE", "date": "2024-03-15", "resolution_minutes": 5,
+        "load_kw": [v for v in sample_request["load_kw"] for _ in range(3)],
+        "tariff": {side: [v for v in sample_request["tariff"][side] for _ in range(3)] for side in ("buy", "sell")},
+    }
+
+    response = client.post("/dispatch/run", json=fine)
+
     assert response.status_code == 422
     message = response.json()["message"]
-    assert "REG_HOURLY" in message and "96 finer intervals" in message and "not the request's 24" in message
-    assert "send pv_kw" in message
+    assert "REG_FINE" in message and "covers 96 of the 288 interval starts" in message and "send pv_kw" in message
+    assert count_rows(engine) == before
 
 
 def test_unknown_site_without_pv_is_422_saying_so(client, engine, sample_request):
