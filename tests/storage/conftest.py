@@ -145,16 +145,21 @@ class InjectedFailure(RuntimeError):
 
 
 @contextlib.contextmanager
-def failure_after_statement(engine: Engine, starts_with: str) -> Iterator[None]:
-    """Fail the first statement starting with `starts_with` once the database has executed it.
+def failure_after_statement(engine: Engine, starts_with: str, mentioning: str | None = None) -> Iterator[None]:
+    """Fail the first statement starting with `starts_with` (and, if given, carrying the value
+    `mentioning` among its parameters) once the database has executed it.
 
     Its rows are then written inside the open transaction, so only a rollback keeps them out.
+    Naming a later item's value fails the statement that writes it, after the earlier ones.
     """
 
     def fail_once_written(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith(starts_with.upper()):
-            event.remove(engine, "after_cursor_execute", fail_once_written)
-            raise InjectedFailure(f"injected failure after {statement.split()[:3]}")
+        if not statement.lstrip().upper().startswith(starts_with.upper()):
+            return
+        if mentioning is not None and mentioning not in repr(parameters):
+            return
+        event.remove(engine, "after_cursor_execute", fail_once_written)
+        raise InjectedFailure(f"injected failure after {statement.split()[:3]}")
 
     event.listen(engine, "after_cursor_execute", fail_once_written)
     try:

@@ -182,7 +182,7 @@ def test_several_sites_are_stored_together_or_not_at_all(engine: Engine, site_id
     assert load_forecast(engine, other, START, end).empty
 
     # Valid frames, and the database fails after writing them: the transaction takes them back.
-    with failure_after_statement(engine, "INSERT INTO forecasts"), pytest.raises(InjectedFailure):
+    with failure_after_statement(engine, "INSERT INTO forecasts", mentioning=other), pytest.raises(InjectedFailure):
         save_forecasts(engine, {site_id: good, other: good.assign(load_kw=7.0)}, ISSUE_1)
     assert load_forecast(engine, site_id, START, end).empty
     assert load_forecast(engine, other, START, end).empty

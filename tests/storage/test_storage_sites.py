@@ -74,7 +74,8 @@ def test_several_sites_are_stored_together_or_not_at_all(engine: Engine, site_id
     with pytest.raises(StorageInputError, match=r"sites\[1\]: must be a Site"):
         upsert_sites(engine, [first, {"site_id": "X"}])  # type: ignore[list-item]
     assert get_site(engine, first.site_id) is None
-    with failure_after_statement(engine, "INSERT INTO sites"), pytest.raises(InjectedFailure):
+    # The failure comes once the second site is written: the first must go back with it.
+    with failure_after_statement(engine, "INSERT INTO sites", mentioning=second.site_id), pytest.raises(InjectedFailure):
         upsert_sites(engine, [first, second])
     assert [get_site(engine, s.site_id) for s in (first, second)] == [None, None]
     upsert_sites(engine, [first, second])
