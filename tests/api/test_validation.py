@@ -196,8 +196,9 @@ def test_body_over_one_megabyte_is_413(client, engine, sample_request):
     assert count_rows(engine) == before
 
 
-def test_site_id_is_only_a_bound_parameter(client, engine, sample_request):
-    # A valid id that looks like SQL would break a query built by string formatting.
+def test_a_site_id_outside_its_pattern_is_refused_and_an_odd_valid_one_round_trips(client, engine, sample_request):
+    # That SQL sees site ids only as bound parameters is
+    # tests/storage/test_storage_runs.py::test_text_reaches_sql_only_as_parameters.
     request = {**sample_request, "site_id": "a'b"}
     assert client.post("/dispatch/run", json=request).status_code == 422
     assert client.get("/dispatch/latest", params={"site_id": "x' OR '1'='1"}).status_code == 422

@@ -6,15 +6,21 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+import pandas as pd
+import pytest
 
+from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.definitions import ASSETS
 from dispatch_pipeline.defs.automation.day_ahead import day_ahead_dispatch_schedule
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
-from dispatch_pipeline.defs.local_runs import run_requested
+from dispatch_pipeline.defs.local_runs import build_local_job, run_requested
 from dispatch_pipeline.defs.partitions import SiteDay
-from dispatch_pipeline.demo import demo_forecast
-from dispatch_pipeline.storage import latest_run, save_forecast
+from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
+from dispatch_pipeline.defs.resources_map import pipeline_resources
+from dispatch_pipeline.demo import demo_forecast, demo_site
+from dispatch_pipeline.storage import latest_run, open_database, save_forecast, upsert_site
 from tests.pipeline.conftest import ISSUED_AT
+from tests.postgres import scratch_database
 
 TOMORROW = dt.date(2025, 3, 12)
 TICK = dt.datetime(2025, 3, 11, 6, 0, tzinfo=dt.UTC)  # 14:00 in Kuala Lumpur
@@ -33,16 +39,37 @@ def evaluate_tick(resources, instance) -> list[dg.RunRequest]:
         return list(day_ahead_dispatch_schedule.evaluate_tick(context).run_requests or [])
 
 
-def test_a_tick_plans_ready_sites_in_one_run_and_isolates_missing_data(
-    job, instance, persistent_instance, engine, resources, make_site
-):
-    first, second = (make_site("KL_MALL", (TOMORROW,), prefix="DA") for _ in range(2))
-    incomplete = make_site("KL_MALL", (), prefix="DA")
-    save_forecast(engine, incomplete.site_id, demo_forecast("KL_MALL", TOMORROW).iloc[:-4], ISSUED_AT)
-    last = make_site("KL_MALL", (TOMORROW,), prefix="DA")
+@pytest.fixture
+def own_pipeline(backend, tmp_path):
+    """A database of this test's own: the tick plans every due site there, and the session
+    database holds other tests' sites in the same timezone."""
+    with scratch_database(backend, tmp_path, "dispatch_day_ahead_test") as url:
+        resources = pipeline_resources(
+            storage=DispatchStorage(database_url=url),
+            solver=DispatchSolver(timeout_ms=5000),
+            pickle_dir=str(tmp_path / "snapshots"),
+        )
+        yield open_database(url), resources, build_local_job(resources)
+
+
+def test_a_tick_plans_ready_sites_in_one_run_and_isolates_missing_data(own_pipeline, instance, persistent_instance):
+    engine, resources, job = own_pipeline
+
+    def register(name: str, forecast: pd.DataFrame | None) -> Site:
+        site = demo_site("KL_MALL").model_copy(update={"site_id": name})
+        upsert_site(engine, site)
+        if forecast is not None:
+            save_forecast(engine, name, forecast, ISSUED_AT)
+        return site
+
+    complete = demo_forecast("KL_MALL", TOMORROW)
+    first, second = register("DA_A", complete), register("DA_B", complete)
+    incomplete = register("DA_C", complete.iloc[:-4])
+    last = register("DA_D", complete)
     sites = [first, second, incomplete, last]
-    # The schedule reads partitions from the daemon's instance; the runs execute on the test's.
-    persistent_instance.add_dynamic_partitions("sites", [site.site_id for site in sites])
+    for partitions_of in (instance, persistent_instance):
+        # The schedule reads partitions from the daemon's instance; the runs execute on the test's.
+        partitions_of.add_dynamic_partitions("sites", [site.site_id for site in sites])
 
     requests = evaluate_tick(resources, persistent_instance)
 
