@@ -124,7 +124,7 @@ def dagster_stack(
     """Code server (gRPC), webserver and daemon, each in a session and process group of its own.
 
     Started in that order: the webserver and the daemon load the code location at start-up, so
-    the code server is listening before they start. Stopped at the end (if the test did not).
+    the code server is listening before they start. Stopped at the end, leaving no process behind.
     """
     migrate_dagster_instance(dagster_env)
     log_dir = tmp_path_factory.mktemp("dagster_logs")
@@ -167,6 +167,10 @@ def dagster_stack(
         except SmokeError as exc:
             raise SmokeError(f"{exc}\n{stack.log_tails()}") from exc
         yield stack
+        # Shut down after the last test, whatever their order: every process group goes, and
+        # nothing they started survives.
+        survivors = stack.stop()
+        assert survivors == [], "processes left behind:\n" + "\n".join(survivors)
     finally:
         if not stack.stopped:
             stack.stop()
