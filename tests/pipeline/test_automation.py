@@ -157,11 +157,20 @@ def test_sensor_adds_new_sites_as_partitions(tmp_path, persistent_instance):
     assert isinstance(site_partitions_sensor(context), dg.SkipReason)
 
 
-def test_last_date_partition_matches_dagster():
+@pytest.mark.parametrize(
+    "now",
+    [
+        dt.datetime(2025, 1, 15, 23, 59, 59, 999999, tzinfo=UTC),  # either side of UTC midnight
+        dt.datetime(2025, 1, 16, 0, 0, tzinfo=UTC),
+        dt.datetime(2025, 3, 30, 1, 0, tzinfo=UTC),  # Europe springs forward
+        dt.datetime(2028, 2, 29, 12, 0, tzinfo=UTC),
+    ],
+)
+def test_last_date_partition_matches_dagster(now):
     from dispatch_pipeline.defs.partitions import date_partitions, last_date_partition
 
-    now = dt.datetime.now(UTC)
-    assert date_partitions.get_last_partition_key() == last_date_partition(now).isoformat()
+    with dg.partition_loading_context(effective_dt=now):
+        assert date_partitions.get_last_partition_key() == last_date_partition(now).isoformat()
 
 
 @pytest.mark.parametrize("planning_time", ["00:00", "06:45", "10:00", "14:00", "23:45"])
