@@ -13,9 +13,10 @@ from dispatch_pipeline.defs.automation.day_ahead import day_ahead_dispatch_sched
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
 from dispatch_pipeline.defs.automation.sensors import site_partitions_sensor
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.demo import demo_site
-from dispatch_pipeline.storage import open_database, upsert_site
-from dispatch_pipeline.storage.tables import sites
+from dispatch_pipeline.demo import demo_forecast, demo_site
+from dispatch_pipeline.storage import open_database, save_forecast, upsert_site
+from dispatch_pipeline.storage.tables import forecasts, sites
+from tests.pipeline.conftest import ISSUED_AT
 
 UTC = dt.UTC
 ZONES = {
@@ -51,6 +52,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, persistent_instance: dg.Dags
 
 
 def tick(fleet, when: dt.datetime) -> dict[str, str]:
+    requests = tick_requests(fleet, when)
+    for request in requests:
+        assert request.tags["dispatch/site"] == request.partition_key.split("|")[1]
+        assert request.run_key == request.partition_key
+    return {r.tags["dispatch/site"]: r.partition_key for r in requests}
+
+
+def tick_requests(fleet, when: dt.datetime) -> list[dg.RunRequest]:
     definitions, instance, storage, _ = fleet
     # As a context manager: the context's own instance must be closed (it would otherwise stay
     # registered with Dagster after being garbage-collected, breaking later Definitions loads).
@@ -61,11 +70,7 @@ def tick(fleet, when: dt.datetime) -> dict[str, str]:
         resources={"storage": storage},
     ) as context:
         data = day_ahead_dispatch_schedule.evaluate_tick(context)
-    requests = data.run_requests or []
-    for request in requests:
-        assert request.tags["dispatch/site"] == request.partition_key.split("|")[1]
-        assert request.run_key == request.partition_key
-    return {r.tags["dispatch/site"]: r.partition_key for r in requests}
+    return list(data.run_requests or [])
 
 
 @pytest.mark.parametrize(
@@ -108,18 +113,28 @@ def test_a_due_site_without_partition_gets_one_and_is_planned(fleet):
 
 
 def test_a_site_stored_invalid_is_planned_alone_and_the_others_as_usual(fleet):
-    # Its run fails naming the fault (test_partition_recovery); it must not stop the fleet's tick.
+    # Its run fails naming the fault (test_partition_recovery); it must not stop the fleet's tick,
+    # nor join the run of the ready sites beside it in partition order, whose data it shares.
     _, instance, _, engine = fleet
-    upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": "KL_BROKEN"}))
-    instance.add_dynamic_partitions("sites", ["KL_BROKEN"])
+    tomorrow = dt.date(2025, 7, 2)
+    added = ["KL_A", "KL_B", "KL_BROKEN"]  # neighbours in partition order
+    for site_id in added:
+        upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": site_id}))
+        save_forecast(engine, site_id, demo_forecast("KL_MALL", tomorrow), ISSUED_AT)
+    instance.add_dynamic_partitions("sites", added)
     with engine.begin() as connection:
         connection.execute(update(sites).where(sites.c.site_id == "KL_BROKEN").values(pv_kwp=-1.0))
     try:
-        planned = tick(fleet, dt.datetime(2025, 7, 1, 6, 0, tzinfo=UTC))
+        requests = tick_requests(fleet, dt.datetime(2025, 7, 1, 6, 0, tzinfo=UTC))
     finally:
-        with engine.begin() as connection:
-            connection.execute(delete(sites).where(sites.c.site_id == "KL_BROKEN"))
-    assert planned["KL"] == "2025-07-02|KL" and planned["KL_BROKEN"] == "2025-07-02|KL_BROKEN"
+        with engine.begin() as connection:  # the fleet is shared: leave it as it was
+            connection.execute(delete(forecasts).where(forecasts.c.site_id.in_(added)))
+            connection.execute(delete(sites).where(sites.c.site_id.in_(added)))
+    assert sorted(request.run_key for request in requests) == [
+        "2025-07-02|KL",  # no forecast: alone, and its run fails naming what is missing
+        "2025-07-02|KL_A..2025-07-02|KL_B",  # the ready sites, in one run
+        "2025-07-02|KL_BROKEN",
+    ]
 
 
 def test_a_tick_evaluated_again_does_not_plan_a_site_twice(fleet):
