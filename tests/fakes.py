@@ -46,6 +46,14 @@ def time_limit_with_optimum(problem, solver, deadline):
     return solution
 
 
+def time_limit_without_a_bound(problem, solver, deadline):
+    """The real optimum, reported as found at the time limit with no finite bound (HiGHS then
+    reports an infinite gap)."""
+    solution = time_limit_with_optimum(problem, solver, deadline)
+    solution.mip_gap = float("inf")
+    return solution
+
+
 def time_limit_with_poor_incumbent(problem, solver, deadline):
     """An incumbent that idles the battery: worse than the rule-based schedule on a ToU day."""
     solution = solve_milp(problem, solver, deadline)

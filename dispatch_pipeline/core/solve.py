@@ -57,11 +57,23 @@ class SolveClock:
 
 
 def check_solver(solver: str) -> None:
-    """Reject a solver that is unknown or not installed before any work starts."""
+    """Reject a solver name that is not one of SOLVERS before any work starts: a caller's or a
+    deployment's mistake, not a solver failure."""
     if solver not in SOLVERS:
         raise SolverUnavailable(f"solver: unknown solver {solver!r} (choose one of {', '.join(SOLVERS)})")
-    if solver == "cbc":
-        require_cbc()
+
+
+def missing_solver(solver: str) -> str | None:
+    """Why `solver` cannot run on this machine (CBC is an optional install), or None.
+
+    A missing solver is one of the contract's reasons to fall back: the site still gets a plan.
+    """
+    try:
+        if solver == "cbc":
+            require_cbc()
+    except SolverUnavailable as exc:
+        return str(exc).removeprefix("solver: ")
+    return None
 
 
 def fallback_outcome(problem: DispatchProblem, reason: str) -> Outcome:
@@ -82,6 +94,8 @@ def attempt_milp(
     problem: the timeout runs from then, not while a worker starts or is busy with another.
     """
     check_solver(solver)
+    if (missing := missing_solver(solver)) is not None:
+        return f"solver missing: {missing}"
     runner = runner or default_runner()
     try:
         milp = runner.solve(problem, solver, problem.timeout_ms / 1000, KILL_GRACE_S, on_start)
@@ -163,7 +177,8 @@ def assemble_result(
         fallback_used=outcome.status == "fallback",
         fallback_reason=outcome.fallback_reason,
         milp_solver=milp_solver,
-        mip_gap=None if milp is None or np.isnan(milp.mip_gap) else milp.mip_gap,
+        # HiGHS reports an infinite gap when a time-limited search has no finite bound: unknown.
+        mip_gap=None if milp is None or not np.isfinite(milp.mip_gap) else milp.mip_gap,
         objective_value=objective_value(problem, schedule),
         kpis=compute_kpis(problem, schedule),
         solve_ms=solve_ms,
@@ -201,8 +216,9 @@ def solve_dispatch(
 
     `request` follows the dispatch contract (a dict or a DispatchRequest); `timeout_ms` and
     `use_milp` override the request's own values. Raises RequestError for bad input and
-    SolverUnavailable for a solver that is not installed; every other failure of the MILP ends in
-    the rule-based schedule, with `fallback_reason` saying why.
+    SolverUnavailable for a solver name it does not know; every failure of the MILP (a solver
+    that is not installed included) ends in the rule-based schedule, with `fallback_reason`
+    saying why.
     """
     overrides = {}
     if timeout_ms is not None:

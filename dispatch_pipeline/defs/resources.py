@@ -10,7 +10,7 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
 from dispatch_pipeline.core.runner import MilpRunner, SolverPool, available_cpus
-from dispatch_pipeline.core.solve import check_solver
+from dispatch_pipeline.core.solve import check_solver, missing_solver
 from dispatch_pipeline.core.solver_service import (
     ADDRESS_ENV,
     KEY_ENV,
@@ -74,7 +74,9 @@ class DispatchSolver(dg.ConfigurableResource):
     _runner: SolverPool | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        check_solver(self.solver)  # a missing cbc fails the run before any work starts
+        check_solver(self.solver)  # an unknown name fails the run before any work starts
+        if (missing := missing_solver(self.solver)) is not None:
+            context.log.warning(f"{missing}: every site-day of this run falls back to the rule-based schedule")
         if self.service:
             try:
                 self._runner = ServiceClient(

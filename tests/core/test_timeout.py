@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.evaluate import objective_value
 from dispatch_pipeline.core.fallback import rule_based_schedule
+from dispatch_pipeline.core.milp import MilpTimeout, SolverUnavailable
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.runner import MilpRunner
 from tests import fakes
@@ -60,6 +62,29 @@ def test_time_limit_incumbent_dropped_when_rules_do_better(runner_with) -> None:
     assert (result.status, result.solver) == ("fallback", "fallback_rule")
     assert "worse than the rule-based" in result.fallback_reason
     assert result.objective_value == pytest.approx(objective_value(problem, rule_based_schedule(problem)))
+
+
+def test_an_lp_stopped_by_its_time_limit_is_a_timeout_not_a_failure(monkeypatch) -> None:
+    import highspy
+
+    from dispatch_pipeline.core.milp import highs as highs_module
+
+    monkeypatch.setattr(highs_module, "_run", lambda highs, deadline: highspy.HighsModelStatus.kTimeLimit)
+    problem = build_problem(load_case("typical")["request"])
+    with pytest.raises(MilpTimeout, match="the time limit passed while HiGHS solved the LP relaxation"):
+        highs_module.solve_with_highs(problem, time.monotonic() + 60, 1e-4)
+
+
+def test_a_solver_that_is_not_installed_yields_the_fallback_saying_so(monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no cbc executable to be found
+    result = solve_dispatch(load_case("typical")["request"], solver="cbc")
+    assert (result.status, result.solver, result.fallback_used) == ("fallback", "fallback_rule", True)
+    assert result.fallback_reason.startswith("solver missing: 'cbc' was requested but no 'cbc' executable")
+
+
+def test_an_unknown_solver_is_refused_before_any_work() -> None:
+    with pytest.raises(SolverUnavailable, match="unknown solver 'gurobi'"):
+        solve_dispatch(load_case("typical")["request"], solver="gurobi")
 
 
 def test_use_milp_false_is_rule_based_not_fallback() -> None:

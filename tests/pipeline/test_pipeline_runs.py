@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 
 from dispatch_pipeline.cli import main
 from dispatch_pipeline.defs.dispatch import ops
-from dispatch_pipeline.defs.local_runs import run_site_day, run_site_days
+from dispatch_pipeline.defs.local_runs import build_local_job, run_site_day, run_site_days
 from dispatch_pipeline.defs.partitions import SiteDay
+from dispatch_pipeline.defs.resources import DispatchSolver
 from dispatch_pipeline.demo import demo_forecast
 from dispatch_pipeline.storage import latest_run, list_runs, save_forecast
 from dispatch_pipeline.storage.tables import (
@@ -250,6 +251,21 @@ def test_a_milp_failure_falls_back_and_warns(job, instance, engine, make_site, m
     stored = latest_run(engine, site.site_id, DAY)
     assert stored.run.status == "fallback" and stored.run.solver == "fallback_rule"
     assert stored.run.fallback_reason == "timeout: injected"
+
+
+def test_a_solver_missing_on_the_machine_still_plans_every_site(
+    instance, engine, make_site, resources, monkeypatch
+):
+    # A deployment set to CBC on a host without it: the site gets the rule-based plan, saying why.
+    monkeypatch.setenv("PATH", "/nonexistent")
+    site = make_site("KL_MALL", (DAY,))
+    job = build_local_job({**resources, "solver": DispatchSolver(solver="cbc", timeout_ms=5000)})
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY))
+    assert result.success
+    assert not check_results(result)["milp_planned"].passed
+    stored = latest_run(engine, site.site_id, DAY)
+    assert (stored.run.status, stored.run.solver) == ("fallback", "fallback_rule")
+    assert stored.run.fallback_reason.startswith("solver missing: 'cbc' was requested")
 
 
 def test_dst_days_have_92_and_100_intervals(job, instance, engine, make_site):

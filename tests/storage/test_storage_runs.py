@@ -67,6 +67,21 @@ def test_round_trip_of_a_solved_day(engine: Engine, use_milp: bool) -> None:
     assert stored.to_result().response() == result.response()
 
 
+def test_a_time_limited_plan_without_a_finite_gap_is_stored_with_an_unknown_gap(engine: Engine) -> None:
+    from dispatch_pipeline import solve_dispatch
+    from dispatch_pipeline.core.runner import MilpRunner
+    from tests import fakes
+
+    runner = MilpRunner(size=1, solve_function=fakes.time_limit_without_a_bound)
+    try:
+        result = solve_dispatch(json.loads((CASES / "typical.json").read_text())["request"], runner=runner)
+    finally:
+        runner.close()
+    assert (result.status, result.solver, result.mip_gap) == ("ok", "milp", None)
+    save_runs(engine, [result], source="api")
+    assert get_run(engine, result.run_id).to_result() == result
+
+
 def test_points_come_back_in_time_order(engine: Engine, site_id: str, make_result) -> None:
     result = make_result(site_id)
     shuffled = result.model_copy(update={"points": list(reversed(result.points))})

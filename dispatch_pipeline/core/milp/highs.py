@@ -39,6 +39,8 @@ CONFLICT_KW = 1e-6
 _last_basis: OrderedDict[tuple[str, int, int], highspy.HighsBasis] = OrderedDict()
 BASIS_CACHE_SIZE = 1024
 _FLOW_COLUMNS = ("pv_set", "curtail", "ch", "dis", "imp", "exp", "E", "b", "g")
+# How a run ends when its time limit or the MIP interrupt stops it.
+STOPPED = (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kInterrupt)
 
 
 @dataclass
@@ -110,6 +112,13 @@ def _run(highs: highspy.Highs, deadline: float) -> highspy.HighsModelStatus:
     return highs.getModelStatus()
 
 
+def _require_lp_optimum(highs: highspy.Highs, status: highspy.HighsModelStatus, what: str) -> None:
+    if status in STOPPED:
+        raise MilpTimeout(f"the time limit passed while HiGHS solved {what}")
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise MilpFailure(f"HiGHS failed on {what} ({highs.modelStatusToString(status)})")
+
+
 def _interrupt_mip_at(highs: highspy.Highs, deadline: float) -> None:
     """Stop the MIP search at `deadline` (time.monotonic()), keeping its incumbent.
 
@@ -161,9 +170,7 @@ def solve_fixed_binaries(
         len(binaries), binaries, np.full(len(binaries), highspy.HighsVarType.kContinuous, dtype=np.uint8)
     )
     highs.changeColsBounds(len(binaries), binaries, values, values)
-    status = _run(highs, deadline)
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise MilpFailure(f"HiGHS could not solve the LP with binaries fixed ({highs.modelStatusToString(status)})")
+    _require_lp_optimum(highs, _run(highs, deadline), "the LP with binaries fixed")
     solution = highs.getSolution()
     x = np.asarray(solution.col_value)
     duals = np.asarray(solution.row_dual)[compiled.balance_rows]
@@ -202,9 +209,7 @@ def solve_with_highs(
     if basis_key in _last_basis:
         highs.setBasis(_last_basis[basis_key])
 
-    status = _run(highs, deadline)
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise MilpFailure(f"HiGHS failed on the LP relaxation ({highs.modelStatusToString(status)})")
+    _require_lp_optimum(highs, _run(highs, deadline), "the LP relaxation")
     _last_basis[basis_key] = highs.getBasis()
     _last_basis.move_to_end(basis_key)
     if len(_last_basis) > BASIS_CACHE_SIZE:
@@ -236,7 +241,7 @@ def solve_with_highs(
         rounds += 1
         status = _run(highs, deadline)
         info = highs.getInfo()
-        stopped = status in (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kInterrupt)
+        stopped = status in STOPPED
         if status == highspy.HighsModelStatus.kOptimal:
             mip_gap = max(mip_gap, float(info.mip_gap))
         elif stopped and info.primal_solution_status == 2:

@@ -20,7 +20,7 @@ class MilpTimeout(MilpFailure):
 
 
 class SolverUnavailable(RuntimeError):
-    """The requested solver is not installed; a configuration error, reported to the caller."""
+    """The requested solver is unknown, or not installed on this machine."""
 
 
 @dataclass
