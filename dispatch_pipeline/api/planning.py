@@ -1,10 +1,10 @@
 """POST /dispatch/run's work, in one synchronous call made from a worker thread: fill in the
-registered site's values, validate, solve (in a solver process), store in one transaction."""
+registered site's values (site_requests), validate, solve (in a solver process), store in one
+transaction; every failure as the HTTP error it is."""
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,38 +17,23 @@ from dispatch_pipeline.api.errors import (
     from_validation_error,
     unprocessable,
 )
-from dispatch_pipeline.core.calendar import LocalDay, local_day, next_local_date
-from dispatch_pipeline.core.problem import build_problem
-from dispatch_pipeline.core.request import (
-    RESOLUTIONS_MINUTES,
-    SITE_ID_PATTERN,
-    DispatchRequest,
-    RequestError,
-)
+from dispatch_pipeline.core.request import DispatchRequest, RequestError
 from dispatch_pipeline.core.result import DispatchResponse
-from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.core.solve import solve_problem
-from dispatch_pipeline.storage import (
-    StorageInputError,
-    StoredSiteInvalid,
-    get_site,
-    load_forecast,
-    save_runs,
+from dispatch_pipeline.site_requests import (
+    DEFAULT_CURRENCY,
+    registered_site,
+    site_problem,
+    with_site_values,
 )
-
-_SITE_ID = re.compile(SITE_ID_PATTERN)
-# Request fields a registered site supplies when the request leaves them out; an object given
-# for one of them patches the site's value field by field.
-SITE_SUPPLIED_OBJECTS = ("bess", "limits", "weights")
-DEFAULT_CURRENCY = "MYR"
+from dispatch_pipeline.storage import StorageInputError, StoredSiteInvalid, save_runs
 
 
 def plan_and_store(engine: Engine, raw: dict[str, Any]) -> DispatchResponse:
     """Solve the raw JSON request and store the run (source "api"); ApiError 422 for bad input,
     with nothing written."""
-    site_id = raw.get("site_id")
     try:
-        site = get_site(engine, site_id) if isinstance(site_id, str) and _SITE_ID.fullmatch(site_id) else None
+        site = registered_site(engine, raw)
     except StoredSiteInvalid as exc:
         # The operator's data, not the caller's request: a server error, with its reason.
         raise ApiError(500, f"cannot plan: {exc}") from None
@@ -57,10 +42,7 @@ def plan_and_store(engine: Engine, raw: dict[str, Any]) -> DispatchResponse:
     # from the day it plans.
     now = clock()
     try:
-        pv_kw = None if request.pv_kw is not None else stored_pv(engine, request, site, now)
-        problem = build_problem(
-            request, pv_kw=pv_kw, default_timezone=site.timezone if site else None, today=now
-        )
+        problem = site_problem(engine, request, site, now)
     except RequestError as exc:
         raise from_request_error(exc) from None
     result = solve_problem(problem, currency=site.currency if site else DEFAULT_CURRENCY)
@@ -76,25 +58,6 @@ def clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def with_site_values(raw: dict[str, Any], site: Site) -> dict[str, Any]:
-    """The request with the site's stored values where the raw JSON leaves them out.
-
-    Decided on the raw keys, not the parsed model: the model fills contract defaults, which would
-    hide what the caller actually sent.
-    """
-    merged = dict(raw)
-    if merged.get("timezone") is None:
-        merged["timezone"] = site.timezone
-    for name in SITE_SUPPLIED_OBJECTS:
-        stored = getattr(site, name).model_dump()
-        if name not in raw:
-            merged[name] = stored
-        elif isinstance(raw[name], dict):
-            merged[name] = {**stored, **raw[name]}
-        # anything else is left for validation to reject with the caller's own value
-    return merged
-
-
 def validate(data: dict[str, Any]) -> DispatchRequest:
     try:
         return DispatchRequest.model_validate(data)
@@ -102,46 +65,3 @@ def validate(data: dict[str, Any]) -> DispatchRequest:
         raise from_validation_error(exc) from None
 
 
-def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime) -> list[float]:
-    """The site's most recently issued PV forecast for exactly the request's local day, averaged
-    over the request's intervals when it is stored finer (the pipeline's quarter-hours)."""
-    if site is None:
-        raise RequestError([
-            f"pv_kw: missing, and site {request.site_id!r} is not registered, so there is no "
-            "stored PV forecast to use; send pv_kw"
-        ])
-    timezone = request.timezone or site.timezone
-    date = request.date or next_local_date(timezone, now)
-    try:
-        day = local_day(date, timezone, request.resolution_minutes)
-    except ValueError as exc:
-        raise RequestError([str(exc)]) from None
-    frame = load_forecast(engine, site.site_id, day.start_utc, day.end_utc)
-    expected = list(day.timestamps())
-    stored = list(frame["ts"])
-    if stored == expected:
-        return frame["pv_kw"].tolist()
-    per_interval = _stored_intervals_per_interval(stored, day)
-    if per_interval is not None:
-        # Mean power over the longer interval: the same energy as the stored ones.
-        return frame["pv_kw"].to_numpy().reshape(-1, per_interval).mean(axis=1).tolist()
-    covered = len(set(stored) & set(expected))
-    if covered == len(expected):
-        found = f"is in {len(stored)} intervals on {date} in {timezone}, not the request's {len(expected)}"
-    else:
-        found = f"covers {covered} of the {len(expected)} interval starts of {date} in {timezone}"
-    raise RequestError([
-        f"pv_kw: missing, and the stored forecast of site {site.site_id!r} {found} "
-        f"({request.resolution_minutes}-minute); send pv_kw"
-    ])
-
-
-def _stored_intervals_per_interval(stored: list, day: LocalDay) -> int | None:
-    """How many stored intervals make one of the day's, when the stored forecast covers the day
-    completely at a finer resolution that divides the day's."""
-    for finer in RESOLUTIONS_MINUTES:
-        if finer >= day.resolution_minutes or day.resolution_minutes % finer:
-            continue
-        if stored == list(local_day(day.date, day.timezone, finer).timestamps()):
-            return day.resolution_minutes // finer
-    return None

@@ -1,14 +1,23 @@
-"""`dispatch-pipeline solve FILE|-`: plan one site-day and print the result as JSON."""
+"""`dispatch-pipeline solve FILE|-`: plan one site-day and print the result as JSON; with
+`--store`, as the REST API plans it for a registered site, and stored."""
 
 from __future__ import annotations
 
 import argparse
 import re
+from typing import TYPE_CHECKING
 
 from dispatch_pipeline.cli import UsageError
 from dispatch_pipeline.core.documents import DocumentError, parse_json, read_text
 from dispatch_pipeline.core.request import TIMEOUT_MS_RANGE
 from dispatch_pipeline.core.tariffs import CURRENCY_PATTERN
+
+if TYPE_CHECKING:
+    from dispatch_pipeline.core.result import DispatchResult
+
+# The currency of a request's prices when nothing says otherwise (as in site_requests, which
+# `solve` without --store does not import: it never touches a database).
+DEFAULT_CURRENCY = "MYR"
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -25,9 +34,17 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-milp", action="store_true", help="use the rule-based schedule only")
     parser.add_argument(
-        "--currency", default="MYR", type=_currency_code,
-        help="ISO 4217 code of the request's prices, for the explanations (a request carries none; default: MYR)",
+        "--currency", default=None, type=_currency_code,
+        help="ISO 4217 code of the request's prices, for the explanations (a request carries none; "
+        "default: a registered site's with --store, else MYR)",
     )
+    parser.add_argument(
+        "--store", action="store_true",
+        help="plan as POST /dispatch/run does (a registered site's timezone, bess, limits, weights "
+        "and stored PV forecast fill what the request leaves out) and store the run, source 'cli', "
+        "in the application database (DATABASE_URL, else the demo's SQLite)",
+    )
+    parser.add_argument("--database-url", default=None, help="with --store: override DATABASE_URL")
     parser.set_defaults(handler=run)
 
 
@@ -57,19 +74,53 @@ def read_request(source: str) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dispatch_pipeline import RequestError, solve_dispatch
+    from dispatch_pipeline import RequestError
     from dispatch_pipeline.core.milp import SolverUnavailable
 
+    if args.database_url is not None and not args.store:
+        raise UsageError("--database-url is for --store: without it nothing is read or stored")
     request = read_request(args.file)
     try:
-        result = solve_dispatch(
-            request,
-            solver=args.solver,
-            timeout_ms=args.timeout_ms,
-            use_milp=False if args.no_milp else None,
-            currency=args.currency,
-        )
+        result = _solve_and_store(request, args) if args.store else _solve(request, args)
     except (RequestError, SolverUnavailable) as exc:
         raise UsageError(str(exc)) from None
     print(result.to_json())
     return 0
+
+
+def _solve(request: object, args: argparse.Namespace) -> DispatchResult:
+    from dispatch_pipeline import solve_dispatch
+
+    return solve_dispatch(
+        request,
+        solver=args.solver,
+        timeout_ms=args.timeout_ms,
+        use_milp=False if args.no_milp else None,
+        currency=args.currency or DEFAULT_CURRENCY,
+    )
+
+
+def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResult:
+    import datetime as dt
+
+    from dispatch_pipeline.cli.dagster_home import application_database_url
+    from dispatch_pipeline.core.request import parse_request
+    from dispatch_pipeline.core.solve import solve_problem, with_overrides
+    from dispatch_pipeline.site_requests import registered_site, site_problem, with_site_values
+    from dispatch_pipeline.storage import StorageInputError, open_database, save_runs
+
+    engine = open_database(application_database_url(args.database_url))
+    site = registered_site(engine, request)  # a site stored broken: exit 1, naming its fault
+    if site is not None:
+        request = with_site_values(request, site)  # type: ignore[arg-type]
+    parsed = parse_request(
+        with_overrides(request, timeout_ms=args.timeout_ms, use_milp=False if args.no_milp else None)  # type: ignore[arg-type]
+    )
+    problem = site_problem(engine, parsed, site, dt.datetime.now(dt.UTC))
+    currency = args.currency or (site.currency if site else DEFAULT_CURRENCY)
+    result = solve_problem(problem, solver=args.solver, currency=currency)
+    try:
+        save_runs(engine, [result], source="cli")
+    except StorageInputError as exc:
+        raise UsageError(f"the inputs give a plan that cannot be stored: {exc}") from None
+    return result

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -201,6 +202,21 @@ def solve_problem(
     return assemble_result(problem, outcome, solve_ms, solver if problem.use_milp else None, currency)
 
 
+def with_overrides(
+    request: DispatchRequest | dict, *, timeout_ms: int | None = None, use_milp: bool | None = None
+) -> DispatchRequest | dict:
+    """The request with a caller's `timeout_ms` and `use_milp` in place of its own (None: keep)."""
+    overrides: dict[str, Any] = {}
+    if timeout_ms is not None:
+        overrides["timeout_ms"] = timeout_ms
+    if use_milp is not None:
+        overrides["use_milp"] = use_milp
+    if not overrides:
+        return request
+    # Validated like the request's own values: a bad override is a RequestError naming it.
+    return parse_request({**parse_request(request).model_dump(), **overrides})
+
+
 def solve_dispatch(
     request: DispatchRequest | dict,
     *,
@@ -220,13 +236,6 @@ def solve_dispatch(
     that is not installed included) ends in the rule-based schedule, with `fallback_reason`
     saying why.
     """
-    overrides = {}
-    if timeout_ms is not None:
-        overrides["timeout_ms"] = timeout_ms
-    if use_milp is not None:
-        overrides["use_milp"] = use_milp
-    if overrides:
-        # Validated like the request's own values: a bad override is a RequestError naming it.
-        request = parse_request({**parse_request(request).model_dump(), **overrides})
+    request = with_overrides(request, timeout_ms=timeout_ms, use_milp=use_milp)
     problem = build_problem(request, pv_kw=pv_kw, default_timezone=default_timezone)
     return solve_problem(problem, solver=solver, runner=runner, currency=currency)

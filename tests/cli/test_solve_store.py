@@ -1,0 +1,95 @@
+"""`dispatch-pipeline solve --store`: a registered site's stored values complete the request, as
+POST /dispatch/run completes it, and the run is stored with source 'cli'."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from dispatch_pipeline import solve_dispatch
+from dispatch_pipeline.cli import main
+from dispatch_pipeline.demo import demo_forecast, demo_site
+from dispatch_pipeline.storage import get_run, open_database, save_forecast, upsert_site
+from dispatch_pipeline.storage.tables import dispatch_runs
+from tests.postgres import BACKENDS, scratch_database
+
+SPRING_FORWARD = dt.date(2025, 3, 30)  # 92 quarter-hours in Berlin
+ISSUED_AT = dt.datetime(2025, 3, 29, 6, 0, tzinfo=dt.UTC)
+SAMPLE_REQUEST = Path(__file__).resolve().parents[2] / "examples" / "sample_request.json"
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with scratch_database(request.param, tmp_path, "solve_store_test") as url:
+        yield url
+
+
+def run_count(url: str) -> int:
+    with open_database(url).connect() as connection:
+        return connection.execute(select(func.count()).select_from(dispatch_runs)).scalar_one()
+
+
+def solve_stored(request: dict, tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    status = main(["solve", str(path), "--store", "--database-url", url])
+    captured = capsys.readouterr()
+    return status, captured.out if status == 0 else captured.err
+
+
+def test_a_registered_sites_request_is_completed_from_storage_and_stored(tmp_path, url, capsys) -> None:
+    site = demo_site("BERLIN_DEPOT")
+    engine = open_database(url)
+    upsert_site(engine, site)
+    forecast = demo_forecast(site, SPRING_FORWARD)
+    save_forecast(engine, site.site_id, forecast, ISSUED_AT)
+    # No timezone, battery, limits, weights or PV: the site's local day and stored values.
+    request = {
+        "site_id": site.site_id, "date": SPRING_FORWARD.isoformat(), "resolution_minutes": 15,
+        "load_kw": forecast["load_kw"].tolist(),
+        "tariff": {"buy": [0.30] * 28 + [0.45] * 64, "sell": [0.08] * 92},
+    }
+
+    status, output = solve_stored(request, tmp_path, url, capsys)
+
+    assert status == 0, output
+    answer = json.loads(output)
+    stored = get_run(engine, answer["run_id"])
+    assert stored is not None and stored.run.source == "cli"
+    assert (stored.run.timezone, len(stored.points)) == ("Europe/Berlin", 92)
+    completed = {
+        **request, "timezone": site.timezone, "pv_kw": forecast["pv_kw"].tolist(),
+        "bess": site.bess.model_dump(), "limits": site.limits.model_dump(), "weights": site.weights.model_dump(),
+    }
+    assert answer["objective_value"] == pytest.approx(solve_dispatch(completed).objective_value, rel=1e-6)
+    assert [p.pv_set_kw + p.curtail_kw for p in stored.to_result().points] == pytest.approx(forecast["pv_kw"].tolist())
+
+
+def test_an_unregistered_site_without_pv_is_refused_and_nothing_is_stored(tmp_path, url, capsys) -> None:
+    request = json.loads(SAMPLE_REQUEST.read_text())
+    request["site_id"] = "NOT_REGISTERED"
+    del request["pv_kw"]
+    before = run_count(url)
+
+    status, message = solve_stored(request, tmp_path, url, capsys)
+
+    assert status == 2
+    assert "pv_kw: missing, and site 'NOT_REGISTERED' is not registered" in message
+    assert run_count(url) == before
+
+
+def test_a_full_request_of_an_unregistered_site_is_stored_as_sent(tmp_path, url, capsys) -> None:
+    request = json.loads(SAMPLE_REQUEST.read_text())
+
+    status, output = solve_stored(request, tmp_path, url, capsys)
+
+    assert status == 0, output
+    answer = json.loads(output)
+    assert answer["objective_value"] == pytest.approx(solve_dispatch(request).objective_value, rel=1e-6)
+    stored = get_run(open_database(url), answer["run_id"])
+    assert (stored.run.source, stored.run.timezone) == ("cli", request["timezone"])
