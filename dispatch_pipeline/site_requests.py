@@ -27,8 +27,6 @@ _SITE_ID = re.compile(SITE_ID_PATTERN)
 # Request fields a registered site supplies when the request leaves them out; an object given
 # for one of them patches the site's value field by field.
 SITE_SUPPLIED_OBJECTS = ("bess", "limits", "weights")
-# The currency of a request's prices when no registered site says otherwise.
-DEFAULT_CURRENCY = "MYR"
 
 
 def registered_site(engine: Engine, raw: Any) -> Site | None:

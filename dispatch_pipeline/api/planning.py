@@ -20,12 +20,8 @@ from dispatch_pipeline.api.errors import (
 from dispatch_pipeline.core.request import DispatchRequest, RequestError
 from dispatch_pipeline.core.result import DispatchResponse
 from dispatch_pipeline.core.solve import solve_problem
-from dispatch_pipeline.site_requests import (
-    DEFAULT_CURRENCY,
-    registered_site,
-    site_problem,
-    with_site_values,
-)
+from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
+from dispatch_pipeline.site_requests import registered_site, site_problem, with_site_values
 from dispatch_pipeline.storage import StorageInputError, StoredSiteInvalid, save_runs
 
 

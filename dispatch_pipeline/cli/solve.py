@@ -10,14 +10,10 @@ from typing import TYPE_CHECKING
 from dispatch_pipeline.cli import UsageError
 from dispatch_pipeline.core.documents import DocumentError, parse_json, read_text
 from dispatch_pipeline.core.request import TIMEOUT_MS_RANGE
-from dispatch_pipeline.core.tariffs import CURRENCY_PATTERN
+from dispatch_pipeline.core.tariffs import CURRENCY_PATTERN, DEFAULT_CURRENCY
 
 if TYPE_CHECKING:
     from dispatch_pipeline.core.result import DispatchResult
-
-# The currency of a request's prices when nothing says otherwise (as in site_requests, which
-# `solve` without --store does not import: it never touches a database).
-DEFAULT_CURRENCY = "MYR"
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from dispatch_pipeline.core.fallback import price_quartiles
 from dispatch_pipeline.core.problem import DispatchProblem
 from dispatch_pipeline.core.result import BINDING_NAMES, Schedule
+from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
 
 _ON = 1e-4  # kW below which a flow counts as off
 _AT = 1e-4  # relative distance at which a quantity counts as at its bound
@@ -202,7 +203,7 @@ def explain(
     problem: DispatchProblem,
     schedule: Schedule,
     marginal_cost_per_kwh: np.ndarray | None = None,
-    currency: str = "MYR",
+    currency: str = DEFAULT_CURRENCY,
 ) -> list[Explanation]:
     expensive, cheap = price_quartiles(problem.buy)
     # Day-long arrays, built once per day rather than once per interval that reads them.

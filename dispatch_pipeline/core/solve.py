@@ -25,6 +25,7 @@ from dispatch_pipeline.core.problem import DispatchProblem, build_problem
 from dispatch_pipeline.core.request import DispatchRequest, parse_request
 from dispatch_pipeline.core.result import DispatchResult, Point, Schedule
 from dispatch_pipeline.core.runner import SolverPool, default_runner
+from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
 
 # Past timeout_ms the caller waits this long for a result already on its way (the fixed-binary LP
 # after a MIP, the pipe), then kills the worker. Fallback and explanation follow within a few ms,
@@ -129,7 +130,7 @@ def assemble_result(
     outcome: Outcome,
     solve_ms: float,
     milp_solver: str | None,
-    currency: str = "MYR",
+    currency: str = DEFAULT_CURRENCY,
     run_id: uuid.UUID | None = None,
 ) -> DispatchResult:
     schedule = outcome.schedule
@@ -194,7 +195,7 @@ def solve_problem(
     *,
     solver: str = "highs",
     runner: SolverPool | None = None,
-    currency: str = "MYR",
+    currency: str = DEFAULT_CURRENCY,
 ) -> DispatchResult:
     clock = SolveClock()
     outcome = choose_schedule(problem, solver, runner, on_start=clock.mark)
@@ -224,7 +225,7 @@ def solve_dispatch(
     timeout_ms: int | None = None,
     use_milp: bool | None = None,
     runner: SolverPool | None = None,
-    currency: str = "MYR",
+    currency: str = DEFAULT_CURRENCY,
     pv_kw: list[float] | np.ndarray | None = None,
     default_timezone: str | None = None,
 ) -> DispatchResult:

@@ -25,6 +25,8 @@ WEEKDAYS: tuple[str, ...] = get_args(Weekday)  # index = datetime.date.weekday()
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]|24:00")
 Price = FiniteFloat  # may be negative
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
+# The currency of prices when nothing says otherwise (a request carries none; a site may).
+DEFAULT_CURRENCY = "MYR"
 _MINUTE = dt.timedelta(minutes=1)
 
 
@@ -99,7 +101,7 @@ class TouPeriod(_Frozen):
 class TouTariff(_Frozen):
     """Prices by local clock time and weekday; any time no period covers pays `default`."""
 
-    currency: str = Field("MYR", pattern=CURRENCY_PATTERN)
+    currency: str = Field(DEFAULT_CURRENCY, pattern=CURRENCY_PATTERN)
     demand_charge_per_kw: NonNegativeFloat = 0.0
     default: Prices
     periods: tuple[TouPeriod, ...] = ()
