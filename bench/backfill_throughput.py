@@ -472,6 +472,10 @@ def main() -> int:
     use_pg = not args.sqlite and postgres_available()
     with ExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_dagster_home_")))
+        # Not the repository root: `solver serve` and Dagster's run processes apply a ./.env over
+        # the environment (as `dagster dev` does), and a developer's would redirect the runs.
+        stack.callback(os.chdir, os.getcwd())
+        os.chdir(home)
         if use_pg:
             app_url = PG_URL.format(name=stack.enter_context(scratch_postgres("bench_app")))
             (home / "dagster.yaml").write_text(

@@ -1,8 +1,8 @@
 """Time `save_runs` on N synthetic site-days: the backfill path (default 3,650 days x 96 points).
 
-    /tmp/venv/bin/python bench/storage_write.py                      # scratch PostgreSQL database
-    /tmp/venv/bin/python bench/storage_write.py --method executemany # compare the write paths
-    /tmp/venv/bin/python bench/storage_write.py --url sqlite:////tmp/bench.sqlite
+    .venv/bin/python bench/storage_write.py                      # scratch PostgreSQL database
+    .venv/bin/python bench/storage_write.py --method executemany # compare the write paths
+    .venv/bin/python bench/storage_write.py --url sqlite:////tmp/bench.sqlite
 
 The machine's load matters (the database server shares the CPUs): note `uptime` with the numbers.
 Without --url a scratch database is created on the PostgreSQL at 127.0.0.1:5432 (user postgres)

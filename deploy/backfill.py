@@ -103,7 +103,12 @@ def resolve_partition_keys(
         key for key in time_dim["partitionKeys"] if start <= dt.date.fromisoformat(key[:10]) <= end
     ]
     if not dates:
-        raise BackfillError(f"no {time_dim['name']} partitions between {start} and {end}")
+        keys = time_dim["partitionKeys"]
+        held = f"they run from {keys[0]} to {keys[-1]}" if keys else "the code location has none"
+        raise BackfillError(
+            f"no {time_dim['name']} partitions between {start} and {end}: {held} "
+            "(the first is DISPATCH_PARTITIONS_START of the code location)"
+        )
 
     known_sites = site_dim["partitionKeys"]
     if sites is None:

@@ -1,8 +1,8 @@
 """Which Dagster instance the demo and the UI share, so that the demo's runs are the UI's.
 
-First, a `./.env` file is applied as `dagster dev` applies it: its values win over the shell's.
-Otherwise the UI would run on the settings of .env while this module, and the demo, chose by
-the shell's.
+First, a `./.env` file is applied as `dagster dev` applies it: its values win over the shell's
+(and a shell value it replaces is named on stderr). Otherwise the UI would run on the settings of
+.env while this module, and the demo, chose by the shell's.
 
 1. `DAGSTER_HOME`, when set: the user's choice; every `env:` variable its dagster.yaml names
    must be set too.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +44,22 @@ class DagsterHome:
 
 
 def apply_project_env_file() -> tuple[str, ...]:
-    """Set the variables of ./.env in this process, over the shell's, as `dagster dev` does."""
+    """Set the variables of ./.env in this process, over the shell's, as `dagster dev` does.
+
+    A shell value it replaces is named on stderr: an `export` that does nothing would otherwise
+    go unnoticed. (Applied again, it replaces nothing and says nothing.)
+    """
     if not PROJECT_ENV_FILE.is_file():
         return ()
     from dotenv import dotenv_values
 
     values = {name: value for name, value in dotenv_values(PROJECT_ENV_FILE).items() if value is not None}
+    replaced = sorted(name for name, value in values.items() if os.environ.get(name, value) != value)
+    if replaced:
+        print(
+            f"./.env sets {', '.join(replaced)} over the shell's value (as dagster dev applies it)",
+            file=sys.stderr,
+        )
     os.environ.update(values)
     return tuple(sorted(values))
 

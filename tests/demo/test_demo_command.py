@@ -10,12 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
-from dispatch_pipeline.cli import UsageError, main
+from dispatch_pipeline.cli import UsageError, dagster_home, main
 from dispatch_pipeline.cli.dagster_home import (
     EVENT_SETTINGS,
     application_database_url,
@@ -49,6 +50,8 @@ def checkout(tmp_path, monkeypatch):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    # Its own ./.env, if a test writes one (the suite ignores the repository's: tests/conftest.py).
+    monkeypatch.setattr(dagster_home, "PROJECT_ENV_FILE", Path(".env"))
     return tmp_path
 
 
@@ -99,7 +102,7 @@ def test_an_explicit_home_missing_its_variables_is_refused_by_name(checkout, mon
         choose_dagster_home()
 
 
-def test_a_dot_env_file_wins_over_the_shell_as_in_dagster_dev(checkout, monkeypatch):
+def test_a_dot_env_file_wins_over_the_shell_as_in_dagster_dev(checkout, monkeypatch, capsys):
     # `dagster dev` applies ./.env over the shell: the choice made here must be the one it makes.
     from_file = f"sqlite:///{checkout / 'from-env-file.sqlite'}"
     (checkout / ".env").write_text("".join(f"{name}=x\n" for name in INSTANCE_VARIABLES) + f"DATABASE_URL={from_file}\n")
@@ -110,6 +113,8 @@ def test_a_dot_env_file_wins_over_the_shell_as_in_dagster_dev(checkout, monkeypa
     assert home.path == checkout / "dagster_home"
     assert home.from_env_file == tuple(sorted([*INSTANCE_VARIABLES, "DATABASE_URL"]))
     assert application_database_url() == from_file
+    # The shell's value it replaced is named, once.
+    assert capsys.readouterr().err.count("./.env sets DATABASE_URL over the shell's value") == 1
 
 
 def test_a_site_registered_from_the_shell_is_in_the_database_the_demo_and_ui_use(checkout, capsys):

@@ -131,7 +131,8 @@ def dagster_stack(
     grpc_port, web_port = free_port(HOST), free_port(HOST)
     workspace = Path(dagster_env["DAGSTER_HOME"]) / "workspace.yaml"
     workspace.write_text(grpc_workspace_yaml(HOST, grpc_port))
-    stack = DagsterProcesses(env=dagster_env, log_dir=log_dir, cwd=REPO)
+    # Not the repository root: Dagster's processes apply a ./.env found there over their environment.
+    stack = DagsterProcesses(env=dagster_env, log_dir=log_dir, cwd=Path(dagster_env["DAGSTER_HOME"]))
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
         try:

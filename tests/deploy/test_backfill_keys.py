@@ -1,0 +1,27 @@
+"""deploy/backfill.py's choice of partition keys from the dimensions Dagster's GraphQL reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from deploy.backfill import BackfillError, resolve_partition_keys
+
+DIMENSIONS = [
+    {"name": "date", "type": "TIME_WINDOW", "partitionKeys": ["2024-01-01", "2024-01-02", "2024-01-03"]},
+    {"name": "site", "type": "DYNAMIC", "partitionKeys": ["BERLIN_DEPOT", "KL_MALL"]},
+]
+
+
+def test_a_range_and_sites_give_every_date_and_site_pair() -> None:
+    keys = resolve_partition_keys(DIMENSIONS, dt.date(2024, 1, 2), dt.date(2024, 1, 3), ["KL_MALL"])
+    assert keys == ["2024-01-02|KL_MALL", "2024-01-03|KL_MALL"]
+
+
+def test_a_range_before_the_first_partition_says_where_the_partitions_start() -> None:
+    with pytest.raises(BackfillError, match=(
+        r"no date partitions between 2023-03-01 and 2023-03-02: they run from 2024-01-01 "
+        r"to 2024-01-03 \(the first is DISPATCH_PARTITIONS_START"
+    )):
+        resolve_partition_keys(DIMENSIONS, dt.date(2023, 3, 1), dt.date(2023, 3, 2), None)
