@@ -32,7 +32,7 @@ from dispatch_pipeline.api.schemas import (
     request_body_openapi,
 )
 from dispatch_pipeline.core.documents import DocumentError, parse_json
-from dispatch_pipeline.core.request import SITE_ID_PATTERN
+from dispatch_pipeline.core.request import CALENDAR_DATE, SITE_ID_PATTERN
 from dispatch_pipeline.storage import StoredRun, get_run, latest_run
 
 router = APIRouter()
@@ -83,10 +83,11 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 
 SiteIdQuery = Annotated[str, Query(pattern=SITE_ID_PATTERN, examples=["DEMO"])]
-# A string, then a date: pydantic would read "0" as a Unix timestamp (1970-01-01), a guess.
+# A string, then a date (_calendar_date): pydantic would read "0" as a Unix timestamp
+# (1970-01-01), a guess, and a pattern's own message shows a regular expression, not the format.
 DateQuery = Annotated[
     str | None,
-    Query(pattern=r"^\d{4}-\d{2}-\d{2}$", description="The site's local day, YYYY-MM-DD.", examples=["2024-03-15"]),
+    Query(description="The site's local day, YYYY-MM-DD.", examples=["2024-03-15"]),
 ]
 
 
@@ -119,6 +120,8 @@ def _calendar_date(text: str | None) -> dt.date | None:
     if text is None:
         return None
     try:
+        if not CALENDAR_DATE.fullmatch(text):
+            raise ValueError(text)
         return dt.date.fromisoformat(text)
     except ValueError:
         problem = field_problem(["date"], "not a calendar date YYYY-MM-DD", text)

@@ -90,6 +90,16 @@ def test_latest_404_names_site_and_date(client):
     )
 
 
+@pytest.mark.parametrize("date", ["15-03-2025", "2025-02-30", "20250315", "0"])
+def test_latest_with_a_date_not_in_the_calendar_format_says_which(client, date):
+    response = client.get("/dispatch/latest", params={"site_id": "DEMO", "date": date})
+
+    assert response.status_code == 422
+    [problem] = response.json()["detail"]
+    assert (problem["loc"], problem["msg"], problem["input"]) == (["query", "date"], "not a calendar date YYYY-MM-DD", date)
+    assert "not a calendar date YYYY-MM-DD" in response.json()["message"] and date in response.json()["message"]
+
+
 def test_latest_404_of_a_day_not_planned_does_not_doubt_the_site(client, sample_request):
     assert client.post("/dispatch/run", json={**sample_request, "site_id": "PLANNED_ONCE"}).status_code == 200
     response = client.get("/dispatch/latest", params={"site_id": "PLANNED_ONCE", "date": "2024-01-02"})
