@@ -71,7 +71,7 @@ def _warn(message: str) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text
+    from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text, source_name
     from dispatch_pipeline.core.site import SiteConfigError, parse_site
 
     try:
@@ -79,9 +79,10 @@ def run_add(args: argparse.Namespace) -> int:
     except DocumentError as exc:
         raise UsageError(str(exc)) from None
     if isinstance(data, dict) and "sites" in data:
-        raise UsageError(f"{args.file} holds a `sites:` list: use `sites import {args.file}`")
+        use = "`sites import FILE`" if args.file == "-" else f"`sites import {args.file}`"
+        raise UsageError(f"{source_name(args.file)} holds a `sites:` list: use {use}")
     try:
-        sites = [parse_site(data, source=args.file)]
+        sites = [parse_site(data, source=source_name(args.file))]
     except SiteConfigError as exc:
         raise UsageError(str(exc)) from None
     _save(args, sites)

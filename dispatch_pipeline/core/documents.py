@@ -20,20 +20,26 @@ class DocumentError(ValueError):
     """A document that cannot be read or parsed; the message names its source."""
 
 
+def source_name(source: str) -> str:
+    """How messages name a document: its path, or "stdin" for "-"."""
+    return "stdin" if source == "-" else source
+
+
 def read_text(source: str) -> str:
     """The UTF-8 text of the file `source`, or of standard input for "-"."""
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
-        raise DocumentError(f"{source}: cannot read ({exc.strerror or exc})") from None
+        raise DocumentError(f"{source_name(source)}: cannot read ({exc.strerror or exc})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DocumentError(f"{source}: not UTF-8 text (byte {exc.start}: {data[exc.start]:#04x})") from None
+        raise DocumentError(f"{source_name(source)}: not UTF-8 text (byte {exc.start}: {data[exc.start]:#04x})") from None
 
 
 def parse_json(text: str | bytes, source: str) -> Any:
     """JSON text, or bytes in UTF-8/16/32; `source` names it in errors."""
+    source = source_name(source)
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
@@ -50,6 +56,7 @@ def parse_json(text: str | bytes, source: str) -> Any:
 
 def parse_yaml(text: str, source: str) -> Any:
     """YAML (and so JSON) through the safe loader, refusing duplicated keys."""
+    source = source_name(source)
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:

@@ -49,7 +49,7 @@ def test_solve_from_stdin_with_cbc_and_no_milp() -> None:
         (("solve", "-"), "{not json", "not valid JSON"),
         (("solve", "/nonexistent.json"), None, "/nonexistent.json: cannot read (No such file or directory)"),
         (("solve", "-", "--timeout-ms", "50"), json.dumps(load_case("hourly")["request"]), "argument --timeout-ms: must be in 100..600000 (got 50)"),
-        (("solve", "-"), '{"site_id": "DEMO", "site_id": "OTHER"}', "repeats the key 'site_id'"),
+        (("solve", "-"), '{"site_id": "DEMO", "site_id": "OTHER"}', "stdin repeats the key 'site_id'"),
         (("solve", "-"), "[" * 100_000, "nested too deeply"),
         (("solve", "-"), '{"timeout_ms": ' + "9" * 5000 + "}", "is not usable JSON"),
         (("solve", "-", "--currency", "€"), "{}", "--currency: expected three capital letters"),

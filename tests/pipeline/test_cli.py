@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 
 import pandas as pd
 import pytest
@@ -73,6 +74,13 @@ def test_sites_add_refuses_what_a_parser_would_settle_quietly(url, tmp_path, cap
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     assert main(["sites", "add", str(path), "--database-url", url]) == 2
     assert expected in capsys.readouterr().err
+    assert list_sites(open_database(url)) == []
+
+
+def test_a_site_from_stdin_is_named_so_in_its_errors(url, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"site_id: X\ntimezone: UTC\n")))
+    assert main(["sites", "add", "-", "--database-url", url]) == 2
+    assert "  - stdin ('X'): currency: field required" in capsys.readouterr().err
     assert list_sites(open_database(url)) == []
 
 
