@@ -69,6 +69,10 @@ def field_problem(loc: list[str | int], msg: str, value: Any = None, kind: str =
 
 
 def from_validation_error(exc: ValidationError | RequestValidationError, prefix: tuple = ("body",)) -> ApiError:
+    return unprocessable(validation_problems(exc, prefix))
+
+
+def validation_problems(exc: ValidationError | RequestValidationError, prefix: tuple = ("body",)) -> list[dict]:
     problems = []
     for error in exc.errors():
         entry: dict[str, Any] = {
@@ -80,10 +84,14 @@ def from_validation_error(exc: ValidationError | RequestValidationError, prefix:
         if error["type"] != "missing" and "input" in error:
             entry["input"] = echo(error["input"])
         problems.append(entry)
-    return unprocessable(problems)
+    return problems
 
 
 def from_request_error(exc: RequestError) -> ApiError:
+    return unprocessable(request_problems(exc))
+
+
+def request_problems(exc: RequestError) -> list[dict]:
     """Core's messages start with the field ("load_kw: has 95 values, ..."); recover the loc."""
     problems = []
     for text in exc.problems:
@@ -93,7 +101,7 @@ def from_request_error(exc: RequestError) -> ApiError:
             problems.append({"loc": ["body", *loc], "msg": text[match.end():], "type": "value_error"})
         else:
             problems.append({"loc": ["body"], "msg": text, "type": "value_error"})
-    return unprocessable(problems)
+    return problems
 
 
 def echo(value: Any) -> Any:

@@ -14,10 +14,11 @@ from dispatch_pipeline.api.errors import (
     ApiError,
     field_problem,
     from_request_error,
-    from_validation_error,
+    request_problems,
     unprocessable,
+    validation_problems,
 )
-from dispatch_pipeline.core.request import DispatchRequest, RequestError
+from dispatch_pipeline.core.request import DispatchRequest, RequestError, raw_array_length_problems
 from dispatch_pipeline.core.result import DispatchResponse
 from dispatch_pipeline.core.solve import solve_problem
 from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
@@ -33,10 +34,10 @@ def plan_and_store(engine: Engine, raw: dict[str, Any]) -> DispatchResponse:
     except StoredSiteInvalid as exc:
         # The operator's data, not the caller's request: a server error, with its reason.
         raise ApiError(500, f"cannot plan: {exc}") from None
-    request = validate(with_site_values(raw, site) if site else raw)
     # One clock reading: a request without `date` near local midnight must take its stored PV
     # from the day it plans.
     now = clock()
+    request = validate(with_site_values(raw, site) if site else raw, now)
     try:
         problem = site_problem(engine, request, site, now)
     except RequestError as exc:
@@ -54,10 +55,13 @@ def clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def validate(data: dict[str, Any]) -> DispatchRequest:
+def validate(data: dict[str, Any], now: dt.datetime) -> DispatchRequest:
+    """The request, or a 422 naming every bad field, and every array whose length is not the
+    local day's when that day can be told."""
     try:
         return DispatchRequest.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(exc) from None
+        lengths = RequestError(raw_array_length_problems(data, today=now))
+        raise unprocessable(validation_problems(exc) + request_problems(lengths)) from None
 
 

@@ -109,10 +109,12 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
     site = registered_site(engine, request)  # a site stored broken: exit 1, naming its fault
     if site is not None:
         request = with_site_values(request, site)  # type: ignore[arg-type]
+    now = dt.datetime.now(dt.UTC)
     parsed = parse_request(
-        with_overrides(request, timeout_ms=args.timeout_ms, use_milp=False if args.no_milp else None)  # type: ignore[arg-type]
+        with_overrides(request, timeout_ms=args.timeout_ms, use_milp=False if args.no_milp else None),  # type: ignore[arg-type]
+        today=now,
     )
-    problem = site_problem(engine, parsed, site, dt.datetime.now(dt.UTC))
+    problem = site_problem(engine, parsed, site, now)
     currency = args.currency or (site.currency if site else DEFAULT_CURRENCY)
     result = solve_problem(problem, solver=args.solver, currency=currency)
     try:

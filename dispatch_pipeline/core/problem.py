@@ -14,6 +14,7 @@ from dispatch_pipeline.core.request import (
     Limits,
     RequestError,
     Weights,
+    array_length_problems,
     parse_request,
 )
 
@@ -90,7 +91,7 @@ def build_problem(
     `pv_kw` and `default_timezone` are what a caller knows about a registered site (its stored
     forecast and timezone); the request's own values win.
     """
-    request = parse_request(request)
+    request = parse_request(request, default_timezone=default_timezone, today=today, known_pv_kw=pv_kw)
     timezone = request.timezone or default_timezone or "UTC"
     date = request.date or next_local_date(timezone, today)
     try:
@@ -104,19 +105,13 @@ def build_problem(
             [f"pv_kw: missing, and no stored PV forecast for site {request.site_id!r} on {date}"]
         )
 
-    expected = day.intervals
-    where = f"{date} in {timezone} at {request.resolution_minutes}-minute resolution"
     arrays = {
         "load_kw": request.load_kw,
         "pv_kw": pv,
         "tariff.buy": request.tariff.buy,
         "tariff.sell": request.tariff.sell,
     }
-    problems = [
-        f"{name}: has {len(values)} values, but {where} has {expected} intervals"
-        for name, values in arrays.items()
-        if len(values) != expected
-    ]
+    problems = array_length_problems(arrays, day)
     pv_array = np.asarray(pv, dtype=float)
     if not problems and request.pv_kw is None and (
         not np.all(np.isfinite(pv_array)) or np.any(pv_array < 0)

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import math
 import re
+from collections.abc import Sized
 from importlib import resources
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -24,6 +25,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import ErrorDetails
+
+from dispatch_pipeline.core.calendar import LocalDay, local_day, next_local_date
 
 SITE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 CALENDAR_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -210,8 +213,19 @@ def describe_error(error: ErrorDetails, subject: str = "") -> str:
     return f"{prefix}: {message}" if prefix else message
 
 
-def parse_request(data: Any) -> DispatchRequest:
-    """Validate a dict (or a request) against the contract; raise RequestError listing every problem."""
+def parse_request(
+    data: Any,
+    *,
+    default_timezone: str | None = None,
+    today: dt.datetime | None = None,
+    known_pv_kw: Sized | None = None,
+) -> DispatchRequest:
+    """Validate a dict (or a request) against the contract; raise RequestError listing every problem.
+
+    Arrays whose length is not the local day's are listed too when the day can be told despite
+    the other problems (`default_timezone`, `today` and `known_pv_kw` are what a caller knows of
+    a registered site, as for `build_problem`).
+    """
     if isinstance(data, DispatchRequest):
         return data
     if not isinstance(data, dict):
@@ -219,4 +233,53 @@ def parse_request(data: Any) -> DispatchRequest:
     try:
         return DispatchRequest.model_validate(data)
     except ValidationError as exc:
-        raise RequestError([describe_error(e, "request") for e in exc.errors()]) from None
+        problems = [describe_error(e, "request") for e in exc.errors()]
+        raise RequestError(
+            problems + raw_array_length_problems(data, default_timezone, today, known_pv_kw)
+        ) from None
+
+
+def array_length_problems(arrays: dict[str, Sized], day: LocalDay) -> list[str]:
+    """One message per array that has not one value per interval of `day`."""
+    where = f"{day.date} in {day.timezone} at {day.resolution_minutes}-minute resolution"
+    return [
+        f"{name}: has {len(values)} values, but {where} has {day.intervals} intervals"
+        for name, values in arrays.items()
+        if len(values) != day.intervals
+    ]
+
+
+def raw_array_length_problems(
+    raw: dict[str, Any],
+    default_timezone: str | None = None,
+    today: dt.datetime | None = None,
+    known_pv_kw: Sized | None = None,
+) -> list[str]:
+    """array_length_problems of a raw request that failed validation, if its day can be told."""
+    day = _raw_day(raw, default_timezone, today)
+    if day is None:
+        return []
+    tariff = raw.get("tariff") if isinstance(raw.get("tariff"), dict) else {}
+    pv = raw.get("pv_kw") if raw.get("pv_kw") is not None else known_pv_kw
+    arrays = {"load_kw": raw.get("load_kw"), "pv_kw": pv, "tariff.buy": tariff.get("buy"), "tariff.sell": tariff.get("sell")}
+    return array_length_problems({name: v for name, v in arrays.items() if isinstance(v, list | tuple)}, day)
+
+
+def _raw_day(raw: dict[str, Any], default_timezone: str | None, today: dt.datetime | None) -> LocalDay | None:
+    resolution = raw.get("resolution_minutes", DispatchRequest.model_fields["resolution_minutes"].default)
+    timezone = raw.get("timezone") or default_timezone or "UTC"
+    if type(resolution) is not int or resolution not in RESOLUTIONS_MINUTES:
+        return None
+    if not isinstance(timezone, str) or timezone not in iana_zone_names():
+        return None
+    date = raw.get("date")
+    try:
+        if date is None:
+            date = next_local_date(timezone, today)
+        elif isinstance(date, str) and CALENDAR_DATE.fullmatch(date):
+            date = dt.date.fromisoformat(date)
+        else:
+            return None
+        return local_day(date, timezone, resolution)
+    except ValueError:
+        return None

@@ -22,7 +22,7 @@ from dispatch_pipeline.core.milp import (
     require_cbc,
 )
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
-from dispatch_pipeline.core.request import DispatchRequest, parse_request
+from dispatch_pipeline.core.request import DispatchRequest
 from dispatch_pipeline.core.result import DispatchResult, Point, Schedule
 from dispatch_pipeline.core.runner import SolverPool, default_runner
 from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
@@ -214,8 +214,12 @@ def with_overrides(
         overrides["use_milp"] = use_milp
     if not overrides:
         return request
-    # Validated like the request's own values: a bad override is a RequestError naming it.
-    return parse_request({**parse_request(request).model_dump(), **overrides})
+    raw = request.model_dump() if isinstance(request, DispatchRequest) else request
+    if not isinstance(raw, dict):
+        return request  # not a request at all: validation says so
+    # Validated with the rest when the problem is built: a bad override is named like the
+    # request's own values.
+    return {**raw, **overrides}
 
 
 def solve_dispatch(

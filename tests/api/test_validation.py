@@ -119,6 +119,20 @@ def test_wrong_length_for_a_dst_day(client, engine, sample_request):
     assert count_rows(engine) == before
 
 
+def test_a_missing_field_and_an_array_of_the_wrong_length_are_named_together(client, engine, sample_request):
+    request = {k: v for k, v in sample_request.items() if k != "tariff"} | {"load_kw": [1.0, 2.0]}
+
+    response = client.post("/dispatch/run", json=request)
+
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert [(d["loc"], d["msg"][:22]) for d in detail] == [
+        (["body", "tariff"], "Field required"),
+        (["body", "load_kw"], "has 2 values, but 2024"),
+    ]
+    assert detail[1]["msg"].endswith("has 96 intervals")
+
+
 @pytest.mark.parametrize("missing", ["site_id", "load_kw", "tariff"])
 def test_missing_required_field_is_422(client, engine, sample_request, missing):
     request = {k: v for k, v in sample_request.items() if k != missing}

@@ -141,3 +141,25 @@ def test_every_problem_is_listed_at_once() -> None:
     assert len(problems) == 2
     assert problems[0].startswith("bess.capacity_kwh: ") and problems[0].endswith("(got -1.0)")
     assert problems[1].startswith("timeout_ms: ") and problems[1].endswith("(got 5)")
+
+
+def test_arrays_of_the_wrong_length_are_listed_with_the_other_problems() -> None:
+    # One answer names everything: a caller fixing the battery must not then learn of the arrays.
+    request = with_change("bess.capacity_kwh", -1.0)
+    request["load_kw"] = request["load_kw"][:-1]
+    request["tariff"]["sell"] = request["tariff"]["sell"] + [0.1]
+    with pytest.raises(RequestError) as caught:
+        solve_dispatch(request, timeout_ms=5000)
+    problems = caught.value.problems
+    assert problems[0].startswith("bess.capacity_kwh: ")
+    day = f"{request['date']} in {request['timezone']} at 60-minute resolution has 24 intervals"
+    assert problems[1:] == [f"load_kw: has 23 values, but {day}", f"tariff.sell: has 25 values, but {day}"]
+
+
+def test_lengths_are_not_guessed_when_the_day_itself_is_in_doubt() -> None:
+    request = with_change("timezone", "Mars/Olympus")
+    request["load_kw"] = request["load_kw"][:-1]
+    with pytest.raises(RequestError) as caught:
+        build_problem(request)
+    assert [p.split(":")[0] for p in caught.value.problems] == ["timezone"]
+
