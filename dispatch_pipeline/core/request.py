@@ -267,8 +267,10 @@ def raw_array_length_problems(
 
 def _raw_day(raw: dict[str, Any], default_timezone: str | None, today: dt.datetime | None) -> LocalDay | None:
     resolution = raw.get("resolution_minutes", DispatchRequest.model_fields["resolution_minutes"].default)
-    timezone = raw.get("timezone") or default_timezone or "UTC"
-    if type(resolution) is not int or resolution not in RESOLUTIONS_MINUTES:
+    # Only a missing or null timezone takes the default; "" is a bad timezone, not UTC.
+    timezone = raw.get("timezone")
+    timezone = (default_timezone or "UTC") if timezone is None else timezone
+    if isinstance(resolution, bool) or not isinstance(resolution, int | float) or resolution not in RESOLUTIONS_MINUTES:
         return None
     if not isinstance(timezone, str) or timezone not in iana_zone_names():
         return None
@@ -278,8 +280,8 @@ def _raw_day(raw: dict[str, Any], default_timezone: str | None, today: dt.dateti
             date = next_local_date(timezone, today)
         elif isinstance(date, str) and CALENDAR_DATE.fullmatch(date):
             date = dt.date.fromisoformat(date)
-        else:
+        elif type(date) is not dt.date:  # a datetime, a number: the model refuses it
             return None
-        return local_day(date, timezone, resolution)
+        return local_day(date, timezone, int(resolution))
     except ValueError:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import math
 
 import pytest
@@ -156,10 +157,21 @@ def test_arrays_of_the_wrong_length_are_listed_with_the_other_problems() -> None
     assert problems[1:] == [f"load_kw: has 23 values, but {day}", f"tariff.sell: has 25 values, but {day}"]
 
 
-def test_lengths_are_not_guessed_when_the_day_itself_is_in_doubt() -> None:
-    request = with_change("timezone", "Mars/Olympus")
+@pytest.mark.parametrize("timezone", ["Mars/Olympus", "", 0, False])
+def test_lengths_are_not_guessed_when_the_day_itself_is_in_doubt(timezone) -> None:
+    request = with_change("timezone", timezone)
     request["load_kw"] = request["load_kw"][:-1]
     with pytest.raises(RequestError) as caught:
         build_problem(request)
     assert [p.split(":")[0] for p in caught.value.problems] == ["timezone"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("resolution_minutes", 60.0), ("date", dt.date(2024, 3, 15))])
+def test_lengths_are_checked_for_every_form_of_the_day_the_model_accepts(field, value) -> None:
+    request = with_change(field, value)
+    del request["tariff"]
+    request["load_kw"] = request["load_kw"][:-1]
+    with pytest.raises(RequestError) as caught:
+        build_problem(request)
+    assert [p.split(":")[0] for p in caught.value.problems] == ["tariff", "load_kw"]
 
