@@ -115,6 +115,15 @@ def test_a_mip_cut_short_by_its_time_limit_keeps_its_incumbent() -> None:
     assert result.objective_value < objective_value(problem, rule_based_schedule(problem))
 
 
+def test_a_mip_search_stops_early_enough_for_what_follows_it(monkeypatch) -> None:
+    from dispatch_pipeline.core.milp import solution
+
+    monkeypatch.setattr(solution.time, "monotonic", lambda: 100.0)
+    assert solution.search_deadline(103.0) == pytest.approx(103.0 - solution.MIP_FINISH_RESERVE_S)
+    assert solution.search_deadline(100.5) == pytest.approx(100.45)  # a tenth of a short time left
+    assert solution.search_deadline(99.0) == 99.0  # already late: nothing to take
+
+
 def test_solve_ms_runs_from_when_a_worker_takes_the_problem(monkeypatch) -> None:
     from dispatch_pipeline.core import solve as solve_module
 

@@ -21,6 +21,7 @@ from dispatch_pipeline.core.milp.solution import (
     MilpSolution,
     MilpTimeout,
     require_cbc,
+    search_deadline,
 )
 from dispatch_pipeline.core.problem import DispatchProblem
 
@@ -28,7 +29,7 @@ from dispatch_pipeline.core.problem import DispatchProblem
 def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float = 1e-4) -> MilpSolution:
     require_cbc()
     model = build_model(problem)
-    remaining = deadline - time.monotonic()
+    remaining = search_deadline(deadline) - time.monotonic()
     if remaining <= 0:
         raise MilpTimeout("time limit reached before CBC could start")
     solver = pyo.SolverFactory("cbc")
