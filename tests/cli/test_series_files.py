@@ -4,7 +4,6 @@ interval grid rejects the file whole, and CSV messages name the line beside the 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -14,17 +13,10 @@ from dispatch_pipeline.cli import main
 from dispatch_pipeline.demo import demo_forecast
 from dispatch_pipeline.storage import load_forecast, load_price_series, open_database
 from tests.pipeline.conftest import price_table
-from tests.postgres import BACKENDS, scratch_database
 
 # Wide enough to hold every row of the files below, whatever was stored.
 WINDOW = (dt.datetime(2025, 3, 9, tzinfo=dt.UTC), dt.datetime(2025, 3, 13, tzinfo=dt.UTC))
 ROW = 5  # the bad row (data rows count from 1): line 6 of the CSV
-
-
-@pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with scratch_database(request.param, tmp_path, "series_files_test") as url:
-        yield url
 
 
 def forecast_table(site_id: str = "KL_MALL") -> pd.DataFrame:

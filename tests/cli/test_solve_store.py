@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,10 @@ from dispatch_pipeline.cli import main
 from dispatch_pipeline.demo import demo_forecast, demo_site
 from dispatch_pipeline.storage import get_run, open_database, save_forecast, upsert_site
 from dispatch_pipeline.storage.tables import dispatch_runs
-from tests.postgres import BACKENDS, scratch_database
 
 SPRING_FORWARD = dt.date(2025, 3, 30)  # 92 quarter-hours in Berlin
 ISSUED_AT = dt.datetime(2025, 3, 29, 6, 0, tzinfo=dt.UTC)
 SAMPLE_REQUEST = Path(__file__).resolve().parents[2] / "examples" / "sample_request.json"
-
-
-@pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with scratch_database(request.param, tmp_path, "solve_store_test") as url:
-        yield url
 
 
 def run_count(url: str) -> int:
