@@ -1,5 +1,6 @@
-"""A request for a registered site, completed from storage: the site's timezone, battery, limits
-and weights where the request leaves them out, and its stored PV forecast when it sends none.
+"""A request for a registered site, completed from storage: the site's timezone, battery, limits,
+weights and demand charge where the request leaves them out, and its stored PV forecast when it
+sends none.
 
 The REST API and `dispatch-pipeline solve --store` plan the same request the same way.
 """
@@ -56,6 +57,10 @@ def with_site_values(raw: dict[str, Any], site: Site) -> dict[str, Any]:
         elif isinstance(raw[name], dict):
             merged[name] = {**stored, **raw[name]}
         # anything else is left for validation to reject with the caller's own value
+    tariff = raw.get("tariff")
+    if isinstance(tariff, dict) and "demand_charge_per_kw" not in tariff:
+        # The prices are the request's own; the peak it pays for is the site's.
+        merged["tariff"] = {**tariff, "demand_charge_per_kw": site.tariff.demand_charge_per_kw}
     return merged
 
 

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dispatch_pipeline.core.request import Battery
-from dispatch_pipeline.core.site import Site, site_request
+from dispatch_pipeline.core.site import Site, SiteBattery, site_request
 from dispatch_pipeline.core.tariffs import Prices, TouPeriod, TouTariff
 from dispatch_pipeline.demo import commercial_load, demo_forecast, pv_forecast, sites_yaml_path
 from dispatch_pipeline.demo.sites import DemoProfile
@@ -39,7 +38,8 @@ DEMO_SITE = Site(
     altitude_m=60.0,
     pv_kwp=60.0,
     currency="MYR",
-    bess=Battery(),  # the contract's example battery: 100 kWh, 50 kW
+    # The contract's example battery: 100 kWh, 50 kW, the default SOC band and efficiencies.
+    bess=SiteBattery(capacity_kwh=100.0, max_charge_kw=50.0, max_discharge_kw=50.0),
     tariff=TouTariff(
         currency="MYR",
         default=Prices(buy=0.40, sell=0.20),

@@ -22,6 +22,8 @@ from dispatch_pipeline.core.request import (
     Battery,
     FiniteFloat,
     Limits,
+    NonNegativeFloat,
+    PositiveFloat,
     StorableText,
     TimezoneName,
     Weights,
@@ -42,6 +44,18 @@ class SiteConfigError(ValueError):
         super().__init__("invalid site configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+class SiteBattery(Battery):
+    """A site's battery: its size and ratings are stated, never the contract's example battery.
+
+    The operating settings (SOC band, start and end SOC, efficiencies, cycle cost) keep the
+    contract's documented defaults.
+    """
+
+    capacity_kwh: PositiveFloat
+    max_charge_kw: NonNegativeFloat
+    max_discharge_kw: NonNegativeFloat
+
+
 class Site(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,7 +69,7 @@ class Site(BaseModel):
     # No defaults for these two: a battery or a currency nobody stated would be planned and
     # labelled as if it were real.
     currency: str = Field(pattern=CURRENCY_PATTERN)
-    bess: Battery
+    bess: SiteBattery
     limits: Limits = Limits()
     weights: Weights = Weights()
     tariff: TouTariff

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from dispatch_pipeline.core.request import Battery, Limits, Weights
-from dispatch_pipeline.core.site import Site
+from dispatch_pipeline.core.request import Limits, Weights
+from dispatch_pipeline.core.site import Site, SiteBattery
 from dispatch_pipeline.core.tariffs import Prices, TouPeriod, TouTariff
 
 WEEKDAYS_ONLY = ("mon", "tue", "wed", "thu", "fri")
@@ -84,7 +84,7 @@ def _kl_mall() -> Site:
         latitude=3.1478, longitude=101.6953, altitude_m=60.0,
         pv_kwp=500.0,
         currency="MYR",
-        bess=Battery(
+        bess=SiteBattery(
             capacity_kwh=1000.0, max_charge_kw=500.0, max_discharge_kw=500.0,
             soc_min=0.1, soc_max=0.95, soc_initial=0.5, charge_efficiency=0.95,
             discharge_efficiency=0.95, cycle_cost_per_kwh=0.05,
@@ -110,7 +110,7 @@ def _berlin_depot() -> Site:
         latitude=52.52, longitude=13.405, altitude_m=34.0,
         pv_kwp=250.0,
         currency="EUR",
-        bess=Battery(
+        bess=SiteBattery(
             capacity_kwh=400.0, max_charge_kw=200.0, max_discharge_kw=200.0,
             soc_min=0.1, soc_max=0.95, soc_initial=0.5, charge_efficiency=0.96,
             discharge_efficiency=0.96, cycle_cost_per_kwh=0.03,
@@ -140,7 +140,7 @@ def _phoenix_office() -> Site:
         latitude=33.4484, longitude=-112.074, altitude_m=331.0,
         pv_kwp=300.0,
         currency="USD",
-        bess=Battery(
+        bess=SiteBattery(
             capacity_kwh=600.0, max_charge_kw=300.0, max_discharge_kw=300.0,
             soc_min=0.1, soc_max=0.95, soc_initial=0.5, charge_efficiency=0.95,
             discharge_efficiency=0.95, cycle_cost_per_kwh=0.02,

@@ -8,8 +8,8 @@ import uuid
 import pandas as pd
 import pytest
 
-from dispatch_pipeline.core.request import Battery, Weights
-from dispatch_pipeline.core.site import Site
+from dispatch_pipeline.core.request import Weights
+from dispatch_pipeline.core.site import Site, SiteBattery
 from dispatch_pipeline.core.solve import solve_dispatch
 from dispatch_pipeline.core.tariffs import Prices, TouTariff
 from dispatch_pipeline.storage import save_forecast, upsert_site
@@ -167,16 +167,18 @@ def test_healthz_503_when_database_is_unreachable(monkeypatch):
         assert client.get("/dispatch/latest", params={"site_id": "DEMO"}).status_code == 503
 
 
-def _register_site(engine, site_id: str) -> Site:
+def _register_site(engine, site_id: str, demand_charge_per_kw: float = 0.0) -> Site:
     site = Site(
         site_id=site_id,
         timezone="Asia/Kuala_Lumpur",
         latitude=3.1,
         longitude=101.7,
         currency="MYR",
-        bess=Battery(capacity_kwh=200.0, max_charge_kw=80.0, max_discharge_kw=80.0, soc_initial=0.4),
+        bess=SiteBattery(capacity_kwh=200.0, max_charge_kw=80.0, max_discharge_kw=80.0, soc_initial=0.4),
         weights=Weights(cost=1.0, curtail=0.5, violation=500.0),
-        tariff=TouTariff(currency="MYR", default=Prices(buy=0.4, sell=0.2)),
+        tariff=TouTariff(
+            currency="MYR", demand_charge_per_kw=demand_charge_per_kw, default=Prices(buy=0.4, sell=0.2)
+        ),
     )
     upsert_site(engine, site)
     return site
@@ -233,6 +235,25 @@ def test_partial_battery_object_patches_the_sites(client, engine, sample_request
     discharged = sum(p["batt_dis_kw"] for p in detail["points"]) * 0.25
     assert discharged > 0
     assert detail["kpis"]["equivalent_full_cycles"] == pytest.approx(discharged / 200.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(("sent", "charged"), [(None, 2.5), (0.0, 0.0), (1.0, 1.0)])
+def test_registered_site_supplies_its_demand_charge_unless_the_tariff_states_one(
+    client, engine, sample_request, sent, charged
+):
+    _register_site(engine, "REG_PEAK", demand_charge_per_kw=2.5)
+    tariff = {"buy": sample_request["tariff"]["buy"], "sell": sample_request["tariff"]["sell"]}
+    if sent is not None:
+        tariff["demand_charge_per_kw"] = sent
+    request = {**sample_request, "site_id": "REG_PEAK", "tariff": tariff}
+
+    answer = client.post("/dispatch/run", json=request)
+
+    assert answer.status_code == 200, answer.text
+    kpis = answer.json()["kpis"]
+    assert kpis["total_cost"] == pytest.approx(
+        kpis["import_cost"] - kpis["export_revenue"] + charged * kpis["peak_grid_import_kw"], abs=1e-6
+    )
 
 
 def test_registered_site_without_forecast_for_the_day_is_422(client, engine, sample_request):

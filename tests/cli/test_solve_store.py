@@ -40,7 +40,7 @@ def test_a_registered_sites_request_is_completed_from_storage_and_stored(tmp_pat
     upsert_site(engine, site)
     forecast = demo_forecast(site, SPRING_FORWARD)
     save_forecast(engine, site.site_id, forecast, ISSUED_AT)
-    # No timezone, battery, limits, weights or PV: the site's local day and stored values.
+    # No timezone, battery, limits, weights, demand charge or PV: the site's day and stored values.
     request = {
         "site_id": site.site_id, "date": SPRING_FORWARD.isoformat(), "resolution_minutes": 15,
         "load_kw": forecast["load_kw"].tolist(),
@@ -57,7 +57,9 @@ def test_a_registered_sites_request_is_completed_from_storage_and_stored(tmp_pat
     completed = {
         **request, "timezone": site.timezone, "pv_kw": forecast["pv_kw"].tolist(),
         "bess": site.bess.model_dump(), "limits": site.limits.model_dump(), "weights": site.weights.model_dump(),
+        "tariff": {**request["tariff"], "demand_charge_per_kw": site.tariff.demand_charge_per_kw},
     }
+    assert site.tariff.demand_charge_per_kw > 0
     assert answer["objective_value"] == pytest.approx(solve_dispatch(completed).objective_value, rel=1e-6)
     assert [p.pv_set_kw + p.curtail_kw for p in stored.to_result().points] == pytest.approx(forecast["pv_kw"].tolist())
 

@@ -179,7 +179,7 @@ def test_demo_request_is_a_valid_contract_request(site, date):
     day = site.local_day(date)
     assert problem.intervals == day.intervals
     assert problem.day.start_utc == day.start_utc
-    assert problem.bess == site.bess and problem.limits == site.limits
+    assert problem.bess.model_dump() == site.bess.model_dump() and problem.limits == site.limits
     assert problem.demand_charge_per_kw == site.tariff.demand_charge_per_kw
     buy, sell = expand_tariff(site.tariff, day)
     np.testing.assert_array_equal(problem.buy, buy)

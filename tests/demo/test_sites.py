@@ -128,6 +128,32 @@ def test_a_site_without_a_battery_or_currency_is_refused_not_defaulted(tmp_path,
 
 
 @pytest.mark.parametrize(
+    ("bess", "missing"),
+    [
+        ({}, ["capacity_kwh", "max_charge_kw", "max_discharge_kw"]),
+        ({"capacity_kwh": 400.0}, ["max_charge_kw", "max_discharge_kw"]),
+    ],
+)
+def test_a_battery_without_its_size_and_ratings_is_refused(tmp_path, bess, missing):
+    data = demo_yaml_data()
+    data["sites"][1]["bess"] = bess
+    site_id = data["sites"][1]["site_id"]
+    path = write(tmp_path, data)
+    assert problems_of(path) == [f"{path}: sites[1] ({site_id!r}): bess.{name}: field required" for name in missing]
+
+
+def test_a_batterys_operating_settings_keep_the_contract_defaults(tmp_path):
+    data = demo_yaml_data()
+    data["sites"][1]["bess"] = {"capacity_kwh": 400.0, "max_charge_kw": 200.0, "max_discharge_kw": 150.0}
+    (site,) = [s for s in load_sites_yaml(write(tmp_path, data)) if s.site_id == data["sites"][1]["site_id"]]
+    assert site.bess.model_dump() == {
+        "capacity_kwh": 400.0, "max_charge_kw": 200.0, "max_discharge_kw": 150.0,
+        "soc_min": 0.1, "soc_max": 0.9, "soc_initial": 0.5, "soc_final_min": None,
+        "charge_efficiency": 0.95, "discharge_efficiency": 0.95, "cycle_cost_per_kwh": 0.0,
+    }
+
+
+@pytest.mark.parametrize(
     ("text", "fragment"),
     [
         ("sites: [a: 1\n", "not valid YAML"),

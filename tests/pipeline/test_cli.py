@@ -37,7 +37,8 @@ def test_sites_import_and_list(url, capsys):
 
 A_SITE = (
     "site_id: X\ntimezone: Asia/Kuala_Lumpur\nlatitude: 3.1\nlongitude: 101.7\ncurrency: MYR\n"
-    "bess: {capacity_kwh: 200}\ntariff: {currency: MYR, default: {buy: 0.4, sell: 0.2}}\n"
+    "bess: {capacity_kwh: 200, max_charge_kw: 100, max_discharge_kw: 100}\n"
+    "tariff: {currency: MYR, default: {buy: 0.4, sell: 0.2}}\n"
 )
 
 
