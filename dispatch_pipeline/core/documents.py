@@ -1,7 +1,10 @@
 """JSON and YAML documents read strictly: what the parsers would settle quietly is an error.
 
 Both parsers keep the last of two equal keys in a mapping, so `pv_kwp: 500` followed by
-`pv_kwp: 5` would register 5 without a word; here it names the key and where it repeats. Text
+`pv_kwp: 5` would register 5 without a word; here it names the key and where it repeats. YAML
+scalars resolve as in YAML 1.2's core schema: PyYAML's YAML 1.1 rules would read `16:40` as the
+number 1000, `0x1F4` as 500, `4_00` as 400, `0123` as 83 and `no` as false; here those stay text,
+which a numeric field then refuses with the value as written. Text
 that is not UTF-8, nesting deeper than the parser's recursion, and integers past Python's
 4,300-digit limit are errors naming the source, never a traceback.
 """
@@ -9,6 +12,7 @@ that is not UTF-8, nesting deeper than the parser's recursion, and integers past
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,7 +62,7 @@ def parse_yaml(text: str, source: str) -> Any:
     """YAML (and so JSON) through the safe loader, refusing duplicated keys."""
     source = source_name(source)
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise DocumentError(f"{source} is not valid YAML or JSON: {exc}") from None
     except RecursionError:
@@ -81,7 +85,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return mapping
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Mark] = {}
         for key_node, _ in node.value:
@@ -98,3 +102,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     f"found key {key!r} again (first at line {first.line + 1})", key_node.start_mark,
                 )
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        return int(self.construct_scalar(node), 10)  # "0123" is 123, not octal 83
+
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_INT, _FLOAT, _BOOL)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_StrictLoader.add_implicit_resolver(_INT, re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_StrictLoader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"),
+)
+_StrictLoader.add_constructor(_INT, _StrictLoader.construct_yaml_int)

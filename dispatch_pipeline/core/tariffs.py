@@ -57,12 +57,8 @@ class TouPeriod(_Frozen):
     @classmethod
     def _clock_time(cls, value: Any) -> str:
         if isinstance(value, int) and not isinstance(value, bool):
-            # PyYAML reads an unquoted 22:00 as the base-60 integer 1320.
-            hint = f'"{value // 60:02d}:{value % 60:02d}"' if 0 <= value <= 1440 else '"HH:MM"'
-            raise ValueError(
-                f"must be a quoted 'HH:MM' clock time (got the number {value}; "
-                f"in YAML write {hint} with quotes)"
-            )
+            # Minutes after midnight, perhaps, or hours: either way a guess.
+            raise ValueError(f"must be a local clock time 'HH:MM' written as text (got the number {value})")
         if not isinstance(value, str) or not _CLOCK.fullmatch(value):
             raise ValueError(f"must be a local clock time 'HH:MM' from 00:00 to 24:00 (got {value!r})")
         return value

@@ -189,7 +189,7 @@ def with_period(**changes) -> dict:
         (with_period(buy=float("nan")), ["periods.0.buy", "nan"]),
         (with_period(buy="0.5"), ["periods.0.buy", "'0.5'"]),
         (with_period(price=0.5), ["periods.0.price", "Extra inputs are not permitted"]),
-        (with_period(start=1320), ["periods.0.start", "1320", '"22:00"', "quote"]),
+        (with_period(start=1320), ["periods.0.start", "the number 1320", "'HH:MM'"]),
         ({"default": {"buy": 0.2, "sell": 0.1}, "demand_charge_per_kw": -1.0}, ["demand_charge_per_kw", "-1.0"]),
         ({"default": {"buy": 0.2, "sell": 0.1}, "currency": "myr"}, ["currency", "'myr'"]),
         ({"default": {"buy": 0.2}}, ["default.sell", "Field required"]),

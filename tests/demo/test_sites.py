@@ -68,12 +68,25 @@ def test_errors_name_file_site_and_field(tmp_path):
     assert "'25:00'" in problems[2]
 
 
-def test_unquoted_clock_time_gets_a_hint(tmp_path):
+def test_an_unquoted_clock_time_is_read_as_the_time_not_a_base_60_number(tmp_path):
     text = sites_yaml_path().read_text().replace('end: "22:00"', "end: 22:00", 1)
+    assert load_sites_yaml(write(tmp_path, text)) == demo_sites()
+
+
+@pytest.mark.parametrize("written", ["16:40", "0x3E8", "1_000", "0o1750"])
+def test_numbers_only_yaml_1_1_reads_as_numbers_are_refused_as_written(tmp_path, written):
+    text = sites_yaml_path().read_text().replace("capacity_kwh: 1000", f"capacity_kwh: {written}", 1)
+    assert f"capacity_kwh: {written}" in text
     problems = problems_of(write(tmp_path, text))
     assert len(problems) == 1
-    assert "sites[0] ('KL_MALL'): tariff.periods[0].end" in problems[0]
-    assert 'got the number 1320; in YAML write "22:00" with quotes' in problems[0]
+    assert problems[0].startswith(f"{tmp_path / 'sites.yaml'}: sites[0] ('KL_MALL'): bess.capacity_kwh:")
+    assert f"(got {written!r})" in problems[0]
+
+
+def test_a_leading_zero_does_not_make_a_yaml_number_octal(tmp_path):
+    text = sites_yaml_path().read_text().replace("capacity_kwh: 1000", "capacity_kwh: 01000", 1)
+    (site, *_) = load_sites_yaml(write(tmp_path, text))
+    assert site.site_id == "KL_MALL" and site.bess.capacity_kwh == 1000.0
 
 
 def test_tariff_problems_are_reported_per_site(tmp_path):
