@@ -31,6 +31,7 @@ from dispatch_pipeline.api.schemas import (
     SolverHealth,
     request_body_openapi,
 )
+from dispatch_pipeline.api.strictness import query_parameters, require_json_body
 from dispatch_pipeline.core.documents import DocumentError, parse_json
 from dispatch_pipeline.core.request import CALENDAR_DATE, SITE_ID_PATTERN
 from dispatch_pipeline.storage import StoredRun, get_run, latest_run
@@ -48,12 +49,18 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
 @router.post(
     "/dispatch/run",
     response_model=DispatchResponse,
-    responses={**ERROR_RESPONSES, 413: {"model": ErrorResponse, "description": "Body over 1 MB."}},
+    responses={
+        **ERROR_RESPONSES,
+        413: {"model": ErrorResponse, "description": "Body over 1 MB."},
+        415: {"model": ErrorResponse, "description": "Body not sent as application/json."},
+    },
     openapi_extra=request_body_openapi(),
+    dependencies=[query_parameters()],
     summary="Plan one site-day and store the run",
     tags=["dispatch"],
 )
 async def run_dispatch(request: Request, access: Access, database: DatabaseDep) -> Response:
+    require_json_body(request)
     raw = parse_json_object(await request.body())
     too_long = oversized_arrays(raw)
     if too_long:
@@ -73,7 +80,14 @@ async def run_dispatch(request: Request, access: Access, database: DatabaseDep) 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
-        data = parse_json(body, "body")
+        # UTF-8 only (RFC 8259): json.loads would also guess UTF-16 or UTF-32 from the bytes.
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise unprocessable([field_problem(
+            [], f"body is not UTF-8 text (byte {exc.start}: {body[exc.start]:#04x})", kind="json_invalid"
+        )]) from None
+    try:
+        data = parse_json(text, "body")
     except DocumentError as exc:
         raise unprocessable([field_problem([], str(exc), kind="json_invalid")]) from None
     if not isinstance(data, dict):
@@ -96,6 +110,7 @@ DateQuery = Annotated[
     response_model=LatestSchedule,
     responses={**ERROR_RESPONSES, 404: {"model": ErrorResponse, "description": "No run for the site (and date)."}},
     summary="The most recent plan of a site (and local date)",
+    dependencies=[query_parameters("site_id", "date")],
     tags=["dispatch"],
 )
 async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep,
@@ -143,6 +158,7 @@ def _latest(database: Database, site_id: str, date: dt.date | None) -> tuple[Sto
     response_model=RunDetail,
     responses={**ERROR_RESPONSES, **NOT_FOUND},
     summary="One stored run with its KPIs and points",
+    dependencies=[query_parameters()],
     tags=["dispatch"],
 )
 async def get_run_detail(run_id: Annotated[uuid.UUID, Path()], access: Access,

@@ -21,6 +21,11 @@ def secured(make_app):
         yield client
 
 
+def test_a_caller_without_a_token_hears_401_before_anything_about_its_query(secured):
+    response = secured.get("/dispatch/latest", params={"site_id": "DEMO", "dat": "2099-01-01"})
+    assert response.status_code == 401
+
+
 def test_healthz_needs_no_token(secured):
     assert secured.get("/healthz").status_code == 200
 

@@ -219,3 +219,72 @@ def test_a_site_id_outside_its_pattern_is_refused_and_an_odd_valid_one_round_tri
     odd_but_valid = {**sample_request, "site_id": "--.._"}
     assert client.post("/dispatch/run", json=odd_but_valid).status_code == 200
     assert client.get("/dispatch/latest", params={"site_id": "--.._"}).json()["site_id"] == "--.._"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "loc", "fragment"),
+    [
+        ("get", "/dispatch/latest", [("site_id", "DEMO"), ("dat", "2099-01-01")], ["query", "dat"],
+         "unknown query parameter (this endpoint takes site_id, date)"),
+        ("get", "/dispatch/latest", [("site_id", "DEMO"), ("site_id", "OTHER")], ["query", "site_id"],
+         "given 2 times ('DEMO', 'OTHER'); give it once"),
+        ("get", "/dispatch/runs/00000000-0000-0000-0000-000000000000", [("verbose", "1")], ["query", "verbose"],
+         "unknown query parameter (this endpoint takes none)"),
+        ("post", "/dispatch/run", [("use_milp", "false")], ["query", "use_milp"],
+         "unknown query parameter (this endpoint takes none)"),
+    ],
+    ids=["typo", "repeated", "runs-takes-none", "post-takes-none"],
+)
+def test_a_query_parameter_the_endpoint_does_not_take_is_422_not_ignored(
+    client, engine, sample_request, method, path, params, loc, fragment
+):
+    before = count_rows(engine)
+
+    if method == "post":
+        response = client.post(path, params=params, json=sample_request)
+    else:
+        response = client.get(path, params=params)
+
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert (problem["loc"], problem["msg"]) == (loc, fragment)
+    assert count_rows(engine) == before
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-16"],
+)
+def test_a_body_not_sent_as_json_is_415_and_writes_nothing(client, engine, sample_request, content_type):
+    headers = {} if content_type is None else {"content-type": content_type}
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", content=json.dumps(sample_request), headers=headers)
+
+    assert response.status_code == 415, response.text
+    shown = "no Content-Type" if content_type is None else f"Content-Type {content_type!r}"
+    assert response.json()["message"] == (
+        f"the body must be sent as Content-Type: application/json in UTF-8 (got {shown})"
+    )
+    assert count_rows(engine) == before
+
+
+def test_a_json_body_in_utf_16_is_422_naming_the_encoding(client, engine, sample_request):
+    before = count_rows(engine)
+
+    response = client.post(
+        "/dispatch/run", content=json.dumps(sample_request).encode("utf-16"),
+        headers={"content-type": "application/json"},
+    )
+
+    assert response.status_code == 422
+    assert response.json()["message"] == "request: body is not UTF-8 text (byte 0: 0xff)"
+    assert count_rows(engine) == before
+
+
+def test_a_declared_utf_8_charset_is_accepted(client, sample_request):
+    response = client.post(
+        "/dispatch/run", content=json.dumps(sample_request),
+        headers={"content-type": "Application/JSON; Charset=\"UTF-8\""},
+    )
+    assert response.status_code == 200, response.text
