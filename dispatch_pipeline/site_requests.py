@@ -64,6 +64,31 @@ def with_site_values(raw: dict[str, Any], site: Site) -> dict[str, Any]:
     return merged
 
 
+def site_supplied_fields(raw: dict[str, Any], site: Site) -> frozenset[str]:
+    """The fields ("bess.soc_max") that `with_site_values` takes from the site.
+
+    A rule broken between a field the caller sent and one the site supplied is reported at
+    either; the message must then say whose value it is.
+    """
+    fields = {"timezone"} if raw.get("timezone") is None else set()
+    for name in SITE_SUPPLIED_OBJECTS:
+        given = raw.get(name)
+        if name not in raw or isinstance(given, dict):
+            sent = given if isinstance(given, dict) else {}
+            fields |= {f"{name}.{field}" for field in type(getattr(site, name)).model_fields if field not in sent}
+    tariff = raw.get("tariff")
+    if isinstance(tariff, dict) and "demand_charge_per_kw" not in tariff:
+        fields.add("tariff.demand_charge_per_kw")
+    return frozenset(fields)
+
+
+def with_site_note(field: str, message: str, supplied: frozenset[str], site: Site) -> str:
+    """`message` about `field`, saying so when the value is the site's, not the caller's."""
+    if field not in supplied:
+        return message
+    return f"{message} (the value stored for site {site.site_id!r}; the request left {field} out)"
+
+
 def site_problem(engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime) -> DispatchProblem:
     """The problem of a validated request, its PV taken from storage when it sends none.
 

@@ -20,9 +20,16 @@ from dispatch_pipeline.api.errors import (
 )
 from dispatch_pipeline.core.request import DispatchRequest, RequestError, raw_array_length_problems
 from dispatch_pipeline.core.result import DispatchResponse
+from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.core.solve import solve_problem
 from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
-from dispatch_pipeline.site_requests import registered_site, site_problem, with_site_values
+from dispatch_pipeline.site_requests import (
+    registered_site,
+    site_problem,
+    site_supplied_fields,
+    with_site_note,
+    with_site_values,
+)
 from dispatch_pipeline.storage import StorageInputError, StoredSiteInvalid, save_runs
 
 
@@ -37,7 +44,7 @@ def plan_and_store(engine: Engine, raw: dict[str, Any]) -> DispatchResponse:
     # One clock reading: a request without `date` near local midnight must take its stored PV
     # from the day it plans.
     now = clock()
-    request = validate(with_site_values(raw, site) if site else raw, now)
+    request = validate(raw, site, now)
     try:
         problem = site_problem(engine, request, site, now)
     except RequestError as exc:
@@ -55,13 +62,21 @@ def clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def validate(data: dict[str, Any], now: dt.datetime) -> DispatchRequest:
-    """The request, or a 422 naming every bad field, and every array whose length is not the
-    local day's when that day can be told."""
+def validate(raw: dict[str, Any], site: Site | None, now: dt.datetime) -> DispatchRequest:
+    """The request completed from its registered site, or a 422 naming every bad field (and
+    whose value it is), and every array whose length is not the local day's when that day can
+    be told."""
+    data = with_site_values(raw, site) if site else raw
     try:
         return DispatchRequest.model_validate(data)
     except ValidationError as exc:
         lengths = RequestError(raw_array_length_problems(data, today=now))
-        raise unprocessable(validation_problems(exc) + request_problems(lengths)) from None
+        problems = validation_problems(exc) + request_problems(lengths)
+        if site is not None:
+            supplied = site_supplied_fields(raw, site)
+            for problem in problems:
+                field = ".".join(str(part) for part in problem["loc"][1:])
+                problem["msg"] = with_site_note(field, problem["msg"], supplied, site)
+        raise unprocessable(problems) from None
 
 

@@ -256,6 +256,22 @@ def test_registered_site_supplies_its_demand_charge_unless_the_tariff_states_one
     )
 
 
+def test_a_rule_broken_against_the_sites_stored_value_says_whose_value_it_is(client, engine, sample_request):
+    _register_site(engine, "REG_BLAME")  # stores the default soc_max 0.9
+    request = {**sample_request, "site_id": "REG_BLAME", "bess": {"soc_min": 0.95}}
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", json=request)
+
+    assert response.status_code == 422
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body", "bess", "soc_max"]
+    assert problem["msg"] == (
+        "must not be below soc_min (0.95) (the value stored for site 'REG_BLAME'; the request left bess.soc_max out)"
+    )
+    assert count_rows(engine) == before
+
+
 def test_registered_site_without_forecast_for_the_day_is_422(client, engine, sample_request):
     _register_site(engine, "REG_NOFC")
     request = {**sample_request, "site_id": "REG_NOFC"}

@@ -87,3 +87,19 @@ def test_a_full_request_of_an_unregistered_site_is_stored_as_sent(tmp_path, url,
     assert answer["objective_value"] == pytest.approx(solve_dispatch(request).objective_value, rel=1e-6)
     stored = get_run(open_database(url), answer["run_id"])
     assert (stored.run.source, stored.run.timezone) == ("cli", request["timezone"])
+
+
+def test_a_rule_broken_against_the_sites_stored_value_says_whose_value_it_is(tmp_path, url, capsys) -> None:
+    site = demo_site("KL_MALL")  # stores soc_max 0.95
+    upsert_site(open_database(url), site)
+    request = {**json.loads(SAMPLE_REQUEST.read_text()), "site_id": site.site_id, "bess": {"soc_min": 0.99}}
+    before = run_count(url)
+
+    status, message = solve_stored(request, tmp_path, url, capsys)
+
+    assert status == 2
+    assert (
+        "bess.soc_max: must not be below soc_min (0.99) (got 0.95) (the value stored for site 'KL_MALL'; "
+        "the request left bess.soc_max out)"
+    ) in message
+    assert run_count(url) == before
