@@ -74,6 +74,15 @@ class Site(BaseModel):
     weights: Weights = Weights()
     tariff: TouTariff
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tariff_in_the_site_currency(cls, data: Any) -> Any:
+        # A tariff that states no currency is in the site's, not the contract's default.
+        if isinstance(data, dict) and isinstance(data.get("tariff"), dict) and "currency" not in data["tariff"]:
+            if isinstance(data.get("currency"), str):
+                return {**data, "tariff": {**data["tariff"], "currency": data["currency"]}}
+        return data
+
     @model_validator(mode="after")
     def _one_currency(self) -> Site:
         # Prices and KPIs are labelled with the site currency; a tariff in another would mislabel them.

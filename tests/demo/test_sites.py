@@ -140,6 +140,24 @@ def test_a_site_without_a_battery_or_currency_is_refused_not_defaulted(tmp_path,
     assert problems_of(path) == [f"{path}: sites[1] ({site_id!r}): {field}: field required"]
 
 
+def test_a_tariff_without_a_currency_is_in_the_sites(tmp_path):
+    data = demo_yaml_data()
+    berlin = data["sites"][1]
+    assert berlin["currency"] == "EUR"
+    del berlin["tariff"]["currency"]
+    sites = {site.site_id: site for site in load_sites_yaml(write(tmp_path, data))}
+    assert sites[berlin["site_id"]].tariff.currency == "EUR"
+
+
+def test_a_tariff_in_another_currency_than_the_sites_is_refused(tmp_path):
+    data = demo_yaml_data()
+    data["sites"][1]["tariff"]["currency"] = "USD"
+    path = write(tmp_path, data)
+    assert problems_of(path) == [
+        f"{path}: sites[1] ('BERLIN_DEPOT'): tariff.currency 'USD' differs from the site's currency 'EUR'"
+    ]
+
+
 @pytest.mark.parametrize(
     ("bess", "missing"),
     [
