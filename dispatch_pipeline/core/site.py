@@ -78,9 +78,9 @@ class Site(BaseModel):
     @classmethod
     def _tariff_in_the_site_currency(cls, data: Any) -> Any:
         # A tariff that states no currency is in the site's, not the contract's default.
-        if isinstance(data, dict) and isinstance(data.get("tariff"), dict) and "currency" not in data["tariff"]:
-            if isinstance(data.get("currency"), str):
-                return {**data, "tariff": {**data["tariff"], "currency": data["currency"]}}
+        tariff = data.get("tariff") if isinstance(data, dict) else None
+        if isinstance(tariff, dict) and "currency" not in tariff and isinstance(data.get("currency"), str):
+            return {**data, "tariff": {**tariff, "currency": data["currency"]}}
         return data
 
     @model_validator(mode="after")
