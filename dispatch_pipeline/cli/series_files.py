@@ -32,6 +32,8 @@ SITE_ID = re.compile(SITE_ID_PATTERN)
 # A fraction of a second with a digit other than 0: datetime.fromisoformat keeps microseconds only,
 # so "04:00:00.0000001Z" would otherwise pass as 04:00.
 NONZERO_FRACTION = re.compile(r"[.,]\d*[1-9]")
+# A digit other than 0 past the sixth of a fraction: what a stored time cannot hold.
+SUB_MICROSECOND = re.compile(r"[.,]\d{6}\d*[1-9]")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # A decimal number in ASCII digits (or a word for infinity or NaN, refused later as not finite).
 DECIMAL_NUMBER = re.compile(
@@ -91,6 +93,33 @@ def read_table(path: Path) -> Any:
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         raise UsageError(f"{path}: cannot read as {suffix[1:]}: {exc}") from None
     raise UsageError(f"{path}: unknown format {suffix or '(none)'!r}; use .csv or .parquet")
+
+
+def check_csv_text(path: Path) -> None:
+    """UsageError for a CSV that is not UTF-8 text, naming the line, or whose header leaves a
+    column without a name or names one twice: pandas would report a byte offset of its own
+    buffer, and rename such columns ("Unnamed: 4", "pv_kw.1") into names the file never had.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return  # read_table says why
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"{path}: line {line} is not UTF-8 text (byte {data[exc.start]:#04x})") from None
+    try:
+        header = next((r for r in csv.reader(text.splitlines()) if len(r) > 1 or (r and r[0].strip())), [])
+    except csv.Error:
+        return  # read_table says why
+    for position, name in enumerate(header, start=1):
+        if not name.strip():
+            raise UsageError(f"{path}: the header's column {position} has no name (got {name!r})")
+        if header.index(name) != position - 1:
+            raise UsageError(
+                f"{path}: the header names column {name!r} twice (columns {header.index(name) + 1} and {position})"
+            )
 
 
 def csv_lines(path: Path) -> list[int] | None:
@@ -180,6 +209,12 @@ def parse_timestamp(value: Any, where: str) -> dt.datetime:
     return instant
 
 
+def parse_issue_time(text: str) -> dt.datetime:
+    if SUB_MICROSECOND.search(text):
+        raise UsageError(f"--issued-at: finer than a microsecond, the most a stored issue time holds (got {text!r})")
+    return parse_timestamp(text, "--issued-at")
+
+
 def check_interval_start(value: Any, instant: dt.datetime, where: str, minutes: int) -> None:
     """Raise UsageError unless `instant` (`value` parsed) starts an interval of the `minutes` grid:
     a whole number of intervals since the epoch, so zero seconds and sub-seconds."""
@@ -224,9 +259,8 @@ def validate(
         table[list(columns)].itertuples(index=False, name=None), start=1
     ):
         row = f"{source}: {row_name(index)}"
-        if not isinstance(site_id, str) or not SITE_ID.fullmatch(site_id.strip()):
+        if not isinstance(site_id, str) or not SITE_ID.fullmatch(site_id):
             raise UsageError(f"{row}, column site_id: must match {SITE_ID.pattern} (got {site_id!r})")
-        site_id = site_id.strip()
         instant = parse_timestamp(ts, f"{row}, column ts")
         check_interval_start(ts, instant, f"{row}, column ts", PIPELINE_RESOLUTION_MINUTES)
         if (site_id, instant) in first_row:
@@ -250,14 +284,17 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
     from dispatch_pipeline.cli.dagster_home import application_database_url
 
     path = Path(args.file)
+    is_csv = path.suffix.lower() == ".csv"
+    if is_csv:
+        check_csv_text(path)
     # First: a row with a field too many or too few is named here, before pandas shifts it.
-    lines = csv_lines(path) if path.suffix.lower() == ".csv" else None
+    lines = csv_lines(path) if is_csv else None
     table = read_table(path)
     if lines is not None and len(lines) != len(table):
         lines = None  # rows pandas split differently: name rows without their lines
     by_site = validate(table, str(path), spec, lines)
     now = dt.datetime.now(dt.UTC)
-    issued_at = parse_timestamp(args.issued_at, "--issued-at") if args.issued_at else now
+    issued_at = parse_issue_time(args.issued_at) if args.issued_at else now
     if issued_at > now + ISSUE_CLOCK_SKEW:
         raise UsageError(
             f"--issued-at: {args.issued_at!r} lies in the future; the most recently issued "

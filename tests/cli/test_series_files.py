@@ -221,6 +221,52 @@ def test_a_row_with_more_or_fewer_fields_than_the_header_is_named(url, tmp_path,
     assert stored("forecasts", url).empty
 
 
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("site_id,ts,load_kw,pv_kw,pv_kw", "the header names column 'pv_kw' twice (columns 4 and 5)"),
+        ("site_id,ts,load_kw,pv_kw,", "the header's column 5 has no name (got '')"),
+    ],
+)
+def test_a_header_column_without_a_name_or_named_twice_is_named_as_written(url, tmp_path, capsys, header, message):
+    _, *rows = forecast_table().to_csv(index=False).splitlines()
+    path = tmp_path / "header.csv"
+    path.write_text("\n".join([header, *(row + ",0" for row in rows)]) + "\n")
+    assert load("forecasts", path, url) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{path}: {message}")
+    assert stored("forecasts", url).empty
+
+
+def test_a_csv_that_is_not_utf8_names_the_line(url, tmp_path, capsys):
+    header, *rows = forecast_table().to_csv(index=False).encode().splitlines()
+    rows[ROW - 1] = rows[ROW - 1].replace(b"KL_MALL", b"KL_M\xffLL")
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"\n".join([header, *rows]) + b"\n")
+    assert load("forecasts", path, url) == 2
+    assert f"{path}: line {ROW + 1} is not UTF-8 text (byte 0xff)" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
+
+
+@pytest.mark.parametrize("site_id", [" KL_MALL", "KL_MALL ", "KL_MALL\n"])
+def test_a_site_id_with_surrounding_whitespace_is_refused_not_trimmed(url, tmp_path, capsys, site_id):
+    table = forecast_table()
+    table.loc[ROW - 1, "site_id"] = site_id
+    path = tmp_path / "spaces.parquet"
+    table.to_parquet(path)
+    assert load("forecasts", path, url) == 2
+    assert f"row {ROW}, column site_id: must match" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
+
+
+def test_an_issue_time_finer_than_a_microsecond_is_refused(url, tmp_path, capsys):
+    path = tmp_path / "forecast.csv"
+    forecast_table().to_csv(path, index=False)
+    issued_at = "2025-03-10T00:00:00.0000009Z"
+    assert main(["forecasts", "load", str(path), "--issued-at", issued_at, "--database-url", url]) == 2
+    assert "--issued-at: finer than a microsecond" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
+
+
 @pytest.mark.parametrize("text", ["1_5", "１２", "0x1A", "1,5"])
 def test_only_decimal_numbers_are_numbers(url, tmp_path, capsys, text):
     table = forecast_table().astype({"load_kw": object})
