@@ -92,7 +92,9 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
         [np.maximum.accumulate(np.where(expensive, buy, -np.inf)[::-1])[::-1][1:], [-np.inf]]
     )
     round_trip = eta_c * eta_d
-    pays_to_store = buy / round_trip + bess.cycle_cost_per_kwh / eta_d < dearest_after
+    # Efficiencies near 0 (valid, if absurd) make the cost of storing infinite: it never pays.
+    with np.errstate(divide="ignore", over="ignore"):
+        pays_to_store = buy / round_trip + bess.cycle_cost_per_kwh / eta_d < dearest_after
     export_beats_curtailing = w.cost * sell >= -w.curtail
 
     schedule = {k: np.zeros(T) for k in ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")}
