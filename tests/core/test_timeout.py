@@ -138,3 +138,26 @@ def test_solve_ms_runs_from_when_a_worker_takes_the_problem(monkeypatch) -> None
     monkeypatch.setattr(solve_module, "choose_schedule", choose)
     result = solve_module.solve_problem(problem)
     assert result.solve_ms == pytest.approx(30.0)
+
+
+def test_cbc_stopped_by_its_time_limit_before_any_schedule_is_a_timeout(monkeypatch) -> None:
+    from pyomo.opt import SolverResults, SolverStatus, TerminationCondition
+
+    from dispatch_pipeline.core.milp import cbc
+
+    class StoppedBeforeAnIntegerSolution:
+        """What Pyomo reports for CBC's "Stopped on time (no integer solution - continuous used)"."""
+
+        def __init__(self) -> None:
+            self.options: dict = {}
+
+        def solve(self, model, load_solutions):
+            results = SolverResults()
+            results.solver.status = SolverStatus.aborted
+            results.solver.termination_condition = TerminationCondition.intermediateNonInteger
+            return results
+
+    monkeypatch.setattr(cbc.pyo, "SolverFactory", lambda name: StoppedBeforeAnIntegerSolution())
+    problem = build_problem(load_case("typical")["request"])
+    with pytest.raises(MilpTimeout, match="CBC reached its time limit without a feasible schedule"):
+        cbc.solve_with_cbc(problem, time.monotonic() + 5)

@@ -33,6 +33,9 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
     if remaining <= 0:
         raise MilpTimeout("time limit reached before CBC could start")
     solver = pyo.SolverFactory("cbc")
+    # The deadline is wall clock; CBC counts CPU seconds unless told, and a process that waits
+    # for a busy core spends less CPU than wall time, so it would still be searching when killed.
+    solver.options["timeMode"] = "elapsed"
     solver.options["ratioGap"] = mip_rel_gap
     solver.options["seconds"] = round(remaining, 3)  # CBC takes fractions: int() made 0.7 s a whole second
     results = solver.solve(model, load_solutions=False)
@@ -42,7 +45,9 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
         termination = "optimal"
     elif condition == TerminationCondition.maxTimeLimit and has_solution:
         termination = "time_limit"
-    elif condition == TerminationCondition.maxTimeLimit:
+    elif condition in (TerminationCondition.maxTimeLimit, TerminationCondition.intermediateNonInteger):
+        # intermediateNonInteger: "a limit was hit" before any integer solution, and the time
+        # limit is the only one set.
         raise MilpTimeout("CBC reached its time limit without a feasible schedule")
     else:
         raise MilpFailure(f"CBC failed: {results.solver.status}, {condition}")
