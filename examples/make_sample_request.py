@@ -5,7 +5,8 @@
 - sample_request.json: the seed README's quick-start request in full (96 quarter-hours of a
   Kuala Lumpur commercial site on 2024-03-15, ToU prices, PV and the contract's example battery);
 - sites.yaml: the demo sites, the input of `dispatch-pipeline sites import`;
-- forecast.csv: two local days of demo forecast for KL_MALL (site_id, ts in UTC, load_kw, pv_kw).
+- forecast.csv: two local days of demo forecast for KL_MALL (site_id, ts in UTC, load_kw, pv_kw);
+- prices.csv: spot prices of the same two local days for BERLIN_DEPOT (site_id, ts, buy, sell).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import pandas as pd
 
 from dispatch_pipeline.core.site import Site, SiteBattery, site_request
 from dispatch_pipeline.core.tariffs import Prices, TouPeriod, TouTariff
-from dispatch_pipeline.demo import commercial_load, demo_forecast, pv_forecast, sites_yaml_path
+from dispatch_pipeline.demo import (
+    commercial_load,
+    demo_forecast,
+    demo_site,
+    pv_forecast,
+    sites_yaml_path,
+)
 from dispatch_pipeline.demo.sites import DemoProfile
 
 DATE = "2024-03-15"
@@ -85,11 +92,32 @@ def forecast_csv() -> str:
     return table.to_csv(index=False, lineterminator="\n")
 
 
+PRICE_SITE = "BERLIN_DEPOT"
+
+
+def prices_csv() -> str:
+    """Day-ahead spot prices for the Berlin depot's two local days (UTC+1), per quarter-hour:
+    dear in the evening, cheap at night, below zero around a sunny Saturday's noon."""
+    frames = []
+    for date in FORECAST_DATES:
+        day = demo_site(PRICE_SITE).local_day(date)
+        hours = np.arange(day.intervals) / 4
+        buy = 0.22 + 0.08 * np.cos((hours - 19) / 24 * 2 * np.pi)
+        if day.date.weekday() == 5:
+            buy -= np.where((hours >= 11) & (hours < 15), 0.27, 0.0)
+        frames.append(pd.DataFrame({"ts": day.timestamps(), "buy": buy.round(4), "sell": (buy - 0.1).round(4)}))
+    table = pd.concat(frames, ignore_index=True)
+    table.insert(0, "site_id", PRICE_SITE)
+    table["ts"] = pd.to_datetime(table["ts"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return table.to_csv(index=False, lineterminator="\n")
+
+
 def main(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sample_request.json").write_text(format_request(sample_request()), encoding="utf-8")
     shutil.copyfile(sites_yaml_path(), out_dir / "sites.yaml")
     (out_dir / "forecast.csv").write_text(forecast_csv(), encoding="utf-8")
+    (out_dir / "prices.csv").write_text(prices_csv(), encoding="utf-8")
 
 
 if __name__ == "__main__":

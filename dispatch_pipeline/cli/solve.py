@@ -85,15 +85,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _solve(request: object, args: argparse.Namespace) -> DispatchResult:
-    from dispatch_pipeline import solve_dispatch
+    from dispatch_pipeline import RequestError, solve_dispatch
 
-    return solve_dispatch(
-        request,
-        solver=args.solver,
-        timeout_ms=args.timeout_ms,
-        use_milp=False if args.no_milp else None,
-        currency=args.currency or DEFAULT_CURRENCY,
-    )
+    try:
+        return solve_dispatch(
+            request,
+            solver=args.solver,
+            timeout_ms=args.timeout_ms,
+            use_milp=False if args.no_milp else None,
+            currency=args.currency or DEFAULT_CURRENCY,
+        )
+    except RequestError as exc:
+        if not any(problem.startswith("pv_kw: missing") for problem in exc.problems):
+            raise
+        # The site may well have a stored forecast: this command just did not read it.
+        raise RequestError([
+            *exc.problems,
+            "without --store, solve reads no database: send pv_kw, or add --store to plan with "
+            "a registered site's stored forecast",
+        ]) from None
 
 
 def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResult:

@@ -53,6 +53,8 @@ def test_solve_from_stdin_with_cbc_and_no_milp() -> None:
         (("solve", "-"), "[" * 100_000, "nested too deeply"),
         (("solve", "-"), '{"timeout_ms": ' + "9" * 5000 + "}", "is not usable JSON"),
         (("solve", "-", "--currency", "€"), "{}", "--currency: expected three capital letters"),
+        (("solve", "-"), json.dumps({k: v for k, v in load_case("hourly")["request"].items() if k != "pv_kw"}),
+         "without --store, solve reads no database: send pv_kw, or add --store"),
     ],
 )
 def test_bad_input_exits_2_with_message_and_no_stdout(args, stdin, message) -> None:

@@ -14,7 +14,7 @@ from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.request import Battery
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-GENERATED = ("sample_request.json", "sites.yaml", "forecast.csv")
+GENERATED = ("sample_request.json", "sites.yaml", "forecast.csv", "prices.csv")
 
 
 @pytest.mark.parametrize("name", GENERATED)
@@ -53,3 +53,37 @@ def test_forecast_csv_holds_two_local_days():
     assert ts.iloc[0] == pd.Timestamp("2024-03-14T16:00Z")  # local midnight, UTC+8
     assert (ts.diff().dropna() == pd.Timedelta(minutes=15)).all()
     assert (table["load_kw"] > 0).all() and (table["pv_kw"] >= 0).all()
+
+
+def test_prices_csv_holds_two_local_days_of_berlin_with_a_negative_noon():
+    table = pd.read_csv(EXAMPLES / "prices.csv")
+    assert list(table.columns) == ["site_id", "ts", "buy", "sell"]
+    assert len(table) == 192 and set(table["site_id"]) == {"BERLIN_DEPOT"}
+    ts = pd.to_datetime(table["ts"], utc=True)
+    assert ts.iloc[0] == pd.Timestamp("2024-03-14T23:00Z")  # local midnight, UTC+1
+    assert (ts.diff().dropna() == pd.Timedelta(minutes=15)).all()
+    saturday = table[ts >= pd.Timestamp("2024-03-15T23:00Z")]
+    assert (saturday["buy"] < 0).any() and (table["buy"] > table["sell"]).all()
+
+
+def test_the_readmes_data_commands_store_the_example_files(tmp_path, capsys):
+    from dispatch_pipeline.cli import main
+    from dispatch_pipeline.storage import (
+        list_site_ids,
+        load_forecast,
+        load_price_series,
+        open_database,
+    )
+
+    url = f"sqlite:///{tmp_path / 'examples.sqlite'}"
+    for command in (
+        ["sites", "import", str(EXAMPLES / "sites.yaml")],
+        ["forecasts", "load", str(EXAMPLES / "forecast.csv")],
+        ["prices", "load", str(EXAMPLES / "prices.csv")],
+    ):
+        assert main([*command, "--database-url", url]) == 0, capsys.readouterr().err
+    engine = open_database(url)
+    window = (pd.Timestamp("2024-03-14T00:00Z").to_pydatetime(), pd.Timestamp("2024-03-17T00:00Z").to_pydatetime())
+    assert set(list_site_ids(engine)) == {"KL_MALL", "BERLIN_DEPOT", "PHOENIX_OFFICE"}
+    assert len(load_forecast(engine, "KL_MALL", *window)) == 192
+    assert len(load_price_series(engine, "BERLIN_DEPOT", *window)) == 192
