@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
+
+from tests.postgres import REQUIRE_POSTGRES
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
@@ -15,6 +20,16 @@ def load_case(name: str) -> dict:
 
 
 CASE_NAMES = sorted(p.stem for p in (DATA / "cases").glob("*.json"))
+
+# Hypothesis keeps its examples and caches outside the checkout.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "dispatch-pipeline-hypothesis")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # CI must run the PostgreSQL tests: deselecting them all (-m "not postgres") fails the run.
+    required = os.environ.get(REQUIRE_POSTGRES) == "1"
+    if required and session.items and not any(item.get_closest_marker("postgres") for item in session.items):
+        raise pytest.UsageError(f"{REQUIRE_POSTGRES}=1, but no postgres test was selected")
 
 
 @pytest.fixture(scope="session", autouse=True)
