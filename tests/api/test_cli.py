@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import create_engine, inspect
 
 from dispatch_pipeline.cli import main
+from tests.postgres import BACKENDS, scratch_database
 
-pytestmark = pytest.mark.postgres
 
-
-def test_db_upgrade_reaches_head_and_is_idempotent(database_url, capsys):
-    assert main(["db", "upgrade", "--database-url", database_url]) == 0
-    assert main(["db", "upgrade", "--database-url", database_url]) == 0
-    assert main(["db", "current", "--database-url", database_url]) == 0
-    out = capsys.readouterr().out
-    revision, head = out.splitlines()[-1].removeprefix("revision: ").split(" (head: ")
-    assert revision == head.rstrip(")")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_db_upgrade_creates_the_tables_of_an_empty_database_and_is_idempotent(backend, tmp_path, capsys):
+    with scratch_database(backend, tmp_path) as url:
+        assert main(["db", "upgrade", "--database-url", url]) == 0
+        engine = create_engine(url)
+        try:
+            tables = set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+        assert {"sites", "forecasts", "price_series", "dispatch_runs", "dispatch_schedule", "dispatch_kpis"} <= tables
+        assert main(["db", "upgrade", "--database-url", url]) == 0
+        assert main(["db", "current", "--database-url", url]) == 0
+        out = capsys.readouterr().out
+        revision, head = out.splitlines()[-1].removeprefix("revision: ").split(" (head: ")
+        assert revision == head.rstrip(")")
 
 
 @pytest.mark.parametrize(
@@ -24,6 +32,7 @@ def test_db_upgrade_reaches_head_and_is_idempotent(database_url, capsys):
      ("postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database_here", 1, "cannot use the database"),
      ("TEXT_FILE", 1, "cannot use the database: file is not a database")],
 )
+@pytest.mark.postgres
 def test_db_errors_are_one_line_with_the_other_commands_statuses(url, status, words, capsys, tmp_path):
     if url == "TEXT_FILE":
         (tmp_path / "notes.sqlite").write_text("not a database, some notes\n" * 100)
