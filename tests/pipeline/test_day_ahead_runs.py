@@ -105,3 +105,25 @@ def test_a_tick_plans_ready_sites_in_one_run_and_isolates_missing_data(own_pipel
         assert metadata["objective_value"].value == stored.run.objective_value
         assert metadata["plot"].value.startswith("![day](data:image/png;base64,")
         assert metadata["partitions"].value == 2
+
+
+def test_a_site_whose_price_series_covers_part_of_tomorrow_is_not_ready(tmp_path):
+    from dispatch_pipeline.defs.automation.day_ahead import ready_sites
+    from dispatch_pipeline.storage import save_price_series
+
+    with scratch_database("sqlite", tmp_path) as url:
+        engine = open_database(url)
+        forecast = demo_forecast("BERLIN_DEPOT", TOMORROW)
+        day = demo_site("BERLIN_DEPOT").local_day(TOMORROW)
+        prices = pd.DataFrame({"ts": list(day.timestamps()), "buy": 0.2, "sell": 0.1})
+        sites = {}
+        for name, price_rows in (("PRICED", prices), ("HALF_PRICED", prices.iloc[:48]), ("TOU_ONLY", None)):
+            sites[name] = demo_site("BERLIN_DEPOT").model_copy(update={"site_id": name})
+            upsert_site(engine, sites[name])
+            save_forecast(engine, name, forecast, ISSUED_AT)
+            if price_rows is not None:
+                save_price_series(engine, name, price_rows, ISSUED_AT)
+
+        ready = ready_sites(engine, sites, [(name, TOMORROW) for name in sites])
+
+    assert ready == {"PRICED", "TOU_ONLY"}

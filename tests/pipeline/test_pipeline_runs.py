@@ -165,6 +165,25 @@ def test_a_loaded_price_series_replaces_the_tariff_in_the_plan(
     assert sum(p.batt_ch_kw for p, cheap in zip(stored.points, negative, strict=True) if cheap) > 0
 
 
+def test_a_price_series_covering_part_of_the_day_fails_it_naming_the_gap(
+    job, instance, engine, database_url, make_site, tmp_path
+):
+    # Half a day of spot prices: planning the other half on the ToU tariff would be a guess.
+    site = make_site("BERLIN_DEPOT", (DAY,))
+    path = tmp_path / "half.csv"
+    price_table(site.site_id).iloc[:48].to_csv(path, index=False)
+    assert main(["prices", "load", str(path), "--database-url", database_url]) == 0
+
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY))
+
+    assert not result.success
+    message = failure_message(result)
+    assert site.site_id in message and "2025-03-11" in message and "price series" in message
+    assert "2025-03-11T11:00Z..2025-03-11T22:45Z" in message  # intervals 48-95 of 23:00Z
+    assert "48 of the day's intervals" in message
+    assert latest_run(engine, site.site_id, DAY) is None
+
+
 def test_a_failure_between_writes_leaves_no_partial_run(job, instance, engine, make_site, monkeypatch):
     from dispatch_pipeline.storage import runs as storage_runs
 
