@@ -101,3 +101,17 @@ def test_every_check_finds_its_own_breach(problem_and_schedule, check, break_it)
     problem, schedule = problem_and_schedule
     found = {(b.check, b.interval) for b in find_breaches(problem, break_it(problem, schedule))}
     assert (check, T) in found, found
+
+
+@pytest.mark.parametrize(("relative_breach", "found"), [(2e-5, True), (5e-6, False)])
+def test_energy_is_judged_at_a_hundred_thousandth_of_the_battery(relative_breach, found):
+    # 1000 kWh: 0.02 kWh out of nowhere is a breach; 0.005 kWh is a solver's rounding.
+    request = load_case("typical")["request"] | {
+        "bess": {"capacity_kwh": 1000.0, "max_charge_kw": 500.0, "max_discharge_kw": 500.0},
+    }
+    problem = build_problem(request)
+    schedule = rule_based_schedule(problem)
+    assert find_breaches(problem, schedule) == []
+    corrupted = changed(schedule, "energy", T, schedule.energy[T] + relative_breach * problem.capacity_kwh)
+    breaches = {(b.check, b.interval) for b in find_breaches(problem, corrupted)}
+    assert (("energy_dynamics", T) in breaches) is found
