@@ -167,17 +167,17 @@ def test_healthz_503_when_database_is_unreachable(monkeypatch):
         assert client.get("/dispatch/latest", params={"site_id": "DEMO"}).status_code == 503
 
 
-def _register_site(engine, site_id: str, demand_charge_per_kw: float = 0.0) -> Site:
+def _register_site(engine, site_id: str, demand_charge_per_kw: float = 0.0, currency: str = "MYR") -> Site:
     site = Site(
         site_id=site_id,
         timezone="Asia/Kuala_Lumpur",
         latitude=3.1,
         longitude=101.7,
-        currency="MYR",
+        currency=currency,
         bess=SiteBattery(capacity_kwh=200.0, max_charge_kw=80.0, max_discharge_kw=80.0, soc_initial=0.4),
         weights=Weights(cost=1.0, curtail=0.5, violation=500.0),
         tariff=TouTariff(
-            currency="MYR", demand_charge_per_kw=demand_charge_per_kw, default=Prices(buy=0.4, sell=0.2)
+            currency=currency, demand_charge_per_kw=demand_charge_per_kw, default=Prices(buy=0.4, sell=0.2)
         ),
     )
     upsert_site(engine, site)
@@ -219,6 +219,16 @@ def test_registered_site_supplies_battery_weights_timezone_and_forecast(client, 
     assert discharged > 0
     assert detail["kpis"]["equivalent_full_cycles"] == pytest.approx(discharged / 200.0, abs=1e-4)
     assert max(p["batt_dis_kw"] for p in points) > 50.0  # the site's 80 kW rating, not 50
+
+
+def test_a_registered_sites_plan_is_explained_in_its_currency(client, engine, sample_request):
+    _register_site(engine, "REG_EUR", currency="EUR")
+
+    answer = client.post("/dispatch/run", json={**sample_request, "site_id": "REG_EUR"})
+
+    assert answer.status_code == 200, answer.text
+    reasons = [p["reason"] for p in client.get(f"/dispatch/runs/{answer.json()['run_id']}").json()["points"]]
+    assert any("EUR/kWh" in reason for reason in reasons) and not any("MYR" in reason for reason in reasons)
 
 
 def test_partial_battery_object_patches_the_sites(client, engine, sample_request):

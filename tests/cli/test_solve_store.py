@@ -62,6 +62,8 @@ def test_a_registered_sites_request_is_completed_from_storage_and_stored(tmp_pat
     assert site.tariff.demand_charge_per_kw > 0
     assert answer["objective_value"] == pytest.approx(solve_dispatch(completed).objective_value, rel=1e-6)
     assert [p.pv_set_kw + p.curtail_kw for p in stored.to_result().points] == pytest.approx(forecast["pv_kw"].tolist())
+    reasons = [p["reason"] for p in answer["points"]]
+    assert any("EUR/kWh" in reason for reason in reasons) and not any("MYR" in reason for reason in reasons)
 
 
 def test_an_unregistered_site_without_pv_is_refused_and_nothing_is_stored(tmp_path, url, capsys) -> None:

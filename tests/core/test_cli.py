@@ -32,6 +32,14 @@ def test_solve_sample_request_prints_result_with_points() -> None:
     assert all(p["reason"] and p["reason_code"] for p in result["points"])
 
 
+def test_currency_names_the_unit_of_every_price_in_the_reasons() -> None:
+    done = run_cli("solve", "examples/sample_request.json", "--currency", "EUR")
+    assert done.returncode == 0, done.stderr
+    reasons = [p["reason"] for p in json.loads(done.stdout)["points"]]
+    assert any("EUR/kWh" in reason for reason in reasons)
+    assert not any("MYR" in reason for reason in reasons)
+
+
 def test_solve_from_stdin_with_cbc_and_no_milp() -> None:
     request = json.dumps(load_case("hourly")["request"])
     cbc = run_cli("solve", "-", "--solver", "cbc", stdin=request)

@@ -160,6 +160,9 @@ def test_a_loaded_price_series_replaces_the_tariff_in_the_plan(
     grid_export = np.array([p.grid_exp_kw for p in stored.points])
     energy = (grid_import * prices["buy"].to_numpy() - grid_export * prices["sell"].to_numpy()).sum() * 0.25
     assert stored.kpis.total_cost == pytest.approx(energy + site.tariff.demand_charge_per_kw * grid_import.max(), abs=1e-6)
+    # Explained in the site's currency.
+    reasons = [p.reason for p in stored.points]
+    assert any("EUR/kWh" in reason for reason in reasons) and not any("MYR" in reason for reason in reasons)
     # Paid to take energy at noon, the battery charges from the grid then.
     negative = prices["buy"].to_numpy() < 0
     assert sum(p.batt_ch_kw for p, cheap in zip(stored.points, negative, strict=True) if cheap) > 0
