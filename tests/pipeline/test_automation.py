@@ -108,8 +108,11 @@ def test_a_due_site_without_partition_gets_one_and_is_planned(fleet):
     finally:
         with engine.begin() as connection:  # the fleet is shared: leave it as it was
             connection.execute(delete(sites).where(sites.c.site_id == "KL_NEW"))
-    assert planned == {"KL": "2025-03-12|KL", "KL_NEW": "2025-03-12|KL_NEW"}
-    assert "KL_NEW" in instance.get_dynamic_partitions("sites")
+    try:
+        assert planned == {"KL": "2025-03-12|KL", "KL_NEW": "2025-03-12|KL_NEW"}
+        assert "KL_NEW" in instance.get_dynamic_partitions("sites")
+    finally:
+        instance.delete_dynamic_partition("sites", "KL_NEW")
 
 
 def test_a_site_stored_invalid_is_planned_alone_and_the_others_as_usual(fleet):
@@ -130,6 +133,8 @@ def test_a_site_stored_invalid_is_planned_alone_and_the_others_as_usual(fleet):
         with engine.begin() as connection:  # the fleet is shared: leave it as it was
             connection.execute(delete(forecasts).where(forecasts.c.site_id.in_(added)))
             connection.execute(delete(sites).where(sites.c.site_id.in_(added)))
+        for site_id in added:
+            instance.delete_dynamic_partition("sites", site_id)
     assert sorted(request.run_key for request in requests) == [
         "2025-07-02|KL",  # no forecast: alone, and its run fails naming what is missing
         "2025-07-02|KL_A..2025-07-02|KL_B",  # the ready sites, in one run
