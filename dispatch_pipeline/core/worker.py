@@ -69,7 +69,7 @@ def serve(conn: Connection) -> None:
     while True:
         try:
             function, args = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the caller closed or reset its end: nobody left to serve
             return
         try:
             conn.send(("ok", function(*args)))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import yaml
+from dotenv import dotenv_values
 
 from dispatch_pipeline.cli.dagster_home import EVENT_SETTINGS
 from tests.conftest import REPO
@@ -54,3 +58,127 @@ def test_kubernetes_runs_are_sized_by_the_run_launcher():
     assert code_server["includeConfigInLaunchedRuns"]["enabled"]
     assert "resources" not in code_server
     assert helm["runLauncher"]["config"]["k8sRunLauncher"]["resources"]["limits"]["memory"] == "1536Mi"
+
+
+# Every setting of the instance files (dagster_home/dagster.yaml and dagster.docker.yaml) -> the
+# key of deploy/helm/values.yaml the chart renders it from. A setting in neither this table nor
+# RENDERED_OTHERWISE fails the test below: a new instance setting needs its Helm key too.
+_RUN_COORDINATOR = "dagsterDaemon.runCoordinator.config.customRunCoordinator"
+_RUN_MONITORING = "dagsterDaemon.runMonitoring"
+HELM_KEY_OF_SETTING = {
+    "storage.custom.config.postgres_db.username": "postgresql.postgresqlUsername",
+    "storage.custom.config.postgres_db.password": "global.postgresqlSecretName",
+    "storage.custom.config.postgres_db.hostname": "postgresql.postgresqlHost",
+    "storage.custom.config.postgres_db.db_name": "postgresql.postgresqlDatabase",
+    "storage.custom.config.postgres_db.port": "postgresql.service.port",
+    "storage.custom.config.postgres_db.scheme": "postgresql.postgresqlScheme",
+    # The chart's queuedRunCoordinator values cannot set the code-location retries: the same class
+    # as a custom run coordinator, whose config the chart renders as written.
+    "run_coordinator.module": f"{_RUN_COORDINATOR}.module",
+    "run_coordinator.class": f"{_RUN_COORDINATOR}.class",
+    "run_coordinator.config.max_concurrent_runs": f"{_RUN_COORDINATOR}.config.max_concurrent_runs",
+    "run_coordinator.config.tag_concurrency_limits": f"{_RUN_COORDINATOR}.config.tag_concurrency_limits",
+    "run_coordinator.config.dequeue_interval_seconds": f"{_RUN_COORDINATOR}.config.dequeue_interval_seconds",
+    "run_coordinator.config.max_user_code_failure_retries":
+        f"{_RUN_COORDINATOR}.config.max_user_code_failure_retries",
+    "run_coordinator.config.user_code_failure_retry_delay":
+        f"{_RUN_COORDINATOR}.config.user_code_failure_retry_delay",
+    "scheduler.class": "scheduler.type",
+    "run_retries.enabled": "dagsterDaemon.runRetries.enabled",
+    "run_retries.max_retries": "dagsterDaemon.runRetries.maxRetries",
+    "run_retries.retry_on_asset_or_op_failure": "dagsterDaemon.runRetries.retryOnAssetOrOpFailure",
+    "run_monitoring.enabled": f"{_RUN_MONITORING}.enabled",
+    "run_monitoring.start_timeout_seconds": f"{_RUN_MONITORING}.startTimeoutSeconds",
+    "run_monitoring.cancel_timeout_seconds": f"{_RUN_MONITORING}.cancelTimeoutSeconds",
+    "run_monitoring.max_runtime_seconds": f"{_RUN_MONITORING}.maxRuntimeSeconds",
+    "run_monitoring.poll_interval_seconds": f"{_RUN_MONITORING}.pollIntervalSeconds",
+    "run_monitoring.max_resume_run_attempts": f"{_RUN_MONITORING}.maxResumeRunAttempts",
+    "retention.sensor.purge_after_days.skipped": "retention.sensor.purgeAfterDays.skipped",
+    "retention.sensor.purge_after_days.success": "retention.sensor.purgeAfterDays.success",
+    "retention.sensor.purge_after_days.failure": "retention.sensor.purgeAfterDays.failure",
+    "retention.sensor.purge_after_days.started": "retention.sensor.purgeAfterDays.started",
+    "retention.schedule.purge_after_days": "retention.schedule.purgeAfterDays",
+    "telemetry.enabled": "telemetry.enabled",
+}
+# Settings (and sections) the chart renders its own way, on purpose.
+RENDERED_OTHERWISE = {
+    # dagster-postgres's stock storage: the chart's images cannot load PooledPostgresStorage.
+    "storage.custom.module",
+    "storage.custom.class",
+    # The K8sRunLauncher: each run a Kubernetes Job.
+    "run_launcher",
+    # Follows from scheduler.type.
+    "scheduler.module",
+}
+# What the chart renders where values.yaml keeps the chart's default.
+CHART_DEFAULTS = {"scheduler.type": "DagsterDaemonScheduler"}
+# The chart renders those sections only with these values.
+RENDERED_ONLY_WITH = {
+    "dagsterDaemon.enabled": True,
+    "dagsterDaemon.runCoordinator.enabled": True,
+    "dagsterDaemon.runCoordinator.type": "CustomRunCoordinator",
+    "retention.enabled": True,
+}
+# Read from the environment by the instance files, and different on every deployment (the
+# server's address, a Secret): values.yaml must set them, to anything. Every other variable must
+# have there the value .env.example gives it.
+SET_PER_DEPLOYMENT = {"DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD"}
+
+
+def _settings(section: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """Each setting under `section` by its dotted name; a value read from the environment
+    (`{env: NAME}`) and a list are one setting each."""
+    for key, value in section.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and set(value) != {"env"}:
+            yield from _settings(value, f"{name}.")
+        else:
+            yield name, value
+
+
+_UNSET = object()
+
+
+def _helm_value(helm: dict, key: str) -> object:
+    value: object = helm
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return CHART_DEFAULTS.get(key, _UNSET)
+        value = value[part]
+    return value
+
+
+@pytest.mark.parametrize("instance_file", ["dagster.yaml", "dagster.docker.yaml"])
+def test_the_helm_values_set_every_instance_setting_alike(instance_file):
+    """dagster.yaml says to keep it, dagster.docker.yaml and the chart's instance in step: every
+    setting has its key in the Helm values, with the same value (or the same .env.example
+    default), unless the chart is meant to do it otherwise."""
+    instance = yaml.safe_load((REPO / "dagster_home" / instance_file).read_text())
+    helm = yaml.safe_load((REPO / "deploy" / "helm" / "values.yaml").read_text())
+    env_defaults = dotenv_values(REPO / ".env.example")
+
+    settings = {
+        name: value for name, value in _settings(instance)
+        if not any(name == other or name.startswith(f"{other}.") for other in RENDERED_OTHERWISE)
+    }
+    assert sorted(set(settings) - set(HELM_KEY_OF_SETTING)) == [], "settings with no Helm key"
+    assert sorted(set(HELM_KEY_OF_SETTING) - set(settings)) == [], "Helm keys of settings gone"
+    assert {key: _helm_value(helm, key) for key in RENDERED_ONLY_WITH} == RENDERED_ONLY_WITH
+
+    drift = []
+    for name, value in settings.items():
+        helm_key = HELM_KEY_OF_SETTING[name]
+        helm_value = _helm_value(helm, helm_key)
+        if isinstance(value, dict):  # {env: NAME}
+            variable = value["env"]
+            if variable in SET_PER_DEPLOYMENT:
+                agree = helm_value is not _UNSET and bool(helm_value)
+            else:
+                agree = helm_value is not _UNSET and str(helm_value) == env_defaults[variable]
+                value = f"{variable}={env_defaults[variable]}"
+        else:
+            agree = helm_value == value
+        if not agree:
+            shown = "not set" if helm_value is _UNSET else repr(helm_value)
+            drift.append(f"{name}: {value!r} but {helm_key}: {shown}")
+    assert not drift, f"deploy/helm/values.yaml differs from {instance_file}:\n" + "\n".join(drift)

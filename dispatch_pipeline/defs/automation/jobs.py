@@ -22,6 +22,7 @@ day_ahead_dispatch_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("ingestion", "dispatch"),
     executor_def=dg.in_process_executor,
     description="Forecast, prices, schedule, checks, explanations and KPIs of site-days.",
-    # The run monitor's cap, also where the instance sets none (the Helm chart renders none).
+    # The run monitor's cap (as run_monitoring.max_runtime_seconds) on these runs whatever an
+    # instance sets: a hung run would keep its site's concurrency slot.
     tags={"dagster/retry_strategy": RETRY_STRATEGY, "dagster/max_runtime": "3600"},
 )
