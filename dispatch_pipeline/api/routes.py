@@ -32,7 +32,7 @@ from dispatch_pipeline.api.schemas import (
     request_body_openapi,
 )
 from dispatch_pipeline.api.strictness import query_parameters, require_json_body
-from dispatch_pipeline.core.documents import DocumentError, parse_json
+from dispatch_pipeline.core.documents import DocumentError, decode_utf8, parse_json
 from dispatch_pipeline.core.request import CALENDAR_DATE, SITE_ID_PATTERN
 from dispatch_pipeline.storage import StoredRun, get_run, latest_run
 
@@ -80,12 +80,11 @@ async def run_dispatch(request: Request, access: Access, database: DatabaseDep) 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
-        # UTF-8 only (RFC 8259): json.loads would also guess UTF-16 or UTF-32 from the bytes.
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise unprocessable([field_problem(
-            [], f"body is not UTF-8 text (byte {exc.start}: {body[exc.start]:#04x})", kind="json_invalid"
-        )]) from None
+        # UTF-8 only (RFC 8259; a leading BOM is allowed, as for files): json.loads would also
+        # guess UTF-16 or UTF-32 from the bytes.
+        text = decode_utf8(body)
+    except DocumentError as exc:
+        raise unprocessable([field_problem([], f"body is {exc}", kind="json_invalid")]) from None
     try:
         data = parse_json(text, "body")
     except DocumentError as exc:

@@ -26,6 +26,7 @@ import numpy as np
 
 from dispatch_pipeline.cli import UsageError
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
+from dispatch_pipeline.core.documents import DocumentError, decode_utf8
 from dispatch_pipeline.core.request import MAX_MAGNITUDE, SITE_ID_PATTERN
 
 SITE_ID = re.compile(SITE_ID_PATTERN)
@@ -105,10 +106,9 @@ def check_csv_text(path: Path) -> None:
     except OSError:
         return  # read_table says why
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise UsageError(f"{path}: line {line} is not UTF-8 text (byte {data[exc.start]:#04x})") from None
+        text = decode_utf8(data)
+    except DocumentError as exc:
+        raise UsageError(f"{path}: {exc}") from None
     try:
         header = next((r for r in csv.reader(text.splitlines()) if len(r) > 1 or (r and r[0].strip())), [])
     except csv.Error:

@@ -11,6 +11,7 @@ that is not UTF-8, nesting deeper than the parser's recursion, and integers past
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import sys
@@ -36,9 +37,21 @@ def read_text(source: str) -> str:
     except OSError as exc:
         raise DocumentError(f"{source_name(source)}: cannot read ({exc.strerror or exc})") from None
     try:
-        return data.decode("utf-8-sig")
+        return decode_utf8(data)
+    except DocumentError as exc:
+        raise DocumentError(f"{source_name(source)}: {exc}") from None
+
+
+def decode_utf8(data: bytes) -> str:
+    """`data` as UTF-8 text, without a leading byte order mark; DocumentError names the first bad
+    byte, its offset counted in `data` and the line it is on."""
+    text = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return text.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DocumentError(f"{source_name(source)}: not UTF-8 text (byte {exc.start}: {data[exc.start]:#04x})") from None
+        offset = exc.start + len(data) - len(text)
+        line = data.count(b"\n", 0, offset) + 1
+        raise DocumentError(f"not UTF-8 text (line {line}, byte {offset}: {data[offset]:#04x})") from None
 
 
 def parse_json(text: str | bytes, source: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import copy
 import json
 from typing import Any
@@ -278,8 +279,16 @@ def test_a_json_body_in_utf_16_is_422_naming_the_encoding(client, engine, sample
     )
 
     assert response.status_code == 422
-    assert response.json()["message"] == "request: body is not UTF-8 text (byte 0: 0xff)"
+    assert response.json()["message"] == "request: body is not UTF-8 text (line 1, byte 0: 0xff)"
     assert count_rows(engine) == before
+
+
+def test_a_json_body_after_a_utf_8_byte_order_mark_is_accepted(client, sample_request):
+    response = client.post(
+        "/dispatch/run", content=codecs.BOM_UTF8 + json.dumps(sample_request).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
 
 
 def test_a_declared_utf_8_charset_is_accepted(client, sample_request):

@@ -3,6 +3,7 @@ interval grid rejects the file whole, and CSV messages name the line beside the 
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 from pathlib import Path
 
@@ -241,9 +242,12 @@ def test_a_csv_that_is_not_utf8_names_the_line(url, tmp_path, capsys):
     header, *rows = forecast_table().to_csv(index=False).encode().splitlines()
     rows[ROW - 1] = rows[ROW - 1].replace(b"KL_MALL", b"KL_M\xffLL")
     path = tmp_path / "latin.csv"
-    path.write_bytes(b"\n".join([header, *rows]) + b"\n")
+    data = codecs.BOM_UTF8 + b"\n".join([header, *rows]) + b"\n"
+    path.write_bytes(data)
     assert load("forecasts", path, url) == 2
-    assert f"{path}: line {ROW + 1} is not UTF-8 text (byte 0xff)" in capsys.readouterr().err
+    offset = data.index(b"\xff")
+    expected = f"{path}: not UTF-8 text (line {ROW + 1}, byte {offset}: 0xff)"
+    assert expected in capsys.readouterr().err
     assert stored("forecasts", url).empty
 
 

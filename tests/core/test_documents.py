@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 
 from dispatch_pipeline.core.documents import DocumentError, parse_json, parse_yaml, read_text
@@ -41,10 +43,19 @@ def test_an_integer_past_the_digit_limit_is_an_error(parse, text) -> None:
         parse(text % ("9" * 5000), "doc")
 
 
-def test_text_that_is_not_utf8_names_the_byte(tmp_path) -> None:
+def test_text_that_is_not_utf8_names_the_line_and_byte(tmp_path) -> None:
     path = tmp_path / "site.yaml"
-    path.write_bytes("name: Café\n".encode("latin-1"))
-    with pytest.raises(DocumentError, match=r"site\.yaml: not UTF-8 text \(byte 9: 0xe9\)$"):
+    path.write_bytes("site_id: X\nname: Café\n".encode("latin-1"))
+    with pytest.raises(DocumentError, match=r"site\.yaml: not UTF-8 text \(line 2, byte 20: 0xe9\)$"):
+        read_text(str(path))
+
+
+def test_a_byte_order_mark_is_read_past_and_counted_in_the_offset(tmp_path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_bytes(codecs.BOM_UTF8 + b"site_id: X\n")
+    assert read_text(str(path)) == "site_id: X\n"
+    path.write_bytes(codecs.BOM_UTF8 + "site_id: X\nname: Café\n".encode("latin-1"))
+    with pytest.raises(DocumentError, match=r"not UTF-8 text \(line 2, byte 23: 0xe9\)$"):
         read_text(str(path))
 
 

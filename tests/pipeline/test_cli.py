@@ -59,7 +59,7 @@ def test_moving_a_site_to_another_timezone_or_currency_warns(url, tmp_path, caps
     [
         pytest.param(A_SITE + "pv_kwp: 500\npv_kwp: 5\n", "found key 'pv_kwp' again (first at line 8)",
                      id="duplicate-key"),
-        pytest.param((A_SITE + "name: Caf\xe9\n").encode("latin-1"), f"not UTF-8 text (byte {len(A_SITE) + 9}: 0xe9)",
+        pytest.param((A_SITE + "name: Caf\xe9\n").encode("latin-1"), f"not UTF-8 text (line {A_SITE.count(chr(10)) + 1}, byte {len(A_SITE) + 9}: 0xe9)",
                      id="latin-1"),
         pytest.param("a: " + "[" * 5000, "nested too deeply", id="deep-nesting"),
         pytest.param(A_SITE + "altitude_m: " + "9" * 5000 + "\n", "is not usable YAML", id="huge-integer"),
