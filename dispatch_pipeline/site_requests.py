@@ -82,11 +82,20 @@ def site_supplied_fields(raw: dict[str, Any], site: Site) -> frozenset[str]:
     return frozenset(fields)
 
 
+# The fields a rule at a field compares it with (core/request.py's cross-field checks).
+COMPARED_WITH = {
+    "bess.soc_max": ("bess.soc_min",),
+    "bess.soc_final_min": ("bess.soc_min", "bess.soc_max"),
+}
+
+
 def with_site_note(field: str, message: str, supplied: frozenset[str], site: Site) -> str:
-    """`message` about `field`, saying so when the value is the site's, not the caller's."""
-    if field not in supplied:
+    """`message` about `field`, saying which of the values it involves are the site's, not the
+    caller's."""
+    theirs = [name for name in (field, *COMPARED_WITH.get(field, ())) if name in supplied]
+    if not theirs:
         return message
-    return f"{message} (the value stored for site {site.site_id!r}; the request left {field} out)"
+    return f"{message} (stored for site {site.site_id!r}, as the request left it out: {', '.join(theirs)})"
 
 
 def site_problem(engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime) -> DispatchProblem:

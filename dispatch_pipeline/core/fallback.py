@@ -93,7 +93,7 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     )
     round_trip = eta_c * eta_d
     # Efficiencies near 0 (valid, if absurd) make the cost of storing infinite: it never pays.
-    with np.errstate(divide="ignore", over="ignore"):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # NaN < x is False too
         pays_to_store = buy / round_trip + bess.cycle_cost_per_kwh / eta_d < dearest_after
     export_beats_curtailing = w.cost * sell >= -w.curtail
 

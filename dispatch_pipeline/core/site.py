@@ -8,12 +8,13 @@ found without bisecting. `site_request` turns a site plus a day's forecast into 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dispatch_pipeline.core.calendar import LocalDay, local_day
 from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text
@@ -78,10 +79,19 @@ class Site(BaseModel):
     @classmethod
     def _tariff_in_the_site_currency(cls, data: Any) -> Any:
         # A tariff that states no currency is in the site's, not the contract's default.
+        # An invalid site currency is reported once, at `currency`.
         tariff = data.get("tariff") if isinstance(data, dict) else None
-        if isinstance(tariff, dict) and "currency" not in tariff and isinstance(data.get("currency"), str):
-            return {**data, "tariff": {**tariff, "currency": data["currency"]}}
+        currency = data.get("currency") if isinstance(data, dict) else None
+        valid = isinstance(currency, str) and re.fullmatch(CURRENCY_PATTERN, currency)
+        if isinstance(tariff, dict) and "currency" not in tariff and valid:
+            return {**data, "tariff": {**tariff, "currency": currency}}
         return data
+
+    @field_validator("bess", mode="before")
+    @classmethod
+    def _battery_as_stated(cls, value: Any) -> Any:
+        # A request's Battery states every field too; it is checked as a site's would be.
+        return value.model_dump() if type(value) is Battery else value
 
     @model_validator(mode="after")
     def _one_currency(self) -> Site:

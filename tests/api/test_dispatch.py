@@ -266,19 +266,27 @@ def test_registered_site_supplies_its_demand_charge_unless_the_tariff_states_one
     )
 
 
-def test_a_rule_broken_against_the_sites_stored_value_says_whose_value_it_is(client, engine, sample_request):
-    _register_site(engine, "REG_BLAME")  # stores the default soc_max 0.9
-    request = {**sample_request, "site_id": "REG_BLAME", "bess": {"soc_min": 0.95}}
+@pytest.mark.parametrize(
+    ("sent", "loc", "theirs"),
+    [
+        ({"soc_min": 0.95}, "soc_max", "bess.soc_max"),  # the site's soc_max 0.9, below what was sent
+        ({"soc_max": 0.05}, "soc_max", "bess.soc_min"),  # what was sent, below the site's soc_min 0.1
+        ({"soc_final_min": 0.95}, "soc_final_min", "bess.soc_min, bess.soc_max"),  # outside the site's band
+    ],
+)
+def test_a_rule_broken_against_the_sites_stored_value_says_whose_value_it_is(
+    client, engine, sample_request, sent, loc, theirs
+):
+    _register_site(engine, "REG_BLAME")  # stores the default band 0.1..0.9
+    request = {**sample_request, "site_id": "REG_BLAME", "bess": sent}
     before = count_rows(engine)
 
     response = client.post("/dispatch/run", json=request)
 
     assert response.status_code == 422
     [problem] = response.json()["detail"]
-    assert problem["loc"] == ["body", "bess", "soc_max"]
-    assert problem["msg"] == (
-        "must not be below soc_min (0.95) (the value stored for site 'REG_BLAME'; the request left bess.soc_max out)"
-    )
+    assert problem["loc"] == ["body", "bess", loc]
+    assert problem["msg"].endswith(f" (stored for site 'REG_BLAME', as the request left it out: {theirs})")
     assert count_rows(engine) == before
 
 

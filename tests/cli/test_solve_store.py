@@ -101,7 +101,7 @@ def test_a_rule_broken_against_the_sites_stored_value_says_whose_value_it_is(tmp
 
     assert status == 2
     assert (
-        "bess.soc_max: must not be below soc_min (0.99) (got 0.95) (the value stored for site 'KL_MALL'; "
-        "the request left bess.soc_max out)"
+        "bess.soc_max: must not be below soc_min (0.99) (got 0.95) "
+        "(stored for site 'KL_MALL', as the request left it out: bess.soc_max)"
     ) in message
     assert run_count(url) == before

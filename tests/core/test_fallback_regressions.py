@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,15 @@ def test_a_billed_peak_does_not_keep_the_battery_short_of_its_end_of_day_target(
     assert find_breaches(problem, schedule) == []
     assert schedule.energy[-1] == pytest.approx(problem.energy_final_kwh)
     assert violations(problem, schedule)["viol_end"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(("efficiency", "buy"), [(1e-300, 0.4), (1e-200, 0.0)], ids=["divide", "zero-over-zero"])
+def test_efficiencies_near_zero_give_a_valid_schedule_without_numpy_warnings(efficiency, buy) -> None:
+    request = json.loads((REGRESSIONS.parent / "cases" / "typical.json").read_text())["request"]
+    request["bess"] |= {"charge_efficiency": efficiency, "discharge_efficiency": efficiency}
+    request["tariff"]["buy"] = [buy] * len(request["tariff"]["buy"])
+    problem = build_problem(request)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        schedule = rule_based_schedule(problem)
+    assert find_breaches(problem, schedule) == []

@@ -11,7 +11,7 @@ import pytest
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.evaluate import objective_value
 from dispatch_pipeline.core.fallback import rule_based_schedule
-from dispatch_pipeline.core.milp import MilpTimeout, SolverUnavailable
+from dispatch_pipeline.core.milp import MilpFailure, MilpTimeout, SolverUnavailable
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.runner import MilpRunner
 from tests import fakes
@@ -140,24 +140,34 @@ def test_solve_ms_runs_from_when_a_worker_takes_the_problem(monkeypatch) -> None
     assert result.solve_ms == pytest.approx(30.0)
 
 
-def test_cbc_stopped_by_its_time_limit_before_any_schedule_is_a_timeout(monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("status", "outcome", "message"),
+    [
+        ("aborted", MilpTimeout, "CBC reached its time limit without a feasible schedule"),  # "Stopped on time"
+        ("error", MilpFailure, "CBC failed: error, intermediateNonInteger"),  # "Stopped on difficulties"
+    ],
+)
+def test_cbc_stopped_before_any_schedule_is_a_timeout_only_when_its_time_ran_out(
+    monkeypatch, status, outcome, message
+) -> None:
     from pyomo.opt import SolverResults, SolverStatus, TerminationCondition
 
     from dispatch_pipeline.core.milp import cbc
 
     class StoppedBeforeAnIntegerSolution:
-        """What Pyomo reports for CBC's "Stopped on time (no integer solution - continuous used)"."""
+        """What Pyomo reports for CBC's "Stopped on ... (no integer solution - continuous used)"."""
 
         def __init__(self) -> None:
             self.options: dict = {}
 
         def solve(self, model, load_solutions):
             results = SolverResults()
-            results.solver.status = SolverStatus.aborted
+            results.solver.status = SolverStatus(status)
             results.solver.termination_condition = TerminationCondition.intermediateNonInteger
             return results
 
     monkeypatch.setattr(cbc.pyo, "SolverFactory", lambda name: StoppedBeforeAnIntegerSolution())
     problem = build_problem(load_case("typical")["request"])
-    with pytest.raises(MilpTimeout, match="CBC reached its time limit without a feasible schedule"):
+    with pytest.raises(outcome, match=message) as raised:
         cbc.solve_with_cbc(problem, time.monotonic() + 5)
+    assert type(raised.value) is outcome

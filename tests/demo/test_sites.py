@@ -149,6 +149,23 @@ def test_a_tariff_without_a_currency_is_in_the_sites(tmp_path):
     assert sites[berlin["site_id"]].tariff.currency == "EUR"
 
 
+def test_an_invalid_site_currency_is_reported_once(tmp_path):
+    data = demo_yaml_data()
+    data["sites"][1]["currency"] = "eur"
+    del data["sites"][1]["tariff"]["currency"]
+    path = write(tmp_path, data)
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}: sites[1] ('BERLIN_DEPOT'): currency: String should match pattern")
+
+
+def test_a_site_built_in_python_takes_a_request_battery_that_states_its_size():
+    from dispatch_pipeline.core.request import Battery
+
+    site = demo_site("KL_MALL")
+    rebuilt = Site.model_validate({**site.model_dump(), "bess": Battery(**site.bess.model_dump())})
+    assert rebuilt == site
+
+
 def test_a_tariff_in_another_currency_than_the_sites_is_refused(tmp_path):
     data = demo_yaml_data()
     data["sites"][1]["tariff"]["currency"] = "USD"

@@ -45,9 +45,11 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
         termination = "optimal"
     elif condition == TerminationCondition.maxTimeLimit and has_solution:
         termination = "time_limit"
-    elif condition in (TerminationCondition.maxTimeLimit, TerminationCondition.intermediateNonInteger):
-        # intermediateNonInteger: "a limit was hit" before any integer solution, and the time
-        # limit is the only one set.
+    elif condition == TerminationCondition.maxTimeLimit or (
+        # "Stopped on ... (no integer solution)": on time when aborted (the only limit set), on
+        # numerical difficulties when an error.
+        condition == TerminationCondition.intermediateNonInteger and results.solver.status == SolverStatus.aborted
+    ):
         raise MilpTimeout("CBC reached its time limit without a feasible schedule")
     else:
         raise MilpFailure(f"CBC failed: {results.solver.status}, {condition}")
