@@ -127,7 +127,7 @@ REQUEST_EXAMPLES = {
         "value": QUICK_START_REQUEST,
     },
     "registered_site": {
-        "summary": "Registered site: battery, limits, weights, timezone and PV forecast from storage",
+        "summary": "Registered site: battery, limits, weights, timezone, demand charge and PV forecast from storage",
         "value": REGISTERED_SITE_REQUEST,
     },
 }
@@ -138,11 +138,12 @@ def request_body_openapi() -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "description": (
-                "A dispatch request per the contract. Fields left out take the registered site's "
-                "stored values (bess, limits, weights, timezone; a partial bess/limits/weights "
-                "object patches the site's), then the contract defaults. Without `pv_kw` the site's "
-                f"stored forecast is used, averaged over the request's intervals if it is stored finer. Arrays hold at most {MAX_INTERVALS} values; bodies at "
-                "most 1 MB."
+                "A dispatch request per the contract, sent as application/json. Fields left out "
+                "take the registered site's stored values (bess, limits, weights, timezone, "
+                "tariff.demand_charge_per_kw; a partial bess/limits/weights object patches the "
+                "site's), then the contract defaults. Without `pv_kw` the site's stored forecast is "
+                "used, averaged over the request's intervals if it is stored finer. Arrays hold at "
+                f"most {MAX_INTERVALS} values; bodies at most 1 MB."
             ),
             "content": {
                 "application/json": {

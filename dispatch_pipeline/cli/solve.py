@@ -36,8 +36,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--store", action="store_true",
-        help="plan as POST /dispatch/run does (a registered site's timezone, bess, limits, weights "
-        "and stored PV forecast fill what the request leaves out) and store the run, source 'cli', "
+        help="plan as POST /dispatch/run does (a registered site's timezone, bess, limits, weights, "
+        "demand charge and stored PV forecast fill what the request leaves out) and store the run, "
+        "source 'cli', "
         "in the application database (DATABASE_URL, else the demo's SQLite)",
     )
     parser.add_argument("--database-url", default=None, help="with --store: override DATABASE_URL")

@@ -1,10 +1,11 @@
 """JSON and YAML documents read strictly: what the parsers would settle quietly is an error.
 
 Both parsers keep the last of two equal keys in a mapping, so `pv_kwp: 500` followed by
-`pv_kwp: 5` would register 5 without a word; here it names the key and where it repeats. YAML
-scalars resolve as in YAML 1.2's core schema: PyYAML's YAML 1.1 rules would read `16:40` as the
-number 1000, `0x1F4` as 500, `4_00` as 400, `0123` as 83 and `no` as false; here those stay text,
-which a numeric field then refuses with the value as written. Text
+`pv_kwp: 5` would register 5 without a word; here it names the key and where it repeats. Plain
+YAML scalars are numbers only when decimal, booleans only when true or false (YAML 1.2's core
+schema, without its hex and octal numbers), and never dates: PyYAML's YAML 1.1 rules would read
+`16:40` as the number 1000, `0x1F4` as 500, `4_00` as 400, `0123` as 83, `no` as false and
+`2024-03-15` as a date; here those stay text, which a numeric field then refuses as written. Text
 that is not UTF-8, nesting deeper than the parser's recursion, and integers past Python's
 4,300-digit limit are errors naming the source, never a traceback.
 """
@@ -123,8 +124,9 @@ class _StrictLoader(yaml.SafeLoader):
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _BOOL = "tag:yaml.org,2002:bool"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_INT, _FLOAT, _BOOL)]
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_INT, _FLOAT, _BOOL, _TIMESTAMP)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _StrictLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))

@@ -68,3 +68,18 @@ def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path) -> None:
 def test_a_missing_file_is_named(tmp_path) -> None:
     with pytest.raises(DocumentError, match=r"absent\.yaml: cannot read \(No such file or directory\)$"):
         read_text(str(tmp_path / "absent.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("scalar", "value"),
+    [
+        ("1000", 1000), ("-7", -7), ("+7", 7), ("0123", 123), ("1.5", 1.5), (".5", 0.5), ("5.", 5.0),
+        ("1e3", 1000.0), ("-2.5E-3", -0.0025), ("true", True), ("False", False), ("~", None), ("null", None),
+        # YAML 1.1 forms PyYAML would turn into numbers, booleans or dates: text here.
+        ("16:40", "16:40"), ("0x1F4", "0x1F4"), ("0o17", "0o17"), ("4_00", "4_00"), ("no", "no"),
+        ("on", "on"), ("2024-03-15", "2024-03-15"),
+    ],
+)
+def test_yaml_plain_scalars_are_numbers_only_when_decimal(scalar, value) -> None:
+    parsed = parse_yaml(f"key: {scalar}\n", "doc.yaml")["key"]
+    assert parsed == value and type(parsed) is type(value)

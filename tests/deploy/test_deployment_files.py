@@ -88,7 +88,6 @@ HELM_KEY_OF_SETTING = {
     "run_retries.max_retries": "dagsterDaemon.runRetries.maxRetries",
     "run_retries.retry_on_asset_or_op_failure": "dagsterDaemon.runRetries.retryOnAssetOrOpFailure",
     "run_monitoring.enabled": f"{_RUN_MONITORING}.enabled",
-    "run_monitoring.start_timeout_seconds": f"{_RUN_MONITORING}.startTimeoutSeconds",
     "run_monitoring.cancel_timeout_seconds": f"{_RUN_MONITORING}.cancelTimeoutSeconds",
     "run_monitoring.max_runtime_seconds": f"{_RUN_MONITORING}.maxRuntimeSeconds",
     "run_monitoring.poll_interval_seconds": f"{_RUN_MONITORING}.pollIntervalSeconds",
@@ -109,6 +108,8 @@ RENDERED_OTHERWISE = {
     "run_launcher",
     # Follows from scheduler.type.
     "scheduler.module",
+    # A run's pod may wait for a node or an image pull: longer on Kubernetes (300 s).
+    "run_monitoring.start_timeout_seconds",
 }
 # What the chart renders where values.yaml keeps the chart's default.
 CHART_DEFAULTS = {"scheduler.type": "DagsterDaemonScheduler"}
