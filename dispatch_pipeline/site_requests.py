@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
@@ -41,45 +42,25 @@ def registered_site(engine: Engine, raw: Any) -> Site | None:
     return get_site(engine, site_id)
 
 
-def with_site_values(raw: dict[str, Any], site: Site) -> dict[str, Any]:
-    """The request with the site's stored values where the raw JSON leaves them out.
+@dataclass(frozen=True)
+class CompletedRequest:
+    """A raw request completed from its registered site, and the fields ("bess.soc_max") the
+    site supplied."""
 
-    Decided on the raw keys, not the parsed model: the model fills contract defaults, which would
-    hide what the caller actually sent.
-    """
-    merged = dict(raw)
-    if merged.get("timezone") is None:
-        merged["timezone"] = site.timezone
-    for name in SITE_SUPPLIED_OBJECTS:
-        stored = getattr(site, name).model_dump()
-        if name not in raw:
-            merged[name] = stored
-        elif isinstance(raw[name], dict):
-            merged[name] = {**stored, **raw[name]}
-        # anything else is left for validation to reject with the caller's own value
-    tariff = raw.get("tariff")
-    if isinstance(tariff, dict) and "demand_charge_per_kw" not in tariff:
-        # The prices are the request's own; the peak it pays for is the site's.
-        merged["tariff"] = {**tariff, "demand_charge_per_kw": site.tariff.demand_charge_per_kw}
-    return merged
+    data: dict[str, Any]
+    site: Site
+    supplied: frozenset[str]
 
+    def noted(self, field: str, message: str) -> str:
+        """`message` about `field`, saying which of the values it involves are the site's.
 
-def site_supplied_fields(raw: dict[str, Any], site: Site) -> frozenset[str]:
-    """The fields ("bess.soc_max") that `with_site_values` takes from the site.
-
-    A rule broken between a field the caller sent and one the site supplied is reported at
-    either; the message must then say whose value it is.
-    """
-    fields = {"timezone"} if raw.get("timezone") is None else set()
-    for name in SITE_SUPPLIED_OBJECTS:
-        given = raw.get(name)
-        if name not in raw or isinstance(given, dict):
-            sent = given if isinstance(given, dict) else {}
-            fields |= {f"{name}.{field}" for field in type(getattr(site, name)).model_fields if field not in sent}
-    tariff = raw.get("tariff")
-    if isinstance(tariff, dict) and "demand_charge_per_kw" not in tariff:
-        fields.add("tariff.demand_charge_per_kw")
-    return frozenset(fields)
+        A rule broken between a field the caller sent and one the site supplied is reported at
+        either, so the message must say whose value is whose.
+        """
+        theirs = [name for name in (field, *COMPARED_WITH.get(field, ())) if name in self.supplied]
+        if not theirs:
+            return message
+        return f"{message} (stored for site {self.site.site_id!r}, as the request left it out: {', '.join(theirs)})"
 
 
 # The fields a rule at a field compares it with (core/request.py's cross-field checks).
@@ -89,13 +70,30 @@ COMPARED_WITH = {
 }
 
 
-def with_site_note(field: str, message: str, supplied: frozenset[str], site: Site) -> str:
-    """`message` about `field`, saying which of the values it involves are the site's, not the
-    caller's."""
-    theirs = [name for name in (field, *COMPARED_WITH.get(field, ())) if name in supplied]
-    if not theirs:
-        return message
-    return f"{message} (stored for site {site.site_id!r}, as the request left it out: {', '.join(theirs)})"
+def complete_from_site(raw: dict[str, Any], site: Site) -> CompletedRequest:
+    """The request with the site's stored values where the raw JSON leaves them out.
+
+    Decided on the raw keys, not the parsed model: the model fills contract defaults, which would
+    hide what the caller actually sent.
+    """
+    merged = dict(raw)
+    supplied: set[str] = set()
+    if merged.get("timezone") is None:
+        merged["timezone"] = site.timezone
+        supplied.add("timezone")
+    for name in SITE_SUPPLIED_OBJECTS:
+        stored = getattr(site, name).model_dump()
+        sent = raw.get(name, {})
+        if not isinstance(sent, dict):
+            continue  # left for validation to reject with the caller's own value
+        merged[name] = {**stored, **sent}
+        supplied |= {f"{name}.{field}" for field in stored if field not in sent}
+    tariff = raw.get("tariff")
+    if isinstance(tariff, dict) and "demand_charge_per_kw" not in tariff:
+        # The prices are the request's own; the peak it pays for is the site's.
+        merged["tariff"] = {**tariff, "demand_charge_per_kw": site.tariff.demand_charge_per_kw}
+        supplied.add("tariff.demand_charge_per_kw")
+    return CompletedRequest(merged, site, frozenset(supplied))
 
 
 def site_problem(engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime) -> DispatchProblem:

@@ -23,13 +23,7 @@ from dispatch_pipeline.core.result import DispatchResponse
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.core.solve import solve_problem
 from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
-from dispatch_pipeline.site_requests import (
-    registered_site,
-    site_problem,
-    site_supplied_fields,
-    with_site_note,
-    with_site_values,
-)
+from dispatch_pipeline.site_requests import complete_from_site, registered_site, site_problem
 from dispatch_pipeline.storage import StorageInputError, StoredSiteInvalid, save_runs
 
 
@@ -66,17 +60,16 @@ def validate(raw: dict[str, Any], site: Site | None, now: dt.datetime) -> Dispat
     """The request completed from its registered site, or a 422 naming every bad field (and
     whose value it is), and every array whose length is not the local day's when that day can
     be told."""
-    data = with_site_values(raw, site) if site else raw
+    completed = complete_from_site(raw, site) if site else None
+    data = completed.data if completed else raw
     try:
         return DispatchRequest.model_validate(data)
     except ValidationError as exc:
         lengths = RequestError(raw_array_length_problems(data, today=now))
         problems = validation_problems(exc) + request_problems(lengths)
-        if site is not None:
-            supplied = site_supplied_fields(raw, site)
+        if completed:
             for problem in problems:
-                field = ".".join(str(part) for part in problem["loc"][1:])
-                problem["msg"] = with_site_note(field, problem["msg"], supplied, site)
+                problem["msg"] = completed.noted(".".join(str(part) for part in problem["loc"][1:]), problem["msg"])
         raise unprocessable(problems) from None
 
 

@@ -113,31 +113,25 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
     from dispatch_pipeline.cli.dagster_home import application_database_url
     from dispatch_pipeline.core.request import RequestError, parse_request
     from dispatch_pipeline.core.solve import solve_problem, with_overrides
-    from dispatch_pipeline.site_requests import (
-        registered_site,
-        site_problem,
-        site_supplied_fields,
-        with_site_note,
-        with_site_values,
-    )
+    from dispatch_pipeline.site_requests import complete_from_site, registered_site, site_problem
     from dispatch_pipeline.storage import StorageInputError, open_database, save_runs
 
     engine = open_database(application_database_url(args.database_url))
     site = registered_site(engine, request)  # a site stored broken: exit 1, naming its fault
-    completed = with_site_values(request, site) if site is not None else request  # type: ignore[arg-type]
+    completed = complete_from_site(request, site) if site is not None else None  # type: ignore[arg-type]
     now = dt.datetime.now(dt.UTC)
     try:
         parsed = parse_request(
-            with_overrides(completed, timeout_ms=args.timeout_ms, use_milp=False if args.no_milp else None),  # type: ignore[arg-type]
+            with_overrides(
+                completed.data if completed else request,  # type: ignore[arg-type]
+                timeout_ms=args.timeout_ms, use_milp=False if args.no_milp else None,
+            ),
             today=now,
         )
     except RequestError as exc:
-        if site is None:
+        if completed is None:
             raise
-        supplied = site_supplied_fields(request, site)  # type: ignore[arg-type]
-        raise RequestError([
-            with_site_note(problem.partition(":")[0], problem, supplied, site) for problem in exc.problems
-        ]) from None
+        raise RequestError([completed.noted(problem.partition(":")[0], problem) for problem in exc.problems]) from None
     problem = site_problem(engine, parsed, site, now)
     currency = args.currency or (site.currency if site else DEFAULT_CURRENCY)
     result = solve_problem(problem, solver=args.solver, currency=currency)
