@@ -89,6 +89,38 @@ def test_a_site_that_cannot_be_planned_fails_only_its_own_days(job, instance, en
     assert [latest_run(engine, site.site_id, DATES[0]) is not None for site in (first, broken, last)] == [True, False, True]
 
 
+def test_a_day_whose_plan_breaks_a_hard_constraint_is_split_off_and_the_others_stored(
+    job, instance, engine, make_site, monkeypatch
+):
+    from dispatch_pipeline.defs.dispatch import ops
+
+    site = make_site("KL_MALL", DATES[:4])
+    bad = SiteDay(site.site_id, DATES[1])
+    real_attempt = ops.attempt_milp
+
+    def breaking_on_one_day(problem, solver, runner, on_start=None):
+        outcome = real_attempt(problem, solver, runner, on_start)
+        if problem.day.date == bad.date:
+            outcome.schedule.grid_import = outcome.schedule.grid_import + 10.0
+        return outcome
+
+    monkeypatch.setattr(ops, "attempt_milp", breaking_on_one_day)
+    days = [SiteDay(site.site_id, date) for date in DATES[:4]]
+    failed = run_site_days(job, instance, days)
+    assert not failed.success
+    assert f"1 of 4 site-day(s) break a hard constraint; nothing was stored: {bad.key}" in failure_message(failed)
+    assert all(latest_run(engine, site.site_id, date) is None for date in DATES[:4])
+
+    requests = partition_recovery_sensor(failure_context(instance, failed))
+
+    assert [(dict(r.tags)["dagster/asset_partition_range_start"], dict(r.tags)["dagster/asset_partition_range_end"])
+            for r in requests if r.partition_key is None] == [(days[2].key, days[3].key)]
+    assert [r.partition_key for r in requests if r.partition_key is not None] == [days[0].key]
+    assert all(run_requested(job, instance, request).success for request in requests)
+    stored = {date for date in DATES[:4] if latest_run(engine, site.site_id, date) is not None}
+    assert stored == set(DATES[:4]) - {bad.date}
+
+
 def test_runs_that_cannot_or_need_not_be_split_are_left_alone(job, instance, engine, make_site):
     site = make_site("KL_MALL")
     save_forecast(engine, site.site_id, demo_forecast("KL_MALL", DATES[0]).iloc[:-1], ISSUED_AT)

@@ -1,10 +1,11 @@
 """`partition_recovery_sensor`: a run of many site-days that failed on a few that cannot be planned
-(incomplete inputs, a removed or invalid site) plans the rest.
+(incomplete inputs, a removed or invalid site, a plan breaking a hard constraint) plans the rest.
 
 A backfill run carries up to a year of one site; a run is stored whole or not at all, and Dagster
 cannot mark single partitions of a run as failed (dagster-io/dagster#17836). So one day without a
-complete forecast or price series fails the whole run. The ingestion assets name those days in
-their failure (`incomplete_partitions`); this sensor then requests new runs for the run's other
+complete forecast or price series fails the whole run. The ingestion assets and the blocking
+checks name those days in their failure (`incomplete_partitions`); this sensor then requests new
+runs for the run's other
 site-days: one per site and unbroken date range (a backfill chunk), or per block of neighbouring
 sites (a day-ahead run of one date). Only the incomplete days stay unplanned, named in the failed
 run. Runs it requests are tagged `dispatch/recovers` (the first attempt's
@@ -36,7 +37,8 @@ RECOVERED_BACKFILL_TAG = "dispatch/backfill"
 
 
 def incomplete_partitions(step_failures: Iterable[dg.DagsterEvent]) -> set[str]:
-    """The partition keys the run's ingestion steps failed on for lack of data."""
+    """The partition keys the run's steps named in their failures: days without complete data,
+    of a site that cannot be planned, or whose plan broke a hard constraint."""
     keys: set[str] = set()
     for event in step_failures:
         failure = event.step_failure_data
@@ -123,9 +125,10 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "When a run of many site-days fails because some cannot be planned (an incomplete "
-        "forecast or price series, a site removed from or invalid in the sites table), requests runs for its other site-days (per site and unbroken date range, or per "
-        "block of neighbouring sites for one date), "
-        "so that only the incomplete days stay unplanned."
+        "forecast or price series, a site removed from or invalid in the sites table, a plan "
+        "breaking a hard constraint), requests runs for its other site-days (per site and "
+        "unbroken date range, or per block of neighbouring sites for one date), so that only "
+        "those days stay unplanned."
     ),
 )
 def partition_recovery_sensor(context: dg.RunFailureSensorContext):

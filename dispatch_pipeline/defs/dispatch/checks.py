@@ -17,6 +17,7 @@ from dispatch_pipeline.core.solve import assemble_result
 from dispatch_pipeline.defs.common import shorten
 from dispatch_pipeline.defs.dispatch.metadata import schedule_metadata
 from dispatch_pipeline.defs.dispatch.plans import SolvedDay
+from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
 from dispatch_pipeline.defs.resources import DispatchSolver
 
 # Blocking: a plan failing one of these must never reach a site, nor the reports downstream.
@@ -106,7 +107,11 @@ def check_dispatch_schedule(
                 f"{len(unusable)} of {len(plans)} site-day(s) break a hard constraint; nothing was "
                 f"stored: {shorten(unusable)}"
             ),
-            metadata={"failing_checks": [r.check_name for r in hard_results if not r.passed]},
+            metadata={
+                "failing_checks": [r.check_name for r in hard_results if not r.passed],
+                # The recovery sensor plans the run's other site-days without these.
+                INCOMPLETE_PARTITIONS_KEY: dg.MetadataValue.json(unusable),
+            },
         )
     results = {key: assemble(plan, solver.solver) for key, plan in plans.items()}
     shared, per_partition = schedule_metadata(plans, results)
