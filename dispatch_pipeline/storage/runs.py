@@ -178,13 +178,19 @@ def save_runs(
     return [result.run_id for result in results]
 
 
+def _which(i: int, result: DispatchResult) -> str:
+    """A result in messages: its place in the batch, and its site-day (a batch need not be in any
+    order the caller knows)."""
+    return f"results[{i}] (site {result.site_id!r} on {result.date})"
+
+
 def _check_runs(results: list[Any]) -> None:
     """The per-run checks, done before the transaction opens; per-point ones run while streaming."""
     seen: set[uuid.UUID] = set()
     for i, result in enumerate(results):
-        field = f"results[{i}]"
         if not isinstance(result, DispatchResult):
-            raise problem(field, "must be a DispatchResult", type(result).__name__)
+            raise problem(f"results[{i}]", "must be a DispatchResult", type(result).__name__)
+        field = _which(i, result)
         if result.run_id in seen:
             raise problem(f"{field}.run_id", "appears twice in this batch", str(result.run_id))
         seen.add(result.run_id)
@@ -257,10 +263,10 @@ def _schedule_rows(
         for j, point in enumerate(result.points):
             numbers = _point_numbers(point)
             if not _all_finite(numbers):
-                _raise_first_non_finite(point, POINT_NUMBER_FIELDS, f"results[{i}].points[{j}]")
+                _raise_first_non_finite(point, POINT_NUMBER_FIELDS, f"{_which(i, result)}.points[{j}]")
             yield (
                 run_id,
-                _timestamp(point.ts, parsed_ts, i, j),
+                _timestamp(point.ts, parsed_ts, i, result, j),
                 *numbers,
                 point.reason,
             )
@@ -275,14 +281,14 @@ def _explanation_rows(
             marginal = point.marginal_cost_per_kwh
             if len(point.reason_code) > REASON_CODE_LENGTH:
                 check_length(point.reason_code, dispatch_explanations.c.reason_code,
-                             f"results[{i}].points[{j}].reason_code")
+                             f"{_which(i, result)}.points[{j}].reason_code")
             if marginal is not None and not _all_finite((marginal,)):
                 _raise_first_non_finite(
-                    point, ("marginal_cost_per_kwh",), f"results[{i}].points[{j}]"
+                    point, ("marginal_cost_per_kwh",), f"{_which(i, result)}.points[{j}]"
                 )
             yield (
                 run_id,
-                _timestamp(point.ts, parsed_ts, i, j),
+                _timestamp(point.ts, parsed_ts, i, result, j),
                 point.reason_code,
                 point.reason,
                 point.binding,
@@ -303,11 +309,11 @@ def _raise_first_non_finite(point: Point, names: Sequence[str], field: str) -> N
         check_finite(getattr(point, name), f"{field}.{name}")
 
 
-def _timestamp(text: str, cache: dict[str, dt.datetime], i: int, j: int) -> dt.datetime:
+def _timestamp(text: str, cache: dict[str, dt.datetime], i: int, result: DispatchResult, j: int) -> dt.datetime:
     # Both point tables need every ts, and fleets repeat the same instants: parse each once.
     parsed = cache.get(text)
     if parsed is None:
-        parsed = cache[text] = parse_utc_timestamp(text, f"results[{i}].points[{j}].ts")
+        parsed = cache[text] = parse_utc_timestamp(text, f"{_which(i, result)}.points[{j}].ts")
     return parsed
 
 

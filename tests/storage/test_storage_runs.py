@@ -201,7 +201,7 @@ def test_bad_values_are_refused_naming_field_and_value(
     bad = bad.model_copy(update={"points": [*bad.points[:5], nan_point, *bad.points[6:]]})
     with pytest.raises(
         StorageInputError,
-        match=r"results\[1\]\.points\[5\]\.soc: must be a finite number \(got nan\)",
+        match=r"results\[1\] \(site '[^']+' on 2024-03-15\)\.points\[5\]\.soc: must be a finite number \(got nan\)",
     ):
         save_runs(engine, [good, bad], source="dagster")
     assert set(row_counts(engine, [good.run_id, bad.run_id]).values()) == {0}
@@ -217,17 +217,17 @@ def _with_point(result, j: int, **changes):
     [
         # PostgreSQL's binary COPY stored 2**31 as -2**31, without an error.
         (lambda r: r.model_copy(update={"timeout_ms": 2**31}),
-         r"results\[1\]\.timeout_ms: must be an integer from 100 to 600000 \(got 2147483648\)"),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.timeout_ms: must be an integer from 100 to 600000 \(got 2147483648\)"),
         # Kept whole by SQLite, refused by PostgreSQL without naming the field.
         (lambda r: r.model_copy(update={"timezone": "X" * 70}),
-         r"results\[1\]\.timezone: must be at most 64 characters"),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.timezone: must be at most 64 characters"),
         (lambda r: r.model_copy(update={"milp_solver": "x" * 40}),
-         r"results\[1\]\.milp_solver: must be at most 32 characters"),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.milp_solver: must be at most 32 characters"),
         (lambda r: _with_point(r, 7, reason_code="c" * 65),
-         r"results\[1\]\.points\[7\]\.reason_code: must be at most 64 characters"),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.points\[7\]\.reason_code: must be at most 64 characters"),
         # Not a stored column: it would read back as status == "fallback", changed.
         (lambda r: r.model_copy(update={"fallback_used": True}),
-         r"results\[1\]\.fallback_used: must say whether status is 'fallback' \(status is 'ok'\) \(got True\)"),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.fallback_used: must say whether status is 'fallback' \(status is 'ok'\) \(got True\)"),
     ],
     ids=["timeout-overflows-int4", "timezone-too-long", "solver-too-long", "reason-code-too-long",
          "fallback-used-contradicts-status"],
@@ -279,7 +279,7 @@ def test_naive_or_malformed_point_timestamps_are_refused(
 
 def test_same_run_twice_in_one_batch_is_refused(engine: Engine, site_id: str, make_result) -> None:
     result = make_result(site_id)
-    with pytest.raises(StorageInputError, match=r"results\[1\]\.run_id: appears twice"):
+    with pytest.raises(StorageInputError, match=r"results\[1\] \(site '[^']+' on 2024-03-15\)\.run_id: appears twice"):
         save_runs(engine, [result, result], source="cli")
 
 
