@@ -64,6 +64,14 @@ def assert_marginals_match(compared: dict[int, tuple[float, float]], tried: int)
     assert wrong == {}, "interval: (reported, finite difference)"
 
 
+def checked_marginals(request: dict, every: int) -> dict[int, tuple[float, float]]:
+    """The marginals of every `every`-th interval, checked against finite differences."""
+    intervals = range(0, len(request["load_kw"]), every)
+    compared = marginals_against_finite_differences(request, intervals)
+    assert_marginals_match(compared, len(intervals))
+    return compared
+
+
 def site_day(resolution_minutes: int, cost_weight: float) -> dict:
     """A day whose margin moves: night imports, PV exported and then curtailed at the export cap
     (with negative sell prices at noon), an evening peak above the import cap."""
@@ -102,10 +110,7 @@ def reference_case(name: str, cost_weight: float) -> dict:
 def test_reference_case_marginal_cost_is_the_optimums_cost_of_one_more_kwh(
     name: str, cost_weight: float, every: int
 ) -> None:
-    request = reference_case(name, cost_weight)
-    intervals = range(0, len(request["load_kw"]), every)
-    compared = marginals_against_finite_differences(request, intervals)
-    assert_marginals_match(compared, len(intervals))
+    checked_marginals(reference_case(name, cost_weight), every)
 
 
 @pytest.mark.parametrize(("resolution_minutes", "cost_weight", "every"), [(15, 2.0, 2), (30, 4.0, 1)])
@@ -113,9 +118,7 @@ def test_marginal_cost_is_in_currency_per_kwh_wherever_the_margin_lies(
     resolution_minutes: int, cost_weight: float, every: int
 ) -> None:
     request = site_day(resolution_minutes, cost_weight)
-    intervals = range(0, len(request["load_kw"]), every)
-    compared = marginals_against_finite_differences(request, intervals)
-    assert_marginals_match(compared, len(intervals))
+    compared = checked_marginals(request, every)
     buy = np.array(request["tariff"]["buy"])
     sell = np.array(request["tariff"]["sell"])
     reported = {t: m for t, (m, _) in compared.items()}
