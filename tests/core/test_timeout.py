@@ -160,7 +160,8 @@ def test_cbc_stopped_before_any_schedule_is_a_timeout_only_when_its_time_ran_out
         def __init__(self) -> None:
             self.options: dict = {}
 
-        def solve(self, model, load_solutions):
+        def solve(self, model, load_solutions, logfile):
+            Path(logfile).write_text("Result - Stopped on time limit\n")
             results = SolverResults()
             results.solver.status = SolverStatus(status)
             results.solver.termination_condition = TerminationCondition.intermediateNonInteger

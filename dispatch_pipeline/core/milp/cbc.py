@@ -6,8 +6,12 @@ agreement with the HiGHS path on the reference cases checks both.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,11 +29,22 @@ from dispatch_pipeline.core.milp.solution import (
 )
 from dispatch_pipeline.core.problem import DispatchProblem
 
+# CBC's time limit covers only its search: writing the LP file, starting the executable and
+# reading its solution back take another 0.1-0.25 s on a 96-288 interval day, and CBC overruns
+# its limit to finish a node. Without this reserve an incumbent found in time arrives after the
+# caller has killed the worker.
+CBC_OVERHEAD_RESERVE_S = 0.3
+# CBC's default integrality tolerance (1e-7) lets a "closed" switch pass 1e-7 of a rating: with a
+# battery rated in GW, that is a real flow the switch was meant to forbid.
+CBC_INTEGER_TOLERANCE = 1e-9
+# The final summary of CBC's log, e.g. "Lower bound:                    136.567".
+_LOG_LOWER_BOUND = re.compile(r"^Lower bound:\s+(\S+)", re.MULTILINE)
+
 
 def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float = 1e-4) -> MilpSolution:
     require_cbc()
     model = build_model(problem)
-    remaining = search_deadline(deadline) - time.monotonic()
+    remaining = search_deadline(deadline) - time.monotonic() - CBC_OVERHEAD_RESERVE_S
     if remaining <= 0:
         raise MilpTimeout("time limit reached before CBC could start")
     solver = pyo.SolverFactory("cbc")
@@ -38,7 +53,11 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
     solver.options["timeMode"] = "elapsed"
     solver.options["ratioGap"] = mip_rel_gap
     solver.options["seconds"] = round(remaining, 3)  # CBC takes fractions: int() made 0.7 s a whole second
-    results = solver.solve(model, load_solutions=False)
+    solver.options["integerTolerance"] = CBC_INTEGER_TOLERANCE
+    with tempfile.TemporaryDirectory(prefix="dispatch-cbc-") as workdir:
+        log_path = Path(workdir) / "cbc.log"
+        results = solver.solve(model, load_solutions=False, logfile=str(log_path))
+        log = log_path.read_text(errors="replace")
     condition = results.solver.termination_condition
     has_solution = len(results.solution) > 0
     if condition == TerminationCondition.optimal and results.solver.status == SolverStatus.ok:
@@ -55,18 +74,18 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
         raise MilpFailure(f"CBC failed: {results.solver.status}, {condition}")
     model.solutions.load_from(results)
 
-    charge_allowed = np.round([model.b[t].value for t in model.T]).astype(float)
-    import_allowed = np.round([model.g[t].value for t in model.T]).astype(float)
+    charge_allowed = _binary_values(model.b, model.T)
+    import_allowed = _binary_values(model.g, model.T)
     compiled = compile_model(model)
     highs = _new_highs(mip_rel_gap)
     highs.passModel(compiled.lp)
     schedule, objective, marginal = solve_fixed_binaries(
-        problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.5)
+        problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
     )
     return MilpSolution(
         schedule=schedule,
         objective_value=objective,
-        mip_gap=_achieved_gap(results),
+        mip_gap=_achieved_gap(results, log),
         termination=termination,
         marginal_cost_per_kwh=marginal,
         charge_allowed=charge_allowed,
@@ -74,16 +93,32 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
     )
 
 
-def _achieved_gap(results: Any) -> float:
+def _binary_values(switch: Any, intervals: Any) -> np.ndarray:
+    """A binary per interval, as 0.0 or 1.0. A switch that no constraint mentions (a zero rating
+    makes it irrelevant) never reaches CBC's LP file and comes back unset: either value is as
+    good, and closed is the one the fixed-binary LP can always honour."""
+    return np.round([0.0 if switch[t].value is None else switch[t].value for t in intervals]).astype(float)
+
+
+def _achieved_gap(results: Any, log: str) -> float:
     """The gap CBC reached between its best objective and its bound, relative to the objective
-    (not the 1e-4 it was asked for); NaN when CBC reported no bound."""
+    (not the 1e-4 it was asked for); NaN when CBC reported no bound.
+
+    Pyomo keeps the root LP's value as the bound when the search completed; the bound CBC proved
+    is the "Lower bound:" of its log's summary (six significant digits, so it can round past the
+    objective by a hair: the gap is never negative).
+    """
     lower, upper = results.problem[0].lower_bound, results.problem[0].upper_bound
     try:
         lower, upper = float(lower), float(upper)
     except (TypeError, ValueError):
         return float("nan")
+    logged = _LOG_LOWER_BOUND.findall(log)
+    if logged:
+        with contextlib.suppress(ValueError):
+            lower = max(lower, float(logged[-1]))
     if not (math.isfinite(lower) and math.isfinite(upper)):
         return float("nan")
-    if upper == lower:
+    if upper <= lower:
         return 0.0
-    return abs(upper - lower) / abs(upper) if upper else math.inf
+    return (upper - lower) / abs(upper) if upper else math.inf
