@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from tests.postgres import REQUIRE_POSTGRES
+from tests.postgres import REQUIRE_POSTGRES, SKIP_POSTGRES
+
+# The pipeline reads its settings (planning time, first partition, API tokens, solver service...)
+# from DISPATCH_* variables, some at import: a developer's exported ones must not change what the
+# tests see. Only the suite's own switches and the DISPATCH_TEST_* hooks pass through.
+_SUITE_SWITCHES = {REQUIRE_POSTGRES, SKIP_POSTGRES}
+for _name in [n for n in os.environ if n.startswith("DISPATCH_")]:
+    if _name not in _SUITE_SWITCHES and not _name.startswith("DISPATCH_TEST_"):
+        del os.environ[_name]
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent

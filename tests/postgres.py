@@ -24,6 +24,7 @@ POSTGRES_ADMIN_CONNINFO = (
 POSTGRES_URL_TEMPLATE = f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{{name}}"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 REQUIRE_POSTGRES = "DISPATCH_REQUIRE_POSTGRES"
+SKIP_POSTGRES = "DISPATCH_SKIP_POSTGRES"
 
 
 def postgres_admin() -> Any:
@@ -34,7 +35,7 @@ def postgres_admin() -> Any:
         return psycopg.connect(POSTGRES_ADMIN_CONNINFO, autocommit=True)
     except psycopg.OperationalError as exc:
         failure = str(exc)
-    if os.environ.get("DISPATCH_SKIP_POSTGRES") == "1" and os.environ.get(REQUIRE_POSTGRES) != "1":
+    if os.environ.get(SKIP_POSTGRES) == "1" and os.environ.get(REQUIRE_POSTGRES) != "1":
         pytest.skip(f"PostgreSQL unreachable and DISPATCH_SKIP_POSTGRES=1: {failure}")
     pytest.fail(
         f"PostgreSQL at {POSTGRES_HOST}:{POSTGRES_PORT} is unreachable ({failure}). Start it, or "

@@ -103,10 +103,7 @@ def dagster_env(
         "DATABASE_URL": smoke_databases.app_url,
         "PYTHONUNBUFFERED": "1",
     }
-    # Settings of a developer's shell must not change what the deployment does.
-    for name in ("DISPATCH_PARTITIONS_START", "DISPATCH_BACKFILL_CHUNK", "DISPATCH_PLANNING_TIME"):
-        env.pop(name, None)
-    return env
+    return env  # without a developer's DISPATCH_* settings: tests/conftest.py removed them
 
 
 def migrate_dagster_instance(env: dict[str, str]) -> None:
