@@ -304,8 +304,12 @@ def test_the_views_load_from_the_stored_plan(job, instance, engine, make_site, r
 
     site = make_site("KL_MALL", (DAY,))
     day = SiteDay(site.site_id, DAY)
+    # Planned twice: the views must describe the newer plan, not the superseded one.
     assert run_site_day(job, instance, day).success
+    assert run_site_day(job, instance, day).success
+    newer, older = list_runs(engine, site.site_id, DAY)
     stored = latest_run(engine, site.site_id, DAY).to_result()
+    assert stored.run_id == newer.run_id != older.run_id
 
     definitions = dg.Definitions(assets=ASSETS, resources=resources)
     explanations = definitions.load_asset_value("dispatch_explanations", partition_key=day.key, instance=instance)
