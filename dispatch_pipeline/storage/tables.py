@@ -148,8 +148,12 @@ dispatch_runs = Table(
     CheckConstraint(_in("status", RUN_STATUSES), name="status"),
     CheckConstraint(_in("solver", RUN_SOLVERS), name="solver"),
     CheckConstraint(_in("resolution_minutes", RESOLUTIONS_MINUTES), name="resolution_minutes"),
-    # "Latest run for a site (and date)" reads this index backwards.
+    # latest_run orders a site's runs by created_at DESC, id DESC. With a date, the first index
+    # read backwards gives that day's few runs by created_at (PostgreSQL sorts created_at ties by
+    # id). Without a date it cannot order them (date comes first): the second index gives that
+    # query its one entry, and list_runs of a site its order (migration 0004 has the numbers).
     Index("ix_dispatch_runs_site_id_date_created_at", "site_id", "date", "created_at"),
+    Index("ix_dispatch_runs_site_id_created_at_id", "site_id", "created_at", "id"),
 )
 
 # The per-interval tables have no foreign key to their run: checking one per inserted row was most

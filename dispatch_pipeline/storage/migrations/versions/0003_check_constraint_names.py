@@ -10,13 +10,15 @@ constraint_name)s`) to them once more: databases created before this revision ho
 "ck_dispatch_runs_ck_dispatch_runs_source". 0001 now marks them final; this revision renames those
 of older PostgreSQL databases, so that later migrations find every constraint by its tables.py
 name. SQLite cannot rename a constraint; an older embedded SQLite database keeps the long names.
+
+Each rename is one statement that checks for the old name itself, so `alembic upgrade --sql`
+(offline, with no database to ask) writes the same script as an online upgrade runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
@@ -31,23 +33,20 @@ CHECKS = {
 
 
 def _rename(old: str, new: str) -> None:
-    bind = op.get_bind()
-    if bind.dialect.name != "postgresql":
+    if op.get_context().dialect.name != "postgresql":
         return
     for table, names in CHECKS.items():
-        present = set(
-            bind.execute(
-                sa.text(
-                    "SELECT conname FROM pg_constraint"
-                    " WHERE conrelid = CAST(:table AS regclass) AND contype = 'c'"
-                ),
-                {"table": table},
-            ).scalars()
-        )
         for name in names:
             source, target = old.format(table=table, name=name), new.format(table=table, name=name)
-            if source in present:
-                op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {source} TO {target}")
+            # Names and tables are the module's constants, never input.
+            op.execute(
+                "DO $$ BEGIN"
+                " IF EXISTS (SELECT 1 FROM pg_constraint"
+                f" WHERE conrelid = CAST('{table}' AS regclass) AND contype = 'c'"
+                f" AND conname = '{source}')"
+                f" THEN ALTER TABLE {table} RENAME CONSTRAINT {source} TO {target};"
+                " END IF; END $$"
+            )
 
 
 def upgrade() -> None:
