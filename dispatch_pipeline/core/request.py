@@ -202,9 +202,11 @@ def describe_error(error: ErrorDetails, subject: str = "") -> str:
         return f"{location}: field required"
     message = error["msg"].removeprefix("Value error, ")
     shown = error.get("input")
-    # A whole object's input is noise (its rule names the values); a validator that words its
-    # value itself ("got the number 1320") has said it already.
-    if not isinstance(shown, dict) and "(got " not in message:
+    # A whole object checked by its own rule is noise (the rule names the values); a validator
+    # that words its value itself ("got the number 1320") has said it already. An object where a
+    # list or a number belongs is the mistake itself, and is shown.
+    rule_on_object = isinstance(shown, dict) and error["type"] in ("value_error", "assertion_error")
+    if not rule_on_object and "(got " not in message:
         if isinstance(shown, float) and math.isnan(shown):
             shown = "NaN"
         text = repr(shown)

@@ -83,6 +83,9 @@ BAD_INPUTS = [
     (("tariff.buy", [0.4] * 23 + [-1e308]), "tariff.buy[23]", "-1e+308"),
     (("bess.capacity_kwh", 1e308), "bess.capacity_kwh", "1e+308"),
     (("tariff.demand_charge_per_kw", 1e308), "tariff.demand_charge_per_kw", "1e+308"),
+    # An object where a list or a number belongs is the mistake itself.
+    (("load_kw", {"kw": 80.0}), "load_kw", "{'kw': 80.0}"),
+    (("limits.grid_import_max_kw", {"kw": 30}), "limits.grid_import_max_kw", "{'kw': 30}"),
 ]
 
 
