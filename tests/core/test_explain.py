@@ -123,3 +123,66 @@ def test_a_flat_tariff_is_named_flat_and_prices_keep_their_decimals() -> None:
     result = solve_dispatch(hourly_request(tariff={"buy": [0.224] * 24, "sell": [0.0] * 24}))
     assert all("buy 0.224 MYR/kWh, the same all day" in point.reason for point in result.points if point.grid_imp_kw > 0)
     assert any(point.grid_imp_kw > 0 for point in result.points)
+
+
+def _named_exactly_where(result, name: str, at_bound) -> list[int]:
+    """The hours at which `at_bound(point)` holds; `name` is in exactly their binding lists."""
+    hours = [hour for hour, point in enumerate(result.points) if at_bound(point)]
+    for hour, point in enumerate(result.points):
+        assert (name in point.binding) == (hour in hours), (hour, point, point.binding)
+    return hours
+
+
+# A cheap night, a flat day and a dear evening, against a flat 100 kW load.
+DAY_PRICES = {"buy": [0.1] * 6 + [0.3] * 11 + [0.6] * 4 + [0.3] * 3, "sell": [0.0] * 24}
+
+
+def test_intervals_charging_at_the_rating_and_only_those_name_it() -> None:
+    # A slow charger and a big battery: it charges at its full 10 kW through the cheap night.
+    result = solve_dispatch(hourly_request(
+        tariff=DAY_PRICES,
+        bess={"capacity_kwh": 200, "max_charge_kw": 10, "max_discharge_kw": 40, "soc_initial": 0.1},
+    ))
+    assert result.status == "ok"
+    at_rating = _named_exactly_where(result, "charge_rating", lambda p: p.batt_ch_kw >= 10 - 1e-6)
+    assert set(range(6)) <= set(at_rating)
+
+
+def test_intervals_discharging_at_the_rating_and_only_those_name_it() -> None:
+    # A slow discharger: it covers what it can of the dear evening, its full 15 kW every hour.
+    result = solve_dispatch(hourly_request(
+        tariff=DAY_PRICES,
+        bess={"capacity_kwh": 200, "max_charge_kw": 50, "max_discharge_kw": 15, "soc_initial": 0.9},
+    ))
+    assert result.status == "ok"
+    at_rating = _named_exactly_where(result, "discharge_rating", lambda p: p.batt_dis_kw >= 15 - 1e-6)
+    assert set(range(17, 21)) <= set(at_rating)
+
+
+def test_intervals_full_to_soc_max_and_only_those_name_it() -> None:
+    # Filled in the cheap night, the battery waits full (80 %) for the dear evening.
+    result = solve_dispatch(hourly_request(
+        tariff=DAY_PRICES,
+        bess={"capacity_kwh": 50, "max_charge_kw": 50, "max_discharge_kw": 50, "soc_initial": 0.1, "soc_max": 0.8},
+    ))
+    assert result.status == "ok"
+    full = _named_exactly_where(result, "soc_max", lambda p: p.soc >= 0.8 - 1e-6)
+    assert set(range(5, 17)) <= set(full)
+
+
+def test_the_last_interval_names_the_end_of_day_target_only_when_it_ends_there() -> None:
+    # Dear at the end of the day: the battery would empty itself, but must end at 60 %.
+    held = solve_dispatch(hourly_request(
+        tariff={"buy": [0.1] * 6 + [0.3] * 14 + [0.6] * 4, "sell": [0.0] * 24},
+        bess={"capacity_kwh": 100, "soc_initial": 0.2, "soc_final_min": 0.6},
+    ))
+    assert held.points[-1].soc == pytest.approx(0.6)
+    assert _named_exactly_where(held, "terminal_soc", lambda p: p is held.points[-1]) == [23]
+    # Paid to import in the last hours: it ends full, above the target, which then binds nowhere.
+    above = solve_dispatch(hourly_request(
+        tariff={"buy": [0.1] * 6 + [0.3] * 14 + [-0.05] * 4, "sell": [-0.1] * 24},
+        bess={"capacity_kwh": 100, "soc_initial": 0.2, "soc_final_min": 0.6},
+    ))
+    assert above.points[-1].soc == pytest.approx(0.9)
+    assert "soc_max" in above.points[-1].binding
+    assert _named_exactly_where(above, "terminal_soc", lambda p: False) == []
