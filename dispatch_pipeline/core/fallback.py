@@ -7,14 +7,15 @@ One forward pass over the day, a handful of rules an operator would write down:
 2. PV surplus goes into the battery up to soc_max; the rest is exported up to the cap while
    exporting costs less than curtailing; only what neither can take is curtailed.
 3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit,
-   down to a floor that keeps the end-of-day target reachable by later recharging.
+   down to a floor that keeps the end-of-day target reachable by later recharging, net of what
+   rule 4 will draw from it later.
 4. The battery also discharges to hold imports under the import cap.
 5. In cheap hours (bottom quartile) it charges from the grid when that pays after round-trip
    losses against a later expensive hour, up to the energy those hours will need; with a demand
    charge, never above the peak the site would draw without a battery.
-6. Near the end of the day it charges just in time to reach the terminal SOC target: under the
-   peak the site would draw without a battery when that peak is billed and time allows, up to
-   the import cap when it must.
+6. Near the end of the day it charges just in time to reach the terminal SOC target, counting
+   the discharges rule 4 will still make: under the peak the site would draw without a battery
+   when that peak is billed and time allows, up to the import cap when it must.
 7. A battery above soc_max (it started the day there) discharges into the site's load until it
    is back within its band.
 
@@ -35,22 +36,52 @@ _EPS = 1e-9
 def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(expensive, cheap) masks: top and bottom quartile of the day's buy price.
 
-    When one price fills a quartile (20 off-peak hours and 4 peak ones, say), the peak is what
-    lies above it. A flat tariff has neither: there is nothing to shift energy between.
+    A price band that straddles the 75th percentile counts as expensive only when no price lies
+    above it: with off-peak, shoulder and peak prices (0.20 / 0.35 / 0.55) the peak is the top
+    quartile, not the shoulder hours that fill the rest of it. The same holds for the cheap end
+    and the 25th percentile. When one price fills a quartile (20 off-peak hours and 4 peak ones,
+    say), the peak is what lies above it. A flat tariff has neither: there is nothing to shift
+    energy between.
     """
     lowest, highest = float(buy.min()), float(buy.max())
     if highest - lowest <= _EPS:
         none = np.zeros(len(buy), dtype=bool)
         return none, none
     high, low = np.quantile(buy, 0.75), np.quantile(buy, 0.25)
-    expensive = buy >= high if high > lowest + _EPS else buy > lowest + _EPS
-    cheap = buy <= low if low < highest - _EPS else buy < highest - _EPS
+    expensive, cheap = buy > high + _EPS, buy < low - _EPS
+    # Nothing beyond the percentile: the band at it is the quartile.
+    if not expensive.any():
+        expensive = buy >= high if high > lowest + _EPS else buy > lowest + _EPS
+    if not cheap.any():
+        cheap = buy <= low if low < highest - _EPS else buy < highest - _EPS
     return expensive, cheap
 
 
 def _sum_after(values: np.ndarray) -> np.ndarray:
     """For each t, the sum of values strictly after t."""
     return np.concatenate([np.cumsum(values[::-1])[::-1][1:], [0.0]])
+
+
+def _level_needed(gain: np.ndarray, loss: np.ndarray, final: float, lowest: float, highest: float) -> np.ndarray:
+    """For each t, the energy the battery needs at the end of t to end the day at `final`, when
+    each later interval u can add at most gain[u] and will take loss[u] out.
+
+    Worked backwards from the end of the day: an interval that takes energy out raises the level
+    needed before it, one that can add energy lowers it, but never below `lowest` (the battery
+    cannot give what it holds below it) nor above `highest` or `final`, whichever is higher (it
+    cannot hold more: as full as it can be is the best it can do). A loss and a gain never fall in
+    the same interval. Without losses this is `final` less what the later intervals can add.
+    """
+    if not loss.any():  # most days: the same, without a Python loop
+        needed = np.maximum(lowest, final - _sum_after(gain))
+        needed[-1] = final
+        return needed
+    needed = np.empty(len(gain))
+    level, highest = final, max(highest, final)
+    for t in range(len(gain) - 1, -1, -1):
+        needed[t] = level
+        level = min(highest, max(lowest, level + loss[t] - gain[t]))
+    return needed
 
 
 def rule_based_schedule(problem: DispatchProblem) -> Schedule:
@@ -79,10 +110,22 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     def chargeable(cap: float) -> np.ndarray:
         return np.minimum(max_ch, np.maximum(cap - deficit, 0.0) + surplus) * eta_c * dt
 
+    # Stored energy rule 4 will draw later to hold imports under the cap (an interval with load
+    # above the cap has nothing to charge from). The levels below count it: what the later hours
+    # can recharge does not bring the battery to its target if rule 4 spends part of it first.
+    with np.errstate(divide="ignore", over="ignore"):
+        forced = np.minimum(np.maximum(deficit - import_cap, 0.0), max_dis) * dt / eta_d
+
+    def level_needed(gain: np.ndarray) -> np.ndarray:
+        return _level_needed(gain, forced, e_final, e_min, e_max)
+
     peak_safe = chargeable(charging_cap)
-    max_charge_after = _sum_after(peak_safe)
-    recharge_after = _sum_after(np.where(expensive, 0.0, peak_safe))
-    max_charge_after_at_cap = _sum_after(chargeable(import_cap))
+    # The energy the battery needs at the end of t to end the day on target, and to hold the cap
+    # on the way: charging as the peak guard (or the cap) allows in every later hour, or only in
+    # the hours it would recharge in (the floor of rule 3).
+    needed_peak_safe = level_needed(peak_safe)
+    needed_at_cap = level_needed(chargeable(import_cap))
+    floor_after = level_needed(np.where(expensive, 0.0, peak_safe))
 
     # Stored energy the expensive hours after t will draw, and the priciest of them: grid
     # charging at t pays only against a dearer hour still to come.
@@ -111,18 +154,18 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
             level = min(e_max, max(e_min, e_final) + need_after[t])
             wanted = max(0.0, (level - energy) / (eta_c * dt))
             charge = max(charge, min(room, wanted, peak_safe_headroom))
-        for charge_after, headroom in (
-            (max_charge_after[t], peak_safe_headroom),
-            (max_charge_after_at_cap[t], headroom_at_cap),
+        for needed, headroom in (
+            (needed_peak_safe[t], peak_safe_headroom),
+            (needed_at_cap[t], headroom_at_cap),
         ):
-            shortfall = e_final - energy - charge_after
+            shortfall = needed - energy
             if shortfall > _EPS:
                 charge = max(charge, min(room, shortfall / (eta_c * dt), headroom))
 
         discharge = 0.0
         if charge <= _EPS:
             charge = 0.0
-            floor = max(e_min, e_final - recharge_after[t])
+            floor = max(e_min, floor_after[t])
             if expensive[t] and deficit[t] > 0:
                 available = max(0.0, (energy - floor) * eta_d / dt)
                 discharge = min(deficit[t], max_dis, available)
