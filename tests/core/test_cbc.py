@@ -60,5 +60,4 @@ def test_cbc_reports_the_gap_its_search_proved_not_the_root_lp_gap() -> None:
     assert cbc.termination == "optimal"
     # The root LP's bound alone leaves a gap of about 5 %; CBC stopped at its 1e-4 target.
     assert 0.0 <= cbc.mip_gap <= 1e-4
-    highs = solve_milp(problem, "highs", time.monotonic() + 120)
-    assert cbc.objective_value == pytest.approx(highs.objective_value, rel=2e-4)
+    assert find_breaches(problem, cbc.schedule) == []
