@@ -36,24 +36,27 @@ _EPS = 1e-9
 def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(expensive, cheap) masks: top and bottom quartile of the day's buy price.
 
-    A price band that straddles the 75th percentile counts as expensive only when no price lies
-    above it: with off-peak, shoulder and peak prices (0.20 / 0.35 / 0.55) the peak is the top
-    quartile, not the shoulder hours that fill the rest of it. The same holds for the cheap end
-    and the 25th percentile. When one price fills a quartile (20 off-peak hours and 4 peak ones,
-    say), the peak is what lies above it. A flat tariff has neither: there is nothing to shift
-    energy between.
+    Tariffs come in bands, and a band often straddles the 75th percentile. It counts as expensive
+    only when that brings the expensive hours closer to a quarter of the day than leaving it out: with
+    off-peak, shoulder and peak prices (0.20 / 0.35 / 0.55) the peak alone is the top quartile,
+    not the shoulder that fills the rest of it; a peak covering a third of the day stays one
+    when a short event above it is dearer still. The cheap end keeps every price at or below the
+    25th percentile: rule 5 charges there only when that pays against a dearer hour to come, and
+    leaving a long off-peak out for a short super-off-peak would leave the battery empty. When
+    one price fills a quartile (20 off-peak hours and 4 peak ones, say), the peak is what lies
+    above it. A flat tariff has neither: there is nothing to shift energy between.
     """
     lowest, highest = float(buy.min()), float(buy.max())
     if highest - lowest <= _EPS:
         none = np.zeros(len(buy), dtype=bool)
         return none, none
     high, low = np.quantile(buy, 0.75), np.quantile(buy, 0.25)
-    expensive, cheap = buy > high + _EPS, buy < low - _EPS
-    # Nothing beyond the percentile: the band at it is the quartile.
-    if not expensive.any():
-        expensive = buy >= high if high > lowest + _EPS else buy > lowest + _EPS
-    if not cheap.any():
-        cheap = buy <= low if low < highest - _EPS else buy < highest - _EPS
+    expensive = buy >= high - _EPS if high > lowest + _EPS else buy > lowest + _EPS
+    above = buy > high + _EPS
+    quarter = len(buy) / 4
+    if above.any() and abs(int(above.sum()) - quarter) <= abs(int(expensive.sum()) - quarter):
+        expensive = above
+    cheap = buy <= low + _EPS if low < highest - _EPS else buy < highest - _EPS
     return expensive, cheap
 
 

@@ -179,6 +179,35 @@ def test_the_top_quartile_of_a_three_tier_day_is_its_peak_not_its_shoulder() -> 
     assert np.array_equal(cheap, buy == 0.20)
 
 
+QUARTER_HOURS = np.arange(96) / 4
+# Off-peak 0.20 and a peak of 0.55 from 14:00 to 22:00: a third of the day.
+LONG_PEAK = np.where((QUARTER_HOURS >= 14) & (QUARTER_HOURS < 22), 0.55, 0.20)
+
+
+@pytest.mark.parametrize(
+    ("buy", "ceiling"),
+    [
+        pytest.param(LONG_PEAK, 203.04, id="long peak"),
+        # A 30-minute event above the peak: the peak is still the dear part of the day.
+        pytest.param(np.where((QUARTER_HOURS >= 18) & (QUARTER_HOURS < 18.5), 0.80, LONG_PEAK), 206.79, id="event"),
+        # A super-off-peak hour below the off-peak: the off-peak is still cheap.
+        pytest.param(np.where((QUARTER_HOURS >= 2) & (QUARTER_HOURS < 3), 0.15, LONG_PEAK), 201.54, id="super-off-peak"),
+    ],
+)
+def test_a_sliver_beyond_a_band_does_not_push_the_band_out_of_its_quartile(buy, ceiling) -> None:
+    expensive, cheap = price_quartiles(buy)
+    assert np.array_equal(expensive, buy >= 0.55)
+    assert np.array_equal(cheap, buy <= 0.20)
+    request = {
+        "site_id": "BANDS", "date": "2024-03-15", "timezone": "UTC", "resolution_minutes": 15,
+        "load_kw": [30.0] * 96, "pv_kw": [0.0] * 96,
+        "tariff": {"buy": buy.tolist(), "sell": [0.0] * 96},
+        "bess": {"soc_initial": 0.1, "soc_final_min": 0.1},
+    }
+    problem, schedule = rule_based(request)
+    assert objective_value(problem, schedule) <= ceiling * 1.001
+
+
 def test_one_price_filling_a_quartile_leaves_the_other_price_on_its_side() -> None:
     # 20 off-peak hours and 4 peak ones: the peak is what lies above the off-peak price.
     buy = np.array([0.2] * 16 + [0.5] * 4 + [0.2] * 4)
