@@ -10,7 +10,8 @@ One forward pass over the day, a handful of rules an operator would write down:
    down to a floor that keeps the end-of-day target reachable by later recharging, net of what
    rule 4 will draw from it later.
 4. The battery also discharges to hold imports under the import cap.
-5. In cheap hours (bottom quartile) it charges from the grid when that pays after round-trip
+5. In cheap hours (bottom quartile; of its price bands, the cheapest that can store what the
+   expensive hours need) it charges from the grid when that pays after round-trip
    losses against a later expensive hour, up to the energy those hours will need; with a demand
    charge, never above the peak the site would draw without a battery.
 6. Near the end of the day it charges just in time to reach the terminal SOC target, counting
@@ -41,8 +42,7 @@ def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     off-peak, shoulder and peak prices (0.20 / 0.35 / 0.55) the peak alone is the top quartile,
     not the shoulder that fills the rest of it; a peak covering a third of the day stays one
     when a short event above it is dearer still. The cheap end keeps every price at or below the
-    25th percentile: rule 5 charges there only when that pays against a dearer hour to come, and
-    leaving a long off-peak out for a short super-off-peak would leave the battery empty. When
+    25th percentile (rule 5 narrows it to the bands it needs: `charging_hours`). When
     one price fills a quartile (20 off-peak hours and 4 peak ones, say), the peak is what lies
     above it. A flat tariff has neither: there is nothing to shift energy between.
     """
@@ -58,6 +58,20 @@ def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         expensive = above
     cheap = buy <= low + _EPS if low < highest - _EPS else buy < highest - _EPS
     return expensive, cheap
+
+
+def charging_hours(buy: np.ndarray, eligible: np.ndarray, stored_kwh: np.ndarray, need_kwh: float) -> np.ndarray:
+    """Of the `eligible` intervals, those in the cheapest price bands that together can store
+    `need_kwh` (`stored_kwh` per interval). A 5-hour super-off-peak that fills the battery leaves
+    the off-peak around it out (charging there first would leave no room for the cheaper hours);
+    a 1-hour one that cannot keeps it in. All of them when even they cannot store enough."""
+    hours = np.flatnonzero(eligible)
+    if len(hours) == 0:
+        return eligible
+    by_price = hours[np.argsort(buy[hours], kind="stable")]
+    enough = int(np.searchsorted(np.cumsum(stored_kwh[by_price]), need_kwh - _EPS))
+    threshold = buy[by_price[min(enough, len(by_price) - 1)]]
+    return eligible & (buy <= threshold + _EPS)
 
 
 def _sum_after(values: np.ndarray) -> np.ndarray:
@@ -141,6 +155,9 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     # Efficiencies near 0 (valid, if absurd) make the cost of storing infinite: it never pays.
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # NaN < x is False too
         pays_to_store = buy / round_trip + bess.cycle_cost_per_kwh / eta_d < dearest_after
+    charging = charging_hours(
+        buy, cheap & pays_to_store, peak_safe, min(e_max - e_min, float(expensive_need.sum()))
+    )
     export_beats_curtailing = w.cost * sell >= -w.curtail
 
     schedule = {k: np.zeros(T) for k in ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")}
@@ -153,7 +170,7 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
 
         if energy < e_min - _EPS:
             charge = max(charge, min(room, (e_min - energy) / (eta_c * dt)))
-        if cheap[t] and pays_to_store[t] and need_after[t] > 0:
+        if charging[t] and need_after[t] > 0:
             level = min(e_max, max(e_min, e_final) + need_after[t])
             wanted = max(0.0, (level - energy) / (eta_c * dt))
             charge = max(charge, min(room, wanted, peak_safe_headroom))

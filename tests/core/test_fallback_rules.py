@@ -12,7 +12,7 @@ import pytest
 
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.evaluate import objective_value, violation_kwh
-from dispatch_pipeline.core.fallback import price_quartiles, rule_based_schedule
+from dispatch_pipeline.core.fallback import charging_hours, price_quartiles, rule_based_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
 from dispatch_pipeline.core.result import Schedule
@@ -206,6 +206,18 @@ def test_a_sliver_beyond_a_band_does_not_push_the_band_out_of_its_quartile(buy, 
     }
     problem, schedule = rule_based(request)
     assert objective_value(problem, schedule) <= ceiling * 1.001
+
+
+def test_grid_charging_keeps_to_the_cheapest_bands_that_store_what_the_peak_needs() -> None:
+    # Off-peak 0.085, a super-off-peak 0.055 from 10:00 to 15:00, a peak 0.24 from 16:00 to 19:00.
+    buy = np.where((HOURS >= 10) & (HOURS < 15), 0.055, np.where((HOURS >= 16) & (HOURS < 19), 0.24, 0.085))
+    before_the_peak = HOURS < 16
+    stored = np.full(24, 50.0)  # kWh each hour could put in the battery
+    # Five hours of 50 kWh store the 200 kWh the peak needs: the off-peak hours are left out.
+    assert np.array_equal(charging_hours(buy, before_the_peak, stored, 200.0), buy == 0.055)
+    # 400 kWh: the off-peak hours before the peak are needed as well.
+    assert np.array_equal(charging_hours(buy, before_the_peak, stored, 400.0), before_the_peak)
+    assert not charging_hours(buy, np.zeros(24, dtype=bool), stored, 200.0).any()
 
 
 def test_one_price_filling_a_quartile_leaves_the_other_price_on_its_side() -> None:
