@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,3 +64,18 @@ def test_cbc_reports_the_gap_its_search_proved_not_the_root_lp_gap() -> None:
     # The root LP's bound alone leaves a gap of about 5 %; CBC stopped at its 1e-4 target.
     assert 0.0 <= cbc.mip_gap <= 1e-4
     assert find_breaches(problem, cbc.schedule) == []
+
+
+def test_a_solve_removes_what_killed_workers_left_and_leaves_nothing_itself(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])  # a process that has ended: its pid is gone
+    gone.wait()
+    abandoned = tmp_path / f"dispatch-cbc-{gone.pid}-x"
+    abandoned.mkdir()
+    (abandoned / "tmp1.pyomo.lp").write_text("an LP file of a worker killed at its deadline")
+    in_use = tmp_path / f"dispatch-cbc-{os.getpid()}-y"  # a live process's solve
+    in_use.mkdir()
+
+    problem = build_problem(_typical_with_battery())
+    solve_milp(problem, "cbc", time.monotonic() + 60)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [in_use.name]

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyomo.environ as pyo
+from pyomo.common.tempfiles import TempfileManager
 from pyomo.opt import SolverStatus, TerminationCondition
 
 from dispatch_pipeline.core.milp.highs import _new_highs, compile_model, solve_fixed_binaries
@@ -39,6 +43,8 @@ CBC_OVERHEAD_RESERVE_S = 0.3
 CBC_INTEGER_TOLERANCE = 1e-9
 # The final summary of CBC's log, e.g. "Lower bound:                    136.567".
 _LOG_LOWER_BOUND = re.compile(r"^Lower bound:\s+(\S+)", re.MULTILINE)
+# One directory per solve, named after the worker process: "dispatch-cbc-<pid>-<random>".
+_SOLVE_DIRECTORY_PREFIX = "dispatch-cbc-"
 
 
 def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float = 1e-4) -> MilpSolution:
@@ -54,8 +60,8 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
     solver.options["ratioGap"] = mip_rel_gap
     solver.options["seconds"] = round(remaining, 3)  # CBC takes fractions: int() made 0.7 s a whole second
     solver.options["integerTolerance"] = CBC_INTEGER_TOLERANCE
-    with tempfile.TemporaryDirectory(prefix="dispatch-cbc-") as workdir:
-        log_path = Path(workdir) / "cbc.log"
+    with _solve_directory() as workdir:
+        log_path = workdir / "cbc.log"
         results = solver.solve(model, load_solutions=False, logfile=str(log_path))
         log = log_path.read_text(errors="replace")
     condition = results.solver.termination_condition
@@ -91,6 +97,35 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
         charge_allowed=charge_allowed,
         import_allowed=import_allowed,
     )
+
+
+@contextlib.contextmanager
+def _solve_directory() -> Iterator[Path]:
+    """Where one solve's files go: Pyomo's LP and solution files and CBC's log.
+
+    A worker killed at its deadline cannot remove them, so each solve first removes the
+    directories of worker processes that no longer exist.
+    """
+    for abandoned in Path(tempfile.gettempdir()).glob(f"{_SOLVE_DIRECTORY_PREFIX}*"):
+        pid = abandoned.name.removeprefix(_SOLVE_DIRECTORY_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(abandoned, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{_SOLVE_DIRECTORY_PREFIX}{os.getpid()}-") as workdir:
+        previous, TempfileManager.tempdir = TempfileManager.tempdir, workdir
+        try:
+            yield Path(workdir)
+        finally:
+            TempfileManager.tempdir = previous
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _binary_values(switch: Any, intervals: Any) -> np.ndarray:
