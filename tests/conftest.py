@@ -28,6 +28,14 @@ def load_case(name: str) -> dict:
 
 
 CASE_NAMES = sorted(p.stem for p in (DATA / "cases").glob("*.json"))
+REGRESSION_NAMES = sorted(p.stem for p in (DATA / "regressions").glob("*.json"))
+
+
+def load_regression(name: str) -> dict:
+    """The request of a regression file (tests/data/regressions), without its description."""
+    request = json.loads((DATA / "regressions" / f"{name}.json").read_text())
+    request.pop("description")
+    return request
 
 # Hypothesis keeps its examples and caches outside the checkout.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "dispatch-pipeline-hypothesis")

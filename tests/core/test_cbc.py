@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.milp import solve_milp
 from dispatch_pipeline.core.problem import build_problem
-from tests.conftest import load_case
-
-REGRESSIONS = Path(__file__).resolve().parent.parent / "data" / "regressions"
+from tests.conftest import load_case, load_regression
 
 
 def _typical_with_battery(**bess: float) -> dict:
@@ -56,9 +52,7 @@ def test_cbc_reaches_the_highs_optimum(request_: dict) -> None:
 
 
 def test_cbc_reports_the_gap_its_search_proved_not_the_root_lp_gap() -> None:
-    request = json.loads((REGRESSIONS / "cbc_root_cuts_close_the_gap.json").read_text())
-    request.pop("description")
-    problem = build_problem(request)
+    problem = build_problem(load_regression("cbc_root_cuts_close_the_gap"))
     cbc = solve_milp(problem, "cbc", time.monotonic() + 120)
     assert cbc.termination == "optimal"
     # The root LP's bound alone leaves a gap of about 5 %; CBC stopped at its 1e-4 target.

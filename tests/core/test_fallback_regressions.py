@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,15 +12,12 @@ from dispatch_pipeline.core.evaluate import violations
 from dispatch_pipeline.core.fallback import rule_based_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import build_problem
+from tests.conftest import REGRESSION_NAMES, load_case, load_regression
 
-REGRESSIONS = Path(__file__).resolve().parent.parent / "data" / "regressions"
 
-
-@pytest.mark.parametrize("path", sorted(REGRESSIONS.glob("*.json")), ids=lambda p: p.stem)
-def test_rule_based_schedule_keeps_every_hard_constraint(path: Path) -> None:
-    request = json.loads(path.read_text())
-    request.pop("description")
-    problem = build_problem(request)
+@pytest.mark.parametrize("name", REGRESSION_NAMES)
+def test_rule_based_schedule_keeps_every_hard_constraint(name: str) -> None:
+    problem = build_problem(load_regression(name))
     schedule = rule_based_schedule(problem)
     assert find_breaches(problem, schedule) == []
     assert schedule.energy.min() >= problem.energy_min_kwh - 1e-9
@@ -32,7 +28,6 @@ def test_a_battery_starting_above_its_band_owes_only_the_unavoidable_violation()
     `= soc_initial`): every plan owes 0.05 x 100 kWh, above the band or short of the target at the
     end of the day. Both schedules owe exactly that and no more (the rule-based schedule once owed
     225 kWh, held above the band all day)."""
-    import json
 
     from dispatch_pipeline import solve_dispatch
     from tests.conftest import REPO
@@ -93,7 +88,7 @@ def test_a_billed_peak_does_not_keep_the_battery_short_of_its_end_of_day_target(
 
 @pytest.mark.parametrize(("efficiency", "buy"), [(1e-300, 0.4), (1e-200, 0.0)], ids=["divide", "zero-over-zero"])
 def test_efficiencies_near_zero_give_a_valid_schedule_without_numpy_warnings(efficiency, buy) -> None:
-    request = json.loads((REGRESSIONS.parent / "cases" / "typical.json").read_text())["request"]
+    request = load_case("typical")["request"]
     request["bess"] |= {"charge_efficiency": efficiency, "discharge_efficiency": efficiency}
     request["tariff"]["buy"] = [buy] * len(request["tariff"]["buy"])
     problem = build_problem(request)

@@ -4,9 +4,6 @@ on the reference cases."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,9 +13,8 @@ from dispatch_pipeline.core.fallback import charging_hours, price_quartiles, rul
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
 from dispatch_pipeline.core.result import Schedule
-from tests.conftest import CASE_NAMES, load_case
+from tests.conftest import CASE_NAMES, load_case, load_regression
 
-REGRESSIONS = Path(__file__).resolve().parent.parent / "data" / "regressions"
 HOURS = np.arange(24)
 
 
@@ -49,12 +45,6 @@ def rule_based(request: dict) -> tuple[DispatchProblem, Schedule]:
 
 def energy_before(problem: DispatchProblem, schedule: Schedule) -> np.ndarray:
     return np.concatenate([[problem.energy_initial_kwh], schedule.energy[:-1]])
-
-
-def regression(name: str) -> dict:
-    request = json.loads((REGRESSIONS / f"{name}.json").read_text())
-    request.pop("description")
-    return request
 
 
 def test_rule_1_a_battery_below_soc_min_recharges_at_its_rating_even_over_the_import_cap() -> None:
@@ -235,7 +225,7 @@ def test_one_price_filling_a_quartile_leaves_the_other_price_on_its_side() -> No
 
 
 def test_on_a_three_tier_day_the_rule_based_schedule_keeps_the_battery_for_the_peak() -> None:
-    request = regression("fallback_shoulder_hours_not_top_quartile")
+    request = load_regression("fallback_shoulder_hours_not_top_quartile")
     problem, s = rule_based(request)
     shoulder = problem.buy == 0.35
     assert s.discharge[shoulder] == pytest.approx(0.0)
@@ -256,7 +246,7 @@ def test_discharges_the_import_cap_will_force_later_do_not_cost_the_end_of_day_t
     """Rule 3 spent the battery down to the target in the first peak hours; holding the cap after
     them then took it below the target (SOC 0.32 and 0.22, against 0.5), though the MILP has no
     violation on either day."""
-    request = regression(name)
+    request = load_regression(name)
     problem, s = rule_based(request)
     assert s.energy[-1] >= problem.energy_final_kwh - 1e-6
     assert s.grid_import.max() <= problem.import_cap_kw + 1e-6

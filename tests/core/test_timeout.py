@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from dispatch_pipeline.core.milp import MilpFailure, MilpTimeout, SolverUnavaila
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.runner import MilpRunner
 from tests import fakes
-from tests.conftest import load_case
+from tests.conftest import load_case, load_regression
 
 
 def test_hanging_solver_yields_the_fallback(runner_with) -> None:
@@ -92,9 +91,6 @@ def test_use_milp_false_is_rule_based_not_fallback() -> None:
     assert (result.status, result.solver, result.fallback_used, result.fallback_reason) == ("ok", "rule_based", False, None)
 
 
-HARD_DAY = Path(__file__).resolve().parent.parent / "data" / "regressions" / "milp_time_limit_hard_5min_day.json"
-
-
 def test_a_mip_cut_short_by_its_time_limit_keeps_its_incumbent() -> None:
     """A 288-interval day with negative prices whose MIP takes far longer than 3 s to prove optimal.
 
@@ -105,8 +101,7 @@ def test_a_mip_cut_short_by_its_time_limit_keeps_its_incumbent() -> None:
     HiGHS has an incumbent after about 2 s here and is still far from proving it optimal after 30:
     8 s leaves a slow or busy machine room for the first and none for the second.
     """
-    request = json.loads(HARD_DAY.read_text()) | {"timeout_ms": 8000}
-    request.pop("description")
+    request = load_regression("milp_time_limit_hard_5min_day") | {"timeout_ms": 8000}
     runner = MilpRunner(size=1)
     try:
         runner.warm()
