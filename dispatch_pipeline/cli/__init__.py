@@ -14,6 +14,18 @@ class UsageError(Exception):
     """Bad input from the user: printed on stderr, exit status 2, no traceback."""
 
 
+def add_database_url_option(parser: argparse.ArgumentParser, help: str = "override DATABASE_URL") -> None:
+    parser.add_argument("--database-url", default=None, type=_database_url, help=help)
+
+
+def _database_url(text: str) -> str:
+    # An empty value (`--database-url "$UNSET"`) would otherwise fall through to DATABASE_URL or
+    # the demo's SQLite file: the command would write somewhere nobody asked for.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected an SQLAlchemy URL such as postgresql://host/db (got {text!r})")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dispatch-pipeline",

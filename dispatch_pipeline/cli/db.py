@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dispatch_pipeline.cli import add_database_url_option
+
 
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
@@ -18,7 +20,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         ("current", "print the schema revision and the newest one this version knows"),
     ):
         action = actions.add_parser(name, help=help_text, description=help_text)
-        action.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
+        add_database_url_option(action)
     parser.set_defaults(handler=run)
 
 

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.cli import UsageError, add_database_url_option
 from dispatch_pipeline.cli.dagster_home import DagsterHome, choose_dagster_home
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "through Dagster and print a summary.",
     )
     parser.add_argument("--days", type=int, default=PAST_DAYS, help="past days to plan (default 7)")
-    parser.add_argument("--database-url", default=None, help="override DATABASE_URL")
+    add_database_url_option(parser)
     parser.set_defaults(handler=run)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.cli import UsageError, add_database_url_option
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
 from dispatch_pipeline.core.documents import DocumentError, decode_utf8
 from dispatch_pipeline.core.request import MAX_MAGNITUDE, SITE_ID_PATTERN
@@ -73,7 +73,7 @@ def register_loader(subcommands: argparse._SubParsersAction, spec: SeriesFile) -
         default=None,
         help=f"when the {spec.what} was issued (ISO 8601 with offset; default: now)",
     )
-    load.add_argument("--database-url", default=None, help="override DATABASE_URL")
+    add_database_url_option(load)
     load.set_defaults(handler=lambda args: run_load(args, spec))
 
 
@@ -294,7 +294,7 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
         lines = None  # rows pandas split differently: name rows without their lines
     by_site = validate(table, str(path), spec, lines)
     now = dt.datetime.now(dt.UTC)
-    issued_at = parse_issue_time(args.issued_at) if args.issued_at else now
+    issued_at = parse_issue_time(args.issued_at) if args.issued_at is not None else now
     if issued_at > now + ISSUE_CLOCK_SKEW:
         raise UsageError(
             f"--issued-at: {args.issued_at!r} lies in the future; the most recently issued "

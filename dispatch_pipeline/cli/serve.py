@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.cli import UsageError, add_database_url_option
 from dispatch_pipeline.cli.dagster_home import application_database_url, apply_project_env_file
 
 APP_FACTORY = "dispatch_pipeline.api.app:create_app"
@@ -29,7 +29,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8002, help="port (default: 8002)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (default: 1)")
-    parser.add_argument("--database-url", default=None, help="overrides DATABASE_URL")
+    add_database_url_option(parser)
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     parser.add_argument("--log-level", default="info",
                         choices=("critical", "error", "warning", "info", "debug"))

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.cli import UsageError, add_database_url_option
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     list_.set_defaults(handler=run_list)
 
     for sub in (add, import_, list_):
-        sub.add_argument("--database-url", default=None, help="override DATABASE_URL")
+        add_database_url_option(sub)
 
 
 def _engine(args: argparse.Namespace) -> Any:

@@ -7,7 +7,7 @@ import argparse
 import re
 from typing import TYPE_CHECKING
 
-from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.cli import UsageError, add_database_url_option
 from dispatch_pipeline.core.documents import DocumentError, parse_json, read_text
 from dispatch_pipeline.core.request import TIMEOUT_MS_RANGE
 from dispatch_pipeline.core.tariffs import CURRENCY_PATTERN, DEFAULT_CURRENCY
@@ -41,7 +41,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "source 'cli', "
         "in the application database (DATABASE_URL, else the demo's SQLite)",
     )
-    parser.add_argument("--database-url", default=None, help="with --store: override DATABASE_URL")
+    add_database_url_option(parser, help="with --store: override DATABASE_URL")
     parser.set_defaults(handler=run)
 
 

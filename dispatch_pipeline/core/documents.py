@@ -6,8 +6,9 @@ YAML scalars are numbers only when decimal, booleans only when true or false (YA
 schema, without its hex and octal numbers), and never dates: PyYAML's YAML 1.1 rules would read
 `16:40` as the number 1000, `0x1F4` as 500, `4_00` as 400, `0123` as 83, `no` as false and
 `2024-03-15` as a date; here those stay text, which a numeric field then refuses as written. Text
-that is not UTF-8, nesting deeper than the parser's recursion, and integers past Python's
-4,300-digit limit are errors naming the source, never a traceback.
+that is not UTF-8 and nesting deeper than the parser's recursion are errors naming the source,
+never a traceback. A JSON integer past Python's 4,300-digit limit is read as an `OversizedInteger`,
+which the field it stands in refuses by name.
 """
 
 from __future__ import annotations
@@ -55,11 +56,31 @@ def decode_utf8(data: bytes) -> str:
         raise DocumentError(f"not UTF-8 text (line {line}, byte {offset}: {data[offset]:#04x})") from None
 
 
+class OversizedInteger:
+    """A JSON integer with more digits than int() reads: a value no field accepts, shown in the
+    error that names the field instead of failing the whole document."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.digits} digits"
+
+    __str__ = __repr__
+
+
+def _integer(text: str) -> int | OversizedInteger:
+    try:
+        return int(text)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        return OversizedInteger(len(text.lstrip("-")))
+
+
 def parse_json(text: str | bytes, source: str) -> Any:
     """JSON text, or bytes in UTF-8/16/32; `source` names it in errors."""
     source = source_name(source)
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_int=_integer)
     except json.JSONDecodeError as exc:
         raise DocumentError(
             f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
@@ -68,7 +89,7 @@ def parse_json(text: str | bytes, source: str) -> Any:
         raise DocumentError(f"{source} repeats the key {exc.key!r} in one object") from None
     except RecursionError:
         raise DocumentError(f"{source} is not usable JSON: nested too deeply") from None
-    except ValueError as exc:  # bytes in no Unicode encoding; an integer past int()'s digit limit
+    except ValueError as exc:  # bytes in no Unicode encoding
         raise DocumentError(f"{source} is not usable JSON: {exc}") from None
 
 

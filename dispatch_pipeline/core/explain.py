@@ -218,7 +218,7 @@ def explain(
                 reason_code=code,
                 reason=reason,
                 binding=binding[t],
-                marginal_cost_per_kwh=None if marginal_cost_per_kwh is None else round(float(marginal_cost_per_kwh[t]), 6),
+                marginal_cost_per_kwh=None if marginal_cost_per_kwh is None else float(marginal_cost_per_kwh[t]),
             )
         )
     return explanations

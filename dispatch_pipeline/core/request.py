@@ -24,7 +24,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from dispatch_pipeline.core.calendar import LocalDay, local_day, next_local_date
 
@@ -186,6 +186,14 @@ class DispatchRequest(_Strict):
             raise ValueError("expected a calendar date YYYY-MM-DD")
         if isinstance(value, int | float) and not isinstance(value, bool):
             raise ValueError("expected a calendar date YYYY-MM-DD, not a number")
+        return value
+
+    @field_validator("resolution_minutes", mode="before")
+    @classmethod
+    def _whole_minutes(cls, value: Any) -> Any:
+        # A literal's lax mode takes 15.0 for 15; every other integer field refuses a float.
+        if isinstance(value, float):
+            raise PydanticCustomError("int_type", "Input should be a valid integer")
         return value
 
     @property

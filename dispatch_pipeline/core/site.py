@@ -87,6 +87,15 @@ class Site(BaseModel):
             return {**data, "tariff": {**tariff, "currency": currency}}
         return data
 
+    @field_validator("site_id")
+    @classmethod
+    def _not_a_relative_directory(cls, value: str) -> str:
+        # The pipeline keeps a site's files in a directory named after it; "." and ".." would be
+        # the parent's own, where two sites' (or two assets') files overwrite each other.
+        if value in (".", ".."):
+            raise ValueError(f"'.' and '..' cannot name the directory a site's files are kept in (got {value!r})")
+        return value
+
     @field_validator("bess", mode="before")
     @classmethod
     def _battery_as_stated(cls, value: Any) -> Any:

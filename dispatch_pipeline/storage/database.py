@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -153,8 +153,11 @@ def _create(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite(url, in_memory=parsed.database in (None, "", ":memory:"))
-    # Dagster and API processes hold pooled connections across idle hours; re-check before use.
-    return create_engine(url, pool_pre_ping=True)
+    try:
+        # Dagster and API processes hold pooled connections across idle hours; re-check before use.
+        return create_engine(url, pool_pre_ping=True)
+    except ImportError as exc:  # a dialect SQLAlchemy knows, whose driver is not installed
+        raise NoSuchModuleError(f"{printable_url(url)}: the driver of {parsed.drivername!r} is not installed ({exc})") from exc
 
 
 def _create_sqlite(url: str, *, in_memory: bool) -> Engine:

@@ -34,6 +34,7 @@ BAD_FIELDS = [
     ("string-price", "tariff.sell", ["cheap"] + [0.2] * 95, ["tariff", "sell", 0], "cheap"),
     ("resolution-7", "resolution_minutes", 7, ["resolution_minutes"], "7"),
     ("resolution-string", "resolution_minutes", "15", ["resolution_minutes"], '"15"'),
+    ("resolution-float", "resolution_minutes", 15.0, ["resolution_minutes"], "15.0"),
     ("capacity-zero", "bess.capacity_kwh", 0, ["bess", "capacity_kwh"], "0"),
     ("capacity-negative", "bess.capacity_kwh", -10.0, ["bess", "capacity_kwh"], "-10.0"),
     ("negative-charge-rating", "bess.max_charge_kw", -1.0, ["bess", "max_charge_kw"], "-1.0"),
@@ -167,6 +168,19 @@ def test_lone_surrogate_is_422_echoing_it(client, engine, sample_request, field)
     problem = response.json()["detail"][0]
     assert problem["loc"] == ["body", field]
     assert problem["input"] == "\ud800"
+    assert count_rows(engine) == before
+
+
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_an_integer_past_pythons_digit_limit_is_named_at_its_field(client, engine, sample_request, sign):
+    text = json.dumps(sample_request).replace('"load_kw": [', f'"load_kw": [{sign}{"9" * 5000}, ', 1)
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", content=text, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "load_kw", 0]
+    assert "an integer of 5000 digits" in response.json()["message"]
     assert count_rows(engine) == before
 
 

@@ -262,6 +262,14 @@ def test_a_site_id_with_surrounding_whitespace_is_refused_not_trimmed(url, tmp_p
     assert stored("forecasts", url).empty
 
 
+def test_an_empty_issue_time_is_refused_not_taken_for_now(url, tmp_path, capsys):
+    path = tmp_path / "forecast.csv"
+    forecast_table().to_csv(path, index=False)
+    assert main(["forecasts", "load", str(path), "--issued-at", "", "--database-url", url]) == 2
+    assert "--issued-at: not an ISO 8601 timestamp (got '')" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
+
+
 def test_an_issue_time_finer_than_a_microsecond_is_refused(url, tmp_path, capsys):
     path = tmp_path / "forecast.csv"
     forecast_table().to_csv(path, index=False)

@@ -19,20 +19,23 @@ def test_every_interval_is_explained_with_numbers(name: str) -> None:
             assert (point.marginal_cost_per_kwh is not None) == use_milp
 
 
-def test_marginal_cost_is_the_buy_price_when_the_grid_serves_the_margin() -> None:
-    # No battery power and no PV: the next kWh of load can only be imported at the buy price.
+@pytest.mark.parametrize("price_unit", [1.0, 1e-6], ids=["plain", "tiny"])
+def test_marginal_cost_is_the_buy_price_when_the_grid_serves_the_margin(price_unit: float) -> None:
+    # No battery power and no PV: the next kWh of load can only be imported at the buy price,
+    # however small the unit the prices are stated in.
+    buy = [(0.2 + 0.01 * h) * price_unit for h in range(24)]
     request = {
         "site_id": "NOBATT",
         "date": "2024-06-01",
         "resolution_minutes": 60,
         "load_kw": [50.0] * 24,
         "pv_kw": [0.0] * 24,
-        "tariff": {"buy": [0.2 + 0.01 * h for h in range(24)], "sell": [0.05] * 24},
+        "tariff": {"buy": buy, "sell": [0.05 * price_unit] * 24},
         "bess": {"max_charge_kw": 0.0, "max_discharge_kw": 0.0},
     }
     result = solve_dispatch(request)
     for hour, point in enumerate(result.points):
-        assert point.marginal_cost_per_kwh == pytest.approx(0.2 + 0.01 * hour, abs=1e-6)
+        assert point.marginal_cost_per_kwh == pytest.approx(buy[hour], rel=1e-6)
 
 
 def test_curtailment_and_peak_discharge_are_named() -> None:

@@ -101,11 +101,25 @@ def test_sites_import_refuses_a_repeated_sites_key(url, tmp_path, capsys):
         ("nonsense", 2, "is not a URL SQLAlchemy can use"),
         ("foo://x", 2, "is not a URL SQLAlchemy can use"),
         ("sqlite:////nonexistent-directory/x.sqlite", 1, "cannot use the database: unable to open database file"),
+        ("mysql+mysqldb://user@host/db", 2, "mysql+mysqldb://user@host/db: the driver of 'mysql+mysqldb' is not installed"),
     ],
 )
 def test_an_unusable_database_url_is_named_without_a_traceback(capsys, database_url, status, expected):
     assert main(["sites", "list", "--database-url", database_url]) == status
-    assert expected in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["sites", "list"], ["db", "upgrade"], ["forecasts", "load", "f.csv"]])
+def test_an_empty_database_url_is_refused_not_taken_for_the_default(command, capsys, tmp_path, monkeypatch):
+    # `--database-url "$UNSET"` must not write to DATABASE_URL's database or the demo's file.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--database-url", " "])
+    assert exit_.value.code == 2
+    assert "--database-url: expected an SQLAlchemy URL such as postgresql://host/db (got ' ')" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_stored_site_that_is_no_longer_valid_is_named(url, capsys):
@@ -119,6 +133,18 @@ def test_a_stored_site_that_is_no_longer_valid_is_named(url, capsys):
     assert "Traceback" not in err
     # The other sites are still listed.
     assert "BERLIN_DEPOT" in out and "PHOENIX_OFFICE" in out and "KL_MALL" not in out
+
+
+@pytest.mark.parametrize("site_id", [".", ".."])
+def test_a_site_id_naming_a_relative_directory_is_refused(url, tmp_path, capsys, site_id):
+    entry = yaml.safe_load(sites_yaml_path().read_text())["sites"][0]
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({**entry, "site_id": site_id}))
+    assert main(["sites", "add", str(path), "--database-url", url]) == 2
+    assert f"site_id: '.' and '..' cannot name the directory a site's files are kept in (got {site_id!r})" in (
+        capsys.readouterr().err
+    )
+    assert list_sites(open_database(url)) == []
 
 
 def test_sites_add_rejects_a_bad_site(url, tmp_path, capsys):
