@@ -65,9 +65,10 @@ class TokenTable:
                 raise ValueError(f"{TOKENS_ENV}: entry {position} has an empty token")
             sites = None
             if has_sites:
-                sites = frozenset(s.strip() for s in site_list.split("|") if s.strip())
-                bad = sorted(s for s in sites if not _SITE_ID.fullmatch(s))
-                if not sites or bad:
+                # An empty id ("KL_MALL|") is refused, not skipped: a site meant for it was lost.
+                named = [s.strip() for s in site_list.split("|")]
+                sites = frozenset(named)
+                if not all(_SITE_ID.fullmatch(s) for s in named):
                     raise ValueError(
                         f"{TOKENS_ENV}: entry {position} needs site ids matching {SITE_ID_PATTERN} "
                         f"after ':' (got {site_list!r})"

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # as a shell reports a command ended by SIGPIPE
     except Exception as exc:
-        problem = _storage_problem(exc)
+        problem = _storage_problem(exc, args)
         if problem is None:
             raise
         message, status = problem
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
 
 
-def _storage_problem(exc: Exception) -> tuple[str, int] | None:
+def _storage_problem(exc: Exception, args: argparse.Namespace) -> tuple[str, int] | None:
     """What went wrong with the database or what it holds, and the exit status; None otherwise."""
     # Only a command that opened a database has imported these; `solve` never pays for them.
     stored_sites = sys.modules.get("dispatch_pipeline.storage.sites")
@@ -71,7 +71,11 @@ def _storage_problem(exc: Exception) -> tuple[str, int] | None:
     if errors is None:
         return None
     if isinstance(exc, errors.ArgumentError | errors.NoSuchModuleError):
-        return f"--database-url or DATABASE_URL is not a URL SQLAlchemy can use: {exc}", 2
+        from dispatch_pipeline.storage.database import printable_url
+
+        given = getattr(args, "database_url", None)
+        source, url = ("--database-url", given) if given else ("DATABASE_URL", os.environ.get("DATABASE_URL", ""))
+        return f"{source} {printable_url(url.strip())!r} is not a URL SQLAlchemy can use: {exc}", 2
     # A plain DatabaseError: SQLite's "file is not a database" (its subclasses are bugs, not this).
     if isinstance(exc, errors.OperationalError | errors.InterfaceError) or type(exc) is errors.DatabaseError:
         # The server down or refusing us: the command was right, the environment was not.

@@ -89,7 +89,9 @@ def choose_dagster_home() -> DagsterHome:
                 f"DAGSTER_HOME={home}: its dagster.yaml reads {', '.join(missing)}, which "
                 "are not set; set them, or unset DAGSTER_HOME to use the embedded SQLite instance"
             )
-        chosen = DagsterHome(home, "as configured in its dagster.yaml", from_env_file)
+        configured = (home / "dagster.yaml").is_file()
+        storage = "as configured in its dagster.yaml" if configured else "no dagster.yaml: Dagster's defaults, SQLite files"
+        chosen = DagsterHome(home, storage, from_env_file)
     elif not PROJECT_HOME.is_dir():
         raise UsageError(
             f"no ./{PROJECT_HOME} here: run this from the repository root, or set DAGSTER_HOME"

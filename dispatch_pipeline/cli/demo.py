@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -46,7 +47,13 @@ def open_instance(home: DagsterHome) -> Any:
         instance = dg.DagsterInstance.get()
         instance.get_dynamic_partitions(SITES_PARTITIONS_NAME)
     except Exception as exc:
-        raise UsageError(f"the Dagster instance in {home.path} is unusable: {exc}") from exc
+        from_env_file = [name for name in home.from_env_file if name.startswith("DAGSTER_PG_") and "PASSWORD" not in name]
+        hint = (
+            f" (./.env sets {', '.join(f'{name}={os.environ[name]}' for name in from_env_file)}: "
+            "for a run outside Compose, point them at a server this machine reaches)"
+            if from_env_file else ""
+        )
+        raise UsageError(f"the Dagster instance in {home.path} is unusable: {exc}{hint}") from exc
     return instance
 
 
@@ -87,10 +94,11 @@ def run(args: argparse.Namespace) -> int:
     from dispatch_pipeline.storage.database import printable_url
 
     home = choose_dagster_home()
-    instance = open_instance(home)
+    # Said before the instance is opened: when it cannot be, these are what to look at.
     print(f"Dagster instance: {home.path} ({home.storage})")
     if home.from_env_file:
         print(f"Settings from ./.env (over the shell's, as dagster dev applies them): {', '.join(home.from_env_file)}")
+    instance = open_instance(home)
     url = args.database_url or database_url()
     engine = open_database(url)
     print(f"Application database: {printable_url(url)}")

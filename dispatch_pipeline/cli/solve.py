@@ -99,11 +99,13 @@ def _solve(request: object, args: argparse.Namespace) -> DispatchResult:
     except RequestError as exc:
         if not any(problem.startswith("pv_kw: missing") for problem in exc.problems):
             raise
-        # The site may well have a stored forecast: this command just did not read it.
+        # The site may well have a stored forecast: this command just did not read it, so the
+        # core's "no stored PV forecast" would be untrue.
         raise RequestError([
-            *exc.problems,
-            "without --store, solve reads no database: send pv_kw, or add --store to plan with "
-            "a registered site's stored forecast",
+            "pv_kw: missing; without --store, solve reads no database: send pv_kw, or add --store "
+            "to plan with a registered site's stored forecast"
+            if problem.startswith("pv_kw: missing") else problem
+            for problem in exc.problems
         ]) from None
 
 
@@ -118,6 +120,12 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
 
     engine = open_database(application_database_url(args.database_url))
     site = registered_site(engine, request)  # a site stored broken: exit 1, naming its fault
+    if site is not None and args.currency not in (None, site.currency):
+        # The stored explanations would name prices in a currency the site is not billed in.
+        raise UsageError(
+            f"--currency {args.currency}: site {site.site_id!r} is registered in {site.currency}; "
+            "leave --currency out to use it"
+        )
     completed = complete_from_site(request, site) if site is not None else None  # type: ignore[arg-type]
     now = dt.datetime.now(dt.UTC)
     try:

@@ -280,7 +280,7 @@ def _raw_day(raw: dict[str, Any], default_timezone: str | None, today: dt.dateti
     # Only a missing or null timezone takes the default; "" is a bad timezone, not UTC.
     timezone = raw.get("timezone")
     timezone = (default_timezone or "UTC") if timezone is None else timezone
-    if isinstance(resolution, bool) or not isinstance(resolution, int | float) or resolution not in RESOLUTIONS_MINUTES:
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution not in RESOLUTIONS_MINUTES:
         return None
     if not isinstance(timezone, str) or timezone not in iana_zone_names():
         return None
@@ -292,6 +292,6 @@ def _raw_day(raw: dict[str, Any], default_timezone: str | None, today: dt.dateti
             date = dt.date.fromisoformat(date)
         elif type(date) is not dt.date:  # a datetime, a number: the model refuses it
             return None
-        return local_day(date, timezone, int(resolution))
+        return local_day(date, timezone, resolution)
     except ValueError:
         return None

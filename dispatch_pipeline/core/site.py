@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dispatch_pipeline.core.calendar import LocalDay, local_day
+from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES, LocalDay, local_day
 from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text
 from dispatch_pipeline.core.request import (
     SITE_ID_PATTERN,
@@ -30,7 +30,12 @@ from dispatch_pipeline.core.request import (
     Weights,
     describe_error,
 )
-from dispatch_pipeline.core.tariffs import CURRENCY_PATTERN, TouTariff, expand_tariff
+from dispatch_pipeline.core.tariffs import (
+    CURRENCY_PATTERN,
+    TouTariff,
+    expand_tariff,
+    off_grid_times,
+)
 
 # Request fields holding an object: an override of one of these patches the site's value
 # (bess={"soc_initial": 0.3} keeps the site's capacity) instead of replacing it wholesale.
@@ -103,6 +108,17 @@ class Site(BaseModel):
         return value.model_dump() if type(value) is Battery else value
 
     @model_validator(mode="after")
+    def _tariff_on_the_planning_grid(self) -> Site:
+        # Checked when the site is registered, not when its first day is planned.
+        off_grid = off_grid_times(self.tariff, PIPELINE_RESOLUTION_MINUTES)
+        if off_grid:
+            raise ValueError(
+                f"tariff {', '.join(off_grid)}: not on a quarter-hour, the interval sites are planned in, "
+                "so part of an interval would pay another period's price"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _one_currency(self) -> Site:
         # Prices and KPIs are labelled with the site currency; a tariff in another would mislabel them.
         if self.tariff.currency != self.currency:
@@ -142,7 +158,10 @@ def _validate_site(entry: Any, label: str) -> Site:
 
 def parse_sites(data: Any, source: str = "sites") -> list[Site]:
     """Validate `{sites: [...]}`; raise SiteConfigError naming `source`, the entry and the field."""
-    if not isinstance(data, dict) or "sites" not in data:
+    if isinstance(data, dict) and "sites" not in data:
+        one_site = " (one site's fields: `sites add` registers a single site)" if "site_id" in data else ""
+        raise SiteConfigError([f"{source}: has no top-level 'sites' list{one_site}"])
+    if not isinstance(data, dict):
         raise SiteConfigError([f"{source}: must be a mapping with a 'sites' list (got {_kind(data)})"])
     unknown = sorted(set(data) - {"sites"})
     if unknown:
@@ -203,13 +222,11 @@ def site_request(
     top-level request fields; for tariff/bess/limits/weights a dict patches the site's value.
     """
     day = site.local_day(date, resolution_minutes)
-    tou_buy, tou_sell = expand_tariff(site.tariff, day)
-    arrays = {
-        "load_kw": load_kw,
-        "pv_kw": pv_kw,
-        "buy": tou_buy if buy is None else buy,
-        "sell": tou_sell if sell is None else sell,
-    }
+    if buy is None or sell is None:
+        tou_buy, tou_sell = expand_tariff(site.tariff, day)
+        buy = tou_buy if buy is None else buy
+        sell = tou_sell if sell is None else sell
+    arrays = {"load_kw": load_kw, "pv_kw": pv_kw, "buy": buy, "sell": sell}
     lengths = [
         f"{name}: has {len(values)} values, but {day.date} in {day.timezone} at "
         f"{resolution_minutes}-minute resolution has {day.intervals} intervals"

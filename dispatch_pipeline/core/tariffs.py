@@ -144,8 +144,25 @@ def local_clock_minutes(day: LocalDay) -> np.ndarray:
     return clock + np.array(shift, dtype=int)
 
 
+def off_grid_times(tariff: TouTariff, resolution_minutes: int) -> list[str]:
+    """Where a period starts or ends inside an interval of `resolution_minutes`, as
+    "periods[i].start '08:10'": there the interval would be priced wholly at one side's price."""
+    return [
+        f"periods[{i}].{edge} {clock!r}"
+        for i, period in enumerate(tariff.periods)
+        for edge, clock in (("start", period.start), ("end", period.end))
+        if clock_to_minutes(clock) % resolution_minutes
+    ]
+
+
 def expand_tariff(tariff: TouTariff, day: LocalDay) -> tuple[np.ndarray, np.ndarray]:
     """Buy and sell price of every interval of `day`, by the interval's local start time."""
+    off_grid = off_grid_times(tariff, day.resolution_minutes)
+    if off_grid:
+        raise ValueError(
+            f"tariff {', '.join(off_grid)}: not on the {day.resolution_minutes}-minute interval grid, "
+            "so part of an interval would pay another period's price"
+        )
     minutes = local_clock_minutes(day)
     buy = np.full(day.intervals, tariff.default.buy)
     sell = np.full(day.intervals, tariff.default.sell)

@@ -157,7 +157,7 @@ def _create(url: str) -> Engine:
         # Dagster and API processes hold pooled connections across idle hours; re-check before use.
         return create_engine(url, pool_pre_ping=True)
     except ImportError as exc:  # a dialect SQLAlchemy knows, whose driver is not installed
-        raise NoSuchModuleError(f"{printable_url(url)}: the driver of {parsed.drivername!r} is not installed ({exc})") from exc
+        raise NoSuchModuleError(f"the driver of {parsed.drivername!r} is not installed ({exc})") from exc
 
 
 def _create_sqlite(url: str, *, in_memory: bool) -> Engine:

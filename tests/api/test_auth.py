@@ -81,7 +81,7 @@ def test_token_table_format():
     assert load_token_table(None) is None and load_token_table("  ") is None
 
 
-@pytest.mark.parametrize("text", [":S1", "tok:", "tok:bad site", ","])
+@pytest.mark.parametrize("text", [":S1", "tok:", "tok:bad site", ",", "tok:KL_MALL|", "tok:S1||S2"])
 def test_token_table_rejects_bad_entries(text):
     with pytest.raises(ValueError, match="DISPATCH_API_TOKENS"):
         load_token_table(text)

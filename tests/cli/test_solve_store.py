@@ -105,3 +105,17 @@ def test_a_rule_broken_against_the_sites_stored_value_says_whose_value_it_is(tmp
         "(stored for site 'KL_MALL', as the request left it out: bess.soc_max)"
     ) in message
     assert run_count(url) == before
+
+
+def test_a_currency_other_than_the_registered_sites_is_refused(tmp_path, url, capsys) -> None:
+    site = demo_site("KL_MALL")
+    upsert_site(open_database(url), site)
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({**json.loads(SAMPLE_REQUEST.read_text()), "site_id": site.site_id}))
+    before = run_count(url)
+
+    status = main(["solve", str(path), "--store", "--currency", "EUR", "--database-url", url])
+
+    assert status == 2
+    assert "--currency EUR: site 'KL_MALL' is registered in MYR; leave --currency out to use it" in capsys.readouterr().err
+    assert run_count(url) == before

@@ -59,10 +59,10 @@ def test_solve_from_stdin_with_cbc_and_no_milp() -> None:
         (("solve", "-", "--timeout-ms", "50"), json.dumps(load_case("hourly")["request"]), "argument --timeout-ms: must be in 100..600000 (got 50)"),
         (("solve", "-"), '{"site_id": "DEMO", "site_id": "OTHER"}', "stdin repeats the key 'site_id'"),
         (("solve", "-"), "[" * 100_000, "nested too deeply"),
-        (("solve", "-"), '{"timeout_ms": ' + "9" * 5000 + "}", "is not usable JSON"),
+        (("solve", "-"), '{"timeout_ms": ' + "9" * 5000 + "}", "timeout_ms: Input should be a valid integer (got an integer of 5000 digits)"),
         (("solve", "-", "--currency", "€"), "{}", "--currency: expected three capital letters"),
         (("solve", "-"), json.dumps({k: v for k, v in load_case("hourly")["request"].items() if k != "pv_kw"}),
-         "without --store, solve reads no database: send pv_kw, or add --store"),
+         "pv_kw: missing; without --store, solve reads no database: send pv_kw, or add --store"),
     ],
 )
 def test_bad_input_exits_2_with_message_and_no_stdout(args, stdin, message) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import numpy as np
 import pandas as pd
@@ -148,11 +149,16 @@ def reference_prices(t: TouTariff, day) -> tuple[list[float], list[float]]:
     ],
 )
 def test_matches_a_per_interval_reference_on_every_day_of_a_year(timezone, resolution):
+    def clock(hours: float) -> str:
+        """The interval start at or before `hours` after midnight, as 'HH:MM'."""
+        minutes = int(hours * 60) // resolution * resolution
+        return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
     t = tariff({
         "default": {"buy": 0.2, "sell": 0.05},
         "periods": [
-            {"name": "dst_hour", "start": "01:30", "end": "02:45", "buy": 0.9, "sell": 0.3},
-            {"name": "weekday_day", "start": "07:15", "end": "19:00", "days": ["mon", "tue", "wed", "thu", "fri"],
+            {"name": "dst_hour", "start": clock(1.5), "end": clock(2.75), "buy": 0.9, "sell": 0.3},
+            {"name": "weekday_day", "start": clock(7.25), "end": "19:00", "days": ["mon", "tue", "wed", "thu", "fri"],
              "buy": 0.4, "sell": 0.1},
             {"name": "weekend_noon", "start": "11:00", "end": "15:00", "days": ["sat", "sun"], "buy": -0.02, "sell": -0.05},
         ],
@@ -168,6 +174,19 @@ def test_matches_a_per_interval_reference_on_every_day_of_a_year(timezone, resol
     if timezone == "Europe/Berlin":
         per_hour = 60 // resolution
         assert lengths == {23 * per_hour, 24 * per_hour, 25 * per_hour}
+
+
+@pytest.mark.parametrize(("start", "end", "resolution", "named"), [
+    ("08:10", "09:00", 15, "periods[0].start '08:10'"),
+    ("08:00", "09:20", 15, "periods[0].end '09:20'"),
+    ("08:15", "09:00", 30, "periods[0].start '08:15'"),
+    ("08:30", "09:00", 60, "periods[0].start '08:30'"),
+])
+def test_a_period_boundary_inside_an_interval_is_refused_not_priced_from_the_next(start, end, resolution, named):
+    # Priced by interval start, the interval holding 08:10 would pay the default price for 08:10-08:15.
+    t = tariff(with_period(start=start, end=end))
+    with pytest.raises(ValueError, match=re.escape(f"tariff {named}: not on the {resolution}-minute interval grid")):
+        expand_tariff(t, local_day(dt.date(2024, 6, 3), "Europe/Berlin", resolution))
 
 
 def with_period(**changes) -> dict:

@@ -169,7 +169,16 @@ def test_lengths_are_not_guessed_when_the_day_itself_is_in_doubt(timezone) -> No
     assert [p.split(":")[0] for p in caught.value.problems] == ["timezone"]
 
 
-@pytest.mark.parametrize(("field", "value"), [("resolution_minutes", 60.0), ("date", dt.date(2024, 3, 15))])
+@pytest.mark.parametrize("resolution", [60.0, 7, "60"])
+def test_lengths_are_not_guessed_from_a_resolution_the_model_refuses(resolution) -> None:
+    request = with_change("resolution_minutes", resolution)
+    request["load_kw"] = request["load_kw"][:-1]
+    with pytest.raises(RequestError) as caught:
+        build_problem(request)
+    assert [p.split(":")[0] for p in caught.value.problems] == ["resolution_minutes"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("resolution_minutes", 60), ("date", dt.date(2024, 3, 15))])
 def test_lengths_are_checked_for_every_form_of_the_day_the_model_accepts(field, value) -> None:
     request = with_change(field, value)
     del request["tariff"]

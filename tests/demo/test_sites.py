@@ -99,6 +99,16 @@ def test_tariff_problems_are_reported_per_site(tmp_path):
     assert any("sites[0] ('KL_MALL'): tariff: periods[0] 'peak'" in p and "periods[1] 'shoulder'" in p for p in problems)
 
 
+def test_a_tariff_period_off_the_quarter_hour_is_refused_at_registration(tmp_path):
+    data = demo_yaml_data()
+    data["sites"][0]["tariff"]["periods"][0]["start"] = "08:10"
+    problems = problems_of(write(tmp_path, data))
+    assert problems == [
+        f"{tmp_path / 'sites.yaml'}: sites[0] ('KL_MALL'): tariff periods[0].start '08:10': not on a quarter-hour, "
+        "the interval sites are planned in, so part of an interval would pay another period's price"
+    ]
+
+
 def test_currency_mismatch_and_bad_timezone(tmp_path):
     data = demo_yaml_data()
     data["sites"][0]["tariff"]["currency"] = "USD"
@@ -207,6 +217,8 @@ def test_a_batterys_operating_settings_keep_the_contract_defaults(tmp_path):
         ("sites: [a: 1\n", "not valid YAML"),
         ("", "must be a mapping with a 'sites' list (got nothing)"),
         ("- site_id: X\n", "(got list)"),
+        ("site_id: X\n", "has no top-level 'sites' list (one site's fields: `sites add` registers a single site)"),
+        ("site: {site_id: X}\n", "has no top-level 'sites' list"),
         ("sites: {}\n", "'sites' must be a list (got dict)"),
         ("sites: []\nextra: 1\n", "unknown top-level key(s) ['extra']"),
         ("sites: [3]\n", "sites[0]: must be a mapping (got int)"),

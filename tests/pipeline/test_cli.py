@@ -101,7 +101,7 @@ def test_sites_import_refuses_a_repeated_sites_key(url, tmp_path, capsys):
         ("nonsense", 2, "is not a URL SQLAlchemy can use"),
         ("foo://x", 2, "is not a URL SQLAlchemy can use"),
         ("sqlite:////nonexistent-directory/x.sqlite", 1, "cannot use the database: unable to open database file"),
-        ("mysql+mysqldb://user@host/db", 2, "mysql+mysqldb://user@host/db: the driver of 'mysql+mysqldb' is not installed"),
+        ("mysql+mysqldb://user@host/db", 2, "--database-url 'mysql+mysqldb://user@host/db' is not a URL SQLAlchemy can use: the driver of 'mysql+mysqldb' is not installed"),
     ],
 )
 def test_an_unusable_database_url_is_named_without_a_traceback(capsys, database_url, status, expected):
