@@ -77,6 +77,13 @@ def time_limit_with_poor_incumbent(problem, solver, deadline):
     )
 
 
+def optimum_with_energy_from_nowhere(problem, solver, deadline):
+    """The real optimum, but its battery gains energy in one interval with nothing charging it."""
+    solution = solve_milp(problem, solver, deadline)
+    solution.schedule.energy[5:] += 0.1 * problem.capacity_kwh
+    return solution
+
+
 def worker_pid(problem, solver, deadline):
     """The pid of the worker process that took the problem."""
     return os.getpid()

@@ -1,7 +1,8 @@
 """Check a schedule against every hard constraint of the model.
 
-Used by the tests on every schedule they see and by the pipeline's blocking asset checks: a plan
-that fails here must never reach a site.
+Used on every MILP answer before it becomes the plan (one that fails falls back to the rules), by
+the pipeline's blocking asset checks and by the tests on every schedule they see: a plan that fails
+here must never reach a site.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import numpy as np
 from dispatch_pipeline.core.evaluate import compute_kpis, objective_value
 from dispatch_pipeline.core.explain import explain
 from dispatch_pipeline.core.fallback import rule_based_schedule
+from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.milp import (
     SOLVERS,
     MilpFailure,
@@ -105,6 +106,13 @@ def attempt_milp(
         return f"timeout: {exc}"
     except MilpFailure as exc:
         return f"solver failed: {exc}"
+    # The solver's own tolerances are relative to its scaled model: with extreme parameters (a
+    # discharge efficiency of 1e-6 multiplies a -5e-9 kW discharge into 90 % of a small battery)
+    # its answer can break the model as the plan is judged. Such a plan must not reach a site.
+    breaches = find_breaches(problem, milp.schedule)
+    if breaches:
+        more = f" (and {len(breaches) - 1} more)" if len(breaches) > 1 else ""
+        return f"solver failed: its schedule breaks the model: {breaches[0]}{more}"
     if milp.termination == "time_limit":
         rule_based = rule_based_schedule(problem)
         if objective_value(problem, rule_based) < objective_value(problem, milp.schedule):

@@ -51,6 +51,14 @@ def test_cbc_reaches_the_highs_optimum(request_: dict) -> None:
     assert find_breaches(problem, cbc.schedule) == []
 
 
+def test_cbc_finds_the_optimum_its_preprocessing_calls_infeasible() -> None:
+    problem = build_problem(load_regression("cbc_preprocessing_calls_a_feasible_model_infeasible"))
+    cbc = solve_milp(problem, "cbc", time.monotonic() + 60)
+    assert cbc.termination == "optimal"
+    assert cbc.objective_value == pytest.approx(27.983066, rel=1e-6)
+    assert find_breaches(problem, cbc.schedule) == []
+
+
 def test_cbc_reports_the_gap_its_search_proved_not_the_root_lp_gap() -> None:
     problem = build_problem(load_regression("cbc_root_cuts_close_the_gap"))
     cbc = solve_milp(problem, "cbc", time.monotonic() + 120)

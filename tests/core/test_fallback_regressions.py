@@ -1,4 +1,4 @@
-"""Rule-based schedules once found invalid or needlessly in violation, kept as fixed cases."""
+"""Requests once answered with an invalid or needlessly poor plan, kept as fixed cases."""
 
 from __future__ import annotations
 
@@ -21,6 +21,17 @@ def test_rule_based_schedule_keeps_every_hard_constraint(name: str) -> None:
     schedule = rule_based_schedule(problem)
     assert find_breaches(problem, schedule) == []
     assert schedule.energy.min() >= problem.energy_min_kwh - 1e-9
+
+
+@pytest.mark.parametrize("name", REGRESSION_NAMES)
+def test_the_plan_delivered_keeps_every_hard_constraint(name: str) -> None:
+    # Whichever branch made it: a MILP answer that breaks the model is replaced by the rules'.
+    from dispatch_pipeline import solve_dispatch
+    from tests.core.schedules import schedule_from_result
+
+    request = load_regression(name)
+    result = solve_dispatch(request)
+    assert find_breaches(build_problem(request), schedule_from_result(result, build_problem(request))) == []
 
 
 def test_a_battery_starting_above_its_band_owes_only_the_unavoidable_violation() -> None:

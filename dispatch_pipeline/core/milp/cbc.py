@@ -61,9 +61,15 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
     solver.options["seconds"] = round(remaining, 3)  # CBC takes fractions: int() made 0.7 s a whole second
     solver.options["integerTolerance"] = CBC_INTEGER_TOLERANCE
     with _solve_directory() as workdir:
-        log_path = workdir / "cbc.log"
-        results = solver.solve(model, load_solutions=False, logfile=str(log_path))
-        log = log_path.read_text(errors="replace")
+        results, log = _run(solver, model, workdir)
+        remaining = search_deadline(deadline) - time.monotonic() - CBC_OVERHEAD_RESERVE_S
+        if results.solver.termination_condition in _INFEASIBLE and remaining > 0:
+            # CBC 2.10's preprocessing can end in "Cut generators found to be infeasible!" on a
+            # model with plans (one with a battery held at 0 kW charging, a zero-width SOC band and
+            # violations costing nothing); its search without preprocessing finds the optimum.
+            solver.options["preprocess"] = "off"
+            solver.options["seconds"] = round(remaining, 3)
+            results, log = _run(solver, model, workdir)
     condition = results.solver.termination_condition
     has_solution = len(results.solution) > 0
     if condition == TerminationCondition.optimal and results.solver.status == SolverStatus.ok:
@@ -97,6 +103,16 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
         charge_allowed=charge_allowed,
         import_allowed=import_allowed,
     )
+
+
+_INFEASIBLE = (TerminationCondition.infeasible, TerminationCondition.infeasibleOrUnbounded)
+
+
+def _run(solver: Any, model: Any, workdir: Path) -> tuple[Any, str]:
+    """CBC's results (solutions not loaded) and its log."""
+    log_path = workdir / "cbc.log"
+    results = solver.solve(model, load_solutions=False, logfile=str(log_path))
+    return results, log_path.read_text(errors="replace")
 
 
 @contextlib.contextmanager
