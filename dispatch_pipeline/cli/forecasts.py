@@ -15,6 +15,7 @@ FORECAST_FILE = SeriesFile(
     value_columns=("load_kw", "pv_kw"),
     non_negative=True,
     save="save_forecasts",
+    load="load_forecast",
     description=(
         "Store load and PV forecasts in the application database (DATABASE_URL, else the demo's "
         "SQLite under DAGSTER_HOME or dagster_home/embedded). A newer issue of the same interval "

@@ -17,6 +17,7 @@ PRICE_FILE = SeriesFile(
     value_columns=("buy", "sell"),
     non_negative=False,
     save="save_price_series_by_site",
+    load="load_price_series",
     description=(
         "Store import (buy) and export (sell) prices per interval in the application database "
         "(DATABASE_URL, else the demo's SQLite under DAGSTER_HOME or dagster_home/embedded). "

@@ -16,6 +16,7 @@ import datetime as dt
 import math
 import numbers
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -54,6 +55,7 @@ class SeriesFile:
     value_columns: tuple[str, ...]
     non_negative: bool
     save: str  # the dispatch_pipeline.storage function storing {site_id: frame}
+    load: str  # the one reading a site's latest issue per interval back
     description: str  # the subcommand's --help
 
     @property
@@ -310,8 +312,51 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
         counts = getattr(storage, spec.save)(engine, frames, issued_at)
     except storage.StorageInputError as exc:
         raise UsageError(f"{path}: {exc}") from None
-    registered = set(storage.list_site_ids(engine))
+    valid, invalid = storage.read_sites(engine)
+    sites = {site.site_id: site for site in valid}
+    registered = set(sites) | {fault.site_id for fault in invalid}
     for site_id, count in counts.items():
         known = "" if site_id in registered else " (site not registered yet)"
         print(f"{site_id}: {count} interval(s) stored, issued at {issued_at.isoformat()}{known}")
+        if site_id in sites:
+            for note in stored_day_notes(engine, spec, sites[site_id], frames[site_id]):
+                print(f"dispatch-pipeline {spec.command}: note: {site_id}: {note}", file=sys.stderr)
     return 0
+
+
+# A PV forecast above this multiple of the site's peak power is not a forecast of that site's PV.
+PLAUSIBLE_PV_PEAK_RATIO = 1.5
+
+
+def stored_day_notes(engine: Any, spec: SeriesFile, site: Any, frame: Any) -> list[str]:
+    """What the stored series now lacks on the local days this file touched, and PV beyond the
+    site's size: both would otherwise surface only when the day is planned."""
+    from dispatch_pipeline import storage
+    from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES
+
+    notes = []
+    local_dates = sorted(set(frame["ts"].dt.tz_convert(site.timezone).dt.date))
+    first = site.local_day(local_dates[0], PIPELINE_RESOLUTION_MINUTES)
+    last = site.local_day(local_dates[-1], PIPELINE_RESOLUTION_MINUTES)
+    stored = getattr(storage, spec.load)(engine, site.site_id, first.start_utc, last.end_utc)
+    per_date = stored["ts"].dt.tz_convert(site.timezone).dt.date.value_counts()
+    incomplete = []
+    for date in local_dates:
+        intervals = site.local_day(date, PIPELINE_RESOLUTION_MINUTES).intervals
+        have = int(per_date.get(date, 0))
+        if have < intervals:
+            incomplete.append(f"{date} ({have} of {intervals} intervals)")
+    if incomplete:
+        shown = ", ".join(incomplete[:5]) + (f" and {len(incomplete) - 5} more" if len(incomplete) > 5 else "")
+        notes.append(
+            f"the stored {spec.what} still misses intervals of {len(incomplete)} local day(s) in "
+            f"{site.timezone}: {shown}; such a day cannot be planned until they are loaded"
+        )
+    if "pv_kw" in frame and site.pv_kwp > 0:
+        peak = float(frame["pv_kw"].max())
+        if peak > PLAUSIBLE_PV_PEAK_RATIO * site.pv_kwp:
+            notes.append(
+                f"pv_kw peaks at {peak:g} kW, {peak / site.pv_kwp:.1f} times the site's pv_kwp of "
+                f"{site.pv_kwp:g}: is the file in kW (not W), and for this site?"
+            )
+    return notes

@@ -257,3 +257,51 @@ def test_a_forecast_file_of_several_sites_stores_each(url, tmp_path, capsys):
     engine = open_database(url)
     day = (dt.datetime(2025, 3, 10, 16, tzinfo=dt.UTC), dt.datetime(2025, 3, 11, 16, tzinfo=dt.UTC))
     assert len(load_forecast(engine, "KL_MALL", *day)) == len(load_forecast(engine, "KL_ANNEX", *day)) == 96
+
+
+def _register_demo_sites(url: str) -> None:
+    assert main(["sites", "import", str(sites_yaml_path()), "--database-url", url]) == 0
+
+
+@pytest.mark.parametrize("command", ["forecasts", "prices"])
+def test_a_registered_sites_local_day_left_incomplete_is_noted_and_a_later_issue_completes_it(
+    url, tmp_path, capsys, command
+):
+    make_table, _, site_id = SERIES_FILES[command]
+    _register_demo_sites(url)
+    table = make_table()  # one whole local day of the site
+    path = tmp_path / "series.csv"
+    table.drop(index=[10, 11]).to_csv(path, index=False)
+    capsys.readouterr()
+    assert main([command, "load", str(path), "--database-url", url]) == 0
+    out, err = capsys.readouterr()
+    assert f"{site_id}: 94 interval(s) stored" in out
+    date = "2025-03-11"
+    assert f"{site_id}: the stored " in err and "still misses intervals of 1 local day(s)" in err
+    assert f"{date} (94 of 96 intervals); such a day cannot be planned until they are loaded" in err
+
+    table.iloc[[10, 11]].to_csv(path, index=False)
+    assert main([command, "load", str(path), "--database-url", url]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_pv_forecast_far_above_the_sites_size_is_noted(url, tmp_path, capsys):
+    _register_demo_sites(url)  # KL_MALL: 500 kWp
+    table = forecast_table()
+    table["pv_kw"] = table["pv_kw"] * 1000  # written in W
+    path = tmp_path / "watts.csv"
+    table.to_csv(path, index=False)
+    capsys.readouterr()
+    assert main(["forecasts", "load", str(path), "--database-url", url]) == 0
+    err = capsys.readouterr().err
+    assert f"KL_MALL: pv_kw peaks at {table['pv_kw'].max():g} kW" in err
+    assert "times the site's pv_kwp of 500: is the file in kW (not W), and for this site?" in err
+
+
+def test_an_unregistered_sites_series_is_stored_without_notes(url, tmp_path, capsys):
+    path = tmp_path / "forecast.csv"
+    forecast_table("NOT_YET").drop(index=[3]).to_csv(path, index=False)
+    assert main(["forecasts", "load", str(path), "--database-url", url]) == 0
+    out, err = capsys.readouterr()
+    assert "NOT_YET: 95 interval(s) stored" in out and "(site not registered yet)" in out
+    assert err == ""
