@@ -17,8 +17,9 @@ One forward pass over the day, a handful of rules an operator would write down:
 6. Near the end of the day it charges just in time to reach the terminal SOC target, counting
    the discharges rule 4 will still make: under the peak the site would draw without a battery
    when that peak is billed and time allows, up to the import cap when it must.
-7. A battery above soc_max (it started the day there) discharges into the site's load until it
-   is back within its band.
+7. A battery above soc_max (it started the day there) discharges into the site's load, and into
+   the export room PV leaves while exporting costs less than staying above, until it is back
+   within its band.
 
 By construction it never charges and discharges, or imports and exports, in the same interval,
 and it never leaves [0, capacity] or exceeds a rating or the hard export cap.
@@ -159,6 +160,7 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
         buy, cheap & pays_to_store, peak_safe, min(e_max - e_min, float(expensive_need.sum()))
     )
     export_beats_curtailing = w.cost * sell >= -w.curtail
+    export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
 
     schedule = {k: np.zeros(T) for k in ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")}
     energy = problem.energy_initial_kwh
@@ -191,7 +193,10 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
                 discharge = min(deficit[t], max_dis, available)
             if energy > e_max + _EPS:
                 above = (energy - e_max) * eta_d / dt
-                discharge = max(discharge, min(deficit[t], max_dis, above))
+                # Beyond the load, into the export room PV leaves, while exporting costs less than
+                # the violation it ends (a site without load would otherwise stay above all day).
+                export_room = max(0.0, export_bound[t] - surplus[t]) if export_beats_violating[t] else 0.0
+                discharge = max(discharge, min(deficit[t] + export_room, max_dis, above))
             over_cap = deficit[t] - discharge - import_cap
             if over_cap > _EPS:
                 # Everything above soc_min may go to the cap, the discharge above included.

@@ -13,6 +13,7 @@ from dispatch_pipeline.core.fallback import rule_based_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import build_problem
 from tests.conftest import REGRESSION_NAMES, load_case, load_regression
+from tests.core.schedules import schedule_from_result
 
 
 @pytest.mark.parametrize("name", REGRESSION_NAMES)
@@ -27,11 +28,11 @@ def test_rule_based_schedule_keeps_every_hard_constraint(name: str) -> None:
 def test_the_plan_delivered_keeps_every_hard_constraint(name: str) -> None:
     # Whichever branch made it: a MILP answer that breaks the model is replaced by the rules'.
     from dispatch_pipeline import solve_dispatch
-    from tests.core.schedules import schedule_from_result
 
     request = load_regression(name)
     result = solve_dispatch(request)
-    assert find_breaches(build_problem(request), schedule_from_result(result, build_problem(request))) == []
+    problem = build_problem(request)
+    assert find_breaches(problem, schedule_from_result(result, problem)) == []
 
 
 def test_a_battery_starting_above_its_band_owes_only_the_unavoidable_violation() -> None:
@@ -107,3 +108,26 @@ def test_efficiencies_near_zero_give_a_valid_schedule_without_numpy_warnings(eff
         warnings.simplefilter("error")
         schedule = rule_based_schedule(problem)
     assert find_breaches(problem, schedule) == []
+
+
+@pytest.mark.parametrize(("export_cap_kw", "left_above_kwh"), [(None, 0.0), (0.0, 15.0)])
+def test_a_battery_above_its_band_at_a_site_without_load_exports_down_to_it(export_cap_kw, left_above_kwh) -> None:
+    """A PV-and-battery plant (no load) whose battery starts 15 kWh above soc_max: the rules once
+    held it there all day (96 intervals of violation); now it exports the excess at its rating in
+    the first interval, unless there is no export to make."""
+    from dispatch_pipeline import solve_dispatch
+
+    request = {
+        "site_id": "PLANT", "date": "2024-06-01", "timezone": "UTC",
+        "load_kw": [0.0] * 96, "pv_kw": [0.0] * 96,
+        "tariff": {"buy": [0.3] * 96, "sell": [0.05] * 96},
+        "bess": {"capacity_kwh": 100.0, "max_charge_kw": 100.0, "max_discharge_kw": 100.0,
+                 "soc_initial": 0.95, "soc_max": 0.8, "soc_final_min": 0.5, "discharge_efficiency": 1.0},
+        "limits": {"grid_export_max_kw": export_cap_kw},
+        "use_milp": False,
+    }
+    result = solve_dispatch(request)
+    assert result.points[0].grid_exp_kw == pytest.approx(60.0 if export_cap_kw is None else 0.0)
+    assert result.points[-1].soc * 100.0 == pytest.approx(80.0 + left_above_kwh)
+    problem = build_problem(request)
+    assert find_breaches(problem, schedule_from_result(result, problem)) == []
