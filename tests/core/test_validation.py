@@ -160,22 +160,19 @@ def test_arrays_of_the_wrong_length_are_listed_with_the_other_problems() -> None
     assert problems[1:] == [f"load_kw: has 23 values, but {day}", f"tariff.sell: has 25 values, but {day}"]
 
 
-@pytest.mark.parametrize("timezone", ["Mars/Olympus", "", 0, False])
-def test_lengths_are_not_guessed_when_the_day_itself_is_in_doubt(timezone) -> None:
-    request = with_change("timezone", timezone)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        *(("timezone", value) for value in ("Mars/Olympus", "", 0, False)),
+        *(("resolution_minutes", value) for value in (60.0, 7, "60")),
+    ],
+)
+def test_lengths_are_not_guessed_when_the_day_itself_is_in_doubt(field, value) -> None:
+    request = with_change(field, value)
     request["load_kw"] = request["load_kw"][:-1]
     with pytest.raises(RequestError) as caught:
         build_problem(request)
-    assert [p.split(":")[0] for p in caught.value.problems] == ["timezone"]
-
-
-@pytest.mark.parametrize("resolution", [60.0, 7, "60"])
-def test_lengths_are_not_guessed_from_a_resolution_the_model_refuses(resolution) -> None:
-    request = with_change("resolution_minutes", resolution)
-    request["load_kw"] = request["load_kw"][:-1]
-    with pytest.raises(RequestError) as caught:
-        build_problem(request)
-    assert [p.split(":")[0] for p in caught.value.problems] == ["resolution_minutes"]
+    assert [p.split(":")[0] for p in caught.value.problems] == [field]
 
 
 @pytest.mark.parametrize(("field", "value"), [("resolution_minutes", 60), ("date", dt.date(2024, 3, 15))])
