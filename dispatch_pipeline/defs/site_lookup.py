@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import Engine
 
 from dispatch_pipeline.core.site import Site
+from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
 from dispatch_pipeline.defs.partitions import SiteDay
 from dispatch_pipeline.storage import StoredSiteInvalid, get_site
 
@@ -36,6 +37,16 @@ def registered_sites(engine: Engine, site_ids: Iterable[str]) -> tuple[dict[str,
     return sites, unusable
 
 
-def unplannable_days(days: Sequence[SiteDay], unusable: dict[str, str]) -> dict[str, str]:
-    """Partition key -> why, for the days of the sites `registered_sites` found unusable."""
-    return {day.key: f"{day}: {unusable[day.site_id]}" for day in days if day.site_id in unusable}
+def unplannable_days(days: Sequence[SiteDay], sites: dict[str, Site], unusable: dict[str, str]) -> dict[str, str]:
+    """Partition key -> why, for the days of the sites `registered_sites` found unusable, and the
+    dates a site's clock skipped whole (Samoa's 2011-12-30): no interval to plan."""
+    problems = {}
+    for day in days:
+        if day.site_id in unusable:
+            problems[day.key] = f"{day}: {unusable[day.site_id]}"
+            continue
+        try:
+            sites[day.site_id].local_day(day.date, RESOLUTION_MINUTES)
+        except ValueError as exc:
+            problems[day.key] = f"{day}: {exc}"
+    return problems

@@ -115,6 +115,13 @@ def _site(row: Row[Any]) -> Site:
     from dispatch_pipeline.core.site import Site
 
     values = row._mapping
+    if not isinstance(values["config"], dict):  # edited by hand: null, a string, a list
+        raise StoredSiteInvalid(
+            f"stored site {values['site_id']!r} is not a valid site (config: expected a JSON object, got "
+            f"{values['config']!r:.80}); register it again with `dispatch-pipeline sites add`",
+            values["site_id"],
+            values["timezone"],
+        )
     document = dict(values["config"])
     document["site_id"] = values["site_id"]
     document.update({name: values[name] for name in SITE_COLUMNS})

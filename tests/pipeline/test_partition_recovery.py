@@ -66,7 +66,11 @@ def test_a_failed_range_is_replanned_without_its_incomplete_days(job, instance, 
 
 @pytest.mark.parametrize(
     ("fault", "words"),
-    [("removed", "not in the sites table"), ("invalid", "is not a valid site (pv_kwp")],
+    [
+        ("removed", "not in the sites table"),
+        ("invalid", "is not a valid site (pv_kwp"),
+        ("config-not-an-object", "is not a valid site (config: expected a JSON object, got 'edited by hand')"),
+    ],
 )
 def test_a_site_that_cannot_be_planned_fails_only_its_own_days(job, instance, engine, make_site, fault, words):
     """A run over several sites (a day-ahead block, a backfill of a few dates across the fleet)
@@ -74,7 +78,12 @@ def test_a_site_that_cannot_be_planned_fails_only_its_own_days(job, instance, en
     first, broken, last = (make_site("KL_MALL", (DATES[0],)) for _ in range(3))
     row = sites.c.site_id == broken.site_id
     with engine.begin() as connection:
-        connection.execute(delete(sites).where(row) if fault == "removed" else update(sites).where(row).values(pv_kwp=-1.0))
+        if fault == "removed":
+            connection.execute(delete(sites).where(row))
+        elif fault == "invalid":
+            connection.execute(update(sites).where(row).values(pv_kwp=-1.0))
+        else:
+            connection.execute(update(sites).where(row).values(config="edited by hand"))
     days = [SiteDay(site.site_id, DATES[0]) for site in (first, broken, last)]
 
     failed = run_site_days(job, instance, days)

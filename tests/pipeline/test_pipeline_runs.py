@@ -322,6 +322,52 @@ def test_the_views_load_from_the_stored_plan(job, instance, engine, make_site, r
     assert kpis[day.key]["total_cost"] == pytest.approx(stored.kpis.total_cost)
 
 
+def _replan_schedule_only(job, instance, day: SiteDay) -> dg.ExecuteInProcessResult:
+    return job.execute_in_process(
+        instance=instance,
+        partition_key=day.key,
+        asset_selection=[dg.AssetKey("dispatch_schedule")],
+        raise_on_error=False,
+    )
+
+
+def test_re_planning_from_the_tariff_snapshot_bills_the_demand_charge_it_was_taken_with(
+    job, instance, engine, make_site
+):
+    from dispatch_pipeline.storage import upsert_site
+
+    site = make_site("KL_MALL", (DAY,))  # 1.5 MYR/kW on the day's peak import
+    day = SiteDay(site.site_id, DAY)
+    assert run_site_day(job, instance, day).success
+    first = latest_run(engine, site.site_id, DAY)
+    upsert_site(engine, site.model_copy(update={"tariff": site.tariff.model_copy(update={"demand_charge_per_kw": 10.0})}))
+
+    assert _replan_schedule_only(job, instance, day).success
+
+    again = latest_run(engine, site.site_id, DAY)
+    assert again.run.run_id != first.run.run_id
+    # The snapshot's prices with the snapshot's demand charge: the same problem, the same optimum.
+    assert again.run.objective_value == pytest.approx(first.run.objective_value, rel=1e-6)
+
+
+def test_re_planning_from_a_tariff_snapshot_without_its_demand_charge_asks_for_a_new_one(
+    job, instance, engine, make_site, snapshots_dir
+):
+    import pickle
+
+    site = make_site("KL_MALL", (DAY,))
+    day = SiteDay(site.site_id, DAY)
+    assert run_site_day(job, instance, day).success
+    [snapshot] = (snapshots_dir / "site_tariff" / site.site_id).glob("*.pkl")
+    frames = pickle.loads(snapshot.read_bytes())
+    snapshot.write_bytes(pickle.dumps({date: frame.drop(columns="demand_charge_per_kw") for date, frame in frames.items()}))
+
+    replan = _replan_schedule_only(job, instance, day)
+
+    assert not replan.success
+    assert "site_tariff was materialised by an earlier release" in failure_message(replan)
+
+
 def test_re_planning_after_a_timezone_change_refuses_the_old_inputs(job, instance, engine, make_site):
     from dispatch_pipeline.storage import upsert_site
 
@@ -330,12 +376,7 @@ def test_re_planning_after_a_timezone_change_refuses_the_old_inputs(job, instanc
     first = latest_run(engine, site.site_id, DAY)
     upsert_site(engine, site.model_copy(update={"timezone": "Asia/Kuala_Lumpur"}))
 
-    replan = job.execute_in_process(
-        instance=instance,
-        partition_key=SiteDay(site.site_id, DAY).key,
-        asset_selection=[dg.AssetKey("dispatch_schedule")],
-        raise_on_error=False,
-    )
+    replan = _replan_schedule_only(job, instance, SiteDay(site.site_id, DAY))
 
     assert not replan.success
     message = failure_message(replan)

@@ -18,6 +18,7 @@ from dispatch_pipeline.core.solve import Outcome, SolveClock, attempt_milp, fall
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, shorten
 from dispatch_pipeline.defs.dispatch.plans import FailedDay, PlannedDay, SolvedDay
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions
+from dispatch_pipeline.defs.ingestion.tariff import DEMAND_CHARGE
 from dispatch_pipeline.defs.partitions import SiteDay, context_site_days
 from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
@@ -35,7 +36,7 @@ def build_dispatch_problem(
     sites, unusable = registered_sites(storage.engine(), (day.site_id for day in days))
     planned: dict[str, PlannedDay] = {}
     # Per partition, so that the recovery sensor plans a run's other days.
-    problems = unplannable_days(days, unusable)
+    problems = unplannable_days(days, sites, unusable)
     for day in days:
         if day.key in problems:
             continue
@@ -55,6 +56,7 @@ def build_dispatch_problem(
                 prices["sell"].to_numpy(),
                 resolution_minutes=RESOLUTION_MINUTES,
                 timeout_ms=solver.timeout_ms,
+                tariff={DEMAND_CHARGE: float(prices[DEMAND_CHARGE].iat[0])},
             )
             problem = build_problem(request)
         except (RequestError, ValueError) as exc:
@@ -73,6 +75,11 @@ def _inputs_for_another_day(day: SiteDay, site: Site, inputs: dict[str, pd.DataF
     site's timezone has changed since, their values belong to other hours: planning with them
     would silently shift the day.
     """
+    if DEMAND_CHARGE not in inputs["site_tariff"]:
+        return (
+            f"{day}: site_tariff was materialised by an earlier release, without the tariff's demand "
+            "charge: materialise site_tariff again"
+        )
     local = site.local_day(day.date, RESOLUTION_MINUTES)
     for name, frame in inputs.items():
         ts = frame["ts"]

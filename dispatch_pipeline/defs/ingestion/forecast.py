@@ -35,7 +35,7 @@ def site_forecast(
     engine = storage.engine()
     sites, unusable = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
-    problems = unplannable_days(days, unusable)
+    problems = unplannable_days(days, sites, unusable)
     usable = [day for day in days if day.key not in problems]
     for day, stored in load_day_slices(engine, load_forecast, FORECAST_COLUMNS, usable, sites).items():
         if stored.missing:

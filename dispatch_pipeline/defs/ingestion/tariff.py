@@ -17,6 +17,9 @@ from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_day
 from dispatch_pipeline.storage import load_price_series
 
 PRICE_COLUMNS = ("buy", "sell")
+# The tariff's demand charge travels with its prices: a plan made later from this snapshot bills
+# the peak as the prices were billed, whatever the site's tariff says by then.
+DEMAND_CHARGE = "demand_charge_per_kw"
 
 
 @dg.asset(
@@ -41,16 +44,19 @@ def site_tariff(
     sites, unusable = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     sources: Counter[str] = Counter()
-    problems = unplannable_days(days, unusable)
+    problems = unplannable_days(days, sites, unusable)
     usable = [day for day in days if day.key not in problems]
     for day, stored in load_day_slices(engine, load_price_series, PRICE_COLUMNS, usable, sites).items():
+        tariff = sites[day.site_id].tariff
         if not stored.stored_rows:
-            frames[day.key] = _tou_frame(sites[day.site_id].tariff, stored.local)
+            frames[day.key] = _tou_frame(tariff, stored.local)
             sources["tou_tariff"] += 1
         elif stored.missing:
             problems[day.key] = missing_message("price series", day.site_id, stored.local, stored.missing)
         else:
-            frames[day.key] = stored.rows[["ts", "buy", "sell"]].assign(source="price_series")
+            frames[day.key] = stored.rows[["ts", "buy", "sell"]].assign(
+                source="price_series", **{DEMAND_CHARGE: tariff.demand_charge_per_kw}
+            )
             sources["price_series"] += 1
     fail_partitions(problems)
     return dg.Output(frames, metadata=_metadata(frames, sources))
@@ -62,8 +68,10 @@ def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
     # A scalar "source" is broadcast slowly; an object array of it gets the same dtype (str on
     # pandas 3, object before) for less. Every array here is new, so none needs copying.
     source = np.full(local.intervals, "tou_tariff", dtype=object)
+    demand_charge = np.full(local.intervals, tariff.demand_charge_per_kw)
     return pd.DataFrame(
-        {"ts": local.timestamps(), "buy": buy, "sell": sell, "source": source}, copy=False
+        {"ts": local.timestamps(), "buy": buy, "sell": sell, "source": source, DEMAND_CHARGE: demand_charge},
+        copy=False,
     )
 
 
