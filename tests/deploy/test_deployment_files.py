@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -28,6 +29,30 @@ def test_every_deployment_stores_events_in_batches():
         return {item["name"]: item["value"] for item in section.get("env", [])}
 
     assert env(code_server).items() >= EVENT_SETTINGS.items() and env(helm["dagsterDaemon"]) == EVENT_SETTINGS
+
+
+def _settings_the_code_location_reads() -> set[str]:
+    """DISPATCH_* variables read by the definitions (os.environ.get("...")) and the solver service."""
+    from dispatch_pipeline.core import solver_service
+
+    read = {solver_service.ADDRESS_ENV, solver_service.KEY_ENV}
+    for path in (REPO / "dispatch_pipeline" / "defs").rglob("*.py"):
+        read |= set(re.findall(r'os\.environ\.get\("(DISPATCH_[A-Z_]+)"', path.read_text()))
+    return read
+
+
+def test_every_setting_the_code_location_reads_reaches_compose_and_its_run_containers():
+    """Documented in .env.example, passed to every service of the image, and copied into the run
+    containers: a setting that reached the code server but not its runs would give them another job."""
+    settings = _settings_the_code_location_reads()
+    assert {"DISPATCH_PLANNING_TIME", "DISPATCH_RETRY_STRATEGY", "DISPATCH_SOLVER_KEY"} <= settings
+    documented = set(dotenv_values(REPO / ".env.example"))
+    app_env = yaml.safe_load((REPO / "docker-compose.yml").read_text())["x-app-env"]
+    docker_instance = yaml.safe_load((REPO / "dagster_home" / "dagster.docker.yaml").read_text())
+    copied = set(docker_instance["run_launcher"]["config"]["env_vars"])
+    assert settings - documented == set()
+    assert settings - set(app_env) == set()
+    assert settings - copied == set()
 
 
 def test_kubernetes_runs_retry_every_step():
