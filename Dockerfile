@@ -27,11 +27,12 @@ WORKDIR /src
 ARG DAGSTER_VERSION=1.13.27
 ARG DAGSTER_LIBS_VERSION=0.29.27
 
-# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
-COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them; at the
+# versions the tests ran against (constraints.txt, `make constraints`).
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt \
         "dagster==${DAGSTER_VERSION}" \
         "dagster-webserver==${DAGSTER_VERSION}" \
         "dagster-postgres==${DAGSTER_LIBS_VERSION}" \

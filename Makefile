@@ -7,15 +7,24 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo ui test lint bench
+.PHONY: install system-deps demo ui test lint bench constraints
 
 # Compiled bytecode: every Dagster run and solver worker is a new interpreter, and without .pyc
 # files (uv writes none by default) each one compiles its imports again (seconds).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
-	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PYTHON) -e ".[dev]"
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PYTHON) -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+
+# The versions the tests ran against, which the image installs too (Dockerfile). Run after a
+# change to the dependencies of pyproject.toml, or to move to newer releases; then `make test`.
+constraints:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 --upgrade --quiet \
+	    --custom-compile-command "make constraints" -o constraints.txt
 
 install: $(STAMP)
 

@@ -208,3 +208,28 @@ def test_the_helm_values_set_every_instance_setting_alike(instance_file):
             shown = "not set" if helm_value is _UNSET else repr(helm_value)
             drift.append(f"{name}: {value!r} but {helm_key}: {shown}")
     assert not drift, f"deploy/helm/values.yaml differs from {instance_file}:\n" + "\n".join(drift)
+
+
+def test_the_constraints_pin_every_dependency_within_its_range_and_the_images_dagster():
+    """constraints.txt (`make constraints`) is what the tests install and the image installs: a
+    dependency added to pyproject.toml without regenerating it would go unpinned, and one whose
+    range moved past its pin would fail to install."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for text in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in constraints.txt: run `make constraints`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (text, pins[name])
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f"ARG DAGSTER_VERSION={pins['dagster']}\n" in dockerfile
+    assert f"ARG DAGSTER_LIBS_VERSION={pins['dagster-postgres']}\n" in dockerfile
