@@ -105,7 +105,8 @@ def test_days_with_and_without_rows_share_one_span():
 def test_tou_frame_matches_one_built_from_a_scalar_source():
     day = local(SPRING_FORWARD)
     buy, sell = expand_tariff(BERLIN.tariff, day)
-    reference = pd.DataFrame(
-        {"ts": day.timestamps(), "buy": buy, "sell": sell, "source": "tou_tariff"}
-    )
+    reference = pd.DataFrame({
+        "ts": day.timestamps(), "buy": buy, "sell": sell, "source": "tou_tariff",
+        "demand_charge_per_kw": BERLIN.tariff.demand_charge_per_kw,
+    })
     pd.testing.assert_frame_equal(_tou_frame(BERLIN.tariff, day), reference)
