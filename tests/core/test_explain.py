@@ -141,26 +141,26 @@ def _named_exactly_where(result, name: str, at_bound) -> list[int]:
 DAY_PRICES = {"buy": [0.1] * 6 + [0.3] * 11 + [0.6] * 4 + [0.3] * 3, "sell": [0.0] * 24}
 
 
-def test_intervals_charging_at_the_rating_and_only_those_name_it() -> None:
-    # A slow charger and a big battery: it charges at its full 10 kW through the cheap night.
-    result = solve_dispatch(hourly_request(
-        tariff=DAY_PRICES,
-        bess={"capacity_kwh": 200, "max_charge_kw": 10, "max_discharge_kw": 40, "soc_initial": 0.1},
-    ))
+@pytest.mark.parametrize(
+    ("binding", "bess", "flow", "rating_kw", "hours"),
+    [
+        # A slow charger and a big battery: it charges at its full 10 kW through the cheap night.
+        pytest.param(
+            "charge_rating", {"capacity_kwh": 200, "max_charge_kw": 10, "max_discharge_kw": 40, "soc_initial": 0.1},
+            "batt_ch_kw", 10, range(6), id="charging",
+        ),
+        # A slow discharger: it covers what it can of the dear evening, its full 15 kW every hour.
+        pytest.param(
+            "discharge_rating", {"capacity_kwh": 200, "max_charge_kw": 50, "max_discharge_kw": 15, "soc_initial": 0.9},
+            "batt_dis_kw", 15, range(17, 21), id="discharging",
+        ),
+    ],
+)
+def test_intervals_at_a_power_rating_and_only_those_name_it(binding, bess, flow, rating_kw, hours) -> None:
+    result = solve_dispatch(hourly_request(tariff=DAY_PRICES, bess=bess))
     assert result.status == "ok"
-    at_rating = _named_exactly_where(result, "charge_rating", lambda p: p.batt_ch_kw >= 10 - 1e-6)
-    assert set(range(6)) <= set(at_rating)
-
-
-def test_intervals_discharging_at_the_rating_and_only_those_name_it() -> None:
-    # A slow discharger: it covers what it can of the dear evening, its full 15 kW every hour.
-    result = solve_dispatch(hourly_request(
-        tariff=DAY_PRICES,
-        bess={"capacity_kwh": 200, "max_charge_kw": 50, "max_discharge_kw": 15, "soc_initial": 0.9},
-    ))
-    assert result.status == "ok"
-    at_rating = _named_exactly_where(result, "discharge_rating", lambda p: p.batt_dis_kw >= 15 - 1e-6)
-    assert set(range(17, 21)) <= set(at_rating)
+    at_rating = _named_exactly_where(result, binding, lambda p: getattr(p, flow) >= rating_kw - 1e-6)
+    assert set(hours) <= set(at_rating)
 
 
 def test_intervals_full_to_soc_max_and_only_those_name_it() -> None:
