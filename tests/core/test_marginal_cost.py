@@ -127,3 +127,22 @@ def test_marginal_cost_is_in_currency_per_kwh_wherever_the_margin_lies(
     assert any(m == pytest.approx(sell[t]) and sell[t] != buy[t] for t, m in reported.items())
     assert any(m == pytest.approx(-0.2 / cost_weight) for m in reported.values())
     assert any(m == pytest.approx(buy[t] + 1000.0 / cost_weight) for t, m in reported.items())
+
+
+def test_marginal_cost_while_grid_charging_runs_at_full_rating_is_this_intervals_price() -> None:
+    """Grid charging at its 50 kW rating with no PV: import sits at I_t (load plus full charging),
+    and one more kWh of load is imported at this hour's price. The bound on import, binding beside
+    the charge rating, once made the dual report the next hour's price (0.11 for 0.10)."""
+    buy = [0.10, 0.11, 0.12, 0.13] + [0.30] * 14 + [0.50] * 4 + [0.30] * 2
+    request = {
+        "site_id": "GRIDCHARGE", "date": "2024-03-15", "timezone": "UTC", "resolution_minutes": 60,
+        "load_kw": [20.0] * 24, "pv_kw": [0.0] * 24, "tariff": {"buy": buy, "sell": [0.0] * 24},
+        "bess": {"capacity_kwh": 100, "max_charge_kw": 50, "max_discharge_kw": 50, "soc_min": 0.1, "soc_max": 0.9,
+                 "soc_initial": 0.1, "soc_final_min": 0.1, "charge_efficiency": 0.95, "discharge_efficiency": 0.95},
+        "weights": {"cost": 1.0, "curtail": 0.2, "violation": 1000.0},
+    }
+    result = solve_dispatch(request)
+    assert result.points[0].batt_ch_kw == pytest.approx(50.0)  # at its rating
+    compared = marginals_against_finite_differences(request, range(3))
+    assert compared[0] == pytest.approx((0.10, 0.10), rel=1e-6)
+    assert_marginals_match(compared, 3)

@@ -56,6 +56,7 @@ class _Compiled:
     offset: float
     columns: dict[str, np.ndarray]
     balance_rows: np.ndarray
+    import_bound_rows: np.ndarray
 
 
 def compile_model(model: pyo.ConcreteModel) -> _Compiled:
@@ -74,11 +75,11 @@ def compile_model(model: pyo.ConcreteModel) -> _Compiled:
     rhs = np.asarray(form.rhs, dtype=float)
     row_lower = np.where(sense == 1, -inf, rhs)
     row_upper = np.where(sense == -1, inf, rhs)
-    balance = model.balance
-    balance_rows = np.array(
-        [i for i, row in enumerate(form.rows) if row.constraint.parent_component() is balance],
-        dtype=np.int32,
-    )
+    def rows_of(component: Any) -> np.ndarray:
+        return np.array(
+            [i for i, row in enumerate(form.rows) if row.constraint.parent_component() is component],
+            dtype=np.int32,
+        )
 
     matrix = form.A.tocsc()
     lp = highspy.HighsLp()
@@ -94,7 +95,7 @@ def compile_model(model: pyo.ConcreteModel) -> _Compiled:
     lp.a_matrix_.index_ = matrix.indices
     lp.a_matrix_.value_ = matrix.data
     offset = float(form.c_offset[0]) if len(form.c_offset) else 0.0
-    return _Compiled(lp, offset, columns, balance_rows)
+    return _Compiled(lp, offset, columns, rows_of(model.balance), rows_of(model.grid_import))
 
 
 def _new_highs(mip_rel_gap: float) -> highspy.Highs:
@@ -175,6 +176,14 @@ def solve_fixed_binaries(
         len(binaries), binaries, np.full(len(binaries), highspy.HighsVarType.kContinuous, dtype=np.uint8)
     )
     highs.changeColsBounds(len(binaries), binaries, values, values)
+    # Where importing is allowed, exporting is not, and the balance with the charge rating already
+    # holds the import to I_t (load plus full charging). The row is kept out: binding beside the
+    # charge rating when grid charging runs at full rating, it made the balance row's dual (the
+    # marginal cost of load) take the price of another interval.
+    redundant = compiled.import_bound_rows[import_allowed > 0.5]
+    highs.changeRowsBounds(
+        len(redundant), redundant, np.full(len(redundant), -highspy.kHighsInf), np.full(len(redundant), highspy.kHighsInf)
+    )
     _require_lp_optimum(highs, _run(highs, deadline), "the LP with binaries fixed")
     solution = highs.getSolution()
     x = np.asarray(solution.col_value)
