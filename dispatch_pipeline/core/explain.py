@@ -49,7 +49,10 @@ def binding_constraints(problem: DispatchProblem, schedule: Schedule, export_bou
             (s.charge > _ON) & _at_least(s.charge, bess.max_charge_kw),
             (s.discharge > _ON) & _at_least(s.discharge, bess.max_discharge_kw),
             (s.grid_import > _ON) & (_at_least(s.grid_import, cap) if cap is not None else False),
-            ((s.grid_export > _ON) & _at_least(s.grid_export, export_bound)) | (curtailed & (export_bound <= _ON)),
+            # X_t is PV plus full discharge where no cap is set: exporting all of it binds no limit.
+            ((s.grid_export > _ON) & (export_bound < problem.pv_kw + bess.max_discharge_kw - _ON)
+             & _at_least(s.grid_export, export_bound))
+            | (curtailed & (export_bound <= _ON)),
             last & _at_most(s.energy, problem.energy_final_kwh),
             curtailed,
         ]
@@ -69,9 +72,14 @@ def _amount(value: float) -> str:
     return f"{whole}.{decimals:0<2}"
 
 
-def _price_band(t: int, expensive: np.ndarray, cheap: np.ndarray) -> str:
+def _price_band(buy: np.ndarray, t: int, expensive: np.ndarray, cheap: np.ndarray) -> str:
     if not expensive.any() and not cheap.any():
         return "the same all day"  # every non-flat day has a top quartile
+    # A band covering most of the day (22 hours at the peak rate) is no quartile of it.
+    if buy[t] >= buy.max() - 1e-9:
+        return "the day's highest price"
+    if buy[t] <= buy.min() + 1e-9:
+        return "the day's lowest price"
     if expensive[t]:
         return "the day's top quartile"
     if cheap[t]:
@@ -95,7 +103,7 @@ def explain_interval(
     soc_before = (s.energy[t - 1] if t else problem.energy_initial_kwh) / problem.capacity_kwh
     load, pv = problem.load_kw[t], problem.pv_kw[t]
     surplus = pv - load
-    band = _price_band(t, expensive, cheap)
+    band = _price_band(problem.buy, t, expensive, cheap)
     price = f"buy {_amount(buy)} {currency}/kWh, {band}"
     ch, dis, imp, exp, cur = s.charge[t], s.discharge[t], s.grid_import[t], s.grid_export[t], s.curtail[t]
     last = t == problem.intervals - 1
@@ -108,9 +116,9 @@ def explain_interval(
         if soc_before < problem.bess.soc_min - 1e-9:
             return "recover_soc_min", (
                 f"Charging {ch:.1f} kW to bring the battery back above its minimum "
-                f"(SOC {soc_before:.0%} < soc_min {problem.bess.soc_min:.0%})"
+                f"(SOC {soc_before:.1%} < soc_min {problem.bess.soc_min:.1%})"
             )
-        if surplus >= ch - _ON:
+        if surplus >= ch - _ON and imp <= _ON:
             tail = f"; exporting {exp:.1f} kW" if exp > _ON else ""
             return "charge_pv_surplus", (
                 f"Charging {ch:.1f} kW from PV surplus ({pv:.1f} kW PV vs {load:.1f} kW load){tail}, SOC {soc:.0%}"
@@ -120,8 +128,9 @@ def explain_interval(
                 f"Charging {ch:.1f} kW from the grid: the site is paid to import ({price})"
             )
         if last or ((problem.intervals - t) * problem.dt <= 2 and soc <= target + 0.01):
+            short = f", ending the day at {soc:.0%}" if last and soc < target - 0.005 else ""
             return "charge_terminal_soc", (
-                f"Charging {ch:.1f} kW from the grid to end the day at SOC {target:.0%} ({price})"
+                f"Charging {ch:.1f} kW from the grid toward the end-of-day target of SOC {target:.0%}{short} ({price})"
             )
         if dearer_later:
             return "charge_grid_cheap", (
@@ -136,7 +145,12 @@ def explain_interval(
         return "charge_grid", f"Charging {ch:.1f} kW from the grid ({price}), SOC {soc:.0%}"
     if dis > _ON:
         cap = problem.import_cap_kw
-        if cap is not None and imp >= cap - 1e-3:
+        if cap is not None and imp >= cap - 1e-3 and load - pv > cap + 1e-3:
+            if imp > cap + 1e-3:
+                return "discharge_import_cap", (
+                    f"Discharging {dis:.1f} kW toward the {cap:.1f} kW grid import limit; importing "
+                    f"{imp:.1f} kW, still {imp - cap:.1f} kW over it"
+                )
             return "discharge_import_cap", (
                 f"Discharging {dis:.1f} kW to keep the grid import at its {cap:.1f} kW limit"
             )
@@ -172,7 +186,9 @@ def explain_interval(
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
         else:
             battery = f"battery idle at SOC {soc:.0%}"
-        return "import_idle", f"Importing {imp:.1f} kW for the load ({price}); {battery}"
+        cap = problem.import_cap_kw
+        over = f"; {imp - cap:.1f} kW over the {cap:.1f} kW import limit" if cap is not None and imp > cap + 1e-3 else ""
+        return "import_idle", f"Importing {imp:.1f} kW for the load ({price}){over}; {battery}"
     return "idle", f"PV covers the load ({pv:.1f} kW PV, {load:.1f} kW load); battery idle at SOC {soc:.0%}"
 
 
@@ -213,6 +229,8 @@ def explain(
     explanations = []
     for t in range(problem.intervals):
         code, reason = explain_interval(problem, schedule, t, expensive, cheap, export_bound, dearest_after, currency)
+        if code != "curtail" and schedule.curtail[t] > _ON:
+            reason += f"; {schedule.curtail[t]:.1f} kW of PV curtailed"
         explanations.append(
             Explanation(
                 reason_code=code,

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +192,37 @@ def test_the_last_interval_names_the_end_of_day_target_only_when_it_ends_there()
     assert above.points[-1].soc == pytest.approx(0.9)
     assert "soc_max" in above.points[-1].binding
     assert _named_exactly_where(above, "terminal_soc", lambda p: False) == []
+
+
+# Days whose explanations once said what the plan did not do (tests/data/explanation_cases.json):
+# charging "from PV surplus" while importing at a negative price, an import over its cap called
+# held at it, curtailment beside a discharge left unsaid, an export limit named where none is set,
+# an end-of-day target claimed but not reached, a 22-hour band called the top quartile.
+EXPLANATION_CASES = json.loads((Path(__file__).parents[1] / "data" / "explanation_cases.json").read_text())
+
+
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+@pytest.mark.parametrize("name", sorted(EXPLANATION_CASES))
+def test_every_explanation_is_true_of_its_interval(name: str, use_milp: bool) -> None:
+    request = EXPLANATION_CASES[name]
+    result = solve_dispatch({**request, "use_milp": use_milp})
+    cap = request["limits"].get("grid_import_max_kw")
+    export_cap_set = request["limits"].get("grid_export_max_kw") is not None
+    target = request["bess"].get("soc_final_min") or request["bess"]["soc_initial"]
+    for t, point in enumerate(result.points):
+        load, pv = request["load_kw"][t], request["pv_kw"][t]
+        where = (t, point.reason)
+        if point.reason_code == "charge_pv_surplus":
+            assert point.grid_imp_kw <= 1e-3, where
+        if point.curtail_kw > 1e-3:
+            assert "curtail" in point.reason.lower(), where
+        if point.reason_code == "discharge_import_cap":
+            assert load - pv > cap, where
+        if cap is not None and point.grid_imp_kw > cap + 1e-3:
+            assert f"over the {cap:.1f} kW" in point.reason or "still" in point.reason, where
+        if "export_limit" in point.binding:
+            assert export_cap_set or point.grid_exp_kw <= 1e-3, where
+        if point.reason_code == "charge_terminal_soc" and t == len(result.points) - 1 and point.soc < target - 0.005:
+            assert f"ending the day at {point.soc:.0%}" in point.reason, where
+    if name == "mostly_high":
+        assert "the day's highest price" in result.points[0].reason and "quartile" not in result.points[0].reason
