@@ -72,19 +72,16 @@ def _amount(value: float) -> str:
     return f"{whole}.{decimals:0<2}"
 
 
-def _price_band(buy: np.ndarray, t: int, expensive: np.ndarray, cheap: np.ndarray) -> str:
+def price_bands(buy: np.ndarray, expensive: np.ndarray, cheap: np.ndarray) -> list[str]:
+    """How each interval's buy price ranks in its day, in words."""
     if not expensive.any() and not cheap.any():
-        return "the same all day"  # every non-flat day has a top quartile
+        return ["the same all day"] * len(buy)  # every non-flat day has a top quartile
     # A band covering most of the day (22 hours at the peak rate) is no quartile of it.
-    if buy[t] >= buy.max() - 1e-9:
-        return "the day's highest price"
-    if buy[t] <= buy.min() + 1e-9:
-        return "the day's lowest price"
-    if expensive[t]:
-        return "the day's top quartile"
-    if cheap[t]:
-        return "the day's bottom quartile"
-    return "mid-range for the day"
+    return np.select(
+        [buy >= buy.max() - 1e-9, buy <= buy.min() + 1e-9, expensive, cheap],
+        ["the day's highest price", "the day's lowest price", "the day's top quartile", "the day's bottom quartile"],
+        "mid-range for the day",
+    ).tolist()
 
 
 def explain_interval(
@@ -92,7 +89,7 @@ def explain_interval(
     schedule: Schedule,
     t: int,
     expensive: np.ndarray,
-    cheap: np.ndarray,
+    bands: list[str],
     export_bound: np.ndarray,
     dearest_after: np.ndarray,
     currency: str,
@@ -103,7 +100,7 @@ def explain_interval(
     soc_before = (s.energy[t - 1] if t else problem.energy_initial_kwh) / problem.capacity_kwh
     load, pv = problem.load_kw[t], problem.pv_kw[t]
     surplus = pv - load
-    band = _price_band(problem.buy, t, expensive, cheap)
+    band = bands[t]
     price = f"buy {_amount(buy)} {currency}/kWh, {band}"
     ch, dis, imp, exp, cur = s.charge[t], s.discharge[t], s.grid_import[t], s.grid_export[t], s.curtail[t]
     last = t == problem.intervals - 1
@@ -222,13 +219,14 @@ def explain(
     currency: str = DEFAULT_CURRENCY,
 ) -> list[Explanation]:
     expensive, cheap = price_quartiles(problem.buy)
+    bands = price_bands(problem.buy, expensive, cheap)
     # Day-long arrays, built once per day rather than once per interval that reads them.
     export_bound = problem.export_bound_kw
     dearest_after = dearest_buy_after(problem.buy)
     binding = binding_constraints(problem, schedule, export_bound)
     explanations = []
     for t in range(problem.intervals):
-        code, reason = explain_interval(problem, schedule, t, expensive, cheap, export_bound, dearest_after, currency)
+        code, reason = explain_interval(problem, schedule, t, expensive, bands, export_bound, dearest_after, currency)
         if code != "curtail" and schedule.curtail[t] > _ON:
             reason += f"; {schedule.curtail[t]:.1f} kW of PV curtailed"
         explanations.append(
