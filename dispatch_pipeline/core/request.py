@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    TypeAdapter,
     ValidationInfo,
     field_validator,
 )
@@ -247,6 +248,23 @@ def parse_request(
         raise RequestError(
             problems + raw_array_length_problems(data, default_timezone, today, known_pv_kw)
         ) from None
+
+
+def field_problems(values: dict[str, Any]) -> list[str]:
+    """What is wrong with some top-level fields of a request, judged by the request's own rules."""
+    problems = []
+    for name, value in values.items():
+        try:
+            _field_adapter(name).validate_python(value)
+        except ValidationError as exc:
+            problems += [describe_error(e, name) for e in exc.errors()]
+    return problems
+
+
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    field = DispatchRequest.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, field])
 
 
 def array_length_problems(arrays: dict[str, Sized], day: LocalDay) -> list[str]:

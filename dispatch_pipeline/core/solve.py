@@ -23,7 +23,7 @@ from dispatch_pipeline.core.milp import (
     require_cbc,
 )
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
-from dispatch_pipeline.core.request import DispatchRequest
+from dispatch_pipeline.core.request import DispatchRequest, RequestError, field_problems
 from dispatch_pipeline.core.result import DispatchResult, Point, Schedule
 from dispatch_pipeline.core.runner import SolverPool, default_runner
 from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
@@ -225,6 +225,12 @@ def with_overrides(
     raw = request.model_dump() if isinstance(request, DispatchRequest) else request
     if not isinstance(raw, dict):
         return request  # not a request at all: validation says so
+    # An override replaces the request's value, it does not excuse it: a request that says
+    # `"timeout_ms": "fast"` is refused with or without a flag.
+    replaced = [key for key in overrides if key in raw]
+    problems = field_problems({key: raw[key] for key in replaced})
+    if problems:
+        raise RequestError(problems)
     # Validated with the rest when the problem is built: a bad override is named like the
     # request's own values.
     return {**raw, **overrides}

@@ -57,6 +57,12 @@ def test_solve_from_stdin_with_cbc_and_no_milp() -> None:
         (("solve", "-"), "{not json", "not valid JSON"),
         (("solve", "/nonexistent.json"), None, "/nonexistent.json: cannot read (No such file or directory)"),
         (("solve", "-", "--timeout-ms", "50"), json.dumps(load_case("hourly")["request"]), "argument --timeout-ms: must be in 100..600000 (got 50)"),
+        # A flag replaces the request's value; it does not excuse a bad one.
+        (("solve", "-", "--no-milp", "--timeout-ms", "500"),
+         json.dumps({**load_case("hourly")["request"], "use_milp": "banana"}),
+         "use_milp: Input should be a valid boolean (got 'banana')"),
+        (("solve", "-", "--timeout-ms", "500"), json.dumps({**load_case("hourly")["request"], "timeout_ms": 50}),
+         "timeout_ms: Input should be greater than or equal to 100 (got 50)"),
         (("solve", "-"), '{"site_id": "DEMO", "site_id": "OTHER"}', "stdin repeats the key 'site_id'"),
         (("solve", "-"), "[" * 100_000, "nested too deeply"),
         (("solve", "-"), '{"timeout_ms": ' + "9" * 5000 + "}", "timeout_ms: Input should be a valid integer (got an integer of 5000 digits)"),
