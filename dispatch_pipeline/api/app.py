@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -80,8 +80,10 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.add_exception_handler(ApiError, handle_api_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
-    for database_failure in (OperationalError, InterfaceError, PoolTimeoutError):
+    # The server's own DATABASE_URL unusable (malformed, its driver missing) is not the client's fault.
+    for database_failure in (OperationalError, InterfaceError, PoolTimeoutError, ArgumentError, NoSuchModuleError):
         app.add_exception_handler(database_failure, _database_unavailable)
+    app.add_exception_handler(ProgrammingError, _programming_error)
     app.openapi = lambda: _openapi(app)
     return app
 
@@ -89,6 +91,13 @@ def create_app(database_url: str | None = None) -> FastAPI:
 async def _database_unavailable(_request: Any, exc: Exception) -> Any:
     log.error("database failure: %s", exc)
     return error_response(503, "database unavailable; try again later")
+
+
+async def _programming_error(request: Any, exc: ProgrammingError) -> Any:
+    if exc.statement is None:  # refused on connecting: the URL's options, not a statement
+        return await _database_unavailable(request, exc)
+    log.error("database statement failed", exc_info=exc)
+    return error_response(500, "internal error: a database statement failed")
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -70,12 +70,15 @@ def _storage_problem(exc: Exception, args: argparse.Namespace) -> tuple[str, int
     errors = sys.modules.get("sqlalchemy.exc")
     if errors is None:
         return None
-    if isinstance(exc, errors.ArgumentError | errors.NoSuchModuleError):
+    # A ProgrammingError before any statement: the driver refused the URL's options on connecting.
+    refused_options = isinstance(exc, errors.ProgrammingError) and exc.statement is None
+    if isinstance(exc, errors.ArgumentError | errors.NoSuchModuleError) or refused_options:
         from dispatch_pipeline.storage.database import printable_url
 
         given = getattr(args, "database_url", None)
         source, url = ("--database-url", given) if given else ("DATABASE_URL", os.environ.get("DATABASE_URL", ""))
-        return f"{source} {printable_url(url.strip())!r} is not a URL SQLAlchemy can use: {exc}", 2
+        reason = str(exc.orig).strip() if refused_options else exc
+        return f"{source} {printable_url(url.strip())!r} is not a URL SQLAlchemy can use: {reason}", 2
     # A plain DatabaseError: SQLite's "file is not a database" (its subclasses are bugs, not this).
     if isinstance(exc, errors.OperationalError | errors.InterfaceError) or type(exc) is errors.DatabaseError:
         # The server down or refusing us: the command was right, the environment was not.

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dispatch_pipeline.api.auth import TOKENS_ENV, TokenTable
-    from dispatch_pipeline.storage.database import printable_url
+    from dispatch_pipeline.storage.database import make_engine, printable_url
 
     apply_project_env_file()
     tokens = os.environ.get(TOKENS_ENV, "")
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     # Through the environment, so every worker process (and create_app()) sees it; resolved as
     # the data commands resolve it, so the API serves the plans `make demo` stored.
     os.environ["DATABASE_URL"] = application_database_url(args.database_url)
+    # A URL SQLAlchemy cannot use fails here, once, rather than as 503s from every worker.
+    make_engine(os.environ["DATABASE_URL"])
     print(f"dispatch-pipeline serve: database {printable_url(os.environ['DATABASE_URL'])}", file=sys.stderr)
     uvicorn.run(
         APP_FACTORY,

@@ -8,14 +8,15 @@ import re
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, NoSuchModuleError
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SAWarning
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -149,8 +150,16 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
+def parse_database_url(url: str) -> URL:
+    """The URL, parsed; ArgumentError (as for any URL SQLAlchemy cannot use) when it is malformed."""
+    try:
+        return make_url(url)
+    except ValueError as exc:  # make_url's only ValueError: "invalid literal for int() ...: 'port'"
+        raise ArgumentError(f"its port {str(exc).rpartition(': ')[2]} is not a number") from None
+
+
 def _create(url: str) -> Engine:
-    parsed = make_url(url)
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite(url, in_memory=parsed.database in (None, "", ":memory:"))
     try:
@@ -166,7 +175,13 @@ def _create_sqlite(url: str, *, in_memory: bool) -> Engine:
         # Each new connection to :memory: is a new empty database; share one.
         options["poolclass"] = StaticPool
         options["connect_args"]["check_same_thread"] = False
-    engine = create_engine(url, **options)
+    with warnings.catch_warnings():
+        # SQLAlchemy warns of, and then ignores, query arguments the sqlite3 driver does not take.
+        warnings.simplefilter("error", SAWarning)
+        try:
+            engine = create_engine(url, **options)
+        except SAWarning as exc:
+            raise ArgumentError(str(exc).split(" (Background on this")[0]) from None
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:

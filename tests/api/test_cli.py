@@ -43,6 +43,11 @@ def test_db_errors_are_one_line_with_the_other_commands_statuses(url, status, wo
         assert words in err and "Traceback" not in err
 
 
+def test_serve_refuses_a_database_url_it_cannot_use_before_starting(capsys):
+    assert main(["serve", "--database-url", "postgresql://postgres@127.0.0.1:abc/x"]) == 2
+    assert "is not a URL SQLAlchemy can use: its port 'abc' is not a number" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "tokens", "words"),
     [(["--port", "0"], None, "--port"), (["--workers", "0"], None, "--workers"),

@@ -167,6 +167,23 @@ def test_healthz_503_when_database_is_unreachable(monkeypatch):
         assert client.get("/dispatch/latest", params={"site_id": "DEMO"}).status_code == 503
 
 
+@pytest.mark.parametrize(
+    "database_url",
+    ["postgresql+psycopg://postgres@127.0.0.1:abc/x", "postgresql+psycopg://postgres@127.0.0.1:5432/x?connect_timeout=abc"],
+)
+def test_a_database_url_the_server_cannot_use_is_503_json_not_a_500(database_url, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from dispatch_pipeline.api import create_app
+
+    monkeypatch.delenv("DISPATCH_API_TOKENS", raising=False)
+    with TestClient(create_app(database_url), raise_server_exceptions=False) as client:
+        assert client.get("/healthz").status_code == 503
+        response = client.get("/dispatch/latest", params={"site_id": "DEMO"})
+        assert response.status_code == 503
+        assert response.json()["message"] == "database unavailable; try again later"
+
+
 def _register_site(engine, site_id: str, demand_charge_per_kw: float = 0.0, currency: str = "MYR") -> Site:
     site = Site(
         site_id=site_id,

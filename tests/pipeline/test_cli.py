@@ -101,6 +101,14 @@ def test_sites_import_refuses_a_repeated_sites_key(url, tmp_path, capsys):
         ("nonsense", 2, "is not a URL SQLAlchemy can use"),
         ("foo://x", 2, "is not a URL SQLAlchemy can use"),
         ("sqlite:////nonexistent-directory/x.sqlite", 1, "cannot use the database: unable to open database file"),
+        ("postgresql+psycopg://postgres:secret@127.0.0.1:abc/db", 2,
+         "--database-url 'postgresql+psycopg://postgres:***@127.0.0.1:abc/db' is not a URL SQLAlchemy can use: its port 'abc' is not a number"),
+        pytest.param("postgresql://postgres@127.0.0.1:5432/postgres?connect_timeout=abc", 2,
+                     "is not a URL SQLAlchemy can use: bad value for connect_timeout: 'abc'", marks=pytest.mark.postgres),
+        pytest.param("postgresql://postgres@127.0.0.1:5432/postgres?no_such_option=1", 2,
+                     'is not a URL SQLAlchemy can use: invalid connection option "no_such_option"', marks=pytest.mark.postgres),
+        # SQLAlchemy would warn and drop it: the file would open without what the URL asked for.
+        ("sqlite:////tmp/x.sqlite?no_such_option=1", 2, "Query string argument(s) 'no_such_option' are not accepted"),
         ("mysql+mysqldb://user@host/db", 2, "--database-url 'mysql+mysqldb://user@host/db' is not a URL SQLAlchemy can use: the driver of 'mysql+mysqldb' is not installed"),
     ],
 )
