@@ -20,8 +20,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
 )
