@@ -28,7 +28,7 @@ import numpy as np
 from dispatch_pipeline.cli import UsageError, add_database_url_option
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
 from dispatch_pipeline.core.documents import DocumentError, decode_utf8
-from dispatch_pipeline.core.request import MAX_MAGNITUDE, SITE_ID_PATTERN
+from dispatch_pipeline.core.request import MAX_MAGNITUDE, SITE_ID_PATTERN, site_id_problem
 
 SITE_ID = re.compile(SITE_ID_PATTERN)
 # A fraction of a second with a digit other than 0: datetime.fromisoformat keeps microseconds only,
@@ -263,6 +263,8 @@ def validate(
         row = f"{source}: {row_name(index)}"
         if not isinstance(site_id, str) or not SITE_ID.fullmatch(site_id):
             raise UsageError(f"{row}, column site_id: must match {SITE_ID.pattern} (got {site_id!r})")
+        if wrong := site_id_problem(site_id):
+            raise UsageError(f"{row}, column site_id: {wrong}")
         instant = parse_timestamp(ts, f"{row}, column ts")
         check_interval_start(ts, instant, f"{row}, column ts", PIPELINE_RESOLUTION_MINUTES)
         if (site_id, instant) in first_row:

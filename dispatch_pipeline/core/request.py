@@ -73,7 +73,27 @@ def _storable_text(value: str) -> str:
     return value
 
 
+# "." and "..": the pipeline keeps a site's files in a directory named after it, and these would
+# be the parent's own, where two sites' (or two assets') files overwrite each other.
+RELATIVE_DIRECTORY_NAMES = (".", "..")
+
+
+def site_id_problem(value: str) -> str | None:
+    """What is wrong with a site id that matches SITE_ID_PATTERN; None if nothing."""
+    if value in RELATIVE_DIRECTORY_NAMES:
+        return f"'.' and '..' cannot name the directory a site's files are kept in (got {value!r})"
+    return None
+
+
+def _usable_site_id(value: str) -> str:
+    problem = site_id_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 TimezoneName = Annotated[str, AfterValidator(_known_timezone)]
+SiteId = Annotated[str, Field(pattern=SITE_ID_PATTERN), AfterValidator(_usable_site_id)]
 # Free text that is stored: a name, a label.
 StorableText = Annotated[str, AfterValidator(_storable_text)]
 
@@ -163,7 +183,7 @@ class Weights(_Strict):
 class DispatchRequest(_Strict):
     """One site-day to plan. Field defaults are the contract's."""
 
-    site_id: str = Field(pattern=SITE_ID_PATTERN, examples=["DEMO"])
+    site_id: SiteId = Field(examples=["DEMO"])
     date: dt.date | None = Field(None, description="The site's local day; default: its next day.")
     timezone: TimezoneName | None = Field(None, description="IANA timezone; default: the site's, else UTC.")
     resolution_minutes: Literal[5, 10, 15, 30, 60] = 15

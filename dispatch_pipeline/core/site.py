@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES, LocalDay, local_day
 from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text
 from dispatch_pipeline.core.request import (
-    SITE_ID_PATTERN,
     Battery,
     FiniteFloat,
     Limits,
     NonNegativeFloat,
     PositiveFloat,
+    SiteId,
     StorableText,
     TimezoneName,
     Weights,
@@ -65,7 +65,7 @@ class SiteBattery(Battery):
 class Site(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    site_id: str = Field(pattern=SITE_ID_PATTERN)
+    site_id: SiteId
     name: StorableText = ""
     timezone: TimezoneName = Field(description="IANA timezone of the site's local day.")
     latitude: Annotated[FiniteFloat, Field(ge=-90, le=90)]
@@ -91,15 +91,6 @@ class Site(BaseModel):
         if isinstance(tariff, dict) and "currency" not in tariff and valid:
             return {**data, "tariff": {**tariff, "currency": currency}}
         return data
-
-    @field_validator("site_id")
-    @classmethod
-    def _not_a_relative_directory(cls, value: str) -> str:
-        # The pipeline keeps a site's files in a directory named after it; "." and ".." would be
-        # the parent's own, where two sites' (or two assets') files overwrite each other.
-        if value in (".", ".."):
-            raise ValueError(f"'.' and '..' cannot name the directory a site's files are kept in (got {value!r})")
-        return value
 
     @field_validator("bess", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from dispatch_pipeline.core.request import SITE_ID_PATTERN
+from dispatch_pipeline.core.request import SITE_ID_PATTERN, site_id_problem
 from dispatch_pipeline.storage.timestamps import UTC
 
 _SITE_ID = re.compile(SITE_ID_PATTERN)
@@ -27,6 +27,9 @@ def problem(field: str, message: str, value: Any) -> StorageInputError:
 def check_site_id(value: Any, field: str = "site_id") -> str:
     if not isinstance(value, str) or not _SITE_ID.fullmatch(value):
         raise problem(field, f"must match {SITE_ID_PATTERN}", value)
+    wrong = site_id_problem(value)
+    if wrong:
+        raise StorageInputError(f"{field}: {wrong}")
     return value
 
 

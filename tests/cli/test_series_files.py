@@ -262,6 +262,18 @@ def test_a_site_id_with_surrounding_whitespace_is_refused_not_trimmed(url, tmp_p
     assert stored("forecasts", url).empty
 
 
+@pytest.mark.parametrize("site_id", [".", ".."])
+def test_a_site_id_naming_a_relative_directory_is_refused(url, tmp_path, capsys, site_id):
+    # `sites add` refuses it: such a forecast could never belong to a registered site.
+    table = forecast_table()
+    table.loc[ROW - 1, "site_id"] = site_id
+    path = tmp_path / "dots.parquet"
+    table.to_parquet(path)
+    assert load("forecasts", path, url) == 2
+    assert f"row {ROW}, column site_id: '.' and '..' cannot name the directory" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
+
+
 def test_an_empty_issue_time_is_refused_not_taken_for_now(url, tmp_path, capsys):
     path = tmp_path / "forecast.csv"
     forecast_table().to_csv(path, index=False)

@@ -65,6 +65,8 @@ BAD_INPUTS = [
     (("tariff.demand_charge_per_kw", -1.0), "tariff.demand_charge_per_kw", "-1.0"),
     (("site_id", "bad site!"), "site_id", "'bad site!'"),
     (("site_id", "x" * 65), "site_id", "xxxx"),
+    # The directory a site's files are kept in: a plan of "." could never be a registered site's.
+    (("site_id", ".."), "site_id", "'..'"),
     (("timeout_ms", 99), "timeout_ms", "99"),
     (("timeout_ms", 600_001), "timeout_ms", "600001"),
     (("surprise", 1), "surprise", "1"),
