@@ -32,10 +32,17 @@ REGRESSION_NAMES = sorted(p.stem for p in (DATA / "regressions").glob("*.json"))
 
 
 def load_regression(name: str) -> dict:
-    """The request of a regression file (tests/data/regressions), without its description."""
+    """The request of a regression file (tests/data/regressions), without its description and
+    expected outcome."""
     request = json.loads((DATA / "regressions" / f"{name}.json").read_text())
     request.pop("description")
+    request.pop("expected", None)
     return request
+
+
+def regression_expectation(name: str) -> dict:
+    """What a regression file says the outcome must be (e.g. its optimal objective); {} if nothing."""
+    return json.loads((DATA / "regressions" / f"{name}.json").read_text()).get("expected", {})
 
 # Hypothesis keeps its examples and caches outside the checkout.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "dispatch-pipeline-hypothesis")

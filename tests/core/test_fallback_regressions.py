@@ -12,7 +12,7 @@ from dispatch_pipeline.core.evaluate import violations
 from dispatch_pipeline.core.fallback import rule_based_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import build_problem
-from tests.conftest import REGRESSION_NAMES, load_case, load_regression
+from tests.conftest import REGRESSION_NAMES, load_case, load_regression, regression_expectation
 from tests.core.schedules import schedule_from_result
 
 
@@ -33,6 +33,19 @@ def test_the_plan_delivered_keeps_every_hard_constraint(name: str) -> None:
     result = solve_dispatch(request)
     problem = build_problem(request)
     assert find_breaches(problem, schedule_from_result(result, problem)) == []
+
+
+OPTIMUM_KNOWN = [name for name in REGRESSION_NAMES if "objective_value" in regression_expectation(name)]
+
+
+@pytest.mark.parametrize("name", OPTIMUM_KNOWN)
+def test_extreme_ratings_and_efficiencies_reach_the_known_optimum(name: str) -> None:
+    from dispatch_pipeline import solve_dispatch
+
+    result = solve_dispatch(load_regression(name))
+    assert (result.status, result.solver) == ("ok", "milp"), result.fallback_reason
+    expected = regression_expectation(name)["objective_value"]
+    assert result.objective_value == pytest.approx(expected, rel=1e-4, abs=1e-2)
 
 
 def test_a_battery_starting_above_its_band_owes_only_the_unavoidable_violation() -> None:
