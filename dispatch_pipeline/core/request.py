@@ -44,6 +44,18 @@ NonNegativeFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0
 PositiveFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=MAX_MAGNITUDE)]
 Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
 Efficiency = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1)]
+# The other end of the range: a weight of 1e-300 beside a violation weight of 1000 leaves the
+# solver no cost to see, and the marginal cost in currency (dual / weights.cost) overflows.
+MIN_WEIGHT = 1 / MAX_MAGNITUDE
+
+
+def _zero_or_at_least_min_weight(value: float) -> float:
+    if 0 < value < MIN_WEIGHT:
+        raise ValueError(f"must be 0 or at least {MIN_WEIGHT:g}")
+    return value
+
+
+Weight = Annotated[NonNegativeFloat, AfterValidator(_zero_or_at_least_min_weight)]
 
 
 @functools.cache
@@ -175,9 +187,9 @@ class Limits(_Strict):
 
 
 class Weights(_Strict):
-    cost: NonNegativeFloat = 1.0
-    curtail: NonNegativeFloat = 0.2
-    violation: NonNegativeFloat = 1000.0
+    cost: Weight = 1.0
+    curtail: Weight = 0.2
+    violation: Weight = 1000.0
 
 
 class DispatchRequest(_Strict):

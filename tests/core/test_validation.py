@@ -61,6 +61,9 @@ BAD_INPUTS = [
     (("limits.grid_import_max_kw", -1.0), "limits.grid_import_max_kw", "-1.0"),
     (("limits.transformer_max_kw", -1.0), "limits.transformer_max_kw", "-1.0"),
     (("weights.curtail", -0.2), "weights.curtail", "-0.2"),
+    # No cost left for the solver to see, and dual / weights.cost overflows.
+    (("weights.cost", 5e-324), "weights.cost", "5e-324"),
+    (("weights.violation", 1e-10), "weights.violation", "1e-10"),
     (("bess.cycle_cost_per_kwh", -0.01), "bess.cycle_cost_per_kwh", "-0.01"),
     (("tariff.demand_charge_per_kw", -1.0), "tariff.demand_charge_per_kw", "-1.0"),
     (("site_id", "bad site!"), "site_id", "'bad site!'"),
