@@ -32,6 +32,7 @@ from dispatch_pipeline.api.schemas import (
     request_body_openapi,
 )
 from dispatch_pipeline.api.strictness import query_parameters, require_json_body
+from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
 from dispatch_pipeline.core.documents import DocumentError, decode_utf8, parse_json
 from dispatch_pipeline.core.request import CALENDAR_DATE, SITE_ID_PATTERN
 from dispatch_pipeline.storage import StoredRun, get_run, latest_run
@@ -136,11 +137,16 @@ def _calendar_date(text: str | None) -> dt.date | None:
     try:
         if not CALENDAR_DATE.fullmatch(text):
             raise ValueError(text)
-        return dt.date.fromisoformat(text)
+        date = dt.date.fromisoformat(text)
     except ValueError:
         problem = field_problem(["date"], "not a calendar date YYYY-MM-DD", text)
-        problem["loc"] = ["query", "date"]
-        raise unprocessable([problem]) from None
+    else:
+        if FIRST_DATE <= date <= LAST_DATE:
+            return date
+        # As POST /dispatch/run says of it: no day out there can have a plan.
+        problem = field_problem(["date"], f"outside the supported range {FIRST_DATE} to {LAST_DATE}", text)
+    problem["loc"] = ["query", "date"]
+    raise unprocessable([problem])
 
 
 def _latest(database: Database, site_id: str, date: dt.date | None) -> tuple[StoredRun | None, bool]:

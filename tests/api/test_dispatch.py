@@ -100,6 +100,17 @@ def test_latest_with_a_date_not_in_the_calendar_format_says_which(client, date):
     assert "not a calendar date YYYY-MM-DD" in response.json()["message"] and date in response.json()["message"]
 
 
+@pytest.mark.parametrize("date", ["0001-01-01", "9999-12-31"])
+def test_latest_of_a_date_outside_the_supported_range_is_refused_as_the_post_refuses_it(client, date):
+    response = client.get("/dispatch/latest", params={"site_id": "DEMO", "date": date})
+
+    assert response.status_code == 422
+    [problem] = response.json()["detail"]
+    assert (problem["loc"], problem["msg"], problem["input"]) == (
+        ["query", "date"], "outside the supported range 1678-01-01 to 2261-12-31", date
+    )
+
+
 def test_latest_404_of_a_day_not_planned_does_not_doubt_the_site(client, sample_request):
     assert client.post("/dispatch/run", json={**sample_request, "site_id": "PLANNED_ONCE"}).status_code == 200
     response = client.get("/dispatch/latest", params={"site_id": "PLANNED_ONCE", "date": "2024-01-02"})
