@@ -102,6 +102,13 @@ def site_problem(engine: Engine, request: DispatchRequest, site: Site | None, no
     `now` is the one clock reading that decides a request without `date`: near local midnight,
     the PV must come from the day it plans.
     """
+    if site is not None and request.timezone not in (None, site.timezone):
+        # Its forecasts, its stored plans and "latest" on a date all mean the site's own local
+        # day: a plan of another 24 hours stored under that date would be read back as the day's.
+        raise RequestError([
+            f"timezone: site {site.site_id!r} is registered in {site.timezone}, and a date is its "
+            f"local day there; leave timezone out or send {site.timezone!r} (got {request.timezone!r})"
+        ])
     pv_kw = None if request.pv_kw is not None else stored_pv(engine, request, site, now)
     return build_problem(request, pv_kw=pv_kw, default_timezone=site.timezone if site else None, today=now)
 

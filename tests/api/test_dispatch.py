@@ -259,6 +259,23 @@ def test_a_registered_sites_plan_is_explained_in_its_currency(client, engine, sa
     assert any("EUR/kWh" in reason for reason in reasons) and not any("MYR" in reason for reason in reasons)
 
 
+def test_a_registered_site_is_planned_on_its_own_local_day_only(client, engine, sample_request):
+    # A Berlin day stored under the Kuala Lumpur site's date would be read back as that day's plan.
+    _register_site(engine, "REG_TZ")
+    before = count_rows(engine)
+    answer = client.post("/dispatch/run", json={**sample_request, "site_id": "REG_TZ", "timezone": "Europe/Berlin"})
+    assert answer.status_code == 422
+    [problem] = answer.json()["detail"]
+    assert problem["loc"] == ["body", "timezone"]
+    assert problem["msg"] == (
+        "site 'REG_TZ' is registered in Asia/Kuala_Lumpur, and a date is its local day there; leave timezone "
+        "out or send 'Asia/Kuala_Lumpur' (got 'Europe/Berlin')"
+    )
+    assert count_rows(engine) == before
+    same = client.post("/dispatch/run", json={**sample_request, "site_id": "REG_TZ", "timezone": "Asia/Kuala_Lumpur"})
+    assert same.status_code == 200, same.text
+
+
 def test_partial_battery_object_patches_the_sites(client, engine, sample_request):
     _register_site(engine, "REG_PATCH")
     request = {**sample_request, "site_id": "REG_PATCH", "bess": {"soc_initial": 0.8}}
