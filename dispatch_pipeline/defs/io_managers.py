@@ -17,6 +17,7 @@ import dagster as dg
 
 from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.defs.dispatch.views import VIEWS
+from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
 from dispatch_pipeline.defs.partitions import SiteDay, io_site_days
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.defs.stored_runs import latest_results
@@ -183,7 +184,11 @@ class SiteDayPickleIOManager(dg.ConfigurableIOManager):
             take(missing, self._latest_runs(context, [day.key for day in missing]))
             missing = [day for day in missing if day.key not in values]
         if missing:
-            raise dg.Failure(_no_snapshot(context.asset_key.to_user_string(), missing, looked_in))
+            # Named like days without complete data: partition_recovery_sensor plans the others.
+            raise dg.Failure(
+                _no_snapshot(context.asset_key.to_user_string(), missing, looked_in),
+                metadata={INCOMPLETE_PARTITIONS_KEY: dg.MetadataValue.json(sorted(day.key for day in missing))},
+            )
         return values
 
     def _latest_runs(self, context: dg.InputContext, keys: list[str]) -> dict[str, str]:
@@ -252,6 +257,7 @@ class DispatchRunViewIOManager(dg.ConfigurableIOManager):
 
 
 def _no_snapshot(asset: str, missing: list[SiteDay], looked_in: dict[str, Path]) -> str:
+    missing = sorted(missing)
     never = [day for day in missing if day.key not in looked_in]
     gone = [day for day in missing if day.key in looked_in]
     parts = []

@@ -16,7 +16,7 @@ from dispatch_pipeline.defs.automation.recovery import (
     unbroken_ranges,
 )
 from dispatch_pipeline.defs.local_runs import run_requested, run_site_days
-from dispatch_pipeline.defs.partitions import SiteDay
+from dispatch_pipeline.defs.partitions import SiteDay, partition_range_tags
 from dispatch_pipeline.demo import demo_forecast
 from dispatch_pipeline.storage import latest_run, save_forecast
 from dispatch_pipeline.storage.tables import sites
@@ -62,6 +62,27 @@ def test_a_failed_range_is_replanned_without_its_incomplete_days(job, instance, 
         assert run_requested(job, instance, request).success
     planned = {date for date in DATES if latest_run(engine, site.site_id, date) is not None}
     assert planned == set(DATES) - GAPS
+
+
+def test_a_plan_only_range_with_days_never_ingested_is_replanned_without_them(job, instance, engine, make_site):
+    site = make_site("BERLIN_DEPOT", DATES[:3])
+    days = [SiteDay(site.site_id, date) for date in DATES[:3]]
+    assert run_site_days(job, instance, days[:1]).success  # only the first day ingested
+    planning = [dg.AssetKey(name) for name in ("dispatch_schedule", "dispatch_explanations", "dispatch_kpis")]
+    failed = job.execute_in_process(
+        instance=instance, asset_selection=planning, tags=partition_range_tags(days), raise_on_error=False
+    )
+    assert not failed.success
+    assert f"site {site.site_id} on {DATES[1]}, site {site.site_id} on {DATES[2]} never materialised" in (
+        failure_message(failed)
+    )
+
+    [request] = partition_recovery_sensor(failure_context(instance, failed))
+    assert request.partition_key == days[0].key
+    assert set(request.asset_selection) == set(planning)
+    assert run_requested(job, instance, request).success
+    assert latest_run(engine, site.site_id, DATES[0]).run.dagster_run_id != failed.run_id
+    assert latest_run(engine, site.site_id, DATES[1]) is None
 
 
 @pytest.mark.parametrize(

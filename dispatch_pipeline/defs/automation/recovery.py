@@ -1,5 +1,6 @@
 """`partition_recovery_sensor`: a run of many site-days that failed on a few that cannot be planned
-(incomplete inputs, a removed or invalid site, a plan breaking a hard constraint) plans the rest.
+(incomplete inputs or input snapshots, a removed or invalid site, a plan breaking a hard
+constraint) plans the rest.
 
 A backfill run carries up to a year of one site; a run is stored whole or not at all, and Dagster
 cannot mark single partitions of a run as failed (dagster-io/dagster#17836). So one day without a
