@@ -33,7 +33,7 @@ from dispatch_pipeline.api.schemas import (
 )
 from dispatch_pipeline.api.strictness import query_parameters, require_json_body
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
-from dispatch_pipeline.core.documents import DocumentError, decode_utf8, parse_json
+from dispatch_pipeline.core.documents import DocumentError, decode_utf8, json_type_name, parse_json
 from dispatch_pipeline.core.request import CALENDAR_DATE, SITE_ID_PATTERN
 from dispatch_pipeline.storage import StoredRun, get_run, latest_run
 
@@ -91,7 +91,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     except DocumentError as exc:
         raise unprocessable([field_problem([], str(exc), kind="json_invalid")]) from None
     if not isinstance(data, dict):
-        raise unprocessable([field_problem([], f"must be a JSON object (got {type(data).__name__})",
+        raise unprocessable([field_problem([], f"must be a JSON object (got {json_type_name(data)})",
                                            kind="model_type")])
     return data
 

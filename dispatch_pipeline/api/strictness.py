@@ -50,7 +50,11 @@ def _query_problem(name: str, msg: str, kind: str) -> dict[str, Any]:
 
 def require_json_body(request: Request) -> None:
     """Refuse a body whose Content-Type is not application/json (charset UTF-8 if stated)."""
-    content_type = request.headers.get("content-type")
+    sent = request.headers.getlist("content-type")
+    if len(sent) > 1:
+        # Which one a proxy or framework honours differs; a body's type must not be a guess.
+        raise ApiError(415, f"Content-Type is sent {len(sent)} times ({', '.join(repr(echo(v)) for v in sent)}): send it once")
+    content_type = sent[0] if sent else None
     media_type, _, parameters = (content_type or "").partition(";")
     charset = _charset(parameters)
     if media_type.strip().lower() != JSON_MEDIA_TYPE or charset not in (None, "utf-8"):

@@ -56,6 +56,23 @@ def decode_utf8(data: bytes) -> str:
         raise DocumentError(f"not UTF-8 text (line {line}, byte {offset}: {data[offset]:#04x})") from None
 
 
+def json_type_name(value: Any) -> str:
+    """What JSON calls the type of a parsed value: "array", not Python's "list"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float | OversizedInteger):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
 class OversizedInteger:
     """A JSON integer with more digits than int() reads: a value no field accepts, shown in the
     error that names the field instead of failing the whole document."""

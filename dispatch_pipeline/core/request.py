@@ -272,7 +272,10 @@ def parse_request(
     if isinstance(data, DispatchRequest):
         return data
     if not isinstance(data, dict):
-        raise RequestError([f"request: must be a JSON object (got {type(data).__name__})"])
+        # Imported here, on a rare path: documents imports PyYAML, which solver processes never need.
+        from dispatch_pipeline.core.documents import json_type_name
+
+        raise RequestError([f"request: must be a JSON object (got {json_type_name(data)})"])
     try:
         return DispatchRequest.model_validate(data)
     except ValidationError as exc:

@@ -284,6 +284,29 @@ def test_a_body_not_sent_as_json_is_415_and_writes_nothing(client, engine, sampl
     assert count_rows(engine) == before
 
 
+def test_a_content_type_sent_twice_is_415(client, engine, sample_request):
+    before = count_rows(engine)
+
+    response = client.post(
+        "/dispatch/run", content=json.dumps(sample_request),
+        headers=[("content-type", "application/json"), ("content-type", "text/plain")],
+    )
+
+    assert response.status_code == 415, response.text
+    assert response.json()["message"] == (
+        "Content-Type is sent 2 times ('application/json', 'text/plain'): send it once"
+    )
+    assert count_rows(engine) == before
+
+
+@pytest.mark.parametrize(("body", "got"), [(b"[1, 2, 3]", "an array"), (b"null", "null"), (b'"text"', "a string")])
+def test_a_body_that_is_json_but_not_an_object_names_its_json_type(client, body, got):
+    response = client.post("/dispatch/run", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["message"].endswith(f"must be a JSON object (got {got})")
+
+
 def test_a_json_body_in_utf_16_is_422_naming_the_encoding(client, engine, sample_request):
     before = count_rows(engine)
 

@@ -65,6 +65,8 @@ def test_solve_from_stdin_with_cbc_and_no_milp() -> None:
          "timeout_ms: Input should be greater than or equal to 100 (got 50)"),
         (("solve", "-"), '{"site_id": "DEMO", "site_id": "OTHER"}', "stdin repeats the key 'site_id'"),
         (("solve", "-"), "[" * 100_000, "nested too deeply"),
+        (("solve", "-"), "null", "request: must be a JSON object (got null)"),
+        (("solve", "-"), "[1, 2]", "request: must be a JSON object (got an array)"),
         (("solve", "-"), '{"timeout_ms": ' + "9" * 5000 + "}", "timeout_ms: Input should be a valid integer (got an integer of 5000 digits)"),
         (("solve", "-", "--currency", "€"), "{}", "--currency: expected three capital letters"),
         (("solve", "-"), json.dumps({k: v for k, v in load_case("hourly")["request"].items() if k != "pv_kw"}),
