@@ -27,6 +27,10 @@ PER_INTERVAL_VARIABLES = (
 )
 
 
+# Less power than this, below every solver tolerance, is no power at all.
+NEGLIGIBLE_KW = 1e-9
+
+
 def _linear(coefs: list[float], variables: list) -> LinearExpression:
     return LinearExpression(linear_coefs=coefs, linear_vars=variables)
 
@@ -69,6 +73,12 @@ def build_model(problem: DispatchProblem) -> pyo.ConcreteModel:
 
     gain = bess.charge_efficiency * dt
     drain = dt / bess.discharge_efficiency
+    if max_discharge < NEGLIGIBLE_KW:
+        # A discharge efficiency of 1e-16 makes dt / efficiency a coefficient HiGHS refuses (over
+        # 1e15) for at most 1e-14 kW of power: such a battery delivers nothing.
+        for flow in dis:
+            flow.fix(0.0)
+        drain = 0.0
 
     def energy(_, t):
         if t == 0:
