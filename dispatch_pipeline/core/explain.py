@@ -13,6 +13,7 @@ from dispatch_pipeline.core.result import BINDING_NAMES, Schedule
 from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
 
 _ON = 1e-4  # kW below which a flow counts as off
+_SOC_TOL = 1e-6  # of capacity: a solver's tolerance, not a breach of the band
 _AT = 1e-4  # relative distance at which a quantity counts as at its bound
 
 
@@ -60,6 +61,19 @@ def binding_constraints(problem: DispatchProblem, schedule: Schedule, export_bou
     return [list(compress(BINDING_NAMES, row)) for row in at_bound.tolist()]
 
 
+def _kw(value: float) -> str:
+    """A power as the sentence shows it: one decimal, two significant digits below 0.05 kW (a
+    0.02 kW flow is not "0.0 kW")."""
+    return f"{value:.1f}" if value >= 0.05 else f"{value:.2g}"
+
+
+def discharges_after(discharge: np.ndarray) -> np.ndarray:
+    """For each interval, whether the battery discharges in any interval after it."""
+    on = discharge > _ON
+    later = np.logical_or.accumulate(on[::-1])[::-1]
+    return np.append(later[1:], False)
+
+
 def dearest_buy_after(buy: np.ndarray) -> np.ndarray:
     """For each interval, the highest buy price of the intervals after it (-inf after the last)."""
     suffix_max = np.maximum.accumulate(buy[::-1])[::-1]
@@ -93,6 +107,7 @@ def explain_interval(
     export_bound: np.ndarray,
     dearest_after: np.ndarray,
     currency: str,
+    used_later: np.ndarray,
 ) -> tuple[str, str]:
     s = schedule
     buy, sell = problem.buy[t], problem.sell[t]
@@ -108,84 +123,103 @@ def explain_interval(
     # The dearest buy price still to come today: what stored energy is worth later, if anything.
     dearest_later = float(dearest_after[t])
     dearer_later = dearest_later > buy + 1e-9
+    # Whether stored energy is drawn on later today: what "worth more later" and "a later peak"
+    # claim. Energy never drawn on again is held for the end-of-day target.
+    drawn_later = bool(used_later[t])
+    cap = problem.import_cap_kw
+    over_cap = f"; importing {_kw(imp)} kW, {imp - cap:.1f} kW over the {cap:.1f} kW import limit" if (
+        cap is not None and imp > cap + 1e-3
+    ) else ""
+    bess = problem.bess
 
     if ch > _ON:
-        if soc_before < problem.bess.soc_min - 1e-9:
+        if soc_before < bess.soc_min - _SOC_TOL:
             return "recover_soc_min", (
-                f"Charging {ch:.1f} kW to bring the battery back above its minimum "
-                f"(SOC {soc_before:.1%} < soc_min {problem.bess.soc_min:.1%})"
+                f"Charging {_kw(ch)} kW to bring the battery back up to its minimum "
+                f"(SOC {soc_before:.1%} < soc_min {bess.soc_min:.1%}){over_cap}"
             )
         if surplus >= ch - _ON and imp <= _ON:
-            tail = f"; exporting {exp:.1f} kW" if exp > _ON else ""
+            tail = f"; exporting {_kw(exp)} kW" if exp > _ON else ""
             return "charge_pv_surplus", (
-                f"Charging {ch:.1f} kW from PV surplus ({pv:.1f} kW PV vs {load:.1f} kW load){tail}, SOC {soc:.0%}"
+                f"Charging {_kw(ch)} kW from PV surplus ({pv:.1f} kW PV vs {load:.1f} kW load){tail}, SOC {soc:.0%}"
             )
+        from_pv = min(ch, max(surplus, 0.0))
+        # Charging partly from PV surplus: the grid's share is what the price sentence is about.
+        charging = (
+            f"Charging {_kw(ch)} kW, {_kw(ch - from_pv)} kW of it from the grid,"
+            if from_pv > _ON else f"Charging {_kw(ch)} kW from the grid"
+        )
         if buy < 0:
-            return "charge_negative_price", (
-                f"Charging {ch:.1f} kW from the grid: the site is paid to import ({price})"
-            )
-        if last or ((problem.intervals - t) * problem.dt <= 2 and soc <= target + 0.01):
+            return "charge_negative_price", f"{charging.rstrip(',')}: the site is paid to import ({price})"
+        if last or (not drawn_later and soc <= target + 0.01):
             short = f", ending the day at {soc:.0%}" if last and soc < target - 0.005 else ""
             return "charge_terminal_soc", (
-                f"Charging {ch:.1f} kW from the grid toward the end-of-day target of SOC {target:.0%}{short} ({price})"
+                f"{charging} toward the end-of-day target of SOC {target:.0%}{short} ({price}){over_cap}"
             )
-        if dearer_later:
+        if dearer_later and drawn_later:
             return "charge_grid_cheap", (
-                f"Charging {ch:.1f} kW from the grid while energy is cheaper than later today "
-                f"(up to {_amount(dearest_later)} {currency}/kWh; {price}), SOC {soc:.0%}"
+                f"{charging} while energy is cheaper than later today "
+                f"(up to {_amount(dearest_later)} {currency}/kWh; {price}), SOC {soc:.0%}{over_cap}"
             )
-        if problem.demand_charge_per_kw > 0:
+        if problem.demand_charge_per_kw > 0 and drawn_later:
             return "charge_grid_peak_shaving", (
-                f"Charging {ch:.1f} kW from the grid to hold a later import peak down "
-                f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price}), SOC {soc:.0%}"
+                f"{charging} to hold a later import peak down "
+                f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price}), SOC {soc:.0%}{over_cap}"
             )
-        return "charge_grid", f"Charging {ch:.1f} kW from the grid ({price}), SOC {soc:.0%}"
+        return "charge_grid", f"{charging.rstrip(',')} ({price}), SOC {soc:.0%}{over_cap}"
     if dis > _ON:
-        cap = problem.import_cap_kw
         if cap is not None and imp >= cap - 1e-3 and load - pv > cap + 1e-3:
             if imp > cap + 1e-3:
                 return "discharge_import_cap", (
-                    f"Discharging {dis:.1f} kW toward the {cap:.1f} kW grid import limit; importing "
-                    f"{imp:.1f} kW, still {imp - cap:.1f} kW over it"
+                    f"Discharging {_kw(dis)} kW toward the {cap:.1f} kW grid import limit; importing "
+                    f"{_kw(imp)} kW, still {imp - cap:.1f} kW over it"
                 )
             return "discharge_import_cap", (
-                f"Discharging {dis:.1f} kW to keep the grid import at its {cap:.1f} kW limit"
+                f"Discharging {_kw(dis)} kW to keep the grid import at its {cap:.1f} kW limit"
+            )
+        if soc_before > bess.soc_max + _SOC_TOL:
+            return "discharge_above_soc_max", (
+                f"Discharging {_kw(dis)} kW to bring the battery back down to its maximum "
+                f"(SOC {soc_before:.1%} > soc_max {bess.soc_max:.1%})"
+                + (f"; exporting {_kw(exp)} kW (sell {_amount(sell)} {currency}/kWh)" if exp > _ON else "")
             )
         if exp > _ON:
             return "discharge_export", (
-                f"Discharging {dis:.1f} kW and exporting {exp:.1f} kW (sell {_amount(sell)} {currency}/kWh)"
+                f"Discharging {_kw(dis)} kW and exporting {_kw(exp)} kW (sell {_amount(sell)} {currency}/kWh)"
             )
         if expensive[t]:
-            return "discharge_peak", f"Discharging {dis:.1f} kW during the peak tariff ({price})"
-        if problem.demand_charge_per_kw > 0:
+            return "discharge_peak", f"Discharging {_kw(dis)} kW during the peak tariff ({price})"
+        peak = float(s.grid_import.max())
+        if problem.demand_charge_per_kw > 0 and imp >= peak - max(1e-3, 1e-3 * peak):
             return "discharge_peak_shaving", (
-                f"Discharging {dis:.1f} kW to hold the day's peak import down "
+                f"Discharging {_kw(dis)} kW to hold the day's peak import down to {peak:.1f} kW "
                 f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price})"
             )
-        return "discharge_load", f"Discharging {dis:.1f} kW to cover load ({price}), SOC {soc:.0%}"
+        return "discharge_load", f"Discharging {_kw(dis)} kW to cover load ({price}), SOC {soc:.0%}"
     if cur > _ON:
-        return "curtail", f"Curtailing {cur:.1f} kW of PV: {_why_not_export(problem, schedule, t, export_bound[t], currency)} and {_why_not_store(problem, soc)}"
+        return "curtail", f"Curtailing {_kw(cur)} kW of PV: {_why_not_export(problem, schedule, t, export_bound[t], currency)} and {_why_not_store(problem, soc)}"
     if exp > _ON:
         return "export_surplus", (
-            f"Exporting {exp:.1f} kW of PV surplus (sell {_amount(sell)} {currency}/kWh); battery idle at SOC {soc:.0%}"
+            f"Exporting {_kw(exp)} kW of PV surplus (sell {_amount(sell)} {currency}/kWh); battery idle at SOC {soc:.0%}"
         )
     if imp > _ON:
-        if problem.bess.max_discharge_kw <= _ON or problem.capacity_kwh <= 0:
+        if bess.max_discharge_kw <= _ON or problem.capacity_kwh <= 0:
             battery = "the battery cannot discharge"
         elif _at_most(s.energy[t], problem.energy_min_kwh):
             battery = f"battery idle at its minimum, SOC {soc:.0%}"
-        elif dearer_later:
+        elif dearer_later and drawn_later:
             battery = (
                 f"battery idle at SOC {soc:.0%}, its energy is worth more later today "
                 f"(up to {_amount(dearest_later)} {currency}/kWh)"
             )
-        elif _at_most(s.energy[t], problem.energy_final_kwh):
+        elif problem.demand_charge_per_kw > 0 and drawn_later:
+            battery = f"battery idle at SOC {soc:.0%}, kept to hold a later import peak down"
+        elif not drawn_later or _at_most(s.energy[t], problem.energy_final_kwh):
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
         else:
             battery = f"battery idle at SOC {soc:.0%}"
-        cap = problem.import_cap_kw
         over = f"; {imp - cap:.1f} kW over the {cap:.1f} kW import limit" if cap is not None and imp > cap + 1e-3 else ""
-        return "import_idle", f"Importing {imp:.1f} kW for the load ({price}){over}; {battery}"
+        return "import_idle", f"Importing {_kw(imp)} kW for the load ({price}){over}; {battery}"
     return "idle", f"PV covers the load ({pv:.1f} kW PV, {load:.1f} kW load); battery idle at SOC {soc:.0%}"
 
 
@@ -223,12 +257,15 @@ def explain(
     # Day-long arrays, built once per day rather than once per interval that reads them.
     export_bound = problem.export_bound_kw
     dearest_after = dearest_buy_after(problem.buy)
+    used_later = discharges_after(schedule.discharge)
     binding = binding_constraints(problem, schedule, export_bound)
     explanations = []
     for t in range(problem.intervals):
-        code, reason = explain_interval(problem, schedule, t, expensive, bands, export_bound, dearest_after, currency)
+        code, reason = explain_interval(
+            problem, schedule, t, expensive, bands, export_bound, dearest_after, currency, used_later
+        )
         if code != "curtail" and schedule.curtail[t] > _ON:
-            reason += f"; {schedule.curtail[t]:.1f} kW of PV curtailed"
+            reason += f"; {_kw(schedule.curtail[t])} kW of PV curtailed"
         explanations.append(
             Explanation(
                 reason_code=code,

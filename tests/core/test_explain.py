@@ -226,3 +226,83 @@ def test_every_explanation_is_true_of_its_interval(name: str, use_milp: bool) ->
             assert f"ending the day at {point.soc:.0%}" in point.reason, where
     if name == "mostly_high":
         assert "the day's highest price" in result.points[0].reason and "quartile" not in result.points[0].reason
+
+
+PEAK_BILLED = {"buy": [0.2] * 17 + [0.5] * 4 + [0.2] * 3, "sell": [0.0] * 24, "demand_charge_per_kw": 0.5}
+
+
+def test_charging_that_is_never_drawn_on_again_is_for_the_end_of_day_target() -> None:
+    # The evening peak empties the battery to 25 %; it recharges to its 50 % target from 21:00,
+    # more than two hours before the end of the day, for no later peak.
+    result = solve_dispatch(hourly_request(
+        tariff=PEAK_BILLED, bess={"capacity_kwh": 400, "max_charge_kw": 50, "max_discharge_kw": 50, "soc_initial": 0.5},
+    ))
+    after_peak = [point for point in result.points[21:] if point.batt_ch_kw > 1e-3]
+    assert after_peak and all(point.reason_code == "charge_terminal_soc" for point in after_peak)
+    assert "toward the end-of-day target of SOC 50%" in after_peak[0].reason
+    # The rules never use the battery that day: idle, it is kept for the target, not "worth more later".
+    rules = solve_dispatch(hourly_request(
+        tariff=PEAK_BILLED, bess={"capacity_kwh": 400, "max_charge_kw": 50, "max_discharge_kw": 50, "soc_initial": 0.5},
+        use_milp=False,
+    ))
+    assert all(point.batt_dis_kw <= 1e-3 for point in rules.points)
+    assert not any("worth more later" in point.reason for point in rules.points)
+    assert "kept for the end-of-day target of 50%" in rules.points[18].reason
+
+
+def test_a_battery_above_its_band_is_said_to_discharge_back_to_it() -> None:
+    result = solve_dispatch(hourly_request(
+        tariff=PEAK_BILLED,
+        bess={"capacity_kwh": 100, "max_charge_kw": 50, "max_discharge_kw": 10, "soc_initial": 0.98, "soc_final_min": 0.5},
+    ))
+    first = result.points[0]
+    assert first.reason_code == "discharge_above_soc_max"
+    assert first.reason == (
+        f"Discharging {first.batt_dis_kw:.1f} kW to bring the battery back down to its maximum (SOC 98.0% > soc_max 90.0%)"
+    )
+
+
+def test_peak_shaving_is_claimed_only_where_the_import_is_at_the_days_peak() -> None:
+    result = solve_dispatch(hourly_request(
+        load_kw=[50.0] * 24,
+        tariff={"buy": [0.25] * 10 + [-0.05] * 4 + [0.25] * 3 + [0.45] * 4 + [0.25] * 3, "sell": [0.1] * 24,
+                "demand_charge_per_kw": 1.5},
+        bess={"capacity_kwh": 200, "max_charge_kw": 50, "max_discharge_kw": 50, "soc_initial": 0.5},
+    ))
+    peak = max(point.grid_imp_kw for point in result.points)
+    for point in result.points:
+        if point.reason_code == "discharge_peak_shaving":
+            assert point.grid_imp_kw >= peak - 1e-2, point.reason
+            assert f"down to {peak:.1f} kW" in point.reason
+    assert any(point.batt_dis_kw > 1 and point.grid_imp_kw < peak - 1 for point in result.points)
+
+
+def test_recharging_to_the_minimum_over_the_import_cap_says_how_far_over() -> None:
+    result = solve_dispatch(hourly_request(
+        load_kw=[50.0] * 24, limits={"grid_import_max_kw": 40.0},
+        bess={"capacity_kwh": 100, "max_charge_kw": 50, "max_discharge_kw": 50, "soc_min": 0.2, "soc_initial": 0.0,
+              "soc_final_min": 0.2},
+    ))
+    first = result.points[0]
+    assert first.reason == (
+        "Charging 21.1 kW to bring the battery back up to its minimum (SOC 0.0% < soc_min 20.0%); "
+        "importing 71.1 kW, 31.1 kW over the 40.0 kW import limit"
+    )
+
+
+def test_charging_mostly_from_pv_surplus_names_the_grids_share() -> None:
+    result = solve_dispatch(hourly_request(
+        load_kw=[50.0] * 24, pv_kw=[0.0] * 9 + [74.9] * 4 + [0.0] * 11,
+        tariff={"buy": [0.2] * 17 + [0.5] * 4 + [0.2] * 3, "sell": [0.0] * 24},
+        bess={"capacity_kwh": 400, "max_charge_kw": 25, "max_discharge_kw": 50, "soc_initial": 0.1, "soc_final_min": 0.1},
+    ))
+    nine = result.points[9]
+    assert nine.grid_imp_kw == pytest.approx(0.1, abs=1e-6)
+    assert nine.reason.startswith("Charging 25.0 kW, 0.1 kW of it from the grid, while energy is cheaper than later today")
+
+
+@pytest.mark.parametrize(("kw", "shown"), [(0.02, "0.02"), (0.00012, "0.00012"), (0.05, "0.1"), (15.24, "15.2")])
+def test_a_small_flow_is_not_shown_as_zero(kw: float, shown: str) -> None:
+    from dispatch_pipeline.core.explain import _kw
+
+    assert _kw(kw) == shown
