@@ -146,15 +146,16 @@ def assemble_result(
     explanations = explain(problem, schedule, marginal, currency)
     soc = schedule.soc(problem.capacity_kwh)
     timestamps = problem.day.iso_timestamps()
+    # + 0.0 turns a -0.0 (a min() of -0.0 and 0.0 in the rules) into the 0.0 it means.
     columns = zip(
         timestamps,
-        schedule.pv_set.tolist(),
-        schedule.charge.tolist(),
-        schedule.discharge.tolist(),
-        schedule.grid_import.tolist(),
-        schedule.grid_export.tolist(),
-        schedule.curtail.tolist(),
-        soc.tolist(),
+        (schedule.pv_set + 0.0).tolist(),
+        (schedule.charge + 0.0).tolist(),
+        (schedule.discharge + 0.0).tolist(),
+        (schedule.grid_import + 0.0).tolist(),
+        (schedule.grid_export + 0.0).tolist(),
+        (schedule.curtail + 0.0).tolist(),
+        (soc + 0.0).tolist(),
         explanations,
         strict=True,
     )

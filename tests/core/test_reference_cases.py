@@ -97,3 +97,15 @@ def test_each_expected_optimum_is_the_independent_solvers(name: str) -> None:
     case = load_case(name)
     optimum, _bound = _independent_solver()(case["request"])
     assert_reaches_expected(optimum, case["expected"])
+
+
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+def test_no_flow_or_soc_is_a_negative_zero(use_milp: bool) -> None:
+    # JSON and the API would show "-0.0 kW" of export.
+    import math
+
+    for name in CASE_NAMES:
+        for point in solve_dispatch(load_case(name)["request"], use_milp=use_milp).points:
+            values = [point.pv_set_kw, point.batt_ch_kw, point.batt_dis_kw, point.grid_imp_kw,
+                      point.grid_exp_kw, point.curtail_kw, point.soc]
+            assert all(math.copysign(1.0, v) > 0 for v in values), (name, point)
