@@ -120,7 +120,8 @@ def explain_interval(
     ch, dis, imp, exp, cur = s.charge[t], s.discharge[t], s.grid_import[t], s.grid_export[t], s.curtail[t]
     last = t == problem.intervals - 1
     target = problem.bess.terminal_soc
-    # The dearest buy price still to come today: what stored energy is worth later, if anything.
+    # The dearest buy price at which the battery discharges later today: what stored energy is
+    # worth later, if anything.
     dearest_later = float(dearest_after[t])
     dearer_later = dearest_later > buy + 1e-9
     # Whether stored energy is drawn on later today: what "worth more later" and "a later peak"
@@ -156,7 +157,7 @@ def explain_interval(
             return "charge_terminal_soc", (
                 f"{charging} toward the end-of-day target of SOC {target:.0%}{short} ({price}){over_cap}"
             )
-        if dearer_later and drawn_later:
+        if dearer_later:
             return "charge_grid_cheap", (
                 f"{charging} while energy is cheaper than later today "
                 f"(up to {_amount(dearest_later)} {currency}/kWh; {price}), SOC {soc:.0%}{over_cap}"
@@ -207,7 +208,7 @@ def explain_interval(
             battery = "the battery cannot discharge"
         elif _at_most(s.energy[t], problem.energy_min_kwh):
             battery = f"battery idle at its minimum, SOC {soc:.0%}"
-        elif dearer_later and drawn_later:
+        elif dearer_later:
             battery = (
                 f"battery idle at SOC {soc:.0%}, its energy is worth more later today "
                 f"(up to {_amount(dearest_later)} {currency}/kWh)"
@@ -256,7 +257,8 @@ def explain(
     bands = price_bands(problem.buy, expensive, cheap)
     # Day-long arrays, built once per day rather than once per interval that reads them.
     export_bound = problem.export_bound_kw
-    dearest_after = dearest_buy_after(problem.buy)
+    # The prices energy is used at: a dearer hour in which the battery stays idle is no reason.
+    dearest_after = dearest_buy_after(np.where(schedule.discharge > _ON, problem.buy, -np.inf))
     used_later = discharges_after(schedule.discharge)
     binding = binding_constraints(problem, schedule, export_bound)
     explanations = []
