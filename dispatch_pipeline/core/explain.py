@@ -67,13 +67,6 @@ def _kw(value: float) -> str:
     return f"{value:.1f}" if value >= 0.05 else f"{value:.2g}"
 
 
-def discharges_after(discharge: np.ndarray) -> np.ndarray:
-    """For each interval, whether the battery discharges in any interval after it."""
-    on = discharge > _ON
-    later = np.logical_or.accumulate(on[::-1])[::-1]
-    return np.append(later[1:], False)
-
-
 def dearest_buy_after(buy: np.ndarray) -> np.ndarray:
     """For each interval, the highest buy price of the intervals after it (-inf after the last)."""
     suffix_max = np.maximum.accumulate(buy[::-1])[::-1]
@@ -107,7 +100,6 @@ def explain_interval(
     export_bound: np.ndarray,
     dearest_after: np.ndarray,
     currency: str,
-    used_later: np.ndarray,
 ) -> tuple[str, str]:
     s = schedule
     buy, sell = problem.buy[t], problem.sell[t]
@@ -120,13 +112,13 @@ def explain_interval(
     ch, dis, imp, exp, cur = s.charge[t], s.discharge[t], s.grid_import[t], s.grid_export[t], s.curtail[t]
     last = t == problem.intervals - 1
     target = problem.bess.terminal_soc
-    # The dearest buy price at which the battery discharges later today: what stored energy is
-    # worth later, if anything.
+    # The dearest buy price at which the battery discharges later today (-inf if it does not):
+    # what stored energy is worth later, if anything.
     dearest_later = float(dearest_after[t])
     dearer_later = dearest_later > buy + 1e-9
     # Whether stored energy is drawn on later today: what "worth more later" and "a later peak"
     # claim. Energy never drawn on again is held for the end-of-day target.
-    drawn_later = bool(used_later[t])
+    drawn_later = dearest_later > -np.inf
     cap = problem.import_cap_kw
     over_cap = f"; importing {_kw(imp)} kW, {imp - cap:.1f} kW over the {cap:.1f} kW import limit" if (
         cap is not None and imp > cap + 1e-3
@@ -259,13 +251,10 @@ def explain(
     export_bound = problem.export_bound_kw
     # The prices energy is used at: a dearer hour in which the battery stays idle is no reason.
     dearest_after = dearest_buy_after(np.where(schedule.discharge > _ON, problem.buy, -np.inf))
-    used_later = discharges_after(schedule.discharge)
     binding = binding_constraints(problem, schedule, export_bound)
     explanations = []
     for t in range(problem.intervals):
-        code, reason = explain_interval(
-            problem, schedule, t, expensive, bands, export_bound, dearest_after, currency, used_later
-        )
+        code, reason = explain_interval(problem, schedule, t, expensive, bands, export_bound, dearest_after, currency)
         if code != "curtail" and schedule.curtail[t] > _ON:
             reason += f"; {_kw(schedule.curtail[t])} kW of PV curtailed"
         explanations.append(
