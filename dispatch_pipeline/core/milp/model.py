@@ -48,7 +48,7 @@ def build_model(problem: DispatchProblem) -> pyo.ConcreteModel:
     # let HiGHS stop at a plan 40 % off the optimum and call it optimal.
     max_charge = min(bess.max_charge_kw, capacity / (bess.charge_efficiency * dt))
     max_discharge = min(bess.max_discharge_kw, capacity * bess.discharge_efficiency / dt)
-    import_bound = (problem.import_bound_kw - (bess.max_charge_kw - max_charge)).tolist()
+    import_bound = (problem.load_kw + max_charge).tolist()  # I_t with the charging the battery can take
     export_bound = np.minimum(problem.export_bound_kw, problem.pv_kw + max_discharge).tolist()
 
     m = pyo.ConcreteModel(name=f"dispatch_{problem.site_id}_{problem.day.date}")
