@@ -189,15 +189,29 @@ async def get_run_detail(run_id: Annotated[uuid.UUID, Path()], access: Access,
     tags=["health"],
 )
 async def healthz(database: DatabaseDep) -> Response:
+    answer = await _health(database)
+    return json_response(answer, _health_status(answer))
+
+
+# Load balancers and uptime probes often ask with HEAD: same status, no body.
+@router.head("/healthz", include_in_schema=False)
+async def healthz_head(database: DatabaseDep) -> Response:
+    return Response(status_code=_health_status(await _health(database)))
+
+
+async def _health(database) -> HealthResponse:
     error = await run_in_threadpool(database.check)
     solvers = SolverHealth(highs=_highspy_present(), cbc=shutil.which("cbc") is not None)
     healthy = error is None and solvers.highs
-    answer = HealthResponse(
+    return HealthResponse(
         status="ok" if healthy else "unavailable",
         database=DatabaseHealth(ok=error is None, error=error),
         solvers=solvers,
     )
-    return json_response(answer, 200 if healthy else 503)
+
+
+def _health_status(answer: HealthResponse) -> int:
+    return 200 if answer.status == "ok" else 503
 
 
 def _highspy_present() -> bool:

@@ -28,6 +28,7 @@ def test_a_caller_without_a_token_hears_401_before_anything_about_its_query(secu
 
 def test_healthz_needs_no_token(secured):
     assert secured.get("/healthz").status_code == 200
+    assert secured.head("/healthz").status_code == 200
 
 
 @pytest.mark.parametrize(

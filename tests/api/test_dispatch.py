@@ -152,6 +152,8 @@ def test_healthz_reports_database_and_solvers(client):
     assert response.status_code == 200
     assert response.json()["database"] == {"ok": True, "error": None}
     assert response.json()["solvers"]["highs"] is True
+    head = client.head("/healthz")
+    assert (head.status_code, head.content) == (200, b"")
 
 
 def test_healthz_503_without_the_milp_solver(client, monkeypatch):
@@ -161,6 +163,7 @@ def test_healthz_503_without_the_milp_solver(client, monkeypatch):
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable" and response.json()["solvers"]["highs"] is False
+    assert client.head("/healthz").status_code == 503
 
 
 def test_healthz_503_when_database_is_unreachable(monkeypatch):
