@@ -102,8 +102,23 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from dispatch_pipeline.storage import read_sites
+    from sqlalchemy import inspect
 
+    from dispatch_pipeline.cli.dagster_home import application_database_url
+    from dispatch_pipeline.storage import make_engine, read_sites
+    from dispatch_pipeline.storage.database import printable_url
+
+    url = application_database_url(args.database_url)
+    with make_engine(url).connect() as connection:
+        has_schema = inspect(connection).has_table("alembic_version")
+    if not has_schema:
+        # Listing only reads: a mistyped URL must not leave behind a database with empty tables.
+        if args.json:
+            print("[]")
+        else:
+            print(f"no sites registered: {printable_url(url)} has no dispatch-pipeline tables yet "
+                  "(add sites with `dispatch-pipeline sites import FILE`)")
+        return 0
     sites, invalid = read_sites(_engine(args))
     for fault in invalid:
         print(f"dispatch-pipeline sites list: {fault}", file=sys.stderr)

@@ -35,6 +35,19 @@ def test_sites_import_and_list(url, capsys):
     assert "Europe/Berlin" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_listing_a_database_without_tables_creates_none(url, capsys, as_json):
+    assert main(["sites", "list", "--database-url", url, *(["--json"] if as_json else [])]) == 0
+    out = capsys.readouterr().out
+    if as_json:
+        assert out.strip() == "[]"
+    else:
+        assert f"no sites registered: {url} has no dispatch-pipeline tables yet" in out
+    from sqlalchemy import create_engine, inspect
+
+    assert inspect(create_engine(url)).get_table_names() == []
+
+
 A_SITE = (
     "site_id: X\ntimezone: Asia/Kuala_Lumpur\nlatitude: 3.1\nlongitude: 101.7\ncurrency: MYR\n"
     "bess: {capacity_kwh: 200, max_charge_kw: 100, max_discharge_kw: 100}\n"
