@@ -26,6 +26,18 @@ def _database_url(text: str) -> str:
     return text
 
 
+def add_host_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", type=_host, help="address to bind (default: 127.0.0.1)")
+
+
+def _host(text: str) -> str:
+    # An empty value (`--host "$UNSET"`) makes the server listen on every interface: a loopback
+    # default must not turn public by accident. 0.0.0.0 says so on purpose.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected an address such as 127.0.0.1 or 0.0.0.0 (got {text!r})")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dispatch-pipeline",

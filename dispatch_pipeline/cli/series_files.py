@@ -41,6 +41,10 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 DECIMAL_NUMBER = re.compile(
     r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.IGNORECASE
 )
+# Instants whose local date lies within FIRST_DATE..LAST_DATE in every timezone (UTC offsets are
+# under a day), so every row belongs to a local day that can be planned.
+FIRST_INSTANT = dt.datetime.combine(FIRST_DATE + dt.timedelta(days=1), dt.time(), dt.UTC)
+END_INSTANT = dt.datetime.combine(LAST_DATE, dt.time(), dt.UTC)
 # How far ahead of this machine's clock an issue time may lie (clocks of other machines drift).
 # Later than that it is a typo, and as the most recent issue it would hide every real one.
 ISSUE_CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -161,12 +165,17 @@ def _number(value: Any, where: str, non_negative: bool) -> float:
         if not DECIMAL_NUMBER.fullmatch(text):
             raise UsageError(f"{where}: not a number (got {value!r})")
         number = float(text)
+        exact: Any = Decimal(text)
     elif _is_missing(value):
         raise UsageError(f"{where}: missing (got {value!r})")
     elif isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real | Decimal):
         raise UsageError(f"{where}: not a number (got {value!r})")
     else:
         number = float(value)
+        exact = value
+    if number == 0 and exact != 0:
+        # float() turns 1e-400 into 0 (and -1e-400 into a zero that passes ">= 0").
+        raise UsageError(f"{where}: too close to 0 for a number to hold; write 0 (got {value!r})")
     if not math.isfinite(number):
         raise UsageError(f"{where}: must be finite (got {value!r})")
     if non_negative and number < 0:
@@ -206,8 +215,12 @@ def parse_timestamp(value: Any, where: str) -> dt.datetime:
         instant = parsed.astimezone(dt.UTC)
     except OverflowError:  # the offset moves it past year 1 or 9999
         instant = None
-    if instant is None or not FIRST_DATE <= instant.date() <= LAST_DATE:
-        raise UsageError(f"{where}: outside the supported range {FIRST_DATE} to {LAST_DATE} (got {value!r})")
+    if instant is None or not FIRST_INSTANT <= instant < END_INSTANT:
+        raise UsageError(
+            f"{where}: outside the supported range {FIRST_INSTANT:%Y-%m-%dT%H:%MZ} to "
+            f"{END_INSTANT - dt.timedelta(minutes=15):%Y-%m-%dT%H:%MZ}, whose local days lie within "
+            f"{FIRST_DATE} to {LAST_DATE} in every timezone (got {value!r})"
+        )
     return instant
 
 
@@ -337,23 +350,29 @@ def stored_day_notes(engine: Any, spec: SeriesFile, site: Any, frame: Any) -> li
     from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES
 
     notes = []
-    local_dates = sorted(set(frame["ts"].dt.tz_convert(site.timezone).dt.date))
-    first = site.local_day(local_dates[0], PIPELINE_RESOLUTION_MINUTES)
-    last = site.local_day(local_dates[-1], PIPELINE_RESOLUTION_MINUTES)
-    stored = getattr(storage, spec.load)(engine, site.site_id, first.start_utc, last.end_utc)
-    per_date = stored["ts"].dt.tz_convert(site.timezone).dt.date.value_counts()
-    incomplete = []
-    for date in local_dates:
-        intervals = site.local_day(date, PIPELINE_RESOLUTION_MINUTES).intervals
-        have = int(per_date.get(date, 0))
-        if have < intervals:
-            incomplete.append(f"{date} ({have} of {intervals} intervals)")
-    if incomplete:
-        shown = ", ".join(incomplete[:5]) + (f" and {len(incomplete) - 5} more" if len(incomplete) > 5 else "")
-        notes.append(
-            f"the stored {spec.what} still misses intervals of {len(incomplete)} local day(s) in "
-            f"{site.timezone}: {shown}; such a day cannot be planned until they are loaded"
-        )
+    days, unplannable = {}, []
+    for date in sorted(set(frame["ts"].dt.tz_convert(site.timezone).dt.date)):
+        try:
+            days[date] = site.local_day(date, PIPELINE_RESOLUTION_MINUTES)
+        except ValueError as exc:  # a historical day no quarter-hour grid fits (Monrovia 1972-01-07)
+            unplannable.append(str(exc))
+    if unplannable:
+        notes.append(f"{len(unplannable)} local day(s) cannot be planned at all: {_first_five(unplannable)}")
+    if days:
+        start = min(day.start_utc for day in days.values())
+        end = max(day.end_utc for day in days.values())
+        stored = getattr(storage, spec.load)(engine, site.site_id, start, end)
+        per_date = stored["ts"].dt.tz_convert(site.timezone).dt.date.value_counts()
+        incomplete = [
+            f"{date} ({int(per_date.get(date, 0))} of {day.intervals} intervals)"
+            for date, day in days.items()
+            if per_date.get(date, 0) < day.intervals
+        ]
+        if incomplete:
+            notes.append(
+                f"the stored {spec.what} still misses intervals of {len(incomplete)} local day(s) in "
+                f"{site.timezone}: {_first_five(incomplete)}; such a day cannot be planned until they are loaded"
+            )
     if "pv_kw" in frame and site.pv_kwp > 0:
         peak = float(frame["pv_kw"].max())
         if peak > PLAUSIBLE_PV_PEAK_RATIO * site.pv_kwp:
@@ -362,3 +381,7 @@ def stored_day_notes(engine: Any, spec: SeriesFile, site: Any, frame: Any) -> li
                 f"{site.pv_kwp:g}: is the file in kW (not W), and for this site?"
             )
     return notes
+
+
+def _first_five(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from dispatch_pipeline.cli import UsageError, add_database_url_option
+from dispatch_pipeline.cli import UsageError, add_database_url_option, add_host_option
 from dispatch_pipeline.cli.dagster_home import application_database_url, apply_project_env_file
 
 APP_FACTORY = "dispatch_pipeline.api.app:create_app"
@@ -26,7 +26,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
             "process starts one solver process per core."
         ),
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    add_host_option(parser)
     parser.add_argument("--port", type=int, default=8002, help="port (default: 8002)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (default: 1)")
     add_database_url_option(parser)

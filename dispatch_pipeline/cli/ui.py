@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from dispatch_pipeline.cli import UsageError
+from dispatch_pipeline.cli import UsageError, add_host_option
 from dispatch_pipeline.cli.dagster_home import choose_dagster_home
 
 WORKSPACE = Path("workspace.yaml")
@@ -25,7 +25,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
             "the embedded SQLite instance in dagster_home/embedded. Run it from the repository root."
         ),
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    add_host_option(parser)
     parser.add_argument("--port", type=int, default=3000, help="port (default: 3000)")
     parser.set_defaults(handler=run)
 

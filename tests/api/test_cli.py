@@ -48,6 +48,14 @@ def test_serve_refuses_a_database_url_it_cannot_use_before_starting(capsys):
     assert "is not a URL SQLAlchemy can use: its port 'abc' is not a number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["serve", "ui"])
+def test_an_empty_host_is_refused_not_taken_for_every_interface(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--host", ""])
+    assert exit_.value.code == 2
+    assert "--host: expected an address such as 127.0.0.1 or 0.0.0.0 (got '')" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "tokens", "words"),
     [(["--port", "0"], None, "--port"), (["--workers", "0"], None, "--workers"),

@@ -215,6 +215,13 @@ SERIES_FILES = {
         # Before year 1 in UTC, and a year no nanosecond timestamp holds.
         ("forecasts", 1, "ts", "0001-01-01T00:00:00+01:00", "row 1 (line 2), column ts: outside the supported range"),
         ("prices", 1, "ts", "9999-12-31T23:45:00Z", "row 1 (line 2), column ts: outside the supported range"),
+        # Within the range in UTC, yet on a local day past it (Kuala Lumpur's 2262-01-01).
+        ("prices", 1, "ts", "2261-12-31T16:00:00Z", "row 1 (line 2), column ts: outside the supported range "
+         "1678-01-02T00:00Z to 2261-12-30T23:45Z, whose local days lie within 1678-01-01 to 2261-12-31"),
+        ("forecasts", 1, "ts", "1678-01-01T00:00:00Z", "row 1 (line 2), column ts: outside the supported range"),
+        # float() reads these as 0: a negative load would pass as none.
+        ("forecasts", 4, "load_kw", "-1e-400", "row 4 (line 5), column load_kw: too close to 0 for a number to hold"),
+        ("prices", 3, "sell", "1e-400", "row 3 (line 4), column sell: too close to 0 for a number to hold"),
     ],
 )
 def test_a_malformed_series_file_is_rejected_whole(url, tmp_path, capsys, command, row, column, value, expected):
@@ -304,6 +311,22 @@ def test_a_registered_sites_local_day_left_incomplete_is_noted_and_a_later_issue
     table.iloc[[10, 11]].to_csv(path, index=False)
     assert main([command, "load", str(path), "--database-url", url]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_local_day_no_quarter_hour_grid_fits_is_noted_not_a_crash(url, tmp_path, capsys):
+    # Monrovia moved its clocks by 44 min 30 s on 1972-01-07: a day of 23:15:30.
+    site = tmp_path / "site.yaml"
+    site.write_text(A_SITE.replace("Asia/Kuala_Lumpur", "Africa/Monrovia"))
+    assert main(["sites", "add", str(site), "--database-url", url]) == 0
+    path = tmp_path / "forecast.csv"
+    path.write_text("site_id,ts,load_kw,pv_kw\nX,1972-01-07T12:00:00Z,10,0\nX,1972-01-09T12:00:00Z,10,0\n")
+    capsys.readouterr()
+    assert main(["forecasts", "load", str(path), "--database-url", url]) == 0
+    out, err = capsys.readouterr()
+    assert "X: 2 interval(s) stored" in out
+    assert ("X: 1 local day(s) cannot be planned at all: resolution_minutes: 15 does not divide the "
+            "23:15:30 local day 1972-01-07 in Africa/Monrovia") in err
+    assert "still misses intervals of 1 local day(s) in Africa/Monrovia: 1972-01-09 (1 of 96 intervals)" in err
 
 
 def test_a_pv_forecast_far_above_the_sites_size_is_noted(url, tmp_path, capsys):
