@@ -26,13 +26,18 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dispatch_pipeline.cli.dagster_home import application_database_url
-    from dispatch_pipeline.storage.database import KNOWN_REVISIONS
+    from dispatch_pipeline.storage.database import KNOWN_REVISIONS, make_engine, missing_sqlite_file
     from dispatch_pipeline.storage.migrate import current_revision, head_revision, upgrade_database
 
     # A bad URL or a database out of reach is reported by main(), as for every other command.
     url = application_database_url(args.database_url)
     if args.db_action == "upgrade":
         upgrade_database(url)
+    else:
+        make_engine(url)  # refuses a URL it cannot use, without connecting
+        if (missing := missing_sqlite_file(url)) is not None:  # reading must not create it
+            print(f"revision: none (head: {head_revision()}): the file {missing} does not exist")
+            return 0
     current, head = current_revision(url), head_revision()
     newer = current is not None and current not in KNOWN_REVISIONS
     # Newer: a rolled-back release's `db upgrade` (Compose's migrate service) must let it start.

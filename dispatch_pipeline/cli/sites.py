@@ -106,18 +106,22 @@ def run_list(args: argparse.Namespace) -> int:
 
     from dispatch_pipeline.cli.dagster_home import application_database_url
     from dispatch_pipeline.storage import make_engine, read_sites
-    from dispatch_pipeline.storage.database import printable_url
+    from dispatch_pipeline.storage.database import missing_sqlite_file, printable_url
 
+    # Listing only reads: a mistyped URL must not leave behind a database, or one with empty tables.
     url = application_database_url(args.database_url)
-    with make_engine(url).connect() as connection:
-        has_schema = inspect(connection).has_table("alembic_version")
-    if not has_schema:
-        # Listing only reads: a mistyped URL must not leave behind a database with empty tables.
+    engine = make_engine(url)  # refuses a URL it cannot use, without connecting
+    if (missing := missing_sqlite_file(url)) is not None:
+        empty = f"the file {missing} does not exist"
+    else:
+        with engine.connect() as connection:
+            has_schema = inspect(connection).has_table("alembic_version")
+        empty = None if has_schema else f"{printable_url(url)} has no dispatch-pipeline tables yet"
+    if empty:
         if args.json:
             print("[]")
         else:
-            print(f"no sites registered: {printable_url(url)} has no dispatch-pipeline tables yet "
-                  "(add sites with `dispatch-pipeline sites import FILE`)")
+            print(f"no sites registered: {empty} (add sites with `dispatch-pipeline sites import FILE`)")
         return 0
     sites, invalid = read_sites(_engine(args))
     for fault in invalid:

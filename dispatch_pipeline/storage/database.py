@@ -158,6 +158,15 @@ def parse_database_url(url: str) -> URL:
         raise ArgumentError(f"its port {str(exc).rpartition(': ')[2]} is not a number") from None
 
 
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of an SQLite file `url` names that does not exist yet (connecting would create
+    it), else None: commands that only read must not leave an empty file behind a mistyped path."""
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return None if Path(parsed.database).exists() else parsed.database
+
+
 def _create(url: str) -> Engine:
     parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":

@@ -26,6 +26,12 @@ def test_db_upgrade_creates_the_tables_of_an_empty_database_and_is_idempotent(ba
         assert revision == head.rstrip(")")
 
 
+def test_db_upgrade_names_an_sqlite_file_it_cannot_create(capsys):
+    assert main(["db", "upgrade", "--database-url", "sqlite:////nonexistent-directory/x.sqlite"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot use the database: unable to open database file" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("url", "status", "words"),
     [("not a url", 2, "is not a URL SQLAlchemy can use"),
