@@ -14,6 +14,7 @@ the duals of the balance rows (the marginal cost of load).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 import pyomo.environ as pyo
 from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
-from dispatch_pipeline.core.milp.model import build_model
+from dispatch_pipeline.core.milp.model import build_model, discharge_column_unit
 from dispatch_pipeline.core.milp.solution import (
     MilpFailure,
     MilpSolution,
@@ -35,6 +36,7 @@ from dispatch_pipeline.core.problem import DispatchProblem
 from dispatch_pipeline.core.result import Schedule
 
 CONFLICT_KW = 1e-6
+LARGEST_UNSCALED_COST = 2.0**20  # about 1e6
 
 # The last optimal LP basis per site and matrix shape, in this process. Consecutive days of a site
 # share their structure and look alike, so starting the simplex there takes about a seventh of the
@@ -105,6 +107,18 @@ def _new_highs(mip_rel_gap: float) -> highspy.Highs:
     # Workers already run one solve per core; HiGHS's own threads would only contend with them.
     highs.setOptionValue("threads", 1)
     return highs
+
+
+def _scale_objective(highs: highspy.Highs, lp: highspy.HighsLp) -> None:
+    """Scale a model's costs into the range HiGHS's simplex copes with, by a power of two (exact,
+    and undone in every value HiGHS reports).
+
+    From costs of about 1e7 on (a buy price of -1e8 per kWh, within the contract's ±1e9), its
+    simplex ends in "Solve error" and the day would fall back to the rule-based schedule.
+    """
+    largest = float(np.max(np.abs(lp.col_cost_), initial=0.0))
+    if largest > LARGEST_UNSCALED_COST:
+        highs.setOptionValue("user_objective_scale", -math.ceil(math.log2(largest / LARGEST_UNSCALED_COST)))
 
 
 def _run(highs: highspy.Highs, deadline: float) -> highspy.HighsModelStatus:
@@ -191,10 +205,10 @@ def solve_fixed_binaries(
     objective = highs.getInfo().objective_function_value + compiled.offset
     cost_weight = problem.weights.cost or 1.0
     marginal = duals / (problem.dt * cost_weight)
-    return _schedule(x, cols), objective, marginal
+    return _schedule(x, cols, discharge_column_unit(problem)), objective, marginal
 
 
-def _schedule(x: np.ndarray, cols: dict[str, np.ndarray]) -> Schedule:
+def _schedule(x: np.ndarray, cols: dict[str, np.ndarray], discharge_unit: float) -> Schedule:
     def flow(name: str) -> np.ndarray:
         # Solver tolerances leave values like -1e-12 on nonnegative flows; they are zero.
         return np.maximum(_values(x, cols[name]), 0.0)
@@ -203,7 +217,7 @@ def _schedule(x: np.ndarray, cols: dict[str, np.ndarray]) -> Schedule:
         pv_set=flow("pv_set"),
         curtail=flow("curtail"),
         charge=flow("ch"),
-        discharge=flow("dis"),
+        discharge=flow("dis") * discharge_unit,
         grid_import=flow("imp"),
         grid_export=flow("exp"),
         energy=flow("E"),
@@ -220,11 +234,18 @@ def solve_with_highs(
     mip_stop = search_deadline(deadline)
     _interrupt_mip_at(highs, mip_stop)
     highs.passModel(compiled.lp)
+    _scale_objective(highs, compiled.lp)
     basis_key = (problem.site_id, compiled.lp.num_col_, compiled.lp.num_row_)
-    if basis_key in _last_basis:
+    warm = basis_key in _last_basis
+    if warm:
         highs.setBasis(_last_basis[basis_key])
-
-    _require_lp_optimum(highs, _run(highs, deadline), "the LP relaxation")
+    status = _run(highs, deadline)
+    if warm and status not in STOPPED and status != highspy.HighsModelStatus.kOptimal:
+        # Another day's basis must never decide a request's outcome: start cold, as the first
+        # request of the site would.
+        highs.clearSolver()
+        status = _run(highs, deadline)
+    _require_lp_optimum(highs, status, "the LP relaxation")
     _last_basis[basis_key] = highs.getBasis()
     _last_basis.move_to_end(basis_key)
     if len(_last_basis) > BASIS_CACHE_SIZE:

@@ -31,6 +31,23 @@ PER_INTERVAL_VARIABLES = (
 NEGLIGIBLE_KW = 1e-9
 
 
+# Below this discharge efficiency the discharge column holds the power drawn from the cells.
+DRAWN_COLUMN_BELOW = 1e-2
+
+
+def discharge_column_unit(problem: DispatchProblem) -> float:
+    """Delivered kW per unit of the `dis` column: 1, or the discharge efficiency when the column
+    holds the kW drawn from the cells.
+
+    With an efficiency of 1e-6 the energy row's coefficient dt / efficiency (2.5e5) turns
+    HiGHS's tolerance on the delivered power into kWh of error in the stored energy, and its
+    MIP called plans three times the optimum optimal. Drawn power keeps that coefficient at dt
+    (the same model, exactly).
+    """
+    efficiency = problem.bess.discharge_efficiency
+    return efficiency if efficiency < DRAWN_COLUMN_BELOW else 1.0
+
+
 def _linear(coefs: list[float], variables: list) -> LinearExpression:
     return LinearExpression(linear_coefs=coefs, linear_vars=variables)
 
@@ -66,13 +83,14 @@ def build_model(problem: DispatchProblem) -> pyo.ConcreteModel:
         for name in (*PER_INTERVAL_VARIABLES, "E", "b", "g")
     )
 
+    unit = discharge_column_unit(problem)
     m.balance = pyo.Constraint(
-        m.T, rule=lambda _, t: _linear([1, 1, 1, -1, -1], [pv_set[t], dis[t], imp[t], ch[t], exp[t]]) == load[t]
+        m.T, rule=lambda _, t: _linear([1, unit, 1, -1, -1], [pv_set[t], dis[t], imp[t], ch[t], exp[t]]) == load[t]
     )
     m.pv = pyo.Constraint(m.T, rule=lambda _, t: _linear([1, 1], [pv_set[t], curtail[t]]) == pv[t])
 
     gain = bess.charge_efficiency * dt
-    drain = dt / bess.discharge_efficiency
+    drain = dt / bess.discharge_efficiency * unit
     if max_discharge < NEGLIGIBLE_KW:
         # A discharge efficiency of 1e-16 makes dt / efficiency a coefficient HiGHS refuses (over
         # 1e15) for at most 1e-14 kW of power: such a battery delivers nothing.
@@ -100,7 +118,7 @@ def build_model(problem: DispatchProblem) -> pyo.ConcreteModel:
         m.T, rule=lambda _, t: _linear([1, -max_charge], [ch[t], b[t]]) <= 0
     )
     m.discharge_rating = pyo.Constraint(
-        m.T, rule=lambda _, t: _linear([1, max_discharge], [dis[t], b[t]]) <= max_discharge
+        m.T, rule=lambda _, t: _linear([1, max_discharge / unit], [dis[t], b[t]]) <= max_discharge / unit
     )
     m.grid_import = pyo.Constraint(
         m.T, rule=lambda _, t: _linear([1, -import_bound[t]], [imp[t], g[t]]) <= 0
@@ -122,7 +140,7 @@ def build_model(problem: DispatchProblem) -> pyo.ConcreteModel:
     coefs = (
         [w.cost * buy[t] * dt for t in range(T)]
         + [-w.cost * sell[t] * dt for t in range(T)]
-        + [w.cost * cycle * dt] * T
+        + [w.cost * cycle * dt * unit] * T
         + [w.curtail * dt] * T
         + [w.violation * dt] * T
         + [w.violation] * (2 * T)
