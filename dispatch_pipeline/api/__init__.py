@@ -4,7 +4,7 @@
     GET  /dispatch/latest?site_id=X[&date=D]     the newest stored plan of a site (and local date)
     GET  /dispatch/runs/{run_id}                 one stored run with KPIs and points
     GET  /healthz                                database reachable, solver present (200 / 503; HEAD too)
-    GET  /docs, /openapi.json                    interactive docs and the schema
+    GET  /docs, /redoc, /openapi.json            interactive docs and the schema
 
 Run it with `dispatch-pipeline db upgrade` then `dispatch-pipeline serve [--port 8002]`.
 Environment: DATABASE_URL (else SQLite under DAGSTER_HOME); DISPATCH_API_TOKENS, comma-separated

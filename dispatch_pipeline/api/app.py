@@ -47,7 +47,7 @@ DESCRIPTION = f"""
 Day-ahead battery dispatch for PV + battery sites, per the dispatch contract.
 
 **Authentication.** When the server sets `{auth.TOKENS_ENV}`, every endpoint but `/healthz`,
-`/docs` and `/openapi.json` needs `Authorization: Bearer <token>`. The variable holds comma-separated entries `TOKEN` (all
+`/docs`, `/redoc` and `/openapi.json` needs `Authorization: Bearer <token>`. The variable holds comma-separated entries `TOKEN` (all
 sites) or `TOKEN:SITE1|SITE2` (only those sites). Missing or unknown token: 401; a token not
 allowed on the request's site: 403.
 

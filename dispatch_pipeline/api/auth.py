@@ -120,6 +120,11 @@ async def require_access(
     table: TokenTable | None = request.app.state.tokens
     if table is None:
         return OPEN_ACCESS
+    sent = len(request.headers.getlist("authorization"))
+    if sent > 1:
+        # HTTPBearer reads the first; a proxy that checked the last would disagree on the caller.
+        raise ApiError(401, f"Authorization is sent {sent} times: send one bearer token",
+                       headers=_UNAUTHORIZED_HEADERS)
     if credentials is None:
         raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'",
                        headers=_UNAUTHORIZED_HEADERS)

@@ -54,6 +54,7 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
         **ERROR_RESPONSES,
         413: {"model": ErrorResponse, "description": "Body over 1 MB."},
         415: {"model": ErrorResponse, "description": "Body not sent as application/json."},
+        500: {"model": ErrorResponse, "description": "The registered site's stored definition is no longer valid."},
     },
     openapi_extra=request_body_openapi(),
     dependencies=[query_parameters()],
@@ -161,7 +162,8 @@ def _latest(database: Database, site_id: str, date: dt.date | None) -> tuple[Sto
 @router.get(
     "/dispatch/runs/{run_id}",
     response_model=RunDetail,
-    responses={**ERROR_RESPONSES, **NOT_FOUND},
+    # No 403: another site's run is not found, so a restricted token learns nothing of it.
+    responses={**{code: answer for code, answer in ERROR_RESPONSES.items() if code != 403}, **NOT_FOUND},
     summary="One stored run with its KPIs and points",
     dependencies=[query_parameters()],
     tags=["dispatch"],

@@ -88,6 +88,7 @@ class DispatchResponse(BaseModel):
     run_id: uuid.UUID
     status: Status
     fallback_used: bool
+    fallback_reason: str | None = Field(None, description="Why the MILP's plan was not used, when it was not.")
     solver: SolverName
     objective_value: float
     kpis: Kpis
@@ -100,7 +101,6 @@ class DispatchResult(DispatchResponse):
     date: dt.date
     timezone: str
     resolution_minutes: int
-    fallback_reason: str | None = None
     milp_solver: str | None = Field(None, description="'highs' or 'cbc' when the MILP was tried.")
     mip_gap: float | None = None
     solve_ms: float

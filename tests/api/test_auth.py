@@ -51,6 +51,15 @@ def test_missing_or_unknown_token_is_401(secured, engine, sample_request, header
     assert count_rows(engine) == before
 
 
+@pytest.mark.parametrize("second", ["Bearer nope", "Bearer all-sites-token"])
+def test_two_authorization_headers_are_401_whichever_comes_first(secured, second):
+    for headers in ([("Authorization", ALL["Authorization"]), ("Authorization", second)],
+                    [("Authorization", second), ("Authorization", ALL["Authorization"])]):
+        response = secured.get("/dispatch/latest", params={"site_id": "DEMO"}, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["message"] == "Authorization is sent 2 times: send one bearer token"
+
+
 def test_token_limited_to_other_sites_is_403(secured, engine, sample_request):
     before = count_rows(engine)
 

@@ -24,8 +24,8 @@ def test_quick_start_request_round_trips(client, engine, sample_request):
 
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert set(answer) == {"run_id", "status", "fallback_used", "solver", "objective_value", "kpis"}
-    assert (answer["status"], answer["solver"], answer["fallback_used"]) == ("ok", "milp", False)
+    assert set(answer) == {"run_id", "status", "fallback_used", "fallback_reason", "solver", "objective_value", "kpis"}
+    assert (answer["status"], answer["solver"], answer["fallback_used"], answer["fallback_reason"]) == ("ok", "milp", False, None)
     # The optimum of the same request solved in this process, without the API or the database.
     assert answer["objective_value"] == pytest.approx(solve_dispatch(sample_request).objective_value, rel=1e-6)
     # Nothing curtailed or violated on this day: its cost is the whole objective.
@@ -177,7 +177,8 @@ def test_healthz_503_when_database_is_unreachable(monkeypatch):
     with TestClient(app) as client:
         response = client.get("/healthz")
         assert response.status_code == 503
-        assert response.json()["database"]["ok"] is False
+        assert response.json()["database"] == {"ok": False, "error": "OperationalError (the server's log has the details)"}
+        assert "127.0.0.1" not in response.text  # answered without a token: no host, database or user
         assert client.get("/dispatch/latest", params={"site_id": "DEMO"}).status_code == 503
 
 
@@ -477,3 +478,4 @@ def test_a_run_that_fell_back_says_so_in_its_details(client, engine, sample_requ
     detail = client.get(f"/dispatch/runs/{answer.json()['run_id']}").json()
     assert detail["fallback_used"] is True and detail["status"] == "fallback"
     assert "crashed" in detail["fallback_reason"]
+    assert answer.json()["fallback_reason"] == detail["fallback_reason"]
