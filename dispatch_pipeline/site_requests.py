@@ -14,7 +14,12 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from dispatch_pipeline.core.calendar import LocalDay, local_day, next_local_date
+from dispatch_pipeline.core.calendar import (
+    PIPELINE_RESOLUTION_MINUTES,
+    LocalDay,
+    local_day,
+    next_local_date,
+)
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
 from dispatch_pipeline.core.request import (
     RESOLUTIONS_MINUTES,
@@ -120,6 +125,12 @@ def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None, now: 
         raise RequestError([
             f"pv_kw: missing, and site {request.site_id!r} is not registered, so there is no "
             "stored PV forecast to use; send pv_kw"
+        ])
+    if request.resolution_minutes < PIPELINE_RESOLUTION_MINUTES:
+        raise RequestError([
+            f"pv_kw: missing, and stored forecasts are quarter-hourly: a {request.resolution_minutes}-minute "
+            f"request of site {request.site_id!r} needs a PV value for each of its intervals (none is "
+            "invented between stored ones); send pv_kw"
         ])
     timezone = request.timezone or site.timezone
     date = request.date or next_local_date(timezone, now)

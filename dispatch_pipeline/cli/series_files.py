@@ -364,7 +364,7 @@ def stored_day_notes(engine: Any, spec: SeriesFile, site: Any, frame: Any) -> li
         stored = getattr(storage, spec.load)(engine, site.site_id, start, end)
         per_date = stored["ts"].dt.tz_convert(site.timezone).dt.date.value_counts()
         incomplete = [
-            f"{date} ({int(per_date.get(date, 0))} of {day.intervals} intervals)"
+            f"{date} (has {int(per_date.get(date, 0))} of {day.intervals} intervals)"
             for date, day in days.items()
             if per_date.get(date, 0) < day.intervals
         ]

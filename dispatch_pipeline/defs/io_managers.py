@@ -262,14 +262,14 @@ def _no_snapshot(asset: str, missing: list[SiteDay], looked_in: dict[str, Path])
     gone = [day for day in missing if day.key in looked_in]
     parts = []
     if never:
-        parts.append(f"{_some(never)} never materialised")
+        parts.append(f"{_some(never)} (never materialised)")
     if gone:
         parts.append(
-            f"{_some(gone)} materialised, but not in the snapshot file of its latest run "
-            f"({looked_in[gone[0].key]}{', ...' if len(gone) > 1 else ''}): deleted, or on another "
-            "host's or pod's disk"
+            f"{_some(gone)} (materialised, but not in the snapshot file of its latest run, "
+            f"{looked_in[gone[0].key]}{', ...' if len(gone) > 1 else ''}: deleted, or on another "
+            "host's or pod's disk)"
         )
-    return f"{asset} has no stored snapshot for {'; '.join(parts)}: materialise {asset} for these partitions again"
+    return f"{asset} has no stored snapshot for {'; '.join(parts)}: materialise {asset} for these partitions"
 
 
 def _some(days: list[SiteDay]) -> str:

@@ -387,7 +387,10 @@ def test_a_five_minute_request_on_a_quarter_hour_forecast_says_why_it_cannot_use
 
     assert response.status_code == 422
     message = response.json()["message"]
-    assert "REG_FINE" in message and "covers 96 of the 288 interval starts" in message and "send pv_kw" in message
+    assert message == (
+        "pv_kw: missing, and stored forecasts are quarter-hourly: a 5-minute request of site 'REG_FINE' "
+        "needs a PV value for each of its intervals (none is invented between stored ones); send pv_kw"
+    )
     assert count_rows(engine) == before
 
 

@@ -75,7 +75,7 @@ def test_planning_partitions_never_ingested_fails_naming_them(job, instance, eng
     planned = run_assets(job, instance, [day, day], PLANNING)
     assert not planned.success
     message = failure_message(planned)
-    assert f"site_forecast has no stored snapshot for site {site.site_id} on 2025-06-02 never materialised" in message
+    assert f"site_forecast has no stored snapshot for site {site.site_id} on 2025-06-02 (never materialised): materialise site_forecast" in message
     assert latest_run(engine, site.site_id, DAY) is None
 
 
@@ -91,5 +91,5 @@ def test_planning_from_a_deleted_snapshot_names_the_file(job, instance, engine, 
 
     assert not planned.success
     message = failure_message(planned)
-    assert f"site {site.site_id} on 2025-06-02 materialised, but not in the snapshot file of its latest run ({snapshot})" in message
-    assert "materialise site_forecast for these partitions again" in message
+    assert f"site {site.site_id} on 2025-06-02 (materialised, but not in the snapshot file of its latest run, {snapshot}: deleted" in message
+    assert "materialise site_forecast for these partitions" in message
