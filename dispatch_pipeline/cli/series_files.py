@@ -177,7 +177,9 @@ def _number(value: Any, where: str, non_negative: bool) -> float:
         # float() turns 1e-400 into 0 (and -1e-400 into a zero that passes ">= 0").
         raise UsageError(f"{where}: too close to 0 for a number to hold; write 0 (got {value!r})")
     if not math.isfinite(number):
-        raise UsageError(f"{where}: must be finite (got {value!r})")
+        # A Parquet file's float null arrives as NaN too.
+        missing = " (or missing)" if math.isnan(number) and not isinstance(value, str) else ""
+        raise UsageError(f"{where}: must be finite{missing} (got {value!r})")
     if non_negative and number < 0:
         raise UsageError(f"{where}: must be >= 0 (got {value!r})")
     if abs(number) > MAX_MAGNITUDE:
@@ -261,11 +263,13 @@ def validate(
     columns = spec.columns
     need = ", ".join(columns)
     missing = [name for name in columns if name not in table.columns]
+    # The columns as read tell what went wrong: a ';' separator, spaces around names, a second BOM.
+    found = f"found {', '.join(repr(str(name)) for name in table.columns)}"
     if missing:
-        raise UsageError(f"{source}: missing column(s) {', '.join(missing)} (need {need})")
+        raise UsageError(f"{source}: missing column(s) {', '.join(missing)} (need {need}; {found})")
     extra = [str(name) for name in table.columns if name not in columns]
     if extra:
-        raise UsageError(f"{source}: unexpected column(s) {', '.join(extra)} (need {need})")
+        raise UsageError(f"{source}: unexpected column(s) {', '.join(extra)} (need {need}; {found})")
     if table.empty:
         raise UsageError(f"{source}: no rows")
     by_site: dict[str, list[tuple[Any, ...]]] = {}

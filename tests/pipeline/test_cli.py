@@ -265,6 +265,10 @@ def test_forecasts_load_rejects_missing_columns_and_repeats(url, tmp_path, capsy
     forecast_table().drop(columns=["pv_kw"]).to_csv(path, index=False)
     assert main(["forecasts", "load", str(path), "--database-url", url]) == 2
     assert "missing column(s) pv_kw" in capsys.readouterr().err
+    path.write_text("site_id;ts;load_kw;pv_kw\nKL_MALL;2025-03-10T16:00:00Z;1;0\n")
+    assert main(["forecasts", "load", str(path), "--database-url", url]) == 2
+    assert ("missing column(s) site_id, ts, load_kw, pv_kw (need site_id, ts, load_kw, pv_kw; "
+            "found 'site_id;ts;load_kw;pv_kw')") in capsys.readouterr().err
     table = forecast_table()
     pd.concat([table, table.iloc[[3]]]).to_csv(path, index=False)
     assert main(["forecasts", "load", str(path), "--database-url", url]) == 2
