@@ -92,8 +92,8 @@ def build_model(problem: DispatchProblem) -> pyo.ConcreteModel:
     gain = bess.charge_efficiency * dt
     drain = dt / bess.discharge_efficiency * unit
     if max_discharge < NEGLIGIBLE_KW:
-        # A discharge efficiency of 1e-16 makes dt / efficiency a coefficient HiGHS refuses (over
-        # 1e15) for at most 1e-14 kW of power: such a battery delivers nothing.
+        # A discharge efficiency of 1e-16: at most 1e-14 kW of power, through a coefficient below
+        # what HiGHS keeps in a matrix (1e-9). Such a battery delivers nothing.
         for flow in dis:
             flow.fix(0.0)
         drain = 0.0
