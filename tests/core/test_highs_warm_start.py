@@ -42,3 +42,14 @@ def _shape(problem) -> tuple[int, int]:
 
     lp = highs_solver.compile_model(build_model(problem)).lp
     return lp.num_col_, lp.num_row_
+
+
+def test_an_lp_with_binaries_fixed_that_fails_warm_is_solved_cold():
+    import json
+
+    from tests.conftest import DATA
+
+    pair = json.loads((DATA / "warm_start_pair.json").read_text())
+    highs_solver.solve_with_highs(build_problem(pair["first"]), time.monotonic() + 20)
+    second = highs_solver.solve_with_highs(build_problem(pair["second"]), time.monotonic() + 20)
+    assert second.objective_value == pytest.approx(pair["expected"]["objective_value"], rel=1e-6)

@@ -132,6 +132,11 @@ def _run(highs: highspy.Highs, deadline: float) -> highspy.HighsModelStatus:
     return highs.getModelStatus()
 
 
+def _failed(status: highspy.HighsModelStatus) -> bool:
+    """Neither an optimum nor a stop at the time limit: a numerical failure worth one retry."""
+    return status not in STOPPED and status != highspy.HighsModelStatus.kOptimal
+
+
 def _require_lp_optimum(highs: highspy.Highs, status: highspy.HighsModelStatus, what: str) -> None:
     if status in STOPPED:
         raise MilpTimeout(f"the time limit passed while HiGHS solved {what}")
@@ -198,7 +203,12 @@ def solve_fixed_binaries(
     highs.changeRowsBounds(
         len(redundant), redundant, np.full(len(redundant), -highspy.kHighsInf), np.full(len(redundant), highspy.kHighsInf)
     )
-    _require_lp_optimum(highs, _run(highs, deadline), "the LP with binaries fixed")
+    status = _run(highs, deadline)
+    if _failed(status):
+        # The MIP's search state (or another day's basis) left behind must not decide the answer.
+        highs.clearSolver()
+        status = _run(highs, deadline)
+    _require_lp_optimum(highs, status, "the LP with binaries fixed")
     solution = highs.getSolution()
     x = np.asarray(solution.col_value)
     duals = np.asarray(solution.row_dual)[compiled.balance_rows]
@@ -240,7 +250,7 @@ def solve_with_highs(
     if warm:
         highs.setBasis(_last_basis[basis_key])
     status = _run(highs, deadline)
-    if warm and status not in STOPPED and status != highspy.HighsModelStatus.kOptimal:
+    if warm and _failed(status):
         # Another day's basis must never decide a request's outcome: start cold, as the first
         # request of the site would.
         highs.clearSolver()
@@ -276,6 +286,12 @@ def solve_with_highs(
         )
         rounds += 1
         status = _run(highs, mip_stop)
+        if _failed(status):
+            # Seen with a battery of 1e-6 kWh beside loads of hundreds of kW: HiGHS's MIP presolve
+            # ends in "Solve error" on a model it solves without it.
+            highs.setOptionValue("presolve", "off")
+            highs.clearSolver()
+            status = _run(highs, mip_stop)
         info = highs.getInfo()
         stopped = status in STOPPED
         if status == highspy.HighsModelStatus.kOptimal:
