@@ -156,6 +156,29 @@ def test_a_tick_evaluated_again_does_not_plan_a_site_twice(fleet):
     assert "KL" not in tick(fleet, when)
 
 
+def test_ticks_the_daemon_missed_are_planned_at_the_next_one(fleet):
+    """Dagster evaluates only the latest missed tick of this schedule: the sites due at the others
+    (Kuala Lumpur at 06:00Z, Kolkata at 08:30Z) must not go without tomorrow's plan."""
+    _, instance, _, _ = fleet
+    last_launch = dg.DagsterRun(
+        job_name="day_ahead_dispatch_job", run_id=str(uuid.uuid4()),
+        tags={"dispatch/planning": "day_ahead", "dispatch/tick": "2025-09-15T05:00:00+00:00",
+              "dagster/partition": "2025-09-16|NOWHERE"},
+    )
+    instance.add_run(last_launch)
+    try:
+        # The daemon was down from just after the 05:00Z tick until the 09:00Z one.
+        assert tick(fleet, dt.datetime(2025, 9, 15, 9, 0, tzinfo=UTC)) == {
+            "KL": "2025-09-16|KL", "KOLKATA": "2025-09-16|KOLKATA",
+        }
+        # A deployment's first tick has nothing to catch up.
+        instance.delete_run(last_launch.run_id)
+        assert tick(fleet, dt.datetime(2025, 9, 15, 9, 0, tzinfo=UTC)) == {}
+    finally:
+        for run in instance.get_runs(filters=dg.RunsFilter(tags={"dispatch/planning": "day_ahead"})):
+            instance.delete_run(run.run_id)
+
+
 def test_due_sites_window_is_one_tick():
     sites = [("A", "Asia/Kathmandu")]  # UTC+5:45
     assert due_sites(sites, dt.datetime(2025, 1, 1, 8, 15, tzinfo=UTC)) == [("A", dt.date(2025, 1, 2))]

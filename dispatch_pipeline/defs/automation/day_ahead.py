@@ -3,7 +3,8 @@
 One schedule serves every timezone: it ticks every quarter-hour (UTC) and plans, for the site's
 local tomorrow, every site whose local clock reads the planning time at that tick. The
 quarter-hour tick catches zones offset by :30 and :45 (India, Nepal) too; a tick at 14:07 in no
-site's zone requests nothing.
+site's zone requests nothing. A tick also plans the sites due at the ticks a stopped or lagging
+daemon missed (see `missed_ticks`).
 
 The sites due at one tick are planned together: one run per block of sites that are neighbours in
 the `sites` partition order (a run covers a key range), so a fleet pays Dagster's per-run start-up
@@ -164,15 +165,39 @@ def with_site_partitions(instance: dg.DagsterInstance, site_ids: list[str]) -> l
     return list(instance.get_dynamic_partitions(SITES_PARTITIONS_NAME))
 
 
-def planned_at_tick(instance: dg.DagsterInstance, tick: dt.datetime) -> set[str]:
-    """Partition keys that runs of this tick already cover.
+def planned_at_ticks(instance: dg.DagsterInstance, ticks: list[dt.datetime]) -> set[str]:
+    """Partition keys that runs of these ticks already cover.
 
     Dagster drops a repeated run key only within one evaluation's keys, and these keys depend on
     which sites were ready: a tick evaluated again (the daemon resuming after a crash) after more
     forecasts arrived would group the sites differently and plan some of them twice.
     """
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={TICK_TAG: tick.isoformat()}))
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={TICK_TAG: [tick.isoformat() for tick in ticks]}))
     return {key for run in runs for key in run_partition_keys(run.tags, instance)}
+
+
+# How far back a tick looks for ticks the daemon missed (down, restarting, lagging).
+CATCH_UP = dt.timedelta(hours=12)
+
+
+def missed_ticks(instance: dg.DagsterInstance, tick: dt.datetime) -> list[dt.datetime]:
+    """The ticks between the last one that launched a run and this one (at most CATCH_UP back).
+
+    Dagster evaluates only the latest missed tick of a schedule without partitions, and every site
+    is due at one tick a day: without these, a daemon down for half an hour would leave the sites
+    of the quarter-hours it missed without a plan for tomorrow, and say nothing. A tick that was
+    evaluated planned every site due at it, so looking again at one costs nothing.
+    """
+    [latest] = instance.get_run_records(filters=dg.RunsFilter(tags={"dispatch/planning": "day_ahead"}), limit=1) or [None]
+    if latest is None or TICK_TAG not in latest.dagster_run.tags:
+        return []  # a deployment's first tick: nothing was missed
+    last = max(dt.datetime.fromisoformat(latest.dagster_run.tags[TICK_TAG]), tick - CATCH_UP)
+    step = dt.timedelta(minutes=TICK_MINUTES)
+    missed, earlier = [], tick - step
+    while earlier > last:
+        missed.append(earlier)
+        earlier -= step
+    return missed[::-1]
 
 
 def run_request(days: list[SiteDay], tick: dt.datetime) -> dg.RunRequest:
@@ -215,16 +240,24 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
         if fault.timezone in iana_zone_names():
             clocks.append((fault.site_id, fault.timezone))
     last_date = last_date_partition(tick)
+    missed = missed_ticks(context.instance, tick)
     due = []
-    for site_id, tomorrow in due_sites(clocks, tick):
+    for site_id, tomorrow in [pair for at in [*missed, tick] for pair in due_sites(clocks, at)]:
         if tomorrow > last_date:
             context.log.warning(f"site {site_id}: {tomorrow} is beyond the last date partition")
-        else:
+        elif (site_id, tomorrow) not in due:
             due.append((site_id, tomorrow))
     if not due:
         return dg.SkipReason(f"no site is due at {tick.isoformat()} ({PLANNING_TIME} local time)")
     partition_order = with_site_partitions(context.instance, [site_id for site_id, _ in due])
-    already = planned_at_tick(context.instance, tick)
+    already = planned_at_ticks(context.instance, [*missed, tick])
+    due_now = set(due_sites(clocks, tick))
+    caught_up = [SiteDay(*pair).key for pair in due if pair not in due_now and SiteDay(*pair).key not in already]
+    if caught_up:
+        context.log.warning(
+            f"planning {len(caught_up)} site-day(s) due at {len(missed)} tick(s) the daemon missed since "
+            f"{missed[0].isoformat()}: {', '.join(caught_up[:10])}{' ...' if len(caught_up) > 10 else ''}"
+        )
     due = [(site_id, tomorrow) for site_id, tomorrow in due if SiteDay(site_id, tomorrow).key not in already]
     if not due:
         return dg.SkipReason(f"every site due at {tick.isoformat()} has a run of this tick already")
