@@ -110,6 +110,16 @@ def resolve_partition_keys(
             "(the first is DISPATCH_PARTITIONS_START of the code location)"
         )
 
+    first, last = dates[0][:10], dates[-1][:10]
+    if (first, last) != (start.isoformat(), end.isoformat()):
+        # Said, not silently dropped: the days asked for that have no partition are not planned.
+        print(
+            f"warning: planning {first} to {last} only: the {time_dim['name']} partitions run from "
+            f"{time_dim['partitionKeys'][0][:10]} (DISPATCH_PARTITIONS_START) to "
+            f"{time_dim['partitionKeys'][-1][:10]}",
+            file=sys.stderr,
+        )
+
     known_sites = site_dim["partitionKeys"]
     if sites is None:
         chosen_sites = list(known_sites)

@@ -72,7 +72,11 @@ def context_site_days(context: Any) -> list[SiteDay]:
     """Every partition the current step works on (one, or a whole backfill chunk)."""
     if not context.has_partition_key and not context.has_partition_key_range:
         raise dg.Failure("dispatch assets are partitioned by site and date: run them for partitions")
-    return [parse_site_day(key) for key in context.partition_keys]
+    keys = context.partition_keys
+    if not keys:
+        # A range whose end comes before its start in the sites' order holds no partition.
+        raise dg.Failure("the run's partition range holds no partition: is its start after its end?")
+    return [parse_site_day(key) for key in keys]
 
 
 def io_site_days(context: dg.InputContext | dg.OutputContext) -> list[SiteDay]:

@@ -25,3 +25,10 @@ def test_a_range_before_the_first_partition_says_where_the_partitions_start() ->
         r"to 2024-01-03 \(the first is DISPATCH_PARTITIONS_START"
     )):
         resolve_partition_keys(DIMENSIONS, dt.date(2023, 3, 1), dt.date(2023, 3, 2), None)
+
+
+def test_a_range_reaching_past_the_partitions_says_which_days_are_planned(capsys) -> None:
+    keys = resolve_partition_keys(DIMENSIONS, dt.date(2023, 12, 30), dt.date(2024, 1, 2), ["KL_MALL"])
+    assert keys == ["2024-01-01|KL_MALL", "2024-01-02|KL_MALL"]
+    assert ("warning: planning 2024-01-01 to 2024-01-02 only: the date partitions run from 2024-01-01 "
+            "(DISPATCH_PARTITIONS_START) to 2024-01-03") in capsys.readouterr().err
