@@ -149,6 +149,7 @@ def plan_runs(
 
 
 TICK_TAG = "dispatch/tick"
+DAY_AHEAD_TAGS = {"dispatch/planning": "day_ahead"}
 
 
 def with_site_partitions(instance: dg.DagsterInstance, site_ids: list[str]) -> list[str]:
@@ -188,7 +189,7 @@ def missed_ticks(instance: dg.DagsterInstance, tick: dt.datetime) -> list[dt.dat
     of the quarter-hours it missed without a plan for tomorrow, and say nothing. A tick that was
     evaluated planned every site due at it, so looking again at one costs nothing.
     """
-    [latest] = instance.get_run_records(filters=dg.RunsFilter(tags={"dispatch/planning": "day_ahead"}), limit=1) or [None]
+    [latest] = instance.get_run_records(filters=dg.RunsFilter(tags=DAY_AHEAD_TAGS), limit=1) or [None]
     if latest is None or TICK_TAG not in latest.dagster_run.tags:
         return []  # a deployment's first tick: nothing was missed
     last = max(dt.datetime.fromisoformat(latest.dagster_run.tags[TICK_TAG]), tick - CATCH_UP)
@@ -203,7 +204,7 @@ def missed_ticks(instance: dg.DagsterInstance, tick: dt.datetime) -> list[dt.dat
 def run_request(days: list[SiteDay], tick: dt.datetime) -> dg.RunRequest:
     """One run for a block of site-days (one date, neighbouring sites)."""
     first, last = days[0], days[-1]
-    tags = {"dispatch/date": first.date.isoformat(), "dispatch/planning": "day_ahead", TICK_TAG: tick.isoformat()}
+    tags = {"dispatch/date": first.date.isoformat(), **DAY_AHEAD_TAGS, TICK_TAG: tick.isoformat()}
     if len(days) == 1:
         # One site per run key: a re-evaluated tick never plans a site-day twice.
         return dg.RunRequest(
@@ -241,8 +242,9 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
             clocks.append((fault.site_id, fault.timezone))
     last_date = last_date_partition(tick)
     missed = missed_ticks(context.instance, tick)
+    due_at = {at: due_sites(clocks, at) for at in [*missed, tick]}
     due = []
-    for site_id, tomorrow in [pair for at in [*missed, tick] for pair in due_sites(clocks, at)]:
+    for site_id, tomorrow in [pair for pairs in due_at.values() for pair in pairs]:
         if tomorrow > last_date:
             context.log.warning(f"site {site_id}: {tomorrow} is beyond the last date partition")
         elif (site_id, tomorrow) not in due:
@@ -251,8 +253,7 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
         return dg.SkipReason(f"no site is due at {tick.isoformat()} ({PLANNING_TIME} local time)")
     partition_order = with_site_partitions(context.instance, [site_id for site_id, _ in due])
     already = planned_at_ticks(context.instance, [*missed, tick])
-    due_now = set(due_sites(clocks, tick))
-    caught_up = [SiteDay(*pair).key for pair in due if pair not in due_now and SiteDay(*pair).key not in already]
+    caught_up = [SiteDay(*pair).key for pair in due if pair not in due_at[tick] and SiteDay(*pair).key not in already]
     if caught_up:
         context.log.warning(
             f"planning {len(caught_up)} site-day(s) due at {len(missed)} tick(s) the daemon missed since "
