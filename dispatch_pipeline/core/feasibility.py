@@ -7,7 +7,9 @@ here must never reach a site.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -23,11 +25,14 @@ class Breach:
     check: str
     interval: int
     detail: str
+    local_start: str = ""  # "10:00", the interval's start on the site's clock
 
     def __str__(self) -> str:
-        return f"{self.check} at interval {self.interval}: {self.detail}"
+        at = f"{self.local_start} (interval {self.interval})" if self.local_start else f"interval {self.interval}"
+        return f"{self.check} at {at}: {self.detail}"
 
 
+ENERGY_CHECKS = ("energy_dynamics", "physical_soc")
 CHECKS = (
     "power_balance",
     "pv_split",
@@ -68,8 +73,16 @@ def find_breaches(problem: DispatchProblem, schedule: Schedule, tol: float = TOL
     for check in CHECKS:
         # Not `> tolerance`: a NaN compares false both ways, and a schedule holding one is no plan.
         bad = np.flatnonzero(~(residuals[check] <= tol * scales[check]))
-        breaches.extend(Breach(check, int(t), _off_by(residuals[check][t])) for t in bad)
+        unit = "kWh" if check in ENERGY_CHECKS else "kW"
+        breaches.extend(
+            Breach(check, int(t), _off_by(residuals[check][t], unit), _local_start(problem, int(t))) for t in bad
+        )
     return breaches
+
+
+def _local_start(problem: DispatchProblem, t: int) -> str:
+    start = problem.day.start_utc + dt.timedelta(minutes=problem.day.resolution_minutes * t)
+    return start.astimezone(ZoneInfo(problem.day.timezone)).strftime("%H:%M")
 
 
 def _scales(problem: DispatchProblem, flows: np.ndarray) -> dict[str, np.ndarray | float]:
@@ -99,5 +112,5 @@ def _scales(problem: DispatchProblem, flows: np.ndarray) -> dict[str, np.ndarray
     }
 
 
-def _off_by(residual: float) -> str:
-    return f"off by {residual:.6g}" if np.isfinite(residual) else "not a number"
+def _off_by(residual: float, unit: str) -> str:
+    return f"off by {residual:.6g} {unit}" if np.isfinite(residual) else "not a number"

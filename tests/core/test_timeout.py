@@ -50,7 +50,8 @@ def test_crashing_solver_yields_fallback_with_reason(runner_with) -> None:
 def test_a_solver_answer_that_breaks_the_model_yields_fallback_naming_the_breach(runner_with) -> None:
     result = solve_dispatch(load_case("typical")["request"], runner=runner_with(fakes.optimum_with_energy_from_nowhere))
     assert (result.status, result.solver) == ("fallback", "fallback_rule")
-    assert result.fallback_reason.startswith("solver failed: its schedule breaks the model: energy_dynamics at interval 5")
+    assert result.fallback_reason.startswith("solver failed: its schedule breaks the model: energy_dynamics at 01:15 (interval 5): off by ")
+    assert " kWh" in result.fallback_reason
 
 
 def test_time_limit_incumbent_kept_when_better_than_rules(runner_with) -> None:
