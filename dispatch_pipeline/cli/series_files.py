@@ -165,15 +165,14 @@ def _number(value: Any, where: str, non_negative: bool) -> float:
         if not DECIMAL_NUMBER.fullmatch(text):
             raise UsageError(f"{where}: not a number (got {value!r})")
         number = float(text)
-        exact: Any = Decimal(text)
     elif _is_missing(value):
         raise UsageError(f"{where}: missing (got {value!r})")
     elif isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real | Decimal):
         raise UsageError(f"{where}: not a number (got {value!r})")
     else:
         number = float(value)
-        exact = value
-    if number == 0 and exact != 0:
+    # Decimal only for a zero: this runs once per cell of a file.
+    if number == 0 and (Decimal(text) if isinstance(value, str) else value) != 0:
         # float() turns 1e-400 into 0 (and -1e-400 into a zero that passes ">= 0").
         raise UsageError(f"{where}: too close to 0 for a number to hold; write 0 (got {value!r})")
     if not math.isfinite(number):
