@@ -14,7 +14,7 @@ import dagster as dg
 
 from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS
-from dispatch_pipeline.defs.dispatch.views import explanations_frame, kpis_record
+from dispatch_pipeline.defs.dispatch.views import decisions_table, kpis_record
 from dispatch_pipeline.defs.partitions import site_day_partitions
 
 VIEW_IO_MANAGER_KEY = "dispatch_view_io_manager"
@@ -44,12 +44,8 @@ def dispatch_explanations(dispatch_schedule: dict[str, DispatchResult]) -> dg.Ma
     }
     if len(dispatch_schedule) == 1:
         result = next(iter(dispatch_schedule.values()))
-        frame = explanations_frame(result)
-        changes = frame[frame["reason_code"] != frame["reason_code"].shift()]
         metadata["dispatch_run_id"] = str(result.run_id)
-        metadata["decisions"] = dg.MetadataValue.md(
-            changes[["ts", "reason_code", "reason"]].head(24).to_markdown(index=False)
-        )
+        metadata["decisions"] = dg.MetadataValue.md(decisions_table(result))
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -31,6 +31,24 @@ def _utc_index(stamps: list[str]) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(np.array([stamp[:-1] for stamp in stamps], dtype="datetime64[us]")).tz_localize("UTC")
 
 
+def decisions_table(result: DispatchResult, rows: int = 24) -> str:
+    """Markdown of the intervals where the reason changes, on the site's own clock: an operator
+    reads "14:15", not the UTC instant. On a fall-back day the repeated hour carries its UTC
+    offset, so the two 02:15s can be told apart."""
+    frame = explanations_frame(result)
+    changes = frame[frame["reason_code"] != frame["reason_code"].shift()].head(rows)
+    local = changes["ts"].dt.tz_convert(result.timezone)
+    offsets = local.dt.strftime("%z")
+    clock = local.dt.strftime("%H:%M")
+    if frame["ts"].dt.tz_convert(result.timezone).dt.strftime("%z").nunique() > 1:
+        clock = clock + " (UTC" + offsets.str[:3] + ":" + offsets.str[3:] + ")"
+    table = pd.DataFrame(
+        {f"local time ({result.timezone})": clock.to_numpy(), "reason_code": changes["reason_code"].to_numpy(),
+         "reason": changes["reason"].to_numpy()}
+    )
+    return table.to_markdown(index=False)
+
+
 def kpis_record(result: DispatchResult) -> dict[str, Any]:
     """The run's KPIs with what identifies and qualifies them."""
     return {

@@ -1,0 +1,38 @@
+"""The decisions table of `dispatch_explanations`: reasons on the site's own clock."""
+
+from __future__ import annotations
+
+from dispatch_pipeline import solve_dispatch
+from dispatch_pipeline.defs.dispatch.views import decisions_table
+from dispatch_pipeline.demo import demo_request
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    lines = markdown.splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[:1] + lines[2:]]
+
+
+def test_each_change_of_reason_is_listed_at_its_local_clock_time():
+    result = solve_dispatch(demo_request("KL_MALL", "2024-06-21", use_milp=False))
+    header, *rows = table_rows(decisions_table(result))
+    assert header == ["local time (Asia/Kuala_Lumpur)", "reason_code", "reason"]
+    # Kuala Lumpur is UTC+8: the day's first interval starts at 16:00 UTC and reads 00:00.
+    assert result.points[0].ts == "2024-06-20T16:00:00Z"
+    assert rows[0][:2] == ["00:00", result.points[0].reason_code]
+    changes = [
+        (index, point) for index, point in enumerate(result.points)
+        if index == 0 or point.reason_code != result.points[index - 1].reason_code
+    ]
+    assert len(rows) == min(len(changes), 24)
+    for row, (index, point) in zip(rows, changes, strict=False):
+        assert row == [f"{index * 15 // 60:02d}:{index * 15 % 60:02d}", point.reason_code, point.reason]
+
+
+def test_on_a_fall_back_day_the_repeated_hour_is_told_apart_by_its_offset():
+    result = solve_dispatch(demo_request("BERLIN_DEPOT", "2024-10-27", use_milp=False))
+    _, *rows = table_rows(decisions_table(result, rows=100))
+    assert len(result.points) == 100
+    assert rows[0][0] == "00:00 (UTC+02:00)"
+    clocks = [row[0] for row in rows]
+    assert all(clock.endswith(("(UTC+02:00)", "(UTC+01:00)")) for clock in clocks)
+    assert clocks[-1].endswith("(UTC+01:00)")
