@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from dispatch_pipeline.core.site import Site, SiteBattery, site_request
-from dispatch_pipeline.core.tariffs import Prices, TouPeriod, TouTariff
+from dispatch_pipeline.core.tariffs import WEEKDAYS, Prices, TouPeriod, TouTariff
 from dispatch_pipeline.demo import (
     commercial_load,
     demo_forecast,
@@ -51,10 +51,10 @@ DEMO_SITE = Site(
         currency="MYR",
         default=Prices(buy=0.40, sell=0.20),
         periods=(
-            TouPeriod(name="morning", start="08:00", end="11:00", buy=0.45, sell=0.22),
-            TouPeriod(name="midday", start="11:00", end="14:00", buy=0.50, sell=0.25),
-            TouPeriod(name="peak", start="14:00", end="18:00", buy=0.55, sell=0.28),
-            TouPeriod(name="evening", start="18:00", end="22:00", buy=0.50, sell=0.25),
+            TouPeriod(name="morning", start="08:00", end="11:00", days=WEEKDAYS, buy=0.45, sell=0.22),
+            TouPeriod(name="midday", start="11:00", end="14:00", days=WEEKDAYS, buy=0.50, sell=0.25),
+            TouPeriod(name="peak", start="14:00", end="18:00", days=WEEKDAYS, buy=0.55, sell=0.28),
+            TouPeriod(name="evening", start="18:00", end="22:00", days=WEEKDAYS, buy=0.50, sell=0.25),
         ),
     ),
 )

@@ -49,7 +49,11 @@ class TouPeriod(_Frozen):
     name: StorableText = Field(min_length=1)
     start: str = Field(description="Local clock time 'HH:MM' the period starts (inclusive).")
     end: str = Field(description="Local clock time 'HH:MM' it ends (exclusive); may be '24:00'.")
-    days: tuple[Weekday, ...] = WEEKDAYS
+    # No default: a weekday peak written without its days would silently charge weekends too.
+    days: tuple[Weekday, ...] = Field(
+        description="The local weekdays it applies on, e.g. [mon, tue, wed, thu, fri]; every day "
+        "is [mon, tue, wed, thu, fri, sat, sun]."
+    )
     buy: Price
     sell: Price
 

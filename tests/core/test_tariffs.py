@@ -17,6 +17,8 @@ from dispatch_pipeline.core.tariffs import (
     local_clock_minutes,
 )
 
+EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
 KL_STYLE = {
     "currency": "MYR",
     "demand_charge_per_kw": 1.5,
@@ -31,10 +33,10 @@ KL_STYLE = {
 AROUND_DST = {
     "default": {"buy": 0.0, "sell": 0.0},
     "periods": [
-        {"name": "one", "start": "01:00", "end": "02:00", "buy": 1.0, "sell": -1.0},
-        {"name": "two", "start": "02:00", "end": "03:00", "buy": 2.0, "sell": -2.0},
-        {"name": "three", "start": "03:00", "end": "04:00", "buy": 3.0, "sell": -3.0},
-        {"name": "late", "start": "22:00", "end": "24:00", "buy": 4.0, "sell": -4.0},
+        {"name": "one", "start": "01:00", "end": "02:00", "days": EVERY_DAY, "buy": 1.0, "sell": -1.0},
+        {"name": "two", "start": "02:00", "end": "03:00", "days": EVERY_DAY, "buy": 2.0, "sell": -2.0},
+        {"name": "three", "start": "03:00", "end": "04:00", "days": EVERY_DAY, "buy": 3.0, "sell": -3.0},
+        {"name": "late", "start": "22:00", "end": "24:00", "days": EVERY_DAY, "buy": 4.0, "sell": -4.0},
     ],
 }
 
@@ -106,8 +108,8 @@ def test_period_may_start_at_midnight_and_end_at_24_00():
     data = {
         "default": {"buy": 0.3, "sell": 0.1},
         "periods": [
-            {"name": "night", "start": "00:00", "end": "06:30", "buy": 0.1, "sell": 0.05},
-            {"name": "evening", "start": "21:00", "end": "24:00", "buy": 0.2, "sell": 0.05},
+            {"name": "night", "start": "00:00", "end": "06:30", "days": EVERY_DAY, "buy": 0.1, "sell": 0.05},
+            {"name": "evening", "start": "21:00", "end": "24:00", "days": EVERY_DAY, "buy": 0.2, "sell": 0.05},
         ],
     }
     day = local_day(dt.date(2024, 6, 3), "America/New_York", 30)
@@ -157,7 +159,7 @@ def test_matches_a_per_interval_reference_on_every_day_of_a_year(timezone, resol
     t = tariff({
         "default": {"buy": 0.2, "sell": 0.05},
         "periods": [
-            {"name": "dst_hour", "start": clock(1.5), "end": clock(2.75), "buy": 0.9, "sell": 0.3},
+            {"name": "dst_hour", "start": clock(1.5), "end": clock(2.75), "days": EVERY_DAY, "buy": 0.9, "sell": 0.3},
             {"name": "weekday_day", "start": clock(7.25), "end": "19:00", "days": ["mon", "tue", "wed", "thu", "fri"],
              "buy": 0.4, "sell": 0.1},
             {"name": "weekend_noon", "start": "11:00", "end": "15:00", "days": ["sat", "sun"], "buy": -0.02, "sell": -0.05},
@@ -190,7 +192,7 @@ def test_a_period_boundary_inside_an_interval_is_refused_not_priced_from_the_nex
 
 
 def with_period(**changes) -> dict:
-    period = {"name": "peak", "start": "08:00", "end": "22:00", "buy": 0.5, "sell": 0.2} | changes
+    period = {"name": "peak", "start": "08:00", "end": "22:00", "days": EVERY_DAY, "buy": 0.5, "sell": 0.2} | changes
     return {"default": {"buy": 0.2, "sell": 0.1}, "periods": [period]}
 
 
@@ -204,6 +206,10 @@ def with_period(**changes) -> dict:
         (with_period(start="09:00", end="09:00"), ["periods.0", "end '09:00'"]),
         (with_period(days=["mon", "funday"]), ["periods.0.days.1", "'funday'"]),
         (with_period(days=[]), ["periods.0.days", "at least one day"]),
+        # A weekday peak written without its days must not silently charge weekends too.
+        ({"default": {"buy": 0.2, "sell": 0.1}, "periods": [{"name": "peak", "start": "08:00", "end": "22:00",
+                                                             "buy": 0.5, "sell": 0.2}]},
+         ["periods.0.days", "Field required"]),
         (with_period(days=["mon", "tue", "mon"]), ["periods.0.days", "mon more than once"]),
         (with_period(buy=float("nan")), ["periods.0.buy", "nan"]),
         (with_period(buy="0.5"), ["periods.0.buy", "'0.5'"]),
@@ -245,15 +251,15 @@ def test_touching_periods_and_disjoint_days_are_fine():
     data = {
         "default": {"buy": 0.2, "sell": 0.1},
         "periods": [
-            {"name": "a", "start": "08:00", "end": "12:00", "buy": 0.5, "sell": 0.2},
-            {"name": "b", "start": "12:00", "end": "18:00", "buy": 0.6, "sell": 0.2},
+            {"name": "a", "start": "08:00", "end": "12:00", "days": EVERY_DAY, "buy": 0.5, "sell": 0.2},
+            {"name": "b", "start": "12:00", "end": "18:00", "days": EVERY_DAY, "buy": 0.6, "sell": 0.2},
             {"name": "weekday_night", "start": "18:00", "end": "24:00", "days": ["mon"], "buy": 0.3, "sell": 0.1},
             {"name": "sunday_night", "start": "18:00", "end": "24:00", "days": ["sun"], "buy": 0.1, "sell": 0.1},
         ],
     }
     t = TouTariff.model_validate(data)
     assert t.currency == "MYR" and t.demand_charge_per_kw == 0.0
-    assert t.periods[0].days == ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    assert t.periods[0].days == tuple(EVERY_DAY)
 
 
 def test_tariff_is_frozen():

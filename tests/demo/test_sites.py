@@ -92,7 +92,7 @@ def test_a_leading_zero_does_not_make_a_yaml_number_octal(tmp_path):
 def test_tariff_problems_are_reported_per_site(tmp_path):
     data = demo_yaml_data()
     data["sites"][0]["tariff"]["periods"].append(
-        {"name": "shoulder", "start": "07:00", "end": "09:00", "buy": 0.3, "sell": 0.2}
+        {"name": "shoulder", "start": "07:00", "end": "09:00", "days": ["mon"], "buy": 0.3, "sell": 0.2}
     )
     data["sites"][0]["tariff"]["currency"] = "USD"
     problems = problems_of(write(tmp_path, data))
