@@ -16,6 +16,7 @@ FORECAST_FILE = SeriesFile(
     non_negative=True,
     save="save_forecasts",
     load="load_forecast",
+    issue_counts="forecast_issue_counts",
     description=(
         "Store load and PV forecasts in the application database (DATABASE_URL, else the demo's "
         "SQLite under DAGSTER_HOME or dagster_home/embedded). A newer issue of the same interval "

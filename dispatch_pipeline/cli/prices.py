@@ -18,6 +18,7 @@ PRICE_FILE = SeriesFile(
     non_negative=False,
     save="save_price_series_by_site",
     load="load_price_series",
+    issue_counts="price_issue_counts",
     description=(
         "Store import (buy) and export (sell) prices per interval in the application database "
         "(DATABASE_URL, else the demo's SQLite under DAGSTER_HOME or dagster_home/embedded). "

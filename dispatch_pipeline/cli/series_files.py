@@ -60,6 +60,7 @@ class SeriesFile:
     non_negative: bool
     save: str  # the dispatch_pipeline.storage function storing {site_id: frame}
     load: str  # the one reading a site's latest issue per interval back
+    issue_counts: str  # the one counting a site's intervals already stored under an issue time
     description: str  # the subcommand's --help
 
     @property
@@ -83,17 +84,22 @@ def register_loader(subcommands: argparse._SubParsersAction, spec: SeriesFile) -
     load.set_defaults(handler=lambda args: run_load(args, spec))
 
 
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
 def read_table(path: Path) -> Any:
     import pandas as pd
 
     suffix = path.suffix.lower()
+    if path.is_dir() and suffix not in PARQUET_SUFFIXES:  # a Parquet dataset may be a directory
+        raise UsageError(f"{path}: a directory, not a file; give a .csv or .parquet file")
     try:
         if suffix == ".csv":
             # Everything as text: the checks below parse and report each cell themselves.
             # index_col=False: a row with a field more than the header must not turn its first
             # field into an index (csv_lines refuses such rows first).
             return pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
-        if suffix in (".parquet", ".pq"):
+        if suffix in PARQUET_SUFFIXES:
             return pd.read_parquet(path)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
@@ -326,6 +332,12 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
         frame = pd.DataFrame(rows, columns=["ts", *spec.value_columns])
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
         frames[site_id] = frame
+    # An issue is its site and issue time: loading under an --issued-at already used overwrites
+    # the intervals it repeats, which the operator hears about rather than finds out later.
+    earlier = (
+        getattr(storage, spec.issue_counts)(engine, list(frames), issued_at)
+        if args.issued_at is not None else {}
+    )
     try:
         counts = getattr(storage, spec.save)(engine, frames, issued_at)
     except storage.StorageInputError as exc:
@@ -336,6 +348,13 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
     for site_id, count in counts.items():
         known = "" if site_id in registered else " (site not registered yet)"
         print(f"{site_id}: {count} interval(s) stored, issued at {issued_at.isoformat()}{known}")
+        if earlier.get(site_id):
+            print(
+                f"dispatch-pipeline {spec.command}: note: {site_id}: the issue of {issued_at.isoformat()} "
+                f"already held {earlier[site_id]} interval(s); this file's values replaced those it "
+                "repeats (load under another --issued-at to keep both issues)",
+                file=sys.stderr,
+            )
         if site_id in sites:
             for note in stored_day_notes(engine, spec, sites[site_id], frames[site_id]):
                 print(f"dispatch-pipeline {spec.command}: note: {site_id}: {note}", file=sys.stderr)

@@ -82,7 +82,9 @@ def parse_address(text: str) -> tuple[str, int] | str:
     if text.startswith("/"):
         return text
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if sep and host and port.isdigit() and int(port) > 65535:
+        raise ValueError(f"solver service address: port {port} is outside 0..65535 (got {text!r})")
+    if not sep or not host or not port.isdigit():
         raise ValueError(
             f"solver service address: expected HOST:PORT or an absolute Unix socket path (got {text!r})"
         )

@@ -9,9 +9,11 @@ from dispatch_pipeline.storage.database import (
 )
 from dispatch_pipeline.storage.forecasts import (
     forecast_interval_counts,
+    forecast_issue_counts,
     load_forecast,
     load_price_series,
     price_interval_counts,
+    price_issue_counts,
     save_forecast,
     save_forecasts,
     save_price_series,
@@ -44,6 +46,7 @@ __all__ = [
     "close_engines",
     "database_url",
     "forecast_interval_counts",
+    "forecast_issue_counts",
     "get_run",
     "get_site",
     "latest_run",
@@ -55,6 +58,7 @@ __all__ = [
     "make_engine",
     "open_database",
     "price_interval_counts",
+    "price_issue_counts",
     "read_runs",
     "read_sites",
     "save_forecast",

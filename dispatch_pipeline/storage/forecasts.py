@@ -11,7 +11,13 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 from sqlalchemy import Engine
 
-from dispatch_pipeline.storage.series import interval_counts, load_latest, save_issue, save_issues
+from dispatch_pipeline.storage.series import (
+    interval_counts,
+    issue_row_counts,
+    load_latest,
+    save_issue,
+    save_issues,
+)
 from dispatch_pipeline.storage.tables import forecasts, price_series
 
 FORECAST_COLUMNS = ("load_kw", "pv_kw")
@@ -88,3 +94,17 @@ def price_interval_counts(
 ) -> dict[str, int]:
     """Per site, the price series' distinct interval starts in [start_utc, end_utc)."""
     return interval_counts(engine, price_series, site_ids, start_utc, end_utc)
+
+
+def forecast_issue_counts(
+    engine: Engine, site_ids: Sequence[str], issued_at: dt.datetime
+) -> dict[str, int]:
+    """Per site, the forecast intervals already stored under the issue `issued_at`."""
+    return issue_row_counts(engine, forecasts, site_ids, issued_at)
+
+
+def price_issue_counts(
+    engine: Engine, site_ids: Sequence[str], issued_at: dt.datetime
+) -> dict[str, int]:
+    """Per site, the price intervals already stored under the issue `issued_at`."""
+    return issue_row_counts(engine, price_series, site_ids, issued_at)

@@ -174,6 +174,24 @@ def interval_counts(
     return counts
 
 
+def issue_row_counts(
+    engine: Engine, table: Table, site_ids: Sequence[str], issued_at: dt.datetime
+) -> dict[str, int]:
+    """Per site, how many intervals are already stored under the issue `issued_at`: saving it
+    again overwrites those it repeats."""
+    issued = _plain_datetime(check_aware(issued_at, "issued_at"), "issued_at")
+    counts = dict.fromkeys(site_ids, 0)
+    query = (
+        select(table.c.site_id, func.count())
+        .where(table.c.site_id.in_(list(site_ids)), table.c.issued_at == issued)
+        .group_by(table.c.site_id)
+    )
+    with engine.connect() as connection:
+        for site_id, count in connection.execute(query):
+            counts[site_id] = int(count)
+    return counts
+
+
 def _validated_frame(
     frame: Any, value_columns: Sequence[str], *, non_negative: bool
 ) -> tuple[list[dt.datetime], list[list[float]]]:

@@ -287,6 +287,40 @@ def test_an_issue_time_finer_than_a_microsecond_is_refused(url, tmp_path, capsys
     assert stored("forecasts", url).empty
 
 
+@pytest.mark.parametrize("command", SERIES)
+def test_loading_again_under_the_same_issue_time_says_what_it_replaced(url, tmp_path, capsys, command):
+    make_table, _, site_id = SERIES[command]
+    first = make_table()
+    value = first.columns[-2]
+    path = tmp_path / "first.csv"
+    first.to_csv(path, index=False)
+    issue = ["--issued-at", "2025-03-09T12:00:00Z", "--database-url", url]
+    assert main([command, "load", str(path), *issue]) == 0
+    assert "replaced" not in capsys.readouterr().err
+
+    second = first.head(5).assign(**{value: first[value].head(5) + 1.0})
+    path = tmp_path / "second.csv"
+    second.to_csv(path, index=False)
+    assert main([command, "load", str(path), *issue]) == 0
+    assert (
+        f"note: {site_id}: the issue of 2025-03-09T12:00:00+00:00 already held 96 interval(s); this file's "
+        "values replaced those it repeats (load under another --issued-at to keep both issues)"
+    ) in capsys.readouterr().err
+    values = stored(command, url)[value].to_numpy()
+    assert values[:5].tolist() == (first[value].head(5) + 1.0).tolist()
+    assert values[5:].tolist() == first[value].iloc[5:].tolist()
+
+    assert main([command, "load", str(path), "--issued-at", "2025-03-09T13:00:00Z", "--database-url", url]) == 0
+    assert "replaced" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["forecasts", "forecasts.csv"])
+def test_a_directory_is_named_as_one(url, tmp_path, capsys, name):
+    (tmp_path / name).mkdir()
+    assert load("forecasts", tmp_path / name, url) == 2
+    assert f"{tmp_path / name}: a directory, not a file; give a .csv or .parquet file" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text", ["1_5", "１２", "0x1A", "1,5"])
 def test_only_decimal_numbers_are_numbers(url, tmp_path, capsys, text):
     table = forecast_table().astype({"load_kw": object})

@@ -335,6 +335,11 @@ def test_a_bad_address_names_the_value(text) -> None:
         parse_address(text)
 
 
+def test_a_port_out_of_range_is_named_as_such() -> None:
+    with pytest.raises(ValueError, match=r"port 99999 is outside 0\.\.65535 \(got '127\.0\.0\.1:99999'\)"):
+        parse_address("127.0.0.1:99999")
+
+
 def test_an_empty_key_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="key: must not be empty"):
         SolverService(str(tmp_path / "s.sock"), "")
