@@ -171,8 +171,27 @@ def test_ticks_the_daemon_missed_are_planned_at_the_next_one(fleet):
         assert tick(fleet, dt.datetime(2025, 9, 15, 9, 0, tzinfo=UTC)) == {
             "KL": "2025-09-16|KL", "KOLKATA": "2025-09-16|KOLKATA",
         }
+        # A recovery run (no tick of its own) created since does not hide the missed ticks.
+        recovery = dg.DagsterRun(
+            job_name="day_ahead_dispatch_job", run_id=str(uuid.uuid4()),
+            tags={"dispatch/planning": "day_ahead", "dispatch/recovers": last_launch.run_id,
+                  "dagster/partition": "2025-09-16|NOWHERE"},
+        )
+        instance.add_run(recovery)
+        assert tick(fleet, dt.datetime(2025, 9, 15, 9, 0, tzinfo=UTC)) == {
+            "KL": "2025-09-16|KL", "KOLKATA": "2025-09-16|KOLKATA",
+        }
+        # The 09:00Z tick evaluated again after the daemon launched Kuala Lumpur's run and
+        # stopped: Kolkata's day is still planned.
+        instance.add_run(dg.DagsterRun(
+            job_name="day_ahead_dispatch_job", run_id=str(uuid.uuid4()),
+            tags={"dispatch/planning": "day_ahead", "dispatch/tick": "2025-09-15T09:00:00+00:00",
+                  "dagster/partition": "2025-09-16|KL"},
+        ))
+        assert tick(fleet, dt.datetime(2025, 9, 15, 9, 0, tzinfo=UTC)) == {"KOLKATA": "2025-09-16|KOLKATA"}
         # A deployment's first tick has nothing to catch up.
-        instance.delete_run(last_launch.run_id)
+        for run in instance.get_runs(filters=dg.RunsFilter(tags={"dispatch/planning": "day_ahead"})):
+            instance.delete_run(run.run_id)
         assert tick(fleet, dt.datetime(2025, 9, 15, 9, 0, tzinfo=UTC)) == {}
     finally:
         for run in instance.get_runs(filters=dg.RunsFilter(tags={"dispatch/planning": "day_ahead"})):

@@ -200,7 +200,8 @@ def test_a_failed_block_of_sites_is_replanned_in_blocks_of_neighbours(instance):
     sites = [f"NB_{letter}" for letter in "ABCDE"]
     instance.add_dynamic_partitions("sites", sites)
     days = [SiteDay(site_id, DATES[0]) for site_id in sites]
-    tags = {"dagster/asset_partition_range_start": days[0].key, "dagster/asset_partition_range_end": days[-1].key}
+    tags = {"dagster/asset_partition_range_start": days[0].key, "dagster/asset_partition_range_end": days[-1].key,
+            "dispatch/planning": "day_ahead", "dispatch/date": DATES[0].isoformat()}
     run = dg.DagsterRun(job_name="day_ahead_dispatch_job", run_id="block-run", tags=tags)
 
     requests = recovery_requests(run, {days[2].key}, instance)
@@ -208,3 +209,6 @@ def test_a_failed_block_of_sites_is_replanned_in_blocks_of_neighbours(instance):
     assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
             for r in requests] == [(days[0].key, days[1].key), (days[3].key, days[4].key)]
     assert all(r.tags["dispatch/sites"] == "2" and "dispatch/site" not in r.tags for r in requests)
+    # Found by the tags operators filter a day's runs by, as the failed run was.
+    assert all(r.tags["dispatch/date"] == DATES[0].isoformat() for r in requests)
+    assert all(r.tags["dispatch/planning"] == "day_ahead" and "dispatch/tick" not in r.tags for r in requests)

@@ -182,23 +182,30 @@ CATCH_UP = dt.timedelta(hours=12)
 
 
 def missed_ticks(instance: dg.DagsterInstance, tick: dt.datetime) -> list[dt.datetime]:
-    """The ticks between the last one that launched a run and this one (at most CATCH_UP back).
+    """The ticks between the last earlier one that launched a run and this one (at most CATCH_UP
+    back).
 
     Dagster evaluates only the latest missed tick of a schedule without partitions, and every site
     is due at one tick a day: without these, a daemon down for half an hour would leave the sites
     of the quarter-hours it missed without a plan for tomorrow, and say nothing. A tick that was
     evaluated planned every site due at it, so looking again at one costs nothing.
+
+    The last launch is looked up by its tick tag among earlier ticks, not as the newest day-ahead
+    run: that may be a recovery run (which carries no tick) or a run of this very tick, launched
+    before the daemon stopped and evaluated the tick again.
     """
-    [latest] = instance.get_run_records(filters=dg.RunsFilter(tags=DAY_AHEAD_TAGS), limit=1) or [None]
-    if latest is None or TICK_TAG not in latest.dagster_run.tags:
-        return []  # a deployment's first tick: nothing was missed
-    last = max(dt.datetime.fromisoformat(latest.dagster_run.tags[TICK_TAG]), tick - CATCH_UP)
     step = dt.timedelta(minutes=TICK_MINUTES)
-    missed, earlier = [], tick - step
-    while earlier > last:
-        missed.append(earlier)
-        earlier -= step
-    return missed[::-1]
+    window = [tick - step * n for n in range(1, CATCH_UP // step + 1)]
+    [latest] = instance.get_run_records(
+        filters=dg.RunsFilter(tags={TICK_TAG: [earlier.isoformat() for earlier in window]}), limit=1
+    ) or [None]
+    if latest is not None:
+        last = dt.datetime.fromisoformat(latest.dagster_run.tags[TICK_TAG])
+    elif instance.get_run_records(filters=dg.RunsFilter(tags=DAY_AHEAD_TAGS), limit=1):
+        last = tick - CATCH_UP  # runs before the window only: any tick of it may have been missed
+    else:
+        return []  # a deployment's first tick: nothing was missed
+    return sorted(earlier for earlier in window if earlier > last)
 
 
 def run_request(days: list[SiteDay], tick: dt.datetime) -> dg.RunRequest:
@@ -230,7 +237,9 @@ def run_request(days: list[SiteDay], tick: dt.datetime) -> dg.RunRequest:
 def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: DispatchStorage):
     tick = context.scheduled_execution_time
     if tick is None:
-        tick = dt.datetime.now(dt.UTC)
+        # Evaluated by hand: on the tick grid, where runs' tick tags and missed ticks are found.
+        now = dt.datetime.now(dt.UTC)
+        tick = now.replace(minute=now.minute - now.minute % TICK_MINUTES, second=0, microsecond=0)
     engine = storage.engine()
     valid, invalid = read_sites(engine)
     sites = {site.site_id: site for site in valid}

@@ -30,7 +30,7 @@ from dispatch_pipeline.defs.partitions import (
 )
 
 RECOVERS_TAG = "dispatch/recovers"
-CARRIED_TAGS = ("dispatch/planning", "dispatch/source")
+CARRIED_TAGS = ("dispatch/planning", "dispatch/source", "dispatch/date")
 # The backfill a failed run belonged to, under a tag of our own: the backfill daemon counts runs
 # tagged dagster/backfill as its own.
 BACKFILL_TAG = "dagster/backfill"
