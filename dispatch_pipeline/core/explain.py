@@ -207,8 +207,16 @@ def explain_interval(
             )
         elif problem.demand_charge_per_kw > 0 and drawn_later:
             battery = f"battery idle at SOC {soc:.0%}, kept to hold a later import peak down"
-        elif not drawn_later or _at_most(s.energy[t], problem.energy_final_kwh):
+        elif _at_most(s.energy[t], problem.energy_final_kwh):
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
+        elif buy < 0:
+            battery = f"battery idle at SOC {soc:.0%}: discharging would only cut an import the site is paid for"
+        elif buy <= bess.cycle_cost_per_kwh:
+            # Energy above the target and never drawn on later has no use but this import.
+            battery = (
+                f"battery idle at SOC {soc:.0%}: discharging would cost more in battery wear "
+                f"({_amount(bess.cycle_cost_per_kwh)} {currency}/kWh) than the import it replaces"
+            )
         else:
             battery = f"battery idle at SOC {soc:.0%}"
         over = f"; {imp - cap:.1f} kW over the {cap:.1f} kW import limit" if cap is not None and imp > cap + 1e-3 else ""

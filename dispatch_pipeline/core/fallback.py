@@ -6,8 +6,9 @@ One forward pass over the day, a handful of rules an operator would write down:
    below the band counts as violation again, more than importing over the cap for it would.
 2. PV surplus goes into the battery up to soc_max; the rest is exported up to the cap while
    exporting costs less than curtailing; only what neither can take is curtailed.
-3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit,
-   down to a floor that keeps the end-of-day target reachable by later recharging, net of what
+3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit
+   when the import it replaces costs more than the battery's wear (cycle_cost_per_kwh), down to a
+   floor that keeps the end-of-day target reachable by later recharging, net of what
    rule 4 will draw from it later.
 4. The battery also discharges to hold imports under the import cap.
 5. In cheap hours (bottom quartile; of its price bands, the cheapest that can store what the
@@ -114,6 +115,8 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     w = problem.weights
 
     expensive, cheap = price_quartiles(buy)
+    # Rule 3's hours: discharging there replaces import dearer than the wear it costs.
+    discharging = expensive & (buy > bess.cycle_cost_per_kwh)
     deficit = np.maximum(load - pv, 0.0)
     surplus = np.maximum(pv - load, 0.0)
 
@@ -147,10 +150,10 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
 
     # Stored energy the expensive hours after t will draw, and the priciest of them: grid
     # charging at t pays only against a dearer hour still to come.
-    expensive_need = np.where(expensive, np.minimum(deficit, max_dis) * dt / eta_d, 0.0)
+    expensive_need = np.where(discharging, np.minimum(deficit, max_dis) * dt / eta_d, 0.0)
     need_after = _sum_after(expensive_need)
     dearest_after = np.concatenate(
-        [np.maximum.accumulate(np.where(expensive, buy, -np.inf)[::-1])[::-1][1:], [-np.inf]]
+        [np.maximum.accumulate(np.where(discharging, buy, -np.inf)[::-1])[::-1][1:], [-np.inf]]
     )
     round_trip = eta_c * eta_d
     # Efficiencies near 0 (valid, if absurd) make the cost of storing infinite: it never pays.
@@ -188,7 +191,7 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
         if charge <= _EPS:
             charge = 0.0
             floor = max(e_min, floor_after[t])
-            if expensive[t] and deficit[t] > 0:
+            if discharging[t] and deficit[t] > 0:
                 available = max(0.0, (energy - floor) * eta_d / dt)
                 discharge = min(deficit[t], max_dis, available)
             if energy > e_max + _EPS:

@@ -224,6 +224,8 @@ def test_every_explanation_is_true_of_its_interval(name: str, use_milp: bool) ->
             assert export_cap_set or point.grid_exp_kw <= 1e-3, where
         if point.reason_code == "charge_terminal_soc" and t == len(result.points) - 1 and point.soc < target - 0.005:
             assert f"ending the day at {point.soc:.0%}" in point.reason, where
+        if "kept for the end-of-day target" in point.reason:
+            assert point.soc <= target + 1e-3, where
     if name == "mostly_high":
         assert "the day's highest price" in result.points[0].reason and "quartile" not in result.points[0].reason
 
@@ -248,6 +250,24 @@ def test_charging_that_is_never_drawn_on_again_is_for_the_end_of_day_target() ->
     assert all(point.batt_dis_kw <= 1e-3 for point in rules.points)
     assert not any("worth more later" in point.reason for point in rules.points)
     assert "kept for the end-of-day target of 50%" in rules.points[18].reason
+
+
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+@pytest.mark.parametrize(
+    ("buy", "because"),
+    [([0.03] * 12 + [0.04] * 12, "discharging would cost more in battery wear (0.05 MYR/kWh) than the import it replaces"),
+     ([-0.02] * 12 + [-0.01] * 12, "discharging would only cut an import the site is paid for")],
+    ids=["wear", "paid-to-import"],
+)
+def test_a_battery_idle_far_above_its_target_says_why_it_is_not_used(use_milp, buy, because) -> None:
+    # 90 % held against a 20 % target all day: the target is no reason, the prices are.
+    result = solve_dispatch(hourly_request(
+        tariff={"buy": buy, "sell": [0.0] * 24},
+        bess={"soc_initial": 0.9, "soc_final_min": 0.2, "cycle_cost_per_kwh": 0.05}, use_milp=use_milp,
+    ))
+    assert all(point.batt_dis_kw <= 1e-3 and point.batt_ch_kw <= 1e-3 for point in result.points)
+    for point in result.points:
+        assert point.reason.endswith(f"battery idle at SOC 90%: {because}"), point.reason
 
 
 def test_a_battery_above_its_band_is_said_to_discharge_back_to_it() -> None:

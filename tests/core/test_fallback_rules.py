@@ -86,11 +86,12 @@ def test_rule_2_pv_surplus_fills_the_battery_then_is_exported_up_to_the_cap_then
     ids=["peak-covered", "no-time-to-recharge-floor-at-target"],
 )
 def test_rule_3_the_battery_covers_the_top_quartile_hours_down_to_a_floor(peak, soc_initial, discharged_kwh) -> None:
-    # 15 kW of load; buy 0.50 in four hours, 0.20 otherwise; grid charging never pays (cycle cost).
+    # 15 kW of load; buy 0.50 in four hours, 0.20 otherwise; grid charging never pays (cycle cost
+    # 0.40: 0.20 / 0.95**2 + 0.40 / 0.95 > 0.50), discharging does.
     buy = np.where(np.isin(HOURS, range(*peak)), 0.5, 0.2)
     problem, s = rule_based(
         day(load_kw=[15.0] * 24, tariff={"buy": buy.tolist()},
-            bess={"soc_initial": soc_initial, "soc_final_min": 0.5, "cycle_cost_per_kwh": 0.5})
+            bess={"soc_initial": soc_initial, "soc_final_min": 0.5, "cycle_cost_per_kwh": 0.4})
     )
     expensive = buy == 0.5
     assert s.discharge[~expensive] == pytest.approx(0.0)
@@ -99,6 +100,22 @@ def test_rule_3_the_battery_covers_the_top_quartile_hours_down_to_a_floor(peak, 
     covered = np.minimum(15.0, discharged_kwh - 15.0 * np.arange(4)).clip(0.0)
     assert s.discharge[expensive] == pytest.approx(covered)
     assert s.energy[-1] == pytest.approx(problem.energy_final_kwh)
+
+
+@pytest.mark.parametrize("peak_buy", [0.5, 0.3, -0.1])
+def test_rule_3_no_discharge_where_the_wear_costs_more_than_the_import_it_replaces(peak_buy) -> None:
+    # Four peak hours at or below the cycle cost of 0.50: each kWh discharged there loses money,
+    # and the battery, 40 points above its target, has no other use for it today.
+    buy = np.where(np.isin(HOURS, range(17, 21)), peak_buy, peak_buy - 0.2)
+    request = day(load_kw=[15.0] * 24, tariff={"buy": buy.tolist()},
+                  bess={"soc_initial": 0.9, "soc_final_min": 0.5, "cycle_cost_per_kwh": 0.5})
+    problem, s = rule_based(request)
+    assert s.discharge == pytest.approx(0.0)
+    assert s.charge == pytest.approx(0.0)
+    # As the MILP plans it: nothing beats leaving the battery alone.
+    optimum = solve_dispatch(request)
+    assert optimum.solver == "milp"
+    assert objective_value(problem, s) == pytest.approx(optimum.objective_value, abs=1e-6)
 
 
 def test_rule_4_the_battery_holds_imports_at_the_cap_while_it_is_above_soc_min() -> None:
