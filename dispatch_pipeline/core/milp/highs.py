@@ -179,6 +179,14 @@ def mip_interrupter(deadline: float, clock: Callable[[], float] = time.monotonic
     return stop_when_due
 
 
+def relative_gap(objective: float, bound: float) -> float:
+    """|objective - bound| / |objective|, as MIP solvers report it: 0 when both are 0, infinite
+    when only the objective is."""
+    if objective == bound:
+        return 0.0
+    return abs(objective - bound) / abs(objective) if objective != 0 else math.inf
+
+
 def _values(x: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.where(index >= 0, x[index], 0.0)
 
@@ -275,6 +283,9 @@ def solve_with_highs(
         highs.clearSolver()
         status = _run(highs, deadline)
     _require_lp_optimum(highs, status, "the LP relaxation")
+    # No plan costs less than the relaxation: a bound on how far a time-limited plan may be off
+    # even when the MIP search stops before it has one of its own.
+    relaxation_bound = highs.getInfo().objective_function_value + compiled.offset
     _last_basis[basis_key] = highs.getBasis()
     _last_basis.move_to_end(basis_key)
     if len(_last_basis) > BASIS_CACHE_SIZE:
@@ -331,6 +342,8 @@ def solve_with_highs(
     schedule, objective, marginal = solve_fixed_binaries(
         problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
     )
+    if termination == "time_limit":
+        mip_gap = min(mip_gap, relative_gap(objective, relaxation_bound))
     return MilpSolution(
         schedule=schedule,
         objective_value=objective,
