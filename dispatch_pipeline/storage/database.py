@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SAWarning
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import QueuePool
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 # Execution option read by the SQLite BEGIN hook below; "IMMEDIATE" takes the write lock up front.
@@ -59,7 +59,8 @@ def database_url() -> str:
         return normalize_url(configured)
     home = Path(os.environ.get("DAGSTER_HOME") or "./dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'dispatch.sqlite'}"
+    # Built, not joined: a '?' or '%' in the path would otherwise be read as URL syntax.
+    return URL.create("sqlite", database=str(home / "dispatch.sqlite")).render_as_string()
 
 
 def make_engine(url: str) -> Engine:
@@ -181,8 +182,10 @@ def _create(url: str) -> Engine:
 def _create_sqlite(url: str, *, in_memory: bool) -> Engine:
     options: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     if in_memory:
-        # Each new connection to :memory: is a new empty database; share one.
-        options["poolclass"] = StaticPool
+        # Each new connection to :memory: is a new empty database: one is kept and shared, by one
+        # thread at a time. Used by two at once (the API's worker threads), their transactions
+        # would interleave on it and acknowledged writes be lost.
+        options.update(poolclass=QueuePool, pool_size=1, max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_S)
         options["connect_args"]["check_same_thread"] = False
     with warnings.catch_warnings():
         # SQLAlchemy warns of, and then ignores, query arguments the sqlite3 driver does not take.

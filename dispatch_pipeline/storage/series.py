@@ -69,6 +69,9 @@ def save_issues(
         counts[site_id] = len(timestamps)
     if not rows:
         return counts
+    # In key order, as every writer does: two loads re-saving rows of one issue in different
+    # orders would otherwise lock them in opposite orders and deadlock on PostgreSQL.
+    rows.sort(key=lambda row: (row["site_id"], row["ts"]))
     with write_transaction(engine) as connection:
         statement = upsert_statement(connection, table, KEY_COLUMNS, value_columns)
         for chunk in chunks(rows, EXECUTEMANY_CHUNK_ROWS):

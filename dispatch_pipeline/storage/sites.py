@@ -48,6 +48,9 @@ def _site_row(site: Site, field: str, now: dt.datetime) -> dict[str, Any]:
 def _write_rows(engine: Engine, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
+    # In key order, as every writer does: two imports of the same sites in different orders
+    # would otherwise lock their rows in opposite orders and deadlock on PostgreSQL.
+    rows = sorted(rows, key=lambda row: row["site_id"])
     with write_transaction(engine) as connection:
         statement = upsert_statement(
             connection, sites, ["site_id"], [*SITE_COLUMNS, "config", "updated_at"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import threading
 from pathlib import Path
@@ -9,12 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from dispatch_pipeline.storage import latest_run, save_runs
 from dispatch_pipeline.storage.database import (
     database_url,
     make_engine,
     normalize_url,
     open_database,
 )
+from tests.storage.conftest import build_result
 
 
 @pytest.mark.parametrize(
@@ -42,6 +45,19 @@ def test_default_database_lives_in_dagster_home(
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     assert database_url() == f"sqlite:///{home / 'dispatch.sqlite'}"
     assert home.is_dir()
+
+
+@pytest.mark.parametrize("directory", ["home?x", "home%20x", "home #1"])
+def test_the_default_database_is_in_dagster_home_whatever_its_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, directory: str
+) -> None:
+    # Joined into the URL as text, "?x" would be read as a query and "%20" as a space.
+    home = tmp_path / directory
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    open_database(database_url())
+    assert [path.name for path in tmp_path.iterdir()] == [directory]
+    assert (home / "dispatch.sqlite").is_file()
 
 
 def test_default_dagster_home_is_relative_to_cwd(
@@ -91,3 +107,27 @@ def test_in_memory_sqlite_keeps_its_schema() -> None:
     engine = open_database("sqlite://")
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM dispatch_runs")) == 0
+
+
+def test_in_memory_sqlite_used_by_many_threads_keeps_every_write() -> None:
+    """One shared connection: threads interleaving their transactions on it lost writes that
+    had been acknowledged, and readers saw runs without their KPIs."""
+    engine = open_database("sqlite://")
+    failures: list[BaseException] = []
+
+    def save_and_read(thread: int) -> None:
+        try:
+            for n in range(10):
+                save_runs(engine, [build_result("MEMORY", seed=thread * 10 + n)], source="api")
+                assert latest_run(engine, "MEMORY", dt.date(2024, 3, 15)) is not None
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=save_and_read, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM dispatch_runs WHERE site_id = 'MEMORY'")) == 60

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, select, text, update
 
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.demo.sites import demo_sites
@@ -94,3 +97,44 @@ def test_a_stored_site_the_model_refuses_is_named_with_its_fault(engine: Engine,
     finally:
         with engine.begin() as connection:
             connection.execute(delete(sites).where(sites.c.site_id == site_id))
+
+
+def test_imports_of_the_same_sites_in_any_order_lock_them_in_one_order(engine: Engine, site_id: str) -> None:
+    """Two writers locking the same rows in opposite orders deadlock on PostgreSQL: one of the
+    imports then fails with "deadlock detected"."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite writers take the whole database in turn")
+    first, second = (_renamed(demo, f"{site_id}_{n}") for n, demo in enumerate(demo_sites()[:2]))
+    upsert_sites(engine, [first, second])
+    failures: list[BaseException] = []
+
+    def import_in_reverse() -> None:
+        try:
+            upsert_sites(engine, [second, first])
+        except BaseException as exc:
+            failures.append(exc)
+
+    with engine.connect() as other:
+        # Another import, in key order, holds the first site's row...
+        other.execute(update(sites).where(sites.c.site_id == first.site_id).values(name="other"))
+        importer = threading.Thread(target=import_in_reverse)
+        importer.start()
+        waiting_for_lock(engine)
+        # ...and goes on to the second: free, unless the reversed import took it first.
+        other.execute(update(sites).where(sites.c.site_id == second.site_id).values(name="other"))
+        other.commit()
+    importer.join()
+    assert failures == []
+    assert [get_site(engine, s.site_id) for s in (first, second)] == [first, second]
+
+
+def waiting_for_lock(engine: Engine, timeout_s: float = 30.0) -> None:
+    """Return once a session of this database waits for a row lock."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + timeout_s
+    with engine.connect() as connection:
+        while not connection.scalar(query):
+            assert time.monotonic() < deadline, "the import never waited for the row lock"
+            time.sleep(0.01)
