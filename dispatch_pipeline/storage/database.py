@@ -114,8 +114,17 @@ def stored_revisions(engine: Engine) -> list[str]:
     try:
         with engine.connect() as connection:
             return list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
-    except DBAPIError:  # no alembic_version table: a new database
-        return []
+    except DBAPIError as exc:
+        if _no_such_table(exc):  # a new database
+            return []
+        raise  # a role that may not read it, say: migrating would fail less clearly
+
+
+def _no_such_table(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code is not None:
+        return code == "42P01"  # PostgreSQL's undefined_table
+    return "no such table" in str(exc.orig)
 
 
 def schema_at_head(engine: Engine) -> bool:

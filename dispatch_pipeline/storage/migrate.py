@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, inspect, select, text
 
 from dispatch_pipeline.storage.database import (
     make_engine,
@@ -42,19 +42,30 @@ def upgrade_database(url: str) -> None:
     if migrated_by_a_newer_release(url, stored_revisions(engine)):
         return
     if engine.dialect.name == "postgresql":
-        _upgrade_postgresql(engine.connect())
+        _upgrade_postgresql(url, engine.connect())
         return
     with write_transaction(engine) as connection:
+        _upgrade_locked(url, connection)
+
+
+def _upgrade_locked(url: str, connection: Connection) -> None:
+    """Upgrade, the migration lock held: asked again, since a newer release may have migrated the
+    database while this process waited for the lock."""
+    revisions = (
+        list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+        if inspect(connection).has_table("alembic_version") else []
+    )
+    if not migrated_by_a_newer_release(url, revisions):
         command.upgrade(alembic_config(connection), "head")
 
 
-def _upgrade_postgresql(connection: Connection) -> None:
+def _upgrade_postgresql(url: str, connection: Connection) -> None:
     with connection:
         connection.execute(select(func.pg_advisory_lock(_PG_MIGRATION_LOCK)))
         connection.commit()
         try:
             with connection.begin():
-                command.upgrade(alembic_config(connection), "head")
+                _upgrade_locked(url, connection)
         except BaseException:
             # Closing the session is what releases the lock when the connection may be unusable.
             connection.invalidate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import sqlite3
+import uuid
 
 import pandas as pd
 import pytest
@@ -364,3 +365,30 @@ def test_an_unregistered_sites_series_is_stored_without_notes(url, tmp_path, cap
     out, err = capsys.readouterr()
     assert "NOT_YET: 95 interval(s) stored" in out and "(site not registered yet)" in out
     assert err == ""
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["sites", "list"]])
+def test_a_role_the_database_refuses_is_told_so_without_a_traceback(command, capsys, tmp_path):
+    """A role allowed to connect but granted nothing on the tables: the permission error, not a
+    traceback from a migration that went ahead as if the database were new."""
+    from psycopg import sql
+
+    from dispatch_pipeline.storage import close_engines
+    from tests.postgres import postgres_admin, scratch_database
+
+    role = f"dispatch_test_role_{uuid.uuid4().hex[:8]}"
+    with scratch_database("postgresql", tmp_path) as url, postgres_admin() as admin:
+        open_database(url)  # migrated by the owner
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        try:
+            assert main([*command, "--database-url", url.replace("//postgres@", f"//{role}@", 1)]) == 1
+            err = capsys.readouterr().err
+            assert (
+                f"dispatch-pipeline {command[0]}: cannot use the database: permission denied for table alembic_version"
+            ) in err
+            assert "Traceback" not in err
+        finally:
+            close_engines()
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -260,6 +260,25 @@ def test_a_rolled_back_release_db_upgrade_leaves_a_newer_schema_and_succeeds(fre
     assert current_revision(fresh_database_url) == "9999"
 
 
+def test_a_newer_release_migrating_while_this_one_waits_for_the_lock_is_left_alone(
+    fresh_database_url: str, monkeypatch, caplog
+) -> None:
+    # Seen at 0003 before the lock; by the time it is held, a newer release has migrated past
+    # this one's head: asked again under the lock, not handed to Alembic, which knows no 9999.
+    from dispatch_pipeline.storage import migrate
+
+    with write_transaction(open_database(fresh_database_url)) as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    close_engines(fresh_database_url)
+    monkeypatch.setattr(migrate, "stored_revisions", lambda engine: ["0003"])
+
+    with caplog.at_level("WARNING"):
+        upgrade_database(fresh_database_url)
+
+    assert "is at schema revision 9999, newer than this release's" in caplog.text
+    assert current_revision(fresh_database_url) == "9999"
+
+
 def test_open_database_migrates_an_older_schema_and_then_trusts_it(fresh_database_url: str, monkeypatch) -> None:
     engine = make_engine(fresh_database_url)
     assert not schema_at_head(engine)  # nothing there yet
