@@ -7,6 +7,7 @@ reads take, per ts, the value of the most recent issue.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -221,26 +222,44 @@ def _validated_frame(
 
 def _utc_timestamps(column: pd.Series) -> list[dt.datetime]:
     if not pd.api.types.is_datetime64_any_dtype(column):
-        try:
-            column = pd.to_datetime(column, format="ISO8601")
-        except (TypeError, ValueError):
-            first = column.iloc[0] if len(column) else None
+        naive = [value for value in column if not _carries_offset(value)]
+        if naive:
             raise problem(
-                "frame.ts", "must hold ISO 8601 timestamps with one UTC offset", first
-            ) from None
+                "frame.ts", "must be timezone-aware (naive timestamps are ambiguous)", str(naive[0])
+            )
+        # Offsets may differ from row to row (a day across a DST change): each is its instant.
+        parsed = pd.to_datetime(column, format="ISO8601", utc=True, errors="coerce")
+        unreadable = parsed.isna().to_numpy() & column.notna().to_numpy()
+        if unreadable.any():
+            raise problem("frame.ts", "must hold ISO 8601 timestamps", column.iloc[int(unreadable.argmax())])
+        column = parsed
     missing = column.isna().to_numpy()
     if missing.any():
         raise problem(f"frame.ts[{int(missing.argmax())}]", "must not be missing", "NaT")
     if column.dt.tz is None:
         first = column.iloc[0] if len(column) else None
         raise problem(
-            "frame.ts", "must be timezone-aware UTC (naive timestamps are ambiguous)", str(first)
+            "frame.ts", "must be timezone-aware (naive timestamps are ambiguous)", str(first)
         )
     column = column.dt.tz_convert("UTC")
     repeated = column[column.duplicated()]
     if len(repeated):
         raise problem("frame.ts", "repeats a timestamp", repeated.iloc[0].isoformat())
     return [_plain_datetime(ts, "frame.ts") for ts in column]
+
+
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:\.\d+)?)?)?)$", re.IGNORECASE)
+
+
+def _carries_offset(value: Any) -> bool:
+    """Whether a `ts` value names its instant: an aware datetime, or ISO text ending in an offset
+    (pandas would read a naive one as UTC when asked for UTC)."""
+    if isinstance(value, dt.datetime):
+        return value.tzinfo is not None and value.utcoffset() is not None
+    if isinstance(value, str):
+        time_part = value.strip().partition("T")[2] or value.strip().partition(" ")[2]
+        return bool(_OFFSET.search(time_part))
+    return True  # anything else is refused as no timestamp below
 
 
 def _plain_datetime(value: dt.datetime, field: str) -> dt.datetime:

@@ -85,6 +85,20 @@ def test_offsets_are_converted_to_utc(engine: Engine, site_id: str) -> None:
     assert frame["issued_at"].iloc[0] == pd.Timestamp(ISSUE_1)
 
 
+def test_timestamps_across_a_clock_change_are_each_their_own_instant(engine: Engine, site_id: str) -> None:
+    # New York springs forward at 02:00 EST: 01:45-05:00 is followed by 03:00-04:00, 15 minutes later.
+    text = ["2024-03-10T01:30:00-05:00", "2024-03-10T01:45:00-05:00", "2024-03-10T03:00:00-04:00"]
+    as_datetimes = [dt.datetime.fromisoformat(value) for value in text]
+    for n, ts in enumerate((text, as_datetimes)):
+        day_site = f"{site_id}_{n}"
+        frame = pd.DataFrame({"ts": pd.Series(ts, dtype=object), "load_kw": [1.0, 2.0, 3.0], "pv_kw": 0.0})
+        save_forecast(engine, day_site, frame, ISSUE_1)
+        start = dt.datetime(2024, 3, 10, 6, 30, tzinfo=dt.UTC)
+        stored = load_forecast(engine, day_site, start, start + dt.timedelta(hours=1))
+        assert stored["ts"].dt.strftime("%H:%M").tolist() == ["06:30", "06:45", "07:00"]
+        assert stored["load_kw"].tolist() == [1.0, 2.0, 3.0]
+
+
 def test_resaving_an_issue_overwrites_it(engine: Engine, site_id: str) -> None:
     save_forecast(engine, site_id, _forecast(START, 4, load=10.0, pv=1.0), ISSUE_1)
     save_forecast(engine, site_id, _forecast(START, 4, load=11.0, pv=1.5), ISSUE_1)
@@ -102,7 +116,7 @@ def test_empty_range_has_the_columns(engine: Engine, site_id: str) -> None:
     [
         (
             lambda f: f.assign(ts=f["ts"].dt.tz_localize(None)),
-            r"frame\.ts: must be timezone-aware UTC",
+            r"frame\.ts: must be timezone-aware \(naive timestamps are ambiguous\)",
         ),
         (
             lambda f: f.assign(load_kw=[10.0, -1.0, 10.0, 10.0]),
@@ -115,6 +129,14 @@ def test_empty_range_has_the_columns(engine: Engine, site_id: str) -> None:
         (
             lambda f: f.assign(pv_kw=["1", "1", "1", "1"]),
             r"frame\.pv_kw\[2024-03-14T16:00:00Z\]: must be a finite number \(got '1'\)",
+        ),
+        (
+            lambda f: f.assign(ts=[*f["ts"].iloc[:3].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00"), "2024-03-14T16:45:00"]),
+            r"frame\.ts: must be timezone-aware \(naive timestamps are ambiguous\) \(got '2024-03-14T16:45:00'\)",
+        ),
+        (
+            lambda f: f.assign(ts=[*f["ts"].iloc[:3].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "2024-13-14T16:45:00Z"]),
+            r"frame\.ts: must hold ISO 8601 timestamps \(got '2024-13-14T16:45:00Z'\)",
         ),
         (lambda f: f.drop(columns="pv_kw"), r"frame: missing column\(s\) \['pv_kw'\]"),
         (
