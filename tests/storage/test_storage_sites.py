@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, delete, select, text, update
@@ -15,10 +16,12 @@ from dispatch_pipeline.storage import (
     StoredSiteInvalid,
     get_site,
     list_sites,
+    open_database,
     upsert_site,
     upsert_sites,
 )
 from dispatch_pipeline.storage.tables import sites
+from tests.postgres import scratch_database
 from tests.storage.conftest import InjectedFailure, failure_after_statement
 
 
@@ -99,11 +102,15 @@ def test_a_stored_site_the_model_refuses_is_named_with_its_fault(engine: Engine,
             connection.execute(delete(sites).where(sites.c.site_id == site_id))
 
 
-def test_imports_of_the_same_sites_in_any_order_lock_them_in_one_order(engine: Engine, site_id: str) -> None:
+@pytest.mark.postgres
+def test_imports_of_the_same_sites_in_any_order_lock_them_in_one_order(tmp_path: Path, site_id: str) -> None:
     """Two writers locking the same rows in opposite orders deadlock on PostgreSQL: one of the
-    imports then fails with "deadlock detected"."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("row locks are PostgreSQL's; SQLite writers take the whole database in turn")
+    imports then fails with "deadlock detected". (SQLite writers take the whole database in turn.)"""
+    with scratch_database("postgresql", tmp_path) as url:
+        imports_in_opposite_orders(open_database(url), site_id)
+
+
+def imports_in_opposite_orders(engine: Engine, site_id: str) -> None:
     first, second = (_renamed(demo, f"{site_id}_{n}") for n, demo in enumerate(demo_sites()[:2]))
     upsert_sites(engine, [first, second])
     failures: list[BaseException] = []
