@@ -211,11 +211,14 @@ def explain_interval(
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
         elif buy < 0:
             battery = f"battery idle at SOC {soc:.0%}: discharging would only cut an import the site is paid for"
-        elif buy <= bess.cycle_cost_per_kwh:
-            # Energy above the target and never drawn on later has no use but this import.
+        elif buy <= bess.cycle_cost_per_kwh and not (
+            problem.demand_charge_per_kw > 0 and imp >= float(s.grid_import.max()) - 1e-3
+        ):
+            # Energy above the target and never drawn on later has no use but this import (and,
+            # at the day's peak import, the demand charge).
             battery = (
-                f"battery idle at SOC {soc:.0%}: discharging would cost more in battery wear "
-                f"({_amount(bess.cycle_cost_per_kwh)} {currency}/kWh) than the import it replaces"
+                f"battery idle at SOC {soc:.0%}: discharging would save no more on the import it "
+                f"replaces than it costs in battery wear ({_amount(bess.cycle_cost_per_kwh)} {currency}/kWh)"
             )
         else:
             battery = f"battery idle at SOC {soc:.0%}"

@@ -7,8 +7,8 @@ One forward pass over the day, a handful of rules an operator would write down:
 2. PV surplus goes into the battery up to soc_max; the rest is exported up to the cap while
    exporting costs less than curtailing; only what neither can take is curtailed.
 3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit
-   when the import it replaces costs more than the battery's wear (cycle_cost_per_kwh), down to a
-   floor that keeps the end-of-day target reachable by later recharging, net of what
+   when the import it replaces costs more than the battery's wear (cycle_cost_per_kwh) or a demand
+   charge is billed on the day's peak, down to a floor that keeps the end-of-day target reachable by later recharging, net of what
    rule 4 will draw from it later.
 4. The battery also discharges to hold imports under the import cap.
 5. In cheap hours (bottom quartile; of its price bands, the cheapest that can store what the
@@ -115,8 +115,9 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     w = problem.weights
 
     expensive, cheap = price_quartiles(buy)
-    # Rule 3's hours: discharging there replaces import dearer than the wear it costs.
-    discharging = expensive & (buy > bess.cycle_cost_per_kwh)
+    # Rule 3's hours: discharging there replaces import dearer than the wear it costs, or, with
+    # a demand charge, may also lower the day's billed peak.
+    discharging = expensive & ((buy > bess.cycle_cost_per_kwh) | (problem.demand_charge_per_kw > 0))
     deficit = np.maximum(load - pv, 0.0)
     surplus = np.maximum(pv - load, 0.0)
 

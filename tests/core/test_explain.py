@@ -255,7 +255,8 @@ def test_charging_that_is_never_drawn_on_again_is_for_the_end_of_day_target() ->
 @pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
 @pytest.mark.parametrize(
     ("buy", "because"),
-    [([0.03] * 12 + [0.04] * 12, "discharging would cost more in battery wear (0.05 MYR/kWh) than the import it replaces"),
+    [([0.03] * 12 + [0.04] * 12,
+      "discharging would save no more on the import it replaces than it costs in battery wear (0.05 MYR/kWh)"),
      ([-0.02] * 12 + [-0.01] * 12, "discharging would only cut an import the site is paid for")],
     ids=["wear", "paid-to-import"],
 )

@@ -118,6 +118,21 @@ def test_rule_3_no_discharge_where_the_wear_costs_more_than_the_import_it_replac
     assert objective_value(problem, s) == pytest.approx(optimum.objective_value, abs=1e-6)
 
 
+def test_rule_3_with_a_demand_charge_discharges_in_the_peak_hours_whatever_the_wear() -> None:
+    # Wear (0.40) costs more than the energy (0.30), but discharging also holds the billed peak
+    # at 20 kW instead of 60: 336 against 712 without it.
+    peak = np.isin(HOURS, range(17, 21))
+    problem, s = rule_based(
+        day(load_kw=np.where(peak, 60.0, 20.0).tolist(),
+            tariff={"buy": np.where(peak, 0.3, 0.1).tolist(), "sell": [0.0] * 24, "demand_charge_per_kw": 10.0},
+            bess={"capacity_kwh": 500.0, "max_charge_kw": 100.0, "max_discharge_kw": 100.0, "soc_initial": 0.9,
+                  "soc_final_min": 0.2, "cycle_cost_per_kwh": 0.4})
+    )
+    assert s.discharge[peak] == pytest.approx(60.0)  # all of the deficit, as rule 3 does
+    assert s.grid_import.max() == pytest.approx(20.0)
+    assert objective_value(problem, s) == pytest.approx(336.0)
+
+
 def test_rule_4_the_battery_holds_imports_at_the_cap_while_it_is_above_soc_min() -> None:
     # 45 kW of load all day against a 40 kW cap: nothing to charge from, 10 kWh above soc_min.
     problem, s = rule_based(
