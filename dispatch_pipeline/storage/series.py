@@ -222,17 +222,11 @@ def _validated_frame(
 
 def _utc_timestamps(column: pd.Series) -> list[dt.datetime]:
     if not pd.api.types.is_datetime64_any_dtype(column):
-        naive = [value for value in column if not _carries_offset(value)]
-        if naive:
-            raise problem(
-                "frame.ts", "must be timezone-aware (naive timestamps are ambiguous)", str(naive[0])
-            )
-        # Offsets may differ from row to row (a day across a DST change): each is its instant.
-        parsed = pd.to_datetime(column, format="ISO8601", utc=True, errors="coerce")
-        unreadable = parsed.isna().to_numpy() & column.notna().to_numpy()
-        if unreadable.any():
-            raise problem("frame.ts", "must hold ISO 8601 timestamps", column.iloc[int(unreadable.argmax())])
-        column = parsed
+        try:
+            # Most frames: one offset throughout, parsed at once.
+            column = pd.to_datetime(column, format="ISO8601")
+        except (TypeError, ValueError):
+            column = _instants_of_mixed_offsets(column)
     missing = column.isna().to_numpy()
     if missing.any():
         raise problem(f"frame.ts[{int(missing.argmax())}]", "must not be missing", "NaT")
@@ -246,6 +240,19 @@ def _utc_timestamps(column: pd.Series) -> list[dt.datetime]:
     if len(repeated):
         raise problem("frame.ts", "repeats a timestamp", repeated.iloc[0].isoformat())
     return [_plain_datetime(ts, "frame.ts") for ts in column]
+
+
+def _instants_of_mixed_offsets(column: pd.Series) -> pd.Series:
+    """ISO timestamps whose offsets change within the frame (a day across a DST change), each as
+    its instant in UTC; naive or unreadable ones refused, naming the first."""
+    naive = [value for value in column if not _carries_offset(value)]
+    if naive:
+        raise problem("frame.ts", "must be timezone-aware (naive timestamps are ambiguous)", str(naive[0]))
+    parsed = pd.to_datetime(column, format="ISO8601", utc=True, errors="coerce")
+    unreadable = parsed.isna().to_numpy() & column.notna().to_numpy()
+    if unreadable.any():
+        raise problem("frame.ts", "must hold ISO 8601 timestamps", column.iloc[int(unreadable.argmax())])
+    return parsed
 
 
 _OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:\.\d+)?)?)?)$", re.IGNORECASE)

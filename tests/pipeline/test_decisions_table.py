@@ -30,9 +30,15 @@ def test_each_change_of_reason_is_listed_at_its_local_clock_time():
 
 def test_on_a_fall_back_day_the_repeated_hour_is_told_apart_by_its_offset():
     result = solve_dispatch(demo_request("BERLIN_DEPOT", "2024-10-27", use_milp=False))
-    _, *rows = table_rows(decisions_table(result, rows=100))
     assert len(result.points) == 100
-    assert rows[0][0] == "00:00 (UTC+02:00)"
-    clocks = [row[0] for row in rows]
-    assert all(clock.endswith(("(UTC+02:00)", "(UTC+01:00)")) for clock in clocks)
-    assert clocks[-1].endswith("(UTC+01:00)")
+    # A reason that changes in every interval: each one is a row, the repeated 02:xx hour twice.
+    alternating = result.model_copy(update={"points": [
+        point.model_copy(update={"reason_code": f"code_{index % 2}"}) for index, point in enumerate(result.points)
+    ]})
+    clocks = [row[0] for row in table_rows(decisions_table(alternating, rows=100))[1:]]
+    assert len(clocks) == 100
+    assert clocks[:2] == ["00:00 (UTC+02:00)", "00:15 (UTC+02:00)"]
+    assert clocks[8:16] == [f"02:{m:02d} (UTC+02:00)" for m in (0, 15, 30, 45)] + [
+        f"02:{m:02d} (UTC+01:00)" for m in (0, 15, 30, 45)
+    ]
+    assert clocks[-1] == "23:45 (UTC+01:00)"
