@@ -73,15 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         return status
 
 
-INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL: the role may not use a schema or table
-
-
-def sqlstate(exc: Exception) -> str | None:
-    """The SQLSTATE a PostgreSQL driver attached to a DBAPIError (psycopg 3 or psycopg2)."""
-    orig = getattr(exc, "orig", None)
-    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-
-
 def _storage_problem(exc: Exception, args: argparse.Namespace) -> tuple[str, int] | None:
     """What went wrong with the database or what it holds, and the exit status; None otherwise."""
     # Only a command that opened a database has imported these; `solve` never pays for them.
@@ -100,8 +91,10 @@ def _storage_problem(exc: Exception, args: argparse.Namespace) -> tuple[str, int
         source, url = ("--database-url", given) if given else ("DATABASE_URL", os.environ.get("DATABASE_URL", ""))
         reason = str(exc.orig).strip() if refused_options else exc
         return f"{source} {printable_url(url.strip())!r} is not a URL SQLAlchemy can use: {reason}", 2
-    # A plain DatabaseError: SQLite's "file is not a database" (its subclasses are bugs, not this).
+    from dispatch_pipeline.storage.database import INSUFFICIENT_PRIVILEGE, sqlstate
+
     refused_access = isinstance(exc, errors.ProgrammingError) and sqlstate(exc) == INSUFFICIENT_PRIVILEGE
+    # A plain DatabaseError: SQLite's "file is not a database" (its subclasses are bugs, not this).
     if (
         isinstance(exc, errors.OperationalError | errors.InterfaceError)
         or type(exc) is errors.DatabaseError

@@ -8,7 +8,8 @@ One forward pass over the day, a handful of rules an operator would write down:
    exporting costs less than curtailing; only what neither can take is curtailed.
 3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit
    when the import it replaces costs more than the battery's wear (cycle_cost_per_kwh) or a demand
-   charge is billed on the day's peak, down to a floor that keeps the end-of-day target reachable by later recharging, net of what
+   charge is billed on the day's peak, down to a floor that keeps the end-of-day target reachable
+   by later recharging, net of what
    rule 4 will draw from it later.
 4. The battery also discharges to hold imports under the import cap.
 5. In cheap hours (bottom quartile; of its price bands, the cheapest that can store what the

@@ -120,10 +120,20 @@ def stored_revisions(engine: Engine) -> list[str]:
         raise  # a role that may not read it, say: migrating would fail less clearly
 
 
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL: the role may not use a schema or table
+UNDEFINED_TABLE = "42P01"
+
+
+def sqlstate(exc: Exception) -> str | None:
+    """The SQLSTATE a PostgreSQL driver attached to a DBAPIError (psycopg 3 or psycopg2)."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
 def _no_such_table(exc: DBAPIError) -> bool:
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    code = sqlstate(exc)
     if code is not None:
-        return code == "42P01"  # PostgreSQL's undefined_table
+        return code == UNDEFINED_TABLE
     return "no such table" in str(exc.orig)
 
 
