@@ -44,6 +44,8 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
 # Connections beyond the kept one, while several threads of a process (the daemon's) write at once;
@@ -62,6 +64,23 @@ _INSERT_RETURNING_IDS = SqlEventLogStorageTable.insert().returning(
 )
 
 
+# dagster-postgres disposes nothing, which costs nothing with its unpooled engines; with a kept
+# connection each, every instance a code server builds for a sensor or schedule evaluation left its
+# connections open until the garbage collector found them: about three more a minute, 58 at a time,
+# on an idle stack. These storages close them when their instance is disposed.
+
+
+class PooledPostgresRunStorage(PostgresRunStorage):
+    # Dagster disposes an instance's run and event log storage, never its schedule storage: the
+    # run storage closes that one's connection too.
+    disposed_with: tuple[PostgresScheduleStorage, ...] = ()
+
+    def dispose(self) -> None:
+        super().dispose()
+        for storage in (self, *self.disposed_with):
+            storage._engine.dispose()
+
+
 class PlannedSubsetsPostgresEventLogStorage(PostgresEventLogStorage):
     """dagster-postgres's event log, recording a large run's planned partitions per asset."""
 
@@ -73,6 +92,10 @@ class PlannedSubsetsPostgresEventLogStorage(PostgresEventLogStorage):
         # Dagster then plans a run's partitions in one event per asset; store_event splits the
         # events of small runs back into one per partition.
         return True
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine.dispose()
 
     def store_event(self, event: EventLogEntry) -> None:
         for each in _planned_per_partition(event, self.planned_event_subsets_above):
@@ -136,6 +159,8 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         # The same object under the subclass that only adds the planned-event behaviour above:
         # building a second event log storage would connect and check its tables again.
         self._event_log_storage.__class__ = PlannedSubsetsPostgresEventLogStorage
+        self._run_storage.__class__ = PooledPostgresRunStorage
+        self._run_storage.disposed_with = (self._schedule_storage,)
         self._event_log_storage.planned_event_subsets_above = planned_event_subsets_above
         self._event_log_storage.tables_seen = set()
         for storage in (self.run_storage, self.event_log_storage, self.schedule_storage):

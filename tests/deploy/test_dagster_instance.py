@@ -4,6 +4,7 @@ open, so a backfill run stores thousands of events without opening a connection 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,3 +130,30 @@ def test_failed_small_runs_mark_their_partitions_failed_and_large_runs_plan_in_o
             return [e.dagster_event.event_specific_data.partition for e in events if e.dagster_event.asset_key == asset]
 
         assert [planned(run) for run in runs] == [[day.key for day in single], [day.key for day in pair], [None]]
+
+
+def test_a_disposed_instance_closes_the_connections_its_storage_kept(tmp_path):
+    """A code server builds an instance for each sensor and schedule evaluation and disposes it:
+    connections left open until garbage collection piled up on an idle stack."""
+    from psycopg import sql
+
+    from tests.postgres import postgres_admin
+
+    def connections_to(database: str) -> int:
+        with postgres_admin() as admin:
+            query = sql.SQL("SELECT count(*) FROM pg_stat_activity WHERE datname = {}").format(sql.Literal(database))
+            return admin.execute(query).fetchone()[0]
+
+    with _repo_instance(tmp_path) as (instance, _):
+        database = instance.get_ref().storage.postgres_url.rsplit("/", 1)[1].split("?")[0]
+        instance.get_runs(limit=1)
+        instance.get_asset_keys()
+        instance.all_instigator_state()
+        kept = connections_to(database)
+        assert kept >= 3, kept  # one per storage engine, kept between calls
+        instance.dispose()
+        # A closed connection's server process exits a moment after its client has gone.
+        deadline = time.monotonic() + 10
+        while connections_to(database) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert connections_to(database) == 0
