@@ -198,6 +198,21 @@ def test_ticks_the_daemon_missed_are_planned_at_the_next_one(fleet):
             instance.delete_run(run.run_id)
 
 
+def test_a_tick_nobody_is_due_at_says_whose_clock_it_looked_at(fleet):
+    definitions, instance, storage, _ = fleet
+    when = dt.datetime(2025, 3, 11, 0, 15, tzinfo=UTC)  # 14:00 in no zone of the fleet
+    with dg.build_schedule_context(
+        scheduled_execution_time=when, instance=instance,
+        repository_def=definitions.get_repository_def(), resources={"storage": storage},
+    ) as context:
+        data = day_ahead_dispatch_schedule.evaluate_tick(context)
+    assert not data.run_requests
+    assert data.skip_message == (
+        "no site is due at 2025-03-11T00:15:00+00:00: no site's own clock reads the planning time, "
+        "14:00, in the quarter-hour from then"
+    )
+
+
 def test_due_sites_window_is_one_tick():
     sites = [("A", "Asia/Kathmandu")]  # UTC+5:45
     assert due_sites(sites, dt.datetime(2025, 1, 1, 8, 15, tzinfo=UTC)) == [("A", dt.date(2025, 1, 2))]

@@ -259,7 +259,10 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
         elif (site_id, tomorrow) not in due:
             due.append((site_id, tomorrow))
     if not due:
-        return dg.SkipReason(f"no site is due at {tick.isoformat()} ({PLANNING_TIME} local time)")
+        return dg.SkipReason(
+            f"no site is due at {tick.isoformat()}: no site's own clock reads the planning time, "
+            f"{PLANNING_TIME}, in the quarter-hour from then"
+        )
     partition_order = with_site_partitions(context.instance, [site_id for site_id, _ in due])
     already = planned_at_ticks(context.instance, [*missed, tick])
     caught_up = [SiteDay(*pair).key for pair in due if pair not in due_at[tick] and SiteDay(*pair).key not in already]
