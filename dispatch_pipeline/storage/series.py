@@ -166,16 +166,9 @@ def interval_counts(
     """
     start = check_aware(start_utc, "start_utc")
     end = check_aware(end_utc, "end_utc")
-    counts = dict.fromkeys(site_ids, 0)
-    query = (
-        select(table.c.site_id, func.count(table.c.ts.distinct()))
-        .where(table.c.site_id.in_(list(site_ids)), table.c.ts >= start, table.c.ts < end)
-        .group_by(table.c.site_id)
+    return _per_site(
+        engine, table, site_ids, func.count(table.c.ts.distinct()), table.c.ts >= start, table.c.ts < end
     )
-    with engine.connect() as connection:
-        for site_id, count in connection.execute(query):
-            counts[site_id] = int(count)
-    return counts
 
 
 def issue_row_counts(
@@ -184,15 +177,20 @@ def issue_row_counts(
     """Per site, how many intervals are already stored under the issue `issued_at`: saving it
     again overwrites those it repeats."""
     issued = _plain_datetime(check_aware(issued_at, "issued_at"), "issued_at")
+    return _per_site(engine, table, site_ids, func.count(), table.c.issued_at == issued)
+
+
+def _per_site(engine: Engine, table: Table, site_ids: Sequence[str], count: Any, *conditions: Any) -> dict[str, int]:
+    """`count` over each site's rows meeting `conditions`, in one query; 0 for a site with none."""
     counts = dict.fromkeys(site_ids, 0)
     query = (
-        select(table.c.site_id, func.count())
-        .where(table.c.site_id.in_(list(site_ids)), table.c.issued_at == issued)
+        select(table.c.site_id, count)
+        .where(table.c.site_id.in_(list(site_ids)), *conditions)
         .group_by(table.c.site_id)
     )
     with engine.connect() as connection:
-        for site_id, count in connection.execute(query):
-            counts[site_id] = int(count)
+        for site_id, value in connection.execute(query):
+            counts[site_id] = int(value)
     return counts
 
 
