@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 
 import dagster as dg
 
@@ -19,6 +20,25 @@ RESOLUTION_MINUTES = PIPELINE_RESOLUTION_MINUTES
 # start-up (~3 s as a subprocess) over hundreds of solves, while a failed chunk costs little.
 BACKFILL_CHUNK = int(os.environ.get("DISPATCH_BACKFILL_CHUNK", "365"))
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_CHUNK)
+
+
+# How a run plans its site-days, chosen per run (a backfill's tags reach each of its runs): the
+# MILP with the rule-based fallback, or the rule-based schedule alone, to compare the two over
+# stored history.
+STRATEGY_TAG = "dispatch/strategy"
+STRATEGIES = {
+    "milp": "the MILP, falling back to the rule-based schedule (the default)",
+    "rule_based": "the rule-based schedule alone",
+}
+
+
+def run_strategy(tags: Mapping[str, str]) -> str:
+    """The run's planning strategy from its tags; a dg.Failure naming the tag and value if unknown."""
+    strategy = tags.get(STRATEGY_TAG, "milp")
+    if strategy not in STRATEGIES:
+        choices = "; ".join(f"{name!r}: {meaning}" for name, meaning in STRATEGIES.items())
+        raise dg.Failure(f"run tag {STRATEGY_TAG}={strategy!r} is not a strategy: use one of {choices}")
+    return strategy
 
 
 def shorten(items: list[str], limit: int = 5) -> str:

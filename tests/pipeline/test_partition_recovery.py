@@ -194,6 +194,17 @@ def test_retries_of_a_failed_run_request_the_same_runs(instance):
     assert {r.tags[RECOVERS_TAG] for each in requests for r in each} == {"first-attempt"}
 
 
+def test_recovery_runs_plan_with_the_failed_runs_strategy(instance):
+    keys = [SiteDay("STRAT", date).key for date in DATES[:3]]
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1],
+            "dispatch/strategy": "rule_based"}
+    instance.add_dynamic_partitions("sites", ["STRAT"])
+    run = dg.DagsterRun(job_name="j", run_id="rule-based-backfill-run", tags=tags)
+    requests = recovery_requests(run, {keys[1]}, instance)
+    assert len(requests) == 2
+    assert all(r.tags["dispatch/strategy"] == "rule_based" for r in requests)
+
+
 def test_a_failed_block_of_sites_is_replanned_in_blocks_of_neighbours(instance):
     """A day-ahead run of five neighbouring sites, one without a complete forecast: two runs of
     two sites each, not four runs of one."""

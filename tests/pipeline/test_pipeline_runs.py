@@ -11,6 +11,11 @@ import pytest
 from sqlalchemy import func, select
 
 from dispatch_pipeline.cli import main
+from dispatch_pipeline.core.evaluate import objective_value
+from dispatch_pipeline.core.fallback import rule_based_schedule
+from dispatch_pipeline.core.problem import build_problem
+from dispatch_pipeline.core.site import site_request
+from dispatch_pipeline.defs.common import STRATEGY_TAG
 from dispatch_pipeline.defs.dispatch import ops
 from dispatch_pipeline.defs.local_runs import build_local_job, run_site_day, run_site_days
 from dispatch_pipeline.defs.partitions import SiteDay
@@ -273,6 +278,37 @@ def test_a_milp_failure_falls_back_and_warns(job, instance, engine, make_site, m
     stored = latest_run(engine, site.site_id, DAY)
     assert stored.run.status == "fallback" and stored.run.solver == "fallback_rule"
     assert stored.run.fallback_reason == "timeout: injected"
+
+
+def test_a_rule_based_run_is_stored_beside_the_milp_run_for_comparison(job, instance, engine, make_site):
+    site = make_site("PHOENIX_OFFICE", (DAY,))
+    day = SiteDay(site.site_id, DAY)
+    milp = run_site_day(job, instance, day)
+    rule = run_site_day(job, instance, day, tags={STRATEGY_TAG: "rule_based"})
+    assert milp.success and rule.success
+    assert check_results(rule)["milp_planned"].passed  # asked for, not fallen back to
+    runs = {r.dagster_run_id: r for r in list_runs(engine, site.site_id, DAY)}
+    assert (runs[rule.run_id].status, runs[rule.run_id].solver) == ("ok", "rule_based")
+    assert runs[rule.run_id].milp_solver is None
+    assert runs[milp.run_id].solver == "milp"
+    stored = latest_run(engine, site.site_id, DAY)
+    assert stored.run.dagster_run_id == rule.run_id
+    # The rule-based plan of the very problem the MILP run solved, and never cheaper than it.
+    forecast = demo_forecast("PHOENIX_OFFICE", DAY)
+    problem = build_problem(site_request(site, DAY, forecast["load_kw"], forecast["pv_kw"]))
+    assert stored.run.objective_value == pytest.approx(objective_value(problem, rule_based_schedule(problem)), abs=1e-6)
+    assert runs[milp.run_id].objective_value <= stored.run.objective_value + 1e-6
+
+
+def test_an_unknown_strategy_fails_the_run_naming_tag_and_value_and_stores_nothing(
+    job, instance, engine, make_site
+):
+    site = make_site("KL_MALL", (DAY,))
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY), tags={STRATEGY_TAG: "greedy"})
+    assert not result.success
+    message = failure_message(result)
+    assert "dispatch/strategy='greedy'" in message and "'rule_based'" in message
+    assert list_runs(engine, site.site_id, DAY) == []
 
 
 def test_a_solver_missing_on_the_machine_still_plans_every_site(

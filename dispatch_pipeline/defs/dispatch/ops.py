@@ -15,7 +15,7 @@ from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.request import RequestError
 from dispatch_pipeline.core.site import Site, site_request
 from dispatch_pipeline.core.solve import Outcome, SolveClock, attempt_milp, fallback_outcome
-from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, shorten
+from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, run_strategy, shorten
 from dispatch_pipeline.defs.dispatch.plans import FailedDay, PlannedDay, SolvedDay
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions
 from dispatch_pipeline.defs.ingestion.tariff import DEMAND_CHARGE
@@ -33,6 +33,7 @@ def build_dispatch_problem(
     site_tariff: dict[str, pd.DataFrame],
 ) -> dict[str, PlannedDay]:
     days = context_site_days(context)
+    use_milp = run_strategy(context.run.tags) == "milp"
     sites, unusable = registered_sites(storage.engine(), (day.site_id for day in days))
     planned: dict[str, PlannedDay] = {}
     # Per partition, so that the recovery sensor plans a run's other days.
@@ -56,6 +57,7 @@ def build_dispatch_problem(
                 prices["sell"].to_numpy(),
                 resolution_minutes=RESOLUTION_MINUTES,
                 timeout_ms=solver.timeout_ms,
+                use_milp=use_milp,
                 tariff={DEMAND_CHARGE: float(prices[DEMAND_CHARGE].iat[0])},
             )
             problem = build_problem(request)
@@ -130,7 +132,10 @@ def solve_milp_schedule(
     failed = {key: day for key, day in days.items() if isinstance(day, FailedDay)}
     for day in failed.values():
         context.log.warning(f"{day.planned.day}: falling back ({day.reason})")
-    context.log.info(f"MILP planned {len(solved)} of {len(days)} site-day(s) on {solver.placement}")
+    if all(day.problem.use_milp for day in planned.values()):
+        context.log.info(f"MILP planned {len(solved)} of {len(days)} site-day(s) on {solver.placement}")
+    else:
+        context.log.info(f"the run's strategy is rule_based: {len(solved)} site-day(s) planned without the MILP")
     if solved:
         yield dg.Output(solved, "solved")
     if failed:
