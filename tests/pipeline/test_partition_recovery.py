@@ -151,22 +151,47 @@ def test_a_day_whose_plan_breaks_a_hard_constraint_is_split_off_and_the_others_s
     assert stored == set(DATES[:4]) - {bad.date}
 
 
-def test_runs_that_cannot_or_need_not_be_split_are_left_alone(job, instance, engine, make_site):
+def test_runs_that_cannot_or_need_not_be_split_are_left_alone(job, instance, engine, make_site, capfd):
     site = make_site("KL_MALL")
     save_forecast(engine, site.site_id, demo_forecast("KL_MALL", DATES[0]).iloc[:-1], ISSUED_AT)
     single = run_site_days(job, instance, [SiteDay(site.site_id, DATES[0])])
     assert not single.success
-    skipped = partition_recovery_sensor(failure_context(instance, single))
-    assert isinstance(skipped, dg.SkipReason) and "a run of one site-day" in skipped.skip_message
+    capfd.readouterr()
+    assert partition_recovery_sensor(failure_context(instance, single)) is None
+    assert f"run {single.run_id}: a run of one site-day" in capfd.readouterr().err
 
     for date in DATES[1:3]:
         save_forecast(engine, site.site_id, demo_forecast("KL_MALL", date), ISSUED_AT)
     days = [SiteDay(site.site_id, date) for date in DATES[:3]]
     recovering = run_site_days(job, instance, days, tags={RECOVERS_TAG: "an-earlier-run"})
     assert not recovering.success
-    skipped = partition_recovery_sensor(failure_context(instance, recovering))
-    assert isinstance(skipped, dg.SkipReason)
-    assert "itself a recovery run of an-earlier-run" in skipped.skip_message
+    capfd.readouterr()
+    assert partition_recovery_sensor(failure_context(instance, recovering)) is None
+    assert "itself a recovery run of an-earlier-run" in capfd.readouterr().err
+
+
+def test_one_tick_passes_the_runs_it_leaves_alone_and_splits_the_next(job, instance, engine, make_site):
+    """Dagster ends a run status sensor's tick at the sensor's first result: failed runs with
+    nothing to split must not return one, or each would hold the next split back a tick."""
+    context = dg.build_sensor_context(instance=instance)
+    list(partition_recovery_sensor.evaluate_tick(context).run_requests or [])  # sets the cursor
+    assert context.cursor
+
+    lone = [make_site("KL_MALL") for _ in range(3)]
+    for each in lone:  # one-site-day runs failing on an incomplete forecast: nothing to split
+        save_forecast(engine, each.site_id, demo_forecast("KL_MALL", DATES[0]).iloc[:-1], ISSUED_AT)
+        assert not run_site_days(job, instance, [SiteDay(each.site_id, DATES[0])]).success
+    site = make_site("KL_MALL", DATES[:2])
+    save_forecast(engine, site.site_id, demo_forecast("KL_MALL", DATES[2]).iloc[:-1], ISSUED_AT)
+    ranged = run_site_days(job, instance, [SiteDay(site.site_id, date) for date in DATES[:3]])
+    assert not ranged.success
+
+    tick = partition_recovery_sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=context.cursor)
+    )
+    [request] = tick.run_requests
+    assert request.tags[RECOVERS_TAG] == ranged.run_id
+    assert request.tags["dagster/asset_partition_range_end"] == SiteDay(site.site_id, DATES[1]).key
 
 
 def test_step_failures_without_incomplete_inputs_name_no_partitions():

@@ -125,6 +125,10 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
     name="partition_recovery_sensor",
     request_job=day_ahead_dispatch_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # A tick handles every failed run it leaves alone but ends at the first it splits (Dagster
+    # ends a run status sensor's tick at its first result): a burst of failed chunks then takes
+    # one tick each.
+    minimum_interval_seconds=10,
     description=(
         "When a run of many site-days fails because some cannot be planned (an incomplete "
         "forecast or price series, a site removed from or invalid in the sites table, a plan "
@@ -138,7 +142,10 @@ def partition_recovery_sensor(context: dg.RunFailureSensorContext):
     incomplete = incomplete_partitions(context.get_step_failure_events())
     requests = recovery_requests(run, incomplete, context.instance)
     if not requests:
-        return dg.SkipReason(f"run {run.run_id}: {_not_split(run, incomplete)}")
+        # Logged, not returned: a result (a SkipReason too) would end the tick, and each of a
+        # burst of failed one-site runs would hold the runs to split behind it for a tick.
+        context.log.info(f"run {run.run_id}: {_not_split(run, incomplete)}")
+        return None
     context.log.info(
         f"run {run.run_id}: {len(incomplete)} incomplete site-day(s); planning the others in {len(requests)} run(s)"
     )
