@@ -252,12 +252,14 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
     last_date = last_date_partition(tick)
     missed = missed_ticks(context.instance, tick)
     due_at = {at: due_sites(clocks, at) for at in [*missed, tick]}
-    due = []
+    # In order of the ticks, then of the sites at each: a dict keeps it and sees repeats at once.
+    due_once: dict[tuple[str, dt.date], None] = {}
     for site_id, tomorrow in [pair for pairs in due_at.values() for pair in pairs]:
         if tomorrow > last_date:
             context.log.warning(f"site {site_id}: {tomorrow} is beyond the last date partition")
-        elif (site_id, tomorrow) not in due:
-            due.append((site_id, tomorrow))
+        else:
+            due_once[(site_id, tomorrow)] = None
+    due = list(due_once)
     if not due:
         return dg.SkipReason(
             f"no site is due at {tick.isoformat()}: no site's own clock reads the planning time, "
@@ -265,7 +267,8 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
         )
     partition_order = with_site_partitions(context.instance, [site_id for site_id, _ in due])
     already = planned_at_ticks(context.instance, [*missed, tick])
-    caught_up = [SiteDay(*pair).key for pair in due if pair not in due_at[tick] and SiteDay(*pair).key not in already]
+    due_now = set(due_at[tick])
+    caught_up = [SiteDay(*pair).key for pair in due if pair not in due_now and SiteDay(*pair).key not in already]
     if caught_up:
         context.log.warning(
             f"planning {len(caught_up)} site-day(s) due at {len(missed)} tick(s) the daemon missed since "
