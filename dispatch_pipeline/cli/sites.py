@@ -44,12 +44,16 @@ def _engine(args: argparse.Namespace) -> Any:
 
 
 def _save(args: argparse.Namespace, sites: list[Any]) -> None:
-    from dispatch_pipeline.storage import upsert_sites
+    from dispatch_pipeline.core.documents import source_name
+    from dispatch_pipeline.storage import StorageInputError, upsert_sites
     from dispatch_pipeline.storage.sites import stored_timezones_and_currencies
 
     engine = _engine(args)
     before = stored_timezones_and_currencies(engine, [site.site_id for site in sites])
-    upsert_sites(engine, sites)  # one transaction: a file's sites are stored together
+    try:
+        upsert_sites(engine, sites)  # one transaction: a file's sites are stored together
+    except StorageInputError as exc:
+        raise UsageError(f"{source_name(args.file)}: {exc}") from None
     for site in sites:
         print(f"registered {site.site_id} ({site.timezone})")
         timezone, currency = before.get(site.site_id, (site.timezone, site.currency))

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Row, select
+from sqlalchemy import Connection, Engine, Row, func, select
 
 from dispatch_pipeline.storage.checks import check_site_id, problem
 from dispatch_pipeline.storage.database import write_transaction
@@ -52,10 +52,31 @@ def _write_rows(engine: Engine, rows: list[dict[str, Any]]) -> None:
     # would otherwise lock their rows in opposite orders and deadlock on PostgreSQL.
     rows = sorted(rows, key=lambda row: row["site_id"])
     with write_transaction(engine) as connection:
+        _refuse_ids_differing_only_in_case(connection, rows)
         statement = upsert_statement(
             connection, sites, ["site_id"], [*SITE_COLUMNS, "config", "updated_at"]
         )
         connection.execute(statement, rows)
+
+
+def _refuse_ids_differing_only_in_case(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """A site's files are kept in a directory named after its id: on a filesystem that ignores
+    case (macOS, Windows), two ids differing only in case would share it, and one site would be
+    planned on the other's forecast."""
+    taken: dict[str, str] = {}
+    lowered = sorted({row["site_id"].lower() for row in rows})
+    for site_id in connection.scalars(select(sites.c.site_id).where(func.lower(sites.c.site_id).in_(lowered))):
+        taken[site_id.lower()] = site_id
+    for row in rows:
+        site_id = row["site_id"]
+        other = taken.setdefault(site_id.lower(), site_id)
+        if other != site_id:
+            raise problem(
+                "site_id",
+                f"differs only in case from the site {other!r}; ids name the directories of the "
+                "sites' files, which some filesystems do not tell apart",
+                site_id,
+            )
 
 
 def get_site(engine: Engine, site_id: str) -> Site | None:

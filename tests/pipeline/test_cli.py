@@ -189,6 +189,17 @@ def test_sites_add_rejects_a_bad_site(url, tmp_path, capsys):
     assert list_sites(open_database(url)) == []
 
 
+def test_sites_import_refuses_an_id_differing_only_in_case_naming_file_and_both_ids(url, tmp_path, capsys):
+    assert main(["sites", "import", str(sites_yaml_path()), "--database-url", url]) == 0
+    path = tmp_path / "lower.yaml"
+    path.write_text(sites_yaml_path().read_text().replace("site_id: KL_MALL", "site_id: kl_mall"))
+    capsys.readouterr()
+    assert main(["sites", "import", str(path), "--database-url", url]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "differs only in case from the site 'KL_MALL'" in err and "'kl_mall'" in err
+    assert [s.site_id for s in list_sites(open_database(url))] == ["BERLIN_DEPOT", "KL_MALL", "PHOENIX_OFFICE"]
+
+
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
 def test_forecasts_load_stores_every_interval(url, tmp_path, suffix):
     path = tmp_path / f"forecast.{suffix}"

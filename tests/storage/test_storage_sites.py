@@ -88,6 +88,18 @@ def test_several_sites_are_stored_together_or_not_at_all(engine: Engine, site_id
     assert [get_site(engine, s.site_id) for s in (first, second)] == [first, second]
 
 
+def test_ids_differing_only_in_case_are_refused_and_nothing_is_written(engine: Engine, site_id: str) -> None:
+    demo = demo_sites()[0]
+    upsert_site(engine, _renamed(demo, f"{site_id}_Mall"))
+    upsert_site(engine, _renamed(demo, f"{site_id}_Mall"))  # the same id again: replaced
+    other = _renamed(demo, f"{site_id}_other")
+    with pytest.raises(StorageInputError, match=rf"site_id: differs only in case from the site '{site_id}_Mall'.*got '{site_id}_MALL'"):
+        upsert_sites(engine, [other, _renamed(demo, f"{site_id}_MALL")])
+    with pytest.raises(StorageInputError, match=rf"differs only in case from the site '{site_id}_[aA]'"):
+        upsert_sites(engine, [_renamed(demo, f"{site_id}_a"), _renamed(demo, f"{site_id}_A")])
+    assert [s.site_id for s in list_sites(engine) if s.site_id.startswith(site_id)] == [f"{site_id}_Mall"]
+
+
 def test_a_stored_site_the_model_refuses_is_named_with_its_fault(engine: Engine, site_id: str) -> None:
     # Written by hand, or by a release with looser rules: reading it must say which site and why.
     upsert_site(engine, _renamed(demo_sites()[0], site_id))
