@@ -65,10 +65,13 @@ def _refuse_ids_differing_only_in_case(connection: Connection, rows: list[dict[s
     planned on the other's forecast."""
     taken: dict[str, str] = {}
     lowered = sorted({row["site_id"].lower() for row in rows})
-    for site_id in connection.scalars(select(sites.c.site_id).where(func.lower(sites.c.site_id).in_(lowered))):
-        taken[site_id.lower()] = site_id
+    stored = set(connection.scalars(select(sites.c.site_id).where(func.lower(sites.c.site_id).in_(lowered))))
+    for site_id in sorted(stored):
+        taken.setdefault(site_id.lower(), site_id)
     for row in rows:
         site_id = row["site_id"]
+        if site_id in stored:
+            continue  # replaced: a pair registered before ids were checked can still be updated
         other = taken.setdefault(site_id.lower(), site_id)
         if other != site_id:
             raise problem(
