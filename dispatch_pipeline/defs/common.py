@@ -18,7 +18,20 @@ RESOLUTION_MINUTES = PIPELINE_RESOLUTION_MINUTES
 
 # Partitions per run when backfilling: a site-year (365) per run amortises Dagster's per-run
 # start-up (~3 s as a subprocess) over hundreds of solves, while a failed chunk costs little.
-BACKFILL_CHUNK = int(os.environ.get("DISPATCH_BACKFILL_CHUNK", "365"))
+def positive_int_setting(name: str, default: int) -> int:
+    """An environment variable holding a whole number >= 1; a bad one fails the code location's
+    load naming the variable and its value."""
+    text = os.environ.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}: expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+BACKFILL_CHUNK = positive_int_setting("DISPATCH_BACKFILL_CHUNK", 365)
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_CHUNK)
 
 

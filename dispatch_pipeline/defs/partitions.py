@@ -20,6 +20,12 @@ SITES_PARTITIONS_NAME = "sites"
 # The first plannable day; a backfill can go back to it. Overridable for older history.
 DEFAULT_START_DATE = "2024-01-01"
 START_DATE = os.environ.get("DISPATCH_PARTITIONS_START", DEFAULT_START_DATE)
+try:
+    dt.datetime.strptime(START_DATE, "%Y-%m-%d")
+except ValueError:
+    raise ValueError(
+        f"DISPATCH_PARTITIONS_START: expected a date YYYY-MM-DD such as {DEFAULT_START_DATE}, got {START_DATE!r}"
+    ) from None
 
 site_partitions = dg.DynamicPartitionsDefinition(name=SITES_PARTITIONS_NAME)
 # 0 would end at yesterday (the last complete UTC day); 3 ends at the day after UTC tomorrow.

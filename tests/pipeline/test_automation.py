@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import uuid
 
 import dagster as dg
@@ -325,6 +328,26 @@ def test_a_bad_planning_time_names_the_variable(text):
 
     with pytest.raises(ValueError, match=f"DISPATCH_PLANNING_TIME: .* got {text!r}"):
         planning_minute(text)
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-5", "2.5", ""])
+def test_a_bad_count_setting_names_the_variable(monkeypatch, text):
+    from dispatch_pipeline.defs.common import positive_int_setting
+
+    monkeypatch.setenv("DISPATCH_DAY_AHEAD_SITES_PER_RUN", text)
+    with pytest.raises(ValueError, match=f"DISPATCH_DAY_AHEAD_SITES_PER_RUN: .* got {text!r}"):
+        positive_int_setting("DISPATCH_DAY_AHEAD_SITES_PER_RUN", 250)
+    monkeypatch.setenv("DISPATCH_DAY_AHEAD_SITES_PER_RUN", "40")
+    assert positive_int_setting("DISPATCH_DAY_AHEAD_SITES_PER_RUN", 250) == 40
+
+
+def test_a_bad_first_partition_date_fails_the_load_naming_the_variable():
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import dispatch_pipeline.defs.partitions"],
+        env={**os.environ, "DISPATCH_PARTITIONS_START": "01/01/2024"}, capture_output=True, text=True,
+    )
+    assert loaded.returncode != 0
+    assert "DISPATCH_PARTITIONS_START: expected a date YYYY-MM-DD such as 2024-01-01, got '01/01/2024'" in loaded.stderr
 
 
 @pytest.mark.parametrize("site_id", ["KL_MALL", "site-7.b"])

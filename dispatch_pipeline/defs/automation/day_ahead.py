@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from dispatch_pipeline.core.request import iana_zone_names
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
-from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
+from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, positive_int_setting
 from dispatch_pipeline.defs.partitions import (
     SITES_PARTITIONS_NAME,
     SiteDay,
@@ -41,7 +41,7 @@ TICK_MINUTES = 15
 PLANNING_TIME = os.environ.get("DISPATCH_PLANNING_TIME", "14:00")
 # Sites per day-ahead run: enough for a large fleet's tick in a few runs, few enough that one
 # run's failure (a bug, a lost worker) leaves most of the fleet planned by the others.
-MAX_SITES_PER_RUN = int(os.environ.get("DISPATCH_DAY_AHEAD_SITES_PER_RUN", "250"))
+MAX_SITES_PER_RUN = positive_int_setting("DISPATCH_DAY_AHEAD_SITES_PER_RUN", 250)
 
 
 def planning_minute(text: str = PLANNING_TIME) -> int:
