@@ -191,6 +191,11 @@ def _create(url: str) -> Engine:
     parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite(url, in_memory=parsed.database in (None, "", ":memory:"))
+    if parsed.get_backend_name() == "postgresql" and not (
+        parsed.database or parsed.query.get("dbname") or os.environ.get("PGDATABASE")
+    ):
+        # libpq would pick the database named after the user: often `postgres`, the server's own.
+        raise ArgumentError("it names no database: add /DATABASE after the host (or set PGDATABASE)")
     try:
         # Dagster and API processes hold pooled connections across idle hours; re-check before use.
         return create_engine(url, pool_pre_ping=True)

@@ -144,6 +144,14 @@ def test_an_unusable_database_url_is_named_without_a_traceback(capsys, database_
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("database_url", ["postgresql://postgres@127.0.0.1:5432/", "postgresql+psycopg2://"])
+def test_a_postgresql_url_naming_no_database_is_refused(capsys, monkeypatch, database_url):
+    # libpq would connect to the database named after the user: the server's own `postgres`.
+    monkeypatch.delenv("PGDATABASE", raising=False)
+    assert main(["db", "upgrade", "--database-url", database_url]) == 2
+    assert f"{database_url!r} is not a URL SQLAlchemy can use: it names no database" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", [["sites", "list"], ["db", "upgrade"], ["forecasts", "load", "f.csv"]])
 def test_an_empty_database_url_is_refused_not_taken_for_the_default(command, capsys, tmp_path, monkeypatch):
     # `--database-url "$UNSET"` must not write to DATABASE_URL's database or the demo's file.
