@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -233,3 +236,15 @@ def test_the_constraints_pin_every_dependency_within_its_range_and_the_images_da
     dockerfile = (REPO / "Dockerfile").read_text()
     assert f"ARG DAGSTER_VERSION={pins['dagster']}\n" in dockerfile
     assert f"ARG DAGSTER_LIBS_VERSION={pins['dagster-postgres']}\n" in dockerfile
+
+
+def test_ensure_dagster_db_names_each_missing_or_malformed_setting():
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PG_")}
+    ran = subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "docker" / "ensure_dagster_db.py")],
+        env={**environment, "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "54x"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert ran.returncode == 2
+    assert "DAGSTER_PG_USERNAME is not set; DAGSTER_PG_DB is not set; DAGSTER_PG_PORT must be a port number, got '54x'" in ran.stderr
+    assert "Traceback" not in ran.stderr
