@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dispatch_pipeline.api.errors import ApiError
 from dispatch_pipeline.core.request import SITE_ID_PATTERN
+from dispatch_pipeline.placeholders import MAKE_SECRET, is_placeholder
 
 TOKENS_ENV = "DISPATCH_API_TOKENS"
 _SITE_ID = re.compile(SITE_ID_PATTERN)
@@ -63,6 +64,11 @@ class TokenTable:
             token = token.strip()
             if not token:
                 raise ValueError(f"{TOKENS_ENV}: entry {position} has an empty token")
+            if is_placeholder(token):
+                raise ValueError(
+                    f"{TOKENS_ENV}: entry {position} is the placeholder of .env.example ({token!r}): anyone "
+                    f"who has read it could call the API; {MAKE_SECRET}"
+                )
             sites = None
             if has_sites:
                 # An empty id ("KL_MALL|") is refused, not skipped: a site meant for it was lost.

@@ -10,6 +10,7 @@ import signal
 from dispatch_pipeline.cli import UsageError
 from dispatch_pipeline.cli.dagster_home import apply_project_env_file
 from dispatch_pipeline.core.solver_service import ADDRESS_ENV, KEY_ENV
+from dispatch_pipeline.placeholders import MAKE_SECRET, is_placeholder
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -46,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     key = os.environ.get(KEY_ENV, "")
     if not key:
         raise UsageError(f"{KEY_ENV}: not set (runs authenticate to the service with this secret)")
+    if is_placeholder(key):
+        raise UsageError(f"{KEY_ENV}: is the placeholder of .env.example ({key!r}); {MAKE_SECRET}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         service = SolverService(address, key, args.workers or None)

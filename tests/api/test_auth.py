@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from dotenv import dotenv_values
 from fastapi.testclient import TestClient
 
 from dispatch_pipeline.api.auth import TokenTable, load_token_table
 from tests.api.helpers import count_rows
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.postgres
 
@@ -95,6 +97,14 @@ def test_token_table_format():
 def test_token_table_rejects_bad_entries(text):
     with pytest.raises(ValueError, match="DISPATCH_API_TOKENS"):
         load_token_table(text)
+
+
+def test_the_placeholders_of_the_example_env_file_are_refused():
+    example = dotenv_values(REPO / ".env.example")["DISPATCH_API_TOKENS"]
+    with pytest.raises(ValueError, match=r"DISPATCH_API_TOKENS: entry 1 is the placeholder of \.env\.example \('change-me-token-1'\)"):
+        load_token_table(example)
+    with pytest.raises(ValueError, match=r"entry 2 is the placeholder of \.env\.example \('Change-Me'\)"):
+        load_token_table("kl-9c2e, Change-Me:KL_MALL")
 
 
 @pytest.mark.parametrize(("text", "repeat"), [("kl-9c2e:KL_MALL,kl-9c2e", 2), ("kl-9c2e,other,kl-9c2e:KL_MALL", 3)])

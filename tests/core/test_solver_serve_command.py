@@ -144,8 +144,8 @@ def test_the_served_service_solves_to_the_optimum_and_stops_on_sigterm(serve) ->
     assert not served.address.exists(), "the socket file is removed on the way out"
 
 
-@pytest.mark.parametrize("key", [None, ""], ids=["unset", "empty"])
-def test_without_a_key_it_refuses_to_start(tmp_path, key) -> None:
+@pytest.mark.parametrize("key", [None, "", "change-me-solver-key"], ids=["unset", "empty", "placeholder"])
+def test_without_a_key_of_its_own_it_refuses_to_start(tmp_path, key) -> None:
     environment = _environment() if key is None else _environment(**{KEY_ENV: key})
     refused = subprocess.run(
         _serve_command(tmp_path / "solver.sock"), cwd=tmp_path, env=environment,
