@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES, LocalDay, local_day
 from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text
@@ -98,26 +106,28 @@ class Site(BaseModel):
         # A request's Battery states every field too; it is checked as a site's would be.
         return value.model_dump() if type(value) is Battery else value
 
-    @model_validator(mode="after")
-    def _tariff_on_the_planning_grid(self) -> Site:
+    # Rules of the tariff field, not of the whole site: they are reported beside every other
+    # field's fault, not only once the rest of the site is valid.
+    @field_validator("tariff")
+    @classmethod
+    def _tariff_on_the_planning_grid(cls, tariff: TouTariff) -> TouTariff:
         # Checked when the site is registered, not when its first day is planned.
-        off_grid = off_grid_times(self.tariff, PIPELINE_RESOLUTION_MINUTES)
+        off_grid = off_grid_times(tariff, PIPELINE_RESOLUTION_MINUTES)
         if off_grid:
             raise ValueError(
-                f"tariff {', '.join(off_grid)}: not on a quarter-hour, the interval sites are planned in, "
+                f"{', '.join(off_grid)}: not on a quarter-hour, the interval sites are planned in, "
                 "so part of an interval would pay another period's price"
             )
-        return self
+        return tariff
 
-    @model_validator(mode="after")
-    def _one_currency(self) -> Site:
+    @field_validator("tariff")
+    @classmethod
+    def _one_currency(cls, tariff: TouTariff, info: ValidationInfo) -> TouTariff:
         # Prices and KPIs are labelled with the site currency; a tariff in another would mislabel them.
-        if self.tariff.currency != self.currency:
-            raise ValueError(
-                f"tariff.currency {self.tariff.currency!r} differs from the site's currency "
-                f"{self.currency!r}"
-            )
-        return self
+        currency = info.data.get("currency")  # absent when invalid: reported at `currency`
+        if currency is not None and tariff.currency != currency:
+            raise ValueError(f"currency {tariff.currency!r} differs from the site's currency {currency!r}")
+        return tariff
 
     def local_day(self, date: dt.date | str, resolution_minutes: int = 15) -> LocalDay:
         return local_day(_as_date(date), self.timezone, resolution_minutes)

@@ -99,13 +99,15 @@ def test_tariff_problems_are_reported_per_site(tmp_path):
     assert any("sites[0] ('KL_MALL'): tariff: periods[0] 'peak'" in p and "periods[1] 'shoulder'" in p for p in problems)
 
 
-def test_a_tariff_period_off_the_quarter_hour_is_refused_at_registration(tmp_path):
+def test_a_tariff_period_off_the_quarter_hour_is_refused_at_registration_beside_other_faults(tmp_path):
     data = demo_yaml_data()
     data["sites"][0]["tariff"]["periods"][0]["start"] = "08:10"
+    data["sites"][0]["bess"]["capacity_kwh"] = -1
     problems = problems_of(write(tmp_path, data))
     assert problems == [
-        f"{tmp_path / 'sites.yaml'}: sites[0] ('KL_MALL'): tariff periods[0].start '08:10': not on a quarter-hour, "
-        "the interval sites are planned in, so part of an interval would pay another period's price"
+        f"{tmp_path / 'sites.yaml'}: sites[0] ('KL_MALL'): bess.capacity_kwh: Input should be greater than 0 (got -1)",
+        f"{tmp_path / 'sites.yaml'}: sites[0] ('KL_MALL'): tariff: periods[0].start '08:10': not on a quarter-hour, "
+        "the interval sites are planned in, so part of an interval would pay another period's price",
     ]
 
 
@@ -114,7 +116,7 @@ def test_currency_mismatch_and_bad_timezone(tmp_path):
     data["sites"][0]["tariff"]["currency"] = "USD"
     data["sites"][1]["timezone"] = "Europe/Berlinn"
     problems = problems_of(write(tmp_path, data))
-    assert problems[0].endswith("sites[0] ('KL_MALL'): tariff.currency 'USD' differs from the site's currency 'MYR'")
+    assert problems[0].endswith("sites[0] ('KL_MALL'): tariff: currency 'USD' differs from the site's currency 'MYR'")
     assert problems[1].endswith("sites[1] ('BERLIN_DEPOT'): timezone: unknown IANA timezone (got 'Europe/Berlinn')")
 
 
@@ -181,7 +183,7 @@ def test_a_tariff_in_another_currency_than_the_sites_is_refused(tmp_path):
     data["sites"][1]["tariff"]["currency"] = "USD"
     path = write(tmp_path, data)
     assert problems_of(path) == [
-        f"{path}: sites[1] ('BERLIN_DEPOT'): tariff.currency 'USD' differs from the site's currency 'EUR'"
+        f"{path}: sites[1] ('BERLIN_DEPOT'): tariff: currency 'USD' differs from the site's currency 'EUR'"
     ]
 
 
