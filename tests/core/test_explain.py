@@ -8,7 +8,7 @@ import pytest
 
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.result import BINDING_NAMES
-from tests.conftest import CASE_NAMES, load_case
+from tests.conftest import CASE_NAMES, REPO, load_case
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -327,3 +327,13 @@ def test_a_small_flow_is_not_shown_as_zero(kw: float, shown: str) -> None:
     from dispatch_pipeline.core.explain import _kw
 
     assert _kw(kw) == shown
+
+
+def test_the_contract_lists_every_reason_code_the_explanations_give():
+    source = (REPO / "dispatch_pipeline" / "core" / "explain.py").read_text()
+    given = set(re.findall(r'return "([a-z_]+)", ', source))
+    contract = (REPO / "docs" / "dispatch-contract.md").read_text()
+    table = contract.split("`reason_code` is one of these")[1].split("\n\n")[1]
+    listed = set(re.findall(r"^\| `([a-z_]+)` \| ", table, re.M)) - {"reason_code"}  # the header
+    assert len(given) >= 15
+    assert given == listed
