@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from dispatch_pipeline.core.evaluate import violations
+from dispatch_pipeline.core.evaluate import objective_value, violations
 from dispatch_pipeline.core.fallback import rule_based_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import build_problem
@@ -21,7 +21,8 @@ def test_rule_based_schedule_keeps_every_hard_constraint(name: str) -> None:
     problem = build_problem(load_regression(name))
     schedule = rule_based_schedule(problem)
     assert find_breaches(problem, schedule) == []
-    assert schedule.energy.min() >= problem.energy_min_kwh - 1e-9
+    # Never discharged below the band (a battery starting below it may be unable to climb back).
+    assert schedule.energy.min() >= min(problem.energy_min_kwh, problem.energy_initial_kwh) - 1e-9
 
 
 @pytest.mark.parametrize("name", REGRESSION_NAMES)
@@ -143,4 +144,16 @@ def test_a_battery_above_its_band_at_a_site_without_load_exports_down_to_it(expo
     assert result.points[0].grid_exp_kw == pytest.approx(60.0 if export_cap_kw is None else 0.0)
     assert result.points[-1].soc * 100.0 == pytest.approx(80.0 + left_above_kwh)
     problem = build_problem(request)
+    assert find_breaches(problem, schedule_from_result(result, problem)) == []
+
+
+def test_a_milp_plan_optimal_within_its_gap_is_never_dearer_than_the_rules() -> None:
+    from dispatch_pipeline import solve_dispatch
+
+    request = load_regression("milp_optimal_within_gap_but_dearer_than_the_rules")
+    result = solve_dispatch(request)
+    problem = build_problem(request)
+    assert (result.status, result.solver) == ("ok", "milp"), result.fallback_reason
+    rules = objective_value(problem, rule_based_schedule(problem))
+    assert result.objective_value <= rules + 1e-6 * abs(rules)
     assert find_breaches(problem, schedule_from_result(result, problem)) == []
