@@ -95,7 +95,9 @@ def _scales(problem: DispatchProblem, flows: np.ndarray) -> dict[str, np.ndarray
     # Per interval: the largest term of the power balance, the flows included (fmax: a NaN flow is
     # a breach of its own, and must not make every other check of its interval fail too).
     power = np.fmax.reduce([np.ones(problem.intervals), *flows, problem.load_kw, problem.pv_kw])
-    battery_power = max(1.0, bess.max_charge_kw, bess.max_discharge_kw)
+    # The interval's own charge and discharge: scaled by the ratings instead, a battery rated at
+    # 1e9 kW could charge and discharge 10 MW at once and pass.
+    battery_power = np.fmax.reduce([np.ones(problem.intervals), flows[2], flows[3]])
     energy = max(1.0, problem.capacity_kwh)
     return {
         "power_balance": power,

@@ -115,3 +115,21 @@ def test_energy_is_judged_at_a_hundred_thousandth_of_the_battery(relative_breach
     corrupted = changed(schedule, "energy", T, schedule.energy[T] + relative_breach * problem.capacity_kwh)
     breaches = {(b.check, b.interval) for b in find_breaches(problem, corrupted)}
     assert (("energy_dynamics", T) in breaches) is found
+
+
+def test_charging_and_discharging_at_once_is_a_breach_however_large_the_ratings():
+    for rating in (50.0, 1e9):
+        request = load_case("typical")["request"] | {
+            "bess": {**load_case("typical")["request"]["bess"], "max_charge_kw": rating, "max_discharge_kw": rating,
+                     "charge_efficiency": 1.0, "discharge_efficiency": 1.0},
+        }
+        problem = build_problem(request)
+        schedule = rule_based_schedule(problem)
+        assert find_breaches(problem, schedule) == []
+        # 40 kW both ways at once: balance and energy still hold, the binaries do not.
+        both = dataclasses.replace(
+            schedule, charge=schedule.charge + np.where(np.arange(problem.intervals) == 10, 40.0, 0.0),
+            discharge=schedule.discharge + np.where(np.arange(problem.intervals) == 10, 40.0, 0.0),
+        )
+        found = [(b.check, b.interval) for b in find_breaches(problem, both)]
+        assert ("no_simultaneous_charge_discharge", 10) in found, rating
