@@ -22,7 +22,12 @@ import pyomo.environ as pyo
 from pyomo.common.tempfiles import TempfileManager
 from pyomo.opt import SolverStatus, TerminationCondition
 
-from dispatch_pipeline.core.milp.highs import _new_highs, compile_model, solve_fixed_binaries
+from dispatch_pipeline.core.milp.highs import (
+    _new_highs,
+    compile_model,
+    no_dearer_than_the_rules,
+    solve_fixed_binaries,
+)
 from dispatch_pipeline.core.milp.model import build_model
 from dispatch_pipeline.core.milp.solution import (
     MilpFailure,
@@ -91,8 +96,11 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
     compiled = compile_model(model)
     highs = _new_highs(mip_rel_gap)
     highs.passModel(compiled.lp)
-    schedule, objective, marginal = solve_fixed_binaries(
+    fixed = solve_fixed_binaries(
         problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
+    )
+    schedule, objective, marginal, charge_allowed, import_allowed = no_dearer_than_the_rules(
+        problem, compiled, highs, (*fixed, charge_allowed, import_allowed), deadline
     )
     return MilpSolution(
         schedule=schedule,

@@ -255,6 +255,31 @@ def solve_fixed_binaries(
     return _schedule(x, cols, discharge_column_unit(problem)), objective, marginal
 
 
+FixedPlan = tuple[Schedule, float, np.ndarray, np.ndarray, np.ndarray]  # + charge, import binaries
+
+
+def no_dearer_than_the_rules(
+    problem: DispatchProblem, compiled: _Compiled, highs: highspy.Highs, plan: FixedPlan, deadline: float
+) -> FixedPlan:
+    """`plan` (solve_fixed_binaries' answer and its binaries), or the LP over the rule-based
+    schedule's binaries when that is cheaper.
+
+    A MIP solver stops within its relative gap of the bound; on a day whose objective is mostly
+    unavoidable penalties, that slack can be more than the rule-based schedule saves. The rules'
+    plan is feasible with its own binaries fixed, so that LP costs at most what the rules do.
+    """
+    objective = plan[1]
+    rules = rule_based_schedule(problem)
+    if not objective_value(problem, rules) < objective - 1e-9 * max(1.0, abs(objective)):
+        return plan
+    charge_allowed = (rules.discharge <= CONFLICT_KW).astype(float)
+    import_allowed = (rules.grid_export <= CONFLICT_KW).astype(float)
+    candidate = solve_fixed_binaries(
+        problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
+    )
+    return (*candidate, charge_allowed, import_allowed) if candidate[1] < objective else plan
+
+
 def _schedule(x: np.ndarray, cols: dict[str, np.ndarray], discharge_unit: float) -> Schedule:
     def flow(name: str) -> np.ndarray:
         # Solver tolerances leave values like -1e-12 on nonnegative flows; they are zero.
@@ -349,22 +374,12 @@ def solve_with_highs(
     # The fixed-binary LP is small and warm (milliseconds); give it a moment past the deadline
     # rather than lose an incumbent the MIP already paid for. The MIP stopped MIP_FINISH_RESERVE_S
     # early, and the caller kills the worker KILL_GRACE_S (0.25 s) after the deadline: 0.15 s fits.
-    schedule, objective, marginal = solve_fixed_binaries(
+    fixed = solve_fixed_binaries(
         problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
     )
-    # HiGHS stops within its relative gap of the bound; on a day whose objective is mostly
-    # unavoidable penalties that slack can be more than the rule-based schedule saves. The rules'
-    # binaries, fixed, give a plan at least as good as theirs: the better of the two is kept.
-    rules = rule_based_schedule(problem)
-    if objective_value(problem, rules) < objective - 1e-9 * max(1.0, abs(objective)):
-        rules_charge = (rules.discharge <= CONFLICT_KW).astype(float)
-        rules_import = (rules.grid_export <= CONFLICT_KW).astype(float)
-        candidate = solve_fixed_binaries(
-            problem, compiled, highs, rules_charge, rules_import, max(deadline, time.monotonic() + 0.15)
-        )
-        if candidate[1] < objective:
-            schedule, objective, marginal = candidate
-            charge_allowed, import_allowed = rules_charge, rules_import
+    schedule, objective, marginal, charge_allowed, import_allowed = no_dearer_than_the_rules(
+        problem, compiled, highs, (*fixed, charge_allowed, import_allowed), deadline
+    )
     if termination == "time_limit":
         mip_gap = min(mip_gap, relative_gap(objective, relaxation_bound))
     return MilpSolution(
