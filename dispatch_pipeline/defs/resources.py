@@ -17,6 +17,7 @@ from dispatch_pipeline.core.solver_service import (
     ServiceClient,
     ServiceUnavailable,
 )
+from dispatch_pipeline.defs.common import run_strategy
 from dispatch_pipeline.storage import database_url, open_database
 
 
@@ -75,6 +76,8 @@ class DispatchSolver(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_solver(self.solver)  # an unknown name fails the run before any work starts
+        if context.run is not None and run_strategy(context.run.tags) == "rule_based":
+            return  # nothing to solve: no workers to start or service to reach
         if (missing := missing_solver(self.solver)) is not None:
             context.log.warning(f"{missing}: every site-day of this run falls back to the rule-based schedule")
         if self.service:

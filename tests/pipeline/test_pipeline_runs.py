@@ -300,14 +300,34 @@ def test_a_rule_based_run_is_stored_beside_the_milp_run_for_comparison(job, inst
     assert runs[milp.run_id].objective_value <= stored.run.objective_value + 1e-6
 
 
+def test_a_rule_based_run_needs_no_solver(instance, engine, make_site, resources, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no CBC: a MILP run would warn and fall back
+    site = make_site("KL_MALL", (DAY,))
+    job = build_local_job({**resources, "solver": DispatchSolver(solver="cbc", timeout_ms=5000)})
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY), tags={STRATEGY_TAG: "rule_based"})
+    assert result.success
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("planned without the MILP" in message for message in logged)
+    assert not [message for message in logged if "no 'cbc' executable" in message]
+    stored = latest_run(engine, site.site_id, DAY)
+    assert (stored.run.status, stored.run.solver, stored.run.milp_solver) == ("ok", "rule_based", None)
+
+
 def test_an_unknown_strategy_fails_the_run_naming_tag_and_value_and_stores_nothing(
     job, instance, engine, make_site
 ):
     site = make_site("KL_MALL", (DAY,))
     result = run_site_day(job, instance, SiteDay(site.site_id, DAY), tags={STRATEGY_TAG: "greedy"})
     assert not result.success
-    message = failure_message(result)
-    assert "dispatch/strategy='greedy'" in message and "'rule_based'" in message
+    # Refused as the run's resources start: before any step, the ingestion assets' included.
+    assert not result.get_asset_materialization_events()
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
+    error, messages = failure.event_specific_data.error, []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    assert "run tag dispatch/strategy='greedy' is not a strategy" in "\n".join(messages)
+    assert "'rule_based'" in "\n".join(messages)
     assert list_runs(engine, site.site_id, DAY) == []
 
 

@@ -123,19 +123,21 @@ def _attempt(planned: PlannedDay, solver: DispatchSolver) -> SolvedDay | FailedD
 def solve_milp_schedule(
     context: dg.OpExecutionContext, solver: DispatchSolver, planned: dict[str, PlannedDay]
 ):
-    runner = solver.runner
-    # One thread per warm worker: each solve runs in its worker's process, so the GIL only
-    # serialises the cheap parts (pickling the problem and the answer).
-    with ThreadPoolExecutor(max_workers=runner.size, thread_name_prefix="milp") as pool:
-        days = dict(zip(planned, pool.map(lambda day: _attempt(day, solver), planned.values()), strict=True))
+    if not any(day.problem.use_milp for day in planned.values()):
+        # The run's strategy is rule_based: no solver workers were started for it.
+        days = {key: _attempt(day, solver) for key, day in planned.items()}
+        context.log.info(f"the run's strategy is rule_based: {len(days)} site-day(s) planned without the MILP")
+    else:
+        # One thread per warm worker: each solve runs in its worker's process, so the GIL only
+        # serialises the cheap parts (pickling the problem and the answer).
+        with ThreadPoolExecutor(max_workers=solver.runner.size, thread_name_prefix="milp") as pool:
+            days = dict(zip(planned, pool.map(lambda day: _attempt(day, solver), planned.values()), strict=True))
     solved = {key: day for key, day in days.items() if isinstance(day, SolvedDay)}
     failed = {key: day for key, day in days.items() if isinstance(day, FailedDay)}
     for day in failed.values():
         context.log.warning(f"{day.planned.day}: falling back ({day.reason})")
-    if all(day.problem.use_milp for day in planned.values()):
+    if any(day.problem.use_milp for day in planned.values()):
         context.log.info(f"MILP planned {len(solved)} of {len(days)} site-day(s) on {solver.placement}")
-    else:
-        context.log.info(f"the run's strategy is rule_based: {len(solved)} site-day(s) planned without the MILP")
     if solved:
         yield dg.Output(solved, "solved")
     if failed:

@@ -3,7 +3,13 @@
 import dagster as dg
 import pandas as pd
 
-from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, RESOLUTION_MINUTES, shorten
+from dispatch_pipeline.defs.common import (
+    BACKFILL_POLICY,
+    OWNERS,
+    RESOLUTION_MINUTES,
+    run_strategy,
+    shorten,
+)
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions, missing_message
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
 from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
@@ -31,6 +37,7 @@ FORECAST_COLUMNS = ("load_kw", "pv_kw")
 def site_forecast(
     context: dg.AssetExecutionContext, storage: DispatchStorage
 ) -> dg.Output[dict[str, pd.DataFrame]]:
+    run_strategy(context.run.tags)  # a run that cannot plan fails before it ingests anything
     days = context_site_days(context)
     engine = storage.engine()
     sites, unusable = registered_sites(engine, (day.site_id for day in days))
