@@ -157,3 +157,45 @@ def test_a_milp_plan_optimal_within_its_gap_is_never_dearer_than_the_rules() -> 
     rules = objective_value(problem, rule_based_schedule(problem))
     assert result.objective_value <= rules + 1e-6 * abs(rules)
     assert find_breaches(problem, schedule_from_result(result, problem)) == []
+
+
+def _dearer_than_the_rules(problem):
+    """What no_dearer_than_the_rules is handed: the compiled model, and a stand-in MIP plan 20 %
+    dearer than the rule-based schedule."""
+    from dispatch_pipeline.core.milp.highs import _new_highs, compile_model
+    from dispatch_pipeline.core.milp.model import build_model
+
+    rules = rule_based_schedule(problem)
+    compiled = compile_model(build_model(problem))
+    highs = _new_highs(1e-4)
+    highs.passModel(compiled.lp)
+    ones = np.ones(problem.intervals)
+    return compiled, highs, (rules, objective_value(problem, rules) * 1.2 + 1.0, ones, ones, ones)
+
+
+@pytest.mark.parametrize(
+    "name", ["milp_optimal_within_gap_but_dearer_than_the_rules", "milp_discharge_efficiency_of_one_millionth_as_a_pv_dump"]
+)
+def test_the_lp_over_the_rules_binaries_costs_no_more_than_the_rules(name: str) -> None:
+    # The second discharges millionths of a kW: its binaries must allow them.
+    import time
+
+    from dispatch_pipeline.core.milp.highs import no_dearer_than_the_rules
+
+    problem = build_problem(load_regression(name))
+    compiled, highs, dearer = _dearer_than_the_rules(problem)
+    rules = objective_value(problem, rule_based_schedule(problem))
+    schedule, objective, *_ = no_dearer_than_the_rules(problem, compiled, highs, dearer, time.monotonic() + 30)
+    assert objective <= rules + 1e-6 * abs(rules)
+    assert objective == pytest.approx(objective_value(problem, schedule), rel=1e-6)
+    assert find_breaches(problem, schedule) == []
+
+
+def test_past_its_deadline_the_plan_in_hand_is_kept() -> None:
+    import time
+
+    from dispatch_pipeline.core.milp.highs import no_dearer_than_the_rules
+
+    problem = build_problem(load_regression("milp_optimal_within_gap_but_dearer_than_the_rules"))
+    compiled, highs, dearer = _dearer_than_the_rules(problem)
+    assert no_dearer_than_the_rules(problem, compiled, highs, dearer, time.monotonic() - 1) is dearer

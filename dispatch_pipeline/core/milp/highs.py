@@ -272,11 +272,16 @@ def no_dearer_than_the_rules(
     rules = rule_based_schedule(problem)
     if not objective_value(problem, rules) < objective - 1e-9 * max(1.0, abs(objective)):
         return plan
-    charge_allowed = (rules.discharge <= CONFLICT_KW).astype(float)
-    import_allowed = (rules.grid_export <= CONFLICT_KW).astype(float)
-    candidate = solve_fixed_binaries(
-        problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
-    )
+    # Whichever flow the rules use is allowed, however small: a discharge of a millionth of a kW
+    # (a discharge efficiency of 1e-6 makes such flows worth having) must stay possible.
+    charge_allowed = (rules.charge >= rules.discharge).astype(float)
+    import_allowed = (rules.grid_import >= rules.grid_export).astype(float)
+    try:
+        # By the deadline itself: the plan in hand must not be lost to the worker's kill.
+        candidate = solve_fixed_binaries(problem, compiled, highs, charge_allowed, import_allowed, deadline)
+    except (MilpTimeout, MilpFailure):
+        return plan
+    # The reported gap stays the search's: against the same bound, a cheaper plan's is smaller.
     return (*candidate, charge_allowed, import_allowed) if candidate[1] < objective else plan
 
 
