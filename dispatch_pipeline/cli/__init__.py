@@ -79,6 +79,9 @@ def _storage_problem(exc: Exception, args: argparse.Namespace) -> tuple[str, int
     stored_sites = sys.modules.get("dispatch_pipeline.storage.sites")
     if stored_sites is not None and isinstance(exc, stored_sites.StoredSiteInvalid):
         return str(exc), 1
+    checks = sys.modules.get("dispatch_pipeline.storage.checks")
+    if checks is not None and isinstance(exc, checks.StorageInputError):
+        return str(exc), 2  # refused before anything was written; names the field and the value
     errors = sys.modules.get("sqlalchemy.exc")
     if errors is None:
         return None

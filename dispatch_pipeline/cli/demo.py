@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from dispatch_pipeline.defs.resources_map import pipeline_resources
     from dispatch_pipeline.defs.stored_runs import latest_results
     from dispatch_pipeline.demo import demo_forecast, demo_sites
-    from dispatch_pipeline.storage import database_url, open_database, save_forecast, upsert_site
+    from dispatch_pipeline.storage import database_url, open_database, save_forecast, upsert_sites
     from dispatch_pipeline.storage.database import printable_url
 
     home = choose_dagster_home()
@@ -107,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
     issued_at = dt.datetime.now(dt.UTC)
     # Each site's own today: at 17:00 UTC it is already tomorrow in Kuala Lumpur.
     todays = [(site.site_id, local_today(site.timezone, issued_at)) for site in sites]
+    upsert_sites(engine, sites)  # all three or, refused, none
     for site, (_, today) in zip(sites, todays, strict=True):
-        upsert_site(engine, site)
         for date in demo_dates(today, args.days):
             save_forecast(engine, site.site_id, demo_forecast(site, date), issued_at)
     sync_site_partitions(instance, [site.site_id for site in sites])

@@ -74,10 +74,11 @@ def _refuse_ids_differing_only_in_case(connection: Connection, rows: list[dict[s
             continue  # replaced: a pair registered before ids were checked can still be updated
         other = taken.setdefault(site_id.lower(), site_id)
         if other != site_id:
+            whose = f"the registered site {other!r}" if other in stored else f"{other!r}, another site given with it"
             raise problem(
                 "site_id",
-                f"differs only in case from the site {other!r}; ids name the directories of the "
-                "sites' files, which some filesystems do not tell apart",
+                f"differs only in case from {whose}; ids name the directories of the sites' files, "
+                "which some filesystems do not tell apart",
                 site_id,
             )
 

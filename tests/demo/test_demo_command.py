@@ -24,7 +24,8 @@ from dispatch_pipeline.cli.dagster_home import (
     unset_variables,
 )
 from dispatch_pipeline.cli.demo import demo_runs, local_today
-from dispatch_pipeline.storage import open_database
+from dispatch_pipeline.demo import demo_site
+from dispatch_pipeline.storage import open_database, upsert_site
 from dispatch_pipeline.storage.tables import dispatch_runs, sites
 from tests.conftest import REPO
 
@@ -244,3 +245,13 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_registered_id_clashing_with_a_demo_sites_in_case_is_named_without_a_traceback(checkout, capsys):
+    engine = open_database(f"sqlite:///{checkout / 'dagster_home' / 'embedded' / 'dispatch.sqlite'}")
+    upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": "kl_mall"}))
+    assert main(["demo", "--days", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "differs only in case from the registered site 'kl_mall'" in err and "Traceback" not in err
+    with engine.connect() as connection:
+        assert connection.scalars(select(sites.c.site_id)).all() == ["kl_mall"]  # no demo site either

@@ -204,7 +204,7 @@ def test_sites_import_refuses_an_id_differing_only_in_case_naming_file_and_both_
     capsys.readouterr()
     assert main(["sites", "import", str(path), "--database-url", url]) == 2
     err = capsys.readouterr().err
-    assert str(path) in err and "differs only in case from the site 'KL_MALL'" in err and "'kl_mall'" in err
+    assert str(path) in err and "differs only in case from the registered site 'KL_MALL'" in err and "'kl_mall'" in err
     assert [s.site_id for s in list_sites(open_database(url))] == ["BERLIN_DEPOT", "KL_MALL", "PHOENIX_OFFICE"]
 
 

@@ -93,9 +93,9 @@ def test_ids_differing_only_in_case_are_refused_and_nothing_is_written(engine: E
     upsert_site(engine, _renamed(demo, f"{site_id}_Mall"))
     upsert_site(engine, _renamed(demo, f"{site_id}_Mall"))  # the same id again: replaced
     other = _renamed(demo, f"{site_id}_other")
-    with pytest.raises(StorageInputError, match=rf"site_id: differs only in case from the site '{site_id}_Mall'.*got '{site_id}_MALL'"):
+    with pytest.raises(StorageInputError, match=rf"site_id: differs only in case from the registered site '{site_id}_Mall'.*got '{site_id}_MALL'"):
         upsert_sites(engine, [other, _renamed(demo, f"{site_id}_MALL")])
-    with pytest.raises(StorageInputError, match=rf"differs only in case from the site '{site_id}_[aA]'"):
+    with pytest.raises(StorageInputError, match=rf"differs only in case from '{site_id}_[aA]', another site given with it"):
         upsert_sites(engine, [_renamed(demo, f"{site_id}_a"), _renamed(demo, f"{site_id}_A")])
     assert [s.site_id for s in list_sites(engine) if s.site_id.startswith(site_id)] == [f"{site_id}_Mall"]
 
