@@ -16,8 +16,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 OWNERS = ["team:dispatch"]
 RESOLUTION_MINUTES = PIPELINE_RESOLUTION_MINUTES
 
-# Partitions per run when backfilling: a site-year (365) per run amortises Dagster's per-run
-# start-up (~3 s as a subprocess) over hundreds of solves, while a failed chunk costs little.
+
 def positive_int_setting(name: str, default: int) -> int:
     """An environment variable holding a whole number >= 1; a bad one fails the code location's
     load naming the variable and its value."""
@@ -31,6 +30,8 @@ def positive_int_setting(name: str, default: int) -> int:
     return value
 
 
+# Partitions per run when backfilling: a site-year (365) per run amortises Dagster's per-run
+# start-up (~3 s as a subprocess) over hundreds of solves, while a failed chunk costs little.
 BACKFILL_CHUNK = positive_int_setting("DISPATCH_BACKFILL_CHUNK", 365)
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_CHUNK)
 

@@ -123,7 +123,8 @@ def _attempt(planned: PlannedDay, solver: DispatchSolver) -> SolvedDay | FailedD
 def solve_milp_schedule(
     context: dg.OpExecutionContext, solver: DispatchSolver, planned: dict[str, PlannedDay]
 ):
-    if not any(day.problem.use_milp for day in planned.values()):
+    uses_milp = any(day.problem.use_milp for day in planned.values())
+    if not uses_milp:
         # The run's strategy is rule_based: no solver workers were started for it.
         days = {key: _attempt(day, solver) for key, day in planned.items()}
         context.log.info(f"the run's strategy is rule_based: {len(days)} site-day(s) planned without the MILP")
@@ -136,7 +137,7 @@ def solve_milp_schedule(
     failed = {key: day for key, day in days.items() if isinstance(day, FailedDay)}
     for day in failed.values():
         context.log.warning(f"{day.planned.day}: falling back ({day.reason})")
-    if any(day.problem.use_milp for day in planned.values()):
+    if uses_milp:
         context.log.info(f"MILP planned {len(solved)} of {len(days)} site-day(s) on {solver.placement}")
     if solved:
         yield dg.Output(solved, "solved")
