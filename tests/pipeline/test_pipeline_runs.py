@@ -286,7 +286,9 @@ def test_a_rule_based_run_is_stored_beside_the_milp_run_for_comparison(job, inst
     milp = run_site_day(job, instance, day)
     rule = run_site_day(job, instance, day, tags={STRATEGY_TAG: "rule_based"})
     assert milp.success and rule.success
-    assert check_results(rule)["milp_planned"].passed  # asked for, not fallen back to
+    check = check_results(rule)["milp_planned"]
+    assert check.passed and check.metadata["rule_based_by_strategy"].value == 1  # asked for, not fallen back to
+    assert check_results(milp)["milp_planned"].metadata["rule_based_by_strategy"].value == 0
     runs = {r.dagster_run_id: r for r in list_runs(engine, site.site_id, DAY)}
     assert (runs[rule.run_id].status, runs[rule.run_id].solver) == ("ok", "rule_based")
     assert runs[rule.run_id].milp_solver is None
