@@ -39,7 +39,7 @@ from dispatch_pipeline.storage.tables import (
     dispatch_runs,
     dispatch_schedule,
 )
-from dispatch_pipeline.storage.timestamps import iso_utc, utc_now
+from dispatch_pipeline.storage.timestamps import creation_times, iso_utc
 
 Source = Literal["dagster", "api", "cli"]
 REASON_CODE_LENGTH = dispatch_explanations.c.reason_code.type.length
@@ -155,10 +155,10 @@ def save_runs(
     _check_runs(results)
     if not results:
         return []
-    # One tick per result: a later entry of the same batch counts as the more recent run.
-    created_at = [utc_now() for _ in results]
     parsed_ts: dict[str, dt.datetime] = {}
     with write_transaction(engine) as connection:
+        # One tick per result: a later entry of the same batch counts as the more recent run.
+        created_at = creation_times(connection, len(results))
         bulk_insert(
             connection,
             dispatch_runs,

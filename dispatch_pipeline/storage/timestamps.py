@@ -6,7 +6,7 @@ import datetime as dt
 import threading
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import Connection, DateTime, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -58,6 +58,19 @@ def utc_now() -> dt.datetime:
             now = _last_tick + dt.timedelta(microseconds=1)
         _last_tick = now
         return now
+
+
+def creation_times(connection: Connection, count: int) -> list[dt.datetime]:
+    """`count` strictly increasing creation instants for rows written in `connection`'s transaction.
+
+    On PostgreSQL from the server's clock: the processes that store runs (API replicas, Dagster
+    runs, on several hosts) then order them by one clock rather than each by its own, which may be
+    seconds off. On SQLite, a file on one host, from this process's clock.
+    """
+    if connection.dialect.name == "postgresql":
+        start = connection.scalar(text("SELECT clock_timestamp()")).astimezone(UTC)
+        return [start + dt.timedelta(microseconds=i) for i in range(count)]
+    return [utc_now() for _ in range(count)]
 
 
 def iso_utc(value: dt.datetime) -> str:

@@ -8,6 +8,7 @@ import math
 import threading
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import Engine, event, inspect
@@ -121,6 +122,31 @@ def test_later_entry_of_one_batch_is_the_latest(engine: Engine, site_id: str, ma
     assert latest is not None and latest.run.run_id == batch[-1].run_id
     created = [r.created_at for r in reversed(list_runs(engine, site_id, day))]
     assert created == sorted(created) and len(set(created)) == 5
+
+
+def test_runs_are_ordered_by_the_database_servers_clock_on_postgresql(
+    engine: Engine, site_id: str, make_result, monkeypatch
+) -> None:
+    """A host whose clock runs a day ahead stores a run; another host stores a newer one. On
+    PostgreSQL the newer run is the latest; SQLite, a file on one host, has only each writer's clock."""
+    from dispatch_pipeline.storage import timestamps
+
+    class ClockADayAhead(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime.now(tz) + dt.timedelta(days=1)
+
+    day = dt.date(2024, 3, 15)
+    first, second = make_result(site_id, day, seed=1), make_result(site_id, day, seed=2)
+    monkeypatch.setattr(timestamps, "dt", SimpleNamespace(datetime=ClockADayAhead, timedelta=dt.timedelta))
+    save_runs(engine, [first], source="api")
+    monkeypatch.undo()
+    # The other host's process: its own clock, never read before.
+    monkeypatch.setattr(timestamps, "_last_tick", dt.datetime.min.replace(tzinfo=dt.UTC))
+    save_runs(engine, [second], source="api")
+    latest = latest_run(engine, site_id, day)
+    assert latest is not None
+    assert latest.run.run_id == (second if engine.dialect.name == "postgresql" else first).run_id
 
 
 def test_unknown_site_or_run_gives_none(engine: Engine, site_id: str) -> None:
