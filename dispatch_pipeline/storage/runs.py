@@ -157,15 +157,6 @@ def save_runs(
         return []
     parsed_ts: dict[str, dt.datetime] = {}
     with write_transaction(engine) as connection:
-        # One tick per result: a later entry of the same batch counts as the more recent run.
-        created_at = creation_times(connection, len(results))
-        bulk_insert(
-            connection,
-            dispatch_runs,
-            RUN_COLUMNS,
-            _run_rows(results, created_at, source, dagster_run_id),
-        )
-        bulk_insert(connection, dispatch_kpis, KPI_TABLE_COLUMNS, _kpi_rows(results))
         bulk_insert(
             connection, dispatch_schedule, SCHEDULE_COLUMNS, _schedule_rows(results, parsed_ts)
         )
@@ -175,6 +166,18 @@ def save_runs(
             EXPLANATION_COLUMNS,
             _explanation_rows(results, parsed_ts),
         )
+        # The runs (and their KPIs, which refer to them) after the interval rows, stamped then:
+        # "latest" orders by created_at, and a batch that took seconds to write must not count as
+        # older than a run stored while it was writing. One tick per result: a later entry of the
+        # same batch counts as the more recent run.
+        created_at = creation_times(connection, len(results))
+        bulk_insert(
+            connection,
+            dispatch_runs,
+            RUN_COLUMNS,
+            _run_rows(results, created_at, source, dagster_run_id),
+        )
+        bulk_insert(connection, dispatch_kpis, KPI_TABLE_COLUMNS, _kpi_rows(results))
     return [result.run_id for result in results]
 
 

@@ -200,15 +200,15 @@ def test_a_failure_between_writes_leaves_no_partial_run(job, instance, engine, m
     real_bulk_insert = storage_runs.bulk_insert
 
     def failing_bulk_insert(connection, table, columns, rows):
-        if table.name == "dispatch_explanations":  # runs, KPIs and schedule already written
-            raise RuntimeError("injected failure while writing explanations")
+        if table.name == "dispatch_kpis":  # the last write: schedules, explanations, runs already in
+            raise RuntimeError("injected failure while writing the KPIs")
         return real_bulk_insert(connection, table, columns, rows)
 
     monkeypatch.setattr(storage_runs, "bulk_insert", failing_bulk_insert)
     before = run_table_rows(engine)
     result = run_site_days(job, instance, [SiteDay(site.site_id, DAY), SiteDay(site.site_id, dates[-1])])
     assert not result.success
-    assert "injected failure while writing explanations" in failure_message(result)
+    assert "injected failure while writing the KPIs" in failure_message(result)
     assert run_table_rows(engine) == before
     assert latest_run(engine, site.site_id) is None
 

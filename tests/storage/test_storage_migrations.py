@@ -339,17 +339,18 @@ def _referenced_tables(engine: Engine, table: str) -> list[str]:
 
 def test_dropping_the_interval_keys_keeps_every_row(fresh_database_url: str) -> None:
     engine = make_engine(fresh_database_url)
-    _migrate(fresh_database_url, "upgrade", "0001")
+    # Written where the interval rows need no run first: save_runs writes them before the run.
+    _migrate(fresh_database_url, "upgrade", "0002")
     result = build_result("MIGRATED_SITE")
     save_runs(engine, [result], source="cli")
+
+    _migrate(fresh_database_url, "downgrade", "0001")
     assert _referenced_tables(engine, "dispatch_schedule") == ["dispatch_runs"]
+    assert _referenced_tables(engine, "dispatch_explanations") == ["dispatch_runs"]
+    assert get_run(engine, result.run_id).to_result() == result
 
     _migrate(fresh_database_url, "upgrade", "0002")
     assert _referenced_tables(engine, "dispatch_schedule") == []
     assert _referenced_tables(engine, "dispatch_explanations") == []
     assert _referenced_tables(engine, "dispatch_kpis") == ["dispatch_runs"]
-    assert get_run(engine, result.run_id).to_result() == result
-
-    _migrate(fresh_database_url, "downgrade", "0001")
-    assert _referenced_tables(engine, "dispatch_explanations") == ["dispatch_runs"]
     assert get_run(engine, result.run_id).to_result() == result

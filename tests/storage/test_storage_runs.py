@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from dispatch_pipeline.core.result import Point
 from dispatch_pipeline.storage import StorageInputError, get_run, latest_run, list_runs, save_runs
 from dispatch_pipeline.storage import runs as runs_module
-from dispatch_pipeline.storage.tables import dispatch_schedule
+from dispatch_pipeline.storage.tables import dispatch_kpis
 
 CASES = Path(__file__).resolve().parents[1] / "data" / "cases"
 
@@ -149,6 +149,30 @@ def test_runs_are_ordered_by_the_database_servers_clock_on_postgresql(
     assert latest.run.run_id == (second if engine.dialect.name == "postgresql" else first).run_id
 
 
+def test_a_run_stored_while_a_batch_writes_is_older_than_the_batch(
+    engine: Engine, site_id: str, make_result, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Latest is by created_at: a batch is stamped once its interval rows are written, so a run
+    another writer stores meanwhile (the API, say) does not outrank it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time: nothing is stored while a batch writes")
+    day = dt.date(2024, 3, 15)
+    batch = [make_result(site_id, day, seed=1), make_result(site_id, day, seed=2)]
+    meanwhile = make_result(site_id, day, seed=3)
+    real_bulk_insert = runs_module.bulk_insert
+    pending = [meanwhile]
+
+    def store_meanwhile_after_the_explanations(connection, table, columns, rows):
+        real_bulk_insert(connection, table, columns, rows)
+        if table.name == "dispatch_explanations" and pending:
+            save_runs(engine, [pending.pop()], source="api")  # its own connection, committed now
+
+    monkeypatch.setattr(runs_module, "bulk_insert", store_meanwhile_after_the_explanations)
+    save_runs(engine, batch, source="dagster")
+    assert not pending
+    assert [r.run_id for r in list_runs(engine, site_id, day)] == [batch[1].run_id, batch[0].run_id, meanwhile.run_id]
+
+
 def test_unknown_site_or_run_gives_none(engine: Engine, site_id: str) -> None:
     assert latest_run(engine, site_id) is None
     assert get_run(engine, uuid.uuid4()) is None
@@ -162,17 +186,17 @@ def test_text_reaches_sql_only_as_parameters(engine: Engine) -> None:
     assert "dispatch_runs" in inspect(engine).get_table_names()
 
 
-def test_failure_between_run_and_schedule_inserts_leaves_nothing(
+def test_failure_at_the_last_insert_leaves_nothing(
     engine: Engine, site_id: str, make_result, row_counts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_bulk_insert = runs_module.bulk_insert
 
-    def fail_on_schedule(connection, table, columns, rows):
-        if table is dispatch_schedule:
-            raise RuntimeError("injected failure after the runs and KPIs were inserted")
+    def fail_on_kpis(connection, table, columns, rows):
+        if table is dispatch_kpis:
+            raise RuntimeError("injected failure after the schedules, explanations and runs were inserted")
         return real_bulk_insert(connection, table, columns, rows)
 
-    monkeypatch.setattr(runs_module, "bulk_insert", fail_on_schedule)
+    monkeypatch.setattr(runs_module, "bulk_insert", fail_on_kpis)
     results = [make_result(site_id, seed=s) for s in range(3)]
     with pytest.raises(RuntimeError, match="injected"):
         save_runs(engine, results, source="dagster")
