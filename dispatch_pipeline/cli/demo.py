@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     for site, (_, today) in zip(sites, todays, strict=True):
         for date in demo_dates(today, args.days):
             save_forecast(engine, site.site_id, demo_forecast(site, date), issued_at)
-    sync_site_partitions(instance, [site.site_id for site in sites])
+    sync_site_partitions(instance, {site.site_id: site.timezone for site in sites})
     print(f"Registered {len(sites)} demo sites with forecasts for the last {args.days} days and "
           f"tomorrow, each in its own timezone: "
           + ", ".join(f"{site_id} tomorrow {today + dt.timedelta(days=1)}" for site_id, today in todays))

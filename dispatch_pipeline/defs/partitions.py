@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import dagster as dg
+from dagster._core.instance import DynamicPartitionsStore
 
 SITES_PARTITIONS_NAME = "sites"
 # The first plannable day; a backfill can go back to it. Overridable for older history.
@@ -95,9 +96,15 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def run_partition_keys(tags: Mapping[str, str], instance: dg.DagsterInstance) -> list[str]:
+def run_partition_keys(
+    tags: Mapping[str, str], instance: dg.DagsterInstance | DynamicPartitionsStore
+) -> list[str]:
     """The partition keys a run covers, from its tags: one key, a key range (the product of the
-    site and date ranges, in Dagster's order: dates, then sites in partition order), or none."""
+    site and date ranges, in Dagster's order: dates, then sites in partition order), or none.
+
+    For many runs pass `CachingDynamicPartitionsLoader(instance)`: each range reads the whole
+    `sites` partition list, and a fleet's tick has hundreds of block runs.
+    """
     if PARTITION_TAG in tags:
         return [tags[PARTITION_TAG]]
     if RANGE_START_TAG not in tags or RANGE_END_TAG not in tags:

@@ -12,7 +12,11 @@ import dagster as dg
 import pytest
 from sqlalchemy import delete, update
 
-from dispatch_pipeline.defs.automation.day_ahead import day_ahead_dispatch_schedule, due_sites
+from dispatch_pipeline.defs.automation.day_ahead import (
+    day_ahead_dispatch_schedule,
+    due_sites,
+    with_site_partitions,
+)
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
 from dispatch_pipeline.defs.automation.sensors import site_partitions_sensor
 from dispatch_pipeline.defs.resources import DispatchStorage
@@ -235,6 +239,26 @@ def test_sensor_adds_new_sites_as_partitions(tmp_path, persistent_instance):
     assert request.partitions_def_name == "sites" and list(request.partition_keys) == [new_id]
     instance.add_dynamic_partitions("sites", [new_id])
     assert isinstance(site_partitions_sensor(context), dg.SkipReason)
+
+
+def test_new_sites_become_partitions_grouped_by_timezone_so_they_share_day_ahead_runs(tmp_path):
+    """Ids that do not follow the timezones (A in Berlin, B in Kuala Lumpur, C in Berlin, ...):
+    in id order every site would be a run of its own at its tick."""
+    url = f"sqlite:///{tmp_path / 'dispatch.sqlite'}"
+    engine = open_database(url)
+    prefix = f"MIX{uuid.uuid4().hex[:4]}"
+    zones = {f"{prefix}_{n}": ("Europe/Berlin", "Asia/Kuala_Lumpur")[n % 2] for n in range(6)}
+    for site_id, zone in zones.items():
+        upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": site_id, "timezone": zone}))
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"storage": DispatchStorage(database_url=url)})
+        (request,) = site_partitions_sensor(context).dynamic_partitions_requests
+        added = list(request.partition_keys)
+        assert added == sorted(zones, key=lambda site_id: (zones[site_id], site_id))
+        assert [zones[site_id] for site_id in added] == ["Asia/Kuala_Lumpur"] * 3 + ["Europe/Berlin"] * 3
+    # The schedule adds the partitions of sites due before the sensor saw them the same way.
+    with dg.instance_for_test() as instance:
+        assert with_site_partitions(instance, zones) == added
 
 
 @pytest.mark.parametrize(

@@ -16,14 +16,17 @@ naming what is missing or wrong, and fails no other site.
 import datetime as dt
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+from dagster._core.instance import CachingDynamicPartitionsLoader
 from sqlalchemy import Engine
 
 from dispatch_pipeline.core.request import iana_zone_names
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
+from dispatch_pipeline.defs.automation.sensors import in_neighbour_order
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, positive_int_setting
 from dispatch_pipeline.defs.partitions import (
     SITES_PARTITIONS_NAME,
@@ -152,14 +155,15 @@ TICK_TAG = "dispatch/tick"
 DAY_AHEAD_TAGS = {"dispatch/planning": "day_ahead"}
 
 
-def with_site_partitions(instance: dg.DagsterInstance, site_ids: list[str]) -> list[str]:
-    """The `site` partitions in order, after adding those of `site_ids` that have none.
+def with_site_partitions(instance: dg.DagsterInstance, timezone_of: Mapping[str, str]) -> list[str]:
+    """The `site` partitions in order, after adding those of the sites of {site_id: timezone}
+    that have none.
 
     The sites sensor adds a new site's partition within a minute; a site registered just before
     its planning time would otherwise miss its day (the next tick plans the day after).
     """
     order = instance.get_dynamic_partitions(SITES_PARTITIONS_NAME)
-    new = sorted(set(site_ids) - set(order))
+    new = in_neighbour_order(set(timezone_of) - set(order), timezone_of)
     if not new:
         return list(order)
     instance.add_dynamic_partitions(SITES_PARTITIONS_NAME, new)
@@ -174,7 +178,8 @@ def planned_at_ticks(instance: dg.DagsterInstance, ticks: list[dt.datetime]) -> 
     forecasts arrived would group the sites differently and plan some of them twice.
     """
     runs = instance.get_runs(filters=dg.RunsFilter(tags={TICK_TAG: [tick.isoformat() for tick in ticks]}))
-    return {key for run in runs for key in run_partition_keys(run.tags, instance)}
+    partitions = CachingDynamicPartitionsLoader(instance)  # the sites read once, not once per run
+    return {key for run in runs for key in run_partition_keys(run.tags, partitions)}
 
 
 # How far back a tick looks for ticks the daemon missed (down, restarting, lagging).
@@ -265,7 +270,8 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
             f"no site is due at {tick.isoformat()}: no site's own clock reads the planning time, "
             f"{PLANNING_TIME}, in the quarter-hour from then"
         )
-    partition_order = with_site_partitions(context.instance, [site_id for site_id, _ in due])
+    zones = dict(clocks)
+    partition_order = with_site_partitions(context.instance, {site_id: zones[site_id] for site_id, _ in due})
     already = planned_at_ticks(context.instance, [*missed, tick])
     due_now = set(due_at[tick])
     caught_up = [SiteDay(*pair).key for pair in due if pair not in due_now and SiteDay(*pair).key not in already]

@@ -1,10 +1,14 @@
 """`site_partitions_sensor`: a site added to the `sites` table becomes a partition, no redeploy."""
 
+from collections.abc import Iterable, Mapping
+
 import dagster as dg
 
+from dispatch_pipeline.defs.common import shorten
 from dispatch_pipeline.defs.partitions import SITES_PARTITIONS_NAME, site_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.storage import list_site_ids
+from dispatch_pipeline.storage.sites import stored_timezones_and_currencies
 
 
 @dg.sensor(
@@ -17,21 +21,32 @@ from dispatch_pipeline.storage import list_site_ids
     ),
 )
 def site_partitions_sensor(context: dg.SensorEvaluationContext, storage: DispatchStorage):
-    # Ids only: a site whose stored definition is invalid still gets its partition, whose runs
-    # then fail naming the fault.
-    registered = set(list_site_ids(storage.engine()))
+    # Ids and stored timezones only: a site whose stored definition is invalid still gets its
+    # partition, whose runs then fail naming the fault.
+    engine = storage.engine()
+    registered = set(list_site_ids(engine))
     known = set(context.instance.get_dynamic_partitions(SITES_PARTITIONS_NAME))
-    new = sorted(registered - known)
-    if not new:
+    unknown = registered - known
+    if not unknown:
         return dg.SkipReason(f"all {len(registered)} site(s) already have partitions")
-    context.log.info(f"adding site partitions: {', '.join(new)}")
+    stored = stored_timezones_and_currencies(engine, sorted(unknown))
+    new = in_neighbour_order(unknown, {site_id: timezone for site_id, (timezone, _) in stored.items()})
+    context.log.info(f"adding {len(new)} site partition(s): {shorten(new, 20)}")
     return dg.SensorResult(dynamic_partitions_requests=[site_partitions.build_add_request(new)])
 
 
-def sync_site_partitions(instance: dg.DagsterInstance, site_ids: list[str]) -> list[str]:
-    """What the sensor does, immediately (CLI, demo, tests): returns the partitions added."""
+def in_neighbour_order(site_ids: Iterable[str], timezone_of: Mapping[str, str]) -> list[str]:
+    """New site partitions by timezone, then id. A day-ahead run takes a block of neighbouring
+    partitions due at one tick, and the sites due together are those of one timezone: in id
+    order alone, a fleet whose ids do not follow its timezones would get a run per site."""
+    return sorted(site_ids, key=lambda site_id: (timezone_of.get(site_id, ""), site_id))
+
+
+def sync_site_partitions(instance: dg.DagsterInstance, timezone_of: Mapping[str, str]) -> list[str]:
+    """What the sensor does, immediately, for {site_id: timezone} (CLI, demo, tests): returns the
+    partitions added."""
     known = set(instance.get_dynamic_partitions(SITES_PARTITIONS_NAME))
-    new = sorted(set(site_ids) - known)
+    new = in_neighbour_order(set(timezone_of) - known, timezone_of)
     if new:
         instance.add_dynamic_partitions(SITES_PARTITIONS_NAME, new)
     return new
