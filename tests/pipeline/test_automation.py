@@ -161,6 +161,16 @@ def test_a_tick_evaluated_again_does_not_plan_a_site_twice(fleet):
         tags={"dispatch/tick": when.isoformat(), "dagster/partition": "2025-06-12|KL"},
     ))
     assert "KL" not in tick(fleet, when)
+    assert tick_skip_message(fleet, when) == f"every site due at {when.isoformat()} has a run of its tick already"
+
+
+def tick_skip_message(fleet, when: dt.datetime) -> str | None:
+    definitions, instance, storage, _ = fleet
+    with dg.build_schedule_context(
+        scheduled_execution_time=when, instance=instance, repository_def=definitions.get_repository_def(),
+        resources={"storage": storage},
+    ) as context:
+        return day_ahead_dispatch_schedule.evaluate_tick(context).skip_message
 
 
 def test_ticks_the_daemon_missed_are_planned_at_the_next_one(fleet):
@@ -196,6 +206,15 @@ def test_ticks_the_daemon_missed_are_planned_at_the_next_one(fleet):
                   "dagster/partition": "2025-09-16|KL"},
         ))
         assert tick(fleet, dt.datetime(2025, 9, 15, 9, 0, tzinfo=UTC)) == {"KOLKATA": "2025-09-16|KOLKATA"}
+        instance.add_run(dg.DagsterRun(
+            job_name="day_ahead_dispatch_job", run_id=str(uuid.uuid4()),
+            tags={"dispatch/planning": "day_ahead", "dispatch/tick": "2025-09-15T09:00:00+00:00",
+                  "dagster/partition": "2025-09-16|KOLKATA"},
+        ))
+        assert tick_skip_message(fleet, dt.datetime(2025, 9, 15, 9, 0, tzinfo=UTC)) == (
+            "every site due at 2025-09-15T09:00:00+00:00 or at the 15 tick(s) missed before it has a run of "
+            "its tick already"
+        )
         # A deployment's first tick has nothing to catch up.
         for run in instance.get_runs(filters=dg.RunsFilter(tags={"dispatch/planning": "day_ahead"})):
             instance.delete_run(run.run_id)

@@ -282,7 +282,8 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
         )
     due = [(site_id, tomorrow) for site_id, tomorrow in due if SiteDay(site_id, tomorrow).key not in already]
     if not due:
-        return dg.SkipReason(f"every site due at {tick.isoformat()} has a run of this tick already")
+        also = f" or at the {len(missed)} tick(s) missed before it" if missed else ""
+        return dg.SkipReason(f"every site due at {tick.isoformat()}{also} has a run of its tick already")
     ready = ready_sites(engine, sites, [(site_id, tomorrow) for site_id, tomorrow in due if site_id in sites])
     runs = plan_runs(due, partition_order, ready)
     context.log.info(f"{len(due)} site(s) due: {len(runs)} run(s)")
