@@ -29,6 +29,12 @@ class DispatchStorage(dg.ConfigurableResource):
         description="SQLAlchemy URL; empty means DATABASE_URL, else SQLite under DAGSTER_HOME.",
     )
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every step of the pipeline reads or writes here: a run that cannot plan fails as it
+        # starts, before it ingests anything, whichever executor runs its steps.
+        if context.run is not None:
+            run_strategy(context.run.tags)
+
     def url(self) -> str:
         return self.database_url or database_url()
 

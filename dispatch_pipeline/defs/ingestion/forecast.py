@@ -7,7 +7,6 @@ from dispatch_pipeline.defs.common import (
     BACKFILL_POLICY,
     OWNERS,
     RESOLUTION_MINUTES,
-    run_strategy,
     shorten,
 )
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions, missing_message
@@ -37,7 +36,6 @@ FORECAST_COLUMNS = ("load_kw", "pv_kw")
 def site_forecast(
     context: dg.AssetExecutionContext, storage: DispatchStorage
 ) -> dg.Output[dict[str, pd.DataFrame]]:
-    run_strategy(context.run.tags)  # a run that cannot plan fails before it ingests anything
     days = context_site_days(context)
     engine = storage.engine()
     sites, unusable = registered_sites(engine, (day.site_id for day in days))

@@ -8,7 +8,7 @@ import pandas as pd
 
 from dispatch_pipeline.core.calendar import LocalDay
 from dispatch_pipeline.core.tariffs import TouTariff, expand_tariff
-from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, run_strategy, shorten
+from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, shorten
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions, missing_message
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
 from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
@@ -39,7 +39,6 @@ DEMAND_CHARGE = "demand_charge_per_kw"
 def site_tariff(
     context: dg.AssetExecutionContext, storage: DispatchStorage
 ) -> dg.Output[dict[str, pd.DataFrame]]:
-    run_strategy(context.run.tags)  # a run that cannot plan fails before it ingests anything
     days = context_site_days(context)
     engine = storage.engine()
     sites, unusable = registered_sites(engine, (day.site_id for day in days))
