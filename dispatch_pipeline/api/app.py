@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 # Requests being planned per solver process: enough to keep each busy while the next request's
 # site lookup and the last one's database write run in their own threads.
 SOLVES_IN_THREADS_PER_SOLVER = 3
+# A database restart or failover takes seconds; clients that honour Retry-After back off that long
+# instead of hammering a server that cannot answer yet.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 DESCRIPTION = f"""
 Day-ahead battery dispatch for PV + battery sites, per the dispatch contract.
@@ -96,7 +99,8 @@ def create_app(database_url: str | None = None) -> FastAPI:
 
 async def _database_unavailable(_request: Any, exc: Exception) -> Any:
     log.error("database failure: %s", exc)
-    return error_response(503, "database unavailable; try again later")
+    return error_response(503, "database unavailable; try again later",
+                          headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
 
 async def _programming_error(request: Any, exc: ProgrammingError) -> Any:

@@ -85,7 +85,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or unknown bearer token."},
     403: {"model": ErrorResponse, "description": "The token may not access this site."},
     422: {"model": ErrorResponse, "description": "Invalid input; names each field and value."},
-    503: {"model": ErrorResponse, "description": "The database is unavailable; try again later."},
+    503: {"model": ErrorResponse, "description": "The database is unavailable; try again after the `Retry-After` seconds."},
 }
 
 

@@ -179,7 +179,9 @@ def test_healthz_503_when_database_is_unreachable(monkeypatch):
         assert response.status_code == 503
         assert response.json()["database"] == {"ok": False, "error": "OperationalError (the server's log has the details)"}
         assert "127.0.0.1" not in response.text  # answered without a token: no host, database or user
-        assert client.get("/dispatch/latest", params={"site_id": "DEMO"}).status_code == 503
+        latest = client.get("/dispatch/latest", params={"site_id": "DEMO"})
+        assert latest.status_code == 503
+        assert latest.headers["retry-after"] == "5"
 
 
 @pytest.mark.parametrize(
