@@ -15,13 +15,14 @@ from sqlalchemy import delete, update
 from dispatch_pipeline.defs.automation.day_ahead import (
     day_ahead_dispatch_schedule,
     due_sites,
+    faults_to_report,
     with_site_partitions,
 )
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
 from dispatch_pipeline.defs.automation.sensors import site_partitions_sensor
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.demo import demo_forecast, demo_site
-from dispatch_pipeline.storage import open_database, save_forecast, upsert_site
+from dispatch_pipeline.storage import StoredSiteInvalid, open_database, save_forecast, upsert_site
 from dispatch_pipeline.storage.tables import forecasts, sites
 from tests.pipeline.conftest import ISSUED_AT
 
@@ -147,6 +148,20 @@ def test_a_site_stored_invalid_is_planned_alone_and_the_others_as_usual(fleet):
         "2025-07-02|KL_A..2025-07-02|KL_B",  # the ready sites, in one run
         "2025-07-02|KL_BROKEN",
     ]
+
+
+def test_a_site_stored_invalid_is_reported_once_a_day_not_at_every_tick():
+    broken = StoredSiteInvalid("site KL_BROKEN: pv_kwp: must be >= 0, got -1.0", "KL_BROKEN", "Asia/Kuala_Lumpur")
+    zoneless = StoredSiteInvalid("site MARS: timezone: not an IANA zone, got 'Mars/Base'", "MARS", "Mars/Base")
+    day = [dt.datetime(2025, 7, 1, tzinfo=UTC) + dt.timedelta(minutes=15 * n) for n in range(96)]
+    reported = {at: faults_to_report([broken, zoneless], [at]) for at in day}
+    # At 14:00 in Kuala Lumpur (06:00Z), when its run fails too; the zoneless one at 14:00 UTC.
+    assert {at: faults for at, faults in reported.items() if faults} == {
+        dt.datetime(2025, 7, 1, 6, 0, tzinfo=UTC): [broken],
+        dt.datetime(2025, 7, 1, 14, 0, tzinfo=UTC): [zoneless],
+    }
+    # A tick that catches up missed ones reports what they would have.
+    assert faults_to_report([broken, zoneless], day[:60]) == [broken, zoneless]
 
 
 def test_a_tick_evaluated_again_does_not_plan_a_site_twice(fleet):

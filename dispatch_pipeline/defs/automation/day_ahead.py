@@ -36,7 +36,12 @@ from dispatch_pipeline.defs.partitions import (
     run_partition_keys,
 )
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.storage import forecast_interval_counts, price_interval_counts, read_sites
+from dispatch_pipeline.storage import (
+    StoredSiteInvalid,
+    forecast_interval_counts,
+    price_interval_counts,
+    read_sites,
+)
 
 TICK_MINUTES = 15
 # Local clock time the day-ahead plan is made ("HH:MM"): after the day-ahead forecasts and
@@ -151,6 +156,16 @@ def plan_runs(
     return runs
 
 
+def faults_to_report(invalid: list[StoredSiteInvalid], ticks: list[dt.datetime]) -> list[StoredSiteInvalid]:
+    """The stored sites the model refuses whose fault these ticks report: each once a day, at its
+    planning time (its run fails then too), not in all 96 ticks' logs. A site whose stored
+    timezone is no zone has no planning time: it is reported at the planning time of UTC."""
+    zones = iana_zone_names()
+    clocks = [(n, fault.timezone if fault.timezone in zones else "UTC") for n, fault in enumerate(invalid)]
+    due = {n for at in ticks for n, _ in due_sites(clocks, at)}
+    return [fault for n, fault in enumerate(invalid) if n in due]
+
+
 TICK_TAG = "dispatch/tick"
 DAY_AHEAD_TAGS = {"dispatch/planning": "day_ahead"}
 
@@ -249,13 +264,12 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
     valid, invalid = read_sites(engine)
     sites = {site.site_id: site for site in valid}
     clocks = [(site.site_id, site.timezone) for site in valid]
-    for fault in invalid:
-        # Planned alone when due: its run fails naming the fault, where operators watch failures.
-        context.log.error(str(fault))
-        if fault.timezone in iana_zone_names():
-            clocks.append((fault.site_id, fault.timezone))
+    # Planned alone when due: its run fails naming the fault, where operators watch failures.
+    clocks.extend((fault.site_id, fault.timezone) for fault in invalid if fault.timezone in iana_zone_names())
     last_date = last_date_partition(tick)
     missed = missed_ticks(context.instance, tick)
+    for fault in faults_to_report(invalid, [*missed, tick]):
+        context.log.error(str(fault))
     due_at = {at: due_sites(clocks, at) for at in [*missed, tick]}
     # In order of the ticks, then of the sites at each: a dict keeps it and sees repeats at once.
     due_once: dict[tuple[str, dt.date], None] = {}
