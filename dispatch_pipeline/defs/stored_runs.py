@@ -32,19 +32,23 @@ def _chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
         yield chunk
 
 
-def latest_run_ids(engine: Engine, days: Sequence[SiteDay]) -> dict[SiteDay, uuid.UUID]:
-    """The most recent run id of each site-day that has one (created_at, then id, decides)."""
+def latest_run_ids(
+    engine: Engine, days: Sequence[SiteDay], dagster_run_ids: Sequence[str] | None = None
+) -> dict[SiteDay, uuid.UUID]:
+    """The most recent run id of each site-day that has one (created_at, then id, decides);
+    with `dagster_run_ids`, of the runs those Dagster runs stored only."""
     wanted = set(days)
     sites = sorted({day.site_id for day in days})
     dates = sorted({day.date for day in days})
     runs = dispatch_runs.c
+    made_by = [] if dagster_run_ids is None else [runs.dagster_run_id.in_(list(dagster_run_ids))]
     best: dict[SiteDay, tuple[Any, str, uuid.UUID]] = {}
     with engine.connect() as connection:
         for site_chunk in _chunks(sites):
             for date_chunk in _chunks(dates):
                 rows = connection.execute(
                     select(runs.id, runs.site_id, runs.date, runs.created_at).where(
-                        runs.site_id.in_(site_chunk), runs.date.in_(date_chunk)
+                        runs.site_id.in_(site_chunk), runs.date.in_(date_chunk), *made_by
                     )
                 )
                 for run_id, site_id, date, created_at in rows:

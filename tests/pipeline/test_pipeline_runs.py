@@ -440,3 +440,35 @@ def test_re_planning_after_a_timezone_change_refuses_the_old_inputs(job, instanc
     message = failure_message(replan)
     assert "did its timezone change?" in message and "Asia/Kuala_Lumpur" in message
     assert latest_run(engine, site.site_id, DAY).run.run_id == first.run.run_id  # nothing stored
+
+
+def test_a_retry_after_a_failure_past_the_commit_keeps_the_stored_plans(
+    instance, engine, make_site, database_url, snapshots_dir, monkeypatch
+):
+    # The run worker dies after the dispatch runs were committed, before Dagster recorded the
+    # step's success; run_retries re-executes the run from the failure.
+    from dispatch_pipeline.defs import io_managers
+    from tests.pipeline.retried_job import pipeline_job, reexecute
+
+    dates = (DAY, DAY + dt.timedelta(days=1))
+    site = make_site("KL_MALL", dates)
+    days = [SiteDay(site.site_id, date) for date in dates]
+    with monkeypatch.context() as patch:
+        def die_after_commit(*_args):
+            raise RuntimeError("run worker lost after the commit")
+
+        patch.setattr(io_managers._run_results, "remember", die_after_commit)
+        first = run_site_days(pipeline_job(database_url, str(snapshots_dir)), instance, days)
+    assert not first.success
+    stored_first = sorted(run.run_id for run in list_runs(engine, site.site_id))
+    assert len(stored_first) == 2
+
+    retry = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=True)
+    assert retry.success
+    assert sorted(run.run_id for run in list_runs(engine, site.site_id)) == stored_first
+    assert materialized_assets(retry) == {"dispatch_schedule": 2, "dispatch_explanations": 2, "dispatch_kpis": 2}
+
+    # Re-executing the successful retry is a deliberate re-materialisation: it adds runs.
+    again = reexecute(instance, retry.run_id, database_url, str(snapshots_dir), from_failure=False)
+    assert again.success
+    assert len(list_runs(engine, site.site_id)) == 4
