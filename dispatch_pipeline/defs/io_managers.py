@@ -9,22 +9,21 @@ import os
 import pickle
 import tempfile
 import threading
-import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar
 
 import dagster as dg
-from sqlalchemy import Engine
 
 from dispatch_pipeline.core.result import DispatchResult
+from dispatch_pipeline.defs.dispatch.retries import earlier_attempts
 from dispatch_pipeline.defs.dispatch.views import VIEWS
-from dispatch_pipeline.defs.failed_attempts import failed_attempts
 from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
+from dispatch_pipeline.defs.partition_metadata import run_metadata
 from dispatch_pipeline.defs.partitions import SiteDay, io_site_days
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.defs.stored_runs import latest_results, latest_run_ids
-from dispatch_pipeline.storage import read_runs, save_runs
+from dispatch_pipeline.defs.stored_runs import latest_results, stored_run_ids
+from dispatch_pipeline.storage import save_runs
 
 
 class _RunResults:
@@ -227,39 +226,20 @@ class DispatchRunIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: dict[str, DispatchResult]) -> None:
         engine = self.storage.engine()
         pairs = _per_partition(context, obj)
-        kept = self._stored_by_failed_attempts(context, engine, [day for day, _ in pairs])
-        fresh = [(day, result) for day, result in pairs if day not in kept]
-        run_ids = save_runs(
-            engine, [result for _, result in fresh], source="dagster", dagster_run_id=context.run_id
-        ) if fresh else []
-        stored_before = read_runs(engine, list(kept.values()))
-        _run_results.remember(context.run_id, {
-            **{day.key: result for day, result in fresh},
-            **{day.key: stored_before[run_id].to_result() for day, run_id in kept.items()},
-        })
+        # A retry's output holds the plans an earlier attempt stored (checks.py keeps them).
+        step = _step_context(context)
+        stored_before = stored_run_ids(engine, [result.run_id for _, result in pairs]) if (
+            step is not None and earlier_attempts(step)
+        ) else set()
+        results = [result for _, result in pairs if result.run_id not in stored_before]
+        run_ids = save_runs(engine, results, source="dagster", dagster_run_id=context.run_id) if results else []
+        _run_results.remember(context.run_id, {day.key: result for day, result in pairs})
         # Output metadata is copied into every partition's materialisation: a partition's own
-        # dispatch run id is in its metadata (`run_id`) when the run is small enough to carry
-        # per-partition metadata, and in SQL (`dispatch_runs.dagster_run_id`) always.
+        # dispatch run id is in its metadata (`dispatch_run_id`) when the run is small enough to
+        # carry per-partition metadata, and in SQL (`dispatch_runs.dagster_run_id`) always.
         context.add_output_metadata(
-            {"stored_runs": len(run_ids), **({"kept_from_failed_attempt": len(kept)} if kept else {})}
+            run_metadata({"stored_runs": len(run_ids), **({"kept_from_earlier_attempt": len(stored_before)} if stored_before else {})})
         )
-
-    @staticmethod
-    def _stored_by_failed_attempts(
-        context: dg.OutputContext, engine: Engine, days: list[SiteDay]
-    ) -> dict[SiteDay, uuid.UUID]:
-        """The runs an earlier attempt of this step stored before failing (see failed_attempts)."""
-        if _step_context(context) is None:
-            return {}
-        attempts = failed_attempts(context)
-        kept = latest_run_ids(engine, days, dagster_run_ids=attempts) if attempts else {}
-        if kept:
-            context.log.warning(
-                f"{len(kept)} of {len(days)} partition(s) were stored by an earlier attempt of this step "
-                f"(Dagster run(s) {', '.join(attempts)}) that failed after committing them: those plans "
-                "are kept, not stored again"
-            )
-        return kept
 
     def load_input(self, context: dg.InputContext) -> dict[str, DispatchResult]:
         return _latest_results(context, self.storage)

@@ -91,6 +91,12 @@ def io_site_days(context: dg.InputContext | dg.OutputContext) -> list[SiteDay]:
     return [parse_site_day(key) for key in context.asset_partition_keys]
 
 
+# For asset descriptions: the UI shows the date dimension as UTC days, which it is not.
+LOCAL_DATE_NOTE = (
+    " Partitions are site x the site's own local date: 2025-03-11|KL_MALL is 11 March in Kuala Lumpur."
+)
+
+
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

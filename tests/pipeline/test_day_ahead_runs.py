@@ -104,7 +104,7 @@ def test_a_tick_plans_ready_sites_in_one_run_and_isolates_missing_data(own_pipel
         stored = latest_run(engine, site_id, TOMORROW)
         assert metadata["objective_value"].value == stored.run.objective_value
         assert metadata["plot"].value.startswith("![day](data:image/png;base64,")
-        assert metadata["partitions"].value == 2
+        assert metadata["run/partitions"].value == 2
 
 
 def test_a_site_whose_price_series_covers_part_of_tomorrow_is_not_ready(tmp_path):

@@ -13,12 +13,12 @@ from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.request import parse_request
 from dispatch_pipeline.defs.dispatch.metadata import POWER_CURVES, DayPlotter
-from dispatch_pipeline.demo import demo_request
+from dispatch_pipeline.demo import demo_request, demo_site
 
 
 def planned(site_id: str, date: str):
     request = demo_request(site_id, date, use_milp=False)
-    return solve_dispatch(request), build_problem(parse_request(request))
+    return solve_dispatch(request), build_problem(parse_request(request)), demo_site(site_id).currency
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ def test_a_reused_plotter_draws_each_day_as_a_fresh_one_would(days):
 
 def test_the_power_axis_spans_each_day_drawn(days):
     plotter = DayPlotter()
-    for result, problem in days:
-        plotter.png_base64(result, problem)
+    for result, problem, currency in days:
+        plotter.png_base64(result, problem, currency)
         flows = [*problem.load_kw, *problem.pv_kw]
         flows += [p.grid_imp_kw - p.grid_exp_kw for p in result.points]
         flows += [p.batt_dis_kw - p.batt_ch_kw for p in result.points]
@@ -48,8 +48,8 @@ def test_the_power_axis_spans_each_day_drawn(days):
 
 
 def test_plots_are_png_of_a_fixed_size(days):
-    for result, problem in days:
-        image = Image.open(io.BytesIO(base64.b64decode(DayPlotter().png_base64(result, problem))))
+    for result, problem, currency in days:
+        image = Image.open(io.BytesIO(base64.b64decode(DayPlotter().png_base64(result, problem, currency))))
         assert (image.format, image.size) == ("PNG", (720, 288))
 
 

@@ -8,7 +8,7 @@ from dispatch_pipeline.demo import demo_request
 
 
 def table_rows(markdown: str) -> list[list[str]]:
-    lines = markdown.splitlines()
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[:1] + lines[2:]]
 
 
@@ -42,3 +42,13 @@ def test_on_a_fall_back_day_the_repeated_hour_is_told_apart_by_its_offset():
         f"02:{m:02d} (UTC+01:00)" for m in (0, 15, 30, 45)
     ]
     assert clocks[-1] == "23:45 (UTC+01:00)"
+
+
+def test_a_table_cut_short_says_how_many_changes_it_leaves_out():
+    result = solve_dispatch(demo_request("KL_MALL", "2024-06-21", use_milp=False))
+    alternating = result.model_copy(update={"points": [
+        point.model_copy(update={"reason_code": f"code_{index % 2}"}) for index, point in enumerate(result.points)
+    ]})
+    markdown = decisions_table(alternating)
+    assert len(table_rows(markdown)) == 1 + 24
+    assert markdown.splitlines()[-1] == "... and 72 more changes: the dispatch_explanations table has every interval."

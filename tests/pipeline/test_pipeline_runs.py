@@ -121,7 +121,7 @@ def test_a_ranged_run_stores_every_partition(job, instance, engine, make_site):
     tariff_event = next(
         e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "site_tariff"
     )
-    assert tariff_event.materialization.metadata["sources"].value == {"tou_tariff": 6}
+    assert tariff_event.materialization.metadata["run/sources"].value == {"tou_tariff": 6}
 
     # The views describe the stored plans they were not asked to build again.
     stored = [latest_run(engine, day.site_id, day.date).to_result() for day in days]
@@ -130,15 +130,31 @@ def test_a_ranged_run_stores_every_partition(job, instance, engine, make_site):
     }
     kpis = metadata["dispatch_kpis"]
     # Two sites in two currencies: a mean per site, none across them.
-    assert "savings_vs_baseline_mean" not in kpis
-    by_site = kpis["savings_vs_baseline_mean_by_site"].value
+    assert "run/savings_vs_baseline_mean" not in kpis
+    by_site = kpis["run/savings_vs_baseline_mean_by_site"].value
     assert by_site.keys() == {day.site_id for day in days}
     for site_id, mean in by_site.items():
         plans = [plan for plan in stored if plan.site_id == site_id]
         assert mean == pytest.approx(statistics.fmean(plan.kpis.savings_vs_baseline for plan in plans), abs=1e-4)
-    assert kpis["fallbacks"].value == 0
-    reason_codes = metadata["dispatch_explanations"]["reason_codes"].value
+    assert kpis["run/fallbacks"].value == 0
+    reason_codes = metadata["dispatch_explanations"]["run/reason_codes"].value
     assert sum(reason_codes.values()) == sum(len(plan.points) for plan in stored) == 6 * 96
+
+    # Each partition's materialisation also carries that day's own numbers, in its currency.
+    per_partition = {
+        (event.asset_key.to_user_string(), event.partition): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    for plan, site in zip(stored, [first] * 3 + [second] * 3, strict=True):
+        key = SiteDay(plan.site_id, plan.date).key
+        day_kpis = per_partition[("dispatch_kpis", key)]
+        assert day_kpis["dispatch_run_id"].value == str(plan.run_id)
+        assert day_kpis["currency"].value == site.currency
+        assert day_kpis["kpi/total_cost"].value == pytest.approx(plan.kpis.total_cost, abs=1e-4)
+        day_codes = per_partition[("dispatch_explanations", key)]["reason_codes"].value
+        assert sum(day_codes.values()) == len(plan.points)
+        assert per_partition[("site_tariff", key)]["currency"].value == site.currency
+        assert per_partition[("site_forecast", key)]["intervals"].value == len(plan.points)
 
 
 def test_a_loaded_price_series_replaces_the_tariff_in_the_plan(
@@ -442,24 +458,40 @@ def test_re_planning_after_a_timezone_change_refuses_the_old_inputs(job, instanc
     assert latest_run(engine, site.site_id, DAY).run.run_id == first.run.run_id  # nothing stored
 
 
+def _fail_after_the_commit(job, instance, days, monkeypatch) -> dg.ExecuteInProcessResult:
+    """A run whose worker dies after its plans were committed, before Dagster recorded the
+    step's success."""
+    from dispatch_pipeline.defs import io_managers
+
+    def die_after_commit(*_args):
+        raise RuntimeError("run worker lost after the commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(io_managers._run_results, "remember", die_after_commit)
+        result = run_site_days(job, instance, days)
+    assert not result.success
+    return result
+
+
+def _schedule_metadata_run_ids(result) -> set[str]:
+    return {
+        event.materialization.metadata["dispatch_run_id"].value
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.to_user_string() == "dispatch_schedule"
+    }
+
+
 def test_a_retry_after_a_failure_past_the_commit_keeps_the_stored_plans(
     instance, engine, make_site, database_url, snapshots_dir, monkeypatch
 ):
-    # The run worker dies after the dispatch runs were committed, before Dagster recorded the
-    # step's success; run_retries re-executes the run from the failure.
-    from dispatch_pipeline.defs import io_managers
+    # run_retries re-executes the run from the failure: the retry plans again, stores nothing
+    # twice, and everything it reports (metadata, checks, views) is about the stored plans.
     from tests.pipeline.retried_job import pipeline_job, reexecute
 
     dates = (DAY, DAY + dt.timedelta(days=1))
     site = make_site("KL_MALL", dates)
     days = [SiteDay(site.site_id, date) for date in dates]
-    with monkeypatch.context() as patch:
-        def die_after_commit(*_args):
-            raise RuntimeError("run worker lost after the commit")
-
-        patch.setattr(io_managers._run_results, "remember", die_after_commit)
-        first = run_site_days(pipeline_job(database_url, str(snapshots_dir)), instance, days)
-    assert not first.success
+    first = _fail_after_the_commit(pipeline_job(database_url, str(snapshots_dir)), instance, days, monkeypatch)
     stored_first = sorted(run.run_id for run in list_runs(engine, site.site_id))
     assert len(stored_first) == 2
 
@@ -467,8 +499,40 @@ def test_a_retry_after_a_failure_past_the_commit_keeps_the_stored_plans(
     assert retry.success
     assert sorted(run.run_id for run in list_runs(engine, site.site_id)) == stored_first
     assert materialized_assets(retry) == {"dispatch_schedule": 2, "dispatch_explanations": 2, "dispatch_kpis": 2}
+    assert _schedule_metadata_run_ids(retry) == {str(run_id) for run_id in stored_first}
+    kpi_runs = {
+        event.materialization.metadata["dispatch_run_id"].value
+        for event in retry.get_asset_materialization_events()
+        if event.asset_key.to_user_string() == "dispatch_kpis"
+    }
+    assert kpi_runs == {str(run_id) for run_id in stored_first}
 
     # Re-executing the successful retry is a deliberate re-materialisation: it adds runs.
     again = reexecute(instance, retry.run_id, database_url, str(snapshots_dir), from_failure=False)
     assert again.success
     assert len(list_runs(engine, site.site_id)) == 4
+
+
+def test_a_retry_stores_its_plans_when_the_committed_ones_were_replaced_or_its_inputs_retaken(
+    instance, engine, make_site, database_url, snapshots_dir, monkeypatch
+):
+    from tests.pipeline.retried_job import pipeline_job, reexecute
+
+    site = make_site("KL_MALL", (DAY,))
+    day = SiteDay(site.site_id, DAY)
+    job = pipeline_job(database_url, str(snapshots_dir))
+
+    # Replaced since by another run: the retry's plan becomes the latest, not the replaced one.
+    first = _fail_after_the_commit(job, instance, [day], monkeypatch)
+    assert run_site_day(job, instance, day).success
+    retry = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=True)
+    assert retry.success
+    runs = list_runs(engine, site.site_id)
+    assert len(runs) == 3 and runs[0].dagster_run_id == retry.run_id
+
+    # Re-executed with every step, the inputs taken afresh (as the Helm chart's retries are).
+    second = _fail_after_the_commit(job, instance, [day], monkeypatch)
+    again = reexecute(instance, second.run_id, database_url, str(snapshots_dir), from_failure=False)
+    assert again.success
+    runs = list_runs(engine, site.site_id)
+    assert len(runs) == 5 and runs[0].dagster_run_id == again.run_id

@@ -251,7 +251,9 @@ def run_request(days: list[SiteDay], tick: dt.datetime) -> dg.RunRequest:
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description=(
         f"At {PLANNING_TIME} local time of each site, plan the site's next local day (partition "
-        "site x tomorrow); the sites due at one tick share runs."
+        "site x tomorrow); the sites due at one tick share runs. It ticks every quarter-hour (UTC) "
+        "and plans the sites whose own clock reads the planning time then. Off until switched "
+        "on (here, or `dagster schedule start`)."
     ),
 )
 def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: DispatchStorage):

@@ -8,17 +8,22 @@ failing site-days in its metadata.
 """
 
 from collections import defaultdict
+from collections.abc import Mapping
 
 import dagster as dg
 
 from dispatch_pipeline.core.feasibility import CHECKS, Breach, find_breaches
 from dispatch_pipeline.core.result import DispatchResult
-from dispatch_pipeline.core.solve import assemble_result
+from dispatch_pipeline.core.solve import Outcome, assemble_result
 from dispatch_pipeline.defs.common import shorten
 from dispatch_pipeline.defs.dispatch.metadata import schedule_metadata
 from dispatch_pipeline.defs.dispatch.plans import SolvedDay
+from dispatch_pipeline.defs.dispatch.retries import plans_to_keep
 from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
-from dispatch_pipeline.defs.resources import DispatchSolver
+from dispatch_pipeline.defs.partition_metadata import record
+from dispatch_pipeline.defs.partitions import parse_site_day
+from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
+from dispatch_pipeline.storage import read_runs
 
 # Blocking: a plan failing one of these must never reach a site, nor the reports downstream.
 NAMED_HARD_CHECKS = {
@@ -76,7 +81,10 @@ def _hard_result(name: str, breaches: dict[str, list[Breach]], checked: int) -> 
             "partitions_failing": len(failing),
             "breaches": dg.MetadataValue.json(examples),
         },
-        description=None if not failing else f"{len(failing)} site-day(s) breach {name}",
+        description=(
+            f"{len(failing)} of {checked} site-day(s) breach {name}" if failing
+            else f"all {checked} site-day(s) of the run pass"
+        ),
     )
 
 
@@ -91,7 +99,10 @@ def _hard_result(name: str, breaches: dict[str, list[Breach]], checked: int) -> 
     },
 )
 def check_dispatch_schedule(
-    context: dg.AssetExecutionContext, solver: DispatchSolver, plans: dict[str, SolvedDay]
+    context: dg.AssetExecutionContext,
+    solver: DispatchSolver,
+    storage: DispatchStorage,
+    plans: dict[str, SolvedDay],
 ):
     by_check: dict[str, dict[str, list[Breach]]] = defaultdict(lambda: defaultdict(list))
     for key, plan in plans.items():
@@ -99,12 +110,12 @@ def check_dispatch_schedule(
             name = breach.check if breach.check in NAMED_HARD_CHECKS else OTHER_HARD_CHECK
             by_check[name][key].append(breach)
     hard_results = [_hard_result(name, by_check[name], len(plans)) for name in HARD_CHECKS]
-    checks = [*hard_results, _fallback_result(plans)]
     unusable = sorted({key for name in HARD_CHECKS for key in by_check[name]})
     if unusable:
         # Failed evaluations are recorded first; the plans never reach the IO manager, so a plan
         # that breaks a hard constraint is neither stored nor read by anything downstream.
-        yield from checks
+        yield from hard_results
+        yield _fallback_result({key: plan.outcome for key, plan in plans.items()})
         raise dg.Failure(
             description=(
                 f"{len(unusable)} of {len(plans)} site-day(s) break a hard constraint; nothing was "
@@ -117,12 +128,29 @@ def check_dispatch_schedule(
             },
         )
     results = {key: assemble(plan, solver.solver) for key, plan in plans.items()}
-    shared, per_partition = schedule_metadata(plans, results)
-    for key, metadata in per_partition.items():
-        context.add_asset_metadata(metadata, asset_key=ASSET_KEY, partition_key=key)
+    results.update(_kept_from_earlier_attempts(context, storage, list(results)))
+    metadata = record(context, *schedule_metadata(plans, results), asset_key=ASSET_KEY)
     # Output first: each evaluation then refers to the materialisation it judged.
-    yield dg.Output(results, "result", metadata=shared)
-    yield from checks
+    yield dg.Output(results, "result", metadata=metadata)
+    yield from hard_results
+    yield _fallback_result(results)
+
+
+def _kept_from_earlier_attempts(
+    context: dg.AssetExecutionContext, storage: DispatchStorage, keys: list[str]
+) -> dict[str, DispatchResult]:
+    """The plans an earlier attempt of this run stored before failing (see retries.py), which
+    the IO manager does not store again."""
+    engine = storage.engine()
+    kept = plans_to_keep(context.get_step_execution_context(), engine, [parse_site_day(key) for key in keys])
+    if not kept:
+        return {}
+    context.log.warning(
+        f"{len(kept)} of {len(keys)} site-day(s) were planned and stored by an earlier attempt of this "
+        f"run that failed afterwards: those plans are kept, not stored again ({shorten(sorted(day.key for day in kept))})"
+    )
+    stored = read_runs(engine, list(kept.values()))
+    return {day.key: stored[run_id].to_result() for day, run_id in kept.items()}
 
 
 def assemble(plan: SolvedDay, milp_solver: str) -> DispatchResult:
@@ -137,22 +165,23 @@ def assemble(plan: SolvedDay, milp_solver: str) -> DispatchResult:
     )
 
 
-def _fallback_result(plans: dict[str, SolvedDay]) -> dg.AssetCheckResult:
-    fallbacks = {
-        key: plan.outcome.fallback_reason
-        for key, plan in plans.items()
-        if plan.outcome.status == "fallback"
-    }
+def _fallback_result(outcomes: Mapping[str, Outcome | DispatchResult]) -> dg.AssetCheckResult:
+    fallbacks = {key: outcome.fallback_reason for key, outcome in outcomes.items() if outcome.status == "fallback"}
     return dg.AssetCheckResult(
         asset_key=ASSET_KEY,
         check_name=FALLBACK_CHECK,
         passed=not fallbacks,
         severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(fallbacks)} of {len(outcomes)} site-day(s) planned by the rule-based fallback: "
+            f"{shorten(sorted(fallbacks))}" if fallbacks
+            else f"none of the run's {len(outcomes)} site-day(s) fell back"
+        ),
         metadata={
-            "partitions_checked": len(plans),
+            "partitions_checked": len(outcomes),
             "fallbacks": len(fallbacks),
             "fallback_reasons": dg.MetadataValue.json(dict(sorted(fallbacks.items())[:20])),
             # Passing on a run that never asked for the MILP says nothing of the MILP.
-            "rule_based_by_strategy": sum(plan.outcome.solver == "rule_based" for plan in plans.values()),
+            "rule_based_by_strategy": sum(outcome.solver == "rule_based" for outcome in outcomes.values()),
         },
     )

@@ -12,47 +12,42 @@ import numpy as np
 from dispatch_pipeline.core.problem import DispatchProblem
 from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.defs.dispatch.plans import SolvedDay
+from dispatch_pipeline.defs.partition_metadata import detailed, run_metadata, skipped_detail
 
+# The KPIs shown on the schedule's and the KPI asset's materialisations (all are in dispatch_kpis).
 KPI_METADATA = (
     "total_cost",
     "baseline_cost",
     "savings_vs_baseline",
-    "peak_grid_import_kw",
     "self_sufficiency",
+    "pv_utilization",
     "equivalent_full_cycles",
+    "peak_grid_import_kw",
     "violation_kwh",
 )
 
 
-# Runs up to this size (a day-ahead tick's batch) get each partition's own numbers and plot; a
-# backfill chunk gets a summary. A plot costs 30-130 ms, and even numbers alone are dear in bulk:
-# Dagster checks every partition's metadata against the run's whole key range (a query and the
-# range's keys per call), which took a run of 365 partitions from 22.2 G to 28.6 G instructions
-# (+29 %, bench/run_instructions.py).
-DETAILED_PARTITIONS_MAX = 250
+def kpi_metadata(result: DispatchResult, currency: str) -> dict[str, Any]:
+    """The day's KPIs under `kpi/` keys, rounded as an operator reads them; costs in `currency`."""
+    metadata: dict[str, Any] = {"currency": currency}
+    for name in KPI_METADATA:
+        metadata[f"kpi/{name}"] = dg.MetadataValue.float(round(float(getattr(result.kpis, name)), 4))
+    return metadata
 
 
 def schedule_metadata(
     plans: dict[str, SolvedDay], results: dict[str, DispatchResult]
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """(metadata shared by every partition of the run, metadata of each partition)."""
-    if len(results) > DETAILED_PARTITIONS_MAX:
-        skipped = (
-            f"skipped: {len(results)} partitions in this run; each partition's own numbers (objective, "
-            f"solver, fallback reason, solve time, KPIs) and plot are recorded for runs of up to "
-            f"{DETAILED_PARTITIONS_MAX} partitions, to keep backfills fast. Every plan's are in the "
-            "dispatch_runs and dispatch_kpis tables"
-        )
-        return {**_many(results), "plot": dg.MetadataValue.text(skipped)}, {}
+    """(metadata of the run, metadata of each partition)."""
+    shared = run_metadata(_many(results)) if len(results) > 1 else {}
+    if not detailed(len(results)):
+        return {**shared, "plot": dg.MetadataValue.text(skipped_detail(len(results)))}, {}
     plotter = DayPlotter()
-    if len(results) == 1:
-        key, result = next(iter(results.items()))
-        return _single(result, plans[key], plotter), {}
-    per_partition = {key: _single(result, plans[key], plotter) for key, result in results.items()}
-    return _many(results), per_partition
+    return shared, {key: _single(result, plans[key], plotter) for key, result in results.items()}
 
 
 def _single(result: DispatchResult, plan: SolvedDay, plotter: DayPlotter) -> dict[str, Any]:
+    currency = plan.planned.currency
     metadata: dict[str, Any] = {
         "site_id": result.site_id,
         "date": result.date.isoformat(),
@@ -61,15 +56,14 @@ def _single(result: DispatchResult, plan: SolvedDay, plotter: DayPlotter) -> dic
         "solver": result.solver,
         "milp_solver": result.milp_solver or "none",
         "fallback_reason": result.fallback_reason or "none",
-        "objective_value": dg.MetadataValue.float(result.objective_value),
+        "objective_value": dg.MetadataValue.float(result.objective_value),  # exactly as stored
         "solve_ms": dg.MetadataValue.float(round(result.solve_ms, 1)),
-        "run_id": str(result.run_id),
+        "dispatch_run_id": str(result.run_id),
     }
     if result.mip_gap is not None:
         metadata["mip_gap"] = dg.MetadataValue.float(result.mip_gap)
-    for name in KPI_METADATA:
-        metadata[f"kpi/{name}"] = dg.MetadataValue.float(float(getattr(result.kpis, name)))
-    png = plotter.png_base64(result, plan.planned.problem)
+    metadata.update(kpi_metadata(result, currency))
+    png = plotter.png_base64(result, plan.planned.problem, currency)
     metadata["plot"] = dg.MetadataValue.md(f"![day](data:image/png;base64,{png})")
     return metadata
 
@@ -110,7 +104,8 @@ class DayPlotter:
 
         # A bare Figure (no pyplot state) with fixed margins: tight_layout would double the cost.
         self._figure = Figure(figsize=(9, 3.6), dpi=80)
-        self._figure.subplots_adjust(left=0.08, right=0.93, bottom=0.14, top=0.9)
+        # Room below the axes for the legend: inside, it covered the curves.
+        self._figure.subplots_adjust(left=0.08, right=0.93, bottom=0.27, top=0.9)
         power = self._figure.add_subplot()
         # x is real time, in hours since the day's first interval: on a fall-back day the repeated
         # hour follows the first one instead of folding back onto it. Ticks name the local clock.
@@ -128,10 +123,13 @@ class DayPlotter:
         (self._soc,) = charge.plot([], [], color="#27ae60", linestyle="--", label="SOC")
         charge.set_ylabel("SOC %")
         charge.set_ylim(0, 100)
-        power.legend(handles=[*self._curves, self._soc], loc="upper left", fontsize=7, ncol=5)
+        power.legend(
+            handles=[*self._curves, self._soc], loc="upper center", bbox_to_anchor=(0.5, -0.25),
+            fontsize=7, ncol=5, frameon=False,
+        )
         self.power_axes = power
 
-    def png_base64(self, result: DispatchResult, problem: DispatchProblem) -> str:
+    def png_base64(self, result: DispatchResult, problem: DispatchProblem, currency: str) -> str:
         import pandas as pd
 
         instants = pd.to_datetime([p.ts for p in result.points], utc=True)
@@ -165,7 +163,7 @@ class DayPlotter:
         )
         self.power_axes.set_xlabel(xlabel)
         self.power_axes.set_title(
-            f"{result.site_id} {result.date} - {result.solver}, cost {result.kpis.total_cost:.2f}"
+            f"{result.site_id} {result.date} - {result.solver}, cost {result.kpis.total_cost:.2f} {currency}"
         )
         buffer = io.BytesIO()
         self._figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})

@@ -14,12 +14,14 @@ import dagster as dg
 
 from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS
-from dispatch_pipeline.defs.dispatch.views import decisions_table, kpis_record
-from dispatch_pipeline.defs.partitions import site_day_partitions
+from dispatch_pipeline.defs.dispatch.metadata import kpi_metadata
+from dispatch_pipeline.defs.dispatch.views import decisions_table
+from dispatch_pipeline.defs.partition_metadata import detailed, record, run_metadata
+from dispatch_pipeline.defs.partitions import LOCAL_DATE_NOTE, site_day_partitions
+from dispatch_pipeline.defs.resources import DispatchStorage
+from dispatch_pipeline.storage.sites import stored_timezones_and_currencies
 
 VIEW_IO_MANAGER_KEY = "dispatch_view_io_manager"
-REPORT_KPIS = ("total_cost", "baseline_cost", "savings_vs_baseline", "self_sufficiency",
-               "pv_utilization", "equivalent_full_cycles", "peak_grid_import_kw", "violation_kwh")
 
 
 @dg.asset(
@@ -34,19 +36,23 @@ REPORT_KPIS = ("total_cost", "baseline_cost", "savings_vs_baseline", "self_suffi
         "Why the battery and grid do what they do in each quarter-hour of the latest plan: a "
         "reason code, a sentence an operator understands, the constraints at their bound and, "
         "for MILP plans, the marginal cost of energy."
+        + LOCAL_DATE_NOTE
     ),
 )
-def dispatch_explanations(dispatch_schedule: dict[str, DispatchResult]) -> dg.MaterializeResult:
+def dispatch_explanations(
+    context: dg.AssetExecutionContext, dispatch_schedule: dict[str, DispatchResult]
+) -> dg.MaterializeResult:
     codes = Counter(point.reason_code for result in dispatch_schedule.values() for point in result.points)
-    metadata: dict[str, Any] = {
-        "partitions": len(dispatch_schedule),
-        "reason_codes": dg.MetadataValue.json(dict(codes.most_common())),
-    }
-    if len(dispatch_schedule) == 1:
-        result = next(iter(dispatch_schedule.values()))
-        metadata["dispatch_run_id"] = str(result.run_id)
-        metadata["decisions"] = dg.MetadataValue.md(decisions_table(result))
-    return dg.MaterializeResult(metadata=metadata)
+    shared = run_metadata({"partitions": len(dispatch_schedule), "reason_codes": dg.MetadataValue.json(dict(codes.most_common()))})
+    per_partition = {
+        key: {
+            "dispatch_run_id": str(result.run_id),
+            "reason_codes": dg.MetadataValue.json(dict(Counter(p.reason_code for p in result.points).most_common())),
+            "decisions": dg.MetadataValue.md(decisions_table(result)),
+        }
+        for key, result in dispatch_schedule.items()
+    } if detailed(len(dispatch_schedule)) else {}
+    return dg.MaterializeResult(metadata=record(context, shared, per_partition))
 
 
 @dg.asset(
@@ -60,28 +66,35 @@ def dispatch_explanations(dispatch_schedule: dict[str, DispatchResult]) -> dg.Ma
     description=(
         "The latest plan's KPIs per site-day: cost, the no-battery baseline and the savings, "
         "self-sufficiency, PV utilisation, battery cycles, peaks and constraint violations."
+        + LOCAL_DATE_NOTE
     ),
 )
-def dispatch_kpis(dispatch_schedule: dict[str, DispatchResult]) -> dg.MaterializeResult:
+def dispatch_kpis(
+    context: dg.AssetExecutionContext, storage: DispatchStorage, dispatch_schedule: dict[str, DispatchResult]
+) -> dg.MaterializeResult:
     results = list(dispatch_schedule.values())
-    metadata: dict[str, Any] = {"partitions": len(results)}
-    if len(results) == 1:
-        record = kpis_record(results[0])
-        metadata["dispatch_run_id"] = record["run_id"]
-        metadata.update({name: dg.MetadataValue.float(float(record[name])) for name in REPORT_KPIS})
-    elif results:
-        # Savings are in each site's own currency: averaged per site, never across sites.
-        savings: dict[str, list[float]] = {}
-        for result in results:
-            savings.setdefault(result.site_id, []).append(result.kpis.savings_vs_baseline)
-        if len(savings) == 1:
-            metadata["savings_vs_baseline_mean"] = dg.MetadataValue.float(statistics.fmean(*savings.values()))
-        else:
-            metadata["savings_vs_baseline_mean_by_site"] = dg.MetadataValue.json(
-                {site_id: round(statistics.fmean(values), 4) for site_id, values in sorted(savings.items())}
-            )
-        metadata["violation_kwh_total"] = dg.MetadataValue.float(
-            float(sum(result.kpis.violation_kwh for result in results))
+    shared: dict[str, Any] = {"partitions": len(results)}
+    # Savings are in each site's own currency: averaged per site, never across sites.
+    savings: dict[str, list[float]] = {}
+    for result in results:
+        savings.setdefault(result.site_id, []).append(result.kpis.savings_vs_baseline)
+    if len(savings) == 1:
+        shared["savings_vs_baseline_mean"] = dg.MetadataValue.float(round(statistics.fmean(*savings.values()), 4))
+    elif savings:
+        shared["savings_vs_baseline_mean_by_site"] = dg.MetadataValue.json(
+            {site_id: round(statistics.fmean(values), 4) for site_id, values in sorted(savings.items())}
         )
-        metadata["fallbacks"] = sum(result.status == "fallback" for result in results)
-    return dg.MaterializeResult(metadata=metadata)
+    shared["violation_kwh_total"] = dg.MetadataValue.float(round(sum(r.kpis.violation_kwh for r in results), 4))
+    shared["fallbacks"] = sum(result.status == "fallback" for result in results)
+    per_partition: dict[str, dict[str, Any]] = {}
+    if detailed(len(results)):
+        stored = stored_timezones_and_currencies(storage.engine(), sorted(savings))
+        per_partition = {
+            key: {"dispatch_run_id": str(result.run_id), **kpi_metadata(result, _currency(stored, result.site_id))}
+            for key, result in dispatch_schedule.items()
+        }
+    return dg.MaterializeResult(metadata=record(context, run_metadata(shared), per_partition))
+
+
+def _currency(stored: dict[str, tuple[str, str]], site_id: str) -> str:
+    return stored[site_id][1] if site_id in stored else "unknown (the site is no longer registered)"

@@ -10,7 +10,7 @@ from dispatch_pipeline.defs.dispatch.ops import (
     rule_based_schedule,
     solve_milp_schedule,
 )
-from dispatch_pipeline.defs.partitions import site_day_partitions
+from dispatch_pipeline.defs.partitions import LOCAL_DATE_NOTE, site_day_partitions
 
 
 @dg.graph_asset(
@@ -25,6 +25,7 @@ from dispatch_pipeline.defs.partitions import site_day_partitions
         "The site's battery and grid schedule for its local day, one row per quarter-hour: the "
         "MILP's plan, or the rule-based fallback when the MILP times out or fails. Every "
         "materialisation adds a dispatch run (runs are never overwritten)."
+        + LOCAL_DATE_NOTE
     ),
 )
 def dispatch_schedule(site_forecast, site_tariff):

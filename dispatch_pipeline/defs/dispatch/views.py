@@ -36,7 +36,8 @@ def decisions_table(result: DispatchResult, rows: int = 24) -> str:
     reads "14:15", not the UTC instant. On a fall-back day the repeated hour carries its UTC
     offset, so the two 02:15s can be told apart."""
     frame = explanations_frame(result)
-    changes = frame[frame["reason_code"] != frame["reason_code"].shift()].head(rows)
+    all_changes = frame[frame["reason_code"] != frame["reason_code"].shift()]
+    changes = all_changes.head(rows)
     local = changes["ts"].dt.tz_convert(result.timezone)
     offsets = local.dt.strftime("%z")
     clock = local.dt.strftime("%H:%M")
@@ -46,7 +47,10 @@ def decisions_table(result: DispatchResult, rows: int = 24) -> str:
         {f"local time ({result.timezone})": clock.to_numpy(), "reason_code": changes["reason_code"].to_numpy(),
          "reason": changes["reason"].to_numpy()}
     )
-    return table.to_markdown(index=False)
+    caption = "The quarter-hours where the decision changes; each holds until the next."
+    more = len(all_changes) - len(changes)
+    footer = f"\n\n... and {more} more changes: the dispatch_explanations table has every interval." if more else ""
+    return f"{caption}\n\n{table.to_markdown(index=False)}{footer}"
 
 
 def kpis_record(result: DispatchResult) -> dict[str, Any]:

@@ -11,7 +11,12 @@ from dispatch_pipeline.defs.common import (
 )
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions, missing_message
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
-from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
+from dispatch_pipeline.defs.partition_metadata import detailed, record, run_metadata
+from dispatch_pipeline.defs.partitions import (
+    LOCAL_DATE_NOTE,
+    context_site_days,
+    site_day_partitions,
+)
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
 from dispatch_pipeline.storage import load_forecast
@@ -31,6 +36,7 @@ FORECAST_COLUMNS = ("load_kw", "pv_kw")
         "Load and PV forecast (kW) for every quarter-hour of the site's local day, from the "
         "`forecasts` table: per interval the most recently issued value. A day with any "
         "interval missing fails, naming the site, the date and the missing intervals."
+        + LOCAL_DATE_NOTE
     ),
 )
 def site_forecast(
@@ -48,18 +54,21 @@ def site_forecast(
         else:
             frames[day.key] = stored.rows
     fail_partitions(problems)
-    return dg.Output(frames, metadata=_metadata(frames))
+    return dg.Output(frames, metadata=_metadata(context, frames))
 
 
-def _metadata(frames: dict[str, pd.DataFrame]) -> dict[str, object]:
-    if len(frames) != 1:
-        return {"partitions": len(frames), "sites_days": shorten(sorted(frames))}
-    frame = next(iter(frames.values()))
+def _metadata(context: dg.AssetExecutionContext, frames: dict[str, pd.DataFrame]) -> dict[str, object]:
+    shared = run_metadata({"partitions": len(frames), "site_days": shorten(sorted(frames))})
+    per_partition = {key: _day_metadata(frame) for key, frame in frames.items()} if detailed(len(frames)) else {}
+    return record(context, shared, per_partition)
+
+
+def _day_metadata(frame: pd.DataFrame) -> dict[str, object]:
     dt_hours = RESOLUTION_MINUTES / 60
     return {
         "intervals": len(frame),
-        "load_kwh": float(frame["load_kw"].sum() * dt_hours),
-        "pv_kwh": float(frame["pv_kw"].sum() * dt_hours),
-        "peak_load_kw": float(frame["load_kw"].max()),
+        "load_kwh": round(float(frame["load_kw"].sum() * dt_hours), 3),
+        "pv_kwh": round(float(frame["pv_kw"].sum() * dt_hours), 3),
+        "peak_load_kw": round(float(frame["load_kw"].max()), 3),
         "latest_issue": dg.MetadataValue.timestamp(frame["issued_at"].max().to_pydatetime()),
     }

@@ -11,7 +11,13 @@ from dispatch_pipeline.core.tariffs import TouTariff, expand_tariff
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, shorten
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions, missing_message
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
-from dispatch_pipeline.defs.partitions import context_site_days, site_day_partitions
+from dispatch_pipeline.defs.partition_metadata import detailed, record, run_metadata
+from dispatch_pipeline.defs.partitions import (
+    LOCAL_DATE_NOTE,
+    context_site_days,
+    parse_site_day,
+    site_day_partitions,
+)
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
 from dispatch_pipeline.storage import load_price_series
@@ -34,6 +40,7 @@ DEMAND_CHARGE = "demand_charge_per_kw"
         "Buy and sell prices (currency/kWh) per quarter-hour of the site's local day: the stored "
         "price series when one was issued for the day (it must then cover every interval), else "
         "the site's time-of-use tariff expanded by local clock time, DST days included."
+        + LOCAL_DATE_NOTE
     ),
 )
 def site_tariff(
@@ -59,7 +66,7 @@ def site_tariff(
             )
             sources["price_series"] += 1
     fail_partitions(problems)
-    return dg.Output(frames, metadata=_metadata(frames, sources))
+    return dg.Output(frames, metadata=_metadata(context, frames, sources, {site_id: site.currency for site_id, site in sites.items()}))
 
 
 def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
@@ -75,14 +82,25 @@ def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
     )
 
 
-def _metadata(frames: dict[str, pd.DataFrame], sources: Counter[str]) -> dict[str, object]:
-    if len(frames) != 1:
-        return {"partitions": len(frames), "sources": dg.MetadataValue.json(dict(sources.most_common())),
-                "sites_days": shorten(sorted(frames))}
-    frame = next(iter(frames.values()))
+def _metadata(
+    context: dg.AssetExecutionContext, frames: dict[str, pd.DataFrame], sources: Counter[str], currencies: dict[str, str]
+) -> dict[str, object]:
+    shared = run_metadata({
+        "partitions": len(frames),
+        "sources": dg.MetadataValue.json(dict(sources.most_common())),
+        "site_days": shorten(sorted(frames)),
+    })
+    per_partition = {
+        key: _day_metadata(frame, currencies[parse_site_day(key).site_id]) for key, frame in frames.items()
+    } if detailed(len(frames)) else {}
+    return record(context, shared, per_partition)
+
+
+def _day_metadata(frame: pd.DataFrame, currency: str) -> dict[str, object]:
     return {
         "source": frame["source"].iat[0],
         "intervals": len(frame),
+        "currency": currency,
         "buy_min": float(frame["buy"].min()),
         "buy_max": float(frame["buy"].max()),
         "sell_min": float(frame["sell"].min()),

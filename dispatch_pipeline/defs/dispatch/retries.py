@@ -1,0 +1,67 @@
+"""Plans an earlier attempt of a run committed before it died: kept, not stored a second time.
+
+A run killed after its plans were committed but before Dagster recorded the step's success (a
+lost worker, the run monitor's time limit) is retried: `run_retries` re-executes it from the
+failure, or a step retry policy runs the step again in the same run. The retry plans again, from
+the same input snapshots; storing those plans would put each site-day in the database twice, and
+every query over the runs of a backfill would count it twice. So a retry keeps the committed
+plans, provided that nothing replaced them since and that no run in between took its inputs
+afresh. Anything else that plans a partition again (a new run, a re-execution of all steps, a
+re-execution of a run whose step succeeded) adds a run, as always.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import dagster as dg
+from dagster._core.execution.context.system import StepExecutionContext
+from sqlalchemy import Engine
+
+from dispatch_pipeline.defs.partitions import SiteDay
+from dispatch_pipeline.defs.stored_runs import latest_run_ids
+
+# The steps that take a plan's inputs; a run that executes them may plan from other inputs than
+# the run it re-executes.
+INPUT_STEPS = ("site_forecast", "site_tariff")
+
+
+def earlier_attempts(step: StepExecutionContext) -> list[str]:
+    """Ids of the Dagster runs whose attempt at this step planned from this attempt's inputs
+    and may have stored its plans before failing: this run, when the step is being retried in
+    it, and the runs this one re-executes, back to the nearest whose step succeeded or that
+    took its inputs afresh."""
+    attempts = [step.run_id] if step.previous_attempt_count else []
+    run = step.dagster_run
+    while run.parent_run_id is not None and not _takes_inputs(run):
+        parent = step.instance.get_run_by_id(run.parent_run_id)
+        if parent is None or _succeeded(step.instance, parent.run_id, step.step.key):
+            break
+        attempts.append(parent.run_id)
+        run = parent
+    return attempts
+
+
+def plans_to_keep(step: StepExecutionContext, engine: Engine, days: Sequence[SiteDay]) -> dict[SiteDay, uuid.UUID]:
+    """The dispatch runs earlier attempts of this step stored for `days` that are still the
+    latest of their site-day (a plan stored since by another run is not brought back)."""
+    attempts = earlier_attempts(step)
+    if not attempts:
+        return {}
+    stored = latest_run_ids(engine, days, dagster_run_ids=attempts)
+    latest = latest_run_ids(engine, list(stored)) if stored else {}
+    return {day: run_id for day, run_id in stored.items() if latest.get(day) == run_id}
+
+
+def _takes_inputs(run: dg.DagsterRun) -> bool:
+    if run.step_keys_to_execute is not None:  # a re-execution of some steps (from the failure)
+        return any(key in run.step_keys_to_execute for key in INPUT_STEPS)
+    if run.asset_selection is not None:
+        return any(dg.AssetKey(key) in run.asset_selection for key in INPUT_STEPS)
+    return True
+
+
+def _succeeded(instance: dg.DagsterInstance, run_id: str, step_key: str) -> bool:
+    successes = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
+    return any(record.event_log_entry.step_key == step_key for record in successes)
