@@ -80,6 +80,19 @@ def demo_runs(sites: list[tuple[str, dt.date]], past_days: int) -> list[list[Sit
     return history + tomorrows
 
 
+def _check_first_date(earliest_today: dt.date, past_days: int) -> None:
+    """Refuse, before anything is written, days before the first date partition."""
+    from dispatch_pipeline.defs.partitions import START_DATE
+
+    first = dt.date.fromisoformat(START_DATE)
+    most = (earliest_today - first).days
+    if past_days > most:
+        raise UsageError(
+            f"--days: at most {most} (got {past_days}): the date partitions start on {first} "
+            "(DISPATCH_PARTITIONS_START)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.days < 0:
         raise UsageError(f"--days: must be >= 0 (got {args.days})")
@@ -107,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     issued_at = dt.datetime.now(dt.UTC)
     # Each site's own today: at 17:00 UTC it is already tomorrow in Kuala Lumpur.
     todays = [(site.site_id, local_today(site.timezone, issued_at)) for site in sites]
+    _check_first_date(min(today for _, today in todays), args.days)
     upsert_sites(engine, sites)  # all three or, refused, none
     for site, (_, today) in zip(sites, todays, strict=True):
         for date in demo_dates(today, args.days):

@@ -100,7 +100,11 @@ def read_table(path: Path) -> Any:
             # field into an index (csv_lines refuses such rows first).
             return pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
         if suffix in PARQUET_SUFFIXES:
-            return pd.read_parquet(path)
+            table = pd.read_parquet(path)
+            # A column saved as the frame's index (set_index("ts")) is data like any other; only
+            # unnamed row labels (a filtered frame's positions) are not.
+            named = [name for name in table.index.names if name is not None]
+            return table.reset_index(level=named) if named else table
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
@@ -143,7 +147,7 @@ def csv_lines(path: Path) -> list[int] | None:
     lines.
     """
     starts: list[int] = []
-    header = 0
+    header: list[str] = []
     try:
         with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
             reader = csv.reader(file)
@@ -151,17 +155,32 @@ def csv_lines(path: Path) -> list[int] | None:
             for record in reader:
                 if len(record) > 1 or (record and record[0].strip()):
                     if not starts:
-                        header = len(record)
-                    elif len(record) != header:
+                        header = record
+                    elif len(record) != len(header):
                         raise UsageError(
-                            f"{path}: row {len(starts)} (line {start}) has {len(record)} fields, "
-                            f"the header {header}"
+                            f"{path}: row {len(starts)} (line {start}) has {len(record)} fields, the header "
+                            f"{len(header)} (got {_shortened(','.join(record))!r}){_one_field_hint(header)}"
                         )
                     starts.append(start)
                 start = reader.line_num + 1
     except (OSError, csv.Error):
         return None
     return starts[1:]  # starts[0]: the header
+
+
+def _shortened(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_field_hint(header: list[str]) -> str:
+    """A header read as one field: another separator (a spreadsheet's ';'), or a first line that
+    is not the header at all (a comment)."""
+    if len(header) != 1:
+        return ""
+    return (
+        f"; the header is the single field {_shortened(header[0])!r}: the first line must name the "
+        "columns, separated by commas"
+    )
 
 
 def _number(value: Any, where: str, non_negative: bool) -> float:

@@ -155,8 +155,8 @@ class _StrictLoader(yaml.SafeLoader):
                 )
         return super().construct_mapping(node, deep=deep)
 
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        return int(self.construct_scalar(node), 10)  # "0123" is 123, not octal 83
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | OversizedInteger:
+        return _integer(self.construct_scalar(node))  # "0123" is 123, not octal 83
 
 
 _INT = "tag:yaml.org,2002:int"

@@ -170,6 +170,9 @@ def parse_sites(data: Any, source: str = "sites") -> list[Site]:
     entries = data["sites"]
     if not isinstance(entries, list):
         raise SiteConfigError([f"{source}: 'sites' must be a list (got {_kind(entries)})"])
+    if not entries:
+        # Like an empty forecast file: a file that registers nothing is a mistake, not a no-op.
+        raise SiteConfigError([f"{source}: 'sites' is empty: list at least one site"])
 
     sites: list[Site] = []
     problems: list[str] = []

@@ -63,24 +63,34 @@ def _refuse_ids_differing_only_in_case(connection: Connection, rows: list[dict[s
     """A site's files are kept in a directory named after its id: on a filesystem that ignores
     case (macOS, Windows), two ids differing only in case would share it, and one site would be
     planned on the other's forecast."""
-    taken: dict[str, str] = {}
-    lowered = sorted({row["site_id"].lower() for row in rows})
+    for site_id, (other, registered) in case_clashes(connection, [row["site_id"] for row in rows]).items():
+        whose = f"the registered site {other!r}" if registered else f"{other!r}, another site given with it"
+        raise problem(
+            "site_id",
+            f"differs only in case from {whose}; ids name the directories of the sites' files, "
+            "which some filesystems do not tell apart",
+            site_id,
+        )
+
+
+def case_clashes(connection: Connection, site_ids: Sequence[str]) -> dict[str, tuple[str, bool]]:
+    """{site_id: (the id it differs from only in case, whether that one is registered)} for each
+    of `site_ids` that is not registered itself and clashes so with a registered site or with
+    one before it in `site_ids`. A registered id clashes with nothing: a pair registered before
+    ids were checked can still be updated."""
+    lowered = sorted({site_id.lower() for site_id in site_ids})
     stored = set(connection.scalars(select(sites.c.site_id).where(func.lower(sites.c.site_id).in_(lowered))))
+    taken = {}
     for site_id in sorted(stored):
         taken.setdefault(site_id.lower(), site_id)
-    for row in rows:
-        site_id = row["site_id"]
+    clashes = {}
+    for site_id in site_ids:
         if site_id in stored:
-            continue  # replaced: a pair registered before ids were checked can still be updated
+            continue
         other = taken.setdefault(site_id.lower(), site_id)
         if other != site_id:
-            whose = f"the registered site {other!r}" if other in stored else f"{other!r}, another site given with it"
-            raise problem(
-                "site_id",
-                f"differs only in case from {whose}; ids name the directories of the sites' files, "
-                "which some filesystems do not tell apart",
-                site_id,
-            )
+            clashes.setdefault(site_id, (other, other in stored))
+    return clashes
 
 
 def get_site(engine: Engine, site_id: str) -> Site | None:

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from dispatch_pipeline.cli import main
-from dispatch_pipeline.demo import demo_forecast
-from dispatch_pipeline.storage import load_forecast, load_price_series, open_database
+from dispatch_pipeline.demo import demo_forecast, demo_site
+from dispatch_pipeline.storage import load_forecast, load_price_series, open_database, upsert_site
 from tests.pipeline.conftest import price_table
 
 # Wide enough to hold every row of the files below, whatever was stored.
@@ -222,6 +222,19 @@ def test_a_row_with_more_or_fewer_fields_than_the_header_is_named(url, tmp_path,
     assert stored("forecasts", url).empty
 
 
+def test_a_spreadsheets_semicolons_and_decimal_commas_are_named_as_such(url, tmp_path, capsys):
+    header, *rows = forecast_table().to_csv(index=False).splitlines()
+    european = [line.replace(",", ";") for line in [header, *rows]]
+    european[1] = european[1].replace(".", ",")  # 261.84 -> 261,84: a field more for csv
+    path = tmp_path / "excel.csv"
+    path.write_text("\n".join(european) + "\n")
+    assert load("forecasts", path, url) == 2
+    err = capsys.readouterr().err
+    assert f"row 1 (line 2) has 3 fields, the header 1 (got {european[1]!r})" in err
+    assert "the header is the single field 'site_id;ts;load_kw;pv_kw': the first line must name the columns, separated by commas" in err
+    assert stored("forecasts", url).empty
+
+
 @pytest.mark.parametrize(
     ("header", "message"),
     [
@@ -268,6 +281,36 @@ def test_a_site_id_no_site_can_have_is_refused(url, tmp_path, capsys, site_id, w
     assert load("forecasts", path, url) == 2
     assert f"row {ROW}, column site_id: {words}" in capsys.readouterr().err
     assert stored("forecasts", url).empty
+
+
+@pytest.mark.parametrize("command", list(SERIES))
+def test_a_site_id_differing_only_in_case_from_a_registered_one_is_refused(url, tmp_path, capsys, command):
+    make_table, _, site_id = SERIES[command]
+    upsert_site(open_database(url), demo_site(site_id))
+    path = tmp_path / "series.csv"
+    make_table(site_id.lower()).to_csv(path, index=False)
+    assert load(command, path, url) == 2
+    err = capsys.readouterr().err
+    assert f"site_id: differs only in case from the registered site {site_id!r}" in err
+    assert f"(got {site_id.lower()!r})" in err
+    assert stored(command, url, site_id.lower()).empty
+
+
+def test_a_parquet_index_is_read_as_the_column_it_was(url, tmp_path, capsys):
+    # Saved with an index: a named one is a column (checked like any), row positions are not.
+    indexed = tmp_path / "indexed.parquet"
+    forecast_table().assign(region="north").set_index("region").to_parquet(indexed)
+    assert load("forecasts", indexed, url) == 2
+    assert "unexpected column(s) region" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
+
+    by_time = tmp_path / "by_time.parquet"
+    forecast_table().set_index("ts").to_parquet(by_time)
+    positions = tmp_path / "positions.parquet"
+    forecast_table().iloc[::-1].to_parquet(positions)  # a non-default index of row positions
+    assert load("forecasts", by_time, url) == 0
+    assert load("forecasts", positions, url) == 0
+    assert len(stored("forecasts", url)) == 96
 
 
 def test_an_empty_issue_time_is_refused_not_taken_for_now(url, tmp_path, capsys):

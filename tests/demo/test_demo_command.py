@@ -255,3 +255,12 @@ def test_a_registered_id_clashing_with_a_demo_sites_in_case_is_named_without_a_t
     assert "differs only in case from the registered site 'kl_mall'" in err and "Traceback" not in err
     with engine.connect() as connection:
         assert connection.scalars(select(sites.c.site_id)).all() == ["kl_mall"]  # no demo site either
+
+
+def test_days_before_the_first_date_partition_are_refused_before_anything_is_written(checkout, capsys):
+    assert main(["demo", "--days", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert "--days: at most" in err and "(got 100000)" in err and "DISPATCH_PARTITIONS_START" in err
+    engine = open_database(f"sqlite:///{checkout / 'dagster_home' / 'embedded' / 'dispatch.sqlite'}")
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(sites)) == 0

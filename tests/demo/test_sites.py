@@ -223,6 +223,7 @@ def test_a_batterys_operating_settings_keep_the_contract_defaults(tmp_path):
         ("site: {site_id: X}\n", "has no top-level 'sites' list"),
         ("sites: {}\n", "'sites' must be a list (got dict)"),
         ("sites: []\nextra: 1\n", "unknown top-level key(s) ['extra']"),
+        ("sites: []\n", "'sites' is empty: list at least one site"),
         ("sites: [3]\n", "sites[0]: must be a mapping (got int)"),
     ],
 )
@@ -232,13 +233,17 @@ def test_malformed_files(tmp_path, text, fragment):
     assert problems[0].startswith(str(path)) and fragment in problems[0], problems
 
 
+def test_an_integer_too_long_to_read_is_named_with_its_field(tmp_path):
+    site = demo_site("KL_MALL").model_dump(mode="json")
+    text = yaml.safe_dump({"sites": [{**site, "pv_kwp": "PV"}]}).replace("pv_kwp: PV", "pv_kwp: " + "9" * 5001)
+    assert "9" * 5001 in text
+    problems = problems_of(write(tmp_path, text))
+    assert problems == [f"{tmp_path / 'sites.yaml'}: sites[0] ('KL_MALL'): pv_kwp: Input should be a valid number (got an integer of 5001 digits)"]
+
+
 def test_missing_file_names_the_path(tmp_path):
     problems = problems_of(tmp_path / "nope.yaml")
     assert problems == [f"{tmp_path / 'nope.yaml'}: cannot read (No such file or directory)"]
-
-
-def test_empty_site_list_is_allowed():
-    assert parse_sites({"sites": []}) == []
 
 
 def test_site_field_rules():
