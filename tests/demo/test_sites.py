@@ -15,7 +15,6 @@ from dispatch_pipeline.core.site import (
     Site,
     SiteConfigError,
     load_sites_yaml,
-    parse_sites,
     site_request,
 )
 from dispatch_pipeline.demo import demo_site, demo_sites, sites_yaml_path
