@@ -118,8 +118,10 @@ def _quick_start_request() -> dict[str, Any]:
 
 
 QUICK_START_REQUEST = _quick_start_request()
+# Tomorrow for a site `dispatch-pipeline demo` registers, with the PV forecast it stores.
 REGISTERED_SITE_REQUEST = {
-    key: value for key, value in QUICK_START_REQUEST.items() if key not in ("pv_kw", "timezone")
+    **{key: value for key, value in QUICK_START_REQUEST.items() if key not in ("pv_kw", "timezone", "date")},
+    "site_id": "KL_MALL",
 }
 
 REQUEST_EXAMPLES = {
@@ -128,7 +130,10 @@ REQUEST_EXAMPLES = {
         "value": QUICK_START_REQUEST,
     },
     "registered_site": {
-        "summary": "Registered site: battery, limits, weights, timezone, demand charge and PV forecast from storage",
+        "summary": (
+            "Registered site, tomorrow on its clock: battery, limits, weights, timezone, demand charge "
+            "and PV forecast from storage (KL_MALL, once `dispatch-pipeline demo` has stored them)"
+        ),
         "value": REGISTERED_SITE_REQUEST,
     },
 }

@@ -86,6 +86,10 @@ class DispatchResponse(BaseModel):
     """The contract's answer to a solve request."""
 
     run_id: uuid.UUID
+    # Which local day was planned: a request without `date` plans tomorrow on the site's clock.
+    site_id: str
+    date: dt.date = Field(description="The local day planned, in `timezone`.")
+    timezone: str
     status: Status
     fallback_used: bool
     fallback_reason: str | None = Field(None, description="Why the MILP's plan was not used, when it was not.")
@@ -97,9 +101,6 @@ class DispatchResponse(BaseModel):
 class DispatchResult(DispatchResponse):
     """Everything a solve produced; `response()` is the contract's short answer."""
 
-    site_id: str
-    date: dt.date
-    timezone: str
     resolution_minutes: int
     milp_solver: str | None = Field(None, description="'highs' or 'cbc' when the MILP was tried.")
     mip_gap: float | None = None

@@ -24,7 +24,13 @@ def test_quick_start_request_round_trips(client, engine, sample_request):
 
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert set(answer) == {"run_id", "status", "fallback_used", "fallback_reason", "solver", "objective_value", "kpis"}
+    assert set(answer) == {
+        "run_id", "site_id", "date", "timezone", "status", "fallback_used", "fallback_reason", "solver",
+        "objective_value", "kpis",
+    }
+    assert (answer["site_id"], answer["date"], answer["timezone"]) == (
+        sample_request["site_id"], sample_request["date"], sample_request["timezone"]
+    )
     assert (answer["status"], answer["solver"], answer["fallback_used"], answer["fallback_reason"]) == ("ok", "milp", False, None)
     # The optimum of the same request solved in this process, without the API or the database.
     assert answer["objective_value"] == pytest.approx(solve_dispatch(sample_request).objective_value, rel=1e-6)
@@ -484,3 +490,21 @@ def test_a_run_that_fell_back_says_so_in_its_details(client, engine, sample_requ
     assert detail["fallback_used"] is True and detail["status"] == "fallback"
     assert "crashed" in detail["fallback_reason"]
     assert answer.json()["fallback_reason"] == detail["fallback_reason"]
+
+
+def test_the_openapi_example_for_a_registered_site_plans_its_tomorrow_from_storage(client, engine, monkeypatch):
+    from dispatch_pipeline.api import planning
+    from dispatch_pipeline.api.schemas import REGISTERED_SITE_REQUEST
+    from dispatch_pipeline.demo import demo_forecast, demo_site
+
+    # As `dispatch-pipeline demo` leaves KL_MALL (under an id of this test's own).
+    upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": "EXAMPLE_KL"}))
+    save_forecast(engine, "EXAMPLE_KL", demo_forecast("KL_MALL", dt.date(2024, 3, 15)),
+                  issued_at=dt.datetime(2024, 3, 14, tzinfo=dt.UTC))
+    monkeypatch.setattr(planning, "clock", lambda: dt.datetime(2024, 3, 14, 6, tzinfo=dt.UTC))  # 14:00 there
+
+    response = client.post("/dispatch/run", json={**REGISTERED_SITE_REQUEST, "site_id": "EXAMPLE_KL"})
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["site_id"], answer["date"], answer["timezone"]) == ("EXAMPLE_KL", "2024-03-15", "Asia/Kuala_Lumpur")
