@@ -132,8 +132,15 @@ async def require_access(
         raise ApiError(401, f"Authorization is sent {sent} times: send one bearer token",
                        headers=_UNAUTHORIZED_HEADERS)
     if credentials is None:
-        raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'",
-                       headers=_UNAUTHORIZED_HEADERS)
+        scheme = request.headers.get("authorization", "").strip().partition(" ")[0]
+        # The scheme only: whatever follows it may be a password.
+        if not scheme:
+            what = "missing bearer token"
+        elif scheme.lower() == "bearer":
+            what = "the bearer token is empty"
+        else:
+            what = f"Authorization of scheme {scheme[:20]!r}, not a bearer token"
+        raise ApiError(401, f"{what}: send 'Authorization: Bearer <token>'", headers=_UNAUTHORIZED_HEADERS)
     grant = table.find(credentials.credentials)
     if grant is None:
         raise ApiError(401, "unknown bearer token", headers=_UNAUTHORIZED_HEADERS)

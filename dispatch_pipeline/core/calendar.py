@@ -74,10 +74,17 @@ def local_day(date: dt.date, timezone: str, resolution_minutes: int) -> LocalDay
     step = dt.timedelta(minutes=resolution_minutes)
     if length % step:
         raise ValueError(
-            f"resolution_minutes: {resolution_minutes} does not divide the {length} local day "
+            f"resolution_minutes: {resolution_minutes} does not divide the {_duration(length)} local day "
             f"{date} in {timezone}"
         )
     return LocalDay(date, timezone, resolution_minutes, start, end)
+
+
+def _duration(length: dt.timedelta) -> str:
+    """'24 h 30 min', '23 h 15 min 30 s': a day's length as a reader says it."""
+    seconds = int(length.total_seconds())
+    parts = [(seconds // 3600, "h"), (seconds % 3600 // 60, "min"), (seconds % 60, "s")]
+    return " ".join(f"{amount} {unit}" for amount, unit in parts if amount or unit == "h")
 
 
 def next_local_date(timezone: str, now: dt.datetime | None = None) -> dt.date:

@@ -91,9 +91,10 @@ RELATIVE_DIRECTORY_NAMES = (".", "..")
 
 
 def site_id_problem(value: str) -> str | None:
-    """What is wrong with a site id that matches SITE_ID_PATTERN; None if nothing."""
+    """What is wrong with a site id that matches SITE_ID_PATTERN (the value is not repeated: each
+    caller shows it its own way); None if nothing."""
     if value in RELATIVE_DIRECTORY_NAMES:
-        return f"'.' and '..' cannot name the directory a site's files are kept in (got {value!r})"
+        return "'.' and '..' cannot name the directory a site's files are kept in"
     return None
 
 

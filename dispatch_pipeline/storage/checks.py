@@ -29,7 +29,7 @@ def check_site_id(value: Any, field: str = "site_id") -> str:
         raise problem(field, f"must match {SITE_ID_PATTERN}", value)
     wrong = site_id_problem(value)
     if wrong:
-        raise StorageInputError(f"{field}: {wrong}")
+        raise problem(field, wrong, value)
     return value
 
 

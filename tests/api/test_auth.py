@@ -34,12 +34,14 @@ def test_healthz_needs_no_token(secured):
 
 
 @pytest.mark.parametrize(
-    "headers",
-    [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic YWxsLXNpdGVzLXRva2Vu"},
-     {"Authorization": "Bearer"}, {"Authorization": "Bearer all-sites-token2"}],
+    ("headers", "message"),
+    [({}, "missing bearer token"), ({"Authorization": "Bearer nope"}, "unknown bearer token"),
+     ({"Authorization": "Basic YWxsLXNpdGVzLXRva2Vu"}, "Authorization of scheme 'Basic', not a bearer token"),
+     ({"Authorization": "Bearer"}, "the bearer token is empty"),
+     ({"Authorization": "Bearer all-sites-token2"}, "unknown bearer token")],
     ids=["none", "unknown", "basic", "empty", "prefix-of-nothing"],
 )
-def test_missing_or_unknown_token_is_401(secured, engine, sample_request, headers):
+def test_missing_or_unknown_token_is_401(secured, engine, sample_request, headers, message):
     before = count_rows(engine)
 
     responses = [
@@ -50,6 +52,8 @@ def test_missing_or_unknown_token_is_401(secured, engine, sample_request, header
 
     assert [r.status_code for r in responses] == [401, 401, 401]
     assert all(r.headers["www-authenticate"] == "Bearer" for r in responses)
+    assert all(r.json()["message"].startswith(message) for r in responses), responses[0].json()
+    assert "YWxsLXNpdGVzLXRva2Vu" not in responses[0].text
     assert count_rows(engine) == before
 
 

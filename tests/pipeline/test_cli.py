@@ -360,7 +360,7 @@ def test_a_local_day_no_quarter_hour_grid_fits_is_noted_not_a_crash(url, tmp_pat
     out, err = capsys.readouterr()
     assert "X: 2 interval(s) stored" in out
     assert ("X: 1 local day(s) cannot be planned at all: resolution_minutes: 15 does not divide the "
-            "23:15:30 local day 1972-01-07 in Africa/Monrovia") in err
+            "23 h 15 min 30 s local day 1972-01-07 in Africa/Monrovia") in err
     assert "still misses intervals of 1 local day(s) in Africa/Monrovia: 1972-01-09 (has 1 of 96 intervals)" in err
 
 
