@@ -87,7 +87,8 @@ def choose_dagster_home() -> DagsterHome:
         if missing:
             raise UsageError(
                 f"DAGSTER_HOME={home}: its dagster.yaml reads {', '.join(missing)}, which "
-                "are not set; set them, or unset DAGSTER_HOME to use the embedded SQLite instance"
+                f"{'is' if len(missing) == 1 else 'are'} not set; set {'it' if len(missing) == 1 else 'them'}, "
+                "or unset DAGSTER_HOME to use the embedded SQLite instance"
             )
         configured = (home / "dagster.yaml").is_file()
         storage = "as configured in its dagster.yaml" if configured else "no dagster.yaml: Dagster's defaults, SQLite files"
