@@ -27,9 +27,15 @@ def pipeline_job(database_url: str, snapshots_dir: str) -> dg.JobDefinition:
 
 
 def reexecute(
-    instance: dg.DagsterInstance, run_id: str, database_url: str, snapshots_dir: str, from_failure: bool
+    instance: dg.DagsterInstance,
+    run_id: str,
+    database_url: str,
+    snapshots_dir: str,
+    from_failure: bool,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteJobResult:
-    """What run_retries does (`from_failure`), or the UI's "re-execute all"."""
+    """What run_retries does (`from_failure`), or the UI's "re-execute all"; `tags` added (the
+    daemon's retries carry dagster/retry_number)."""
     options = (
         dg.ReexecutionOptions.from_failure(run_id, instance) if from_failure
         else dg.ReexecutionOptions(parent_run_id=run_id)
@@ -44,6 +50,9 @@ def reexecute(
         job,
         instance=instance,
         reexecution_options=options,
-        tags={key: value for key, value in parent_tags.items() if "partition" in key or not key.startswith("dagster/")},
+        tags={
+            **{key: value for key, value in parent_tags.items() if "partition" in key or not key.startswith("dagster/")},
+            **(tags or {}),
+        },
         raise_on_error=False,
     )

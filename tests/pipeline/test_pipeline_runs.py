@@ -530,9 +530,28 @@ def test_a_retry_stores_its_plans_when_the_committed_ones_were_replaced_or_its_i
     runs = list_runs(engine, site.site_id)
     assert len(runs) == 3 and runs[0].dagster_run_id == retry.run_id
 
-    # Re-executed with every step, the inputs taken afresh (as the Helm chart's retries are).
+    # Re-executed by hand with every step, the inputs taken afresh.
     second = _fail_after_the_commit(job, instance, [day], monkeypatch)
     again = reexecute(instance, second.run_id, database_url, str(snapshots_dir), from_failure=False)
     assert again.success
     runs = list_runs(engine, site.site_id)
     assert len(runs) == 5 and runs[0].dagster_run_id == again.run_id
+
+
+def test_the_daemons_retry_with_every_step_keeps_the_committed_plans_too(
+    instance, engine, make_site, database_url, snapshots_dir, monkeypatch
+):
+    # The Helm chart's retries execute every step (a pod's snapshot files go with it); an
+    # automatic retry still finishes its failed run rather than planning anew.
+    from tests.pipeline.retried_job import pipeline_job, reexecute
+
+    site = make_site("KL_MALL", (DAY,))
+    first = _fail_after_the_commit(
+        pipeline_job(database_url, str(snapshots_dir)), instance, [SiteDay(site.site_id, DAY)], monkeypatch
+    )
+    stored_first = [run.run_id for run in list_runs(engine, site.site_id)]
+    retry = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=False,
+                      tags={"dagster/retry_number": "1"})
+    assert retry.success
+    assert [run.run_id for run in list_runs(engine, site.site_id)] == stored_first
+    assert _schedule_metadata_run_ids(retry) == {str(stored_first[0])}

@@ -6,8 +6,8 @@ failure, or a step retry policy runs the step again in the same run. The retry p
 the same input snapshots; storing those plans would put each site-day in the database twice, and
 every query over the runs of a backfill would count it twice. So a retry keeps the committed
 plans, provided that nothing replaced them since and that no run in between took its inputs
-afresh. Anything else that plans a partition again (a new run, a re-execution of all steps, a
-re-execution of a run whose step succeeded) adds a run, as always.
+afresh. Anything else that plans a partition again (a new run, a re-execution of all steps started
+by hand, a re-execution of a run whose step succeeded) adds a run, as always.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 from dagster._core.execution.context.system import StepExecutionContext
+from dagster._core.storage.tags import RETRY_NUMBER_TAG
 from sqlalchemy import Engine
 
 from dispatch_pipeline.defs.partitions import SiteDay
@@ -55,6 +56,11 @@ def plans_to_keep(step: StepExecutionContext, engine: Engine, days: Sequence[Sit
 
 
 def _takes_inputs(run: dg.DagsterRun) -> bool:
+    """Whether the run may plan from other inputs than the run it re-executes. The daemon's
+    automatic retries finish their failed run, whichever steps they execute (the Helm chart's
+    execute all: their pods do not share the snapshot files)."""
+    if RETRY_NUMBER_TAG in run.tags:
+        return False
     if run.step_keys_to_execute is not None:  # a re-execution of some steps (from the failure)
         return any(key in run.step_keys_to_execute for key in INPUT_STEPS)
     if run.asset_selection is not None:
