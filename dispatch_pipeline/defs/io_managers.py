@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import dagster as dg
 
 from dispatch_pipeline.core.result import DispatchResult
-from dispatch_pipeline.defs.dispatch.retries import earlier_attempts
 from dispatch_pipeline.defs.dispatch.views import VIEWS
 from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
 from dispatch_pipeline.defs.partition_metadata import run_metadata
@@ -226,11 +225,9 @@ class DispatchRunIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: dict[str, DispatchResult]) -> None:
         engine = self.storage.engine()
         pairs = _per_partition(context, obj)
-        # A retry's output holds the plans an earlier attempt stored (checks.py keeps them).
-        step = _step_context(context)
-        stored_before = stored_run_ids(engine, [result.run_id for _, result in pairs]) if (
-            step is not None and earlier_attempts(step)
-        ) else set()
+        # A retry's output may hold plans an earlier attempt stored (checks.py keeps them); one
+        # primary-key lookup per 500 plans finds them.
+        stored_before = stored_run_ids(engine, [result.run_id for _, result in pairs])
         results = [result for _, result in pairs if result.run_id not in stored_before]
         run_ids = save_runs(engine, results, source="dagster", dagster_run_id=context.run_id) if results else []
         _run_results.remember(context.run_id, {day.key: result for day, result in pairs})
