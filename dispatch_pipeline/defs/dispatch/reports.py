@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from dispatch_pipeline.core.result import DispatchResult
+from dispatch_pipeline.defs.column_schemas import DISPATCH_EXPLANATIONS, DISPATCH_KPIS
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS
 from dispatch_pipeline.defs.dispatch.metadata import kpi_metadata
 from dispatch_pipeline.defs.dispatch.views import decisions_table
@@ -31,7 +32,7 @@ VIEW_IO_MANAGER_KEY = "dispatch_view_io_manager"
     group_name="dispatch",
     kinds={"pandas", "postgres"},
     owners=OWNERS,
-    metadata={"stored_in": "dispatch_explanations"},
+    metadata={"stored_in": "dispatch_explanations", **DISPATCH_EXPLANATIONS},
     description=(
         "Why the battery and grid do what they do in each quarter-hour of the latest plan: a "
         "reason code, a sentence an operator understands, the constraints at their bound and, "
@@ -62,7 +63,7 @@ def dispatch_explanations(
     group_name="dispatch",
     kinds={"pandas", "postgres"},
     owners=OWNERS,
-    metadata={"stored_in": "dispatch_kpis"},
+    metadata={"stored_in": "dispatch_kpis", **DISPATCH_KPIS},
     description=(
         "The latest plan's KPIs per site-day: cost, the no-battery baseline and the savings, "
         "self-sufficiency, PV utilisation, battery cycles, peaks and constraint violations."

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from dispatch_pipeline.defs.column_schemas import DISPATCH_SCHEDULE
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS
 from dispatch_pipeline.defs.dispatch.checks import check_dispatch_schedule, check_specs
 from dispatch_pipeline.defs.dispatch.ops import (
@@ -20,7 +21,7 @@ from dispatch_pipeline.defs.partitions import LOCAL_DATE_NOTE, site_day_partitio
     kinds={"highs", "postgres"},
     owners=OWNERS,
     check_specs=check_specs("dispatch_schedule"),
-    metadata={"stored_in": "dispatch_runs, dispatch_schedule, dispatch_explanations, dispatch_kpis"},
+    metadata={"stored_in": "dispatch_runs, dispatch_schedule, dispatch_explanations, dispatch_kpis", **DISPATCH_SCHEDULE},
     description=(
         "The site's battery and grid schedule for its local day, one row per quarter-hour: the "
         "MILP's plan, or the rule-based fallback when the MILP times out or fails. Every "

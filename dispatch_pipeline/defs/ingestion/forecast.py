@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from dispatch_pipeline.defs.column_schemas import SITE_FORECAST
 from dispatch_pipeline.defs.common import (
     BACKFILL_POLICY,
     OWNERS,
@@ -31,7 +32,7 @@ FORECAST_COLUMNS = ("load_kw", "pv_kw")
     group_name="ingestion",
     kinds={"sql", "pandas"},
     owners=OWNERS,
-    metadata={"source_table": "forecasts", "resolution_minutes": RESOLUTION_MINUTES},
+    metadata={"source_table": "forecasts", "resolution_minutes": RESOLUTION_MINUTES, **SITE_FORECAST},
     description=(
         "Load and PV forecast (kW) for every quarter-hour of the site's local day, from the "
         "`forecasts` table: per interval the most recently issued value. A day with any "

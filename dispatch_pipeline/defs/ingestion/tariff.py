@@ -8,6 +8,7 @@ import pandas as pd
 
 from dispatch_pipeline.core.calendar import LocalDay
 from dispatch_pipeline.core.tariffs import TouTariff, expand_tariff
+from dispatch_pipeline.defs.column_schemas import SITE_TARIFF
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, shorten
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions, missing_message
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
@@ -35,7 +36,7 @@ DEMAND_CHARGE = "demand_charge_per_kw"
     group_name="ingestion",
     kinds={"sql", "pandas"},
     owners=OWNERS,
-    metadata={"source_table": "price_series (else the site's ToU tariff)"},
+    metadata={"source_table": "price_series (else the site's ToU tariff)", **SITE_TARIFF},
     description=(
         "Buy and sell prices (currency/kWh) per quarter-hour of the site's local day: the stored "
         "price series when one was issued for the day (it must then cover every interval), else "
