@@ -28,7 +28,7 @@ from dispatch_pipeline.core.request import (
     RequestError,
 )
 from dispatch_pipeline.core.site import Site
-from dispatch_pipeline.storage import get_site, load_forecast
+from dispatch_pipeline.storage import get_site, load_forecast, registered_case_variant
 
 _SITE_ID = re.compile(SITE_ID_PATTERN)
 # Request fields a registered site supplies when the request leaves them out; an object given
@@ -39,12 +39,21 @@ SITE_SUPPLIED_OBJECTS = ("bess", "limits", "weights")
 def registered_site(engine: Engine, raw: Any) -> Site | None:
     """The stored site the raw request names, if any (StoredSiteInvalid if it is stored broken).
 
-    A site_id that breaks its pattern names no site: validation reports it with the rest.
+    A site_id that breaks its pattern names no site: validation reports it with the rest. One
+    differing only in case from a registered site's is a RequestError: planned as a site of its
+    own, with the contract's default battery, it would be a typo's plan stored under an id no
+    site can ever be registered under.
     """
     site_id = raw.get("site_id") if isinstance(raw, dict) else None
     if not isinstance(site_id, str) or not _SITE_ID.fullmatch(site_id):
         return None
-    return get_site(engine, site_id)
+    site = get_site(engine, site_id)
+    if site is None and (registered := registered_case_variant(engine, site_id)):
+        raise RequestError([
+            f"site_id: differs only in case from the registered site {registered!r} (got {site_id!r}); "
+            "site ids are compared exactly"
+        ])
+    return site
 
 
 @dataclass(frozen=True)

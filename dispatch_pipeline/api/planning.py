@@ -35,6 +35,8 @@ def plan_and_store(engine: Engine, raw: dict[str, Any]) -> DispatchResponse:
     except StoredSiteInvalid as exc:
         # The operator's data, not the caller's request: a server error, with its reason.
         raise ApiError(500, f"cannot plan: {exc}") from None
+    except RequestError as exc:
+        raise from_request_error(exc) from None
     # One clock reading: a request without `date` near local midnight must take its stored PV
     # from the day it plans.
     now = clock()

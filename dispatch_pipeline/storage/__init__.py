@@ -34,6 +34,7 @@ from dispatch_pipeline.storage.sites import (
     list_site_ids,
     list_sites,
     read_sites,
+    registered_case_variant,
     upsert_site,
     upsert_sites,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "price_issue_counts",
     "read_runs",
     "read_sites",
+    "registered_case_variant",
     "save_forecast",
     "save_forecasts",
     "save_price_series",

@@ -93,6 +93,14 @@ def case_clashes(connection: Connection, site_ids: Sequence[str]) -> dict[str, t
     return clashes
 
 
+def registered_case_variant(engine: Engine, site_id: str) -> str | None:
+    """The registered site whose id differs from `site_id` only in case, when `site_id` itself
+    is not registered: no site can be registered under `site_id` then."""
+    with engine.connect() as connection:
+        clash = case_clashes(connection, [site_id]).get(site_id)
+    return clash[0] if clash else None
+
+
 def get_site(engine: Engine, site_id: str) -> Site | None:
     with engine.connect() as connection:
         row = connection.execute(select(sites).where(sites.c.site_id == site_id)).one_or_none()

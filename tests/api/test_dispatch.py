@@ -508,3 +508,16 @@ def test_the_openapi_example_for_a_registered_site_plans_its_tomorrow_from_stora
     assert response.status_code == 200, response.text
     answer = response.json()
     assert (answer["site_id"], answer["date"], answer["timezone"]) == ("EXAMPLE_KL", "2024-03-15", "Asia/Kuala_Lumpur")
+
+
+def test_a_site_id_differing_only_in_case_from_a_registered_one_is_a_422(client, engine, sample_request):
+    _register_site(engine, "CASE_SITE")
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", json={**sample_request, "site_id": "case_site"})
+
+    assert response.status_code == 422
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body", "site_id"]
+    assert problem["msg"] == "differs only in case from the registered site 'CASE_SITE' (got 'case_site'); site ids are compared exactly"
+    assert count_rows(engine) == before

@@ -91,6 +91,18 @@ def test_a_full_request_of_an_unregistered_site_is_stored_as_sent(tmp_path, url,
     assert (stored.run.source, stored.run.timezone) == ("cli", request["timezone"])
 
 
+def test_a_site_id_differing_only_in_case_from_a_registered_one_is_refused(tmp_path, url, capsys) -> None:
+    # A typo of a registered id must not be planned as a site of its own with default values.
+    upsert_site(open_database(url), demo_site("KL_MALL"))
+    request = {**json.loads(SAMPLE_REQUEST.read_text()), "site_id": "kl_mall"}
+
+    status, output = solve_stored(request, tmp_path, url, capsys)
+
+    assert status == 2
+    assert "site_id: differs only in case from the registered site 'KL_MALL' (got 'kl_mall')" in output
+    assert run_count(url) == 0
+
+
 def test_a_rule_broken_against_the_sites_stored_value_says_whose_value_it_is(tmp_path, url, capsys) -> None:
     site = demo_site("KL_MALL")  # stores soc_max 0.95
     upsert_site(open_database(url), site)
