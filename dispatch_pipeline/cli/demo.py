@@ -106,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
     from dispatch_pipeline.storage import database_url, open_database, save_forecast, upsert_sites
     from dispatch_pipeline.storage.database import printable_url
 
+    sites = demo_sites()
+    issued_at = dt.datetime.now(dt.UTC)
+    # Each site's own today: at 17:00 UTC it is already tomorrow in Kuala Lumpur.
+    todays = [(site.site_id, local_today(site.timezone, issued_at)) for site in sites]
+    _check_first_date(min(today for _, today in todays), args.days)  # before anything is opened
+
     home = choose_dagster_home()
     # Said before the instance is opened: when it cannot be, these are what to look at.
     print(f"Dagster instance: {home.path} ({home.storage})")
@@ -116,11 +122,6 @@ def run(args: argparse.Namespace) -> int:
     engine = open_database(url)
     print(f"Application database: {printable_url(url)}")
 
-    sites = demo_sites()
-    issued_at = dt.datetime.now(dt.UTC)
-    # Each site's own today: at 17:00 UTC it is already tomorrow in Kuala Lumpur.
-    todays = [(site.site_id, local_today(site.timezone, issued_at)) for site in sites]
-    _check_first_date(min(today for _, today in todays), args.days)
     upsert_sites(engine, sites)  # all three or, refused, none
     for site, (_, today) in zip(sites, todays, strict=True):
         for date in demo_dates(today, args.days):

@@ -305,7 +305,7 @@ def validate(
         if not isinstance(site_id, str) or not SITE_ID.fullmatch(site_id):
             raise UsageError(f"{row}, column site_id: must match {SITE_ID.pattern} (got {site_id!r})")
         if wrong := site_id_problem(site_id):
-            raise UsageError(f"{row}, column site_id: {wrong}")
+            raise UsageError(f"{row}, column site_id: {wrong} (got {site_id!r})")
         instant = parse_timestamp(ts, f"{row}, column ts")
         check_interval_start(ts, instant, f"{row}, column ts", PIPELINE_RESOLUTION_MINUTES)
         if (site_id, instant) in first_row:

@@ -45,8 +45,11 @@ def _engine(args: argparse.Namespace) -> Any:
 
 def _save(args: argparse.Namespace, sites: list[Any]) -> None:
     from dispatch_pipeline.core.documents import source_name
-    from dispatch_pipeline.storage import StorageInputError, upsert_sites
-    from dispatch_pipeline.storage.sites import stored_timezones_and_currencies
+    from dispatch_pipeline.storage import (
+        StorageInputError,
+        stored_timezones_and_currencies,
+        upsert_sites,
+    )
 
     engine = _engine(args)
     before = stored_timezones_and_currencies(engine, [site.site_id for site in sites])

@@ -21,8 +21,8 @@ from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
 from dispatch_pipeline.defs.partition_metadata import run_metadata
 from dispatch_pipeline.defs.partitions import SiteDay, io_site_days
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.defs.stored_runs import latest_results, stored_run_ids
-from dispatch_pipeline.storage import save_runs
+from dispatch_pipeline.defs.stored_runs import latest_results
+from dispatch_pipeline.storage import save_runs, stored_run_ids
 
 
 class _RunResults:
@@ -234,8 +234,10 @@ class DispatchRunIOManager(dg.ConfigurableIOManager):
         # Output metadata is copied into every partition's materialisation: a partition's own
         # dispatch run id is in its metadata (`dispatch_run_id`) when the run is small enough to
         # carry per-partition metadata, and in SQL (`dispatch_runs.dagster_run_id`) always.
+        kept = {"kept_from_earlier_attempt": len(stored_before)} if stored_before else {}
+        # A one-partition run's materialisation says it all; run-wide figures are for the rest.
         context.add_output_metadata(
-            run_metadata({"stored_runs": len(run_ids), **({"kept_from_earlier_attempt": len(stored_before)} if stored_before else {})})
+            run_metadata({"stored_runs": len(run_ids), **kept}) if len(pairs) > 1 else kept
         )
 
     def load_input(self, context: dg.InputContext) -> dict[str, DispatchResult]:

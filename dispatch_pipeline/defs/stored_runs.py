@@ -61,15 +61,6 @@ def latest_run_ids(
     return {day: rank[2] for day, rank in best.items()}
 
 
-def stored_run_ids(engine: Engine, run_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """Those of `run_ids` that are stored."""
-    stored: set[uuid.UUID] = set()
-    with engine.connect() as connection:
-        for chunk in _chunks(run_ids):
-            stored.update(connection.scalars(select(dispatch_runs.c.id).where(dispatch_runs.c.id.in_(chunk))))
-    return stored
-
-
 def latest_results(engine: Engine, days: Sequence[SiteDay]) -> dict[str, DispatchResult]:
     """`{partition key: DispatchResult}` of the latest run of every site-day; all must exist."""
     run_ids = latest_run_ids(engine, days)

@@ -27,6 +27,7 @@ from dispatch_pipeline.storage.runs import (
     list_runs,
     read_runs,
     save_runs,
+    stored_run_ids,
 )
 from dispatch_pipeline.storage.sites import (
     StoredSiteInvalid,
@@ -35,6 +36,7 @@ from dispatch_pipeline.storage.sites import (
     list_sites,
     read_sites,
     registered_case_variant,
+    stored_timezones_and_currencies,
     upsert_site,
     upsert_sites,
 )
@@ -68,6 +70,8 @@ __all__ = [
     "save_price_series",
     "save_price_series_by_site",
     "save_runs",
+    "stored_run_ids",
+    "stored_timezones_and_currencies",
     "upsert_site",
     "upsert_sites",
 ]

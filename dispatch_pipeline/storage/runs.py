@@ -377,6 +377,17 @@ def read_runs(engine: Engine, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, S
 _IN_CHUNK = 500
 
 
+def stored_run_ids(engine: Engine, run_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of `run_ids` that are stored: a primary-key lookup per 500 ids."""
+    ids = list(run_ids)
+    stored: set[uuid.UUID] = set()
+    with engine.connect() as connection:
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            stored.update(connection.scalars(select(dispatch_runs.c.id).where(dispatch_runs.c.id.in_(chunk))))
+    return stored
+
+
 def _read_run(connection: Connection, run_id: uuid.UUID) -> StoredRun | None:
     return _read_runs(connection, [run_id]).get(run_id)
 

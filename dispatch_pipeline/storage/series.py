@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, DateTime, Engine, Table, func, select, type_coerce
+from sqlalchemy import DateTime, Engine, Table, func, select, type_coerce
 
 from dispatch_pipeline.storage.bulk import EXECUTEMANY_CHUNK_ROWS, chunks
 from dispatch_pipeline.storage.checks import check_aware, check_finite, check_site_id, problem
 from dispatch_pipeline.storage.database import write_transaction
-from dispatch_pipeline.storage.sites import case_clashes
+from dispatch_pipeline.storage.sites import refuse_case_clashes
 from dispatch_pipeline.storage.timestamps import iso_utc
 from dispatch_pipeline.storage.upsert import upsert_statement
 
@@ -75,24 +75,15 @@ def save_issues(
     # orders would otherwise lock them in opposite orders and deadlock on PostgreSQL.
     rows.sort(key=lambda row: (row["site_id"], row["ts"]))
     with write_transaction(engine) as connection:
-        _refuse_ids_of_no_site(connection, list(counts))
+        # Series may come before their site is registered, but not under an id no site can have.
+        refuse_case_clashes(
+            connection, list(counts), "another site in the same load",
+            ", and no site can be registered under such an id: these rows could never be planned",
+        )
         statement = upsert_statement(connection, table, KEY_COLUMNS, value_columns)
         for chunk in chunks(rows, EXECUTEMANY_CHUNK_ROWS):
             connection.execute(statement, chunk)
     return counts
-
-
-def _refuse_ids_of_no_site(connection: Connection, site_ids: list[str]) -> None:
-    """Series may come before their site is registered, but not under an id that no site can
-    have: one differing only in case from another is refused on registration (see sites.py)."""
-    for site_id, (other, registered) in case_clashes(connection, site_ids).items():
-        whose = f"the registered site {other!r}" if registered else f"{other!r}, another site in the same load"
-        raise problem(
-            "site_id",
-            f"differs only in case from {whose}, and no site can be registered under such an id: "
-            "these rows could never be planned",
-            site_id,
-        )
 
 
 def load_latest(

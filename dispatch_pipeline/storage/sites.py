@@ -63,14 +63,20 @@ def _refuse_ids_differing_only_in_case(connection: Connection, rows: list[dict[s
     """A site's files are kept in a directory named after its id: on a filesystem that ignores
     case (macOS, Windows), two ids differing only in case would share it, and one site would be
     planned on the other's forecast."""
-    for site_id, (other, registered) in case_clashes(connection, [row["site_id"] for row in rows]).items():
-        whose = f"the registered site {other!r}" if registered else f"{other!r}, another site given with it"
-        raise problem(
-            "site_id",
-            f"differs only in case from {whose}; ids name the directories of the sites' files, "
-            "which some filesystems do not tell apart",
-            site_id,
-        )
+    refuse_case_clashes(
+        connection, [row["site_id"] for row in rows], "another site given with it",
+        "; ids name the directories of the sites' files, which some filesystems do not tell apart",
+    )
+
+
+def refuse_case_clashes(connection: Connection, site_ids: Sequence[str], given_with: str, why: str) -> None:
+    """StorageInputError naming the first of `site_ids` that case_clashes finds, the id it clashes
+    with (a registered site's, or one `given_with` it) and `why` that is refused."""
+    clash = next(iter(case_clashes(connection, site_ids).items()), None)
+    if clash is not None:
+        site_id, (other, registered) = clash
+        whose = f"the registered site {other!r}" if registered else f"{other!r}, {given_with}"
+        raise problem("site_id", f"differs only in case from {whose}{why}", site_id)
 
 
 def case_clashes(connection: Connection, site_ids: Sequence[str]) -> dict[str, tuple[str, bool]]:

@@ -495,9 +495,10 @@ def test_a_run_that_fell_back_says_so_in_its_details(client, engine, sample_requ
 def test_the_openapi_example_for_a_registered_site_plans_its_tomorrow_from_storage(client, engine, monkeypatch):
     from dispatch_pipeline.api import planning
     from dispatch_pipeline.api.schemas import REGISTERED_SITE_REQUEST
-    from dispatch_pipeline.demo import demo_forecast, demo_site
+    from dispatch_pipeline.demo import demo_forecast, demo_site, demo_sites
 
     # As `dispatch-pipeline demo` leaves KL_MALL (under an id of this test's own).
+    assert REGISTERED_SITE_REQUEST["site_id"] in {site.site_id for site in demo_sites()}
     upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": "EXAMPLE_KL"}))
     save_forecast(engine, "EXAMPLE_KL", demo_forecast("KL_MALL", dt.date(2024, 3, 15)),
                   issued_at=dt.datetime(2024, 3, 14, tzinfo=dt.UTC))

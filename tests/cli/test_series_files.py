@@ -279,7 +279,8 @@ def test_a_site_id_no_site_can_have_is_refused(url, tmp_path, capsys, site_id, w
     path = tmp_path / "site_ids.parquet"
     table.to_parquet(path)
     assert load("forecasts", path, url) == 2
-    assert f"row {ROW}, column site_id: {words}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"row {ROW}, column site_id: {words}" in err and f"(got {site_id!r})" in err
     assert stored("forecasts", url).empty
 
 

@@ -7,8 +7,7 @@ import dagster as dg
 from dispatch_pipeline.defs.common import shorten
 from dispatch_pipeline.defs.partitions import SITES_PARTITIONS_NAME, site_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.storage import list_site_ids
-from dispatch_pipeline.storage.sites import stored_timezones_and_currencies
+from dispatch_pipeline.storage import list_site_ids, stored_timezones_and_currencies
 
 
 @dg.sensor(

@@ -104,21 +104,25 @@ def check_dispatch_schedule(
     storage: DispatchStorage,
     plans: dict[str, SolvedDay],
 ):
+    # A retry keeps what an earlier attempt stored; only the plans it would store are judged
+    # (the kept ones passed these checks before they were stored).
+    kept = _kept_from_earlier_attempts(context, storage, list(plans))
+    fresh = {key: plan for key, plan in plans.items() if key not in kept}
     by_check: dict[str, dict[str, list[Breach]]] = defaultdict(lambda: defaultdict(list))
-    for key, plan in plans.items():
+    for key, plan in fresh.items():
         for breach in find_breaches(plan.planned.problem, plan.outcome.schedule):
             name = breach.check if breach.check in NAMED_HARD_CHECKS else OTHER_HARD_CHECK
             by_check[name][key].append(breach)
-    hard_results = [_hard_result(name, by_check[name], len(plans)) for name in HARD_CHECKS]
+    hard_results = [_hard_result(name, by_check[name], len(fresh)) for name in HARD_CHECKS]
     unusable = sorted({key for name in HARD_CHECKS for key in by_check[name]})
     if unusable:
         # Failed evaluations are recorded first; the plans never reach the IO manager, so a plan
         # that breaks a hard constraint is neither stored nor read by anything downstream.
         yield from hard_results
-        yield _fallback_result({key: plan.outcome for key, plan in plans.items()})
+        yield _fallback_result({key: plan.outcome for key, plan in fresh.items()})
         raise dg.Failure(
             description=(
-                f"{len(unusable)} of {len(plans)} site-day(s) break a hard constraint; nothing was "
+                f"{len(unusable)} of {len(fresh)} site-day(s) break a hard constraint; nothing was "
                 f"stored: {shorten(unusable)}"
             ),
             metadata={
@@ -127,8 +131,7 @@ def check_dispatch_schedule(
                 INCOMPLETE_PARTITIONS_KEY: dg.MetadataValue.json(unusable),
             },
         )
-    results = {key: assemble(plan, solver.solver) for key, plan in plans.items()}
-    results.update(_kept_from_earlier_attempts(context, storage, list(results)))
+    results = {key: kept[key] if key in kept else assemble(plan, solver.solver) for key, plan in plans.items()}
     metadata = record(context, *schedule_metadata(plans, results), asset_key=ASSET_KEY)
     # Output first: each evaluation then refers to the materialisation it judged.
     yield dg.Output(results, "result", metadata=metadata)

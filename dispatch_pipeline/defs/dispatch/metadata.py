@@ -39,7 +39,7 @@ def schedule_metadata(
     plans: dict[str, SolvedDay], results: dict[str, DispatchResult]
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(metadata of the run, metadata of each partition)."""
-    shared = run_metadata(_many(results)) if len(results) > 1 else {}
+    shared = run_metadata(_many(results))
     if not detailed(len(results)):
         return {**shared, "plot": dg.MetadataValue.text(skipped_detail(len(results)))}, {}
     plotter = DayPlotter()

@@ -20,7 +20,7 @@ from dispatch_pipeline.defs.dispatch.views import decisions_table
 from dispatch_pipeline.defs.partition_metadata import detailed, record, run_metadata
 from dispatch_pipeline.defs.partitions import LOCAL_DATE_NOTE, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.storage.sites import stored_timezones_and_currencies
+from dispatch_pipeline.storage import stored_timezones_and_currencies
 
 VIEW_IO_MANAGER_KEY = "dispatch_view_io_manager"
 
@@ -43,12 +43,15 @@ VIEW_IO_MANAGER_KEY = "dispatch_view_io_manager"
 def dispatch_explanations(
     context: dg.AssetExecutionContext, dispatch_schedule: dict[str, DispatchResult]
 ) -> dg.MaterializeResult:
-    codes = Counter(point.reason_code for result in dispatch_schedule.values() for point in result.points)
-    shared = run_metadata({"partitions": len(dispatch_schedule), "reason_codes": dg.MetadataValue.json(dict(codes.most_common()))})
+    codes = {key: Counter(point.reason_code for point in result.points) for key, result in dispatch_schedule.items()}
+    shared = run_metadata({
+        "partitions": len(dispatch_schedule),
+        "reason_codes": dg.MetadataValue.json(dict(sum(codes.values(), Counter()).most_common())),
+    })
     per_partition = {
         key: {
             "dispatch_run_id": str(result.run_id),
-            "reason_codes": dg.MetadataValue.json(dict(Counter(p.reason_code for p in result.points).most_common())),
+            "reason_codes": dg.MetadataValue.json(dict(codes[key].most_common())),
             "decisions": dg.MetadataValue.md(decisions_table(result)),
         }
         for key, result in dispatch_schedule.items()
@@ -89,7 +92,7 @@ def dispatch_kpis(
     shared["fallbacks"] = sum(result.status == "fallback" for result in results)
     per_partition: dict[str, dict[str, Any]] = {}
     if detailed(len(results)):
-        stored = stored_timezones_and_currencies(storage.engine(), sorted(savings))
+        stored = stored_timezones_and_currencies(storage.engine(), sorted({result.site_id for result in results}))
         per_partition = {
             key: {"dispatch_run_id": str(result.run_id), **kpi_metadata(result, _currency(stored, result.site_id))}
             for key, result in dispatch_schedule.items()

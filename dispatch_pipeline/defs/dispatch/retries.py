@@ -16,19 +16,20 @@ import uuid
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster._core.execution.context.system import StepExecutionContext
-from dagster._core.storage.tags import RETRY_NUMBER_TAG
 from sqlalchemy import Engine
 
 from dispatch_pipeline.defs.partitions import SiteDay
 from dispatch_pipeline.defs.stored_runs import latest_run_ids
+
+# Set by the daemon on the runs it starts to retry a failed one (run_retries in dagster.yaml).
+RETRY_NUMBER_TAG = "dagster/retry_number"
 
 # The steps that take a plan's inputs; a run that executes them may plan from other inputs than
 # the run it re-executes.
 INPUT_STEPS = ("site_forecast", "site_tariff")
 
 
-def earlier_attempts(step: StepExecutionContext) -> list[str]:
+def earlier_attempts(step: dg.StepExecutionContext) -> list[str]:
     """Ids of the Dagster runs whose attempt at this step planned from this attempt's inputs
     and may have stored its plans before failing: this run, when the step is being retried in
     it, and the runs this one re-executes, back to the nearest whose step succeeded or that
@@ -44,7 +45,7 @@ def earlier_attempts(step: StepExecutionContext) -> list[str]:
     return attempts
 
 
-def plans_to_keep(step: StepExecutionContext, engine: Engine, days: Sequence[SiteDay]) -> dict[SiteDay, uuid.UUID]:
+def plans_to_keep(step: dg.StepExecutionContext, engine: Engine, days: Sequence[SiteDay]) -> dict[SiteDay, uuid.UUID]:
     """The dispatch runs earlier attempts of this step stored for `days` that are still the
     latest of their site-day (a plan stored since by another run is not brought back)."""
     attempts = earlier_attempts(step)
