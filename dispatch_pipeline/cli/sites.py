@@ -1,4 +1,4 @@
-"""`dispatch-pipeline sites add|list|import`: the registered sites of the fleet."""
+"""`dispatch-pipeline sites add|import|list|remove`: the registered sites of the fleet."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dispatch_pipeline.cli import UsageError, add_database_url_option
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "sites",
-        help="register and list sites",
+        help="register, list and remove sites",
         description="Register sites in the application database (DATABASE_URL, else the demo's "
         "SQLite under DAGSTER_HOME or dagster_home/embedded). Dagster's site_partitions_sensor "
         "picks new sites up within a minute; no redeploy needed.",
@@ -32,7 +32,18 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     list_.add_argument("--json", action="store_true", help="print the full definitions as JSON")
     list_.set_defaults(handler=run_list)
 
-    for sub in (add, import_, list_):
+    remove = actions.add_parser(
+        "remove",
+        help="remove sites from the fleet; their stored plans, forecasts and prices stay",
+        description="Delete the sites' definitions (all of them or, if one is not registered, none): "
+        "they are planned no more. Their stored plans, forecasts and prices stay, and so do their "
+        "Dagster partitions, so that past runs stay browsable. Keep a copy of a definition first "
+        "(`sites list --json`) if you may add the site again.",
+    )
+    remove.add_argument("site_ids", nargs="+", metavar="SITE_ID")
+    remove.set_defaults(handler=run_remove)
+
+    for sub in (add, import_, list_, remove):
         add_database_url_option(sub)
 
 
@@ -148,3 +159,19 @@ def run_list(args: argparse.Namespace) -> int:
             f"{site.bess.capacity_kwh:>9.1f} {site.currency:<8} {site.name}"
         )
     return status
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    from dispatch_pipeline.storage import StorageInputError, remove_sites
+
+    try:
+        stored_runs = remove_sites(_engine(args), args.site_ids)
+    except StorageInputError as exc:
+        raise UsageError(str(exc)) from None
+    for site_id, runs in stored_runs.items():
+        print(f"removed {site_id}: no longer planned; its {runs} stored plan(s), forecasts and prices stay")
+    print(
+        "their Dagster partitions stay, so that past runs stay browsable: leave them out of backfills "
+        "(deploy/backfill.py --sites), or delete them in the UI once their history no longer matters"
+    )
+    return 0

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine, Row, func, select
 
 from dispatch_pipeline.storage.checks import check_site_id, problem
 from dispatch_pipeline.storage.database import write_transaction
-from dispatch_pipeline.storage.tables import sites
+from dispatch_pipeline.storage.tables import dispatch_runs, sites
 from dispatch_pipeline.storage.timestamps import utc_now
 from dispatch_pipeline.storage.upsert import upsert_statement
 
@@ -105,6 +105,28 @@ def registered_case_variant(engine: Engine, site_id: str) -> str | None:
     with engine.connect() as connection:
         clash = case_clashes(connection, [site_id]).get(site_id)
     return clash[0] if clash else None
+
+
+def remove_sites(engine: Engine, site_ids: Sequence[str]) -> dict[str, int]:
+    """Delete the sites' definitions in one transaction, all of them or none; returns each one's
+    number of stored dispatch runs, which stay, as do its forecasts and prices. An id that is not
+    registered is refused (naming the registered one it differs from only in case, if any)."""
+    ids = sorted(set(site_ids))
+    with write_transaction(engine) as connection:
+        stored = set(connection.scalars(select(sites.c.site_id).where(sites.c.site_id.in_(ids)).with_for_update()))
+        unknown = [site_id for site_id in site_ids if site_id not in stored]
+        if unknown:
+            clash = case_clashes(connection, unknown[:1]).get(unknown[0])
+            hint = f"; the registered site {clash[0]!r} differs from it only in case" if clash else ""
+            raise problem("site_id", f"is not a registered site{hint}", unknown[0])
+        connection.execute(sites.delete().where(sites.c.site_id.in_(ids)))
+        counted = connection.execute(
+            select(dispatch_runs.c.site_id, func.count())
+            .where(dispatch_runs.c.site_id.in_(ids))
+            .group_by(dispatch_runs.c.site_id)
+        )
+        runs = {site_id: count for site_id, count in counted}
+    return {site_id: runs.get(site_id, 0) for site_id in ids}
 
 
 def get_site(engine: Engine, site_id: str) -> Site | None:

@@ -37,6 +37,21 @@ def test_sites_import_and_list(url, capsys):
     assert "Europe/Berlin" in capsys.readouterr().out
 
 
+def test_sites_remove_names_what_stays_and_refuses_an_unknown_id_whole(url, capsys):
+    assert main(["sites", "import", str(sites_yaml_path()), "--database-url", url]) == 0
+    capsys.readouterr()
+    assert main(["sites", "remove", "KL_MALL", "kl_mall", "--database-url", url]) == 2
+    err = capsys.readouterr().err
+    assert "site_id: is not a registered site; the registered site 'KL_MALL' differs from it only in case (got 'kl_mall')" in err
+    assert len(list_sites(open_database(url))) == 3
+
+    assert main(["sites", "remove", "KL_MALL", "PHOENIX_OFFICE", "--database-url", url]) == 0
+    out = capsys.readouterr().out
+    assert "removed KL_MALL: no longer planned; its 0 stored plan(s), forecasts and prices stay" in out
+    assert "their Dagster partitions stay" in out
+    assert [s.site_id for s in list_sites(open_database(url))] == ["BERLIN_DEPOT"]
+
+
 @pytest.mark.parametrize("as_json", [False, True])
 def test_listing_a_database_without_tables_creates_none(tmp_path, capsys, as_json):
     path = tmp_path / "empty.sqlite"

@@ -15,8 +15,11 @@ from dispatch_pipeline.storage import (
     StorageInputError,
     StoredSiteInvalid,
     get_site,
+    list_runs,
     list_sites,
     open_database,
+    remove_sites,
+    save_runs,
     upsert_site,
     upsert_sites,
 )
@@ -98,6 +101,22 @@ def test_ids_differing_only_in_case_are_refused_and_nothing_is_written(engine: E
     with pytest.raises(StorageInputError, match=rf"differs only in case from '{site_id}_[aA]', another site given with it"):
         upsert_sites(engine, [_renamed(demo, f"{site_id}_a"), _renamed(demo, f"{site_id}_A")])
     assert [s.site_id for s in list_sites(engine) if s.site_id.startswith(site_id)] == [f"{site_id}_Mall"]
+
+
+def test_removing_sites_keeps_their_runs_and_removes_all_or_none(engine: Engine, site_id: str, make_result) -> None:
+    demo = demo_sites()[0]
+    first, second = f"{site_id}_a", f"{site_id}_b"
+    upsert_sites(engine, [_renamed(demo, first), _renamed(demo, second)])
+    save_runs(engine, [make_result(first, seed=1), make_result(first, seed=2)], source="cli")
+    with pytest.raises(StorageInputError, match=rf"site_id: is not a registered site \(got '{site_id}_c'\)"):
+        remove_sites(engine, [first, f"{site_id}_c"])
+    with pytest.raises(StorageInputError, match=rf"the registered site '{first}' differs from it only in case \(got '{site_id}_A'\)"):
+        remove_sites(engine, [f"{site_id}_A"])
+    assert [get_site(engine, s) is not None for s in (first, second)] == [True, True]
+
+    assert remove_sites(engine, [second, first]) == {first: 2, second: 0}
+    assert [get_site(engine, s) for s in (first, second)] == [None, None]
+    assert len(list_runs(engine, first)) == 2
 
 
 def test_a_stored_site_the_model_refuses_is_named_with_its_fault(engine: Engine, site_id: str) -> None:
