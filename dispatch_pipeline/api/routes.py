@@ -13,7 +13,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 from dispatch_pipeline.api.auth import Grant, ensure_site_allowed, require_access
 from dispatch_pipeline.api.dependencies import Database, get_database
@@ -34,7 +34,7 @@ from dispatch_pipeline.api.schemas import (
 from dispatch_pipeline.api.strictness import query_parameters, require_json_body
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
 from dispatch_pipeline.core.documents import DocumentError, decode_utf8, json_type_name, parse_json
-from dispatch_pipeline.core.request import CALENDAR_DATE, SITE_ID_PATTERN
+from dispatch_pipeline.core.request import CALENDAR_DATE, SITE_ID_PATTERN, site_id_problem
 from dispatch_pipeline.storage import StoredRun, get_run, latest_run
 
 router = APIRouter()
@@ -97,7 +97,14 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-SiteIdQuery = Annotated[str, Query(pattern=SITE_ID_PATTERN, examples=["DEMO"])]
+def _site_id(value: str) -> str:
+    wrong = site_id_problem(value)
+    if wrong:
+        raise ValueError(wrong)
+    return value
+
+
+SiteIdQuery = Annotated[str, Query(pattern=SITE_ID_PATTERN, examples=["DEMO"]), AfterValidator(_site_id)]
 # A string, then a date (_calendar_date): pydantic would read "0" as a Unix timestamp
 # (1970-01-01), a guess, and a pattern's own message shows a regular expression, not the format.
 DateQuery = Annotated[

@@ -2,7 +2,7 @@
 
 A mistyped query parameter (`dat=` for `date=`) would otherwise be dropped without a word and
 the answer would look like the one asked for; a parameter given twice would be settled by
-taking the last one. A POST body that is not declared as JSON is refused before it is parsed:
+taking the last one, and a body sent with a GET (`{"date": ...}`) ignored. A POST body that is not declared as JSON is refused before it is parsed:
 a browser form can send a text/plain body to any origin without asking first.
 """
 
@@ -38,10 +38,20 @@ def query_parameters(*allowed: str) -> Any:
                     name, f"given {count} times ({', '.join(repr(echo(v)) for v in values)}); give it once",
                     "repeated_parameter",
                 ))
+        if request.method in ("GET", "HEAD") and _has_body(request):
+            problems.append({
+                "loc": ["body"], "msg": "this endpoint takes no body: send its parameters in the query",
+                "type": "body_forbidden",
+            })
         if problems:
             raise unprocessable(problems)
 
     return Depends(check)
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length.strip() not in ("", "0"))
 
 
 def _query_problem(name: str, msg: str, kind: str) -> dict[str, Any]:

@@ -4,11 +4,14 @@ Both parsers keep the last of two equal keys in a mapping, so `pv_kwp: 500` foll
 `pv_kwp: 5` would register 5 without a word; here it names the key and where it repeats. Plain
 YAML scalars are numbers only when decimal, booleans only when true or false (YAML 1.2's core
 schema, without its hex and octal numbers), and never dates: PyYAML's YAML 1.1 rules would read
-`16:40` as the number 1000, `0x1F4` as 500, `4_00` as 400, `0123` as 83, `no` as false and
-`2024-03-15` as a date; here those stay text, which a numeric field then refuses as written. Text
+`16:40` as the number 1000, `0x1F4` as 500, `4_00` as 400, `no` as false and `2024-03-15` as a
+date; here those stay text, which a numeric field then refuses as written (and `0123` is 123, as
+in YAML 1.2, not the octal 83). A scalar tagged as a number (`!!int 0x1F4`, `!!float 1_000`) is
+a number only when written as the plain ones are; otherwise it stays text too. Text
 that is not UTF-8 and nesting deeper than the parser's recursion are errors naming the source,
 never a traceback. A JSON integer past Python's 4,300-digit limit is read as an `OversizedInteger`,
-which the field it stands in refuses by name.
+and a number a float can only hold as 0 (`1e-400`, which would make a weight of 0 out of one the
+rules refuse) as an `UnderflowedNumber`: the field either stands in refuses it by name.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def json_type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float | OversizedInteger):
+    if isinstance(value, int | float | OversizedInteger | UnderflowedNumber):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -86,18 +89,46 @@ class OversizedInteger:
     __str__ = __repr__
 
 
-def _integer(text: str) -> int | OversizedInteger:
+_DECIMAL_INTEGER = re.compile(r"^[-+]?[0-9]+$")
+
+
+def _integer(text: str) -> int | OversizedInteger | str:
+    if not _DECIMAL_INTEGER.match(text):
+        return text  # tagged !!int in YAML, but no decimal integer: a numeric field refuses it as written
     try:
         return int(text)
     except ValueError:  # past sys.get_int_max_str_digits()
-        return OversizedInteger(len(text.lstrip("-")))
+        return OversizedInteger(len(text.lstrip("-+")))
+
+
+class UnderflowedNumber:
+    """A number written with a digit other than 0 that a float rounds to 0 (or -0): a value no
+    field accepts, shown as written in the error that names the field."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"{self.text}, too close to 0 for a number to hold: write 0"
+
+    __str__ = __repr__
+
+
+_NONZERO_MANTISSA = re.compile(r"^[-+]?[0.]*[1-9]")
+
+
+def _float(text: str) -> float | UnderflowedNumber:
+    value = float(text)
+    if value == 0 and _NONZERO_MANTISSA.match(text):
+        return UnderflowedNumber(text)
+    return value
 
 
 def parse_json(text: str | bytes, source: str) -> Any:
     """JSON text, or bytes in UTF-8/16/32; `source` names it in errors."""
     source = source_name(source)
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_int=_integer)
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_int=_integer, parse_float=_float)
     except json.JSONDecodeError as exc:
         raise DocumentError(
             f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
@@ -155,8 +186,15 @@ class _StrictLoader(yaml.SafeLoader):
                 )
         return super().construct_mapping(node, deep=deep)
 
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | OversizedInteger:
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | OversizedInteger | str:
         return _integer(self.construct_scalar(node))  # "0123" is 123, not octal 83
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float | UnderflowedNumber | str:
+        text = self.construct_scalar(node)
+        if not _YAML_FLOAT.match(text):
+            return text  # tagged !!float, but not written as a plain number is: refused as written
+        value = super().construct_yaml_float(node)
+        return UnderflowedNumber(text) if value == 0 and _NONZERO_MANTISSA.match(text) else value
 
 
 _INT = "tag:yaml.org,2002:int"
@@ -168,10 +206,10 @@ _StrictLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _StrictLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-_StrictLoader.add_implicit_resolver(_INT, re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
-_StrictLoader.add_implicit_resolver(
-    _FLOAT,
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+.0123456789"),
+_YAML_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
 )
+_StrictLoader.add_implicit_resolver(_INT, _DECIMAL_INTEGER, list("-+0123456789"))
+_StrictLoader.add_implicit_resolver(_FLOAT, _YAML_FLOAT, list("-+.0123456789"))
 _StrictLoader.add_constructor(_INT, _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor(_FLOAT, _StrictLoader.construct_yaml_float)

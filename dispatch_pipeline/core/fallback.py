@@ -29,6 +29,8 @@ and it never leaves [0, capacity] or exceeds a rating or the hard export cap.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dispatch_pipeline.core.problem import DispatchProblem
@@ -152,7 +154,8 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
 
     # Stored energy the expensive hours after t will draw, and the priciest of them: grid
     # charging at t pays only against a dearer hour still to come.
-    expensive_need = np.where(discharging, np.minimum(deficit, max_dis) * dt / eta_d, 0.0)
+    with np.errstate(over="ignore"):
+        expensive_need = np.where(discharging, np.minimum(deficit, max_dis) * dt / eta_d, 0.0)
     need_after = _sum_after(expensive_need)
     dearest_after = np.concatenate(
         [np.maximum.accumulate(np.where(discharging, buy, -np.inf)[::-1])[::-1][1:], [-np.inf]]
@@ -167,19 +170,26 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     export_beats_curtailing = w.cost * sell >= -w.curtail
     export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
 
+    # Charge power that moves an energy into the battery: with an efficiency so small that
+    # eta_c * dt rounds to 0 (valid, if absurd), any power moves none.
+    charge_gain = eta_c * dt
+
+    def charge_kw(energy_kwh: float) -> float:
+        return energy_kwh / charge_gain if charge_gain else math.copysign(math.inf, energy_kwh)
+
     schedule = {k: np.zeros(T) for k in ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")}
     energy = problem.energy_initial_kwh
     for t in range(T):
-        room = max(0.0, min(max_ch, (e_max - energy) / (eta_c * dt)))
+        room = max(0.0, min(max_ch, charge_kw(e_max - energy)))
         peak_safe_headroom = surplus[t] + max(0.0, charging_cap - deficit[t])
         headroom_at_cap = surplus[t] + max(0.0, import_cap - deficit[t])
         charge = min(surplus[t], room)
 
         if energy < e_min - _EPS:
-            charge = max(charge, min(room, (e_min - energy) / (eta_c * dt)))
+            charge = max(charge, min(room, charge_kw(e_min - energy)))
         if charging[t] and need_after[t] > 0:
             level = min(e_max, max(e_min, e_final) + need_after[t])
-            wanted = max(0.0, (level - energy) / (eta_c * dt))
+            wanted = max(0.0, charge_kw(level - energy))
             charge = max(charge, min(room, wanted, peak_safe_headroom))
         for needed, headroom in (
             (needed_peak_safe[t], peak_safe_headroom),
@@ -187,7 +197,7 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
         ):
             shortfall = needed - energy
             if shortfall > _EPS:
-                charge = max(charge, min(room, shortfall / (eta_c * dt), headroom))
+                charge = max(charge, min(room, charge_kw(shortfall), headroom))
 
         discharge = 0.0
         if charge <= _EPS:

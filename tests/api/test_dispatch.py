@@ -128,6 +128,7 @@ def test_latest_404_of_a_day_not_planned_does_not_doubt_the_site(client, sample_
     ("params", "field"),
     [
         ({"site_id": "bad site"}, "site_id"),
+        ({"site_id": ".."}, "site_id"),  # matches the pattern, but names no site (as POST says)
         ({"site_id": "DEMO", "date": "2024-13-01"}, "date"),
         ({"site_id": "DEMO", "date": "2024-02-30"}, "date"),
         ({"site_id": "DEMO", "date": "0"}, "date"),  # not a Unix timestamp

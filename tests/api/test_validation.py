@@ -184,6 +184,24 @@ def test_an_integer_past_pythons_digit_limit_is_named_at_its_field(client, engin
     assert count_rows(engine) == before
 
 
+@pytest.mark.parametrize(("old", "new", "loc"), [
+    ('"cost": 1.0', '"cost": 1e-400', ["body", "weights", "cost"]),
+    ('"load_kw": [', '"load_kw": [-1e-400, ', ["body", "load_kw", 0]),
+])
+def test_a_number_a_float_holds_only_as_zero_is_422_not_zero(client, engine, sample_request, old, new, loc):
+    # As 0, a weight of 1e-400 would slip past "0 or at least 1e-9", and -1e-400 past "load_kw >= 0".
+    text = json.dumps({**sample_request, "weights": {"cost": 1.0, "curtail": 0.2, "violation": 1000.0}})
+    assert old in text
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", content=text.replace(old, new, 1), headers={"content-type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == loc
+    assert "e-400, too close to 0 for a number to hold: write 0" in response.json()["message"]
+    assert count_rows(engine) == before
+
+
 def test_a_repeated_key_is_422_not_the_last_value_silently(client, engine, sample_request):
     text = json.dumps(sample_request).replace('"site_id": ', '"site_id": "FIRST", "site_id": ', 1)
     before = count_rows(engine)
@@ -264,6 +282,16 @@ def test_a_query_parameter_the_endpoint_does_not_take_is_422_not_ignored(
     [problem] = response.json()["detail"]
     assert (problem["loc"], problem["msg"]) == (loc, fragment)
     assert count_rows(engine) == before
+
+
+@pytest.mark.parametrize("path", ["/dispatch/latest?site_id=DEMO", "/dispatch/runs/00000000-0000-0000-0000-000000000000"])
+def test_a_body_sent_with_a_get_is_422_not_ignored(client, path):
+    # {"date": ...} in the body would otherwise answer with the latest run of any day.
+    response = client.request("GET", path, content=b'{"date": "2024-03-15"}', headers={"content-type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert (problem["loc"], problem["msg"]) == (["body"], "this endpoint takes no body: send its parameters in the query")
 
 
 @pytest.mark.parametrize(

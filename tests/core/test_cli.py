@@ -68,6 +68,8 @@ def test_solve_from_stdin_with_cbc_and_no_milp() -> None:
         (("solve", "-"), "null", "request: must be a JSON object (got null)"),
         (("solve", "-"), "[1, 2]", "request: must be a JSON object (got an array)"),
         (("solve", "-"), '{"timeout_ms": ' + "9" * 5000 + "}", "timeout_ms: Input should be a valid integer (got an integer of 5000 digits)"),
+        (("solve", "-"), json.dumps({**load_case("hourly")["request"], "weights": {"violation": 1.0}}).replace("1.0", "1e-400"),
+         "weights.violation: Input should be a valid number (got 1e-400, too close to 0 for a number to hold: write 0)"),
         (("solve", "-", "--currency", "€"), "{}", "--currency: expected three capital letters"),
         (("solve", "-"), json.dumps({k: v for k, v in load_case("hourly")["request"].items() if k != "pv_kw"}),
          "pv_kw: missing; without --store, solve reads no database: send pv_kw, or add --store"),

@@ -6,7 +6,13 @@ import codecs
 
 import pytest
 
-from dispatch_pipeline.core.documents import DocumentError, parse_json, parse_yaml, read_text
+from dispatch_pipeline.core.documents import (
+    DocumentError,
+    UnderflowedNumber,
+    parse_json,
+    parse_yaml,
+    read_text,
+)
 
 
 def test_a_key_repeated_in_a_json_object_is_refused() -> None:
@@ -42,6 +48,22 @@ def test_an_integer_past_the_digit_limit_is_a_value_its_field_refuses_by_name(pa
     # The document stays readable, so that validation names the field the number was sent in.
     parsed = parse_document('{"n": -%s, "m": 7}' % ("9" * 5000), "doc")
     assert repr(parsed["n"]) == "an integer of 5000 digits" and parsed["m"] == 7
+
+
+@pytest.mark.parametrize("parse_document", [parse_json, parse_yaml])
+@pytest.mark.parametrize("literal", ["1e-400", "-1e-400", "0.0001e-330", "2.4E-324"])
+def test_a_number_a_float_holds_only_as_zero_is_a_value_its_field_refuses_by_name(parse_document, literal) -> None:
+    # Read as 0, 1e-400 would make a weight of 0 out of one the contract's rules refuse.
+    [value] = parse_document(f"[{literal}]", "doc")
+    assert isinstance(value, UnderflowedNumber)
+    assert str(value) == f"{literal}, too close to 0 for a number to hold: write 0"
+
+
+@pytest.mark.parametrize("parse_document", [parse_json, parse_yaml])
+def test_zero_written_any_way_and_the_smallest_floats_are_numbers(parse_document) -> None:
+    values = parse_document("[0.0, -0.0, 0e-400, 0.000e5, 5e-324, 1e-320]", "doc")
+    assert values == [0.0, -0.0, 0.0, 0.0, 5e-324, 1e-320]
+    assert all(type(value) is float for value in values)
 
 
 def test_text_that_is_not_utf8_names_the_line_and_byte(tmp_path) -> None:
@@ -82,5 +104,19 @@ def test_a_missing_file_is_named(tmp_path) -> None:
     ],
 )
 def test_yaml_plain_scalars_are_numbers_only_when_decimal(scalar, value) -> None:
+    parsed = parse_yaml(f"key: {scalar}\n", "doc.yaml")["key"]
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("scalar", "value"),
+    [
+        ("!!int 12", 12), ("!!int +5", 5), ("!!float .5", 0.5), ("!!float 12", 12.0),
+        # Tagged as numbers, written as no plain number is: text, which a numeric field refuses
+        # as written (not as "an integer of 3 digits", nor as 1000).
+        ('!!int "abc"', "abc"), ("!!int 0o17", "0o17"), ("!!int '0x1F4'", "0x1F4"), ("!!float 1_000", "1_000"),
+    ],
+)
+def test_yaml_scalars_tagged_as_numbers_are_numbers_only_when_written_as_plain_ones(scalar, value) -> None:
     parsed = parse_yaml(f"key: {scalar}\n", "doc.yaml")["key"]
     assert parsed == value and type(parsed) is type(value)

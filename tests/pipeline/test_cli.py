@@ -104,6 +104,7 @@ def test_moving_a_site_to_another_timezone_or_currency_warns(url, tmp_path, caps
                      id="latin-1"),
         pytest.param("a: " + "[" * 5000, "nested too deeply", id="deep-nesting"),
         pytest.param(A_SITE + "altitude_m: " + "9" * 5000 + "\n", "altitude_m: Input should be a valid number (got an integer of 5000 digits)", id="huge-integer"),
+        pytest.param(A_SITE + "pv_kwp: 1.0e-400\n", "pv_kwp: Input should be a valid number (got 1.0e-400, too close to 0 for a number to hold: write 0)", id="underflow"),
         pytest.param(A_SITE + 'name: "a\\0b"\n', "name: contains a NUL character", id="nul-in-name"),
         pytest.param(A_SITE + 'name: "\\ud800"\n', "name: contains '\\ud800', a lone surrogate", id="surrogate"),
         pytest.param(A_SITE.replace("Asia/Kuala_Lumpur", "localtime"),

@@ -63,7 +63,8 @@ def build_model(problem: DispatchProblem) -> pyo.ConcreteModel:
     # a full battery emptied, an empty one filled (0 <= E <= C, one direction per interval). Exact
     # for the contract's model, and with a rating of 1e9 kW beside a 100 kWh battery, M = 1e9
     # let HiGHS stop at a plan 40 % off the optimum and call it optimal.
-    max_charge = min(bess.max_charge_kw, capacity / (bess.charge_efficiency * dt))
+    gain = bess.charge_efficiency * dt  # 0 when a valid but absurd efficiency (5e-324) underflows
+    max_charge = min(bess.max_charge_kw, capacity / gain) if gain else bess.max_charge_kw
     max_discharge = min(bess.max_discharge_kw, capacity * bess.discharge_efficiency / dt)
     import_bound = (problem.load_kw + max_charge).tolist()  # I_t with the charging the battery can take
     export_bound = np.minimum(problem.export_bound_kw, problem.pv_kw + max_discharge).tolist()
@@ -89,7 +90,6 @@ def build_model(problem: DispatchProblem) -> pyo.ConcreteModel:
     )
     m.pv = pyo.Constraint(m.T, rule=lambda _, t: _linear([1, 1], [pv_set[t], curtail[t]]) == pv[t])
 
-    gain = bess.charge_efficiency * dt
     drain = dt / bess.discharge_efficiency * unit
     if max_discharge < NEGLIGIBLE_KW:
         # A discharge efficiency of 1e-16: at most 1e-14 kW of power, through a coefficient below
