@@ -35,7 +35,7 @@ from dispatch_pipeline.api.strictness import query_parameters, require_json_body
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
 from dispatch_pipeline.core.documents import DocumentError, decode_utf8, json_type_name, parse_json
 from dispatch_pipeline.core.request import CALENDAR_DATE, SITE_ID_PATTERN, site_id_problem
-from dispatch_pipeline.storage import StoredRun, get_run, latest_run
+from dispatch_pipeline.storage import StoredRun, get_run, latest_run, registered_case_variant
 
 router = APIRouter()
 Access = Annotated[Grant, Depends(require_access)]
@@ -125,12 +125,17 @@ async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep
                      date: DateQuery = None) -> Response:
     ensure_site_allowed(access, site_id)
     day = _calendar_date(date)
-    stored, site_has_runs = await run_in_threadpool(_latest, database, site_id, day)
+    stored, site_has_runs, variant = await run_in_threadpool(_latest, database, site_id, day)
     if stored is None:
         on_date = f" on {day.isoformat()}" if day else ""
         # A mistyped site_id should not look like a day not planned yet.
-        none_at_all = " (it has none on any day: is the site_id right?)" if day and not site_has_runs else ""
-        raise ApiError(404, f"no dispatch run stored for site {site_id!r}{on_date}{none_at_all}")
+        if variant is not None and access.allows(variant):
+            hint = f" (the registered site {variant!r} differs from it only in case)"
+        elif day and not site_has_runs:
+            hint = " (it has none on any day: is the site_id right?)"
+        else:
+            hint = ""
+        raise ApiError(404, f"no dispatch run stored for site {site_id!r}{on_date}{hint}")
     run = stored.run
     return json_response(LatestSchedule(
         site_id=run.site_id, date=run.date, timezone=run.timezone, run_id=run.run_id,
@@ -157,13 +162,15 @@ def _calendar_date(text: str | None) -> dt.date | None:
     raise unprocessable([problem])
 
 
-def _latest(database: Database, site_id: str, date: dt.date | None) -> tuple[StoredRun | None, bool]:
-    """The latest run (of the date), and whether the site has any run at all."""
+def _latest(database: Database, site_id: str, date: dt.date | None) -> tuple[StoredRun | None, bool, str | None]:
+    """The latest run (of the date), whether the site has any run at all, and, when it has none,
+    the registered site whose id differs from `site_id` only in case."""
     engine = database.engine()
     stored = latest_run(engine, site_id, date)
-    if stored is not None or date is None:
-        return stored, stored is not None
-    return None, latest_run(engine, site_id, None) is not None
+    if stored is not None:
+        return stored, True, None
+    has_runs = date is not None and latest_run(engine, site_id, None) is not None
+    return None, has_runs, None if has_runs else registered_case_variant(engine, site_id)
 
 
 @router.get(

@@ -26,6 +26,12 @@ def _database_url(text: str) -> str:
     return text
 
 
+def say_where_stored(engine: object) -> None:
+    """The last line of a command that wrote: the database, which `.env`, DATABASE_URL,
+    --database-url or the demo's SQLite file may have chosen."""
+    print(f"database: {engine.url.render_as_string(hide_password=True)}")  # type: ignore[attr-defined]
+
+
 def add_host_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", type=_host, help="address to bind (default: 127.0.0.1)")
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from dispatch_pipeline.cli import UsageError, add_database_url_option
+from dispatch_pipeline.cli import UsageError, add_database_url_option, say_where_stored
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
 from dispatch_pipeline.core.documents import DocumentError, decode_utf8
 from dispatch_pipeline.core.request import MAX_MAGNITUDE, SITE_ID_PATTERN, site_id_problem
@@ -374,10 +374,30 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
                 "repeats (load under another --issued-at to keep both issues)",
                 file=sys.stderr,
             )
+        if args.issued_at is not None and (hidden := hidden_by_later_issues(engine, spec, site_id, frames[site_id], issued_at)):
+            print(f"dispatch-pipeline {spec.command}: note: {site_id}: {hidden}", file=sys.stderr)
         if site_id in sites:
             for note in stored_day_notes(engine, spec, sites[site_id], frames[site_id]):
                 print(f"dispatch-pipeline {spec.command}: note: {site_id}: {note}", file=sys.stderr)
+    say_where_stored(engine)
     return 0
+
+
+def hidden_by_later_issues(engine: Any, spec: SeriesFile, site_id: str, frame: Any, issued_at: dt.datetime) -> str | None:
+    """What a plan will not read of an issue loaded with an --issued-at older than stored ones:
+    per interval, the most recently issued value wins."""
+    from dispatch_pipeline import storage
+
+    end = frame["ts"].max() + dt.timedelta(minutes=1)
+    stored = getattr(storage, spec.load)(engine, site_id, frame["ts"].min().to_pydatetime(), end.to_pydatetime())
+    later = stored[(stored["issued_at"] > issued_at) & stored["ts"].isin(frame["ts"])]
+    if later.empty:
+        return None
+    return (
+        f"{len(later)} of this file's {len(frame)} interval(s) are also in a later issue (the latest issued at "
+        f"{later['issued_at'].max().isoformat()}), whose values plans read instead; load without "
+        "--issued-at to make this file's values the current ones"
+    )
 
 
 # A PV forecast above this multiple of the site's peak power is not a forecast of that site's PV.

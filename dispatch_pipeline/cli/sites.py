@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from dispatch_pipeline.cli import UsageError, add_database_url_option
+from dispatch_pipeline.cli import UsageError, add_database_url_option, say_where_stored
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -54,7 +54,7 @@ def _engine(args: argparse.Namespace) -> Any:
     return open_database(application_database_url(args.database_url))
 
 
-def _save(args: argparse.Namespace, sites: list[Any]) -> None:
+def _save(args: argparse.Namespace, sites: list[Any]) -> Any:
     from dispatch_pipeline.core.documents import source_name
     from dispatch_pipeline.storage import (
         StorageInputError,
@@ -69,7 +69,7 @@ def _save(args: argparse.Namespace, sites: list[Any]) -> None:
     except StorageInputError as exc:
         raise UsageError(f"{source_name(args.file)}: {exc}") from None
     for site in sites:
-        print(f"registered {site.site_id} ({site.timezone})")
+        print(f"{'replaced' if site.site_id in before else 'registered'} {site.site_id} ({site.timezone})")
         timezone, currency = before.get(site.site_id, (site.timezone, site.currency))
         if timezone != site.timezone:
             _warn(
@@ -82,6 +82,7 @@ def _save(args: argparse.Namespace, sites: list[Any]) -> None:
                 f"site {site.site_id}: currency changed from {currency} to {site.currency}; its stored "
                 f"price series are now read as {site.currency}"
             )
+    return engine
 
 
 def _warn(message: str) -> None:
@@ -103,7 +104,7 @@ def run_add(args: argparse.Namespace) -> int:
         sites = [parse_site(data, source=source_name(args.file))]
     except SiteConfigError as exc:
         raise UsageError(str(exc)) from None
-    _save(args, sites)
+    say_where_stored(_save(args, sites))
     return 0
 
 
@@ -114,8 +115,9 @@ def run_import(args: argparse.Namespace) -> int:
         sites = load_sites_yaml(args.file)
     except SiteConfigError as exc:
         raise UsageError(str(exc)) from None
-    _save(args, sites)
+    engine = _save(args, sites)
     print(f"{len(sites)} site(s) imported")
+    say_where_stored(engine)
     return 0
 
 
@@ -164,8 +166,9 @@ def run_list(args: argparse.Namespace) -> int:
 def run_remove(args: argparse.Namespace) -> int:
     from dispatch_pipeline.storage import StorageInputError, remove_sites
 
+    engine = _engine(args)
     try:
-        stored_runs = remove_sites(_engine(args), args.site_ids)
+        stored_runs = remove_sites(engine, args.site_ids)
     except StorageInputError as exc:
         raise UsageError(str(exc)) from None
     for site_id, runs in stored_runs.items():
@@ -174,4 +177,5 @@ def run_remove(args: argparse.Namespace) -> int:
         "their Dagster partitions stay, so that past runs stay browsable: leave them out of backfills "
         "(deploy/backfill.py --sites), or delete them in the UI once their history no longer matters"
     )
+    say_where_stored(engine)
     return 0

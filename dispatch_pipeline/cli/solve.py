@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from typing import TYPE_CHECKING
 
 from dispatch_pipeline.cli import UsageError, add_database_url_option
@@ -147,4 +148,9 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
         save_runs(engine, [result], source="cli")
     except StorageInputError as exc:
         raise UsageError(f"the inputs give a plan that cannot be stored: {exc}") from None
+    # On stderr: stdout carries the result's JSON.
+    print(
+        f"dispatch-pipeline solve: run {result.run_id} stored in {engine.url.render_as_string(hide_password=True)}",
+        file=sys.stderr,
+    )
     return result

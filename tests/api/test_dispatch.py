@@ -523,3 +523,17 @@ def test_a_site_id_differing_only_in_case_from_a_registered_one_is_a_422(client,
     assert problem["loc"] == ["body", "site_id"]
     assert problem["msg"] == "differs only in case from the registered site 'CASE_SITE' (got 'case_site'); site ids are compared exactly"
     assert count_rows(engine) == before
+
+
+@pytest.mark.parametrize("date", [None, "2024-01-02"])
+def test_latest_of_a_site_id_differing_only_in_case_from_a_registered_one_names_it(client, engine, date):
+    _register_site(engine, "CASE_SITE_2")
+    params = {"site_id": "case_site_2", **({"date": date} if date else {})}
+
+    response = client.get("/dispatch/latest", params=params)
+
+    assert response.status_code == 404
+    on_date = f" on {date}" if date else ""
+    assert response.json()["message"] == (
+        f"no dispatch run stored for site 'case_site_2'{on_date} (the registered site 'CASE_SITE_2' differs from it only in case)"
+    )

@@ -358,6 +358,29 @@ def test_loading_again_under_the_same_issue_time_says_what_it_replaced(url, tmp_
     assert "replaced" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", SERIES)
+def test_an_issue_older_than_a_stored_one_says_which_intervals_plans_read_from_the_newer(url, tmp_path, capsys, command):
+    make_table, _, site_id = SERIES[command]
+    table = make_table()
+    value = table.columns[-2]
+    path = tmp_path / "series.csv"
+    table.head(10).to_csv(path, index=False)
+    assert main([command, "load", str(path), "--issued-at", "2025-03-09T12:00:00Z", "--database-url", url]) == 0
+    assert "later issue" not in capsys.readouterr().err
+
+    # A corrected file reloaded under an older issue time: 10 of its intervals stay as issued at 12:00.
+    table.assign(**{value: table[value] + 1.0}).to_csv(path, index=False)
+    assert main([command, "load", str(path), "--issued-at", "2025-03-09T11:00:00Z", "--database-url", url]) == 0
+    assert (
+        f"note: {site_id}: 10 of this file's 96 interval(s) are also in a later issue (the latest issued at "
+        "2025-03-09T12:00:00+00:00), whose values plans read instead; load without --issued-at to make this "
+        "file's values the current ones"
+    ) in capsys.readouterr().err
+    values = stored(command, url)[value].to_numpy()
+    assert values[:10].tolist() == table[value].head(10).tolist()
+    assert values[10:].tolist() == (table[value].iloc[10:] + 1.0).tolist()
+
+
 @pytest.mark.parametrize("name", ["forecasts", "forecasts.csv"])
 def test_a_directory_is_named_as_one(url, tmp_path, capsys, name):
     (tmp_path / name).mkdir()

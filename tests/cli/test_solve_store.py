@@ -31,6 +31,9 @@ def solve_stored(request: dict, tmp_path: Path, url: str, capsys: pytest.Capture
     path.write_text(json.dumps(request))
     status = main(["solve", str(path), "--store", "--database-url", url])
     captured = capsys.readouterr()
+    if status == 0:  # stdout is the result's JSON; where it went is said on stderr
+        run_id = json.loads(captured.out)["run_id"]
+        assert f"dispatch-pipeline solve: run {run_id} stored in {url.split('://')[0]}" in captured.err
     return status, captured.out if status == 0 else captured.err
 
 

@@ -32,6 +32,8 @@ def forecast_table(site_id: str = "KL_MALL") -> pd.DataFrame:
 
 def test_sites_import_and_list(url, capsys):
     assert main(["sites", "import", str(sites_yaml_path()), "--database-url", url]) == 0
+    # The database may come from --database-url, DATABASE_URL, .env or the demo's default.
+    assert capsys.readouterr().out.endswith(f"3 site(s) imported\ndatabase: {url}\n")
     assert [s.site_id for s in list_sites(open_database(url))] == ["BERLIN_DEPOT", "KL_MALL", "PHOENIX_OFFICE"]
     assert main(["sites", "list", "--database-url", url]) == 0
     assert "Europe/Berlin" in capsys.readouterr().out
@@ -49,6 +51,7 @@ def test_sites_remove_names_what_stays_and_refuses_an_unknown_id_whole(url, caps
     out = capsys.readouterr().out
     assert "removed KL_MALL: no longer planned; its 0 stored plan(s), forecasts and prices stay" in out
     assert "their Dagster partitions stay" in out
+    assert out.endswith(f"database: {url}\n")
     assert [s.site_id for s in list_sites(open_database(url))] == ["BERLIN_DEPOT"]
 
 
@@ -87,10 +90,12 @@ def test_moving_a_site_to_another_timezone_or_currency_warns(url, tmp_path, caps
     path = tmp_path / "site.yaml"
     path.write_text(A_SITE)
     assert main(["sites", "add", str(path), "--database-url", url]) == 0
-    assert "warning" not in capsys.readouterr().err
+    first = capsys.readouterr()
+    assert "warning" not in first.err and first.out.startswith("registered X (Asia/Kuala_Lumpur)\n")
     path.write_text(A_SITE.replace("Asia/Kuala_Lumpur", "Asia/Singapore").replace("MYR", "SGD"))
     assert main(["sites", "add", str(path), "--database-url", url]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert out.startswith("replaced X (Asia/Singapore)\n")
     assert "site X: timezone changed from Asia/Kuala_Lumpur to Asia/Singapore; its stored plans keep" in err
     assert "site X: currency changed from MYR to SGD; its stored price series are now read as SGD" in err
 
