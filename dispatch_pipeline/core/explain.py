@@ -136,8 +136,9 @@ def explain_interval(
             return "charge_pv_surplus", (
                 f"Charging {_kw(ch)} kW from PV surplus ({pv:.1f} kW PV vs {load:.1f} kW load){tail}, SOC {soc:.0%}"
             )
-        from_pv = min(ch, max(surplus, 0.0))
         # Charging partly from PV surplus: the grid's share is what the price sentence is about.
+        # The PV the plan uses, not the forecast: PV curtailed charges nothing.
+        from_pv = min(ch, max(s.pv_set[t] - load, 0.0))
         charging = (
             f"Charging {_kw(ch)} kW, {_kw(ch - from_pv)} kW of it from the grid,"
             if from_pv > _ON else f"Charging {_kw(ch)} kW from the grid"

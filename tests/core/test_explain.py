@@ -322,6 +322,20 @@ def test_charging_mostly_from_pv_surplus_names_the_grids_share() -> None:
     assert nine.reason.startswith("Charging 25.0 kW, 0.1 kW of it from the grid, while energy is cheaper than later today")
 
 
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_charging_while_pv_is_curtailed_counts_only_the_pv_used(solver: str) -> None:
+    # Paid to import, the plan curtails all 100 kW of PV and charges from the grid: none of the
+    # charge is PV surplus, whatever the forecast says.
+    result = solve_dispatch(hourly_request(
+        load_kw=[20.0] * 24, pv_kw=[0.0] * 12 + [100.0] + [0.0] * 11,
+        tariff={"buy": [0.2] * 12 + [-1.0] + [0.2] * 11, "sell": [0.0] * 24},
+        bess={"soc_initial": 0.1, "soc_final_min": 0.1},
+    ), solver=solver)
+    noon = result.points[12]
+    assert (noon.pv_set_kw, noon.batt_ch_kw, noon.grid_imp_kw) == pytest.approx((0.0, 50.0, 70.0), abs=1e-6)
+    assert noon.reason.startswith("Charging 50.0 kW from the grid: the site is paid to import")
+
+
 @pytest.mark.parametrize(("kw", "shown"), [(0.02, "0.02"), (0.00012, "0.00012"), (0.05, "0.1"), (15.24, "15.2")])
 def test_a_small_flow_is_not_shown_as_zero(kw: float, shown: str) -> None:
     from dispatch_pipeline.core.explain import _kw

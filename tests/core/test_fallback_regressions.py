@@ -34,6 +34,9 @@ def test_the_plan_delivered_keeps_every_hard_constraint(name: str) -> None:
     result = solve_dispatch(request)
     problem = build_problem(request)
     assert find_breaches(problem, schedule_from_result(result, problem)) == []
+    # Nor does it cost more than the rules' plan, whatever the solver's tolerances.
+    rules = objective_value(problem, rule_based_schedule(problem))
+    assert result.objective_value <= rules + 1e-9 * max(1.0, abs(rules))
 
 
 OPTIMUM_KNOWN = [name for name in REGRESSION_NAMES if "objective_value" in regression_expectation(name)]
