@@ -248,3 +248,40 @@ def test_a_failed_block_of_sites_is_replanned_in_blocks_of_neighbours(instance):
     # Found by the tags operators filter a day's runs by, as the failed run was.
     assert all(r.tags["dispatch/date"] == DATES[0].isoformat() for r in requests)
     assert all(r.tags["dispatch/planning"] == "day_ahead" and "dispatch/tick" not in r.tags for r in requests)
+
+
+@pytest.mark.parametrize("retry_first", [False, True], ids=["recovery-first", "retry-first"])
+def test_the_daemons_retry_and_the_recovery_runs_store_each_day_once(
+    job, instance, engine, make_site, database_url, snapshots_dir, retry_first
+):
+    # The daemon retries the failed run while the sensor plans its other days; the missing
+    # forecast arrives in between, so the retry succeeds and plans every day of the range.
+    from dispatch_pipeline.storage import list_runs
+    from tests.pipeline.retried_job import pipeline_job, reexecute
+
+    dates, gap = DATES[:4], DATES[2]
+    site = make_site("BERLIN_DEPOT")
+    for date in dates:
+        if date != gap:
+            save_forecast(engine, site.site_id, demo_forecast("BERLIN_DEPOT", date), ISSUED_AT)
+    days = [SiteDay(site.site_id, date) for date in dates]
+    failed = pipeline_job(database_url, str(snapshots_dir)).execute_in_process(
+        instance=instance, tags=partition_range_tags(days), raise_on_error=False
+    )
+    assert not failed.success
+    requests = partition_recovery_sensor(failure_context(instance, failed))
+    assert len(requests) == 2
+
+    def recover() -> None:
+        assert all(run_requested(job, instance, request).success for request in requests)
+
+    def retry() -> None:
+        save_forecast(engine, site.site_id, demo_forecast("BERLIN_DEPOT", gap), ISSUED_AT)
+        retried = reexecute(instance, failed.run_id, database_url, str(snapshots_dir), from_failure=True,
+                            tags={"dagster/retry_number": "1"})
+        assert retried.success
+
+    for step in (retry, recover) if retry_first else (recover, retry):
+        step()
+
+    assert [len(list_runs(engine, site.site_id, date)) for date in dates] == [1, 1, 1, 1]
