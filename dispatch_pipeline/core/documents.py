@@ -65,7 +65,7 @@ def json_type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float | OversizedInteger | UnderflowedNumber):
+    if isinstance(value, int | float | UnreadableNumber):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -76,17 +76,24 @@ def json_type_name(value: Any) -> str:
     return type(value).__name__
 
 
-class OversizedInteger:
-    """A JSON integer with more digits than int() reads: a value no field accepts, shown in the
-    error that names the field instead of failing the whole document."""
+class UnreadableNumber:
+    """A number in a document that Python cannot hold as written: a value no field accepts,
+    shown in the error that names the field instead of failing the whole document."""
 
-    def __init__(self, digits: int):
-        self.digits = digits
+    def __init__(self, shown: str):
+        self.shown = shown
 
     def __repr__(self) -> str:
-        return f"an integer of {self.digits} digits"
+        return self.shown
 
     __str__ = __repr__
+
+
+class OversizedInteger(UnreadableNumber):
+    """A JSON integer with more digits than int() reads."""
+
+    def __init__(self, digits: int):
+        super().__init__(f"an integer of {digits} digits")
 
 
 _DECIMAL_INTEGER = re.compile(r"^[-+]?[0-9]+$")
@@ -101,17 +108,11 @@ def _integer(text: str) -> int | OversizedInteger | str:
         return OversizedInteger(len(text.lstrip("-+")))
 
 
-class UnderflowedNumber:
-    """A number written with a digit other than 0 that a float rounds to 0 (or -0): a value no
-    field accepts, shown as written in the error that names the field."""
+class UnderflowedNumber(UnreadableNumber):
+    """A number written with a digit other than 0 that a float rounds to 0 (or -0)."""
 
     def __init__(self, text: str):
-        self.text = text
-
-    def __repr__(self) -> str:
-        return f"{self.text}, too close to 0 for a number to hold: write 0"
-
-    __str__ = __repr__
+        super().__init__(f"{text}, too close to 0 for a number to hold: write 0")
 
 
 _NONZERO_MANTISSA = re.compile(r"^[-+]?[0.]*[1-9]")
