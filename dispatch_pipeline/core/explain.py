@@ -25,12 +25,24 @@ class Explanation:
     marginal_cost_per_kwh: float | None
 
 
-def _at_least(value: np.ndarray | float, bound: np.ndarray | float) -> np.ndarray:
-    return value >= bound - _AT * np.maximum(1.0, np.abs(bound))
+def _at_least(value: np.ndarray | float, bound: np.ndarray | float, unit: float = 1.0) -> np.ndarray:
+    return value >= bound - _AT * np.maximum(unit, np.abs(bound))
 
 
-def _at_most(value: np.ndarray | float, bound: np.ndarray | float) -> np.ndarray:
-    return value <= bound + _AT * np.maximum(1.0, np.abs(bound))
+def _at_most(value: np.ndarray | float, bound: np.ndarray | float, unit: float = 1.0) -> np.ndarray:
+    return value <= bound + _AT * np.maximum(unit, np.abs(bound))
+
+
+def _energy_unit(problem: DispatchProblem) -> float:
+    """The scale below which stored energies count as equal: 1 kWh, or the battery's capacity
+    when smaller (for a 0.1 Wh battery, 1e-4 kWh is its whole band)."""
+    return min(1.0, problem.capacity_kwh)
+
+
+def battery_on(problem: DispatchProblem) -> float:
+    """kW below which the battery counts as idle: _ON, or less for a battery so small that _ON
+    would move a tenth of a per cent of it in an interval."""
+    return min(_ON, max(1e-9, 1e-3 * problem.capacity_kwh / problem.dt))
 
 
 def binding_constraints(problem: DispatchProblem, schedule: Schedule, export_bound: np.ndarray) -> list[list[str]]:
@@ -43,18 +55,19 @@ def binding_constraints(problem: DispatchProblem, schedule: Schedule, export_bou
     curtailed = s.curtail > _ON
     cap = problem.import_cap_kw
     last = np.arange(problem.intervals) == problem.intervals - 1
+    unit, on = _energy_unit(problem), battery_on(problem)
     at_bound = np.column_stack(
         [
-            _at_most(s.energy, problem.energy_min_kwh),
-            _at_least(s.energy, problem.energy_max_kwh),
-            (s.charge > _ON) & _at_least(s.charge, bess.max_charge_kw),
-            (s.discharge > _ON) & _at_least(s.discharge, bess.max_discharge_kw),
+            _at_most(s.energy, problem.energy_min_kwh, unit),
+            _at_least(s.energy, problem.energy_max_kwh, unit),
+            (s.charge > on) & _at_least(s.charge, bess.max_charge_kw),
+            (s.discharge > on) & _at_least(s.discharge, bess.max_discharge_kw),
             (s.grid_import > _ON) & (_at_least(s.grid_import, cap) if cap is not None else False),
             # X_t is PV plus full discharge where no cap is set: exporting all of it binds no limit.
             ((s.grid_export > _ON) & (export_bound < problem.pv_kw + bess.max_discharge_kw - _ON)
              & _at_least(s.grid_export, export_bound))
             | (curtailed & (export_bound <= _ON)),
-            last & _at_most(s.energy, problem.energy_final_kwh),
+            last & _at_most(s.energy, problem.energy_final_kwh, unit),
             curtailed,
         ]
     )
@@ -125,7 +138,8 @@ def explain_interval(
     ) else ""
     bess = problem.bess
 
-    if ch > _ON:
+    on = battery_on(problem)
+    if ch > on:
         if soc_before < bess.soc_min - _SOC_TOL:
             return "recover_soc_min", (
                 f"Charging {_kw(ch)} kW to bring the battery back up to its minimum "
@@ -161,7 +175,7 @@ def explain_interval(
                 f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price}), SOC {soc:.0%}{over_cap}"
             )
         return "charge_grid", f"{charging.rstrip(',')} ({price}), SOC {soc:.0%}{over_cap}"
-    if dis > _ON:
+    if dis > on:
         if cap is not None and imp >= cap - 1e-3 and load - pv > cap + 1e-3:
             if imp > cap + 1e-3:
                 return "discharge_import_cap", (
@@ -199,7 +213,7 @@ def explain_interval(
     if imp > _ON:
         if bess.max_discharge_kw <= _ON or problem.capacity_kwh <= 0:
             battery = "the battery cannot discharge"
-        elif _at_most(s.energy[t], problem.energy_min_kwh):
+        elif _at_most(s.energy[t], problem.energy_min_kwh, _energy_unit(problem)):
             battery = f"battery idle at its minimum, SOC {soc:.0%}"
         elif dearer_later:
             battery = (
@@ -208,7 +222,7 @@ def explain_interval(
             )
         elif problem.demand_charge_per_kw > 0 and drawn_later:
             battery = f"battery idle at SOC {soc:.0%}, kept to hold a later import peak down"
-        elif _at_most(s.energy[t], problem.energy_final_kwh):
+        elif _at_most(s.energy[t], problem.energy_final_kwh, _energy_unit(problem)):
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
         elif buy < 0:
             battery = f"battery idle at SOC {soc:.0%}: discharging would only cut an import the site is paid for"
@@ -262,7 +276,7 @@ def explain(
     # Day-long arrays, built once per day rather than once per interval that reads them.
     export_bound = problem.export_bound_kw
     # The prices energy is used at: a dearer hour in which the battery stays idle is no reason.
-    dearest_after = dearest_buy_after(np.where(schedule.discharge > _ON, problem.buy, -np.inf))
+    dearest_after = dearest_buy_after(np.where(schedule.discharge > battery_on(problem), problem.buy, -np.inf))
     binding = binding_constraints(problem, schedule, export_bound)
     explanations = []
     for t in range(problem.intervals):

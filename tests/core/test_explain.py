@@ -336,6 +336,19 @@ def test_charging_while_pv_is_curtailed_counts_only_the_pv_used(solver: str) -> 
     assert noon.reason.startswith("Charging 50.0 kW from the grid: the site is paid to import")
 
 
+def test_a_battery_of_a_tenth_of_a_watt_hour_is_explained_at_its_own_scale() -> None:
+    # 4.2e-5 kW fills 40 % of it in an hour: that is charging, not "idle at its minimum".
+    result = solve_dispatch(hourly_request(
+        load_kw=[1.0] * 24, tariff={"buy": [0.1] * 12 + [0.5] * 12, "sell": [0.0] * 24},
+        bess={"capacity_kwh": 1e-4},
+    ))
+    moved = [p for prev, p in zip([None, *result.points], result.points, strict=False)
+             if prev is not None and abs(p.soc - prev.soc) > 0.01]
+    assert moved
+    assert all(p.reason_code.startswith(("charge", "discharge")) for p in moved)
+    assert not any("at its minimum" in p.reason or "soc_min" in p.binding for p in result.points if p.soc > 0.2)
+
+
 @pytest.mark.parametrize(("kw", "shown"), [(0.02, "0.02"), (0.00012, "0.00012"), (0.05, "0.1"), (15.24, "15.2")])
 def test_a_small_flow_is_not_shown_as_zero(kw: float, shown: str) -> None:
     from dispatch_pipeline.core.explain import _kw
