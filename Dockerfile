@@ -3,6 +3,7 @@
 #   webserver      dagster-webserver -h 0.0.0.0 -p 3000 -w /opt/dagster/app/workspace.yaml
 #   daemon         dagster-daemon run
 #   REST API       dispatch-pipeline serve --host 0.0.0.0 --port 8002
+#   solver service dispatch-pipeline solver serve --address 0.0.0.0:7433
 #   migrations     /opt/dagster/app/deploy/docker/migrate.sh
 #   run workers    started by DockerRunLauncher / K8sRunLauncher with this same image
 #
@@ -87,7 +88,7 @@ RUN mkdir -p /opt/dagster/dagster_home/storage \
 # Numeric, so Kubernetes can verify runAsNonRoot.
 USER 10001:10001
 
-EXPOSE 4000 3000 8002
+EXPOSE 4000 3000 8002 7433
 
 ENTRYPOINT ["tini", "--"]
 CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", \

@@ -32,7 +32,7 @@ install: $(STAMP)
 system-deps:
 	@if ! command -v cbc >/dev/null || ! command -v docker-compose >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coinor-cbc docker-compose >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends coinor-cbc docker-compose >/dev/null; \
 	  else echo "note: install coinor-cbc and docker-compose for the full suite" >&2; fi; \
 	fi
 
