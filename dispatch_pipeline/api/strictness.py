@@ -25,7 +25,7 @@ def query_parameters(*allowed: str) -> Any:
     It runs after the token check: an unauthenticated caller learns nothing from it.
     """
 
-    def check(request: Request, _: Annotated[Grant, Depends(require_access)]) -> None:
+    async def check(request: Request, _: Annotated[Grant, Depends(require_access)]) -> None:
         counts = Counter(name for name, _value in request.query_params.multi_items())
         problems = []
         for name, count in counts.items():
@@ -38,7 +38,7 @@ def query_parameters(*allowed: str) -> Any:
                     name, f"given {count} times ({', '.join(repr(echo(v)) for v in values)}); give it once",
                     "repeated_parameter",
                 ))
-        if request.method in ("GET", "HEAD") and _has_body(request):
+        if request.method in ("GET", "HEAD") and await _has_body(request):
             problems.append({
                 "loc": ["body"], "msg": "this endpoint takes no body: send its parameters in the query",
                 "type": "body_forbidden",
@@ -49,9 +49,11 @@ def query_parameters(*allowed: str) -> Any:
     return Depends(check)
 
 
-def _has_body(request: Request) -> bool:
+async def _has_body(request: Request) -> bool:
     length = request.headers.get("content-length")
-    return "transfer-encoding" in request.headers or (length is not None and length.strip() not in ("", "0"))
+    if "transfer-encoding" not in request.headers and (length is None or length.strip() in ("", "0")):
+        return False
+    return bool(await request.body())  # a chunked GET may still carry nothing
 
 
 def _query_problem(name: str, msg: str, kind: str) -> dict[str, Any]:

@@ -29,7 +29,9 @@ def _database_url(text: str) -> str:
 def say_where_stored(engine: object) -> None:
     """The last line of a command that wrote: the database, which `.env`, DATABASE_URL,
     --database-url or the demo's SQLite file may have chosen."""
-    print(f"database: {engine.url.render_as_string(hide_password=True)}")  # type: ignore[attr-defined]
+    from dispatch_pipeline.storage.database import printable_url
+
+    print(f"database: {printable_url(engine.url.render_as_string(hide_password=False))}")  # type: ignore[attr-defined]
 
 
 def add_host_option(parser: argparse.ArgumentParser) -> None:

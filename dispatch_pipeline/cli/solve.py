@@ -118,6 +118,7 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
     from dispatch_pipeline.core.solve import solve_problem, with_overrides
     from dispatch_pipeline.site_requests import complete_from_site, registered_site, site_problem
     from dispatch_pipeline.storage import StorageInputError, open_database, save_runs
+    from dispatch_pipeline.storage.database import printable_url
 
     engine = open_database(application_database_url(args.database_url))
     site = registered_site(engine, request)  # a site stored broken: exit 1, naming its fault
@@ -150,7 +151,8 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
         raise UsageError(f"the inputs give a plan that cannot be stored: {exc}") from None
     # On stderr: stdout carries the result's JSON.
     print(
-        f"dispatch-pipeline solve: run {result.run_id} stored in {engine.url.render_as_string(hide_password=True)}",
+        f"dispatch-pipeline solve: run {result.run_id} stored in "
+        f"{printable_url(engine.url.render_as_string(hide_password=False))}",
         file=sys.stderr,
     )
     return result

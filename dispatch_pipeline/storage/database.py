@@ -35,6 +35,8 @@ _BARE_POSTGRES = re.compile(r"^(postgres|postgresql)://")
 KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 _PASSWORD = re.compile(r"://([^:/@]+):[^@]*@")
+# libpq takes a password in the query too (postgresql://u@h/db?password=...).
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -48,8 +50,8 @@ def normalize_url(url: str) -> str:
 
 
 def printable_url(url: str) -> str:
-    """The URL without its password, for logs and terminals."""
-    return _PASSWORD.sub(r"://\1:***@", url)
+    """The URL without its password (after the user, or in the query), for logs and terminals."""
+    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"://\1:***@", url))
 
 
 def database_url() -> str:

@@ -294,6 +294,16 @@ def test_a_body_sent_with_a_get_is_422_not_ignored(client, path):
     assert (problem["loc"], problem["msg"]) == (["body"], "this endpoint takes no body: send its parameters in the query")
 
 
+def test_a_chunked_get_without_a_body_is_answered(client):
+    def nothing():
+        yield b""
+
+    response = client.request("GET", "/dispatch/latest?site_id=DEMO", content=nothing())
+
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert response.status_code == 404, response.text  # no run stored: not a 422 for a body
+
+
 @pytest.mark.parametrize(
     "content_type",
     [None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-16"],

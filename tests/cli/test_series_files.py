@@ -366,7 +366,9 @@ def test_an_issue_older_than_a_stored_one_says_which_intervals_plans_read_from_t
     path = tmp_path / "series.csv"
     table.head(10).to_csv(path, index=False)
     assert main([command, "load", str(path), "--issued-at", "2025-03-09T12:00:00Z", "--database-url", url]) == 0
-    assert "later issue" not in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "later issue" not in err
+    assert out.endswith(f"database: {url}\n")  # which of --database-url, DATABASE_URL, .env: said
 
     # A corrected file reloaded under an older issue time: 10 of its intervals stay as issued at 12:00.
     table.assign(**{value: table[value] + 1.0}).to_csv(path, index=False)

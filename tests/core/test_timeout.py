@@ -191,3 +191,15 @@ def test_a_gap_is_relative_to_the_plans_objective(objective, bound, gap) -> None
     from dispatch_pipeline.core.milp.highs import relative_gap
 
     assert relative_gap(objective, bound) == pytest.approx(gap)
+
+
+def test_a_timeout_too_short_for_cbc_to_start_says_what_it_keeps_back() -> None:
+    from dispatch_pipeline import solve_dispatch
+
+    result = solve_dispatch(load_case("typical")["request"], solver="cbc", timeout_ms=300)
+
+    assert (result.status, result.solver) == ("fallback", "fallback_rule")
+    assert result.fallback_reason == (
+        "timeout: time limit reached before CBC could start: 0.3 s of it is kept for writing the model "
+        "and reading CBC's answer (a timeout_ms of about 800 or more leaves CBC time to search)"
+    )

@@ -250,12 +250,12 @@ def test_a_failed_block_of_sites_is_replanned_in_blocks_of_neighbours(instance):
     assert all(r.tags["dispatch/planning"] == "day_ahead" and "dispatch/tick" not in r.tags for r in requests)
 
 
-@pytest.mark.parametrize("retry_first", [False, True], ids=["recovery-first", "retry-first"])
-def test_the_daemons_retry_and_the_recovery_runs_store_each_day_once(
-    job, instance, engine, make_site, database_url, snapshots_dir, retry_first
+@pytest.mark.parametrize("data_arrives", [True, False], ids=["retry-plans-all", "last-attempt-split"])
+def test_a_run_the_daemon_will_retry_is_left_to_its_retry(
+    job, instance, engine, make_site, database_url, snapshots_dir, data_arrives
 ):
-    # The daemon retries the failed run while the sensor plans its other days; the missing
-    # forecast arrives in between, so the retry succeeds and plans every day of the range.
+    # Split at once, the recovery runs and a retry that finds the missing forecast arrived would
+    # both store the same days (side by side, neither sees the other's plans before storing).
     from dispatch_pipeline.storage import list_runs
     from tests.pipeline.retried_job import pipeline_job, reexecute
 
@@ -269,19 +269,19 @@ def test_the_daemons_retry_and_the_recovery_runs_store_each_day_once(
         instance=instance, tags=partition_range_tags(days), raise_on_error=False
     )
     assert not failed.success
-    requests = partition_recovery_sensor(failure_context(instance, failed))
-    assert len(requests) == 2
+    instance.add_run_tags(failed.run_id, {"dagster/will_retry": "true"})  # as run_retries does
+    assert partition_recovery_sensor(failure_context(instance, failed)) is None
 
-    def recover() -> None:
+    if data_arrives:
+        save_forecast(engine, site.site_id, demo_forecast("BERLIN_DEPOT", gap), ISSUED_AT)
+    retried = reexecute(instance, failed.run_id, database_url, str(snapshots_dir), from_failure=True,
+                        tags={"dagster/retry_number": "1"})
+    assert retried.success == data_arrives
+    if not data_arrives:
+        instance.add_run_tags(retried.run_id, {"dagster/will_retry": "false"})  # the last attempt
+        requests = partition_recovery_sensor(failure_context(instance, retried))
+        assert [request.tags[RECOVERS_TAG] for request in requests] == [failed.run_id, failed.run_id]
         assert all(run_requested(job, instance, request).success for request in requests)
 
-    def retry() -> None:
-        save_forecast(engine, site.site_id, demo_forecast("BERLIN_DEPOT", gap), ISSUED_AT)
-        retried = reexecute(instance, failed.run_id, database_url, str(snapshots_dir), from_failure=True,
-                            tags={"dagster/retry_number": "1"})
-        assert retried.success
-
-    for step in (retry, recover) if retry_first else (recover, retry):
-        step()
-
-    assert [len(list_runs(engine, site.site_id, date)) for date in dates] == [1, 1, 1, 1]
+    stored = [len(list_runs(engine, site.site_id, date)) for date in dates]
+    assert stored == ([1, 1, 1, 1] if data_arrives else [1, 1, 0, 1])

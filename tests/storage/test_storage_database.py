@@ -16,6 +16,7 @@ from dispatch_pipeline.storage.database import (
     make_engine,
     normalize_url,
     open_database,
+    printable_url,
 )
 from tests.storage.conftest import build_result
 
@@ -131,3 +132,18 @@ def test_in_memory_sqlite_used_by_many_threads_keeps_every_write() -> None:
     assert failures == []
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM dispatch_runs WHERE site_id = 'MEMORY'")) == 60
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://app:s3cret@db:5432/dispatch", "postgresql+psycopg://app:***@db:5432/dispatch"),
+        ("postgresql+psycopg://app@db/dispatch?password=s3cret", "postgresql+psycopg://app@db/dispatch?password=***"),
+        ("postgresql://app@db/dispatch?sslmode=require&PASSWORD=s3cret&connect_timeout=5",
+         "postgresql://app@db/dispatch?sslmode=require&PASSWORD=***&connect_timeout=5"),
+        ("sqlite:////tmp/dispatch.sqlite", "sqlite:////tmp/dispatch.sqlite"),
+    ],
+)
+def test_a_printed_url_hides_its_password_wherever_it_is_written(url: str, shown: str) -> None:
+    # Commands print the database they wrote to: into CI and cron logs.
+    assert printable_url(url) == shown

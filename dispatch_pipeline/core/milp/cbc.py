@@ -58,8 +58,8 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
     remaining = search_deadline(deadline) - time.monotonic() - CBC_OVERHEAD_RESERVE_S
     if remaining <= 0:
         raise MilpTimeout(
-            f"time limit reached before CBC could start: CBC needs {CBC_OVERHEAD_RESERVE_S:g} s beyond its "
-            "search to write the model and read its answer (timeout_ms of about 800 or more gives it time to search)"
+            f"time limit reached before CBC could start: {CBC_OVERHEAD_RESERVE_S:g} s of it is kept for writing "
+            "the model and reading CBC's answer (a timeout_ms of about 800 or more leaves CBC time to search)"
         )
     solver = pyo.SolverFactory("cbc")
     # The deadline is wall clock; CBC counts CPU seconds unless told, and a process that waits

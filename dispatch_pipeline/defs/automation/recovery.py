@@ -10,7 +10,12 @@ runs for the run's other
 site-days: one per site and unbroken date range (a backfill chunk), or per block of neighbouring
 sites (a day-ahead run of one date). Only the incomplete days stay unplanned, named in the failed
 run. Runs it requests are tagged `dispatch/recovers` (the first attempt's
-run id; retries of a failed run request nothing new) and are never split again.
+run id) and are never split again.
+
+A run the daemon will retry (run_retries; Dagster tags it `dagster/will_retry=true`) is not split:
+the missing data may arrive before the retry runs, and the retry would then plan every day the
+recovery runs plan, each stored twice (were both to run at once, neither would see the other's
+plans before storing its own). Its last attempt's failure is split, if days are still missing.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ CARRIED_TAGS = ("dispatch/planning", "dispatch/source", "dispatch/date", STRATEG
 # tagged dagster/backfill as its own.
 BACKFILL_TAG = "dagster/backfill"
 RECOVERED_BACKFILL_TAG = "dispatch/backfill"
+# Set by Dagster on a failed run when run_retries is on: "true" if the daemon will retry it.
+WILL_RETRY_TAG = "dagster/will_retry"
 
 
 def incomplete_partitions(step_failures: Iterable[dg.DagsterEvent]) -> set[str]:
@@ -78,7 +85,7 @@ def unbroken_ranges(days: Sequence[SiteDay]) -> list[list[SiteDay]]:
 
 def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     """Runs for the complete site-days of a failed ranged run; none if it cannot be split."""
-    if not incomplete or RANGE_START_TAG not in run.tags or RECOVERS_TAG in run.tags:
+    if not incomplete or RANGE_START_TAG not in run.tags or RECOVERS_TAG in run.tags or _will_retry(run):
         return []
     keys = run_partition_keys(run.tags, instance)
     # Dagster's order: dates, then sites in the partition order (key ranges follow it).
@@ -94,8 +101,8 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
         carried[RECOVERED_BACKFILL_TAG] = run.tags[BACKFILL_TAG]
     # The failed run's assets (an asset backfill may select fewer than the job); None: all of them.
     selection = sorted(run.asset_selection, key=str) if run.asset_selection else None
-    # Keyed by the first attempt: the daemon's automatic retries of the run fail the same way,
-    # and their failures must not plan the same days again.
+    # Keyed by the first attempt: a retry started by hand that fails alike must not plan the
+    # same days again.
     origin = run.root_run_id or run.run_id
     requests = []
     for block in blocks:
@@ -151,7 +158,16 @@ def partition_recovery_sensor(context: dg.RunFailureSensorContext):
     return requests
 
 
+def _will_retry(run: dg.DagsterRun) -> bool:
+    return run.tags.get(WILL_RETRY_TAG, "").lower() == "true"
+
+
 def _not_split(run: dg.DagsterRun, incomplete: set[str]) -> str:
+    if _will_retry(run):
+        return (
+            f"the daemon retries it ({WILL_RETRY_TAG}): its retry plans all its days if their data has "
+            "arrived by then, and the last attempt's failure is split otherwise"
+        )
     if not incomplete:
         return "it did not fail on site-days that cannot be planned: nothing to split off"
     if RANGE_START_TAG not in run.tags:

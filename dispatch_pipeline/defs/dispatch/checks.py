@@ -150,8 +150,7 @@ def _kept_from_earlier_attempts(
         return {}
     context.log.warning(
         f"{len(kept)} of {len(keys)} site-day(s) were planned and stored by an earlier attempt of this "
-        "run that failed afterwards, or by a run planning them beside it (the recovery sensor's, or the "
-        f"daemon's retry): those plans are kept, not stored again ({shorten(sorted(day.key for day in kept))})"
+        f"run that failed afterwards: those plans are kept, not stored again ({shorten(sorted(day.key for day in kept))})"
     )
     stored = read_runs(engine, list(kept.values()))
     return {day.key: stored[run_id].to_result() for day, run_id in kept.items()}

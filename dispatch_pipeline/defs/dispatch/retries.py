@@ -8,11 +8,6 @@ every query over the runs of a backfill would count it twice. So a retry keeps t
 plans, provided that nothing replaced them since and that no run in between took its inputs
 afresh. Anything else that plans a partition again (a new run, a re-execution of all steps started
 by hand, a re-execution of a run whose step succeeded) adds a run, as always.
-
-A run that failed on a few days that cannot be planned is also split by partition_recovery_sensor,
-whose runs plan its other days while the daemon retries it. Once the missing data arrives, the
-retry succeeds and would store those days a second time (or the recovery runs would, after a
-retry that ran first): the two keep each other's plans too.
 """
 
 from __future__ import annotations
@@ -23,8 +18,7 @@ from collections.abc import Sequence
 import dagster as dg
 from sqlalchemy import Engine
 
-from dispatch_pipeline.defs.common import RECOVERS_TAG
-from dispatch_pipeline.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, SiteDay
+from dispatch_pipeline.defs.partitions import SiteDay
 from dispatch_pipeline.defs.stored_runs import latest_run_ids
 
 # Set by the daemon on the runs it starts to retry a failed one (run_retries in dagster.yaml).
@@ -51,33 +45,10 @@ def earlier_attempts(step: dg.StepExecutionContext) -> list[str]:
     return attempts
 
 
-def runs_beside(step: dg.StepExecutionContext) -> list[str]:
-    """Ids of the runs Dagster started to plan this run's days beside it: for a daemon retry,
-    the recovery sensor's runs for the failed run it retries; for a recovery run, the daemon's
-    retries of the failed run it recovers."""
-    run, instance = step.dagster_run, step.instance
-    beside: set[str] = set()
-    if RETRY_NUMBER_TAG in run.tags:
-        recovering = instance.get_runs(dg.RunsFilter(tags={RECOVERS_TAG: run.root_run_id or run.run_id}))
-        beside.update(other.run_id for other in recovering)
-    origin = instance.get_run_by_id(run.tags[RECOVERS_TAG]) if RECOVERS_TAG in run.tags else None
-    if origin is not None and RANGE_START_TAG in origin.tags:
-        # The retries carry the failed run's key range (not always Dagster's root-run tag).
-        same_range = {name: origin.tags[name] for name in (RANGE_START_TAG, RANGE_END_TAG)}
-        beside.update(
-            other.run_id
-            for other in instance.get_runs(dg.RunsFilter(tags=same_range))
-            if RETRY_NUMBER_TAG in other.tags and other.root_run_id == origin.run_id
-        )
-    beside.discard(run.run_id)
-    return sorted(beside)
-
-
 def plans_to_keep(step: dg.StepExecutionContext, engine: Engine, days: Sequence[SiteDay]) -> dict[SiteDay, uuid.UUID]:
-    """The dispatch runs that earlier attempts of this step, or runs planning its days beside it,
-    stored for `days` and that are still the latest of their site-day (a plan stored since by
-    another run is not brought back)."""
-    attempts = [*earlier_attempts(step), *runs_beside(step)]
+    """The dispatch runs earlier attempts of this step stored for `days` that are still the
+    latest of their site-day (a plan stored since by another run is not brought back)."""
+    attempts = earlier_attempts(step)
     if not attempts:
         return {}
     stored = latest_run_ids(engine, days, dagster_run_ids=attempts)
