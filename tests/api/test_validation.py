@@ -298,7 +298,7 @@ def test_a_chunked_get_without_a_body_is_answered(client):
     def nothing():
         yield b""
 
-    response = client.request("GET", "/dispatch/latest?site_id=DEMO", content=nothing())
+    response = client.request("GET", "/dispatch/latest?site_id=NO_RUNS_CHUNKED", content=nothing())
 
     assert response.request.headers.get("transfer-encoding") == "chunked"
     assert response.status_code == 404, response.text  # no run stored: not a 422 for a body
