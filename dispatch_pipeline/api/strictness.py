@@ -2,8 +2,9 @@
 
 A mistyped query parameter (`dat=` for `date=`) would otherwise be dropped without a word and
 the answer would look like the one asked for; a parameter given twice would be settled by
-taking the last one, and a body sent with a GET (`{"date": ...}`) ignored. A POST body that is not declared as JSON is refused before it is parsed:
-a browser form can send a text/plain body to any origin without asking first.
+taking the last one, and a body sent with a GET (`{"date": ...}`) ignored. A POST body that is
+not declared as JSON is refused before it is parsed: a browser form can send a text/plain body to
+any origin without asking first.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ import argparse
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 SUBCOMMAND_MODULES = ("solve", "serve", "db", "sites", "forecasts", "prices", "demo", "ui", "solver")
 
@@ -26,12 +30,12 @@ def _database_url(text: str) -> str:
     return text
 
 
-def say_where_stored(engine: object) -> None:
+def say_where_stored(engine: Engine) -> None:
     """The last line of a command that wrote: the database, which `.env`, DATABASE_URL,
     --database-url or the demo's SQLite file may have chosen."""
     from dispatch_pipeline.storage.database import printable_url
 
-    print(f"database: {printable_url(engine.url.render_as_string(hide_password=False))}")  # type: ignore[attr-defined]
+    print(f"database: {printable_url(engine.url)}")
 
 
 def add_host_option(parser: argparse.ArgumentParser) -> None:

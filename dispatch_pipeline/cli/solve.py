@@ -151,8 +151,7 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
         raise UsageError(f"the inputs give a plan that cannot be stored: {exc}") from None
     # On stderr: stdout carries the result's JSON.
     print(
-        f"dispatch-pipeline solve: run {result.run_id} stored in "
-        f"{printable_url(engine.url.render_as_string(hide_password=False))}",
+        f"dispatch-pipeline solve: run {result.run_id} stored in {printable_url(engine.url)}",
         file=sys.stderr,
     )
     return result

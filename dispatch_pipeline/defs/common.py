@@ -41,8 +41,6 @@ BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_CH
 # MILP with the rule-based fallback, or the rule-based schedule alone, to compare the two over
 # stored history.
 STRATEGY_TAG = "dispatch/strategy"
-# On the runs partition_recovery_sensor requests: the id of the failed run whose other days they plan.
-RECOVERS_TAG = "dispatch/recovers"
 STRATEGIES = {
     "milp": "the MILP, falling back to the rule-based schedule (the default)",
     "rule_based": "the rule-based schedule alone",

@@ -49,9 +49,10 @@ def normalize_url(url: str) -> str:
     return _BARE_POSTGRES.sub("postgresql+psycopg://", url.strip(), count=1)
 
 
-def printable_url(url: str) -> str:
+def printable_url(url: str | URL) -> str:
     """The URL without its password (after the user, or in the query), for logs and terminals."""
-    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"://\1:***@", url))
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"://\1:***@", text))
 
 
 def database_url() -> str:

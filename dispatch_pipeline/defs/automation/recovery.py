@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 import dagster as dg
 
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
-from dispatch_pipeline.defs.common import RECOVERS_TAG, STRATEGY_TAG
+from dispatch_pipeline.defs.common import STRATEGY_TAG
 from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
 from dispatch_pipeline.defs.partitions import (
     RANGE_START_TAG,
@@ -35,6 +35,7 @@ from dispatch_pipeline.defs.partitions import (
     run_partition_keys,
 )
 
+RECOVERS_TAG = "dispatch/recovers"
 CARRIED_TAGS = ("dispatch/planning", "dispatch/source", "dispatch/date", STRATEGY_TAG)
 # The backfill a failed run belonged to, under a tag of our own: the backfill daemon counts runs
 # tagged dagster/backfill as its own.
