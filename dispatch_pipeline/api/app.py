@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatch_pipeline.api import auth
-from dispatch_pipeline.api.dependencies import Database
+from dispatch_pipeline.api.dependencies import DATABASE_RETRY_AFTER_SECONDS, Database
 from dispatch_pipeline.api.errors import (
     ApiError,
     error_response,
@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 # Requests being planned per solver process: enough to keep each busy while the next request's
 # site lookup and the last one's database write run in their own threads.
 SOLVES_IN_THREADS_PER_SOLVER = 3
-# A database restart or failover takes seconds; clients that honour Retry-After back off that long
-# instead of hammering a server that cannot answer yet.
-DATABASE_RETRY_AFTER_SECONDS = 5
 
 DESCRIPTION = f"""
 Day-ahead battery dispatch for PV + battery sites, per the dispatch contract.

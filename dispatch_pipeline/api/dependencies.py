@@ -10,6 +10,10 @@ from sqlalchemy import Engine, text
 
 from dispatch_pipeline.storage import database_url, open_database
 
+# A database restart or failover takes seconds; clients that honour Retry-After back off that long
+# instead of hammering a server that cannot answer yet.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
 log = logging.getLogger(__name__)
 
 

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel
 
 from dispatch_pipeline.api.auth import Grant, ensure_site_allowed, require_access
-from dispatch_pipeline.api.dependencies import Database, get_database
+from dispatch_pipeline.api.dependencies import DATABASE_RETRY_AFTER_SECONDS, Database, get_database
 from dispatch_pipeline.api.errors import ApiError, field_problem, unprocessable
 from dispatch_pipeline.api.limits import MAX_INTERVALS, oversized_arrays
 from dispatch_pipeline.api.planning import plan_and_store
@@ -43,8 +43,8 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such run."}}
 
 
-def json_response(model: BaseModel, status_code: int = 200) -> Response:
-    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+def json_response(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json", headers=headers)
 
 
 @router.post(
@@ -206,13 +206,14 @@ async def get_run_detail(run_id: Annotated[uuid.UUID, Path()], access: Access,
 )
 async def healthz(database: DatabaseDep) -> Response:
     answer = await _health(database)
-    return json_response(answer, _health_status(answer))
+    return json_response(answer, _health_status(answer), headers=_health_headers(answer))
 
 
 # Load balancers and uptime probes often ask with HEAD: same status, no body.
 @router.head("/healthz", include_in_schema=False)
 async def healthz_head(database: DatabaseDep) -> Response:
-    return Response(status_code=_health_status(await _health(database)))
+    answer = await _health(database)
+    return Response(status_code=_health_status(answer), headers=_health_headers(answer))
 
 
 async def _health(database) -> HealthResponse:
@@ -228,6 +229,11 @@ async def _health(database) -> HealthResponse:
 
 def _health_status(answer: HealthResponse) -> int:
     return 200 if answer.status == "ok" else 503
+
+
+def _health_headers(answer: HealthResponse) -> dict[str, str] | None:
+    # As every endpoint answers while the database is down; a missing solver does not come back by waiting.
+    return None if answer.database.ok else {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
 
 
 def _highspy_present() -> bool:

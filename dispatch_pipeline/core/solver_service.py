@@ -55,8 +55,10 @@ HEARTBEAT_S = 2.0
 # Pause after a connection could not be taken (no file descriptor or thread left) before the next.
 ACCEPT_BACKOFF_S = 0.1
 SILENCE_LIMIT_S = 10.0
-# Beyond the worker's own kill deadline: time for the answer to cross the network.
-ANSWER_MARGIN_S = 2.0
+# Beyond the worker's own kill deadline: time for the answer to cross the network. Within the
+# contract's bound on a plan (timeout_ms + 0.5 s) with the kill grace of 0.25 s; a service that
+# has not answered by then is frozen (stopped, its host paused, the network cut).
+ANSWER_MARGIN_S = 0.2
 CORE_DIR = Path(__file__).resolve().parent
 
 
@@ -367,9 +369,7 @@ class ServiceClient:
                     # Its clock started on the service: solving again here gets what is left of it.
                     remaining = timeout_s - exc.solving_for_s
                     if remaining <= 0:
-                        raise MilpTimeout(
-                            "the solver service went away mid-solve, with no time left to solve again"
-                        ) from None
+                        raise MilpTimeout(f"the solver service was lost mid-solve ({exc}), with no time left to solve again") from None
                     return self._local.solve(problem, solver, remaining, grace_s)
         return self._local.solve(problem, solver, timeout_s, grace_s, on_start)
 
@@ -390,7 +390,9 @@ class ServiceClient:
                     if on_start is not None:
                         on_start()
                     if not conn.poll(timeout_s + grace_s + ANSWER_MARGIN_S):
-                        raise MilpTimeout("the solver service did not answer within timeout_ms")
+                        # Its own kill would have answered by now: the next problems go to this
+                        # process's workers rather than wait on it again.
+                        raise _ServiceLost("it did not answer past its own kill deadline", time.monotonic() - started_at)
                     message = conn.recv()
             except (EOFError, OSError) as exc:
                 solving_for_s = 0.0 if started_at is None else time.monotonic() - started_at

@@ -170,6 +170,7 @@ def test_healthz_503_without_the_milp_solver(client, monkeypatch):
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable" and response.json()["solvers"]["highs"] is False
+    assert "retry-after" not in response.headers  # a missing solver does not come back by waiting
     assert client.head("/healthz").status_code == 503
 
 
@@ -186,6 +187,8 @@ def test_healthz_503_when_database_is_unreachable(monkeypatch):
         assert response.status_code == 503
         assert response.json()["database"] == {"ok": False, "error": "OperationalError (the server's log has the details)"}
         assert "127.0.0.1" not in response.text  # answered without a token: no host, database or user
+        assert response.headers["retry-after"] == "5"
+        assert client.head("/healthz").headers["retry-after"] == "5"
         latest = client.get("/dispatch/latest", params={"site_id": "DEMO"})
         assert latest.status_code == 503
         assert latest.headers["retry-after"] == "5"

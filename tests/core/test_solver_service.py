@@ -219,6 +219,27 @@ def test_a_service_that_falls_silent_is_left_for_local_workers(start_service, mo
     assert len(warnings) == 1 and "fell silent" in warnings[0]
 
 
+def test_a_service_that_does_not_answer_past_its_kill_deadline_is_left_for_local_workers(
+    start_service, local_pool, monkeypatch
+) -> None:
+    # A frozen service (stopped, its host paused) answers nothing: waiting on it for every later
+    # problem would break the bound on each of their answers.
+    _, address = start_service(solve_function=fakes.hang)
+    monkeypatch.setattr(solver_service, "ANSWER_MARGIN_S", -0.2)  # gives up before the service's kill answers
+    case = load_case("typical")
+    problem = build_problem(case["request"])
+    warnings: list[str] = []
+    client = ServiceClient(address, KEY, "highs", local_pool, on_fallback=warnings.append)
+    try:
+        with pytest.raises(MilpTimeout, match=r"lost mid-solve \(it did not answer past its own kill deadline\)"):
+            client.solve(problem, "highs", 0.3, 0.25)
+        _assert_optimal(case, problem, client.solve(problem, "highs", 30.0, 0.25))
+    finally:
+        client.close()
+    assert not client.using_service and len(local_pool.created) == 1
+    assert len(warnings) == 1 and "did not answer past its own kill deadline" in warnings[0]
+
+
 def test_a_wrong_key_is_refused_before_anything_is_sent(start_service, local_pool) -> None:
     _, address = start_service()
     with pytest.raises(ServiceUnavailable, match="authentication failed"):
