@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import DateTime, Engine, Table, func, select, type_coerce
 
+from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES
 from dispatch_pipeline.storage.bulk import EXECUTEMANY_CHUNK_ROWS, chunks
 from dispatch_pipeline.storage.checks import check_aware, check_finite, check_site_id, problem
 from dispatch_pipeline.storage.database import write_transaction
@@ -210,7 +211,15 @@ def _validated_frame(
     missing = [name for name in ("ts", *value_columns) if name not in frame.columns]
     if missing:
         raise problem("frame", f"missing column(s) {missing}", list(frame.columns))
+    # A column is stored or refused, never dropped on the way: a caller who sent one meant it.
+    extra = [str(name) for name in frame.columns if name not in ("ts", *value_columns)]
+    if extra:
+        raise problem(
+            "frame", f"has column(s) {extra} that are not stored (it holds ts, {', '.join(value_columns)})",
+            list(frame.columns),
+        )
     timestamps = _utc_timestamps(frame["ts"])
+    _check_interval_starts(timestamps)
     columns: list[list[float]] = []
     for name in value_columns:
         values = []
@@ -222,6 +231,20 @@ def _validated_frame(
             values.append(number)
         columns.append(values)
     return timestamps, columns
+
+
+def _check_interval_starts(timestamps: Sequence[dt.datetime]) -> None:
+    """Every row must start an interval of the pipeline's grid: a plan takes one value per
+    interval start, so a 5-minute series would otherwise be read as every third value of it."""
+    step = dt.timedelta(minutes=PIPELINE_RESOLUTION_MINUTES)
+    for ts in timestamps:
+        if (ts - _EPOCH) % step:
+            raise problem(
+                f"frame.ts[{iso_utc(ts)}]",
+                f"must start a {PIPELINE_RESOLUTION_MINUTES}-minute interval (a whole multiple of "
+                f"{PIPELINE_RESOLUTION_MINUTES} minutes, zero seconds), as the stored series are",
+                ts.isoformat(),
+            )
 
 
 def _utc_timestamps(column: pd.Series) -> list[dt.datetime]:

@@ -71,7 +71,8 @@ def assert_lacks_every_interval(day_slice, frame: pd.DataFrame) -> None:
     assert len(day_slice.rows) == day.intervals
     assert day_slice.rows[list(COLUMNS)].isna().all().all()
     # Exactly what aligning no rows to the day gives: same columns, dtypes and index.
-    aligned, missing = align_to_day(frame.iloc[:0], day, COLUMNS)
+    aligned, missing, off_grid = align_to_day(frame.iloc[:0], day, COLUMNS)
+    assert off_grid == [] and day_slice.off_grid == []
     pd.testing.assert_frame_equal(day_slice.rows, aligned)
     assert day_slice.missing == missing
 
@@ -110,3 +111,24 @@ def test_tou_frame_matches_one_built_from_a_scalar_source():
         "demand_charge_per_kw": BERLIN.tariff.demand_charge_per_kw,
     })
     pd.testing.assert_frame_equal(_tou_frame(BERLIN.tariff, day), reference)
+
+
+def test_rows_between_the_days_intervals_make_the_day_unusable_naming_them():
+    """A 5-minute series read on the quarter-hour grid would lose two values in three without a
+    word; the day is refused instead, naming the rows."""
+    date = dt.date(2024, 3, 27)
+    full = price_rows(date)
+    five_minutes = local(date).timestamps() + pd.Timedelta(minutes=5)
+    stray = pd.DataFrame({"ts": five_minutes[:4], "buy": 0.9, "sell": 0.0, "issued_at": ISSUED_AT})
+    frame = pd.concat([full, stray]).sort_values("ts", kind="stable").reset_index(drop=True)
+
+    day_slice = slices(frame, date)[date]
+
+    assert day_slice.missing == []
+    assert day_slice.off_grid == list(five_minutes[:4])
+    reason = day_slice.unusable_reason("price series", BERLIN.site_id)
+    assert reason is not None
+    assert f"price series for site {BERLIN.site_id} on {date}" in reason
+    assert "4 stored row(s) that start no 15-minute interval" in reason
+    assert "2024-03-26T23:05:00Z" in reason
+    assert slices(full, date)[date].unusable_reason("price series", BERLIN.site_id) is None

@@ -140,6 +140,20 @@ def test_empty_range_has_the_columns(engine: Engine, site_id: str) -> None:
         ),
         (lambda f: f.drop(columns="pv_kw"), r"frame: missing column\(s\) \['pv_kw'\]"),
         (
+            lambda f: f.assign(site_id="KL_MALL"),
+            r"frame: has column\(s\) \['site_id'\] that are not stored \(it holds ts, load_kw, pv_kw\)",
+        ),
+        (
+            # A 5-minute series: read on the quarter-hour grid, two values in three would vanish.
+            lambda f: f.assign(ts=f["ts"].iloc[0] + pd.to_timedelta([0, 5, 10, 15], unit="min")),
+            r"frame\.ts\[2024-03-14T16:05:00Z\]: must start a 15-minute interval \(a whole multiple "
+            r"of 15 minutes, zero seconds\), as the stored series are \(got '2024-03-14T16:05:00\+00:00'\)",
+        ),
+        (
+            lambda f: f.assign(ts=f["ts"] + pd.Timedelta(seconds=1)),
+            r"frame\.ts\[2024-03-14T16:00:01Z\]: must start a 15-minute interval",
+        ),
+        (
             lambda f: f.assign(ts=[f["ts"].iloc[0]] * 4),
             r"frame\.ts: repeats a timestamp \(got '2024-03-14T16:00:00\+00:00'\)",
         ),

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from dispatch_pipeline.core.calendar import LocalDay
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
-from dispatch_pipeline.defs.ingestion.coverage import align_to_day, utc_nanoseconds
+from dispatch_pipeline.defs.ingestion.coverage import align_to_day, unusable_slice_message, utc_nanoseconds
 from dispatch_pipeline.defs.partitions import SiteDay
 
 SeriesLoader = Callable[[Engine, str, dt.datetime, dt.datetime], pd.DataFrame]
@@ -35,8 +35,8 @@ MAX_GAP_DAYS = 7
 
 class DaySlice:
     """One site-day of a stored series: its local day, its rows aligned to the day's intervals
-    (NaN where data is missing), the interval starts without a complete row, and how many rows
-    were stored inside the day, on the interval grid or not.
+    (NaN where data is missing), the interval starts without a complete row, the stored rows off
+    the interval grid, and how many rows were stored inside the day, on the grid or not.
 
     For a day without a single stored row, rows and missing intervals are only built when asked
     for: a site without price series has a year of such days per backfill run, and its tariff
@@ -49,10 +49,12 @@ class DaySlice:
         stored_rows: int,
         rows: pd.DataFrame | None = None,
         missing: list[pd.Timestamp] | None = None,
+        off_grid: list[pd.Timestamp] | None = None,
         blank_values: Callable[[], pd.DataFrame] | None = None,
     ) -> None:
         self.local = local
         self.stored_rows = stored_rows
+        self.off_grid = off_grid or []
         self._rows, self._missing, self._blank_values = rows, missing, blank_values
 
     @property
@@ -69,6 +71,11 @@ class DaySlice:
         if self._missing is None:
             self._missing = self.local.timestamps().to_list()
         return self._missing
+
+    def unusable_reason(self, series: str, site_id: str) -> str | None:
+        """Why the day cannot be planned from this series (intervals missing, rows off the
+        grid), naming the site and the date; None when it can."""
+        return unusable_slice_message(series, site_id, self.local, self.missing, self.off_grid)
 
 
 def _spans(dates: Sequence[dt.date]) -> list[list[dt.date]]:
@@ -126,8 +133,8 @@ def _slice_days(
         if np.array_equal(stamps[first:last], expected) and not has_gaps[first:last].any():
             slices.append(DaySlice(local, len(rows), rows, []))
         else:
-            aligned, missing = align_to_day(rows, local, tuple(columns))
-            slices.append(DaySlice(local, len(rows), aligned, missing))
+            aligned, missing, off_grid = align_to_day(rows, local, tuple(columns))
+            slices.append(DaySlice(local, len(rows), aligned, missing, off_grid))
     return slices
 
 

@@ -10,7 +10,7 @@ from dispatch_pipeline.defs.common import (
     RESOLUTION_MINUTES,
     shorten,
 )
-from dispatch_pipeline.defs.ingestion.coverage import fail_partitions, missing_message
+from dispatch_pipeline.defs.ingestion.coverage import fail_partitions
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
 from dispatch_pipeline.defs.partition_metadata import detailed, record, run_metadata
 from dispatch_pipeline.defs.partitions import (
@@ -50,8 +50,9 @@ def site_forecast(
     problems = unplannable_days(days, sites, unusable)
     usable = [day for day in days if day.key not in problems]
     for day, stored in load_day_slices(engine, load_forecast, FORECAST_COLUMNS, usable, sites).items():
-        if stored.missing:
-            problems[day.key] = missing_message("forecast", day.site_id, stored.local, stored.missing)
+        reason = stored.unusable_reason("forecast", day.site_id)
+        if reason:
+            problems[day.key] = reason
         else:
             frames[day.key] = stored.rows
     fail_partitions(problems)

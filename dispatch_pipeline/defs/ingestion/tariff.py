@@ -10,7 +10,7 @@ from dispatch_pipeline.core.calendar import LocalDay
 from dispatch_pipeline.core.tariffs import TouTariff, expand_tariff
 from dispatch_pipeline.defs.column_schemas import SITE_TARIFF
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, shorten
-from dispatch_pipeline.defs.ingestion.coverage import fail_partitions, missing_message
+from dispatch_pipeline.defs.ingestion.coverage import fail_partitions
 from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
 from dispatch_pipeline.defs.partition_metadata import detailed, record, run_metadata
 from dispatch_pipeline.defs.partitions import (
@@ -59,8 +59,8 @@ def site_tariff(
         if not stored.stored_rows:
             frames[day.key] = _tou_frame(tariff, stored.local)
             sources["tou_tariff"] += 1
-        elif stored.missing:
-            problems[day.key] = missing_message("price series", day.site_id, stored.local, stored.missing)
+        elif reason := stored.unusable_reason("price series", day.site_id):
+            problems[day.key] = reason
         else:
             frames[day.key] = stored.rows[["ts", "buy", "sell"]].assign(
                 source="price_series", **{DEMAND_CHARGE: tariff.demand_charge_per_kw}
