@@ -22,7 +22,11 @@ from sqlalchemy import Engine
 from dispatch_pipeline.core.calendar import LocalDay
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
-from dispatch_pipeline.defs.ingestion.coverage import align_to_day, unusable_slice_message, utc_nanoseconds
+from dispatch_pipeline.defs.ingestion.coverage import (
+    align_to_day,
+    unusable_slice_message,
+    utc_nanoseconds,
+)
 from dispatch_pipeline.defs.partitions import SiteDay
 
 SeriesLoader = Callable[[Engine, str, dt.datetime, dt.datetime], pd.DataFrame]
