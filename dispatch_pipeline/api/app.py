@@ -36,6 +36,7 @@ from dispatch_pipeline.api.limits import MAX_BODY_BYTES, BodySizeLimit
 from dispatch_pipeline.api.routes import router
 from dispatch_pipeline.api.schemas import request_component_schemas
 from dispatch_pipeline.core.runner import default_runner
+from dispatch_pipeline.storage import IncompleteStoredRun
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ def create_app(database_url: str | None = None) -> FastAPI:
     for database_failure in (OperationalError, InterfaceError, PoolTimeoutError, ArgumentError, NoSuchModuleError):
         app.add_exception_handler(database_failure, _database_unavailable)
     app.add_exception_handler(ProgrammingError, _programming_error)
+    app.add_exception_handler(IncompleteStoredRun, _incomplete_stored_run)
+    # Last: whatever else fails still answers in the one error shape, not as plain text.
+    app.add_exception_handler(Exception, _internal_error)
     app.openapi = lambda: _openapi(app)
     return app
 
@@ -105,6 +109,16 @@ async def _programming_error(request: Any, exc: ProgrammingError) -> Any:
         return await _database_unavailable(request, exc)
     log.error("database statement failed", exc_info=exc)
     return error_response(500, "internal error: a database statement failed")
+
+
+async def _incomplete_stored_run(_request: Any, exc: IncompleteStoredRun) -> Any:
+    log.error("%s", exc)
+    return error_response(500, f"internal error: {exc}")
+
+
+async def _internal_error(_request: Any, exc: Exception) -> Any:
+    log.error("request failed", exc_info=exc)
+    return error_response(500, "internal error; the server's log has the details")
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dispatch_pipeline.storage.forecasts import (
     save_price_series_by_site,
 )
 from dispatch_pipeline.storage.runs import (
+    IncompleteStoredRun,
     RunRecord,
     StoredRun,
     get_run,
@@ -43,6 +44,7 @@ from dispatch_pipeline.storage.sites import (
 )
 
 __all__ = [
+    "IncompleteStoredRun",
     "RunRecord",
     "StorageInputError",
     "StoredRun",

@@ -4,6 +4,7 @@ the latest run of a site (and date), in the shapes of the contract."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import uuid
 from collections import defaultdict
@@ -14,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, and_, select
 
+from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.request import TIMEOUT_MS_RANGE, Weights
 from dispatch_pipeline.core.result import DispatchResult, Kpis, Point, SolverName, Status
 from dispatch_pipeline.storage.bulk import bulk_insert
@@ -398,6 +400,7 @@ def _read_runs(connection: Connection, run_ids: Sequence[uuid.UUID]) -> dict[uui
     points: dict[uuid.UUID, list[Point]] = defaultdict(list)
     schedule, explanation = dispatch_schedule.c, dispatch_explanations.c
     ids = list(run_ids)
+    unexplained: set[uuid.UUID] = set()
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
         for row in connection.execute(select(dispatch_runs).where(dispatch_runs.c.id.in_(chunk))):
@@ -427,15 +430,48 @@ def _read_runs(connection: Connection, run_ids: Sequence[uuid.UUID]) -> dict[uui
             .order_by(schedule.run_id, schedule.ts)
         )
         for row in point_rows:
-            points[row._mapping["run_id"]].append(_point(row))
-    missing_kpis = [str(run_id) for run_id in records if run_id not in kpis]
-    if missing_kpis:
-        # save_runs writes both in one transaction; a run without KPIs was tampered with.
-        raise LookupError(f"run_id: stored run has no KPI row (got {missing_kpis[0]!r})")
+            run_id = row._mapping["run_id"]
+            if row._mapping["reason_code"] is None:
+                unexplained.add(run_id)
+            points[run_id].append(_point(row))
+    _refuse_incomplete(records, kpis, points, unexplained)
     return {
         run_id: StoredRun.model_construct(run=record, kpis=kpis[run_id], points=points[run_id])
         for run_id, record in records.items()
     }
+
+
+class IncompleteStoredRun(LookupError):
+    """A stored run lacks rows save_runs wrote with it: some were deleted outside the application.
+    Read back as it is, it would be a plan with missing intervals or blank explanations."""
+
+
+def _refuse_incomplete(
+    records: dict[uuid.UUID, RunRecord],
+    kpis: dict[uuid.UUID, Kpis],
+    points: dict[uuid.UUID, list[Point]],
+    unexplained: set[uuid.UUID],
+) -> None:
+    for run_id, record in records.items():
+        expected = _intervals(record.date, record.timezone, record.resolution_minutes)
+        if run_id not in kpis:
+            lacks = "its KPI row"
+        elif len(points[run_id]) != expected:
+            lacks = f"schedule rows: it holds {len(points[run_id])} of the day's {expected} intervals"
+        elif run_id in unexplained:
+            lacks = "explanation rows for some of its intervals"
+        else:
+            continue
+        raise IncompleteStoredRun(
+            f"run_id: stored run {run_id} (site {record.site_id}, {record.date}) lacks {lacks}; "
+            "rows of a run are only ever written together, so some were deleted by hand "
+            "(delete a run whole, as docs/operations.md shows under Deleting plans)"
+        )
+
+
+@functools.lru_cache(maxsize=4096)
+def _intervals(date: dt.date, timezone: str, resolution_minutes: int) -> int:
+    return local_day(date, timezone, resolution_minutes).intervals
 
 
 def _run_record(row: Row[Any]) -> RunRecord:
@@ -452,9 +488,9 @@ def _point(row: Row[Any]) -> Point:
         **{name: values[name] for name in SCHEDULE_FLOW_COLUMNS},
         soc=values["soc"],
         reason=values["reason"],
-        # An explanation row can only be missing if written outside save_runs; show the schedule.
-        reason_code=values["reason_code"] or "",
-        binding=values["binding"] or [],
+        # None only where an explanation row is missing, which _refuse_incomplete refuses.
+        reason_code=values["reason_code"],
+        binding=values["binding"],
         marginal_cost_per_kwh=values["marginal_cost_per_kwh"],
     )
 

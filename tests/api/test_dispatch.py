@@ -540,3 +540,41 @@ def test_latest_of_a_site_id_differing_only_in_case_from_a_registered_one_names_
     assert response.json()["message"] == (
         f"no dispatch run stored for site 'case_site_2'{on_date} (the registered site 'CASE_SITE_2' differs from it only in case)"
     )
+
+
+def test_a_run_whose_rows_were_deleted_by_hand_answers_a_json_500_naming_it(client, engine, sample_request):
+    from dispatch_pipeline.storage.tables import dispatch_explanations
+
+    request = {**sample_request, "site_id": "HAND_DELETED_ROWS"}
+    run_id = client.post("/dispatch/run", json=request).json()["run_id"]
+    with engine.begin() as connection:
+        connection.execute(dispatch_explanations.delete().where(dispatch_explanations.c.run_id == uuid.UUID(run_id)))
+
+    for response in (
+        client.get(f"/dispatch/runs/{run_id}"),
+        client.get("/dispatch/latest", params={"site_id": "HAND_DELETED_ROWS", "date": request["date"]}),
+    ):
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/json"
+        message = response.json()["message"]
+        assert message.startswith(f"internal error: run_id: stored run {run_id} (site HAND_DELETED_ROWS, ")
+        assert "lacks explanation rows for some of its intervals" in message
+
+
+def test_an_unexpected_failure_answers_in_the_one_error_shape(make_app, monkeypatch, sample_request):
+    from fastapi.testclient import TestClient
+
+    from dispatch_pipeline.api import routes
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a defect, not the client's fault")
+
+    monkeypatch.setattr(routes, "get_run", broken)
+    with TestClient(make_app(), raise_server_exceptions=False) as client:
+        response = client.get(f"/dispatch/runs/{uuid.uuid4()}")
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "detail": "internal error; the server's log has the details",
+        "message": "internal error; the server's log has the details",
+    }

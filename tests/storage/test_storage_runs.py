@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -15,9 +16,17 @@ from sqlalchemy import Engine, event, inspect
 from sqlalchemy.exc import IntegrityError
 
 from dispatch_pipeline.core.result import Point
-from dispatch_pipeline.storage import StorageInputError, get_run, latest_run, list_runs, save_runs
+from dispatch_pipeline.storage import (
+    IncompleteStoredRun,
+    StorageInputError,
+    get_run,
+    latest_run,
+    list_runs,
+    read_runs,
+    save_runs,
+)
 from dispatch_pipeline.storage import runs as runs_module
-from dispatch_pipeline.storage.tables import dispatch_kpis
+from dispatch_pipeline.storage.tables import dispatch_explanations, dispatch_kpis, dispatch_schedule
 
 CASES = Path(__file__).resolve().parents[1] / "data" / "cases"
 
@@ -177,6 +186,41 @@ def test_unknown_site_or_run_gives_none(engine: Engine, site_id: str) -> None:
     assert latest_run(engine, site_id) is None
     assert get_run(engine, uuid.uuid4()) is None
     assert list_runs(engine, site_id) == []
+
+
+@pytest.mark.parametrize(
+    ("table", "deleted", "lacks"),
+    [
+        (dispatch_schedule, slice(40, None), "schedule rows: it holds 40 of the day's 96 intervals"),
+        (dispatch_schedule, slice(None), "schedule rows: it holds 0 of the day's 96 intervals"),
+        (dispatch_explanations, slice(48, 49), "explanation rows for some of its intervals"),
+        (dispatch_kpis, None, "its KPI row"),
+    ],
+)
+def test_a_run_whose_rows_were_deleted_by_hand_is_refused_not_read_with_blanks(
+    engine: Engine, site_id: str, make_result, table, deleted, lacks
+) -> None:
+    """The per-interval tables have no foreign key to their run: rows deleted by hand would
+    otherwise come back as a plan missing intervals, or with empty explanations."""
+    result = make_result(site_id, dt.date(2024, 3, 15))
+    kept = make_result(site_id, dt.date(2024, 3, 16), seed=2)
+    save_runs(engine, [result, kept], source="cli")
+    with engine.begin() as connection:
+        doomed = table.delete().where(table.c.run_id == result.run_id)
+        if deleted is not None:
+            doomed = doomed.where(
+                table.c.ts.in_([dt.datetime.fromisoformat(p.ts) for p in result.points[deleted]])
+            )
+        assert connection.execute(doomed).rowcount > 0
+
+    message = rf"run_id: stored run {result.run_id} \(site {site_id}, 2024-03-15\) lacks {re.escape(lacks)}; "
+    with pytest.raises(IncompleteStoredRun, match=message):
+        get_run(engine, result.run_id)
+    with pytest.raises(IncompleteStoredRun, match=message):
+        latest_run(engine, site_id, dt.date(2024, 3, 15))
+    with pytest.raises(IncompleteStoredRun, match=message):
+        read_runs(engine, [kept.run_id, result.run_id])
+    assert get_run(engine, kept.run_id).to_result() == kept
 
 
 def test_text_reaches_sql_only_as_parameters(engine: Engine) -> None:
