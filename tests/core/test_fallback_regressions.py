@@ -12,8 +12,8 @@ from dispatch_pipeline.core.evaluate import objective_value, violations
 from dispatch_pipeline.core.fallback import rule_based_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import build_problem
+from dispatch_pipeline.core.provenance import schedule_from_result
 from tests.conftest import REGRESSION_NAMES, load_case, load_regression, regression_expectation
-from tests.core.schedules import schedule_from_result
 
 
 @pytest.mark.parametrize("name", REGRESSION_NAMES)

@@ -13,7 +13,7 @@ from dispatch_pipeline.core.evaluate import objective_value
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.milp import MIP_REL_GAP, solve_milp
 from dispatch_pipeline.core.problem import build_problem
-from tests.core.schedules import schedule_from_result
+from dispatch_pipeline.core.provenance import schedule_from_result
 from tests.core.strategies import dispatch_requests
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

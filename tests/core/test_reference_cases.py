@@ -14,8 +14,8 @@ from dispatch_pipeline.core.fallback import rule_based_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.milp import MIP_REL_GAP, solve_milp
 from dispatch_pipeline.core.problem import build_problem
+from dispatch_pipeline.core.provenance import schedule_from_result
 from tests.conftest import CASE_NAMES, DATA, load_case
-from tests.core.schedules import schedule_from_result
 
 
 def assert_reaches_expected(objective: float, expected: dict) -> None:

@@ -555,3 +555,31 @@ def test_the_daemons_retry_with_every_step_keeps_the_committed_plans_too(
     assert retry.success
     assert [run.run_id for run in list_runs(engine, site.site_id)] == stored_first
     assert _schedule_metadata_run_ids(retry) == {str(stored_first[0])}
+
+
+def test_the_daemons_retry_plans_again_when_a_newer_forecast_arrived_since_the_commit(
+    instance, engine, make_site, database_url, snapshots_dir, monkeypatch
+):
+    # Executing every step, the retry reads the forecast afresh; the plan committed before the
+    # failure was made from the older issue and must not stand as this run's plan of the newer.
+    from tests.pipeline.retried_job import pipeline_job, reexecute
+
+    dates = (DAY, DAY + dt.timedelta(days=1))
+    site = make_site("KL_MALL", dates)
+    changed, unchanged = (SiteDay(site.site_id, date) for date in dates)
+    first = _fail_after_the_commit(pipeline_job(database_url, str(snapshots_dir)), instance, [changed, unchanged], monkeypatch)
+    committed = {run.date: run.run_id for run in list_runs(engine, site.site_id)}
+    doubled = demo_forecast("KL_MALL", changed.date).assign(load_kw=lambda f: f["load_kw"] * 2)
+    save_forecast(engine, site.site_id, doubled, ISSUED_AT + dt.timedelta(days=1))
+
+    retry = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=False,
+                      tags={"dagster/retry_number": "1"})
+
+    assert retry.success
+    assert len(list_runs(engine, site.site_id)) == 3
+    replanned = latest_run(engine, site.site_id, changed.date)
+    assert replanned.run.dagster_run_id == retry.run_id
+    balanced_load = [p.pv_set_kw + p.batt_dis_kw + p.grid_imp_kw - p.batt_ch_kw - p.grid_exp_kw for p in replanned.points]
+    assert balanced_load == pytest.approx(doubled["load_kw"].to_numpy())
+    assert latest_run(engine, site.site_id, unchanged.date).run.run_id == committed[unchanged.date]
+    assert _schedule_metadata_run_ids(retry) == {str(replanned.run.run_id), str(committed[unchanged.date])}

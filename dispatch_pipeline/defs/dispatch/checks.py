@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from dispatch_pipeline.core.feasibility import CHECKS, Breach, find_breaches
+from dispatch_pipeline.core.provenance import planned_from
 from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.core.solve import Outcome, assemble_result
 from dispatch_pipeline.defs.common import shorten
@@ -106,7 +107,7 @@ def check_dispatch_schedule(
 ):
     # A retry keeps what an earlier attempt stored; only the plans it would store are judged
     # (the kept ones passed these checks before they were stored).
-    kept = _kept_from_earlier_attempts(context, storage, list(plans))
+    kept = _kept_from_earlier_attempts(context, storage, plans)
     fresh = {key: plan for key, plan in plans.items() if key not in kept}
     by_check: dict[str, dict[str, list[Breach]]] = defaultdict(lambda: defaultdict(list))
     for key, plan in fresh.items():
@@ -140,20 +141,36 @@ def check_dispatch_schedule(
 
 
 def _kept_from_earlier_attempts(
-    context: dg.AssetExecutionContext, storage: DispatchStorage, keys: list[str]
+    context: dg.AssetExecutionContext, storage: DispatchStorage, plans: Mapping[str, SolvedDay]
 ) -> dict[str, DispatchResult]:
     """The plans an earlier attempt of this run stored before failing (see retries.py), which
-    the IO manager does not store again."""
+    the IO manager does not store again, provided they were planned from this attempt's inputs:
+    a retry that read its forecast afresh (the daemon's, executing every step) may have found a
+    newer issue, and a plan of the old one must not stand beside inputs it was not made from."""
     engine = storage.engine()
-    kept = plans_to_keep(context.get_step_execution_context(), engine, [parse_site_day(key) for key in keys])
-    if not kept:
+    committed = plans_to_keep(context.get_step_execution_context(), engine, [parse_site_day(key) for key in plans])
+    if not committed:
         return {}
-    context.log.warning(
-        f"{len(kept)} of {len(keys)} site-day(s) were planned and stored by an earlier attempt of this "
-        f"run that failed afterwards: those plans are kept, not stored again ({shorten(sorted(day.key for day in kept))})"
-    )
-    stored = read_runs(engine, list(kept.values()))
-    return {day.key: stored[run_id].to_result() for day, run_id in kept.items()}
+    stored = read_runs(engine, list(committed.values()))
+    kept, replanned = {}, []
+    for day, run_id in committed.items():
+        result = stored[run_id].to_result()
+        if planned_from(plans[day.key].planned.problem, result):
+            kept[day.key] = result
+        else:
+            replanned.append(day.key)
+    if kept:
+        context.log.warning(
+            f"{len(kept)} of {len(plans)} site-day(s) were planned and stored by an earlier attempt of this "
+            f"run that failed afterwards: those plans are kept, not stored again ({shorten(sorted(kept))})"
+        )
+    if replanned:
+        context.log.warning(
+            f"{len(replanned)} site-day(s) were stored by an earlier attempt of this run from other inputs "
+            f"than this attempt read (a forecast or price issued since): planned again and stored "
+            f"({shorten(sorted(replanned))})"
+        )
+    return kept
 
 
 def assemble(plan: SolvedDay, milp_solver: str) -> DispatchResult:
