@@ -60,7 +60,7 @@ class SeriesFile:
     non_negative: bool
     save: str  # the dispatch_pipeline.storage function storing {site_id: frame}
     load: str  # the one reading a site's latest issue per interval back
-    issue_counts: str  # the one counting a site's intervals already stored under an issue time
+    issue_counts: str  # the one counting which of a site's intervals an issue time already holds
     description: str  # the subcommand's --help
 
     @property
@@ -354,7 +354,9 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
     # An issue is its site and issue time: loading under an --issued-at already used overwrites
     # the intervals it repeats, which the operator hears about rather than finds out later.
     earlier = (
-        getattr(storage, spec.issue_counts)(engine, list(frames), issued_at)
+        getattr(storage, spec.issue_counts)(
+            engine, {site_id: list(frame["ts"]) for site_id, frame in frames.items()}, issued_at
+        )
         if args.issued_at is not None else {}
     )
     try:
@@ -370,8 +372,8 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
         if earlier.get(site_id):
             print(
                 f"dispatch-pipeline {spec.command}: note: {site_id}: the issue of {issued_at.isoformat()} "
-                f"already held {earlier[site_id]} interval(s); this file's values replaced those it "
-                "repeats (load under another --issued-at to keep both issues)",
+                f"already held {earlier[site_id]} of this file's {count} interval(s); this file's values "
+                "replaced those (load under another --issued-at to keep both issues)",
                 file=sys.stderr,
             )
         if args.issued_at is not None and (hidden := hidden_by_later_issues(engine, spec, site_id, frames[site_id], issued_at)):
@@ -408,7 +410,7 @@ def stored_day_notes(engine: Any, spec: SeriesFile, site: Any, frame: Any) -> li
     """What the stored series now lacks on the local days this file touched, and PV beyond the
     site's size: both would otherwise surface only when the day is planned."""
     from dispatch_pipeline import storage
-    from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES
+    from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES, describe_missing
 
     notes = []
     days, unplannable = {}, []
@@ -423,12 +425,15 @@ def stored_day_notes(engine: Any, spec: SeriesFile, site: Any, frame: Any) -> li
         start = min(day.start_utc for day in days.values())
         end = max(day.end_utc for day in days.values())
         stored = getattr(storage, spec.load)(engine, site.site_id, start, end)
-        per_date = stored["ts"].dt.tz_convert(site.timezone).dt.date.value_counts()
-        incomplete = [
-            f"{date} (has {int(per_date.get(date, 0))} of {day.intervals} intervals)"
-            for date, day in days.items()
-            if per_date.get(date, 0) < day.intervals
-        ]
+        stored_starts = set(stored["ts"])
+        incomplete = []
+        for date, day in days.items():
+            missing = [ts for ts in day.timestamps() if ts not in stored_starts]
+            if missing:
+                incomplete.append(
+                    f"{date} (has {day.intervals - len(missing)} of {day.intervals} intervals; lacks "
+                    f"{describe_missing(missing, day.resolution_minutes)})"
+                )
         if incomplete:
             notes.append(
                 f"the stored {spec.what} still misses intervals of {len(incomplete)} local day(s) in "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -91,3 +92,21 @@ def next_local_date(timezone: str, now: dt.datetime | None = None) -> dt.date:
     """The site's tomorrow: the default day to plan."""
     now = now or dt.datetime.now(UTC)
     return now.astimezone(ZoneInfo(timezone)).date() + dt.timedelta(days=1)
+
+
+def describe_missing(missing: Sequence[dt.datetime], resolution_minutes: int) -> str:
+    """Missing interval starts as compact UTC ranges: '16:00Z-18:45Z, 22:00Z (13 intervals)'."""
+    step = dt.timedelta(minutes=resolution_minutes)
+    ranges: list[list[dt.datetime]] = []
+    for ts in missing:
+        if ranges and ts - ranges[-1][1] == step:
+            ranges[-1][1] = ts
+        else:
+            ranges.append([ts, ts])
+
+    def label(ts: dt.datetime) -> str:
+        return ts.strftime("%Y-%m-%dT%H:%MZ")
+
+    parts = [label(a) if a == b else f"{label(a)}..{label(b)}" for a, b in ranges]
+    shown = ", ".join(parts[:6]) + (f", ... ({len(parts) - 6} more ranges)" if len(parts) > 6 else "")
+    return f"{shown} ({len(missing)} of the day's intervals, starts in UTC)"

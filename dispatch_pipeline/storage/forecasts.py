@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 
 from dispatch_pipeline.storage.series import (
     interval_counts,
-    issue_row_counts,
     load_latest,
+    repeated_issue_rows,
     save_issue,
     save_issues,
 )
@@ -97,14 +97,14 @@ def price_interval_counts(
 
 
 def forecast_issue_counts(
-    engine: Engine, site_ids: Sequence[str], issued_at: dt.datetime
+    engine: Engine, timestamps_by_site: Mapping[str, Sequence[dt.datetime]], issued_at: dt.datetime
 ) -> dict[str, int]:
-    """Per site, the forecast intervals already stored under the issue `issued_at`."""
-    return issue_row_counts(engine, forecasts, site_ids, issued_at)
+    """Per site, how many of the given intervals the forecast issue `issued_at` already holds."""
+    return repeated_issue_rows(engine, forecasts, timestamps_by_site, issued_at)
 
 
 def price_issue_counts(
-    engine: Engine, site_ids: Sequence[str], issued_at: dt.datetime
+    engine: Engine, timestamps_by_site: Mapping[str, Sequence[dt.datetime]], issued_at: dt.datetime
 ) -> dict[str, int]:
-    """Per site, the price intervals already stored under the issue `issued_at`."""
-    return issue_row_counts(engine, price_series, site_ids, issued_at)
+    """Per site, how many of the given intervals the price issue `issued_at` already holds."""
+    return repeated_issue_rows(engine, price_series, timestamps_by_site, issued_at)

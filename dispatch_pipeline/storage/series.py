@@ -178,13 +178,34 @@ def interval_counts(
     )
 
 
-def issue_row_counts(
-    engine: Engine, table: Table, site_ids: Sequence[str], issued_at: dt.datetime
+def repeated_issue_rows(
+    engine: Engine,
+    table: Table,
+    timestamps_by_site: Mapping[str, Sequence[dt.datetime]],
+    issued_at: dt.datetime,
 ) -> dict[str, int]:
-    """Per site, how many intervals are already stored under the issue `issued_at`: saving it
-    again overwrites those it repeats."""
+    """Per site, how many of the given interval starts the issue `issued_at` already holds:
+    saving them under that issue again overwrites those values."""
     issued = _plain_datetime(check_aware(issued_at, "issued_at"), "issued_at")
-    return _per_site(engine, table, site_ids, func.count(), table.c.issued_at == issued)
+    counts = dict.fromkeys(timestamps_by_site, 0)
+    with engine.connect() as connection:
+        for site_id, timestamps in timestamps_by_site.items():
+            if not len(timestamps):
+                continue
+            wanted = {_as_utc(ts) for ts in timestamps}
+            query = select(_driver_datetime(table.c.ts)).where(
+                table.c.site_id == site_id,
+                table.c.issued_at == issued,
+                table.c.ts >= min(wanted),
+                table.c.ts <= max(wanted),
+            )
+            counts[site_id] = sum(_as_utc(ts) in wanted for ts in connection.scalars(query))
+    return counts
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes, stored in UTC.
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def _per_site(engine: Engine, table: Table, site_ids: Sequence[str], count: Any, *conditions: Any) -> dict[str, int]:

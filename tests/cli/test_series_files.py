@@ -347,12 +347,19 @@ def test_loading_again_under_the_same_issue_time_says_what_it_replaced(url, tmp_
     second.to_csv(path, index=False)
     assert main([command, "load", str(path), *issue]) == 0
     assert (
-        f"note: {site_id}: the issue of 2025-03-09T12:00:00+00:00 already held 96 interval(s); this file's "
-        "values replaced those it repeats (load under another --issued-at to keep both issues)"
+        f"note: {site_id}: the issue of 2025-03-09T12:00:00+00:00 already held 5 of this file's 5 interval(s); "
+        "this file's values replaced those (load under another --issued-at to keep both issues)"
     ) in capsys.readouterr().err
     values = stored(command, url)[value].to_numpy()
     assert values[:5].tolist() == (first[value].head(5) + 1.0).tolist()
     assert values[5:].tolist() == first[value].iloc[5:].tolist()
+
+    # The same issue continued on the next day: it repeats none of the stored intervals.
+    next_day = first.assign(ts=(pd.to_datetime(first["ts"]) + pd.Timedelta(days=1)).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    path = tmp_path / "next_day.csv"
+    next_day.to_csv(path, index=False)
+    assert main([command, "load", str(path), *issue]) == 0
+    assert "replaced" not in capsys.readouterr().err
 
     assert main([command, "load", str(path), "--issued-at", "2025-03-09T13:00:00Z", "--database-url", url]) == 0
     assert "replaced" not in capsys.readouterr().err

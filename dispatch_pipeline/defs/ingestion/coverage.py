@@ -3,13 +3,11 @@ which stored rows lie between the day's intervals?"""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from dispatch_pipeline.core.calendar import LocalDay
+from dispatch_pipeline.core.calendar import LocalDay, describe_missing
 from dispatch_pipeline.storage.timestamps import iso_utc
 
 
@@ -37,24 +35,6 @@ def align_to_day(
 def utc_nanoseconds(values: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     """Epoch nanoseconds of timezone-aware timestamps, whatever unit pandas chose for them."""
     return pd.DatetimeIndex(values).as_unit("ns").asi8
-
-
-def describe_missing(missing: list[pd.Timestamp], resolution_minutes: int) -> str:
-    """Missing interval starts as compact UTC ranges: '16:00Z-18:45Z, 22:00Z (13 intervals)'."""
-    step = dt.timedelta(minutes=resolution_minutes)
-    ranges: list[list[pd.Timestamp]] = []
-    for ts in missing:
-        if ranges and ts - ranges[-1][1] == step:
-            ranges[-1][1] = ts
-        else:
-            ranges.append([ts, ts])
-
-    def label(ts: pd.Timestamp) -> str:
-        return ts.strftime("%Y-%m-%dT%H:%MZ")
-
-    parts = [label(a) if a == b else f"{label(a)}..{label(b)}" for a, b in ranges]
-    shown = ", ".join(parts[:6]) + (f", ... ({len(parts) - 6} more ranges)" if len(parts) > 6 else "")
-    return f"{shown} ({len(missing)} of the day's intervals, starts in UTC)"
 
 
 INCOMPLETE_PARTITIONS_KEY = "incomplete_partitions"
