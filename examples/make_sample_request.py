@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,4 +121,9 @@ def main(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent)
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent,
+        help="where to write the files (default: this folder)",
+    )
+    main(parser.parse_args().out_dir)

@@ -97,9 +97,15 @@ def run_add(args: argparse.Namespace) -> int:
         data = parse_yaml(read_text(args.file), args.file)  # YAML is a superset of JSON
     except DocumentError as exc:
         raise UsageError(str(exc)) from None
+    use = "`sites import FILE`" if args.file == "-" else f"`sites import {args.file}`"
     if isinstance(data, dict) and "sites" in data:
-        use = "`sites import FILE`" if args.file == "-" else f"`sites import {args.file}`"
         raise UsageError(f"{source_name(args.file)} holds a `sites:` list: use {use}")
+    if isinstance(data, list):
+        raise UsageError(
+            f"{source_name(args.file)}: holds a list of {len(data)} entries; `sites add` takes one site "
+            f"as a mapping (drop the leading `- ` of a pasted sites.yaml entry, or select one object of "
+            f"`sites list --json`), and {use} takes a file of several under `sites:`"
+        )
     try:
         sites = [parse_site(data, source=source_name(args.file))]
     except SiteConfigError as exc:

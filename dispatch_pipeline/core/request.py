@@ -218,6 +218,11 @@ class DispatchRequest(_Strict):
         # 1970-01-01): a guess, not a date.
         if isinstance(value, str) and not CALENDAR_DATE.fullmatch(value):
             raise ValueError("expected a calendar date YYYY-MM-DD")
+        if isinstance(value, str):
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValueError("not a calendar date YYYY-MM-DD (no such day)") from None
         if isinstance(value, int | float) and not isinstance(value, bool):
             raise ValueError("expected a calendar date YYYY-MM-DD, not a number")
         return value

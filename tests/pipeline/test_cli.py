@@ -115,6 +115,8 @@ def test_moving_a_site_to_another_timezone_or_currency_warns(url, tmp_path, caps
         pytest.param(A_SITE.replace("Asia/Kuala_Lumpur", "localtime"),
                      "site.yaml ('X'): timezone: unknown IANA timezone", id="host-zone"),
         pytest.param(A_SITE + "pv_kwp: 1.0e+308\n", "pv_kwp: Input should be less than or equal to", id="huge-pv"),
+        pytest.param("- " + A_SITE.replace("\n", "\n  "), "site.yaml: holds a list of 1 entries; `sites add` takes one site "
+                     "as a mapping (drop the leading `- ` of a pasted sites.yaml entry", id="pasted-entry"),
     ],
 )
 def test_sites_add_refuses_what_a_parser_would_settle_quietly(url, tmp_path, capsys, content, expected):
