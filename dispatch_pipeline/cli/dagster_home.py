@@ -64,11 +64,15 @@ def apply_project_env_file() -> tuple[str, ...]:
     return tuple(sorted(values))
 
 
+def reads_variables(home: Path) -> set[str]:
+    """The environment variables `home/dagster.yaml` reads."""
+    config = home / "dagster.yaml"
+    return set(ENV_REFERENCE.findall(config.read_text(encoding="utf-8"))) if config.exists() else set()
+
+
 def unset_variables(home: Path) -> list[str]:
     """The environment variables `home/dagster.yaml` reads that are not set."""
-    config = home / "dagster.yaml"
-    text = config.read_text(encoding="utf-8") if config.exists() else ""
-    return sorted({name for name in ENV_REFERENCE.findall(text) if not _is_set(name)})
+    return sorted(name for name in reads_variables(home) if not _is_set(name))
 
 
 def _is_set(name: str) -> bool:

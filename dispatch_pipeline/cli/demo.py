@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from dispatch_pipeline.cli import UsageError, add_database_url_option
-from dispatch_pipeline.cli.dagster_home import DagsterHome, choose_dagster_home
+from dispatch_pipeline.cli.dagster_home import DagsterHome, choose_dagster_home, reads_variables
 
 if TYPE_CHECKING:
     from dispatch_pipeline.defs.partitions import SiteDay
@@ -43,16 +44,27 @@ def open_instance(home: DagsterHome) -> Any:
 
     from dispatch_pipeline.defs.partitions import SITES_PARTITIONS_NAME
 
+    from_env_file = [name for name in home.from_env_file if name.startswith("DAGSTER_PG_") and "PASSWORD" not in name]
+    hint = (
+        f" (./.env sets {', '.join(f'{name}={os.environ[name]}' for name in from_env_file)}: "
+        "for a run outside Compose, point them at a server this machine reaches)"
+        if from_env_file else ""
+    )
+    # Dagster retries a connection for seconds, logging each attempt: a host name that does not
+    # resolve (.env's Compose service `db`, outside Compose) never will, and is said at once.
+    host = os.environ.get("DAGSTER_PG_HOST", "").strip()
+    if host and "DAGSTER_PG_HOST" in reads_variables(home.path):
+        try:
+            socket.getaddrinfo(host, None)
+        except socket.gaierror as exc:
+            raise UsageError(
+                f"the Dagster instance in {home.path} is unusable: DAGSTER_PG_HOST={host} is no host "
+                f"this machine knows ({exc.strerror}){hint}"
+            ) from None
     try:
         instance = dg.DagsterInstance.get()
         instance.get_dynamic_partitions(SITES_PARTITIONS_NAME)
     except Exception as exc:
-        from_env_file = [name for name in home.from_env_file if name.startswith("DAGSTER_PG_") and "PASSWORD" not in name]
-        hint = (
-            f" (./.env sets {', '.join(f'{name}={os.environ[name]}' for name in from_env_file)}: "
-            "for a run outside Compose, point them at a server this machine reaches)"
-            if from_env_file else ""
-        )
         raise UsageError(f"the Dagster instance in {home.path} is unusable: {exc}{hint}") from exc
     return instance
 

@@ -264,3 +264,18 @@ def test_days_before_the_first_date_partition_are_refused_before_anything_is_wri
     # Refused before the instance or the database was opened: neither was created.
     assert not (checkout / "dagster_home" / "embedded" / "dispatch.sqlite").exists()
     assert not (checkout / "dagster_home" / "embedded" / "storage").exists()
+
+
+def test_a_dot_env_naming_the_compose_database_host_is_refused_at_once_naming_it(checkout, capsys):
+    # .env.example's values, copied as they are and run outside Compose: the host `db` exists
+    # only on the stack's network.
+    settings = {
+        "DAGSTER_PG_USERNAME": "dispatch", "DAGSTER_PG_PASSWORD": "change-me", "DAGSTER_PG_HOST": "db.invalid",
+        "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_DB": "dagster", "DAGSTER_MAX_CONCURRENT_RUNS": "8",
+    }
+    (checkout / ".env").write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
+    assert main(["demo", "--days", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is unusable: DAGSTER_PG_HOST=db.invalid is no host this machine knows" in err
+    assert "./.env sets DAGSTER_PG_DB=dagster, DAGSTER_PG_HOST=db.invalid, DAGSTER_PG_PORT=5432" in err
+    assert "Retrying" not in err and "Traceback" not in err
