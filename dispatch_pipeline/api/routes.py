@@ -109,7 +109,14 @@ SiteIdQuery = Annotated[str, Query(pattern=SITE_ID_PATTERN, examples=["DEMO"]), 
 # (1970-01-01), a guess, and a pattern's own message shows a regular expression, not the format.
 DateQuery = Annotated[
     str | None,
-    Query(description="The site's local day, YYYY-MM-DD.", examples=["2024-03-15"]),
+    Query(
+        description=(
+            "The site's local day, YYYY-MM-DD. Without it, the most recently created run of any "
+            "day: after a backfill or a what-if request that may not be tomorrow's plan, so a "
+            "controller fetching the plan it will execute should name the day."
+        ),
+        examples=["2024-03-15"],
+    ),
 ]
 
 
