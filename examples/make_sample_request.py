@@ -2,7 +2,7 @@
 
     python examples/make_sample_request.py [OUT_DIR]
 
-- sample_request.json: the seed README's quick-start request in full (96 quarter-hours of a
+- sample_request.json: the README's quick-start request in full (96 quarter-hours of a
   Kuala Lumpur commercial site on 2024-03-15, ToU prices, PV and the contract's example battery);
 - sites.yaml: the demo sites, the input of `dispatch-pipeline sites import`;
 - forecast.csv: two local days of demo forecast for KL_MALL (site_id, ts in UTC, load_kw, pv_kw);

@@ -34,7 +34,7 @@ from dispatch_pipeline.api.schemas import (
 from dispatch_pipeline.api.strictness import query_parameters, require_json_body
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
 from dispatch_pipeline.core.documents import DocumentError, decode_utf8, json_type_name, parse_json
-from dispatch_pipeline.core.request import CALENDAR_DATE, SITE_ID_PATTERN, site_id_problem
+from dispatch_pipeline.core.request import SITE_ID_PATTERN, parse_calendar_date, site_id_problem
 from dispatch_pipeline.storage import StoredRun, get_run, latest_run, registered_case_variant
 
 router = APIRouter()
@@ -155,11 +155,9 @@ def _calendar_date(text: str | None) -> dt.date | None:
     if text is None:
         return None
     try:
-        if not CALENDAR_DATE.fullmatch(text):
-            raise ValueError(text)
-        date = dt.date.fromisoformat(text)
-    except ValueError:
-        problem = field_problem(["date"], "not a calendar date YYYY-MM-DD", text)
+        date = parse_calendar_date(text)
+    except ValueError as exc:
+        problem = field_problem(["date"], str(exc), text)
     else:
         if FIRST_DATE <= date <= LAST_DATE:
             return date

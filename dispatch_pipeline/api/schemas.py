@@ -90,7 +90,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _quick_start_request() -> dict[str, Any]:
-    """The seed README's quick-start request spelled out: 96 quarter-hours, load ~80..115 kW,
+    """A small request in the contract's shape, spelled out: 96 quarter-hours, load ~80..115 kW,
     ToU prices 0.40..0.55 buy / 0.20..0.28 sell, and a clear-sky PV day so no forecast is needed."""
     hours = [i / 4 for i in range(96)]
     load = [round(80 + 35 * max(0.0, math.sin(math.pi * (h - 6) / 16)), 2) for h in hours]
@@ -126,7 +126,7 @@ REGISTERED_SITE_REQUEST = {
 
 REQUEST_EXAMPLES = {
     "quick_start": {
-        "summary": "Seed quick-start request (96 values, PV given)",
+        "summary": "Quick-start request (96 values, PV given)",
         "value": QUICK_START_REQUEST,
     },
     "registered_site": {

@@ -29,11 +29,11 @@ QUIET_RUNS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "demo",
-        help="plan three demo sites for the last 7 days and tomorrow through Dagster",
+        help=f"plan the demo sites for the last {PAST_DAYS} days (--days) and tomorrow through Dagster",
         description="Register the demo sites, generate forecasts, materialise every site-day "
         "through Dagster and print a summary.",
     )
-    parser.add_argument("--days", type=int, default=PAST_DAYS, help="past days to plan (default 7)")
+    parser.add_argument("--days", type=int, default=PAST_DAYS, help="past days to plan (default %(default)s)")
     add_database_url_option(parser)
     parser.set_defaults(handler=run)
 
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     engine = open_database(url)
     print(f"Application database: {printable_url(url)}")
 
-    upsert_sites(engine, sites)  # all three or, refused, none
+    upsert_sites(engine, sites)  # all of them or, refused, none
     for site, (_, today) in zip(sites, todays, strict=True):
         for date in demo_dates(today, args.days):
             save_forecast(engine, site.site_id, demo_forecast(site, date), issued_at)

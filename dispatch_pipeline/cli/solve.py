@@ -33,7 +33,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--currency", default=None, type=_currency_code,
         help="ISO 4217 code of the request's prices, for the explanations (a request carries none; "
-        "default: a registered site's with --store, else MYR)",
+        f"default: a registered site's with --store, else {DEFAULT_CURRENCY})",
     )
     parser.add_argument(
         "--store", action="store_true",

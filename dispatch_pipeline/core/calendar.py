@@ -52,11 +52,6 @@ class LocalDay:
         steps = start + np.arange(self.intervals) * np.timedelta64(self.resolution_minutes * 60, "s")
         return [f"{s}Z" for s in steps.astype(str)]
 
-    def local_hours(self) -> np.ndarray:
-        """Local clock hour (0-23) of each interval start, for rules and explanations."""
-        zone = ZoneInfo(self.timezone)
-        return np.array([ts.tz_convert(zone).hour for ts in self.timestamps()], dtype=int)
-
 
 def local_midnight_utc(date: dt.date, zone: ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(date, dt.time(0), tzinfo=zone).astimezone(UTC)

@@ -31,6 +31,17 @@ from dispatch_pipeline.core.calendar import LocalDay, local_day, next_local_date
 
 SITE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 CALENDAR_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_calendar_date(text: str) -> dt.date:
+    """A YYYY-MM-DD text as its date; ValueError saying what is wrong with it. Nothing else is
+    read as a date: pydantic would take "0" for a Unix timestamp (1970-01-01), a guess."""
+    if not CALENDAR_DATE.fullmatch(text):
+        raise ValueError("expected a calendar date YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expected a calendar date YYYY-MM-DD; there is no such day") from None
 RESOLUTIONS_MINUTES = (5, 10, 15, 30, 60)
 TIMEOUT_MS_RANGE = range(100, 600_001)
 
@@ -216,13 +227,8 @@ class DispatchRequest(_Strict):
     def _calendar_date(cls, value: Any) -> Any:
         # Pydantic would read a number, or a string of digits, as a Unix timestamp (0 ->
         # 1970-01-01): a guess, not a date.
-        if isinstance(value, str) and not CALENDAR_DATE.fullmatch(value):
-            raise ValueError("expected a calendar date YYYY-MM-DD")
         if isinstance(value, str):
-            try:
-                dt.date.fromisoformat(value)
-            except ValueError:
-                raise ValueError("not a calendar date YYYY-MM-DD (no such day)") from None
+            return parse_calendar_date(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
             raise ValueError("expected a calendar date YYYY-MM-DD, not a number")
         return value
@@ -347,8 +353,8 @@ def _raw_day(raw: dict[str, Any], default_timezone: str | None, today: dt.dateti
     try:
         if date is None:
             date = next_local_date(timezone, today)
-        elif isinstance(date, str) and CALENDAR_DATE.fullmatch(date):
-            date = dt.date.fromisoformat(date)
+        elif isinstance(date, str):
+            date = parse_calendar_date(date)
         elif type(date) is not dt.date:  # a datetime, a number: the model refuses it
             return None
         return local_day(date, timezone, resolution)

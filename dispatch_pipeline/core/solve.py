@@ -151,7 +151,6 @@ def assemble_result(
     solve_ms: float,
     milp_solver: str | None,
     currency: str = DEFAULT_CURRENCY,
-    run_id: uuid.UUID | None = None,
 ) -> DispatchResult:
     schedule = outcome.schedule
     marginal = outcome.milp.marginal_cost_per_kwh if outcome.milp else None
@@ -190,7 +189,7 @@ def assemble_result(
     ]
     milp = outcome.milp
     return DispatchResult(
-        run_id=run_id or uuid.uuid4(),
+        run_id=uuid.uuid4(),
         site_id=problem.site_id,
         date=problem.day.date,
         timezone=problem.day.timezone,

@@ -57,5 +57,5 @@ def client(make_app: Callable[..., FastAPI]) -> Iterator[TestClient]:
 
 @pytest.fixture
 def sample_request() -> dict[str, Any]:
-    """The seed README's quick-start request in full (96 quarter-hours, examples/)."""
+    """The README's quick-start request in full (96 quarter-hours, examples/sample_request.json)."""
     return json.loads(SAMPLE_REQUEST.read_text())

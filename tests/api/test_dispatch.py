@@ -96,14 +96,28 @@ def test_latest_404_names_site_and_date(client):
     )
 
 
-@pytest.mark.parametrize("date", ["15-03-2025", "2025-02-30", "20250315", "0"])
-def test_latest_with_a_date_not_in_the_calendar_format_says_which(client, date):
+@pytest.mark.parametrize(
+    ("date", "says"),
+    [
+        ("15-03-2025", "expected a calendar date YYYY-MM-DD"),
+        ("2025-02-30", "expected a calendar date YYYY-MM-DD; there is no such day"),
+        ("20250315", "expected a calendar date YYYY-MM-DD"),
+        ("0", "expected a calendar date YYYY-MM-DD"),
+    ],
+)
+def test_latest_with_a_date_not_in_the_calendar_format_says_which(client, date, says):
     response = client.get("/dispatch/latest", params={"site_id": "DEMO", "date": date})
 
     assert response.status_code == 422
     [problem] = response.json()["detail"]
-    assert (problem["loc"], problem["msg"], problem["input"]) == (["query", "date"], "not a calendar date YYYY-MM-DD", date)
-    assert "not a calendar date YYYY-MM-DD" in response.json()["message"] and date in response.json()["message"]
+    assert (problem["loc"], problem["msg"], problem["input"]) == (["query", "date"], says, date)
+    assert says in response.json()["message"] and date in response.json()["message"]
+
+
+def test_an_impossible_date_is_said_alike_in_a_query_and_in_a_request(client, sample_request):
+    query = client.get("/dispatch/latest", params={"site_id": "DEMO", "date": "2025-02-30"}).json()
+    body = client.post("/dispatch/run", json={**sample_request, "date": "2025-02-30"}).json()
+    assert query["detail"][0]["msg"] == body["detail"][0]["msg"]
 
 
 @pytest.mark.parametrize("date", ["0001-01-01", "9999-12-31"])
@@ -241,7 +255,7 @@ def _store_forecast(engine, site_id: str, pv_kw: list[float], load_kw: list[floa
 def test_registered_site_supplies_battery_weights_timezone_and_forecast(client, engine, sample_request):
     _register_site(engine, "REG_SITE")
     _store_forecast(engine, "REG_SITE", sample_request["pv_kw"], sample_request["load_kw"])
-    # The seed's minimal request: no battery, limits, weights, timezone or PV.
+    # The contract's minimal request: no battery, limits, weights, timezone or PV.
     minimal = {
         "site_id": "REG_SITE",
         "date": "2024-03-15",

@@ -40,7 +40,7 @@ BAD_INPUTS = [
     (("date", 0), "date", "0"),
     (("date", 20240315), "date", "20240315"),
     (("date", "0"), "date", "'0'"),  # digits: a Unix timestamp to pydantic
-    (("date", "2024-02-30"), "date", "no such day"),
+    (("date", "2024-02-30"), "date", "there is no such day"),
     (("bess.soc_min", 0.95), "bess.soc_max", "soc_min (0.95)"),  # above the default soc_max 0.9
     (("load_kw", [80.0] * 23), "load_kw", "23 values"),
     (("tariff.sell", [0.2] * 25), "tariff.sell", "25 values"),

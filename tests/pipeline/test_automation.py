@@ -409,7 +409,7 @@ def test_a_bad_first_partition_date_fails_the_load_naming_the_variable():
 
 
 @pytest.mark.parametrize("site_id", ["KL_MALL", "site-7.b"])
-def test_site_day_key_is_dagsters_multi_partition_key(site_id):
+def test_a_site_days_key_is_dagsters_multi_partition_key(site_id):
     from dispatch_pipeline.defs.partitions import SiteDay, parse_site_day, site_day_partitions
 
     day = SiteDay(site_id, dt.date(2025, 3, 30))

@@ -4,8 +4,8 @@ Programmatic runs (`dispatch_pipeline.storage.migrate`) hand over an open connec
 `config.attributes["connection"]`; `alembic -c dispatch_pipeline/storage/migrations/alembic.ini ...`
 falls back to `sqlalchemy.url` or the project's `DATABASE_URL`.
 
-A new migration also moves `HEAD_REVISION` in `storage/database.py` (a test checks the two agree):
-processes skip Alembic when the database is already there.
+A new migration is also appended to `KNOWN_REVISIONS` in `storage/database.py` (a test checks the
+two agree): processes skip Alembic when the database is already at its last entry.
 """
 
 from __future__ import annotations
