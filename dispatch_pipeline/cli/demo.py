@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--days: must be >= 0 (got {args.days})")
     # Imported here: Dagster takes seconds to import and the other subcommands do not need it.
     from dispatch_pipeline.defs.automation.sensors import sync_site_partitions
+    from dispatch_pipeline.defs.common import SOURCE_TAG
     from dispatch_pipeline.defs.local_runs import build_local_job, run_site_days
     from dispatch_pipeline.defs.resources import DispatchStorage
     from dispatch_pipeline.defs.resources_map import pipeline_resources
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     failures = []
     for run_days in runs:
-        result = run_site_days(job, instance, run_days, tags={"dispatch/source": "demo"}, run_config=QUIET_RUNS)
+        result = run_site_days(job, instance, run_days, tags={SOURCE_TAG: "demo"}, run_config=QUIET_RUNS)
         if not result.success:
             failures.extend(run_days)
         first, last = run_days[0], run_days[-1]

@@ -37,6 +37,13 @@ BACKFILL_CHUNK = positive_int_setting("DISPATCH_BACKFILL_CHUNK", 365)
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_CHUNK)
 
 
+# Run tags of our own. SITE_TAG is what dagster_home/dagster*.yaml limit to one run per site.
+SITE_TAG = "dispatch/site"  # the site of a run of one site's days
+SITES_TAG = "dispatch/sites"  # how many sites a run of several plans
+DATE_TAG = "dispatch/date"  # the local date a day-ahead run plans
+PLANNING_TAG = "dispatch/planning"  # "day_ahead" on the schedule's runs
+SOURCE_TAG = "dispatch/source"  # who started a run outside the schedule (the demo)
+
 # How a run plans its site-days, chosen per run (a backfill's tags reach each of its runs): the
 # MILP with the rule-based fallback, or the rule-based schedule alone, to compare the two over
 # stored history.

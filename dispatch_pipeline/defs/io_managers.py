@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import dagster as dg
 
 from dispatch_pipeline.core.result import DispatchResult
+from dispatch_pipeline.defs.common import shorten
 from dispatch_pipeline.defs.dispatch.views import VIEWS
 from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
 from dispatch_pipeline.defs.partition_metadata import run_metadata
@@ -269,16 +270,12 @@ def _no_snapshot(asset: str, missing: list[SiteDay], looked_in: dict[str, Path])
     gone = [day for day in missing if day.key in looked_in]
     parts = []
     if never:
-        parts.append(f"{_some(never)} (never materialised)")
+        parts.append(f"{shorten([str(day) for day in never])} (never materialised)")
     if gone:
         parts.append(
-            f"{_some(gone)} (materialised, but not in the snapshot file of its latest run, "
+            f"{shorten([str(day) for day in gone])} (materialised, but not in the snapshot file of its latest run, "
             f"{looked_in[gone[0].key]}{', ...' if len(gone) > 1 else ''}: deleted, or on another "
             "host's or pod's disk)"
         )
     return f"{asset} has no stored snapshot for {'; '.join(parts)}: materialise {asset} for these partitions"
 
-
-def _some(days: list[SiteDay]) -> str:
-    more = f" and {len(days) - 5} more" if len(days) > 5 else ""
-    return ", ".join(str(day) for day in days[:5]) + more

@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 
+from dispatch_pipeline.defs.common import SITE_TAG
 from dispatch_pipeline.defs.partitions import SiteDay, partition_range_tags
 
 
@@ -33,7 +34,7 @@ def run_site_day(
     return job.execute_in_process(
         instance=instance,
         partition_key=day.key,
-        tags={"dispatch/site": day.site_id, **(tags or {})},
+        tags={SITE_TAG: day.site_id, **(tags or {})},
         run_config=run_config,
         raise_on_error=False,
     )

@@ -10,7 +10,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, and_, select
@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, Row, and_, select
 from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.request import TIMEOUT_MS_RANGE, Weights
 from dispatch_pipeline.core.result import DispatchResult, Kpis, Point, SolverName, Status
-from dispatch_pipeline.storage.bulk import bulk_insert
+from dispatch_pipeline.storage.bulk import bulk_insert, chunks
 from dispatch_pipeline.storage.checks import (
     check_choice,
     check_finite,
@@ -377,6 +377,40 @@ def read_runs(engine: Engine, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, S
 
 # Bound parameters per IN list: far below every driver's limit.
 _IN_CHUNK = 500
+
+
+SiteDayKey = TypeVar("SiteDayKey", bound=tuple[str, dt.date])
+
+
+def latest_run_ids(
+    engine: Engine, site_days: Sequence[SiteDayKey], dagster_run_ids: Sequence[str] | None = None
+) -> dict[SiteDayKey, uuid.UUID]:
+    """The most recent run id of each (site_id, date) that has one (created_at, then id,
+    decides), keyed by the caller's own tuples; with `dagster_run_ids`, of the runs those Dagster
+    runs stored only. A backfill chunk asks for hundreds of days: a few queries per 500 sites and
+    500 dates, not one per day."""
+    wanted = {(site_id, date): day for day in site_days for site_id, date in [day]}
+    sites = sorted({site_id for site_id, _ in wanted})
+    dates = sorted({date for _, date in wanted})
+    runs = dispatch_runs.c
+    made_by = [] if dagster_run_ids is None else [runs.dagster_run_id.in_(list(dagster_run_ids))]
+    best: dict[tuple[str, dt.date], tuple[Any, str, uuid.UUID]] = {}
+    with engine.connect() as connection:
+        for site_chunk in chunks(sites, _IN_CHUNK):
+            for date_chunk in chunks(dates, _IN_CHUNK):
+                rows = connection.execute(
+                    select(runs.id, runs.site_id, runs.date, runs.created_at).where(
+                        runs.site_id.in_(site_chunk), runs.date.in_(date_chunk), *made_by
+                    )
+                )
+                for run_id, site_id, date, created_at in rows:
+                    key = (site_id, date)
+                    if key not in wanted:
+                        continue
+                    rank = (created_at, str(run_id), run_id)
+                    if key not in best or rank[:2] > best[key][:2]:
+                        best[key] = rank
+    return {wanted[key]: rank[2] for key, rank in best.items()}
 
 
 def stored_run_ids(engine: Engine, run_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:

@@ -27,7 +27,14 @@ from dispatch_pipeline.core.request import iana_zone_names
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
 from dispatch_pipeline.defs.automation.sensors import in_neighbour_order
-from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, positive_int_setting
+from dispatch_pipeline.defs.common import (
+    DATE_TAG,
+    PLANNING_TAG,
+    RESOLUTION_MINUTES,
+    SITE_TAG,
+    SITES_TAG,
+    positive_int_setting,
+)
 from dispatch_pipeline.defs.partitions import (
     SITES_PARTITIONS_NAME,
     SiteDay,
@@ -167,7 +174,7 @@ def faults_to_report(invalid: list[StoredSiteInvalid], ticks: list[dt.datetime])
 
 
 TICK_TAG = "dispatch/tick"
-DAY_AHEAD_TAGS = {"dispatch/planning": "day_ahead"}
+DAY_AHEAD_TAGS = {PLANNING_TAG: "day_ahead"}
 
 
 def with_site_partitions(instance: dg.DagsterInstance, timezone_of: Mapping[str, str]) -> list[str]:
@@ -231,15 +238,15 @@ def missed_ticks(instance: dg.DagsterInstance, tick: dt.datetime) -> list[dt.dat
 def run_request(days: list[SiteDay], tick: dt.datetime) -> dg.RunRequest:
     """One run for a block of site-days (one date, neighbouring sites)."""
     first, last = days[0], days[-1]
-    tags = {"dispatch/date": first.date.isoformat(), **DAY_AHEAD_TAGS, TICK_TAG: tick.isoformat()}
+    tags = {DATE_TAG: first.date.isoformat(), **DAY_AHEAD_TAGS, TICK_TAG: tick.isoformat()}
     if len(days) == 1:
         # One site per run key: a re-evaluated tick never plans a site-day twice.
         return dg.RunRequest(
-            run_key=first.key, partition_key=first.key, tags={**tags, "dispatch/site": first.site_id}
+            run_key=first.key, partition_key=first.key, tags={**tags, SITE_TAG: first.site_id}
         )
     return dg.RunRequest(
         run_key=f"{first.key}..{last.key}",
-        tags={**tags, **partition_range_tags(days), "dispatch/sites": str(len(days))},
+        tags={**tags, **partition_range_tags(days), SITES_TAG: str(len(days))},
     )
 
 

@@ -25,7 +25,14 @@ from collections.abc import Iterable, Sequence
 import dagster as dg
 
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
-from dispatch_pipeline.defs.common import STRATEGY_TAG
+from dispatch_pipeline.defs.common import (
+    DATE_TAG,
+    PLANNING_TAG,
+    SITE_TAG,
+    SITES_TAG,
+    SOURCE_TAG,
+    STRATEGY_TAG,
+)
 from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
 from dispatch_pipeline.defs.partitions import (
     RANGE_START_TAG,
@@ -36,7 +43,7 @@ from dispatch_pipeline.defs.partitions import (
 )
 
 RECOVERS_TAG = "dispatch/recovers"
-CARRIED_TAGS = ("dispatch/planning", "dispatch/source", "dispatch/date", STRATEGY_TAG)
+CARRIED_TAGS = (PLANNING_TAG, SOURCE_TAG, DATE_TAG, STRATEGY_TAG)
 # The backfill a failed run belonged to, under a tag of our own: the backfill daemon counts runs
 # tagged dagster/backfill as its own.
 BACKFILL_TAG = "dagster/backfill"
@@ -111,9 +118,9 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
         tags = {**carried, RECOVERS_TAG: origin}
         if first.site_id == last.site_id:
             # One site: tagged so that the queue's one-run-per-site limit holds for it too.
-            tags["dispatch/site"] = first.site_id
+            tags[SITE_TAG] = first.site_id
         else:
-            tags["dispatch/sites"] = str(len(block))
+            tags[SITES_TAG] = str(len(block))
         if len(block) == 1:
             requests.append(dg.RunRequest(
                 run_key=f"{origin}:{first.key}", partition_key=first.key,

@@ -20,7 +20,7 @@ import dagster as dg
 from sqlalchemy import Engine
 
 from dispatch_pipeline.defs.partitions import SiteDay
-from dispatch_pipeline.defs.stored_runs import latest_run_ids
+from dispatch_pipeline.storage import latest_run_ids
 
 # Set by the daemon on the runs it starts to retry a failed one (run_retries in dagster.yaml).
 RETRY_NUMBER_TAG = "dagster/retry_number"
