@@ -140,11 +140,6 @@ def _no_such_table(exc: DBAPIError) -> bool:
     return "no such table" in str(exc.orig)
 
 
-def schema_at_head(engine: Engine) -> bool:
-    """Whether the database's schema is at `HEAD_REVISION`."""
-    return stored_revisions(engine) == [HEAD_REVISION]
-
-
 def close_engines(*urls: str) -> None:
     """Dispose the cached engines of `urls`, or of every URL (tests, before dropping a database).
 

@@ -23,7 +23,7 @@ from dispatch_pipeline.storage.database import (
     close_engines,
     make_engine,
     open_database,
-    schema_at_head,
+    stored_revisions,
     write_transaction,
 )
 from dispatch_pipeline.storage.migrate import (
@@ -36,6 +36,11 @@ from dispatch_pipeline.storage.migrate import (
 from dispatch_pipeline.storage.tables import KPI_COLUMNS, metadata
 from tests.postgres import scratch_database
 from tests.storage.conftest import build_result
+
+
+def schema_at_head(engine: Engine) -> bool:
+    return stored_revisions(engine) == [HEAD_REVISION]
+
 
 EXPECTED_TABLES = {
     "sites",
