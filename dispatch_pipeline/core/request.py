@@ -44,6 +44,7 @@ def parse_calendar_date(text: str) -> dt.date:
         raise ValueError("expected a calendar date YYYY-MM-DD; there is no such day") from None
 RESOLUTIONS_MINUTES = (5, 10, 15, 30, 60)
 TIMEOUT_MS_RANGE = range(100, 600_001)
+DEFAULT_TIMEOUT_MS = 3000  # the contract's default hard timeout of a MILP solve
 
 # Past this a power, energy or price is a typo, not a site: a day of 1e308 kW sums to infinity,
 # and a solver's tolerances cannot span such a range.
@@ -220,7 +221,7 @@ class DispatchRequest(_Strict):
     use_milp: Annotated[bool, Field(strict=True)] = True
     timeout_ms: Annotated[
         int, Field(strict=True, ge=TIMEOUT_MS_RANGE.start, le=TIMEOUT_MS_RANGE.stop - 1)
-    ] = 3000
+    ] = DEFAULT_TIMEOUT_MS
 
     @field_validator("date", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from pydantic import (
 from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES, LocalDay, local_day
 from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text
 from dispatch_pipeline.core.request import (
+    DEFAULT_TIMEOUT_MS,
     Battery,
     FiniteFloat,
     Limits,
@@ -217,7 +218,7 @@ def site_request(
     buy: Sequence[float] | np.ndarray | None = None,
     sell: Sequence[float] | np.ndarray | None = None,
     *,
-    resolution_minutes: int = 15,
+    resolution_minutes: int = PIPELINE_RESOLUTION_MINUTES,
     **overrides: Any,
 ) -> dict[str, Any]:
     """A contract request for the site's local `date`: prices from its ToU tariff unless given.
@@ -259,7 +260,7 @@ def site_request(
         "limits": site.limits.model_dump(),
         "weights": site.weights.model_dump(),
         "use_milp": True,
-        "timeout_ms": 3000,
+        "timeout_ms": DEFAULT_TIMEOUT_MS,
     }
     if pv_kw is None:
         del request["pv_kw"]  # absent, not null: the contract then reads the stored forecast

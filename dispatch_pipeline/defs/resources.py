@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
+from dispatch_pipeline.core.request import DEFAULT_TIMEOUT_MS, TIMEOUT_MS_RANGE
 from dispatch_pipeline.core.runner import MilpRunner, SolverPool, available_cpus
 from dispatch_pipeline.core.solve import check_solver, missing_solver
 from dispatch_pipeline.core.solver_service import (
@@ -63,7 +64,10 @@ class DispatchSolver(dg.ConfigurableResource):
 
     solver: Literal["highs", "cbc"] = "highs"
     timeout_ms: int = Field(
-        default=3000, ge=100, le=600_000, description="Hard wall-clock bound of each MILP step."
+        default=DEFAULT_TIMEOUT_MS,
+        ge=TIMEOUT_MS_RANGE.start,
+        le=TIMEOUT_MS_RANGE.stop - 1,
+        description="Hard wall-clock bound of each MILP step.",
     )
     parallelism: int = Field(
         default=0, ge=0, description="Solver worker processes (0: one per CPU this process may use, container quota included)."
