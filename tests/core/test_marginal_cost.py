@@ -146,3 +146,22 @@ def test_marginal_cost_while_grid_charging_runs_at_full_rating_is_this_intervals
     compared = marginals_against_finite_differences(request, range(3))
     assert compared[0] == pytest.approx((0.10, 0.10), rel=1e-6)
     assert_marginals_match(compared, 3)
+
+
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_marginal_cost_while_the_battery_empties_into_the_grid_is_that_hours_sell_price(solver: str) -> None:
+    """A battery alone (no load, no PV) sells its whole charge at the one dear hour: export sits
+    below the contract's cap, so one more kWh of load costs that hour's export, 50. The model's
+    tighter export bound (what the battery can deliver in the hour), binding there too, once made
+    HiGHS report 0.1."""
+    sell = [0.1] * 22 + [50.0, 0.1]
+    request = {
+        "site_id": "EMPTIES", "date": "2024-06-10", "timezone": "UTC", "resolution_minutes": 60,
+        "load_kw": [0.0] * 24, "pv_kw": [0.0] * 24, "tariff": {"buy": [0.5] * 24, "sell": sell},
+        "bess": {"capacity_kwh": 100, "max_charge_kw": 100, "max_discharge_kw": 100, "soc_min": 0.0,
+                 "soc_max": 1.0, "soc_initial": 1.0, "soc_final_min": 0.0},
+    }
+    result = solve_dispatch(request, solver=solver)
+    dear = result.points[22]
+    assert dear.grid_exp_kw == pytest.approx(95.0)  # 100 kWh delivered at 0.95
+    assert dear.marginal_cost_per_kwh == pytest.approx(50.0, rel=1e-9)

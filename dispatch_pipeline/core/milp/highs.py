@@ -64,6 +64,9 @@ class _Compiled:
     import_bound_rows: np.ndarray
     import_bound_lower: np.ndarray
     import_bound_upper: np.ndarray
+    export_bound_rows: np.ndarray
+    export_bound_lower: np.ndarray
+    export_bound_upper: np.ndarray
 
 
 def compile_model(model: pyo.ConcreteModel) -> _Compiled:
@@ -103,8 +106,11 @@ def compile_model(model: pyo.ConcreteModel) -> _Compiled:
     lp.a_matrix_.value_ = matrix.data
     offset = float(form.c_offset[0]) if len(form.c_offset) else 0.0
     import_rows = rows_of(model.grid_import)
+    export_rows = rows_of(model.grid_export)
     return _Compiled(
-        lp, offset, columns, rows_of(model.balance), import_rows, row_lower[import_rows], row_upper[import_rows]
+        lp, offset, columns, rows_of(model.balance),
+        import_rows, row_lower[import_rows], row_upper[import_rows],
+        export_rows, row_lower[export_rows], row_upper[export_rows],
     )
 
 
@@ -239,6 +245,16 @@ def solve_fixed_binaries(
     redundant = rows[import_allowed > 0.5]
     highs.changeRowsBounds(
         len(redundant), redundant, np.full(len(redundant), -highspy.kHighsInf), np.full(len(redundant), highspy.kHighsInf)
+    )
+    # Where exporting is allowed, its row goes back to the contract's X_t. The model's tighter
+    # bound (PV plus the most the battery can deliver in the interval) cuts nothing the energy
+    # rows do not, but it binds wherever a battery empties into the grid, and the balance row's
+    # dual then came out at a tenth of the sell price that interval's export earns.
+    export_upper = compiled.export_bound_upper.copy()
+    exporting = import_allowed < 0.5
+    export_upper[exporting] = problem.export_bound_kw[exporting]
+    highs.changeRowsBounds(
+        len(compiled.export_bound_rows), compiled.export_bound_rows, compiled.export_bound_lower, export_upper
     )
     status = _run(highs, deadline)
     if _failed(status):
