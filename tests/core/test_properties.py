@@ -77,6 +77,10 @@ def recomputed_objective(request: dict, result) -> float:
     )
 
 
+# HiGHS's primal feasibility tolerance (its default): a row this far off counts as met.
+SOLVER_FEASIBILITY_TOLERANCE_KWH = 1e-7
+
+
 @SETTINGS
 @given(request=dispatch_requests())
 def test_milp_and_rule_based_schedules_are_valid_and_ordered(request: dict) -> None:
@@ -84,7 +88,11 @@ def test_milp_and_rule_based_schedules_are_valid_and_ordered(request: dict) -> N
     # Correctness, not speed: days with negative prices can need the full MIP for seconds.
     milp = solve_dispatch(request, timeout_ms=120_000)
     rules = solve_dispatch(request, use_milp=False)
-    assert milp.solver == "milp", milp.fallback_reason
+    # A band violation below the solver's feasibility tolerance (soc_min 1e-9 on a battery that
+    # cannot charge) is invisible to it, yet priced at the violation weight in every interval:
+    # its plan then costs more than the rules', which are delivered instead, as the contract says.
+    unseen_violation = SOLVER_FEASIBILITY_TOLERANCE_KWH * problem.weights.violation * (problem.intervals + 1)
+    assert milp.solver == "milp" or milp.fallback_reason.startswith("solver failed: its schedule costs"), milp.fallback_reason
     assert rules.solver == "rule_based"
     for result in (milp, rules):
         schedule = schedule_from_result(result, problem)
@@ -101,5 +109,7 @@ def test_milp_and_rule_based_schedules_are_valid_and_ordered(request: dict) -> N
     # The solver's own objective (its model's, from HiGHS) is what the evaluator must reproduce:
     # exactly for the schedule of that solve, to the MIP gap for the one returned above.
     solution = solve_milp(problem, "highs", time.monotonic() + 120)
-    assert objective_value(problem, solution.schedule) == pytest.approx(solution.objective_value, rel=1e-6, abs=1e-4)
-    assert milp.objective_value == pytest.approx(solution.objective_value, rel=MIP_REL_GAP, abs=1e-3)
+    assert objective_value(problem, solution.schedule) == pytest.approx(
+        solution.objective_value, rel=1e-6, abs=1e-4 + unseen_violation
+    )
+    assert milp.objective_value == pytest.approx(solution.objective_value, rel=MIP_REL_GAP, abs=1e-3 + unseen_violation)
