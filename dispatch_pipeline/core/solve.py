@@ -116,10 +116,12 @@ def attempt_milp(
     # The MILP's plan never costs more than the rules', judged as the plan is (not by the
     # solver's objective): a time limit's incumbent, a 10 Wh battery at the edge of the solver's
     # tolerances, weights nine orders apart that sink the energy costs below HiGHS's dual
-    # tolerance, a battery whose discharge the model had to fix at zero. Building the rules'
-    # schedule costs well under a millisecond, a few percent of a solve.
+    # tolerance, a battery whose discharge the model had to fix at zero. The worker costed the
+    # rules' schedule beside its plan; it is built here only when nothing did.
     milp_cost = objective_value(problem, milp.schedule)
-    rules_cost = objective_value(problem, rule_based_schedule(problem))
+    rules_cost = milp.rules_objective
+    if rules_cost is None:
+        rules_cost = objective_value(problem, rule_based_schedule(problem))
     if rules_cost < milp_cost - 1e-9 * max(1.0, abs(milp_cost)):
         if milp.termination == "time_limit":
             return "timeout: the MILP's best schedule at the time limit was worse than the rule-based one"

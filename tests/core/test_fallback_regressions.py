@@ -188,7 +188,10 @@ def test_the_lp_over_the_rules_binaries_costs_no_more_than_the_rules(name: str) 
     problem = build_problem(load_regression(name))
     compiled, highs, dearer = _dearer_than_the_rules(problem)
     rules = objective_value(problem, rule_based_schedule(problem))
-    schedule, objective, *_ = no_dearer_than_the_rules(problem, compiled, highs, dearer, time.monotonic() + 30)
+    (schedule, objective, *_), rules_objective = no_dearer_than_the_rules(
+        problem, compiled, highs, dearer, time.monotonic() + 30
+    )
+    assert rules_objective == rules
     assert objective <= rules + 1e-6 * abs(rules)
     assert objective == pytest.approx(objective_value(problem, schedule), rel=1e-6)
     assert find_breaches(problem, schedule) == []
@@ -201,4 +204,6 @@ def test_past_its_deadline_the_plan_in_hand_is_kept() -> None:
 
     problem = build_problem(load_regression("milp_optimal_within_gap_but_dearer_than_the_rules"))
     compiled, highs, dearer = _dearer_than_the_rules(problem)
-    assert no_dearer_than_the_rules(problem, compiled, highs, dearer, time.monotonic() - 1) is dearer
+    plan, rules_objective = no_dearer_than_the_rules(problem, compiled, highs, dearer, time.monotonic() - 1)
+    assert plan is dearer
+    assert rules_objective == objective_value(problem, rule_based_schedule(problem))

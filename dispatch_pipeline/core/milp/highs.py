@@ -276,9 +276,10 @@ FixedPlan = tuple[Schedule, float, np.ndarray, np.ndarray, np.ndarray]  # + char
 
 def no_dearer_than_the_rules(
     problem: DispatchProblem, compiled: _Compiled, highs: highspy.Highs, plan: FixedPlan, deadline: float
-) -> FixedPlan:
+) -> tuple[FixedPlan, float]:
     """`plan` (solve_fixed_binaries' answer and its binaries), or the LP over the rule-based
-    schedule's binaries when that is cheaper.
+    schedule's binaries when that is cheaper; and the rule-based schedule's objective, which the
+    caller compares the plan with as it is judged.
 
     A MIP solver stops within its relative gap of the bound; on a day whose objective is mostly
     unavoidable penalties, that slack can be more than the rule-based schedule saves. The rules'
@@ -286,8 +287,9 @@ def no_dearer_than_the_rules(
     """
     objective = plan[1]
     rules = rule_based_schedule(problem)
-    if not objective_value(problem, rules) < objective - 1e-9 * max(1.0, abs(objective)):
-        return plan
+    rules_objective = objective_value(problem, rules)
+    if not rules_objective < objective - 1e-9 * max(1.0, abs(objective)):
+        return plan, rules_objective
     # Whichever flow the rules use is allowed, however small: a discharge of a millionth of a kW
     # (a discharge efficiency of 1e-6 makes such flows worth having) must stay possible.
     charge_allowed = (rules.charge >= rules.discharge).astype(float)
@@ -296,9 +298,9 @@ def no_dearer_than_the_rules(
         # By the deadline itself: the plan in hand must not be lost to the worker's kill.
         candidate = solve_fixed_binaries(problem, compiled, highs, charge_allowed, import_allowed, deadline)
     except (MilpTimeout, MilpFailure):
-        return plan
+        return plan, rules_objective
     # The reported gap stays the search's: against the same bound, a cheaper plan's is smaller.
-    return (*candidate, charge_allowed, import_allowed) if candidate[1] < objective else plan
+    return ((*candidate, charge_allowed, import_allowed) if candidate[1] < objective else plan), rules_objective
 
 
 def _schedule(x: np.ndarray, cols: dict[str, np.ndarray], discharge_unit: float) -> Schedule:
@@ -398,7 +400,7 @@ def solve_with_highs(
     fixed = solve_fixed_binaries(
         problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
     )
-    schedule, objective, marginal, charge_allowed, import_allowed = no_dearer_than_the_rules(
+    (schedule, objective, marginal, charge_allowed, import_allowed), rules_objective = no_dearer_than_the_rules(
         problem, compiled, highs, (*fixed, charge_allowed, import_allowed), deadline
     )
     if termination == "time_limit":
@@ -412,4 +414,5 @@ def solve_with_highs(
         charge_allowed=charge_allowed,
         import_allowed=import_allowed,
         integer_rounds=rounds,
+        rules_objective=rules_objective,
     )

@@ -47,6 +47,9 @@ class MilpSolution:
     # How many MIP rounds the lazy-integrality loop needed: 0 means the LP relaxation was already
     # free of simultaneous charge/discharge and import/export, hence MILP-optimal as it stood.
     integer_rounds: int = 0
+    # The rule-based schedule's objective, as the worker judged it beside this plan (None when
+    # nothing did): the caller need not build that schedule a second time.
+    rules_objective: float | None = None
 
 
 def cbc_available() -> bool:
