@@ -226,15 +226,20 @@ def explain_interval(
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
         elif buy < 0:
             battery = f"battery idle at SOC {soc:.0%}: discharging would only cut an import the site is paid for"
-        elif buy <= bess.cycle_cost_per_kwh and not (
-            problem.demand_charge_per_kw > 0 and imp >= float(s.grid_import.max()) - 1e-3
-        ):
+        elif buy <= bess.cycle_cost_per_kwh:
             # Energy above the target and never drawn on later has no use but this import (and,
-            # at the day's peak import, the demand charge).
+            # at the day's peak import, the demand charge, which the plan found not worth it
+            # either: the peak is flat over intervals the battery cannot all cover).
+            at_peak = problem.demand_charge_per_kw > 0 and imp >= float(s.grid_import.max()) - 1e-3
             battery = (
                 f"battery idle at SOC {soc:.0%}: discharging would save no more on the import it "
-                f"replaces than it costs in battery wear ({_amount(bess.cycle_cost_per_kwh)} {currency}/kWh)"
+                f"replaces{', the peak demand charge included,' if at_peak else ''} than it costs in "
+                f"battery wear ({_amount(bess.cycle_cost_per_kwh)} {currency}/kWh)"
             )
+        elif drawn_later:
+            # A tie: a later interval saves as much per kWh (the same price, or the same penalty
+            # over the import limit), and the plan may use the energy in either.
+            battery = f"battery idle at SOC {soc:.0%}, its energy used later today, where it saves as much"
         else:
             battery = f"battery idle at SOC {soc:.0%}"
         over = f"; {imp - cap:.1f} kW over the {cap:.1f} kW import limit" if cap is not None and imp > cap + 1e-3 else ""

@@ -271,6 +271,33 @@ def test_a_battery_idle_far_above_its_target_says_why_it_is_not_used(use_milp, b
         assert point.reason.endswith(f"battery idle at SOC 90%: {because}"), point.reason
 
 
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+def test_a_battery_idle_at_a_billed_peak_says_the_demand_charge_did_not_pay_its_wear_either(use_milp) -> None:
+    result = solve_dispatch(hourly_request(
+        tariff={"buy": [0.3] * 24, "sell": [0.0] * 24, "demand_charge_per_kw": 0.5},
+        bess={"soc_initial": 0.9, "soc_final_min": 0.2, "cycle_cost_per_kwh": 5.0}, use_milp=use_milp,
+    ))
+    assert all(point.batt_dis_kw <= 1e-3 for point in result.points)
+    assert result.points[0].reason.endswith(
+        "battery idle at SOC 90%: discharging would save no more on the import it replaces, the peak "
+        "demand charge included, than it costs in battery wear (5.00 MYR/kWh)"
+    )
+
+
+def test_a_battery_idle_while_its_energy_goes_to_hours_worth_as_much_says_so() -> None:
+    # Over the import limit all day at one price: every hour the battery covers saves the same,
+    # and the hours it leaves to the grid are a tie, not a mystery.
+    result = solve_dispatch(hourly_request(
+        limits={"grid_import_max_kw": 90.0},
+        bess={"capacity_kwh": 100, "max_charge_kw": 50, "max_discharge_kw": 20, "soc_initial": 0.9,
+              "soc_min": 0.1, "soc_final_min": 0.1},
+    ))
+    idle = [point for point in result.points if point.reason_code == "import_idle" and point.soc > 0.1 + 1e-6]
+    assert idle
+    for point in idle:
+        assert point.reason.endswith("its energy used later today, where it saves as much"), point.reason
+
+
 def test_a_battery_above_its_band_is_said_to_discharge_back_to_it() -> None:
     result = solve_dispatch(hourly_request(
         tariff=PEAK_BILLED,
