@@ -21,8 +21,7 @@ from dispatch_pipeline.defs.partitions import (
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
 from dispatch_pipeline.storage import load_forecast
-
-FORECAST_COLUMNS = ("load_kw", "pv_kw")
+from dispatch_pipeline.storage.forecasts import FORECAST_COLUMNS
 
 
 @dg.asset(

@@ -22,8 +22,8 @@ from dispatch_pipeline.defs.partitions import (
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
 from dispatch_pipeline.storage import load_price_series
+from dispatch_pipeline.storage.forecasts import PRICE_COLUMNS
 
-PRICE_COLUMNS = ("buy", "sell")
 # The tariff's demand charge travels with its prices: a plan made later from this snapshot bills
 # the peak as the prices were billed, whatever the site's tariff says by then.
 DEMAND_CHARGE = "demand_charge_per_kw"
