@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 import dagster as dg
 from dagster._core.instance import DynamicPartitionsStore
 
+from dispatch_pipeline.defs.common import SITE_TAG, SITES_TAG
+
 SITES_PARTITIONS_NAME = "sites"
 # The first plannable day; a backfill can go back to it. Overridable for older history.
 DEFAULT_START_DATE = "2024-01-01"
@@ -126,3 +128,26 @@ def partition_range_tags(days: Sequence[SiteDay]) -> dict[str, str]:
         RANGE_START_TAG: first.key,
         RANGE_END_TAG: last.key,
     }
+
+
+def block_run_request(
+    block: Sequence[SiteDay],
+    tags: Mapping[str, str],
+    run_key_prefix: str = "",
+    asset_selection: Sequence[dg.AssetKey] | None = None,
+) -> dg.RunRequest:
+    """One run for a block of site-days: one partition by its key, several by a key range (see
+    partition_range_tags). A block of one site carries SITE_TAG, so that the queue's one run per
+    site holds for it; a block of several sites says how many."""
+    first, last = block[0], block[-1]
+    sites = {day.site_id for day in block}
+    tags = {**tags, **({SITE_TAG: first.site_id} if len(sites) == 1 else {SITES_TAG: str(len(sites))})}
+    if len(block) == 1:
+        return dg.RunRequest(
+            run_key=f"{run_key_prefix}{first.key}", partition_key=first.key, tags=tags,
+            asset_selection=asset_selection,
+        )
+    return dg.RunRequest(
+        run_key=f"{run_key_prefix}{first.key}..{last.key}", tags={**tags, **partition_range_tags(block)},
+        asset_selection=asset_selection,
+    )

@@ -31,15 +31,13 @@ from dispatch_pipeline.defs.common import (
     DATE_TAG,
     PLANNING_TAG,
     RESOLUTION_MINUTES,
-    SITE_TAG,
-    SITES_TAG,
     positive_int_setting,
 )
 from dispatch_pipeline.defs.partitions import (
     SITES_PARTITIONS_NAME,
     SiteDay,
+    block_run_request,
     last_date_partition,
-    partition_range_tags,
     run_partition_keys,
 )
 from dispatch_pipeline.defs.resources import DispatchStorage
@@ -236,18 +234,10 @@ def missed_ticks(instance: dg.DagsterInstance, tick: dt.datetime) -> list[dt.dat
 
 
 def run_request(days: list[SiteDay], tick: dt.datetime) -> dg.RunRequest:
-    """One run for a block of site-days (one date, neighbouring sites)."""
-    first, last = days[0], days[-1]
-    tags = {DATE_TAG: first.date.isoformat(), **DAY_AHEAD_TAGS, TICK_TAG: tick.isoformat()}
-    if len(days) == 1:
-        # One site per run key: a re-evaluated tick never plans a site-day twice.
-        return dg.RunRequest(
-            run_key=first.key, partition_key=first.key, tags={**tags, SITE_TAG: first.site_id}
-        )
-    return dg.RunRequest(
-        run_key=f"{first.key}..{last.key}",
-        tags={**tags, **partition_range_tags(days), SITES_TAG: str(len(days))},
-    )
+    """One run for a block of site-days (one date, neighbouring sites), keyed by its partitions:
+    a re-evaluated tick never plans a site-day twice."""
+    tags = {DATE_TAG: days[0].date.isoformat(), **DAY_AHEAD_TAGS, TICK_TAG: tick.isoformat()}
+    return block_run_request(days, tags)
 
 
 @dg.schedule(

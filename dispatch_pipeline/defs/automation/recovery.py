@@ -28,8 +28,6 @@ from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
 from dispatch_pipeline.defs.common import (
     DATE_TAG,
     PLANNING_TAG,
-    SITE_TAG,
-    SITES_TAG,
     SOURCE_TAG,
     STRATEGY_TAG,
 )
@@ -37,8 +35,8 @@ from dispatch_pipeline.defs.ingestion.coverage import INCOMPLETE_PARTITIONS_KEY
 from dispatch_pipeline.defs.partitions import (
     RANGE_START_TAG,
     SiteDay,
+    block_run_request,
     parse_site_day,
-    partition_range_tags,
     run_partition_keys,
 )
 
@@ -112,27 +110,8 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
     # Keyed by the first attempt: a retry started by hand that fails alike must not plan the
     # same days again.
     origin = run.root_run_id or run.run_id
-    requests = []
-    for block in blocks:
-        first, last = block[0], block[-1]
-        tags = {**carried, RECOVERS_TAG: origin}
-        if first.site_id == last.site_id:
-            # One site: tagged so that the queue's one-run-per-site limit holds for it too.
-            tags[SITE_TAG] = first.site_id
-        else:
-            tags[SITES_TAG] = str(len(block))
-        if len(block) == 1:
-            requests.append(dg.RunRequest(
-                run_key=f"{origin}:{first.key}", partition_key=first.key,
-                tags=tags, asset_selection=selection,
-            ))
-        else:
-            requests.append(dg.RunRequest(
-                run_key=f"{origin}:{first.key}..{last.key}",
-                tags={**tags, **partition_range_tags(block)},
-                asset_selection=selection,
-            ))
-    return requests
+    tags = {**carried, RECOVERS_TAG: origin}
+    return [block_run_request(block, tags, f"{origin}:", selection) for block in blocks]
 
 
 @dg.run_failure_sensor(
