@@ -38,8 +38,12 @@ def problems_of(path: Path) -> list[str]:
     return caught.value.problems
 
 
-def test_shipped_yaml_equals_demo_sites():
-    assert load_sites_yaml(sites_yaml_path()) == demo_sites()
+def test_the_demo_sites_are_three_sites_in_three_timezones_and_currencies():
+    sites = demo_sites()
+    assert [site.site_id for site in sites] == ["KL_MALL", "BERLIN_DEPOT", "PHOENIX_OFFICE"]
+    assert {site.timezone for site in sites} == {"Asia/Kuala_Lumpur", "Europe/Berlin", "America/Phoenix"}
+    assert {site.currency for site in sites} == {"MYR", "EUR", "USD"}
+    assert demo_site("BERLIN_DEPOT").limits.grid_export_max_kw == 100.0
 
 
 def test_example_yaml_equals_demo_sites():
