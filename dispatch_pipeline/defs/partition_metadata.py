@@ -2,7 +2,8 @@
 
 Dagster copies an output's metadata into the materialisation of every partition of the run, so a
 run-wide figure would read as each day's own: those keys start with `run/`. Each partition's own
-numbers are added per partition, for runs up to DETAILED_PARTITIONS_MAX (every day-ahead run).
+numbers are added per partition, for runs up to DETAILED_PARTITIONS_MAX (every day-ahead run while
+DISPATCH_DAY_AHEAD_SITES_PER_RUN keeps to its default of 250 or less).
 """
 
 from __future__ import annotations
