@@ -173,6 +173,12 @@ def waiting_for_lock(engine: Engine, timeout_s: float = 30.0) -> None:
     )
     deadline = time.monotonic() + timeout_s
     with engine.connect() as connection:
-        while not connection.scalar(query):
+        while True:
+            waiting = connection.scalar(query)
+            # pg_stat_activity is read once per transaction: a poll inside one would see the
+            # first reading again and again, taken perhaps before the import had connected.
+            connection.rollback()
+            if waiting:
+                return
             assert time.monotonic() < deadline, "the import never waited for the row lock"
             time.sleep(0.01)
