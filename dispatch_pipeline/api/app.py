@@ -116,8 +116,10 @@ async def _incomplete_stored_run(_request: Any, exc: IncompleteStoredRun) -> Any
     return error_response(500, f"internal error: {exc}")
 
 
-async def _internal_error(_request: Any, exc: Exception) -> Any:
-    log.error("request failed", exc_info=exc)
+async def _internal_error(request: Any, exc: Exception) -> Any:
+    # One line: Starlette raises the exception again once the answer is sent, and the server
+    # logs its traceback then.
+    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
     return error_response(500, "internal error; the server's log has the details")
 
 

@@ -35,7 +35,13 @@ from dispatch_pipeline.api.strictness import query_parameters, require_json_body
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
 from dispatch_pipeline.core.documents import DocumentError, decode_utf8, json_type_name, parse_json
 from dispatch_pipeline.core.request import SITE_ID_PATTERN, parse_calendar_date, site_id_problem
-from dispatch_pipeline.storage import StoredRun, get_run, latest_run, registered_case_variant
+from dispatch_pipeline.storage import (
+    IncompleteStoredRun,
+    StoredRun,
+    get_run,
+    latest_run,
+    registered_case_variant,
+)
 
 router = APIRouter()
 Access = Annotated[Grant, Depends(require_access)]
@@ -189,10 +195,17 @@ def _latest(database: Database, site_id: str, date: dt.date | None) -> tuple[Sto
 )
 async def get_run_detail(run_id: Annotated[uuid.UUID, Path()], access: Access,
                          database: DatabaseDep) -> Response:
-    stored = await run_in_threadpool(lambda: get_run(database.engine(), run_id))
+    not_found = ApiError(404, f"no dispatch run with id {str(run_id)!r}")
+    try:
+        stored = await run_in_threadpool(lambda: get_run(database.engine(), run_id))
+    except IncompleteStoredRun as exc:
+        # Nor may a damaged run of another site be heard of.
+        if not access.allows(exc.site_id):
+            raise not_found from None
+        raise
     # Another site's run is "not found" too: a 403 would tell a restricted token that it exists.
     if stored is None or not access.allows(stored.run.site_id):
-        raise ApiError(404, f"no dispatch run with id {str(run_id)!r}")
+        raise not_found
     run = stored.run
     return json_response(RunDetail(
         **run.model_dump(exclude={"dagster_run_id"}),

@@ -479,6 +479,10 @@ class IncompleteStoredRun(LookupError):
     """A stored run lacks rows save_runs wrote with it: some were deleted outside the application.
     Read back as it is, it would be a plan with missing intervals or blank explanations."""
 
+    def __init__(self, message: str, site_id: str) -> None:
+        super().__init__(message)
+        self.site_id = site_id  # whose run: a caller may not be allowed to hear of it
+
 
 def _refuse_incomplete(
     records: dict[uuid.UUID, RunRecord],
@@ -499,7 +503,8 @@ def _refuse_incomplete(
         raise IncompleteStoredRun(
             f"run_id: stored run {run_id} (site {record.site_id}, {record.date}) lacks {lacks}; "
             "rows of a run are only ever written together, so some were deleted by hand "
-            "(delete a run whole, as docs/operations.md shows under Deleting plans)"
+            "(delete a run whole, as docs/operations.md shows under Deleting plans)",
+            record.site_id,
         )
 
 

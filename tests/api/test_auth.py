@@ -115,3 +115,18 @@ def test_the_placeholders_of_the_example_env_file_are_refused():
 def test_a_token_listed_twice_is_refused_whatever_the_order(text, repeat):
     with pytest.raises(ValueError, match=f"DISPATCH_API_TOKENS: entry {repeat} repeats the token of entry 1"):
         TokenTable.parse(text)
+
+
+def test_a_damaged_run_of_another_site_is_not_found_to_a_restricted_token(secured, engine, sample_request):
+    import uuid
+
+    from dispatch_pipeline.storage.tables import dispatch_explanations
+
+    posted = secured.post("/dispatch/run", json={**sample_request, "site_id": "DAMAGED_SECRET"}, headers=ALL)
+    run_id = posted.json()["run_id"]
+    with engine.begin() as connection:
+        connection.execute(dispatch_explanations.delete().where(dispatch_explanations.c.run_id == uuid.UUID(run_id)))
+
+    hidden = secured.get(f"/dispatch/runs/{run_id}", headers=KL_ONLY)
+    assert hidden.status_code == 404 and "DAMAGED_SECRET" not in hidden.text
+    assert secured.get(f"/dispatch/runs/{run_id}", headers=ALL).status_code == 500
