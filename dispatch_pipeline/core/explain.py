@@ -113,7 +113,10 @@ def explain_interval(
     export_bound: np.ndarray,
     dearest_after: np.ndarray,
     currency: str,
+    optimal: bool = True,
 ) -> tuple[str, str]:
+    """`optimal`: the schedule is the MILP's, so what it leaves undone did not pay; a rule-based
+    schedule's choices are its rules', and no claim about the demand charge is made for them."""
     s = schedule
     buy, sell = problem.buy[t], problem.sell[t]
     soc = s.energy[t] / problem.capacity_kwh
@@ -211,6 +214,7 @@ def explain_interval(
             f"Exporting {_kw(exp)} kW of PV surplus (sell {_amount(sell)} {currency}/kWh); battery idle at SOC {soc:.0%}"
         )
     if imp > _ON:
+        at_billed_peak = problem.demand_charge_per_kw > 0 and imp >= float(s.grid_import.max()) - 1e-3
         if bess.max_discharge_kw <= _ON or problem.capacity_kwh <= 0:
             battery = "the battery cannot discharge"
         elif _at_most(s.energy[t], problem.energy_min_kwh, _energy_unit(problem)):
@@ -226,20 +230,24 @@ def explain_interval(
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
         elif buy < 0:
             battery = f"battery idle at SOC {soc:.0%}: discharging would only cut an import the site is paid for"
-        elif buy <= bess.cycle_cost_per_kwh:
+        elif buy <= bess.cycle_cost_per_kwh and (optimal or not at_billed_peak):
             # Energy above the target and never drawn on later has no use but this import (and,
-            # at the day's peak import, the demand charge, which the plan found not worth it
+            # at the day's peak import, the demand charge, which the MILP found not worth it
             # either: the peak is flat over intervals the battery cannot all cover).
-            at_peak = problem.demand_charge_per_kw > 0 and imp >= float(s.grid_import.max()) - 1e-3
             battery = (
                 f"battery idle at SOC {soc:.0%}: discharging would save no more on the import it "
-                f"replaces{', the peak demand charge included,' if at_peak else ''} than it costs in "
+                f"replaces{', the peak demand charge included,' if at_billed_peak else ''} than it costs in "
                 f"battery wear ({_amount(bess.cycle_cost_per_kwh)} {currency}/kWh)"
             )
-        elif drawn_later:
+        elif drawn_later and optimal:
             # A tie: a later interval saves as much per kWh (the same price, or the same penalty
             # over the import limit), and the plan may use the energy in either.
             battery = f"battery idle at SOC {soc:.0%}, its energy used later today, where it saves as much"
+        elif drawn_later:
+            battery = (
+                f"battery idle at SOC {soc:.0%}, its energy kept for later today "
+                f"(discharged at up to {_amount(dearest_later)} {currency}/kWh)"
+            )
         else:
             battery = f"battery idle at SOC {soc:.0%}"
         over = f"; {imp - cap:.1f} kW over the {cap:.1f} kW import limit" if cap is not None and imp > cap + 1e-3 else ""
@@ -285,7 +293,10 @@ def explain(
     binding = binding_constraints(problem, schedule, export_bound)
     explanations = []
     for t in range(problem.intervals):
-        code, reason = explain_interval(problem, schedule, t, expensive, bands, export_bound, dearest_after, currency)
+        code, reason = explain_interval(
+            problem, schedule, t, expensive, bands, export_bound, dearest_after, currency,
+            optimal=marginal_cost_per_kwh is not None,
+        )
         if code != "curtail" and schedule.curtail[t] > _ON:
             reason += f"; {_kw(schedule.curtail[t])} kW of PV curtailed"
         explanations.append(

@@ -271,17 +271,20 @@ def test_a_battery_idle_far_above_its_target_says_why_it_is_not_used(use_milp, b
         assert point.reason.endswith(f"battery idle at SOC 90%: {because}"), point.reason
 
 
-@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
-def test_a_battery_idle_at_a_billed_peak_says_the_demand_charge_did_not_pay_its_wear_either(use_milp) -> None:
-    result = solve_dispatch(hourly_request(
+def test_a_battery_idle_at_a_billed_peak_says_the_demand_charge_did_not_pay_its_wear_either() -> None:
+    request = hourly_request(
         tariff={"buy": [0.3] * 24, "sell": [0.0] * 24, "demand_charge_per_kw": 0.5},
-        bess={"soc_initial": 0.9, "soc_final_min": 0.2, "cycle_cost_per_kwh": 5.0}, use_milp=use_milp,
-    ))
+        bess={"soc_initial": 0.9, "soc_final_min": 0.2, "cycle_cost_per_kwh": 5.0},
+    )
+    result = solve_dispatch(request)
     assert all(point.batt_dis_kw <= 1e-3 for point in result.points)
     assert result.points[0].reason.endswith(
         "battery idle at SOC 90%: discharging would save no more on the import it replaces, the peak "
         "demand charge included, than it costs in battery wear (5.00 MYR/kWh)"
     )
+    # The rules never weigh the demand charge: nothing is claimed of it for their plan.
+    rules = solve_dispatch({**request, "use_milp": False})
+    assert not any("demand charge" in point.reason for point in rules.points)
 
 
 def test_a_battery_idle_while_its_energy_goes_to_hours_worth_as_much_says_so() -> None:
