@@ -1,4 +1,5 @@
-"""Was a stored plan made from these inputs? Asked of a plan read back, not of one just solved."""
+"""May a stored plan stand for the plan of these inputs? Asked of a plan read back beside a plan
+just made from the inputs at hand (a retry's)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from dispatch_pipeline.core.evaluate import compute_kpis, objective_value
 from dispatch_pipeline.core.feasibility import find_breaches
+from dispatch_pipeline.core.milp import MIP_REL_GAP
 from dispatch_pipeline.core.problem import DispatchProblem
 from dispatch_pipeline.core.result import DispatchResult, Schedule
 
@@ -16,11 +18,17 @@ from dispatch_pipeline.core.result import DispatchResult, Schedule
 RELATIVE_TOLERANCE = 1e-9
 
 
-def planned_from(problem: DispatchProblem, result: DispatchResult) -> bool:
-    """Whether `result` was planned for `problem`: same day, its schedule within the problem's
-    hard constraints, and its KPIs and objective, recomputed under the problem's load, PV, prices
-    and weights, the ones stored. A forecast or tariff issued since the plan was made changes one
-    of them (a new load breaks the power balance; new prices change its cost)."""
+def stands_for(problem: DispatchProblem, result: DispatchResult, fresh: Schedule) -> bool:
+    """Whether `result`, a stored plan, may stand for the plan of `problem` that `fresh` is:
+    the same day; its schedule within the problem's hard constraints; its KPIs and objective,
+    recomputed under the problem's load, PV, prices and weights, the ones stored (every number
+    shown with it is true of these inputs); and no dearer than `fresh`, beyond the MIP gap.
+
+    A forecast issued since the plan was made breaks its power balance; prices issued since
+    change its cost, or let a plan made now cost less. Prices changed only where neither plan
+    uses the grid leave a stored plan that is as good as one made now, with true numbers; only
+    its explanations and marginal costs still speak of the prices it was made at.
+    """
     if len(result.points) != problem.intervals or result.resolution_minutes != problem.day.resolution_minutes:
         return False
     schedule = schedule_from_result(result, problem)
@@ -28,9 +36,12 @@ def planned_from(problem: DispatchProblem, result: DispatchResult) -> bool:
         return False
     recomputed = compute_kpis(problem, schedule).model_dump()
     stored = result.kpis.model_dump()
-    return _close(objective_value(problem, schedule), result.objective_value) and all(
+    if not _close(objective_value(problem, schedule), result.objective_value) or not all(
         _close(recomputed[name], stored[name]) for name in stored
-    )
+    ):
+        return False
+    now = objective_value(problem, fresh)
+    return result.objective_value <= now + MIP_REL_GAP * max(1.0, abs(now))
 
 
 def schedule_from_result(result: DispatchResult, problem: DispatchProblem) -> Schedule:

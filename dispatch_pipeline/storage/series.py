@@ -235,8 +235,10 @@ def _validated_frame(
     # A column is stored or refused, never dropped on the way: a caller who sent one meant it.
     extra = [str(name) for name in frame.columns if name not in ("ts", *value_columns)]
     if extra:
+        # A frame read back (load_forecast) carries issued_at: the issue time of a save is its argument.
+        hint = "; the issue time is the issued_at argument, one per save" if "issued_at" in extra else ""
         raise problem(
-            "frame", f"has column(s) {extra} that are not stored (it holds ts, {', '.join(value_columns)})",
+            "frame", f"has column(s) {extra} that are not stored (it holds ts, {', '.join(value_columns)}{hint})",
             list(frame.columns),
         )
     timestamps = _utc_timestamps(frame["ts"])

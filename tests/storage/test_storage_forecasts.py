@@ -140,6 +140,11 @@ def test_empty_range_has_the_columns(engine: Engine, site_id: str) -> None:
         ),
         (lambda f: f.drop(columns="pv_kw"), r"frame: missing column\(s\) \['pv_kw'\]"),
         (
+            lambda f: f.assign(issued_at=pd.Timestamp("2024-03-13T06:00Z")),
+            r"frame: has column\(s\) \['issued_at'\] that are not stored \(it holds ts, load_kw, pv_kw; the "
+            r"issue time is the issued_at argument, one per save\)",
+        ),
+        (
             lambda f: f.assign(site_id="KL_MALL"),
             r"frame: has column\(s\) \['site_id'\] that are not stored \(it holds ts, load_kw, pv_kw\)",
         ),

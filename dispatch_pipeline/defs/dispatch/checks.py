@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from dispatch_pipeline.core.feasibility import CHECKS, Breach, find_breaches
-from dispatch_pipeline.core.provenance import planned_from
+from dispatch_pipeline.core.provenance import stands_for
 from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.core.solve import Outcome, assemble_result
 from dispatch_pipeline.defs.common import shorten
@@ -144,9 +144,10 @@ def _kept_from_earlier_attempts(
     context: dg.AssetExecutionContext, storage: DispatchStorage, plans: Mapping[str, SolvedDay]
 ) -> dict[str, DispatchResult]:
     """The plans an earlier attempt of this run stored before failing (see retries.py), which
-    the IO manager does not store again, provided they were planned from this attempt's inputs:
-    a retry that read its forecast afresh (the daemon's, executing every step) may have found a
-    newer issue, and a plan of the old one must not stand beside inputs it was not made from."""
+    the IO manager does not store again, provided they may stand for the plans of this attempt's
+    inputs (core.provenance.stands_for): a retry that read its forecast afresh (the daemon's,
+    executing every step) may have found a newer issue, and a plan of the old one must not stand
+    beside inputs it does not fit."""
     engine = storage.engine()
     committed = plans_to_keep(context.get_step_execution_context(), engine, [parse_site_day(key) for key in plans])
     if not committed:
@@ -155,7 +156,8 @@ def _kept_from_earlier_attempts(
     kept, replanned = {}, []
     for day, run_id in committed.items():
         result = stored[run_id].to_result()
-        if planned_from(plans[day.key].planned.problem, result):
+        plan = plans[day.key]
+        if stands_for(plan.planned.problem, result, plan.outcome.schedule):
             kept[day.key] = result
         else:
             replanned.append(day.key)

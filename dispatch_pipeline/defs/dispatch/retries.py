@@ -6,8 +6,8 @@ failure, or a step retry policy runs the step again in the same run. The retry p
 the same input snapshots; storing those plans would put each site-day in the database twice, and
 every query over the runs of a backfill would count it twice. So a retry keeps the committed
 plans, provided that nothing replaced them since, that no run in between took its inputs afresh,
-and that they were planned from the inputs the retry read (checks.py asks: a retry executing
-every step reads the forecast again, and may find a newer issue). Anything else that plans a partition again (a new run, a re-execution of all steps started
+and that they still fit the inputs the retry read (core.provenance.stands_for, asked in
+checks.py: a retry executing every step reads the forecast again, and may find a newer issue). Anything else that plans a partition again (a new run, a re-execution of all steps started
 by hand, a re-execution of a run whose step succeeded) adds a run, as always.
 """
 

@@ -72,7 +72,8 @@ def off_grid_message(series: str, site_id: str, day: LocalDay, off_grid: list[pd
     return (
         f"{series} for site {site_id} on {day.date} ({day.timezone}) has {len(off_grid)} stored "
         f"row(s) that start no {day.resolution_minutes}-minute interval of the day: {shown}{more} "
-        "(the plan takes one value per interval start; load the series on that grid)"
+        "(the plan takes one value per interval start; loading again cannot replace rows off the "
+        "grid: delete them, as docs/operations.md shows under Loading forecasts and prices)"
     )
 
 
