@@ -168,9 +168,9 @@ def _kept_from_earlier_attempts(
         )
     if replanned:
         context.log.warning(
-            f"{len(replanned)} site-day(s) were stored by an earlier attempt of this run from other inputs "
-            f"than this attempt read (a forecast or price issued since): planned again and stored "
-            f"({shorten(sorted(replanned))})"
+            f"{len(replanned)} site-day(s) stored by an earlier attempt of this run no longer fit the inputs "
+            f"this attempt read (a forecast or price issued since, or a plan made now costs less): planned "
+            f"again and stored ({shorten(sorted(replanned))})"
         )
     return kept
 
