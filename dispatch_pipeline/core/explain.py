@@ -214,7 +214,6 @@ def explain_interval(
             f"Exporting {_kw(exp)} kW of PV surplus (sell {_amount(sell)} {currency}/kWh); battery idle at SOC {soc:.0%}"
         )
     if imp > _ON:
-        at_billed_peak = problem.demand_charge_per_kw > 0 and imp >= float(s.grid_import.max()) - 1e-3
         if bess.max_discharge_kw <= _ON or problem.capacity_kwh <= 0:
             battery = "the battery cannot discharge"
         elif _at_most(s.energy[t], problem.energy_min_kwh, _energy_unit(problem)):
@@ -230,13 +229,13 @@ def explain_interval(
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
         elif buy < 0:
             battery = f"battery idle at SOC {soc:.0%}: discharging would only cut an import the site is paid for"
-        elif buy <= bess.cycle_cost_per_kwh and (optimal or not at_billed_peak):
+        elif buy <= bess.cycle_cost_per_kwh and (optimal or not _at_billed_peak(problem, s, imp)):
             # Energy above the target and never drawn on later has no use but this import (and,
             # at the day's peak import, the demand charge, which the MILP found not worth it
             # either: the peak is flat over intervals the battery cannot all cover).
             battery = (
                 f"battery idle at SOC {soc:.0%}: discharging would save no more on the import it "
-                f"replaces{', the peak demand charge included,' if at_billed_peak else ''} than it costs in "
+                f"replaces{', the peak demand charge included,' if _at_billed_peak(problem, s, imp) else ''} than it costs in "
                 f"battery wear ({_amount(bess.cycle_cost_per_kwh)} {currency}/kWh)"
             )
         elif drawn_later and optimal:
@@ -253,6 +252,11 @@ def explain_interval(
         over = f"; {imp - cap:.1f} kW over the {cap:.1f} kW import limit" if cap is not None and imp > cap + 1e-3 else ""
         return "import_idle", f"Importing {_kw(imp)} kW for the load ({price}){over}; {battery}"
     return "idle", f"PV covers the load ({pv:.1f} kW PV, {load:.1f} kW load); battery idle at SOC {soc:.0%}"
+
+
+def _at_billed_peak(problem: DispatchProblem, s: Schedule, imp: float) -> bool:
+    # Asked only of the few idle intervals it words: the day's peak is not worth finding for all.
+    return problem.demand_charge_per_kw > 0 and imp >= float(s.grid_import.max()) - 1e-3
 
 
 def _why_not_export(problem: DispatchProblem, s: Schedule, t: int, bound: float, currency: str) -> str:
