@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,22 +37,23 @@ _SITE_ID = re.compile(SITE_ID_PATTERN)
 SITE_SUPPLIED_OBJECTS = ("bess", "limits", "weights")
 
 
-def registered_site(engine: Engine, raw: Any) -> Site | None:
+def registered_site(engine: Engine, raw: Any, *, may_name: Callable[[str], bool] = lambda _: True) -> Site | None:
     """The stored site the raw request names, if any (StoredSiteInvalid if it is stored broken).
 
     A site_id that breaks its pattern names no site: validation reports it with the rest. One
     differing only in case from a registered site's is a RequestError: planned as a site of its
     own, with the contract's default battery, it would be a typo's plan stored under an id no
-    site can ever be registered under.
+    site can ever be registered under. The error names that site only where `may_name` says the
+    caller may know of it.
     """
     site_id = raw.get("site_id") if isinstance(raw, dict) else None
     if not isinstance(site_id, str) or not _SITE_ID.fullmatch(site_id):
         return None
     site = get_site(engine, site_id)
     if site is None and (registered := registered_case_variant(engine, site_id)):
+        which = f"the registered site {registered!r}" if may_name(registered) else "a registered site"
         raise RequestError([
-            f"site_id: differs only in case from the registered site {registered!r} (got {site_id!r}); "
-            "site ids are compared exactly"
+            f"site_id: differs only in case from {which} (got {site_id!r}); site ids are compared exactly"
         ])
     return site
 

@@ -24,6 +24,15 @@ from dispatch_pipeline.placeholders import MAKE_SECRET, is_placeholder
 TOKENS_ENV = "DISPATCH_API_TOKENS"
 _SITE_ID = re.compile(SITE_ID_PATTERN)
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+# The IANA registry's HTTP authentication schemes, lowercased.
+_KNOWN_SCHEMES = frozenset({
+    "basic", "concealed", "digest", "dpop", "gnap", "hoba", "mutual", "negotiate", "ntlm",
+    "oauth", "privatetoken", "scram-sha-1", "scram-sha-256", "vapid", "aws4-hmac-sha256",
+})
+# What a client can send in a header and the server reads back unchanged (RFC 6750's b64token,
+# widened to every visible ASCII character but the entry separators): a token with other
+# characters is read as Latin-1 by the server, so it could never match.
+_TOKEN = re.compile(r"[!-~]+")
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +73,11 @@ class TokenTable:
             token = token.strip()
             if not token:
                 raise ValueError(f"{TOKENS_ENV}: entry {position} has an empty token")
+            if not _TOKEN.fullmatch(token):
+                raise ValueError(
+                    f"{TOKENS_ENV}: entry {position} has a token with a space or a character outside "
+                    "visible ASCII, which no client can send in an Authorization header"
+                )
             if is_placeholder(token):
                 raise ValueError(
                     f"{TOKENS_ENV}: entry {position} is the placeholder of .env.example ({token!r}): anyone "
@@ -132,19 +146,29 @@ async def require_access(
         raise ApiError(401, f"Authorization is sent {sent} times: send one bearer token",
                        headers=_UNAUTHORIZED_HEADERS)
     if credentials is None:
-        scheme = request.headers.get("authorization", "").strip().partition(" ")[0]
-        # The scheme only: whatever follows it may be a password.
-        if not scheme:
-            what = "missing bearer token"
-        elif scheme.lower() == "bearer":
-            what = "the bearer token is empty"
-        else:
-            what = f"Authorization of scheme {scheme[:20]!r}, not a bearer token"
-        raise ApiError(401, f"{what}: send 'Authorization: Bearer <token>'", headers=_UNAUTHORIZED_HEADERS)
+        raise ApiError(401, f"{_why_not_bearer(request.headers.get('authorization', ''))}: "
+                       "send 'Authorization: Bearer <token>'", headers=_UNAUTHORIZED_HEADERS)
     grant = table.find(credentials.credentials)
     if grant is None:
         raise ApiError(401, "unknown bearer token", headers=_UNAUTHORIZED_HEADERS)
     return grant
+
+
+def _why_not_bearer(header: str) -> str:
+    """Why an Authorization header holds no bearer token, naming its scheme only when it is a
+    registered one: a header without a scheme, or with a tab after it, starts with the secret."""
+    scheme, _, rest = header.strip().partition(" ")
+    if not scheme:
+        return "missing bearer token"
+    if scheme.lower() == "bearer":
+        return "the bearer token is empty"
+    if scheme.lower() in _KNOWN_SCHEMES:
+        return f"Authorization of scheme {scheme!r}, not a bearer token"
+    if scheme.lower().startswith("bearer") and scheme[len("bearer")].isspace():
+        return "'Bearer' and the token must be separated by one space"
+    if rest:
+        return "Authorization of another scheme, not a bearer token"
+    return "Authorization without a scheme (a token needs 'Bearer ' before it)"
 
 
 def ensure_site_allowed(grant: Grant, site_id: str) -> None:

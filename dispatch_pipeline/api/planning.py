@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
+from dispatch_pipeline.api.auth import Grant
 from dispatch_pipeline.api.errors import (
     ApiError,
     field_problem,
@@ -27,11 +28,11 @@ from dispatch_pipeline.site_requests import complete_from_site, registered_site,
 from dispatch_pipeline.storage import StorageInputError, StoredSiteInvalid, save_runs
 
 
-def plan_and_store(engine: Engine, raw: dict[str, Any]) -> DispatchResponse:
+def plan_and_store(engine: Engine, raw: dict[str, Any], access: Grant) -> DispatchResponse:
     """Solve the raw JSON request and store the run (source "api"); ApiError 422 for bad input,
-    with nothing written."""
+    with nothing written. Its messages name only the sites `access` allows."""
     try:
-        site = registered_site(engine, raw)
+        site = registered_site(engine, raw, may_name=access.allows)
     except StoredSiteInvalid as exc:
         # The operator's data, not the caller's request: a server error, with its reason.
         raise ApiError(500, f"cannot plan: {exc}") from None

@@ -58,9 +58,7 @@ def json_response(model: BaseModel, status_code: int = 200, headers: dict[str, s
     response_model=DispatchResponse,
     responses={
         **ERROR_RESPONSES,
-        413: {"model": ErrorResponse, "description": "Body over 1 MB."},
         415: {"model": ErrorResponse, "description": "Body not sent as application/json."},
-        500: {"model": ErrorResponse, "description": "The registered site's stored definition is no longer valid."},
     },
     openapi_extra=request_body_openapi(),
     dependencies=[query_parameters()],
@@ -81,7 +79,7 @@ async def run_dispatch(request: Request, access: Access, database: DatabaseDep) 
     # A solve holds its thread while waiting for a solver process: bound how many do, so that
     # a burst of POSTs queues here and cannot take every thread from the reads and /healthz.
     answer = await anyio.to_thread.run_sync(
-        lambda: plan_and_store(database.engine(), raw), limiter=request.app.state.solve_slots
+        lambda: plan_and_store(database.engine(), raw, access), limiter=request.app.state.solve_slots
     )
     return json_response(answer)
 

@@ -84,7 +84,16 @@ class ErrorResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or unknown bearer token."},
     403: {"model": ErrorResponse, "description": "The token may not access this site."},
+    413: {"model": ErrorResponse, "description": "Body over 1 MB (a GET takes none)."},
     422: {"model": ErrorResponse, "description": "Invalid input; names each field and value."},
+    500: {
+        "model": ErrorResponse,
+        "description": (
+            "The server failed; the message says why (stored rows or a site definition changed by "
+            "hand so they no longer make a whole run or a valid site) or, for an internal error, "
+            "that the server's log has it."
+        ),
+    },
     503: {"model": ErrorResponse, "description": "The database is unavailable; try again after the `Retry-After` seconds."},
 }
 

@@ -57,6 +57,21 @@ def test_missing_or_unknown_token_is_401(secured, engine, sample_request, header
     assert count_rows(engine) == before
 
 
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [("all-sites-token", "Authorization without a scheme (a token needs 'Bearer ' before it)"),
+     ("Bearer\tall-sites-token", "'Bearer' and the token must be separated by one space"),
+     ("Token all-sites-token", "Authorization of another scheme, not a bearer token")],
+    ids=["no-scheme", "tab", "unregistered-scheme"],
+)
+def test_a_401_never_repeats_what_may_be_the_token(secured, header, message):
+    response = secured.get("/dispatch/latest", params={"site_id": "DEMO"}, headers={"Authorization": header})
+
+    assert response.status_code == 401
+    assert response.json()["message"] == f"{message}: send 'Authorization: Bearer <token>'"
+    assert "all-sites" not in response.text
+
+
 @pytest.mark.parametrize("second", ["Bearer nope", "Bearer all-sites-token"])
 def test_two_authorization_headers_are_401_whichever_comes_first(secured, second):
     for headers in ([("Authorization", ALL["Authorization"]), ("Authorization", second)],
@@ -97,7 +112,7 @@ def test_token_table_format():
     assert load_token_table(None) is None and load_token_table("  ") is None
 
 
-@pytest.mark.parametrize("text", [":S1", "tok:", "tok:bad site", ",", "tok:KL_MALL|", "tok:S1||S2"])
+@pytest.mark.parametrize("text", [":S1", "tok:", "tok:bad site", ",", "tok:KL_MALL|", "tok:S1||S2", "tök", "two words"])
 def test_token_table_rejects_bad_entries(text):
     with pytest.raises(ValueError, match="DISPATCH_API_TOKENS"):
         load_token_table(text)

@@ -7,6 +7,7 @@ import uuid
 
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
 from dispatch_pipeline.core.request import Weights
 from dispatch_pipeline.core.site import Site, SiteBattery
@@ -189,7 +190,6 @@ def test_healthz_503_without_the_milp_solver(client, monkeypatch):
 
 
 def test_healthz_503_when_database_is_unreachable(monkeypatch):
-    from fastapi.testclient import TestClient
 
     from dispatch_pipeline.api import create_app
 
@@ -213,7 +213,6 @@ def test_healthz_503_when_database_is_unreachable(monkeypatch):
     ["postgresql+psycopg://postgres@127.0.0.1:abc/x", "postgresql+psycopg://postgres@127.0.0.1:5432/x?connect_timeout=abc"],
 )
 def test_a_database_url_the_server_cannot_use_is_503_json_not_a_500(database_url, monkeypatch):
-    from fastapi.testclient import TestClient
 
     from dispatch_pipeline.api import create_app
 
@@ -542,6 +541,23 @@ def test_a_site_id_differing_only_in_case_from_a_registered_one_is_a_422(client,
     assert count_rows(engine) == before
 
 
+def test_a_case_variant_is_named_only_to_a_token_that_may_access_the_registered_site(make_app, engine, sample_request):
+    _register_site(engine, "CASE_SITE_3")
+    request = {**sample_request, "site_id": "case_site_3"}
+    before = count_rows(engine)
+
+    with TestClient(make_app("case-token:case_site_3, all-token")) as secured:
+        narrow = secured.post("/dispatch/run", json=request, headers={"Authorization": "Bearer case-token"})
+        wide = secured.post("/dispatch/run", json=request, headers={"Authorization": "Bearer all-token"})
+
+    assert (narrow.status_code, wide.status_code) == (422, 422)
+    assert narrow.json()["detail"][0]["msg"] == (
+        "differs only in case from a registered site (got 'case_site_3'); site ids are compared exactly"
+    )
+    assert "CASE_SITE_3" in wide.json()["detail"][0]["msg"]
+    assert count_rows(engine) == before
+
+
 @pytest.mark.parametrize("date", [None, "2024-01-02"])
 def test_latest_of_a_site_id_differing_only_in_case_from_a_registered_one_names_it(client, engine, date):
     _register_site(engine, "CASE_SITE_2")
@@ -576,7 +592,6 @@ def test_a_run_whose_rows_were_deleted_by_hand_answers_a_json_500_naming_it(clie
 
 
 def test_an_unexpected_failure_answers_in_the_one_error_shape(make_app, monkeypatch, sample_request):
-    from fastapi.testclient import TestClient
 
     from dispatch_pipeline.api import routes
 
