@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
@@ -360,6 +361,7 @@ def test_a_planning_time_the_clock_skips_or_repeats_plans_the_site_once():
         ("Australia/Lord_Howe", dt.date(2025, 4, 6)),  # a half-hour change
         ("America/Havana", dt.date(2025, 3, 9)),  # 00:00 -> 01:00: the day starts at 01:00
         ("America/Santiago", dt.date(2025, 4, 6)),  # 00:00 -> 23:00 the day before
+        ("America/Nuuk", dt.date(2025, 3, 30)),  # 23:00 -> 00:00: 23:45 the day before is skipped
     ],
 )
 def test_every_planning_time_plans_each_day_once_across_a_clock_change(zone, change_day):
@@ -373,6 +375,8 @@ def test_every_planning_time_plans_each_day_once_across_a_clock_change(zone, cha
         for tick in ticks:
             for _, tomorrow in due_sites(sites, tick, planning_at):
                 assert tomorrow <= last_date_partition(tick), (planning_at, tick, tomorrow)
+                starts = dt.datetime.combine(tomorrow, dt.time(), tzinfo=ZoneInfo(zone))
+                assert tick < starts, (planning_at, tick, tomorrow)  # planned before it begins
                 planned.append(tomorrow)
         days_inside = [change_day + dt.timedelta(days=n) for n in (0, 1)]  # whole local days in the scan
         for day in days_inside:

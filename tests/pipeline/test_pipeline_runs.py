@@ -557,6 +557,40 @@ def test_the_daemons_retry_with_every_step_keeps_the_committed_plans_too(
     assert _schedule_metadata_run_ids(retry) == {str(stored_first[0])}
 
 
+def test_the_daemons_retries_of_a_run_whose_kpis_failed_keep_its_plans_through_a_chain(
+    instance, engine, make_site, database_url, snapshots_dir, monkeypatch
+):
+    # The plans were stored and the step that stored them succeeded; a later step failed. The
+    # daemon's retry executing every step, and its own retry, finish that run: they plan again
+    # and keep the stored plans, which carry the first run's id.
+    from dispatch_pipeline.defs.dispatch import reports
+    from tests.pipeline.retried_job import pipeline_job, reexecute
+
+    dates = (DAY, DAY + dt.timedelta(days=1))
+    site = make_site("KL_MALL", dates)
+
+    def lost_while_measuring(*_args):
+        raise RuntimeError("run worker lost while measuring the KPIs")
+
+    retry_tags = {"dagster/retry_number": "1"}
+    with monkeypatch.context() as patch:
+        patch.setattr(reports, "kpi_metadata", lost_while_measuring)
+        first = run_site_days(pipeline_job(database_url, str(snapshots_dir)), instance,
+                              [SiteDay(site.site_id, date) for date in dates])
+        stored_first = sorted(run.run_id for run in list_runs(engine, site.site_id))
+        second = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=False, tags=retry_tags)
+    third = reexecute(instance, second.run_id, database_url, str(snapshots_dir), from_failure=False,
+                      tags={"dagster/retry_number": "2"})
+
+    assert (first.success, second.success, third.success) == (False, False, True)
+    assert len(stored_first) == 2
+    assert sorted(run.run_id for run in list_runs(engine, site.site_id)) == stored_first
+    assert _schedule_metadata_run_ids(third) == {str(run_id) for run_id in stored_first}
+    checks = third.get_asset_check_evaluations()
+    assert {check.check_name for check in checks if check.passed} >= {"power_balance", "physical_soc"}
+    assert {check.metadata["partitions_checked"].value for check in checks} == {2}
+
+
 def test_the_daemons_retry_plans_again_when_a_newer_forecast_arrived_since_the_commit(
     instance, engine, make_site, database_url, snapshots_dir, monkeypatch
 ):

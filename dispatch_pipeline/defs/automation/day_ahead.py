@@ -85,8 +85,10 @@ def due_sites(
     A site is due when the instant its clock reads the planning time today falls within
     [tick, + one tick). On the days a clock changes, a planning time the clock skips (02:30 on
     spring-forward night in Berlin) is the instant it would have been on the old offset (03:30 after
-    the jump), and one it reads twice (fall-back night) is its first reading: every site is planned
-    once every day, whatever the planning time.
+    the jump), unless that instant falls in the day to plan (23:45 in Nuuk, whose clock jumps from
+    23:00 to midnight): then the instant it would have been on the new offset (22:45); one it
+    reads twice (fall-back night) is its first reading. Every site is planned once every day,
+    before the day starts, whatever the planning time.
     """
     planning_at = PLANNING_MINUTE if planning_at is None else planning_at
     planning_time = dt.time(planning_at // 60, planning_at % 60)
@@ -98,11 +100,20 @@ def due_sites(
         # The instant of a skipped time lies up to the size of the jump after the tick's local date
         # began, so yesterday's and tomorrow's planning instants are candidates too.
         for local_date in (today - dt.timedelta(days=1), today, today + dt.timedelta(days=1)):
-            # fold=0: a skipped time maps forward by the jump, a repeated one to its first reading.
-            planning_instant = dt.datetime.combine(local_date, planning_time, tzinfo=zone)
+            planning_instant = _planning_instant(local_date, planning_time, zone)
             if tick_utc <= planning_instant < window_end:
                 due.append((site_id, local_date + dt.timedelta(days=1)))
     return due
+
+
+def _planning_instant(local_date: dt.date, planning_time: dt.time, zone: ZoneInfo) -> dt.datetime:
+    # fold=0: a skipped time maps forward by the jump, a repeated one to its first reading;
+    # fold=1 maps a skipped one back by the jump, before the midnight the jump ends at.
+    instant = dt.datetime.combine(local_date, planning_time, tzinfo=zone)
+    tomorrow_starts = dt.datetime.combine(local_date + dt.timedelta(days=1), dt.time(), tzinfo=zone)
+    if instant.astimezone(dt.UTC) >= tomorrow_starts.astimezone(dt.UTC):
+        return instant.replace(fold=1)
+    return instant
 
 
 def ready_sites(engine: Engine, sites: dict[str, Site], due: list[tuple[str, dt.date]]) -> set[str]:

@@ -105,8 +105,8 @@ def check_dispatch_schedule(
     storage: DispatchStorage,
     plans: dict[str, SolvedDay],
 ):
-    # A retry keeps what an earlier attempt stored; only the plans it would store are judged
-    # (the kept ones passed these checks before they were stored).
+    # A retry keeps what an earlier attempt stored; the kept plans were judged against this
+    # attempt's problems as they were read back (stands_for), so they count as checked.
     kept = _kept_from_earlier_attempts(context, storage, plans)
     fresh = {key: plan for key, plan in plans.items() if key not in kept}
     by_check: dict[str, dict[str, list[Breach]]] = defaultdict(lambda: defaultdict(list))
@@ -114,16 +114,16 @@ def check_dispatch_schedule(
         for breach in find_breaches(plan.planned.problem, plan.outcome.schedule):
             name = breach.check if breach.check in NAMED_HARD_CHECKS else OTHER_HARD_CHECK
             by_check[name][key].append(breach)
-    hard_results = [_hard_result(name, by_check[name], len(fresh)) for name in HARD_CHECKS]
+    hard_results = [_hard_result(name, by_check[name], len(plans)) for name in HARD_CHECKS]
     unusable = sorted({key for name in HARD_CHECKS for key in by_check[name]})
     if unusable:
         # Failed evaluations are recorded first; the plans never reach the IO manager, so a plan
         # that breaks a hard constraint is neither stored nor read by anything downstream.
         yield from hard_results
-        yield _fallback_result({key: plan.outcome for key, plan in fresh.items()})
+        yield _fallback_result({key: kept.get(key, plan.outcome) for key, plan in plans.items()})
         raise dg.Failure(
             description=(
-                f"{len(unusable)} of {len(fresh)} site-day(s) break a hard constraint; nothing was "
+                f"{len(unusable)} of {len(plans)} site-day(s) break a hard constraint; nothing was "
                 f"stored: {shorten(unusable)}"
             ),
             metadata={

@@ -7,8 +7,11 @@ the same input snapshots; storing those plans would put each site-day in the dat
 every query over the runs of a backfill would count it twice. So a retry keeps the committed
 plans, provided that nothing replaced them since, that no run in between took its inputs afresh,
 and that they still fit the inputs the retry read (core.provenance.stands_for, asked in
-checks.py: a retry executing every step reads the forecast again, and may find a newer issue). Anything else that plans a partition again (a new run, a re-execution of all steps started
-by hand, a re-execution of a run whose step succeeded) adds a run, as always.
+checks.py: a retry executing every step reads the forecast again, and may find a newer issue).
+The daemon's retry of a run that failed after this step succeeded (in the explanations or KPIs)
+keeps the plans too, even when it executes every step. Anything else that plans a partition
+again (a new run, a re-execution of all steps started by hand, a re-execution by hand of a run
+whose step succeeded) adds a run, as always.
 """
 
 from __future__ import annotations
@@ -32,14 +35,19 @@ INPUT_STEPS = ("site_forecast", "site_tariff")
 
 def earlier_attempts(step: dg.StepExecutionContext) -> list[str]:
     """Ids of the Dagster runs whose attempt at this step planned from this attempt's inputs
-    and may have stored its plans before failing: this run, when the step is being retried in
-    it, and the runs this one re-executes, back to the nearest whose step succeeded or that
-    took its inputs afresh."""
+    and may have stored its plans: this run, when the step is being retried in it, and the runs
+    this one re-executes, back to the nearest whose step succeeded or that took its inputs
+    afresh. A run whose step succeeded counts only for the daemon's retry of it: that retry
+    finishes the run (a later step failed), whereas a re-execution started by hand plans anew.
+    The walk goes on past a retry whose step succeeded: it may have kept its parent's plans,
+    which carry the parent's run id."""
     attempts = [step.run_id] if step.previous_attempt_count else []
     run = step.dagster_run
     while run.parent_run_id is not None and not _takes_inputs(run):
         parent = step.instance.get_run_by_id(run.parent_run_id)
-        if parent is None or _succeeded(step.instance, parent.run_id, step.step.key):
+        if parent is None or (
+            RETRY_NUMBER_TAG not in run.tags and _succeeded(step.instance, parent.run_id, step.step.key)
+        ):
             break
         attempts.append(parent.run_id)
         run = parent
