@@ -123,8 +123,25 @@ def application_database_url(explicit: str | None = None) -> str:
     from dispatch_pipeline.storage.database import normalize_url
 
     if explicit:
-        return normalize_url(explicit)
+        return kept_on_disk(normalize_url(explicit), "--database-url")
     apply_project_env_file()
     if not os.environ.get("DATABASE_URL", "").strip():
         choose_dagster_home()
-    return database_url()
+    return kept_on_disk(database_url(), "DATABASE_URL")
+
+
+def kept_on_disk(url: str, source: str) -> str:
+    """`url`, unless it is an SQLite database in memory: what a command stores there is gone
+    when it exits, and one that serves or reads it finds nothing."""
+    from dispatch_pipeline.storage.database import is_in_memory, printable_url
+
+    try:
+        in_memory = is_in_memory(url)
+    except Exception:
+        return url  # reported where it is opened, as a URL SQLAlchemy cannot use
+    if in_memory:
+        raise UsageError(
+            f"{source} {printable_url(url)!r} is an SQLite database in memory, which keeps nothing "
+            "once the command exits: name a file (sqlite:///path/to/dispatch.sqlite) or a server"
+        )
+    return url

@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from dispatch_pipeline.cli import UsageError, add_database_url_option
-from dispatch_pipeline.cli.dagster_home import DagsterHome, choose_dagster_home, reads_variables
+from dispatch_pipeline.cli.dagster_home import (
+    DagsterHome,
+    choose_dagster_home,
+    kept_on_disk,
+    reads_variables,
+)
 
 if TYPE_CHECKING:
     from dispatch_pipeline.defs.partitions import SiteDay
@@ -131,10 +136,11 @@ def run(args: argparse.Namespace) -> int:
     if home.from_env_file:
         print(f"Settings from ./.env (over the shell's, as dagster dev applies them): {', '.join(home.from_env_file)}")
     instance = open_instance(home)
-    url = args.database_url or database_url()
+    url = kept_on_disk(args.database_url, "--database-url") if args.database_url else kept_on_disk(database_url(), "DATABASE_URL")
     engine = open_database(url)
     print(f"Application database: {printable_url(url)}")
 
+    refuse_to_replace_other_sites(engine, sites, printable_url(url))
     upsert_sites(engine, sites)  # all of them or, refused, none
     for site, (_, today) in zip(sites, todays, strict=True):
         for date in demo_dates(today, args.days):
@@ -170,6 +176,28 @@ def run(args: argparse.Namespace) -> int:
         "  then open http://127.0.0.1:3000  (Assets > dispatch_schedule > Partitions; Runs)"
     )
     return 1 if failures else 0
+
+
+def refuse_to_replace_other_sites(engine: Any, sites: list[Any], where: str) -> None:
+    """UsageError naming the demo's site ids registered with other definitions: the demo would
+    replace an operator's site, and overshadow its forecasts with generated ones."""
+    from dispatch_pipeline.storage import StoredSiteInvalid, get_site
+
+    def registered_otherwise(site: Any) -> bool:
+        try:
+            stored = get_site(engine, site.site_id)
+        except StoredSiteInvalid:
+            return True
+        return stored is not None and stored != site
+
+    others = [site.site_id for site in sites if registered_otherwise(site)]
+    if others:
+        raise UsageError(
+            f"{', '.join(others)}: registered in {where} with a definition other than the demo's; the "
+            "demo would replace it and store generated forecasts over its days. Run the demo on a "
+            "database of its own (--database-url sqlite:///demo.sqlite), or remove the site first "
+            f"(dispatch-pipeline sites remove {others[0]})"
+        )
 
 
 def print_summary(results: dict[str, Any], sites: list[Any]) -> None:

@@ -180,15 +180,25 @@ def missing_sqlite_file(url: str) -> str | None:
     """The path of an SQLite file `url` names that does not exist yet (connecting would create
     it), else None: commands that only read must not leave an empty file behind a mistyped path."""
     parsed = parse_database_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if parsed.get_backend_name() != "sqlite" or _in_memory(parsed):
         return None
     return None if Path(parsed.database).exists() else parsed.database
+
+
+def is_in_memory(url: str) -> bool:
+    """Whether `url` is an SQLite database in memory, which is gone when the process ends."""
+    parsed = parse_database_url(url)
+    return parsed.get_backend_name() == "sqlite" and _in_memory(parsed)
+
+
+def _in_memory(parsed: URL) -> bool:
+    return parsed.database in (None, "", ":memory:")
 
 
 def _create(url: str) -> Engine:
     parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _create_sqlite(url, in_memory=parsed.database in (None, "", ":memory:"))
+        return _create_sqlite(url, in_memory=_in_memory(parsed))
     if parsed.get_backend_name() == "postgresql" and not (
         parsed.database or parsed.query.get("dbname") or os.environ.get("PGDATABASE")
     ):

@@ -23,9 +23,9 @@ from dispatch_pipeline.cli.dagster_home import (
     choose_dagster_home,
     unset_variables,
 )
-from dispatch_pipeline.cli.demo import demo_runs, local_today
-from dispatch_pipeline.demo import demo_site
-from dispatch_pipeline.storage import open_database, upsert_site
+from dispatch_pipeline.cli.demo import demo_runs, local_today, refuse_to_replace_other_sites
+from dispatch_pipeline.demo import demo_site, demo_sites
+from dispatch_pipeline.storage import get_site, open_database, upsert_site, upsert_sites
 from dispatch_pipeline.storage.tables import dispatch_runs, sites
 from tests.conftest import REPO
 
@@ -255,6 +255,38 @@ def test_a_registered_id_clashing_with_a_demo_sites_in_case_is_named_without_a_t
     assert "differs only in case from the registered site 'kl_mall'" in err and "Traceback" not in err
     with engine.connect() as connection:
         assert connection.scalars(select(sites.c.site_id)).all() == ["kl_mall"]  # no demo site either
+
+
+def test_the_demo_refuses_to_replace_a_site_registered_under_a_demo_id_with_another_definition(checkout, capsys):
+    engine = open_database(f"sqlite:///{checkout / 'dagster_home' / 'embedded' / 'dispatch.sqlite'}")
+    own = demo_site("KL_MALL")
+    own = own.model_copy(update={"bess": own.bess.model_copy(update={"capacity_kwh": 123.0})})
+    upsert_site(engine, own)
+
+    assert main(["demo", "--days", "1"]) == 2
+
+    err = capsys.readouterr().err
+    assert "KL_MALL: registered in sqlite:///" in err and "with a definition other than the demo's" in err
+    assert "dispatch-pipeline sites remove KL_MALL" in err
+    assert get_site(engine, "KL_MALL") == own
+    with engine.connect() as connection:
+        assert connection.scalars(select(sites.c.site_id)).all() == ["KL_MALL"]
+
+
+def test_the_demo_sites_as_the_demo_registered_them_may_be_registered_again(tmp_path):
+    engine = open_database(f"sqlite:///{tmp_path / 'dispatch.sqlite'}")
+    upsert_sites(engine, demo_sites())
+
+    refuse_to_replace_other_sites(engine, demo_sites(), "here")  # no UsageError
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_sqlite_database_in_memory_is_refused_naming_where_it_came_from(checkout, monkeypatch, capsys, url):
+    assert main(["sites", "list", "--database-url", url]) == 2
+    assert f"--database-url '{url}' is an SQLite database in memory" in capsys.readouterr().err
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert main(["demo", "--days", "1"]) == 2
+    assert f"DATABASE_URL '{url}' is an SQLite database in memory" in capsys.readouterr().err
 
 
 def test_days_before_the_first_date_partition_are_refused_before_anything_is_written(checkout, capsys):
