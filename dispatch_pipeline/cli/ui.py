@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -30,11 +31,28 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def refuse_unusable_address(host: str, port: int) -> None:
+    """UsageError when the UI could not listen on host:port: dagster dev logs that error and goes
+    on running its daemon, with no UI, while the URL it printed shows whatever holds the port."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            # As the web server binds: a port left in TIME_WAIT by the last UI is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port, or "
+            "--host an address of this machine"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UsageError(f"--port: must be in 1..65535 (got {args.port})")
     if not WORKSPACE.is_file():
         raise UsageError(f"no ./{WORKSPACE} here: run this from the repository root")
+    refuse_unusable_address(args.host, args.port)
     home = choose_dagster_home()
     print(f"Dagster instance: {home.path} ({home.storage})")
     if home.from_env_file:

@@ -167,6 +167,16 @@ def test_outside_the_repository_the_ui_says_where_to_run_it(tmp_path, monkeypatc
     assert "workspace.yaml" in capsys.readouterr().err
 
 
+def test_the_ui_on_a_port_taken_is_refused_before_dagster_starts(checkout, capsys):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use): choose another --port" in err
+
+
 @pytest.mark.slow
 def test_demo_plans_every_site_day_into_the_instance_the_ui_reads(checkout):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_SOLVER")}
