@@ -439,9 +439,14 @@ def stored_day_notes(engine: Any, spec: SeriesFile, site: Any, frame: Any) -> li
                 f"the stored {spec.what} still misses intervals of {len(incomplete)} local day(s) in "
                 f"{site.timezone}: {_first_five(incomplete)}; such a day cannot be planned until they are loaded"
             )
-    if "pv_kw" in frame and site.pv_kwp > 0:
+    if "pv_kw" in frame:
         peak = float(frame["pv_kw"].max())
-        if peak > PLAUSIBLE_PV_PEAK_RATIO * site.pv_kwp:
+        if site.pv_kwp == 0 and peak > 0:
+            notes.append(
+                f"pv_kw peaks at {peak:g} kW, but the site's pv_kwp is 0 (no PV): is the file for "
+                "this site, or is its pv_kwp out of date?"
+            )
+        elif peak > PLAUSIBLE_PV_PEAK_RATIO * site.pv_kwp:
             notes.append(
                 f"pv_kw peaks at {peak:g} kW, {peak / site.pv_kwp:.1f} times the site's pv_kwp of "
                 f"{site.pv_kwp:g}: is the file in kW (not W), and for this site?"

@@ -80,9 +80,9 @@ class Site(BaseModel):
     latitude: Annotated[FiniteFloat, Field(ge=-90, le=90)]
     longitude: Annotated[FiniteFloat, Field(ge=-180, le=180)]
     altitude_m: FiniteFloat = 0.0
-    pv_kwp: Annotated[FiniteFloat, Field(ge=0)] = 0.0
-    # No defaults for these two: a battery or a currency nobody stated would be planned and
-    # labelled as if it were real.
+    # No defaults for these three: a PV size, a battery or a currency nobody stated would be
+    # taken for the site's (PV forecasts are checked against pv_kwp; 0 says the site has none).
+    pv_kwp: Annotated[FiniteFloat, Field(ge=0)]
     currency: str = Field(pattern=CURRENCY_PATTERN)
     bess: SiteBattery
     limits: Limits = Limits()

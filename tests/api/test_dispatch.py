@@ -229,6 +229,7 @@ def _register_site(engine, site_id: str, demand_charge_per_kw: float = 0.0, curr
         site_id=site_id,
         timezone="Asia/Kuala_Lumpur",
         latitude=3.1,
+        pv_kwp=0.0,
         longitude=101.7,
         currency=currency,
         bess=SiteBattery(capacity_kwh=200.0, max_charge_kw=80.0, max_discharge_kw=80.0, soc_initial=0.4),

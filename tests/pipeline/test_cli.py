@@ -79,11 +79,12 @@ def test_db_current_of_a_missing_sqlite_file_creates_none(tmp_path, capsys):
     assert not path.exists()
 
 
-A_SITE = (
+SITE_WITHOUT_PV_SIZE = (
     "site_id: X\ntimezone: Asia/Kuala_Lumpur\nlatitude: 3.1\nlongitude: 101.7\ncurrency: MYR\n"
     "bess: {capacity_kwh: 200, max_charge_kw: 100, max_discharge_kw: 100}\n"
     "tariff: {currency: MYR, default: {buy: 0.4, sell: 0.2}}\n"
 )
+A_SITE = SITE_WITHOUT_PV_SIZE + "pv_kwp: 0\n"
 
 
 def test_moving_a_site_to_another_timezone_or_currency_warns(url, tmp_path, capsys):
@@ -103,18 +104,19 @@ def test_moving_a_site_to_another_timezone_or_currency_warns(url, tmp_path, caps
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        pytest.param(A_SITE + "pv_kwp: 500\npv_kwp: 5\n", "found key 'pv_kwp' again (first at line 8)",
+        pytest.param(SITE_WITHOUT_PV_SIZE + "pv_kwp: 500\npv_kwp: 5\n", "found key 'pv_kwp' again (first at line 8)",
                      id="duplicate-key"),
         pytest.param((A_SITE + "name: Caf\xe9\n").encode("latin-1"), f"not UTF-8 text (line {A_SITE.count(chr(10)) + 1}, byte {len(A_SITE) + 9}: 0xe9)",
                      id="latin-1"),
         pytest.param("a: " + "[" * 5000, "nested too deeply", id="deep-nesting"),
         pytest.param(A_SITE + "altitude_m: " + "9" * 5000 + "\n", "altitude_m: Input should be a valid number (got an integer of 5000 digits)", id="huge-integer"),
-        pytest.param(A_SITE + "pv_kwp: 1.0e-400\n", "pv_kwp: Input should be a valid number (got 1.0e-400, too close to 0 for a number to hold: write 0)", id="underflow"),
+        pytest.param(SITE_WITHOUT_PV_SIZE + "pv_kwp: 1.0e-400\n", "pv_kwp: Input should be a valid number (got 1.0e-400, too close to 0 for a number to hold: write 0)", id="underflow"),
         pytest.param(A_SITE + 'name: "a\\0b"\n', "name: contains a NUL character", id="nul-in-name"),
         pytest.param(A_SITE + 'name: "\\ud800"\n', "name: contains '\\ud800', a lone surrogate", id="surrogate"),
         pytest.param(A_SITE.replace("Asia/Kuala_Lumpur", "localtime"),
                      "site.yaml ('X'): timezone: unknown IANA timezone", id="host-zone"),
-        pytest.param(A_SITE + "pv_kwp: 1.0e+308\n", "pv_kwp: Input should be less than or equal to", id="huge-pv"),
+        pytest.param(SITE_WITHOUT_PV_SIZE + "pv_kwp: 1.0e+308\n", "pv_kwp: Input should be less than or equal to", id="huge-pv"),
+        pytest.param(SITE_WITHOUT_PV_SIZE, "site.yaml ('X'): pv_kwp: field required", id="no-pv-size"),
         pytest.param("- " + A_SITE.replace("\n", "\n  "), "site.yaml: holds a list of 1 entries; `sites add` takes one site "
                      "as a mapping (drop the leading `- ` of a pasted sites.yaml entry", id="pasted-entry"),
     ],
@@ -402,6 +404,18 @@ def test_a_pv_forecast_far_above_the_sites_size_is_noted(url, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"KL_MALL: pv_kw peaks at {table['pv_kw'].max():g} kW" in err
     assert "times the site's pv_kwp of 500: is the file in kW (not W), and for this site?" in err
+
+
+def test_pv_at_a_site_registered_without_pv_is_noted(url, tmp_path, capsys):
+    site = tmp_path / "site.yaml"
+    site.write_text(A_SITE)  # pv_kwp: 0
+    assert main(["sites", "add", str(site), "--database-url", url]) == 0
+    path = tmp_path / "forecast.csv"
+    path.write_text("site_id,ts,load_kw,pv_kw\nX,2025-01-01T04:00:00Z,10,0\nX,2025-01-01T04:15:00Z,10,42.5\n")
+    capsys.readouterr()
+    assert main(["forecasts", "load", str(path), "--database-url", url]) == 0
+    assert ("X: pv_kw peaks at 42.5 kW, but the site's pv_kwp is 0 (no PV): is the file for this site, "
+            "or is its pv_kwp out of date?") in capsys.readouterr().err
 
 
 def test_an_unregistered_sites_series_is_stored_without_notes(url, tmp_path, capsys):
