@@ -8,7 +8,6 @@ The REST API and `dispatch-pipeline solve --store` plan the same request the sam
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,14 +23,13 @@ from dispatch_pipeline.core.calendar import (
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
 from dispatch_pipeline.core.request import (
     RESOLUTIONS_MINUTES,
-    SITE_ID_PATTERN,
     DispatchRequest,
     RequestError,
+    is_site_id,
 )
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.storage import get_site, load_forecast, registered_case_variant
 
-_SITE_ID = re.compile(SITE_ID_PATTERN)
 # Request fields a registered site supplies when the request leaves them out; an object given
 # for one of them patches the site's value field by field.
 SITE_SUPPLIED_OBJECTS = ("bess", "limits", "weights")
@@ -47,7 +45,7 @@ def registered_site(engine: Engine, raw: Any, *, may_name: Callable[[str], bool]
     caller may know of it.
     """
     site_id = raw.get("site_id") if isinstance(raw, dict) else None
-    if not isinstance(site_id, str) or not _SITE_ID.fullmatch(site_id):
+    if not is_site_id(site_id):
         return None
     site = get_site(engine, site_id)
     if site is None and (registered := registered_case_variant(engine, site_id)):

@@ -34,7 +34,12 @@ from dispatch_pipeline.api.schemas import (
 from dispatch_pipeline.api.strictness import query_parameters, require_json_body
 from dispatch_pipeline.core.calendar import FIRST_DATE, LAST_DATE
 from dispatch_pipeline.core.documents import DocumentError, decode_utf8, json_type_name, parse_json
-from dispatch_pipeline.core.request import SITE_ID_PATTERN, parse_calendar_date, site_id_problem
+from dispatch_pipeline.core.request import (
+    SITE_ID_PATTERN,
+    is_site_id,
+    parse_calendar_date,
+    site_id_problem,
+)
 from dispatch_pipeline.storage import (
     IncompleteStoredRun,
     StoredRun,
@@ -74,8 +79,11 @@ async def run_dispatch(request: Request, access: Access, database: DatabaseDep) 
             field_problem(loc, f"has {length} values; at most {MAX_INTERVALS} intervals are accepted")
             for loc, length in too_long
         ])
-    if isinstance(raw.get("site_id"), str):
-        ensure_site_allowed(access, raw["site_id"])
+    site_id = raw.get("site_id")
+    # A site_id no site can have is the caller's mistake (422, from validation), not one this
+    # token may not touch.
+    if is_site_id(site_id):
+        ensure_site_allowed(access, site_id)
     # A solve holds its thread while waiting for a solver process: bound how many do, so that
     # a burst of POSTs queues here and cannot take every thread from the reads and /healthz.
     answer = await anyio.to_thread.run_sync(

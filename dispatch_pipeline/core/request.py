@@ -110,6 +110,11 @@ def site_id_problem(value: str) -> str | None:
     return None
 
 
+def is_site_id(value: Any) -> bool:
+    """Whether `value` is a site id a request may carry (the pattern, and site_id_problem)."""
+    return isinstance(value, str) and re.fullmatch(SITE_ID_PATTERN, value) is not None and not site_id_problem(value)
+
+
 def _usable_site_id(value: str) -> str:
     problem = site_id_problem(value)
     if problem:

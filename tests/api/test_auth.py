@@ -89,6 +89,18 @@ def test_token_limited_to_other_sites_is_403(secured, engine, sample_request):
     assert secured.get("/dispatch/latest", params={"site_id": "DEMO"}, headers=KL_ONLY).status_code == 403
 
 
+@pytest.mark.parametrize("site_id", ["bad id", ".."])
+def test_a_site_id_no_site_can_have_is_a_422_to_a_scoped_token_too(secured, engine, sample_request, site_id):
+    before = count_rows(engine)
+
+    posted = secured.post("/dispatch/run", json={**sample_request, "site_id": site_id}, headers=KL_ONLY)
+    read = secured.get("/dispatch/latest", params={"site_id": site_id}, headers=KL_ONLY)
+
+    assert (posted.status_code, read.status_code) == (422, 422)
+    assert posted.json()["detail"][0]["loc"] == ["body", "site_id"]
+    assert count_rows(engine) == before
+
+
 def test_allowed_tokens_get_200_and_run_reads_check_the_site(secured, sample_request):
     posted = secured.post("/dispatch/run", json=sample_request, headers=ALL)
     assert posted.status_code == 200
