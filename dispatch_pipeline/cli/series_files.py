@@ -201,9 +201,9 @@ def _number(value: Any, where: str, non_negative: bool) -> float:
         # float() turns 1e-400 into 0 (and -1e-400 into a zero that passes ">= 0").
         raise UsageError(f"{where}: too close to 0 for a number to hold; write 0 (got {value!r})")
     if not math.isfinite(number):
-        # A Parquet file's float null arrives as NaN too.
-        missing = " (or missing)" if math.isnan(number) and not isinstance(value, str) else ""
-        raise UsageError(f"{where}: must be finite{missing} (got {value!r})")
+        # A Parquet file's float null arrives as NaN too: the message must not call it a NaN.
+        missing = ": NaN, or a missing value of a float column" if math.isnan(number) and not isinstance(value, str) else ""
+        raise UsageError(f"{where}: must be finite (got {value!r}{missing})")
     if non_negative and number < 0:
         raise UsageError(f"{where}: must be >= 0 (got {value!r})")
     if abs(number) > MAX_MAGNITUDE:

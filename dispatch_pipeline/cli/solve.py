@@ -32,7 +32,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-milp", action="store_true", help="use the rule-based schedule only")
     parser.add_argument(
         "--currency", default=None, type=_currency_code,
-        help="ISO 4217 code of the request's prices, for the explanations (a request carries none; "
+        help="currency code of the request's prices, three capital letters as in ISO 4217, for the "
+        "explanations (a request carries none; "
         f"default: a registered site's with --store, else {DEFAULT_CURRENCY})",
     )
     parser.add_argument(
@@ -82,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         result = _solve_and_store(request, args) if args.store else _solve(request, args)
     except (RequestError, SolverUnavailable) as exc:
         raise UsageError(str(exc)) from None
+    if not args.store:
+        # Its run_id names no stored run: GET /dispatch/runs/{run_id} would not find it.
+        print(f"dispatch-pipeline solve: run {result.run_id} not stored (--store stores it)", file=sys.stderr)
     print(result.to_json())
     return 0
 

@@ -122,6 +122,17 @@ def test_an_off_grid_ts_as_text_in_a_parquet_file_is_rejected(url, tmp_path, cap
     assert stored("forecasts", url).empty
 
 
+def test_a_nan_in_a_parquet_float_column_is_said_to_be_nan_or_missing(url, tmp_path, capsys):
+    table = forecast_table()
+    table.loc[ROW - 1, "load_kw"] = float("nan")  # how a float column holds a null too
+    path = tmp_path / "nan.parquet"
+    table.to_parquet(path)
+    assert load("forecasts", path, url) == 2
+    assert (f"row {ROW}, column load_kw: must be finite (got nan: NaN, or a missing value of a float column)"
+            in capsys.readouterr().err)
+    assert stored("forecasts", url).empty
+
+
 def test_one_off_grid_row_rejects_every_site_of_the_file(url, tmp_path, capsys):
     good, bad = forecast_table("KL_MALL"), forecast_table("KL_ANNEX")
     bad.loc[10, "ts"] = "2025-03-10T18:31:00Z"

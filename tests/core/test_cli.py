@@ -30,6 +30,7 @@ def test_solve_sample_request_prints_result_with_points() -> None:
     assert len(result["points"]) == 96
     assert {"run_id", "objective_value", "kpis", "fallback_used"} <= result.keys()
     assert all(p["reason"] and p["reason_code"] for p in result["points"])
+    assert done.stderr == f"dispatch-pipeline solve: run {result['run_id']} not stored (--store stores it)\n"
 
 
 def test_currency_names_the_unit_of_every_price_in_the_reasons() -> None:
@@ -92,4 +93,5 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     done.stdout.close()
     stderr = done.stderr.read().decode()
     assert done.wait(timeout=120) == 141
-    assert stderr == ""
+    assert "Traceback" not in stderr and "Error" not in stderr
+    assert stderr.endswith(" not stored (--store stores it)\n"), stderr
