@@ -37,8 +37,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="remove sites from the fleet; their stored plans, forecasts and prices stay",
         description="Delete the sites' definitions (all of them or, if one is not registered, none): "
         "they are planned no more. Their stored plans, forecasts and prices stay, and so do their "
-        "Dagster partitions, so that past runs stay browsable. Keep a copy of a definition first "
-        "(`sites list --json`) if you may add the site again.",
+        "Dagster partitions, so that past runs stay browsable. Each removed site's definition is "
+        "printed as stored, as JSON that `sites add -` takes back.",
     )
     remove.add_argument("site_ids", nargs="+", metavar="SITE_ID")
     remove.set_defaults(handler=run_remove)
@@ -174,11 +174,13 @@ def run_remove(args: argparse.Namespace) -> int:
 
     engine = _engine(args)
     try:
-        stored_runs = remove_sites(engine, args.site_ids)
+        removed = remove_sites(engine, args.site_ids)
     except StorageInputError as exc:
         raise UsageError(str(exc)) from None
-    for site_id, runs in stored_runs.items():
-        print(f"removed {site_id}: no longer planned; its {runs} stored plan(s), forecasts and prices stay")
+    for site_id, site in removed.items():
+        print(f"removed {site_id}: no longer planned; its {site.stored_runs} stored plan(s), forecasts and prices stay")
+        # The definition is gone from the database: this line is its last copy, valid or not.
+        print(f"  its definition, which `sites add -` takes back: {json.dumps(site.definition, sort_keys=True)}")
     print(
         "their Dagster partitions stay, so that past runs stay browsable: leave them out of backfills "
         "(deploy/backfill.py --sites), or delete them in the UI once their history no longer matters"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Row, func, select
@@ -107,13 +108,24 @@ def registered_case_variant(engine: Engine, site_id: str) -> str | None:
     return clash[0] if clash else None
 
 
-def remove_sites(engine: Engine, site_ids: Sequence[str]) -> dict[str, int]:
+@dataclass(frozen=True)
+class RemovedSite:
+    """A removed site: its definition as it was stored (valid or not: the only copy), and how
+    many of its dispatch runs stay stored."""
+
+    definition: dict[str, Any]
+    stored_runs: int
+
+
+def remove_sites(engine: Engine, site_ids: Sequence[str]) -> dict[str, RemovedSite]:
     """Delete the sites' definitions in one transaction, all of them or none; returns each one's
-    number of stored dispatch runs, which stay, as do its forecasts and prices. An id that is not
-    registered is refused (naming the registered one it differs from only in case, if any)."""
+    definition and number of stored dispatch runs, which stay, as do its forecasts and prices. An
+    id that is not registered is refused (naming the registered one it differs from only in case,
+    if any)."""
     ids = sorted(set(site_ids))
     with write_transaction(engine) as connection:
-        stored = set(connection.scalars(select(sites.c.site_id).where(sites.c.site_id.in_(ids)).with_for_update()))
+        rows = connection.execute(select(sites).where(sites.c.site_id.in_(ids)).with_for_update()).all()
+        stored = {row.site_id: _document(row) for row in rows}
         unknown = [site_id for site_id in site_ids if site_id not in stored]
         if unknown:
             clash = case_clashes(connection, unknown[:1]).get(unknown[0])
@@ -126,7 +138,7 @@ def remove_sites(engine: Engine, site_ids: Sequence[str]) -> dict[str, int]:
             .group_by(dispatch_runs.c.site_id)
         )
         runs = {site_id: count for site_id, count in counted}
-    return {site_id: runs.get(site_id, 0) for site_id in ids}
+    return {site_id: RemovedSite(stored[site_id], runs.get(site_id, 0)) for site_id in ids}
 
 
 def get_site(engine: Engine, site_id: str) -> Site | None:
@@ -182,6 +194,17 @@ class StoredSiteInvalid(ValueError):
         self.timezone = timezone  # as stored: perhaps not a zone either
 
 
+def _document(row: Row[Any]) -> dict[str, Any]:
+    """The site's fields as stored, in the form `sites add` takes (a config that is no JSON
+    object, edited by hand, is kept under its own name)."""
+    values = row._mapping
+    config = values["config"]
+    document = dict(config) if isinstance(config, dict) else {"config": config}
+    document["site_id"] = values["site_id"]
+    document.update({name: values[name] for name in SITE_COLUMNS})
+    return document
+
+
 def _site(row: Row[Any]) -> Site:
     from pydantic import ValidationError
 
@@ -196,9 +219,7 @@ def _site(row: Row[Any]) -> Site:
             values["site_id"],
             values["timezone"],
         )
-    document = dict(values["config"])
-    document["site_id"] = values["site_id"]
-    document.update({name: values[name] for name in SITE_COLUMNS})
+    document = _document(row)
     try:
         return Site.model_validate(document)
     except ValidationError as exc:

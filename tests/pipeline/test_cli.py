@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import sqlite3
 import uuid
 
@@ -12,8 +13,14 @@ import pytest
 import yaml
 
 from dispatch_pipeline.cli import main
-from dispatch_pipeline.demo import demo_forecast, sites_yaml_path
-from dispatch_pipeline.storage import list_sites, load_forecast, load_price_series, open_database
+from dispatch_pipeline.demo import demo_forecast, demo_sites, sites_yaml_path
+from dispatch_pipeline.storage import (
+    get_site,
+    list_sites,
+    load_forecast,
+    load_price_series,
+    open_database,
+)
 from dispatch_pipeline.storage.tables import sites
 from tests.pipeline.conftest import price_table
 
@@ -53,6 +60,27 @@ def test_sites_remove_names_what_stays_and_refuses_an_unknown_id_whole(url, caps
     assert "their Dagster partitions stay" in out
     assert out.endswith(f"database: {url}\n")
     assert [s.site_id for s in list_sites(open_database(url))] == ["BERLIN_DEPOT"]
+
+
+def test_a_removed_sites_definition_is_printed_even_when_it_no_longer_validates(url, tmp_path, capsys):
+    # `sites list --json` leaves such a site out: the removal's own output is its last copy.
+    assert main(["sites", "import", str(sites_yaml_path()), "--database-url", url]) == 0
+    engine = open_database(url)
+    with engine.begin() as connection:
+        connection.execute(sites.update().where(sites.c.site_id == "KL_MALL").values(pv_kwp=-1.0))
+    capsys.readouterr()
+
+    assert main(["sites", "remove", "KL_MALL", "--database-url", url]) == 0
+
+    line = next(line for line in capsys.readouterr().out.splitlines() if "its definition" in line)
+    printed = json.loads(line.split("`sites add -` takes back: ", 1)[1])
+    expected = demo_sites()[0].model_dump(mode="json") | {"pv_kwp": -1.0}
+    assert printed == expected
+
+    path = tmp_path / "restored.json"
+    path.write_text(json.dumps(printed | {"pv_kwp": 500.0}))
+    assert main(["sites", "add", str(path), "--database-url", url]) == 0
+    assert get_site(engine, "KL_MALL") == demo_sites()[0]
 
 
 @pytest.mark.parametrize("as_json", [False, True])

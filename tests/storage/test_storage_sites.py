@@ -114,7 +114,9 @@ def test_removing_sites_keeps_their_runs_and_removes_all_or_none(engine: Engine,
         remove_sites(engine, [f"{site_id}_A"])
     assert [get_site(engine, s) is not None for s in (first, second)] == [True, True]
 
-    assert remove_sites(engine, [second, first]) == {first: 2, second: 0}
+    removed = remove_sites(engine, [second, first])
+    assert {site_id: site.stored_runs for site_id, site in removed.items()} == {first: 2, second: 0}
+    assert removed[first].definition == _renamed(demo, first).model_dump(mode="json")
     assert [get_site(engine, s) for s in (first, second)] == [None, None]
     assert len(list_runs(engine, first)) == 2
 
