@@ -13,6 +13,9 @@ from dispatch_pipeline.core.solver_service import ADDRESS_ENV, KEY_ENV
 from dispatch_pipeline.placeholders import MAKE_SECRET, is_placeholder
 
 
+MIN_KEY_CHARACTERS = 16
+
+
 def register(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "solver",
@@ -49,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{KEY_ENV}: not set (runs authenticate to the service with this secret)")
     if is_placeholder(key):
         raise UsageError(f"{KEY_ENV}: is the placeholder of .env.example ({key!r}); {MAKE_SECRET}")
+    if len(key.strip()) < MIN_KEY_CHARACTERS:
+        # Anyone who guesses it may have the service solve, and read the answers of, their problems.
+        raise UsageError(
+            f"{KEY_ENV}: {len(key.strip())} characters besides spaces, too few for a secret (at least "
+            f"{MIN_KEY_CHARACTERS}); {MAKE_SECRET}"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         service = SolverService(address, key, args.workers or None)

@@ -28,7 +28,7 @@ from dispatch_pipeline.core.solver_service import (
 from dispatch_pipeline.defs.resources import DispatchSolver, default_solver
 from tests.conftest import load_case
 
-KEY = "serve-test-key"
+KEY = "serve-test-key-of-the-suite"
 WORKER_MODULE = "dispatch_pipeline.core.worker"
 # Generous bounds that only keep a broken service from hanging the test run.
 START_TIMEOUT_S = 60.0
@@ -144,7 +144,8 @@ def test_the_served_service_solves_to_the_optimum_and_stops_on_sigterm(serve) ->
     assert not served.address.exists(), "the socket file is removed on the way out"
 
 
-@pytest.mark.parametrize("key", [None, "", "change-me-solver-key"], ids=["unset", "empty", "placeholder"])
+@pytest.mark.parametrize("key", [None, "", "change-me-solver-key", " " * 20, "abc"],
+                         ids=["unset", "empty", "placeholder", "blank", "short"])
 def test_without_a_key_of_its_own_it_refuses_to_start(tmp_path, key) -> None:
     environment = _environment() if key is None else _environment(**{KEY_ENV: key})
     refused = subprocess.run(
