@@ -29,9 +29,9 @@ _KNOWN_SCHEMES = frozenset({
     "basic", "concealed", "digest", "dpop", "gnap", "hoba", "mutual", "negotiate", "ntlm",
     "oauth", "privatetoken", "scram-sha-1", "scram-sha-256", "vapid", "aws4-hmac-sha256",
 })
-# What a client can send in a header and the server reads back unchanged (RFC 6750's b64token,
-# widened to every visible ASCII character but the entry separators): a token with other
-# characters is read as Latin-1 by the server, so it could never match.
+# RFC 6750's b64token widened to every visible ASCII character: clients encode anything beyond
+# ASCII as they please (most as UTF-8, which the server reads as Latin-1, so it never matches),
+# and a space is where clients and proxies split or fold a header.
 _TOKEN = re.compile(r"[!-~]+")
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ class TokenTable:
             if not _TOKEN.fullmatch(token):
                 raise ValueError(
                     f"{TOKENS_ENV}: entry {position} has a token with a space or a character outside "
-                    "visible ASCII, which no client can send in an Authorization header"
+                    "visible ASCII: a bearer token is visible ASCII (RFC 6750), the only characters "
+                    "every HTTP client sends as they are"
                 )
             if is_placeholder(token):
                 raise ValueError(

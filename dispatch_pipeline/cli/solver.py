@@ -12,7 +12,6 @@ from dispatch_pipeline.cli.dagster_home import apply_project_env_file
 from dispatch_pipeline.core.solver_service import ADDRESS_ENV, KEY_ENV
 from dispatch_pipeline.placeholders import MAKE_SECRET, is_placeholder
 
-
 MIN_KEY_CHARACTERS = 16
 
 

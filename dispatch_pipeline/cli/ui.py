@@ -35,11 +35,15 @@ def refuse_unusable_address(host: str, port: int) -> None:
     """UsageError when the UI could not listen on host:port: dagster dev logs that error and goes
     on running its daemon, with no UI, while the URL it printed shows whatever holds the port."""
     try:
-        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind) as probe:
-            # As the web server binds: a port left in TIME_WAIT by the last UI is free.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
+        # Every address the name resolves to, each on a socket of its own, as asyncio's
+        # create_server (the web server's) binds them.
+        for family, kind, _, _, address in set(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)):
+            with socket.socket(family, kind) as probe:
+                # A port left in TIME_WAIT by the last UI is free to the server too.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port, or "

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Row, func, select
+from sqlalchemy import Connection, Engine, Row, Select, Text, cast, func, select
 
 from dispatch_pipeline.storage.checks import check_site_id, problem
 from dispatch_pipeline.storage.database import write_transaction
@@ -124,7 +125,7 @@ def remove_sites(engine: Engine, site_ids: Sequence[str]) -> dict[str, RemovedSi
     if any)."""
     ids = sorted(set(site_ids))
     with write_transaction(engine) as connection:
-        rows = connection.execute(select(sites).where(sites.c.site_id.in_(ids)).with_for_update()).all()
+        rows = connection.execute(_select_sites().where(sites.c.site_id.in_(ids)).with_for_update()).all()
         stored = {row.site_id: _document(row) for row in rows}
         unknown = [site_id for site_id in site_ids if site_id not in stored]
         if unknown:
@@ -143,7 +144,7 @@ def remove_sites(engine: Engine, site_ids: Sequence[str]) -> dict[str, RemovedSi
 
 def get_site(engine: Engine, site_id: str) -> Site | None:
     with engine.connect() as connection:
-        row = connection.execute(select(sites).where(sites.c.site_id == site_id)).one_or_none()
+        row = connection.execute(_select_sites().where(sites.c.site_id == site_id)).one_or_none()
     return None if row is None else _site(row)
 
 
@@ -159,7 +160,7 @@ def read_sites(engine: Engine) -> tuple[list[Site], list[StoredSiteInvalid]]:
     """Every site the model accepts, and what is wrong with each one it refuses: one bad row
     (edited by hand, or stored before a rule tightened) must not hide the others."""
     with engine.connect() as connection:
-        rows = connection.execute(select(sites).order_by(sites.c.site_id)).all()
+        rows = connection.execute(_select_sites().order_by(sites.c.site_id)).all()
     valid: list[Site] = []
     invalid: list[StoredSiteInvalid] = []
     for row in rows:
@@ -194,11 +195,25 @@ class StoredSiteInvalid(ValueError):
         self.timezone = timezone  # as stored: perhaps not a zone either
 
 
+def _select_sites() -> Select[Any]:
+    """The sites table, its config as the text stored: decoded by _config, so that a row edited
+    by hand into text that is no JSON (SQLite keeps any) is named, not a JSONDecodeError."""
+    return select(*(column for column in sites.c if column.name != "config"), cast(sites.c.config, Text).label("config"))
+
+
+def _config(text: str | None) -> Any:
+    """The stored config, decoded; the text itself when it is no JSON."""
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return text
+
+
 def _document(row: Row[Any]) -> dict[str, Any]:
     """The site's fields as stored, in the form `sites add` takes (a config that is no JSON
     object, edited by hand, is kept under its own name)."""
     values = row._mapping
-    config = values["config"]
+    config = _config(values["config"])
     document = dict(config) if isinstance(config, dict) else {"config": config}
     document["site_id"] = values["site_id"]
     document.update({name: values[name] for name in SITE_COLUMNS})
@@ -212,7 +227,8 @@ def _site(row: Row[Any]) -> Site:
     from dispatch_pipeline.core.site import Site
 
     values = row._mapping
-    if not isinstance(values["config"], dict):  # edited by hand: null, a string, a list
+    config = _config(values["config"])
+    if not isinstance(config, dict):  # edited by hand: null, a string, a list, text that is no JSON
         raise StoredSiteInvalid(
             f"stored site {values['site_id']!r} is not a valid site (config: expected a JSON object, got "
             f"{values['config']!r:.80}); register it again with `dispatch-pipeline sites add`",

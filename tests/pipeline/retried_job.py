@@ -33,12 +33,13 @@ def reexecute(
     snapshots_dir: str,
     from_failure: bool,
     tags: dict[str, str] | None = None,
+    step_selection: list[str] | None = None,
 ) -> dg.ExecuteJobResult:
-    """What run_retries does (`from_failure`), or the UI's "re-execute all"; `tags` added (the
-    daemon's retries carry dagster/retry_number)."""
+    """What run_retries does (`from_failure`), or the UI's "re-execute all" (or the steps of
+    `step_selection`); `tags` added (the daemon's retries carry dagster/retry_number)."""
     options = (
         dg.ReexecutionOptions.from_failure(run_id, instance) if from_failure
-        else dg.ReexecutionOptions(parent_run_id=run_id)
+        else dg.ReexecutionOptions(parent_run_id=run_id, step_selection=step_selection or [])
     )
     job = dg.build_reconstructable_job(
         __name__, pipeline_job.__name__,

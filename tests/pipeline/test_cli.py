@@ -83,6 +83,23 @@ def test_a_removed_sites_definition_is_printed_even_when_it_no_longer_validates(
     assert get_site(engine, "KL_MALL") == demo_sites()[0]
 
 
+def test_a_site_whose_config_was_edited_into_text_that_is_no_json_is_named_and_removable(tmp_path, capsys):
+    # SQLite keeps whatever text a hand edit writes; PostgreSQL's jsonb would refuse it.
+    url = f"sqlite:///{tmp_path / 'hand_edited.sqlite'}"
+    assert main(["sites", "import", str(sites_yaml_path()), "--database-url", url]) == 0
+    with sqlite3.connect(tmp_path / "hand_edited.sqlite") as connection:
+        connection.execute("UPDATE sites SET config = '{bad json' WHERE site_id = 'KL_MALL'")
+    capsys.readouterr()
+
+    assert main(["sites", "list", "--database-url", url]) == 1
+    listed = capsys.readouterr()
+    assert "stored site 'KL_MALL' is not a valid site (config: expected a JSON object, got '{bad json')" in listed.err
+    assert "BERLIN_DEPOT" in listed.out and "Traceback" not in listed.err
+
+    assert main(["sites", "remove", "KL_MALL", "--database-url", url]) == 0
+    assert '"config": "{bad json"' in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("as_json", [False, True])
 def test_listing_a_database_without_tables_creates_none(tmp_path, capsys, as_json):
     path = tmp_path / "empty.sqlite"

@@ -568,17 +568,13 @@ def test_the_daemons_retries_of_a_run_whose_kpis_failed_keep_its_plans_through_a
 
     dates = (DAY, DAY + dt.timedelta(days=1))
     site = make_site("KL_MALL", dates)
-
-    def lost_while_measuring(*_args):
-        raise RuntimeError("run worker lost while measuring the KPIs")
-
-    retry_tags = {"dagster/retry_number": "1"}
+    first = _fail_in_the_kpis(pipeline_job(database_url, str(snapshots_dir)), instance,
+                              [SiteDay(site.site_id, date) for date in dates], monkeypatch)
+    stored_first = sorted(run.run_id for run in list_runs(engine, site.site_id))
     with monkeypatch.context() as patch:
-        patch.setattr(reports, "kpi_metadata", lost_while_measuring)
-        first = run_site_days(pipeline_job(database_url, str(snapshots_dir)), instance,
-                              [SiteDay(site.site_id, date) for date in dates])
-        stored_first = sorted(run.run_id for run in list_runs(engine, site.site_id))
-        second = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=False, tags=retry_tags)
+        patch.setattr(reports, "kpi_metadata", lambda *_args: 1 / 0)
+        second = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=False,
+                           tags={"dagster/retry_number": "1"})
     third = reexecute(instance, second.run_id, database_url, str(snapshots_dir), from_failure=False,
                       tags={"dagster/retry_number": "2"})
 
@@ -589,6 +585,65 @@ def test_the_daemons_retries_of_a_run_whose_kpis_failed_keep_its_plans_through_a
     checks = third.get_asset_check_evaluations()
     assert {check.check_name for check in checks if check.passed} >= {"power_balance", "physical_soc"}
     assert {check.metadata["partitions_checked"].value for check in checks} == {2}
+
+
+def _fail_in_the_kpis(job, instance, days, monkeypatch) -> dg.ExecuteInProcessResult:
+    """A run whose plans were stored, its storing step succeeded, and whose KPIs step failed."""
+    from dispatch_pipeline.defs.dispatch import reports
+
+    def lost_while_measuring(*_args):
+        raise RuntimeError("run worker lost while measuring the KPIs")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(reports, "kpi_metadata", lost_while_measuring)
+        result = run_site_days(job, instance, days)
+    assert not result.success
+    return result
+
+
+def test_a_hand_re_execution_of_the_planning_steps_plans_anew_past_a_retry_that_did_not_plan(
+    instance, engine, make_site, database_url, snapshots_dir, monkeypatch
+):
+    # The daemon's retry from the failure executed only the KPIs; a re-execution of it started
+    # by hand that selects the planning steps is a deliberate re-materialisation.
+    from dispatch_pipeline.defs.dispatch import reports
+    from tests.pipeline.retried_job import pipeline_job, reexecute
+
+    site = make_site("KL_MALL", (DAY,))
+    first = _fail_in_the_kpis(pipeline_job(database_url, str(snapshots_dir)), instance, [SiteDay(site.site_id, DAY)], monkeypatch)
+    with monkeypatch.context() as patch:
+        patch.setattr(reports, "kpi_metadata", lambda *_args: 1 / 0)
+        retry = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=True,
+                          tags={"dagster/retry_number": "1"})
+    assert not retry.success and len(list_runs(engine, site.site_id)) == 1
+
+    by_hand = reexecute(instance, retry.run_id, database_url, str(snapshots_dir), from_failure=False,
+                        step_selection=["dispatch_schedule.build_dispatch_problem*"])
+
+    assert by_hand.success
+    runs = list_runs(engine, site.site_id)
+    assert len(runs) == 2 and runs[0].dagster_run_id == by_hand.run_id
+
+
+def test_the_daemons_retry_of_a_hand_re_execution_from_the_failure_keeps_the_plans_it_finishes(
+    instance, engine, make_site, database_url, snapshots_dir, monkeypatch
+):
+    from dispatch_pipeline.defs.dispatch import reports
+    from tests.pipeline.retried_job import pipeline_job, reexecute
+
+    site = make_site("KL_MALL", (DAY,))
+    first = _fail_in_the_kpis(pipeline_job(database_url, str(snapshots_dir)), instance, [SiteDay(site.site_id, DAY)], monkeypatch)
+    stored_first = [run.run_id for run in list_runs(engine, site.site_id)]
+    with monkeypatch.context() as patch:
+        patch.setattr(reports, "kpi_metadata", lambda *_args: 1 / 0)
+        by_hand = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=True)
+    assert not by_hand.success
+
+    retry = reexecute(instance, by_hand.run_id, database_url, str(snapshots_dir), from_failure=False,
+                      tags={"dagster/retry_number": "1"})
+
+    assert retry.success
+    assert [run.run_id for run in list_runs(engine, site.site_id)] == stored_first
 
 
 def test_the_daemons_retry_plans_again_when_a_newer_forecast_arrived_since_the_commit(

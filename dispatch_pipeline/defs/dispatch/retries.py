@@ -36,20 +36,25 @@ INPUT_STEPS = ("site_forecast", "site_tariff")
 def earlier_attempts(step: dg.StepExecutionContext) -> list[str]:
     """Ids of the Dagster runs whose attempt at this step planned from this attempt's inputs
     and may have stored its plans: this run, when the step is being retried in it, and the runs
-    this one re-executes, back to the nearest whose step succeeded or that took its inputs
-    afresh. A run whose step succeeded counts only for the daemon's retry of it: that retry
-    finishes the run (a later step failed), whereas a re-execution started by hand plans anew.
-    The walk goes on past a retry whose step succeeded: it may have kept its parent's plans,
-    which carry the parent's run id."""
+    this one re-executes, back to the nearest that took its inputs afresh, or whose step
+    succeeded where the run that next attempted the step after it was not the daemon's retry.
+
+    A daemon's retry finishes its failed run, also when the step succeeded there and a later
+    one failed (its explanations or KPIs); a re-execution started by hand plans anew. Which of
+    the two attempts the step is decided by the nearest run below in the chain that executed
+    it: a run that did not (a re-execution from a later failed step) passes plans on unchanged.
+    """
+    instance, step_key = step.instance, step.step.key
     attempts = [step.run_id] if step.previous_attempt_count else []
     run = step.dagster_run
+    finishing = RETRY_NUMBER_TAG in run.tags  # whether the nearest attempt below is the daemon's retry
     while run.parent_run_id is not None and not _takes_inputs(run):
-        parent = step.instance.get_run_by_id(run.parent_run_id)
-        if parent is None or (
-            RETRY_NUMBER_TAG not in run.tags and _succeeded(step.instance, parent.run_id, step.step.key)
-        ):
+        parent = instance.get_run_by_id(run.parent_run_id)
+        if parent is None or (not finishing and _succeeded(instance, parent.run_id, step_key)):
             break
         attempts.append(parent.run_id)
+        if _started(instance, parent.run_id, step_key):
+            finishing = RETRY_NUMBER_TAG in parent.tags
         run = parent
     return attempts
 
@@ -79,5 +84,13 @@ def _takes_inputs(run: dg.DagsterRun) -> bool:
 
 
 def _succeeded(instance: dg.DagsterInstance, run_id: str, step_key: str) -> bool:
-    successes = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
-    return any(record.event_log_entry.step_key == step_key for record in successes)
+    return _has_event(instance, run_id, step_key, dg.DagsterEventType.STEP_SUCCESS)
+
+
+def _started(instance: dg.DagsterInstance, run_id: str, step_key: str) -> bool:
+    return _has_event(instance, run_id, step_key, dg.DagsterEventType.STEP_START)
+
+
+def _has_event(instance: dg.DagsterInstance, run_id: str, step_key: str, kind: dg.DagsterEventType) -> bool:
+    records = instance.get_records_for_run(run_id, of_type=kind).records
+    return any(record.event_log_entry.step_key == step_key for record in records)
