@@ -231,7 +231,7 @@ def _site(row: Row[Any]) -> Site:
     if not isinstance(config, dict):  # edited by hand: null, a string, a list, text that is no JSON
         raise StoredSiteInvalid(
             f"stored site {values['site_id']!r} is not a valid site (config: expected a JSON object, got "
-            f"{values['config']!r:.80}); register it again with `dispatch-pipeline sites add`",
+            f"{config!r:.80}); register it again with `dispatch-pipeline sites add`",
             values["site_id"],
             values["timezone"],
         )
