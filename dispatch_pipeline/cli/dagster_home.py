@@ -123,14 +123,14 @@ def application_database_url(explicit: str | None = None) -> str:
     from dispatch_pipeline.storage.database import normalize_url
 
     if explicit:
-        return kept_on_disk(normalize_url(explicit), "--database-url")
+        return _kept_on_disk(normalize_url(explicit), "--database-url")
     apply_project_env_file()
     if not os.environ.get("DATABASE_URL", "").strip():
         choose_dagster_home()
-    return kept_on_disk(database_url(), "DATABASE_URL")
+    return _kept_on_disk(database_url(), "DATABASE_URL")
 
 
-def kept_on_disk(url: str, source: str) -> str:
+def _kept_on_disk(url: str, source: str) -> str:
     """`url`, unless it is an SQLite database in memory: what a command stores there is gone
     when it exits, and one that serves or reads it finds nothing."""
     from dispatch_pipeline.storage.database import is_in_memory, printable_url

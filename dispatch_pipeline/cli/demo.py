@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 from dispatch_pipeline.cli import UsageError, add_database_url_option
 from dispatch_pipeline.cli.dagster_home import (
     DagsterHome,
+    application_database_url,
     choose_dagster_home,
-    kept_on_disk,
     reads_variables,
 )
 
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from dispatch_pipeline.defs.resources_map import pipeline_resources
     from dispatch_pipeline.defs.stored_runs import latest_results
     from dispatch_pipeline.demo import demo_forecast, demo_sites
-    from dispatch_pipeline.storage import database_url, open_database, save_forecast, upsert_sites
+    from dispatch_pipeline.storage import open_database, save_forecast, upsert_sites
     from dispatch_pipeline.storage.database import printable_url
 
     sites = demo_sites()
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if home.from_env_file:
         print(f"Settings from ./.env (over the shell's, as dagster dev applies them): {', '.join(home.from_env_file)}")
     instance = open_instance(home)
-    url = kept_on_disk(args.database_url, "--database-url") if args.database_url else kept_on_disk(database_url(), "DATABASE_URL")
+    url = application_database_url(args.database_url)
     engine = open_database(url)
     print(f"Application database: {printable_url(url)}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import statistics
 
@@ -563,7 +564,6 @@ def test_the_daemons_retries_of_a_run_whose_kpis_failed_keep_its_plans_through_a
     # The plans were stored and the step that stored them succeeded; a later step failed. The
     # daemon's retry executing every step, and its own retry, finish that run: they plan again
     # and keep the stored plans, which carry the first run's id.
-    from dispatch_pipeline.defs.dispatch import reports
     from tests.pipeline.retried_job import pipeline_job, reexecute
 
     dates = (DAY, DAY + dt.timedelta(days=1))
@@ -571,8 +571,7 @@ def test_the_daemons_retries_of_a_run_whose_kpis_failed_keep_its_plans_through_a
     first = _fail_in_the_kpis(pipeline_job(database_url, str(snapshots_dir)), instance,
                               [SiteDay(site.site_id, date) for date in dates], monkeypatch)
     stored_first = sorted(run.run_id for run in list_runs(engine, site.site_id))
-    with monkeypatch.context() as patch:
-        patch.setattr(reports, "kpi_metadata", lambda *_args: 1 / 0)
+    with _kpis_failing(monkeypatch):
         second = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=False,
                            tags={"dagster/retry_number": "1"})
     third = reexecute(instance, second.run_id, database_url, str(snapshots_dir), from_failure=False,
@@ -587,8 +586,9 @@ def test_the_daemons_retries_of_a_run_whose_kpis_failed_keep_its_plans_through_a
     assert {check.metadata["partitions_checked"].value for check in checks} == {2}
 
 
-def _fail_in_the_kpis(job, instance, days, monkeypatch) -> dg.ExecuteInProcessResult:
-    """A run whose plans were stored, its storing step succeeded, and whose KPIs step failed."""
+@contextlib.contextmanager
+def _kpis_failing(monkeypatch):
+    """Runs in this block fail in their KPIs step, after their plans were stored."""
     from dispatch_pipeline.defs.dispatch import reports
 
     def lost_while_measuring(*_args):
@@ -596,6 +596,12 @@ def _fail_in_the_kpis(job, instance, days, monkeypatch) -> dg.ExecuteInProcessRe
 
     with monkeypatch.context() as patch:
         patch.setattr(reports, "kpi_metadata", lost_while_measuring)
+        yield
+
+
+def _fail_in_the_kpis(job, instance, days, monkeypatch) -> dg.ExecuteInProcessResult:
+    """A run whose plans were stored, its storing step succeeded, and whose KPIs step failed."""
+    with _kpis_failing(monkeypatch):
         result = run_site_days(job, instance, days)
     assert not result.success
     return result
@@ -606,13 +612,11 @@ def test_a_hand_re_execution_of_the_planning_steps_plans_anew_past_a_retry_that_
 ):
     # The daemon's retry from the failure executed only the KPIs; a re-execution of it started
     # by hand that selects the planning steps is a deliberate re-materialisation.
-    from dispatch_pipeline.defs.dispatch import reports
     from tests.pipeline.retried_job import pipeline_job, reexecute
 
     site = make_site("KL_MALL", (DAY,))
     first = _fail_in_the_kpis(pipeline_job(database_url, str(snapshots_dir)), instance, [SiteDay(site.site_id, DAY)], monkeypatch)
-    with monkeypatch.context() as patch:
-        patch.setattr(reports, "kpi_metadata", lambda *_args: 1 / 0)
+    with _kpis_failing(monkeypatch):
         retry = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=True,
                           tags={"dagster/retry_number": "1"})
     assert not retry.success and len(list_runs(engine, site.site_id)) == 1
@@ -628,14 +632,12 @@ def test_a_hand_re_execution_of_the_planning_steps_plans_anew_past_a_retry_that_
 def test_the_daemons_retry_of_a_hand_re_execution_from_the_failure_keeps_the_plans_it_finishes(
     instance, engine, make_site, database_url, snapshots_dir, monkeypatch
 ):
-    from dispatch_pipeline.defs.dispatch import reports
     from tests.pipeline.retried_job import pipeline_job, reexecute
 
     site = make_site("KL_MALL", (DAY,))
     first = _fail_in_the_kpis(pipeline_job(database_url, str(snapshots_dir)), instance, [SiteDay(site.site_id, DAY)], monkeypatch)
     stored_first = [run.run_id for run in list_runs(engine, site.site_id)]
-    with monkeypatch.context() as patch:
-        patch.setattr(reports, "kpi_metadata", lambda *_args: 1 / 0)
+    with _kpis_failing(monkeypatch):
         by_hand = reexecute(instance, first.run_id, database_url, str(snapshots_dir), from_failure=True)
     assert not by_hand.success
 
