@@ -22,6 +22,9 @@ One forward pass over the day, a handful of rules an operator would write down:
 7. A battery above soc_max (it started the day there) discharges into the site's load, and into
    the export room PV leaves while exporting costs less than staying above, until it is back
    within its band.
+8. While the site is paid to import (a negative buy price), the battery charges from the grid
+   as fast as rule 5's limits allow, in the most negative of those hours that can fill it: every
+   kWh it draws then earns money, whether or not a later hour uses it.
 
 By construction it never charges and discharges, or imports and exports, in the same interval,
 and it never leaves [0, capacity] or exceeds a rating or the hard export cap.
@@ -167,6 +170,8 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     charging = charging_hours(
         buy, cheap & pays_to_store, peak_safe, min(e_max - e_min, float(expensive_need.sum()))
     )
+    # Rule 8's hours: drawing from the grid earns money (when cost counts at all).
+    paid_to_charge = charging_hours(buy, (buy < -_EPS) & (w.cost > 0), peak_safe, e_max - e_min)
     export_beats_curtailing = w.cost * sell >= -w.curtail
     export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
 
@@ -191,6 +196,8 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
             level = min(e_max, max(e_min, e_final) + need_after[t])
             wanted = max(0.0, charge_kw(level - energy))
             charge = max(charge, min(room, wanted, peak_safe_headroom))
+        if paid_to_charge[t]:
+            charge = max(charge, min(room, peak_safe_headroom))
         for needed, headroom in (
             (needed_peak_safe[t], peak_safe_headroom),
             (needed_at_cap[t], headroom_at_cap),

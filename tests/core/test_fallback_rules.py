@@ -188,6 +188,20 @@ def test_rule_7_a_battery_above_soc_max_discharges_into_the_load_until_back_in_i
     assert s.energy.max() <= problem.energy_max_kwh + 1e-9
 
 
+@pytest.mark.parametrize("buy", [[-0.1] * 24, [0.3] * 10 + [-0.1] * 4 + [0.3] * 10], ids=["all-day", "midday"])
+def test_rule_8_while_the_site_is_paid_to_import_the_battery_charges_from_the_grid(buy) -> None:
+    request = day(tariff={"buy": buy, "sell": [0.0] * 24}, limits={"grid_import_max_kw": 60.0})
+    problem, s = rule_based(request)
+    paid = np.asarray(buy) < 0
+    # Filled in the paid hours (every kWh drawn earned money), spent later where import is dear.
+    assert s.energy[np.flatnonzero(paid)[-1]] == pytest.approx(problem.energy_max_kwh)
+    assert (s.charge[~paid] == 0).all()
+    assert s.grid_import.max() <= 60.0 + 1e-9
+    idle = Schedule(**{**s.__dict__, "charge": np.zeros(24), "grid_import": problem.load_kw.copy(),
+                       "energy": np.full(24, problem.energy_initial_kwh)})
+    assert objective_value(problem, s) < objective_value(problem, idle)
+
+
 # -- price_quartiles: a price band straddling the percentile -------------------------------------
 
 
@@ -300,8 +314,8 @@ CEILINGS = {
     "feed_in": 64.5608,
     "hourly": 429.2057,
     "low_soc": 281.3834,
-    "negative": 207.0440,
-    "negative_long": 89.0470,
+    "negative": 206.9411,
+    "negative_long": 74.1027,
     "tight": 319.0089,
     "typical": 158.5376,
 }
