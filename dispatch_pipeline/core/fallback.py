@@ -24,7 +24,8 @@ One forward pass over the day, a handful of rules an operator would write down:
    within its band.
 8. While the site is paid to import (a negative buy price), the battery charges from the grid
    as fast as rule 5's limits allow, in the most negative of those hours that can fill it: every
-   kWh it draws then earns money, whether or not a later hour uses it.
+   kWh it draws then earns money, whether or not a later hour uses it. It leaves room for the PV
+   surplus of the hours after it, which rule 2 stores first, so as not to spill it at a price.
 
 By construction it never charges and discharges, or imports and exports, in the same interval,
 and it never leaves [0, capacity] or exceeds a rating or the hard export cap.
@@ -170,8 +171,10 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     charging = charging_hours(
         buy, cheap & pays_to_store, peak_safe, min(e_max - e_min, float(expensive_need.sum()))
     )
-    # Rule 8's hours: drawing from the grid earns money (when cost counts at all).
+    # Rule 8's hours: drawing from the grid earns money (when cost counts at all), and the room
+    # the PV surplus of the hours after t will take.
     paid_to_charge = charging_hours(buy, (buy < -_EPS) & (w.cost > 0), peak_safe, e_max - e_min)
+    surplus_room_after = _sum_after(np.minimum(surplus, max_ch) * eta_c * dt)
     export_beats_curtailing = w.cost * sell >= -w.curtail
     export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
 
@@ -197,7 +200,8 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
             wanted = max(0.0, charge_kw(level - energy))
             charge = max(charge, min(room, wanted, peak_safe_headroom))
         if paid_to_charge[t]:
-            charge = max(charge, min(room, peak_safe_headroom))
+            wanted = max(0.0, charge_kw(e_max - surplus_room_after[t] - energy))
+            charge = max(charge, min(room, wanted, peak_safe_headroom))
         for needed, headroom in (
             (needed_peak_safe[t], peak_safe_headroom),
             (needed_at_cap[t], headroom_at_cap),

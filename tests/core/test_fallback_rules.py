@@ -202,6 +202,18 @@ def test_rule_8_while_the_site_is_paid_to_import_the_battery_charges_from_the_gr
     assert objective_value(problem, s) < objective_value(problem, idle)
 
 
+@pytest.mark.parametrize(("sell", "limits"), [(-0.1, {}), (0.0, {"grid_export_max_kw": 0.0})],
+                         ids=["exported-at-a-price", "curtailed"])
+def test_rule_8_leaves_room_for_the_pv_surplus_of_later_hours(sell, limits) -> None:
+    # Filled from the grid before noon, the battery would spill the noon surplus at a price.
+    pv = [0.0] * 10 + [60.0] * 5 + [0.0] * 9
+    request = day(pv_kw=pv, tariff={"buy": [-0.02] * 24, "sell": [sell] * 24}, limits=limits)
+    problem, s = rule_based(request)
+    assert s.grid_import[:10] == pytest.approx(20.0)  # no grid charging before the surplus
+    assert s.energy[14] == pytest.approx(problem.energy_max_kwh)  # the surplus filled it
+    assert (s.charge[15:] == 0).all()
+
+
 # -- price_quartiles: a price band straddling the percentile -------------------------------------
 
 
