@@ -11,7 +11,9 @@ One forward pass over the day, a handful of rules an operator would write down:
    charge is billed on the day's peak, down to a floor that keeps the end-of-day target reachable
    by later recharging, net of what
    rule 4 will draw from it later.
-4. The battery also discharges to hold imports under the import cap.
+4. The battery also discharges to hold imports under the import cap, down to the level the
+   end-of-day target still needs: energy it cannot recharge later would only move the violation
+   to the end of the day, larger by the discharge losses.
 5. In cheap hours (bottom quartile; of its price bands, the cheapest that can store what the
    expensive hours need) it charges from the grid when that pays after round-trip
    losses against a later expensive hour, up to the energy those hours will need; with a demand
@@ -26,6 +28,8 @@ One forward pass over the day, a handful of rules an operator would write down:
    as fast as rule 5's limits allow, in the most negative of those hours that can fill it: every
    kWh it draws then earns money, whether or not a later hour uses it. It leaves room for the PV
    surplus of the hours after it, which rule 2 stores first, so as not to spill it at a price.
+   Not on a day with a demand charge: charging up to the peak guard would set the billed peak
+   that rule 3's discharges are there to lower.
 
 By construction it never charges and discharges, or imports and exports, in the same interval,
 and it never leaves [0, capacity] or exceeds a rating or the hard export cap.
@@ -154,6 +158,14 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     # the hours it would recharge in (the floor of rule 3).
     needed_peak_safe = level_needed(peak_safe)
     needed_at_cap = level_needed(chargeable(import_cap))
+    # Rule 4's own floor: the level the target needs, charging at the cap in every later hour,
+    # not counting rule 4's later discharges (where the energy is not there they do not happen;
+    # each kWh it holds the cap with is worth the same whichever hour it is spent in).
+    holding_floor = _level_needed(chargeable(import_cap), np.zeros(T), e_final, e_min, e_max)
+    # Held back only where the shortfall at the end would cost more than the discharge saves: a
+    # kWh delivered ends 1/eta_d kWh short, against the import violation, price and wear it spares.
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        holds_for_target = w.violation / eta_d > w.violation + w.cost * (buy - bess.cycle_cost_per_kwh)
     floor_after = level_needed(np.where(expensive, 0.0, peak_safe))
 
     # Stored energy the expensive hours after t will draw, and the priciest of them: grid
@@ -173,7 +185,8 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     )
     # Rule 8's hours: drawing from the grid earns money (when cost counts at all), and the room
     # the PV surplus of the hours after t will take.
-    paid_to_charge = charging_hours(buy, (buy < -_EPS) & (w.cost > 0), peak_safe, e_max - e_min)
+    paid = (buy < -_EPS) & (w.cost > 0) & (problem.demand_charge_per_kw == 0)
+    paid_to_charge = charging_hours(buy, paid, peak_safe, e_max - e_min)
     surplus_room_after = _sum_after(np.minimum(surplus, max_ch) * eta_c * dt)
     export_beats_curtailing = w.cost * sell >= -w.curtail
     export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
@@ -225,8 +238,11 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
                 discharge = max(discharge, min(deficit[t] + export_room, max_dis, above))
             over_cap = deficit[t] - discharge - import_cap
             if over_cap > _EPS:
-                # Everything above soc_min may go to the cap, the discharge above included.
-                available = max(0.0, (energy - e_min) * eta_d / dt)
+                # Everything above soc_min and what the target still needs may go to the cap,
+                # the discharge above included.
+                # (A target below soc_min, a start there left as the target, is no floor.)
+                floor = max(e_min, holding_floor[t]) if holds_for_target[t] else e_min
+                available = max(0.0, (energy - floor) * eta_d / dt)
                 discharge = max(discharge, min(deficit[t], max_dis, discharge + over_cap, available))
 
         grid = load[t] - pv[t] + charge - discharge

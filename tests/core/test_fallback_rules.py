@@ -145,6 +145,19 @@ def test_rule_4_the_battery_holds_imports_at_the_cap_while_it_is_above_soc_min()
     assert s.energy.min() >= problem.energy_min_kwh - 1e-9
 
 
+@pytest.mark.parametrize(("violation", "discharged_kwh"), [(1000.0, 0.0), (0.01, 40.0)], ids=["default", "cheap-violation"])
+def test_rule_4_keeps_what_the_end_of_day_target_needs_when_missing_it_costs_more(violation, discharged_kwh) -> None:
+    # 45 kW all day against a 40 kW cap, nothing to recharge from: each kWh that holds the cap
+    # would end the day 1/0.95 kWh short of the target, at the same violation weight.
+    problem, s = rule_based(
+        day(load_kw=[45.0] * 24, limits={"grid_import_max_kw": 40.0}, weights={"violation": violation})
+    )
+    assert s.discharge.sum() / 0.95 == pytest.approx(discharged_kwh)
+    idle = Schedule(**{**s.__dict__, "discharge": np.zeros(24), "grid_import": problem.load_kw.copy(),
+                       "energy": np.full(24, problem.energy_initial_kwh)})
+    assert objective_value(problem, s) <= objective_value(problem, idle) + 1e-9
+
+
 @pytest.mark.parametrize(
     ("cycle_cost", "charges"), [(0.0, True), (0.5, False)], ids=["pays", "cycle-cost-eats-the-spread"]
 )
