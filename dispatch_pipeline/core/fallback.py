@@ -161,11 +161,13 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     # Rule 4's own floor: the level the target needs, charging at the cap in every later hour,
     # not counting rule 4's later discharges (where the energy is not there they do not happen;
     # each kWh it holds the cap with is worth the same whichever hour it is spent in).
-    holding_floor = _level_needed(chargeable(import_cap), np.zeros(T), e_final, e_min, e_max)
     # Held back only where the shortfall at the end would cost more than the discharge saves: a
     # kWh delivered ends 1/eta_d kWh short, against the import violation, price and wear it spares.
+    # A target below soc_min (a start there, left as the target) is no floor.
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         holds_for_target = w.violation / eta_d > w.violation + w.cost * (buy - bess.cycle_cost_per_kwh)
+    target_floor = _level_needed(chargeable(import_cap), np.zeros(T), e_final, e_min, e_max)
+    holding_floor = np.where(holds_for_target, np.maximum(e_min, target_floor), e_min)
     floor_after = level_needed(np.where(expensive, 0.0, peak_safe))
 
     # Stored energy the expensive hours after t will draw, and the priciest of them: grid
@@ -238,11 +240,8 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
                 discharge = max(discharge, min(deficit[t] + export_room, max_dis, above))
             over_cap = deficit[t] - discharge - import_cap
             if over_cap > _EPS:
-                # Everything above soc_min and what the target still needs may go to the cap,
-                # the discharge above included.
-                # (A target below soc_min, a start there left as the target, is no floor.)
-                floor = max(e_min, holding_floor[t]) if holds_for_target[t] else e_min
-                available = max(0.0, (energy - floor) * eta_d / dt)
+                # Everything above rule 4's floor may go to the cap, the discharge above included.
+                available = max(0.0, (energy - holding_floor[t]) * eta_d / dt)
                 discharge = max(discharge, min(deficit[t], max_dis, discharge + over_cap, available))
 
         grid = load[t] - pv[t] + charge - discharge
