@@ -27,6 +27,7 @@ from dispatch_pipeline.core.request import (
     RequestError,
     is_site_id,
 )
+from dispatch_pipeline.core.result import InputIssues
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.storage import get_site, load_forecast, registered_case_variant
 
@@ -110,8 +111,11 @@ def complete_from_site(raw: dict[str, Any], site: Site) -> CompletedRequest:
     return CompletedRequest(merged, site, frozenset(supplied))
 
 
-def site_problem(engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime) -> DispatchProblem:
-    """The problem of a validated request, its PV taken from storage when it sends none.
+def site_problem(
+    engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime
+) -> tuple[DispatchProblem, InputIssues]:
+    """The problem of a validated request, its PV taken from storage when it sends none, and
+    when that stored forecast was issued.
 
     `now` is the one clock reading that decides a request without `date`: near local midnight,
     the PV must come from the day it plans.
@@ -123,13 +127,17 @@ def site_problem(engine: Engine, request: DispatchRequest, site: Site | None, no
             f"timezone: site {site.site_id!r} is registered in {site.timezone}, and a date is its "
             f"local day there; leave timezone out or send {site.timezone!r} (got {request.timezone!r})"
         ])
-    pv_kw = None if request.pv_kw is not None else stored_pv(engine, request, site, now)
-    return build_problem(request, pv_kw=pv_kw, default_timezone=site.timezone if site else None, today=now)
+    pv_kw, issued = (None, None) if request.pv_kw is not None else stored_pv(engine, request, site, now)
+    problem = build_problem(request, pv_kw=pv_kw, default_timezone=site.timezone if site else None, today=now)
+    return problem, InputIssues(forecast=issued)
 
 
-def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime) -> list[float]:
+def stored_pv(
+    engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime
+) -> tuple[list[float], dt.datetime]:
     """The site's most recently issued PV forecast for exactly the request's local day, averaged
-    over the request's intervals when it is stored finer (the pipeline's quarter-hours)."""
+    over the request's intervals when it is stored finer (the pipeline's quarter-hours), and the
+    latest issue among the intervals read."""
     if site is None:
         raise RequestError([
             f"pv_kw: missing, and site {request.site_id!r} is not registered, so there is no "
@@ -150,12 +158,13 @@ def stored_pv(engine: Engine, request: DispatchRequest, site: Site | None, now: 
     frame = load_forecast(engine, site.site_id, day.start_utc, day.end_utc)
     expected = list(day.timestamps())
     stored = list(frame["ts"])
+    issued = frame["issued_at"].max().to_pydatetime() if stored else None
     if stored == expected:
-        return frame["pv_kw"].tolist()
+        return frame["pv_kw"].tolist(), issued
     per_interval = _stored_intervals_per_interval(stored, day)
     if per_interval is not None:
         # Mean power over the longer interval: the same energy as the stored ones.
-        return frame["pv_kw"].to_numpy().reshape(-1, per_interval).mean(axis=1).tolist()
+        return frame["pv_kw"].to_numpy().reshape(-1, per_interval).mean(axis=1).tolist(), issued
     covered = len(set(stored) & set(expected))
     if covered == len(expected):
         found = f"is in {len(stored)} intervals on {date} in {timezone}, not the request's {len(expected)}"

@@ -43,10 +43,10 @@ def plan_and_store(engine: Engine, raw: dict[str, Any], access: Grant) -> Dispat
     now = clock()
     request = validate(raw, site, now)
     try:
-        problem = site_problem(engine, request, site, now)
+        problem, issues = site_problem(engine, request, site, now)
     except RequestError as exc:
         raise from_request_error(exc) from None
-    result = solve_problem(problem, currency=site.currency if site else DEFAULT_CURRENCY)
+    result = solve_problem(problem, currency=site.currency if site else DEFAULT_CURRENCY, issues=issues)
     try:
         save_runs(engine, [result], source="api")
     except StorageInputError as exc:

@@ -54,6 +54,12 @@ class RunDetail(BaseModel):
     solve_ms: float
     mip_gap: float | None
     resolution_minutes: int
+    forecast_issued_at: dt.datetime | None = Field(
+        description="When the stored forecast the plan read was issued (its latest issue); null when the request sent its own."
+    )
+    prices_issued_at: dt.datetime | None = Field(
+        description="When the stored price series the plan read was issued; null for ToU-tariff or request prices."
+    )
     kpis: Kpis
     points: list[Point]
 

@@ -146,9 +146,9 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
         if completed is None:
             raise
         raise RequestError([completed.noted(problem.partition(":")[0], problem) for problem in exc.problems]) from None
-    problem = site_problem(engine, parsed, site, now)
+    problem, issues = site_problem(engine, parsed, site, now)
     currency = args.currency or (site.currency if site else DEFAULT_CURRENCY)
-    result = solve_problem(problem, solver=args.solver, currency=currency)
+    result = solve_problem(problem, solver=args.solver, currency=currency, issues=issues)
     try:
         save_runs(engine, [result], source="cli")
     except StorageInputError as exc:

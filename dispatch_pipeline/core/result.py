@@ -82,6 +82,19 @@ class Point(BaseModel):
     marginal_cost_per_kwh: float | None = None
 
 
+@dataclass(frozen=True)
+class InputIssues:
+    """When the stored series a plan read were issued: per series, the latest `issued_at` among
+    the intervals it took (each interval takes its most recent issue). None: the series came with
+    the request, or from a time-of-use tariff, and no issue of it was read."""
+
+    forecast: dt.datetime | None = None
+    prices: dt.datetime | None = None
+
+
+NO_STORED_INPUTS = InputIssues()
+
+
 class DispatchResponse(BaseModel):
     """The contract's answer to a solve request."""
 
@@ -107,6 +120,20 @@ class DispatchResult(DispatchResponse):
     solve_ms: float
     timeout_ms: int
     objective_config: Weights
+    forecast_issued_at: dt.datetime | None = Field(
+        None,
+        description=(
+            "When the stored forecast the plan read was issued (the latest issue among its "
+            "intervals); null when the request sent its own load and PV."
+        ),
+    )
+    prices_issued_at: dt.datetime | None = Field(
+        None,
+        description=(
+            "When the stored price series the plan read was issued (the latest issue among its "
+            "intervals); null when the prices came from a time-of-use tariff or the request."
+        ),
+    )
     points: list[Point]
 
     def response(self) -> DispatchResponse:

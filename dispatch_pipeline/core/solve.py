@@ -24,7 +24,13 @@ from dispatch_pipeline.core.milp import (
 )
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
 from dispatch_pipeline.core.request import DispatchRequest, RequestError, field_problems
-from dispatch_pipeline.core.result import DispatchResult, Point, Schedule
+from dispatch_pipeline.core.result import (
+    NO_STORED_INPUTS,
+    DispatchResult,
+    InputIssues,
+    Point,
+    Schedule,
+)
 from dispatch_pipeline.core.runner import SolverPool, default_runner
 from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
 
@@ -151,6 +157,7 @@ def assemble_result(
     solve_ms: float,
     milp_solver: str | None,
     currency: str = DEFAULT_CURRENCY,
+    issues: InputIssues = NO_STORED_INPUTS,
 ) -> DispatchResult:
     schedule = outcome.schedule
     marginal = outcome.milp.marginal_cost_per_kwh if outcome.milp else None
@@ -206,6 +213,8 @@ def assemble_result(
         solve_ms=solve_ms,
         timeout_ms=problem.timeout_ms,
         objective_config=problem.weights,
+        forecast_issued_at=issues.forecast,
+        prices_issued_at=issues.prices,
         points=points,
     )
 
@@ -216,11 +225,13 @@ def solve_problem(
     solver: str = "highs",
     runner: SolverPool | None = None,
     currency: str = DEFAULT_CURRENCY,
+    issues: InputIssues = NO_STORED_INPUTS,
 ) -> DispatchResult:
+    """Plan a built problem; `issues` says when the stored series it was built from were issued."""
     clock = SolveClock()
     outcome = choose_schedule(problem, solver, runner, on_start=clock.mark)
     solve_ms = clock.elapsed_ms()
-    return assemble_result(problem, outcome, solve_ms, solver if problem.use_milp else None, currency)
+    return assemble_result(problem, outcome, solve_ms, solver if problem.use_milp else None, currency, issues)
 
 
 def with_overrides(

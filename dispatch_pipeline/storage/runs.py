@@ -20,6 +20,7 @@ from dispatch_pipeline.core.request import TIMEOUT_MS_RANGE, Weights
 from dispatch_pipeline.core.result import DispatchResult, Kpis, Point, SolverName, Status
 from dispatch_pipeline.storage.bulk import bulk_insert, chunks
 from dispatch_pipeline.storage.checks import (
+    check_aware,
     check_choice,
     check_finite,
     check_integer,
@@ -64,6 +65,8 @@ RUN_COLUMNS = (
     "timezone",
     "resolution_minutes",
     "milp_solver",
+    "forecast_issued_at",
+    "prices_issued_at",
 )
 SCHEDULE_COLUMNS = ("run_id", "ts", *SCHEDULE_FLOW_COLUMNS, "soc", "reason")
 EXPLANATION_COLUMNS = ("run_id", "ts", "reason_code", "reason", "binding", "marginal_cost_per_kwh")
@@ -95,6 +98,8 @@ class RunRecord(BaseModel):
     timezone: str
     resolution_minutes: int
     milp_solver: str | None
+    forecast_issued_at: dt.datetime | None
+    prices_issued_at: dt.datetime | None
 
 
 class StoredRun(BaseModel):
@@ -127,6 +132,8 @@ class StoredRun(BaseModel):
             solve_ms=run.solve_ms,
             timeout_ms=run.timeout_ms,
             objective_config=run.objective_config,
+            forecast_issued_at=run.forecast_issued_at,
+            prices_issued_at=run.prices_issued_at,
             points=self.points,
         )
 
@@ -222,6 +229,9 @@ def _check_runs(results: list[Any]) -> None:
             check_finite(getattr(result, name), f"{field}.{name}")
         if result.mip_gap is not None:
             check_finite(result.mip_gap, f"{field}.mip_gap")
+        for name in ("forecast_issued_at", "prices_issued_at"):
+            if getattr(result, name) is not None:
+                check_aware(getattr(result, name), f"{field}.{name}")
         for name in KPI_COLUMNS:
             check_finite(getattr(result.kpis, name), f"{field}.kpis.{name}")
 
@@ -251,6 +261,8 @@ def _run_rows(
             result.timezone,
             result.resolution_minutes,
             result.milp_solver,
+            result.forecast_issued_at,
+            result.prices_issued_at,
         )
 
 

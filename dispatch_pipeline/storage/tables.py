@@ -144,6 +144,10 @@ dispatch_runs = Table(
     Column("timezone", String(64), nullable=False),
     Column("resolution_minutes", Integer, nullable=False),
     Column("milp_solver", String(32)),
+    # When the stored forecast and price series the plan read were issued (null: not read from
+    # storage): a plan older than a later issue of its day is stale.
+    Column("forecast_issued_at", UtcDateTime),
+    Column("prices_issued_at", UtcDateTime),
     CheckConstraint(_in("source", RUN_SOURCES), name="source"),
     CheckConstraint(_in("status", RUN_STATUSES), name="status"),
     CheckConstraint(_in("solver", RUN_SOLVERS), name="solver"),

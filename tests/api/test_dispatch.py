@@ -277,6 +277,12 @@ def test_registered_site_supplies_battery_weights_timezone_and_forecast(client, 
     assert discharged > 0
     assert detail["kpis"]["equivalent_full_cycles"] == pytest.approx(discharged / 200.0, abs=1e-4)
     assert max(p["batt_dis_kw"] for p in points) > 50.0  # the site's 80 kW rating, not 50
+    # The PV came from the stored issue, the load and prices from the request.
+    assert (detail["forecast_issued_at"], detail["prices_issued_at"]) == ("2024-03-14T06:00:00Z", None)
+
+    with_own_pv = client.post("/dispatch/run", json={**minimal, "pv_kw": sample_request["pv_kw"]})
+    detail = client.get(f"/dispatch/runs/{with_own_pv.json()['run_id']}").json()
+    assert (detail["forecast_issued_at"], detail["prices_issued_at"]) == (None, None)
 
 
 def test_a_registered_sites_plan_is_explained_in_its_currency(client, engine, sample_request):

@@ -65,6 +65,9 @@ def test_a_registered_sites_request_is_completed_from_storage_and_stored(tmp_pat
     assert site.tariff.demand_charge_per_kw > 0
     assert answer["objective_value"] == pytest.approx(solve_dispatch(completed).objective_value, rel=1e-6)
     assert [p.pv_set_kw + p.curtail_kw for p in stored.to_result().points] == pytest.approx(forecast["pv_kw"].tolist())
+    # The PV read from storage, so its issue with it; the prices were the request's own.
+    assert (stored.run.forecast_issued_at, stored.run.prices_issued_at) == (ISSUED_AT, None)
+    assert dt.datetime.fromisoformat(answer["forecast_issued_at"]) == ISSUED_AT
     reasons = [p["reason"] for p in answer["points"]]
     assert any("EUR/kWh" in reason for reason in reasons) and not any("MYR" in reason for reason in reasons)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import statistics
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from dispatch_pipeline.cli import main
 from dispatch_pipeline.core.evaluate import objective_value
@@ -188,6 +189,53 @@ def test_a_loaded_price_series_replaces_the_tariff_in_the_plan(
     # Paid to take energy at noon, the battery charges from the grid then.
     negative = prices["buy"].to_numpy() < 0
     assert sum(p.batt_ch_kw for p, cheap in zip(stored.points, negative, strict=True) if cheap) > 0
+
+
+def _stale_plans_query(today: dt.date) -> str:
+    """The documented query for latest plans made stale by a later issue (docs/operations.md),
+    asked on `today`."""
+    guide = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    start = guide.index("SELECT r.site_id, r.date, r.id AS run_id, r.created_at, r.forecast_issued_at")
+    query = guide[start : guide.index(";", start)]
+    assert query.count("CURRENT_DATE") == 1
+    return query.replace("CURRENT_DATE", f"DATE '{today.isoformat()}'")
+
+
+def test_a_plan_keeps_when_its_inputs_were_issued_and_a_later_issue_shows_it_stale(
+    job, instance, engine, database_url, make_site, tmp_path
+):
+    site = make_site("BERLIN_DEPOT", (DAY,))
+    day = SiteDay(site.site_id, DAY)
+    assert run_site_day(job, instance, day).success
+    on_tariff = latest_run(engine, site.site_id, DAY)
+    # Every interval from the one forecast issue; the prices from the ToU tariff, never issued.
+    assert (on_tariff.run.forecast_issued_at, on_tariff.run.prices_issued_at) == (ISSUED_AT, None)
+
+    # A re-issue of the morning only: the day's latest issue is that one's.
+    morning = demo_forecast("BERLIN_DEPOT", DAY).iloc[:32]
+    save_forecast(engine, site.site_id, morning, ISSUED_AT + dt.timedelta(days=1))
+    path = tmp_path / "spot.csv"
+    price_table(site.site_id).to_csv(path, index=False)
+    prices_issued = dt.datetime(2025, 3, 10, 11, 0, tzinfo=dt.UTC)
+    command = ["prices", "load", str(path), "--database-url", database_url, "--issued-at", prices_issued.isoformat()]
+    assert main(command) == 0
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            stale = connection.execute(text(_stale_plans_query(DAY))).all()
+        assert [(row.site_id, row.run_id) for row in stale if row.site_id == site.site_id] == [
+            (site.site_id, on_tariff.run.run_id)
+        ]
+
+    assert run_site_day(job, instance, day).success
+    on_prices = latest_run(engine, site.site_id, DAY)
+    assert (on_prices.run.forecast_issued_at, on_prices.run.prices_issued_at) == (
+        ISSUED_AT + dt.timedelta(days=1), prices_issued
+    )
+    assert on_prices.to_result().prices_issued_at == prices_issued
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            stale = connection.execute(text(_stale_plans_query(DAY))).all()
+        assert [row for row in stale if row.site_id == site.site_id] == []
 
 
 def test_a_price_series_covering_part_of_the_day_fails_it_naming_the_gap(
@@ -425,8 +473,9 @@ def test_re_planning_from_the_tariff_snapshot_bills_the_demand_charge_it_was_tak
     assert again.run.objective_value == pytest.approx(first.run.objective_value, rel=1e-6)
 
 
-def test_re_planning_from_a_tariff_snapshot_without_its_demand_charge_asks_for_a_new_one(
-    job, instance, engine, make_site, snapshots_dir
+@pytest.mark.parametrize("column", ["demand_charge_per_kw", "issued_at"])
+def test_re_planning_from_a_tariff_snapshot_of_an_earlier_release_asks_for_a_new_one(
+    job, instance, engine, make_site, snapshots_dir, column
 ):
     import pickle
 
@@ -435,12 +484,14 @@ def test_re_planning_from_a_tariff_snapshot_without_its_demand_charge_asks_for_a
     assert run_site_day(job, instance, day).success
     [snapshot] = (snapshots_dir / "site_tariff" / site.site_id).glob("*.pkl")
     frames = pickle.loads(snapshot.read_bytes())
-    snapshot.write_bytes(pickle.dumps({date: frame.drop(columns="demand_charge_per_kw") for date, frame in frames.items()}))
+    snapshot.write_bytes(pickle.dumps({date: frame.drop(columns=column) for date, frame in frames.items()}))
 
     replan = _replan_schedule_only(job, instance, day)
 
     assert not replan.success
-    assert "site_tariff was materialised by an earlier release" in failure_message(replan)
+    message = failure_message(replan)
+    assert "site_tariff was materialised by an earlier release" in message
+    assert {"demand_charge_per_kw": "demand charge", "issued_at": "issue times"}[column] in message
 
 
 def test_re_planning_after_a_timezone_change_refuses_the_old_inputs(job, instance, engine, make_site):

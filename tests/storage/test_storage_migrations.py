@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import multiprocessing
 import os
@@ -55,7 +56,7 @@ EXPECTED_TABLES = {
 
 def test_migrations_create_every_table(engine: Engine, database_url: str) -> None:
     assert set(inspect(engine).get_table_names()) >= EXPECTED_TABLES
-    assert current_revision(database_url) == head_revision() == "0004"
+    assert current_revision(database_url) == head_revision() == "0005"
 
 
 def test_check_constraints_carry_the_names_tables_py_gives(engine: Engine) -> None:
@@ -344,18 +345,55 @@ def _referenced_tables(engine: Engine, table: str) -> list[str]:
 
 def test_dropping_the_interval_keys_keeps_every_row(fresh_database_url: str) -> None:
     engine = make_engine(fresh_database_url)
-    # Written where the interval rows need no run first: save_runs writes them before the run.
-    _migrate(fresh_database_url, "upgrade", "0002")
+    upgrade_database(fresh_database_url)
     result = build_result("MIGRATED_SITE")
     save_runs(engine, [result], source="cli")
+    rows = _rows_of_every_table(engine)
 
     _migrate(fresh_database_url, "downgrade", "0001")
     assert _referenced_tables(engine, "dispatch_schedule") == ["dispatch_runs"]
     assert _referenced_tables(engine, "dispatch_explanations") == ["dispatch_runs"]
-    assert get_run(engine, result.run_id).to_result() == result
+    assert _rows_of_every_table(engine) == rows
 
-    _migrate(fresh_database_url, "upgrade", "0002")
+    upgrade_database(fresh_database_url)
     assert _referenced_tables(engine, "dispatch_schedule") == []
     assert _referenced_tables(engine, "dispatch_explanations") == []
     assert _referenced_tables(engine, "dispatch_kpis") == ["dispatch_runs"]
     assert get_run(engine, result.run_id).to_result() == result
+
+
+def _rows_of_every_table(engine: Engine) -> dict[str, list[tuple]]:
+    """Every row of the run tables, in the columns all revisions have (0001's)."""
+    columns = {
+        "dispatch_runs": "id, site_id, date, status, objective_value, milp_solver",
+        "dispatch_kpis": "run_id, " + ", ".join(KPI_COLUMNS),
+        "dispatch_schedule": "run_id, ts, batt_ch_kw, soc, reason",
+        "dispatch_explanations": "run_id, ts, reason_code, marginal_cost_per_kwh",
+    }
+    with engine.connect() as connection:
+        return {
+            table: [tuple(row) for row in connection.execute(text(f"SELECT {names} FROM {table} ORDER BY 1, 2"))]
+            for table, names in columns.items()
+        }
+
+
+def test_runs_stored_before_0005_read_back_without_issue_times(fresh_database_url: str) -> None:
+    engine = make_engine(fresh_database_url)
+    upgrade_database(fresh_database_url)
+    issued = dt.datetime(2024, 3, 14, 9, 30, tzinfo=dt.UTC)
+    result = build_result("ISSUED_SITE").model_copy(update={"forecast_issued_at": issued, "prices_issued_at": issued})
+    save_runs(engine, [result], source="cli")
+
+    _migrate(fresh_database_url, "downgrade", "0004")
+    assert not {"forecast_issued_at", "prices_issued_at"} & _run_column_names(engine)
+    rows = _rows_of_every_table(engine)
+
+    upgrade_database(fresh_database_url)
+    assert _rows_of_every_table(engine) == rows
+    # What 0004 never held comes back unknown, not invented.
+    expected = result.model_copy(update={"forecast_issued_at": None, "prices_issued_at": None})
+    assert get_run(engine, result.run_id).to_result() == expected
+
+
+def _run_column_names(engine: Engine) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns("dispatch_runs")}

@@ -39,6 +39,11 @@ def test_round_trip_of_hand_built_results(
         make_result(site_id, dt.date(2024, 3, 16), solver="fallback_rule", seed=2),
         make_result(site_id, dt.date(2024, 3, 17), solver="rule_based", seed=3),
     ]
+    # Issue times come back as the same instants, in UTC; unknown ones (the other two) as None.
+    results[0] = results[0].model_copy(update={
+        "forecast_issued_at": dt.datetime(2024, 3, 14, 14, 30, tzinfo=dt.timezone(dt.timedelta(hours=8))),
+        "prices_issued_at": dt.datetime(2024, 3, 13, 12, 0, 0, 250, tzinfo=dt.UTC),
+    })
     ids = save_runs(engine, results, source="dagster", dagster_run_id="0b6a3c1e-dagster-run")
     assert ids == [r.run_id for r in results]
     assert row_counts(engine, ids) == {
@@ -54,6 +59,7 @@ def test_round_trip_of_hand_built_results(
         assert stored.run.source == "dagster"
         assert stored.run.dagster_run_id == "0b6a3c1e-dagster-run"
         assert stored.run.created_at.tzinfo == dt.UTC
+    assert get_run(engine, results[0].run_id).run.forecast_issued_at.tzinfo == dt.UTC
 
 
 def test_round_trip_across_a_dst_day(engine: Engine, site_id: str, make_result) -> None:
@@ -322,9 +328,12 @@ def _with_point(result, j: int, **changes):
         # Not a stored column: it would read back as status == "fallback", changed.
         (lambda r: r.model_copy(update={"fallback_used": True}),
          r"results\[1\] \(site '[^']+' on 2024-03-15\)\.fallback_used: must say whether status is 'fallback' \(status is 'ok'\) \(got True\)"),
+        # Naive: which instant it means is a guess (and binary COPY would need an aware one).
+        (lambda r: r.model_copy(update={"prices_issued_at": dt.datetime(2024, 3, 14, 6)}),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.prices_issued_at: must be timezone-aware"),
     ],
     ids=["timeout-overflows-int4", "timezone-too-long", "solver-too-long", "reason-code-too-long",
-         "fallback-used-contradicts-status"],
+         "fallback-used-contradicts-status", "naive-issue-time"],
 )
 def test_values_a_backend_would_store_changed_are_refused(
     engine: Engine, site_id: str, make_result, row_counts, change, message

@@ -184,6 +184,7 @@ def assemble(plan: SolvedDay, milp_solver: str) -> DispatchResult:
         plan.solve_ms,
         milp_solver if problem.use_milp else None,
         plan.planned.currency,
+        plan.planned.issues,
     )
 
 

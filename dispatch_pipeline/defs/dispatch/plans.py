@@ -5,17 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dispatch_pipeline.core.problem import DispatchProblem
+from dispatch_pipeline.core.result import InputIssues
 from dispatch_pipeline.core.solve import Outcome
 from dispatch_pipeline.defs.partitions import SiteDay
 
 
 @dataclass(frozen=True)
 class PlannedDay:
-    """A validated problem, ready for a solver."""
+    """A validated problem, ready for a solver, and when its stored inputs were issued."""
 
     day: SiteDay
     problem: DispatchProblem
     currency: str
+    issues: InputIssues
 
 
 @dataclass(frozen=True)

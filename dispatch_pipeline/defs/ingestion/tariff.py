@@ -27,6 +27,9 @@ from dispatch_pipeline.storage.forecasts import PRICE_COLUMNS
 # The tariff's demand charge travels with its prices: a plan made later from this snapshot bills
 # the peak as the prices were billed, whatever the site's tariff says by then.
 DEMAND_CHARGE = "demand_charge_per_kw"
+# The price issue each interval took, so that the plan can say how current its prices were;
+# NaT where they came from the ToU tariff.
+ISSUED_AT = "issued_at"
 
 
 @dg.asset(
@@ -63,7 +66,8 @@ def site_tariff(
             problems[day.key] = reason
         else:
             frames[day.key] = stored.rows[["ts", "buy", "sell"]].assign(
-                source="price_series", **{DEMAND_CHARGE: tariff.demand_charge_per_kw}
+                source="price_series",
+                **{DEMAND_CHARGE: tariff.demand_charge_per_kw, ISSUED_AT: stored.rows[ISSUED_AT]},
             )
             sources["price_series"] += 1
     fail_partitions(problems)
@@ -77,8 +81,16 @@ def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
     # pandas 3, object before) for less. Every array here is new, so none needs copying.
     source = np.full(local.intervals, "tou_tariff", dtype=object)
     demand_charge = np.full(local.intervals, tariff.demand_charge_per_kw)
+    never_issued = pd.DatetimeIndex(np.full(local.intervals, np.datetime64("NaT", "us")), tz="UTC")
     return pd.DataFrame(
-        {"ts": local.timestamps(), "buy": buy, "sell": sell, "source": source, DEMAND_CHARGE: demand_charge},
+        {
+            "ts": local.timestamps(),
+            "buy": buy,
+            "sell": sell,
+            "source": source,
+            DEMAND_CHARGE: demand_charge,
+            ISSUED_AT: never_issued,
+        },
         copy=False,
     )
 
