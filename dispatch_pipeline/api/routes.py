@@ -159,7 +159,8 @@ async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep
     return json_response(LatestSchedule(
         site_id=run.site_id, date=run.date, timezone=run.timezone, run_id=run.run_id,
         created_at=run.created_at, status=run.status, solver=run.solver,
-        resolution_minutes=run.resolution_minutes, points=stored.points,
+        resolution_minutes=run.resolution_minutes, forecast_issued_at=run.forecast_issued_at,
+        prices_issued_at=run.prices_issued_at, points=stored.points,
     ))
 
 

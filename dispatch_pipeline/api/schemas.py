@@ -15,7 +15,15 @@ from pydantic import BaseModel, Field
 
 from dispatch_pipeline.api.limits import MAX_INTERVALS
 from dispatch_pipeline.core.request import DispatchRequest, Weights
-from dispatch_pipeline.core.result import DispatchResponse, Kpis, Point, SolverName, Status
+from dispatch_pipeline.core.result import (
+    DispatchResponse,
+    ForecastIssuedAt,
+    Kpis,
+    Point,
+    PricesIssuedAt,
+    SolverName,
+    Status,
+)
 
 __all__ = ["DispatchResponse", "ErrorResponse", "HealthResponse", "LatestSchedule", "RunDetail"]
 
@@ -31,6 +39,8 @@ class LatestSchedule(BaseModel):
     status: Status
     solver: SolverName
     resolution_minutes: int
+    forecast_issued_at: ForecastIssuedAt
+    prices_issued_at: PricesIssuedAt
     points: list[Point]
 
 
@@ -54,12 +64,8 @@ class RunDetail(BaseModel):
     solve_ms: float
     mip_gap: float | None
     resolution_minutes: int
-    forecast_issued_at: dt.datetime | None = Field(
-        description="When the stored forecast the plan read was issued (its latest issue); null when the request sent its own."
-    )
-    prices_issued_at: dt.datetime | None = Field(
-        description="When the stored price series the plan read was issued; null for ToU-tariff or request prices."
-    )
+    forecast_issued_at: ForecastIssuedAt
+    prices_issued_at: PricesIssuedAt
     kpis: Kpis
     points: list[Point]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,6 +94,15 @@ class InputIssues:
 
 NO_STORED_INPUTS = InputIssues()
 
+ForecastIssuedAt = Annotated[dt.datetime | None, Field(description=(
+    "When the stored forecast the plan read was issued (the latest issue among its intervals); "
+    "null when the request sent its own load and PV."
+))]
+PricesIssuedAt = Annotated[dt.datetime | None, Field(description=(
+    "When the stored price series the plan read was issued (the latest issue among its "
+    "intervals); null when the prices came from a time-of-use tariff or the request."
+))]
+
 
 class DispatchResponse(BaseModel):
     """The contract's answer to a solve request."""
@@ -120,20 +129,8 @@ class DispatchResult(DispatchResponse):
     solve_ms: float
     timeout_ms: int
     objective_config: Weights
-    forecast_issued_at: dt.datetime | None = Field(
-        None,
-        description=(
-            "When the stored forecast the plan read was issued (the latest issue among its "
-            "intervals); null when the request sent its own load and PV."
-        ),
-    )
-    prices_issued_at: dt.datetime | None = Field(
-        None,
-        description=(
-            "When the stored price series the plan read was issued (the latest issue among its "
-            "intervals); null when the prices came from a time-of-use tariff or the request."
-        ),
-    )
+    forecast_issued_at: ForecastIssuedAt = None
+    prices_issued_at: PricesIssuedAt = None
     points: list[Point]
 
     def response(self) -> DispatchResponse:

@@ -279,6 +279,8 @@ def test_registered_site_supplies_battery_weights_timezone_and_forecast(client, 
     assert max(p["batt_dis_kw"] for p in points) > 50.0  # the site's 80 kW rating, not 50
     # The PV came from the stored issue, the load and prices from the request.
     assert (detail["forecast_issued_at"], detail["prices_issued_at"]) == ("2024-03-14T06:00:00Z", None)
+    latest = client.get("/dispatch/latest", params={"site_id": "REG_SITE", "date": "2024-03-15"}).json()
+    assert (latest["forecast_issued_at"], latest["prices_issued_at"]) == ("2024-03-14T06:00:00Z", None)
 
     with_own_pv = client.post("/dispatch/run", json={**minimal, "pv_kw": sample_request["pv_kw"]})
     detail = client.get(f"/dispatch/runs/{with_own_pv.json()['run_id']}").json()
