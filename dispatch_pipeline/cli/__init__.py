@@ -6,7 +6,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -30,12 +30,12 @@ def _database_url(text: str) -> str:
     return text
 
 
-def say_where_stored(engine: Engine) -> None:
+def say_where_stored(engine: Engine, file: TextIO | None = None) -> None:
     """The last line of a command that wrote: the database, which `.env`, DATABASE_URL,
-    --database-url or the demo's SQLite file may have chosen."""
+    --database-url or the demo's SQLite file may have chosen (on stdout unless `file`)."""
     from dispatch_pipeline.storage.database import printable_url
 
-    print(f"database: {printable_url(engine.url)}")
+    print(f"database: {printable_url(engine.url)}", file=file)
 
 
 def add_host_option(parser: argparse.ArgumentParser) -> None:

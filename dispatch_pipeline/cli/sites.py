@@ -38,7 +38,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         description="Delete the sites' definitions (all of them or, if one is not registered, none): "
         "they are planned no more. Their stored plans, forecasts and prices stay, and so do their "
         "Dagster partitions, so that past runs stay browsable. Each removed site's definition is "
-        "printed as stored, as JSON that `sites add -` takes back.",
+        "printed on stdout as stored, one JSON object per line, which `sites add -` takes back "
+        "(`sites remove OLD_SITE > OLD_SITE.json`); what stays is said on stderr.",
     )
     remove.add_argument("site_ids", nargs="+", metavar="SITE_ID")
     remove.set_defaults(handler=run_remove)
@@ -178,12 +179,18 @@ def run_remove(args: argparse.Namespace) -> int:
     except StorageInputError as exc:
         raise UsageError(str(exc)) from None
     for site_id, site in removed.items():
-        print(f"removed {site_id}: no longer planned; its {site.stored_runs} stored plan(s), forecasts and prices stay")
         # The definition is gone from the database: this line is its last copy, valid or not.
-        print(f"  its definition, which `sites add -` takes back: {json.dumps(site.definition, sort_keys=True)}")
+        # Alone on stdout, so that it can be saved as a file `sites add` reads.
+        print(json.dumps(site.definition, sort_keys=True))
+        print(
+            f"removed {site_id}: no longer planned; its {site.stored_runs} stored plan(s), forecasts and "
+            "prices stay (its definition is on stdout, which `sites add -` takes back)",
+            file=sys.stderr,
+        )
     print(
         "their Dagster partitions stay, so that past runs stay browsable: leave them out of backfills "
-        "(deploy/backfill.py --sites), or delete them in the UI once their history no longer matters"
+        "(deploy/backfill.py --sites), or delete them in the UI once their history no longer matters",
+        file=sys.stderr,
     )
-    say_where_stored(engine)
+    say_where_stored(engine, file=sys.stderr)
     return 0
