@@ -5,8 +5,10 @@
 - sample_request.json: the README's quick-start request in full (96 quarter-hours of a
   Kuala Lumpur commercial site on 2024-03-15, ToU prices, PV and the contract's example battery);
 - sites.yaml: the demo sites, the input of `dispatch-pipeline sites import`;
-- forecast.csv: two local days of demo forecast for KL_MALL (site_id, ts in UTC, load_kw, pv_kw);
-- prices.csv: spot prices of the same two local days for BERLIN_DEPOT (site_id, ts, buy, sell).
+- forecast.csv: two local days of demo forecast for KL_MALL and BERLIN_DEPOT (site_id, ts in
+  UTC, load_kw, pv_kw);
+- prices.csv: spot prices of the same two local days for BERLIN_DEPOT (site_id, ts, buy, sell),
+  which it is planned on in place of its time-of-use tariff once both files are loaded.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dispatch_pipeline.demo.sites import DemoProfile
 
 DATE = "2024-03-15"
 SEED = 0
-FORECAST_SITE = "KL_MALL"
+FORECAST_SITES = ("KL_MALL", "BERLIN_DEPOT")
 FORECAST_DATES = ("2024-03-15", "2024-03-16")  # a Friday and a Saturday
 
 DEMO_SITE = Site(
@@ -85,9 +87,12 @@ def format_request(request: dict[str, Any]) -> str:
 
 
 def forecast_csv() -> str:
-    frames = [demo_forecast(FORECAST_SITE, date, seed=SEED) for date in FORECAST_DATES]
-    table = pd.concat(frames, ignore_index=True)
-    table.insert(0, "site_id", FORECAST_SITE)
+    frames = [
+        demo_forecast(site_id, date, seed=SEED).assign(site_id=site_id)
+        for site_id in FORECAST_SITES
+        for date in FORECAST_DATES
+    ]
+    table = pd.concat(frames, ignore_index=True)[["site_id", "ts", "load_kw", "pv_kw"]]
     table["ts"] = table["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return table.to_csv(index=False, lineterminator="\n")
 

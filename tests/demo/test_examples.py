@@ -44,15 +44,22 @@ def test_sample_request_matches_the_quick_start():
     assert problem.intervals == 96
 
 
-def test_forecast_csv_holds_two_local_days():
+@pytest.mark.parametrize(
+    ("site_id", "local_midnight"),
+    [("KL_MALL", "2024-03-14T16:00Z"), ("BERLIN_DEPOT", "2024-03-14T23:00Z")],  # UTC+8, UTC+1
+)
+def test_forecast_csv_holds_two_local_days_of_each_site(site_id, local_midnight):
+    # Berlin's days are those of prices.csv: loaded together, they plan it on those prices.
     table = pd.read_csv(EXAMPLES / "forecast.csv")
     assert list(table.columns) == ["site_id", "ts", "load_kw", "pv_kw"]
-    assert len(table) == 192 and set(table["site_id"]) == {"KL_MALL"}
-    assert table["ts"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00Z").all()
-    ts = pd.to_datetime(table["ts"], utc=True)
-    assert ts.iloc[0] == pd.Timestamp("2024-03-14T16:00Z")  # local midnight, UTC+8
+    assert set(table["site_id"]) == {"KL_MALL", "BERLIN_DEPOT"}
+    site = table[table["site_id"] == site_id]
+    assert len(site) == 192
+    assert site["ts"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00Z").all()
+    ts = pd.to_datetime(site["ts"], utc=True)
+    assert ts.iloc[0] == pd.Timestamp(local_midnight)
     assert (ts.diff().dropna() == pd.Timedelta(minutes=15)).all()
-    assert (table["load_kw"] > 0).all() and (table["pv_kw"] >= 0).all()
+    assert (site["load_kw"] > 0).all() and (site["pv_kw"] >= 0).all()
 
 
 def test_prices_csv_holds_two_local_days_of_berlin_with_a_negative_noon():
@@ -86,4 +93,5 @@ def test_the_readmes_data_commands_store_the_example_files(tmp_path, capsys):
     window = (pd.Timestamp("2024-03-14T00:00Z").to_pydatetime(), pd.Timestamp("2024-03-17T00:00Z").to_pydatetime())
     assert set(list_site_ids(engine)) == {"KL_MALL", "BERLIN_DEPOT", "PHOENIX_OFFICE"}
     assert len(load_forecast(engine, "KL_MALL", *window)) == 192
+    assert len(load_forecast(engine, "BERLIN_DEPOT", *window)) == 192
     assert len(load_price_series(engine, "BERLIN_DEPOT", *window)) == 192
