@@ -64,7 +64,9 @@ def test_dg_lists_the_pipeline_definitions(embedded_env):
     }
     assert [job["name"] for job in defs["jobs"]] == [JOB_NAME]
     assert [schedule["name"] for schedule in defs["schedules"]] == ["day_ahead_dispatch_schedule"]
-    assert [sensor["name"] for sensor in defs["sensors"]] == ["partition_recovery_sensor", "site_partitions_sensor"]
+    assert [sensor["name"] for sensor in defs["sensors"]] == [
+        "partition_recovery_sensor", "site_partitions_sensor", "stale_plan_sensor"
+    ]
 
 
 def test_dg_dev_serves_the_code_location_from_the_repository_root(embedded_env, tmp_path):

@@ -1,0 +1,109 @@
+"""`stale_plan_sensor`: a day not yet begun is planned again when a forecast or price series for
+it is issued after the one its plan read.
+
+The day-ahead plan is made at 14:00 from the forecast issued by then; forecasts and prices are
+often issued again before the day starts (a later weather run, a corrected price). A plan read
+from the older issue is then no longer the cheapest for what is expected. The sensor looks at
+each site's days from its local tomorrow to the last date partition, and re-plans those whose
+latest Dagster plan read an older issue than the newest stored for one of their intervals. Days
+already under way are left alone: their plan starts from the state of charge at midnight.
+
+Each newer issue re-plans a day once: the cursor keeps, per day, the newest issue already
+acted on. A re-plan that fails (a price series covering part of the day) is not requested again
+until a further issue arrives; its failure names what is missing, like any run's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from dispatch_pipeline.core.calendar import LocalDay
+from dispatch_pipeline.defs.automation.day_ahead import (
+    plan_runs,
+    ready_sites,
+    with_site_partitions,
+)
+from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
+from dispatch_pipeline.defs.common import DATE_TAG, PLANNING_TAG, RESOLUTION_MINUTES, shorten
+from dispatch_pipeline.defs.partitions import SiteDay, block_run_request, last_date_partition
+from dispatch_pipeline.defs.resources import DispatchStorage
+from dispatch_pipeline.storage import read_sites
+from dispatch_pipeline.storage.staleness import DayWindow, stale_plans
+
+REPLAN_TAGS = {PLANNING_TAG: "replan"}
+
+
+def current_time() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def days_ahead(timezone: str, now: dt.datetime, last_date: dt.date) -> list[dt.date]:
+    """The local dates of a site that have not begun at `now`, up to the last date partition."""
+    tomorrow = now.astimezone(ZoneInfo(timezone)).date() + dt.timedelta(days=1)
+    return [tomorrow + dt.timedelta(days=n) for n in range((last_date - tomorrow).days + 1)]
+
+
+@dg.sensor(
+    name="stale_plan_sensor",
+    job=day_ahead_dispatch_job,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Plans a day that has not begun again when a forecast or price series for it is issued "
+        "after the one its latest plan read (a later weather run, a corrected price); once per "
+        "newer issue. Plans stored through the API or the CLI are left as they are. Off until "
+        "switched on (here, or `dagster sensor start`)."
+    ),
+)
+def stale_plan_sensor(context: dg.SensorEvaluationContext, storage: DispatchStorage):
+    now = current_time()
+    engine = storage.engine()
+    # A site stored invalid cannot be planned: the day-ahead schedule reports it every day.
+    sites, _ = read_sites(engine)
+    by_id = {site.site_id: site for site in sites}
+    last_date = last_date_partition(now)
+    windows = {
+        SiteDay(site.site_id, date): _window(site.site_id, local)
+        for site in sites
+        for date in days_ahead(site.timezone, now, last_date)
+        for local in [site.local_day(date, RESOLUTION_MINUTES)]
+    }
+    stale = stale_plans(engine, windows)
+    acted_on: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    due = {
+        day: plan for day, plan in stale.items() if acted_on.get(day.key) != plan.newest_issue.isoformat()
+    }
+    # Only days still ahead are kept: the cursor stays a few entries per site.
+    cursor = {day.key: issue for day in windows if (issue := acted_on.get(day.key))}
+    cursor.update({day.key: plan.newest_issue.isoformat() for day, plan in due.items()})
+    if not due:
+        return dg.SensorResult(
+            skip_reason=f"no plan of the {len(windows)} day(s) ahead has been made stale by a newer issue",
+            cursor=json.dumps(cursor, sort_keys=True),
+        )
+    pairs = [(day.site_id, day.date) for day in due]
+    order = with_site_partitions(context.instance, {site_id: by_id[site_id].timezone for site_id, _ in pairs})
+    runs = plan_runs(pairs, order, ready_sites(engine, by_id, pairs))
+    context.log.info(
+        f"re-planning {len(due)} day(s) issued anew since their plan, in {len(runs)} run(s): "
+        f"{shorten(sorted(day.key for day in due))}"
+    )
+    return dg.SensorResult(
+        run_requests=[
+            block_run_request(
+                days,
+                {DATE_TAG: days[0].date.isoformat(), **REPLAN_TAGS},
+                run_key_prefix=f"replan:{max(due[day].newest_issue for day in days).isoformat()}:",
+            )
+            for days in runs
+        ],
+        cursor=json.dumps(cursor, sort_keys=True),
+    )
+
+
+def _window(site_id: str, local: LocalDay) -> DayWindow:
+    return DayWindow(site_id, local.date, local.start_utc, local.end_utc)

@@ -1,0 +1,138 @@
+"""`stale_plan_sensor`: a day not yet begun is planned again once per forecast or price issue
+stored after the one its plan read; days under way and plans of the API or CLI are left alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from dispatch_pipeline.definitions import ASSETS
+from dispatch_pipeline.defs.automation import replanning
+from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
+from dispatch_pipeline.defs.automation.replanning import days_ahead, stale_plan_sensor
+from dispatch_pipeline.defs.common import PLANNING_TAG
+from dispatch_pipeline.defs.local_runs import run_site_day, run_site_days
+from dispatch_pipeline.defs.partitions import SiteDay, parse_site_day, run_partition_keys
+from dispatch_pipeline.defs.resources import DispatchStorage
+from dispatch_pipeline.defs.resources_map import pipeline_resources
+from dispatch_pipeline.demo import demo_forecast
+from dispatch_pipeline.storage import latest_run, save_forecast, save_price_series, save_runs
+from tests.pipeline.conftest import ISSUED_AT
+from tests.storage.conftest import build_result
+
+# 16:00 in Kuala Lumpur (UTC+8) on 2025-06-01: its tomorrow is a day no other test plans.
+NOW = dt.datetime(2025, 6, 1, 8, 0, tzinfo=dt.UTC)
+TODAY, TOMORROW = dt.date(2025, 6, 1), dt.date(2025, 6, 2)
+NEWER = ISSUED_AT + dt.timedelta(days=1)
+
+
+@pytest.fixture(autouse=True)
+def sensor_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replanning, "current_time", lambda: NOW)
+
+
+@pytest.fixture
+def evaluate(persistent_instance: dg.DagsterInstance, database_url: str):
+    """Evaluate the sensor as the daemon does, on an instance with a ref (its partitioned requests
+    are checked against the job's partitions): its requests as {partition key: request}, and its
+    new cursor."""
+    storage = DispatchStorage(database_url=database_url)
+    definitions = dg.Definitions(
+        assets=ASSETS, jobs=[day_ahead_dispatch_job], sensors=[stale_plan_sensor],
+        resources=pipeline_resources(storage=storage),
+    )
+
+    def evaluate_tick(cursor: str | None = None):
+        # As a context manager: the context's own instance must be closed (see test_automation).
+        with dg.build_sensor_context(
+            instance=persistent_instance, instance_ref=persistent_instance.get_ref(), cursor=cursor,
+            repository_def=definitions.get_repository_def(), resources={"storage": storage},
+        ) as context:
+            result = stale_plan_sensor.evaluate_tick(context)
+        requested = {
+            key: request
+            for request in result.run_requests or []
+            for key in (
+                [request.partition_key] if request.partition_key
+                else run_partition_keys(request.tags, persistent_instance)
+            )
+        }
+        return requested, result.cursor
+
+    return evaluate_tick
+
+
+def re_issue_the_morning(engine, site_id: str, date: dt.date) -> None:
+    save_forecast(engine, site_id, demo_forecast("KL_MALL", date).iloc[:32], NEWER)
+
+
+def test_a_plan_made_stale_by_a_newer_forecast_is_planned_again_once(job, instance, engine, make_site, evaluate):
+    site = make_site("KL_MALL", (TOMORROW,))
+    day = SiteDay(site.site_id, TOMORROW)
+    assert run_site_day(job, instance, day).success
+    requested, cursor = evaluate()
+    assert day.key not in requested
+
+    re_issue_the_morning(engine, site.site_id, TOMORROW)
+    requested, cursor = evaluate(cursor)
+    request = requested[day.key]
+    assert request.tags[PLANNING_TAG] == "replan"
+    # Once per issue: the next evaluation leaves it to the run requested.
+    again, _ = evaluate(cursor)
+    assert day.key not in again
+
+    days = [parse_site_day(key) for key, each in requested.items() if each is request]
+    assert run_site_days(job, instance, days, tags=request.tags).success
+    stored = latest_run(engine, site.site_id, TOMORROW)
+    assert stored.run.forecast_issued_at == NEWER
+    # Planned from the newest issue, the day is no longer stale, cursor or not.
+    assert day.key not in evaluate()[0]
+
+
+def test_a_price_series_issued_after_a_plan_on_the_tariff_makes_it_stale(job, instance, engine, make_site, evaluate):
+    site = make_site("KL_MALL", (TOMORROW,))
+    day = SiteDay(site.site_id, TOMORROW)
+    assert run_site_day(job, instance, day).success
+    assert latest_run(engine, site.site_id, TOMORROW).run.prices_issued_at is None  # the ToU tariff
+    local = site.local_day(TOMORROW, 15)
+    prices = pd.DataFrame({"ts": local.timestamps(), "buy": 0.3, "sell": 0.1})
+    # Issued after the plan was stored: the plan read no price issue, so its creation counts.
+    save_price_series(engine, site.site_id, prices, dt.datetime.now(dt.UTC))
+
+    assert day.key in evaluate()[0]
+
+
+def test_days_under_way_and_plans_of_the_api_or_cli_are_left_alone(job, instance, engine, make_site, evaluate):
+    begun = make_site("KL_MALL", (TODAY,))
+    assert run_site_day(job, instance, SiteDay(begun.site_id, TODAY)).success
+    re_issue_the_morning(engine, begun.site_id, TODAY)
+
+    asked_for = make_site("KL_MALL", (TOMORROW,))
+    assert run_site_day(job, instance, SiteDay(asked_for.site_id, TOMORROW)).success
+    # Then planned through the CLI (`solve --store`) with the caller's own inputs: the latest plan.
+    save_runs(engine, [build_result(asked_for.site_id, TOMORROW)], source="cli")
+    re_issue_the_morning(engine, asked_for.site_id, TOMORROW)
+
+    requested, _ = evaluate()
+    assert SiteDay(begun.site_id, TODAY).key not in requested
+    assert SiteDay(asked_for.site_id, TOMORROW).key not in requested
+
+
+@pytest.mark.parametrize(
+    ("timezone", "now", "expected"),
+    [
+        # 16:00 in Kuala Lumpur: tomorrow and the day after (the last date partition, UTC-based).
+        ("Asia/Kuala_Lumpur", NOW, [TOMORROW, dt.date(2025, 6, 3)]),
+        # 19:30 UTC is 09:30 on June 2 in Kiritimati (UTC+14): its tomorrow is the last partition.
+        ("Pacific/Kiritimati", dt.datetime(2025, 6, 1, 19, 30, tzinfo=dt.UTC), [dt.date(2025, 6, 3)]),
+        # 01:00 UTC on June 2 is 14:00 on June 1 in Pago Pago (UTC-11): three days ahead.
+        ("Pacific/Pago_Pago", dt.datetime(2025, 6, 2, 1, 0, tzinfo=dt.UTC), [TOMORROW, dt.date(2025, 6, 3), dt.date(2025, 6, 4)]),
+    ],
+)
+def test_days_ahead_run_from_the_sites_tomorrow_to_the_last_date_partition(timezone, now, expected):
+    from dispatch_pipeline.defs.partitions import last_date_partition
+
+    assert days_ahead(timezone, now, last_date_partition(now)) == expected
