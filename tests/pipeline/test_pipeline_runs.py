@@ -91,6 +91,8 @@ def test_one_partition_is_planned_checked_and_stored(job, instance, engine, make
     )
     metadata = schedule_event.materialization.metadata
     assert metadata["solver"].value == "milp"
+    assert metadata["forecast_issued_at"].value == ISSUED_AT.timestamp()
+    assert metadata["prices_issued_at"].value == "none (time-of-use tariff)"
     assert metadata["plot"].value.startswith("![day](data:image/png;base64,")
     assert "kpi/total_cost" in metadata
 

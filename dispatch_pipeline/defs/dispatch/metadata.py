@@ -62,6 +62,10 @@ def _single(result: DispatchResult, plan: SolvedDay, plotter: DayPlotter) -> dic
     }
     if result.mip_gap is not None:
         metadata["mip_gap"] = dg.MetadataValue.float(result.mip_gap)
+    # Which issues the plan was made from: a later one makes it stale (stale_plan_sensor).
+    for name, unissued in (("forecast_issued_at", "none"), ("prices_issued_at", "none (time-of-use tariff)")):
+        issued = getattr(result, name)
+        metadata[name] = dg.MetadataValue.timestamp(issued) if issued else unissued
     metadata.update(kpi_metadata(result, currency))
     png = plotter.png_base64(result, plan.planned.problem, currency)
     metadata["plot"] = dg.MetadataValue.md(f"![day](data:image/png;base64,{png})")
