@@ -81,8 +81,9 @@ def stale_plan_sensor(context: dg.SensorEvaluationContext, storage: DispatchStor
     cursor = {day.key: issue for day in windows if (issue := acted_on.get(day.key))}
     cursor.update({day.key: plan.newest_issue.isoformat() for day, plan in due.items()})
     if not due:
+        waiting = f" ({len(stale)} stale, a re-plan requested already for each one's newest issue)" if stale else ""
         return dg.SensorResult(
-            skip_reason=f"no plan of the {len(windows)} day(s) ahead has been made stale by a newer issue",
+            skip_reason=f"no plan of the {len(windows)} day(s) ahead is stale by an issue not acted on{waiting}",
             cursor=json.dumps(cursor, sort_keys=True),
         )
     pairs = [(day.site_id, day.date) for day in due]
