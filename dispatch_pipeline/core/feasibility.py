@@ -18,6 +18,8 @@ from dispatch_pipeline.core.result import Schedule
 
 # Solvers stop at feasibility tolerances around 1e-7 relative; a kW-scale plan is judged at 1e-5.
 TOLERANCE = 1e-5
+# The most a plan's state of charge may stray outside [0, 1], as a fraction of capacity.
+SOC_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,10 @@ def _scales(problem: DispatchProblem, flows: np.ndarray) -> dict[str, np.ndarray
         "pv_split": power,
         "nonnegative_flows": power,
         "energy_dynamics": energy,
-        "physical_soc": energy,
+        # In kWh as well, but never more than SOC_TOLERANCE of the battery: below 10 Wh, 1e-5 kWh
+        # is a sizeable part of it, and a solver paid to import stored it past full (SOC 8.5 in a
+        # battery of 1e-9 kWh, passed as physical).
+        "physical_soc": min(energy, SOC_TOLERANCE / TOLERANCE * problem.capacity_kwh),
         "charge_rating": max(1.0, bess.max_charge_kw),
         "discharge_rating": max(1.0, bess.max_discharge_kw),
         "export_cap": np.maximum(1.0, problem.export_bound_kw),

@@ -68,6 +68,9 @@ def _zero_or_at_least_min_weight(value: float) -> float:
 
 
 Weight = Annotated[NonNegativeFloat, AfterValidator(_zero_or_at_least_min_weight)]
+# Likewise a battery: one of 5e-324 kWh turns any stored energy into an infinite SOC.
+MIN_CAPACITY_KWH = 1 / MAX_MAGNITUDE
+Capacity = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=MIN_CAPACITY_KWH, le=MAX_MAGNITUDE)]
 
 
 @functools.cache
@@ -147,7 +150,7 @@ class Tariff(_Strict):
 
 
 class Battery(_Strict):
-    capacity_kwh: PositiveFloat = 100.0
+    capacity_kwh: Capacity = 100.0
     max_charge_kw: NonNegativeFloat = 50.0
     max_discharge_kw: NonNegativeFloat = 50.0
     soc_min: Fraction = 0.1

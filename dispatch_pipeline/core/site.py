@@ -29,10 +29,10 @@ from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_tex
 from dispatch_pipeline.core.request import (
     DEFAULT_TIMEOUT_MS,
     Battery,
+    Capacity,
     FiniteFloat,
     Limits,
     NonNegativeFloat,
-    PositiveFloat,
     SiteId,
     StorableText,
     TimezoneName,
@@ -66,7 +66,7 @@ class SiteBattery(Battery):
     contract's documented defaults.
     """
 
-    capacity_kwh: PositiveFloat
+    capacity_kwh: Capacity
     max_charge_kw: NonNegativeFloat
     max_discharge_kw: NonNegativeFloat
 

@@ -117,6 +117,27 @@ def test_energy_is_judged_at_a_hundred_thousandth_of_the_battery(relative_breach
     assert (("energy_dynamics", T) in breaches) is found
 
 
+@pytest.mark.parametrize(("capacity_kwh", "over_kwh", "found"), [
+    # A battery of a billionth of a kWh stored to 8.5 times full: 7.5e-9 kWh over, far under the
+    # 1e-5 kWh that judges a kWh-scale battery, once passed as physical.
+    (1e-9, 7.5e-9, True),
+    (1e-9, 0.5e-12, False),  # a solver's rounding: SOC 1.0005
+    (1.0, 0.5e-5, False),  # from 10 Wh up, 1e-5 kWh as before
+])
+def test_a_small_batterys_soc_is_judged_as_a_fraction_of_it(capacity_kwh, over_kwh, found):
+    request = load_case("typical")["request"] | {"bess": {"capacity_kwh": capacity_kwh, "soc_max": 1.0}}
+    problem = build_problem(request)
+    schedule = rule_based_schedule(problem)
+    assert find_breaches(problem, schedule) == []
+    full = np.full(problem.intervals, problem.capacity_kwh)
+    # Held full all day, one interval over it: only the SOC bound is at stake.
+    corrupted = dataclasses.replace(
+        schedule, energy=np.where(np.arange(problem.intervals) == T, full + over_kwh, full),
+    )
+    checks = {(b.check, b.interval) for b in find_breaches(problem, corrupted)}
+    assert (("physical_soc", T) in checks) is found, checks
+
+
 def test_charging_and_discharging_at_once_is_a_breach_however_large_the_ratings():
     for rating in (50.0, 1e9):
         request = load_case("typical")["request"] | {

@@ -65,6 +65,8 @@ BAD_INPUTS = [
     # No cost left for the solver to see, and dual / weights.cost overflows.
     (("weights.cost", 5e-324), "weights.cost", "5e-324"),
     (("weights.violation", 1e-10), "weights.violation", "1e-10"),
+    # Any energy in it would be an infinite state of charge.
+    (("bess.capacity_kwh", 5e-324), "bess.capacity_kwh", "5e-324"),
     (("bess.cycle_cost_per_kwh", -0.01), "bess.cycle_cost_per_kwh", "-0.01"),
     (("tariff.demand_charge_per_kw", -1.0), "tariff.demand_charge_per_kw", "-1.0"),
     (("site_id", "bad site!"), "site_id", "'bad site!'"),
