@@ -70,7 +70,15 @@ def _zero_or_at_least_min_weight(value: float) -> float:
 Weight = Annotated[NonNegativeFloat, AfterValidator(_zero_or_at_least_min_weight)]
 # Likewise a battery: one of 5e-324 kWh turns any stored energy into an infinite SOC.
 MIN_CAPACITY_KWH = 1 / MAX_MAGNITUDE
-Capacity = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=MIN_CAPACITY_KWH, le=MAX_MAGNITUDE)]
+
+
+def _at_least_min_capacity(value: float) -> float:
+    if value < MIN_CAPACITY_KWH:
+        raise ValueError(f"must be at least {MIN_CAPACITY_KWH:g} kWh")
+    return value
+
+
+Capacity = Annotated[PositiveFloat, AfterValidator(_at_least_min_capacity)]
 
 
 @functools.cache
