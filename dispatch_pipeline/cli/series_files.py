@@ -373,7 +373,8 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
             print(
                 f"dispatch-pipeline {spec.command}: note: {site_id}: the issue of {issued_at.isoformat()} "
                 f"already held {earlier[site_id]} of this file's {count} interval(s); this file's values "
-                "replaced those (load under another --issued-at to keep both issues)",
+                "replaced those (load under another --issued-at to keep both issues); stale_plan_sensor "
+                "compares issue times and does not see a replaced value: re-plan the days by hand",
                 file=sys.stderr,
             )
         if args.issued_at is not None and (hidden := hidden_by_later_issues(engine, spec, site_id, frames[site_id], issued_at)):
@@ -392,14 +393,25 @@ def hidden_by_later_issues(engine: Any, spec: SeriesFile, site_id: str, frame: A
 
     end = frame["ts"].max() + dt.timedelta(minutes=1)
     stored = getattr(storage, spec.load)(engine, site_id, frame["ts"].min().to_pydatetime(), end.to_pydatetime())
-    later = stored[(stored["issued_at"] > issued_at) & stored["ts"].isin(frame["ts"])]
-    if later.empty:
+    later_in_span = stored[stored["issued_at"] > issued_at]
+    if later_in_span.empty:
         return None
-    return (
-        f"{len(later)} of this file's {len(frame)} interval(s) are also in a later issue (the latest issued at "
-        f"{later['issued_at'].max().isoformat()}), whose values plans read instead; load without "
-        "--issued-at to make this file's values the current ones"
-    )
+    later = later_in_span[later_in_span["ts"].isin(frame["ts"])]
+    notes = []
+    if not later.empty:
+        notes.append(
+            f"{len(later)} of this file's {len(frame)} interval(s) are also in a later issue (the latest issued "
+            f"at {later['issued_at'].max().isoformat()}), whose values plans read instead; load without "
+            "--issued-at to make this file's values the current ones"
+        )
+    if len(later) < len(frame):
+        # A plan made from the later issue read older values for the rest of this file's intervals.
+        notes.append(
+            f"stale_plan_sensor compares issue times: plans that read the issue of "
+            f"{later_in_span['issued_at'].max().isoformat()} do not count as older than this one, "
+            "so re-plan the days this file changes by hand"
+        )
+    return "; ".join(notes)
 
 
 # A PV forecast above this multiple of the site's peak power is not a forecast of that site's PV.

@@ -20,6 +20,7 @@ from dispatch_pipeline.storage.tables import dispatch_runs, forecasts, price_ser
 _WINDOWS_PER_QUERY = 200
 
 Key = TypeVar("Key")
+NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,10 @@ def stale_plans(engine: Engine, days: Mapping[Key, DayWindow]) -> dict[Key, Stal
     """The days whose latest run was stored by Dagster and read a forecast (or price series) older
     than the newest issue now stored for an interval of the day.
 
-    A run that read no stored series of a kind (prices from a time-of-use tariff; runs stored
-    before the issue times were kept) counts from its creation: an issue stored later is newer.
+    A Dagster plan on the site's time-of-use tariff read no price series because none was stored
+    for its day: any now stored makes it stale, whenever it was issued (day-ahead prices are
+    often loaded after the plan, with the hour they were published). A run stored before its
+    forecast's issue time was kept counts from its creation.
     Runs of the API or the CLI were asked for with the caller's own inputs, and are left alone.
     """
     windows = {key: _checked(window) for key, window in days.items()}
@@ -71,10 +74,10 @@ def stale_plans(engine: Engine, days: Mapping[Key, DayWindow]) -> dict[Key, Stal
         newer = [
             issue
             for issue, read_issue in (
-                (newest_forecast[key], run.forecast_issued_at),
-                (newest_prices[key], run.prices_issued_at),
+                (newest_forecast[key], run.forecast_issued_at or run.created_at),
+                (newest_prices[key], run.prices_issued_at or NEVER),
             )
-            if issue is not None and issue > (read_issue or run.created_at)
+            if issue is not None and issue > read_issue
         ]
         if newer:
             stale[key] = StalePlan(run.id, max(newer))

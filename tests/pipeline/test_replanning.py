@@ -94,17 +94,23 @@ def test_a_plan_made_stale_by_a_newer_forecast_is_planned_again_once(job, instan
     assert day.key not in evaluate()[0]
 
 
-def test_a_price_series_issued_after_a_plan_on_the_tariff_makes_it_stale(job, instance, engine, make_site, evaluate):
+def test_a_price_series_stored_after_a_plan_on_the_tariff_makes_it_stale_whenever_issued(
+    job, instance, engine, make_site, evaluate
+):
     site = make_site("KL_MALL", (TOMORROW,))
     day = SiteDay(site.site_id, TOMORROW)
     assert run_site_day(job, instance, day).success
     assert latest_run(engine, site.site_id, TOMORROW).run.prices_issued_at is None  # the ToU tariff
     local = site.local_day(TOMORROW, 15)
     prices = pd.DataFrame({"ts": local.timestamps(), "buy": 0.3, "sell": 0.1})
-    # Issued after the plan was stored: the plan read no price issue, so its creation counts.
-    save_price_series(engine, site.site_id, prices, dt.datetime.now(dt.UTC))
+    # Published long before the plan was made, loaded after it: a plan made now reads it.
+    save_price_series(engine, site.site_id, prices, ISSUED_AT)
 
-    assert day.key in evaluate()[0]
+    requested, _, _ = evaluate()
+    assert day.key in requested
+    assert run_site_days(job, instance, [day], tags=requested[day.key].tags).success
+    assert latest_run(engine, site.site_id, TOMORROW).run.prices_issued_at == ISSUED_AT
+    assert day.key not in evaluate()[0]
 
 
 def test_days_under_way_and_plans_of_the_api_or_cli_are_left_alone(job, instance, engine, make_site, evaluate):

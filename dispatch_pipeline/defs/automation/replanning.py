@@ -5,8 +5,12 @@ The day-ahead plan is made at 14:00 from the forecast issued by then; forecasts 
 often issued again before the day starts (a later weather run, a corrected price). A plan read
 from the older issue is then no longer the cheapest for what is expected. The sensor looks at
 each site's days from its local tomorrow to the last date partition, and re-plans those whose
-latest Dagster plan read an older issue than the newest stored for one of their intervals. Days
-already under way are left alone: their plan starts from the state of charge at midnight.
+latest Dagster plan read an older issue than the newest stored for one of their intervals, or
+read the time-of-use tariff of a day a price series is now stored for. Days already under way
+are left alone: their plan starts from the state of charge at midnight.
+
+Issue times are what it compares: an issue loaded after a later one, or loaded again under an
+issue time already used, goes unseen (the load says so, and to re-plan by hand).
 
 Each newer issue re-plans a day once: the cursor keeps, per day, the newest issue already
 acted on. A re-plan that fails (a price series covering part of the day) is not requested again
