@@ -15,8 +15,8 @@ from dispatch_pipeline.storage.checks import check_aware
 from dispatch_pipeline.storage.runs import latest_run_ids
 from dispatch_pipeline.storage.tables import dispatch_runs, forecasts, price_series
 
-# Scalar subqueries per statement: one round trip for a fleet's days, far below any limit on
-# bound parameters (three per subquery).
+# Scalar subqueries (or run ids) per statement: one round trip for a fleet's days, far below any
+# limit on bound parameters (three per subquery).
 _WINDOWS_PER_QUERY = 200
 
 Key = TypeVar("Key")
@@ -47,8 +47,8 @@ def stale_plans(engine: Engine, days: Mapping[Key, DayWindow]) -> dict[Key, Stal
 
     A Dagster plan on the site's time-of-use tariff read no price series because none was stored
     for its day: any now stored makes it stale, whenever it was issued (day-ahead prices are
-    often loaded after the plan, with the hour they were published). A run stored before its
-    forecast's issue time was kept counts from its creation.
+    often loaded after the plan, with the hour they were published). A run stored before runs
+    kept the issue time of their forecast (migration 0005) counts from its creation.
     Runs of the API or the CLI were asked for with the caller's own inputs, and are left alone.
     """
     windows = {key: _checked(window) for key, window in days.items()}
