@@ -30,6 +30,7 @@ from dispatch_pipeline.core.request import (
 from dispatch_pipeline.core.result import InputIssues
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.storage import get_site, load_forecast, registered_case_variant
+from dispatch_pipeline.storage.forecasts import latest_issue
 
 # Request fields a registered site supplies when the request leaves them out; an object given
 # for one of them patches the site's value field by field.
@@ -134,7 +135,7 @@ def site_problem(
 
 def stored_pv(
     engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime
-) -> tuple[list[float], dt.datetime]:
+) -> tuple[list[float], dt.datetime | None]:
     """The site's most recently issued PV forecast for exactly the request's local day, averaged
     over the request's intervals when it is stored finer (the pipeline's quarter-hours), and the
     latest issue among the intervals read."""
@@ -158,7 +159,7 @@ def stored_pv(
     frame = load_forecast(engine, site.site_id, day.start_utc, day.end_utc)
     expected = list(day.timestamps())
     stored = list(frame["ts"])
-    issued = frame["issued_at"].max().to_pydatetime() if stored else None
+    issued = latest_issue(frame)
     if stored == expected:
         return frame["pv_kw"].tolist(), issued
     per_interval = _stored_intervals_per_interval(stored, day)

@@ -52,6 +52,13 @@ def load_forecast(
     )
 
 
+def latest_issue(frame: pd.DataFrame) -> dt.datetime | None:
+    """The most recent `issued_at` among a loaded frame's intervals; None if it holds none (a
+    frame without rows, or one whose values came from elsewhere, such as a ToU tariff's)."""
+    latest = frame["issued_at"].max()
+    return None if pd.isna(latest) else latest.to_pydatetime()
+
+
 def save_price_series(
     engine: Engine, site_id: str, frame: pd.DataFrame, issued_at: dt.datetime
 ) -> int:

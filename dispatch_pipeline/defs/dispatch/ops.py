@@ -4,7 +4,6 @@ Each op handles every partition of its run: one in a day-ahead run, a whole chun
 Values are dicts keyed by partition key.
 """
 
-import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,6 +23,7 @@ from dispatch_pipeline.defs.ingestion.tariff import DEMAND_CHARGE, ISSUED_AT
 from dispatch_pipeline.defs.partitions import SiteDay, context_site_days
 from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
+from dispatch_pipeline.storage.forecasts import latest_issue
 
 
 @dg.op(description="Turn each site-day's forecast, prices and site settings into a validated problem.")
@@ -67,16 +67,10 @@ def build_dispatch_problem(
             # The contract: bad input fails the step naming field and value, and writes nothing.
             problems[day.key] = f"{day}: invalid dispatch input: {exc}"
             continue
-        issues = InputIssues(forecast=_latest_issue(forecast), prices=_latest_issue(prices))
+        issues = InputIssues(forecast=latest_issue(forecast), prices=latest_issue(prices))
         planned[day.key] = PlannedDay(day, problem, site.currency, issues)
     fail_partitions(problems)
     return planned
-
-
-def _latest_issue(frame: pd.DataFrame) -> dt.datetime | None:
-    """The most recent issue among the intervals of a day's series; None for a ToU tariff's."""
-    latest = frame[ISSUED_AT].max()
-    return None if pd.isna(latest) else latest.to_pydatetime()
 
 
 def _inputs_for_another_day(day: SiteDay, site: Site, inputs: dict[str, pd.DataFrame]) -> str | None:
@@ -86,12 +80,12 @@ def _inputs_for_another_day(day: SiteDay, site: Site, inputs: dict[str, pd.DataF
     site's timezone has changed since, their values belong to other hours: planning with them
     would silently shift the day.
     """
-    for name, column, what in (
-        ("site_tariff", DEMAND_CHARGE, "the tariff's demand charge"),
-        ("site_tariff", ISSUED_AT, "the issue times of its prices"),
-    ):
-        if column not in inputs[name]:
-            return f"{day}: {name} was materialised by an earlier release, without {what}: materialise {name} again"
+    for column, what in ((DEMAND_CHARGE, "the tariff's demand charge"), (ISSUED_AT, "the issue times of its prices")):
+        if column not in inputs["site_tariff"]:
+            return (
+                f"{day}: site_tariff was materialised by an earlier release, without {what}: "
+                "materialise site_tariff again"
+            )
     local = site.local_day(day.date, RESOLUTION_MINUTES)
     for name, frame in inputs.items():
         ts = frame["ts"]
