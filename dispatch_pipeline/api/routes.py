@@ -45,7 +45,7 @@ from dispatch_pipeline.storage import (
     StoredRun,
     get_run,
     latest_run,
-    registered_case_variant,
+    registered_spelling,
 )
 
 router = APIRouter()
@@ -144,14 +144,16 @@ async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep
                      date: DateQuery = None) -> Response:
     ensure_site_allowed(access, site_id)
     day = _calendar_date(date)
-    stored, site_has_runs, variant = await run_in_threadpool(_latest, database, site_id, day)
+    stored, site_has_runs, registered = await run_in_threadpool(_latest, database, site_id, day)
     if stored is None:
         on_date = f" on {day.isoformat()}" if day else ""
-        # A mistyped site_id should not look like a day not planned yet.
-        if variant is not None and access.allows(variant):
-            hint = f" (the registered site {variant!r} differs from it only in case)"
+        # A mistyped site_id should not look like a day not planned yet, nor a site registered
+        # and not planned yet (its first day-ahead tick still to come) like a mistyped one.
+        if registered not in (None, site_id) and access.allows(registered):
+            hint = f" (the registered site {registered!r} differs from it only in case)"
         elif day and not site_has_runs:
-            hint = " (it has none on any day: is the site_id right?)"
+            hint = (" (the site is registered, and none of its days is planned yet)" if registered == site_id
+                    else " (it has none on any day: is the site_id right?)")
         else:
             hint = ""
         raise ApiError(404, f"no dispatch run stored for site {site_id!r}{on_date}{hint}")
@@ -182,13 +184,13 @@ def _calendar_date(text: str | None) -> dt.date | None:
 
 def _latest(database: Database, site_id: str, date: dt.date | None) -> tuple[StoredRun | None, bool, str | None]:
     """The latest run (of the date), whether the site has any run at all, and, when it has none,
-    the registered site whose id differs from `site_id` only in case."""
+    the registered site `site_id` names: itself, or one whose id differs from it only in case."""
     engine = database.engine()
     stored = latest_run(engine, site_id, date)
     if stored is not None:
         return stored, True, None
     has_runs = date is not None and latest_run(engine, site_id, None) is not None
-    return None, has_runs, None if has_runs else registered_case_variant(engine, site_id)
+    return None, has_runs, None if has_runs else registered_spelling(engine, site_id)
 
 
 @router.get(

@@ -109,6 +109,18 @@ def registered_case_variant(engine: Engine, site_id: str) -> str | None:
     return clash[0] if clash else None
 
 
+def registered_spelling(engine: Engine, site_id: str) -> str | None:
+    """The registered id `site_id` names: itself when it is registered, else the one it differs
+    from only in case; None when it names no registered site."""
+    with engine.connect() as connection:
+        stored = sorted(connection.scalars(
+            select(sites.c.site_id).where(func.lower(sites.c.site_id) == site_id.lower())
+        ))
+    # The first in order, as case_clashes names it, should a pair registered before ids were
+    # checked both differ from it.
+    return site_id if site_id in stored else next(iter(stored), None)
+
+
 @dataclass(frozen=True)
 class RemovedSite:
     """A removed site: its definition as it was stored (valid or not: the only copy), and how

@@ -581,6 +581,25 @@ def test_latest_of_a_site_id_differing_only_in_case_from_a_registered_one_names_
     )
 
 
+def test_latest_404_of_a_registered_site_not_planned_yet_does_not_doubt_its_id(client, engine, sample_request):
+    _register_site(engine, "REG_UNPLANNED")
+    params = {"site_id": "REG_UNPLANNED", "date": "2024-01-02"}
+
+    response = client.get("/dispatch/latest", params=params)
+
+    assert response.status_code == 404
+    assert response.json()["message"] == (
+        "no dispatch run stored for site 'REG_UNPLANNED' on 2024-01-02 "
+        "(the site is registered, and none of its days is planned yet)"
+    )
+    # Once one of its days is planned, another day's 404 is plain, as for any planned site.
+    planned = client.post("/dispatch/run", json={**sample_request, "site_id": "REG_UNPLANNED"})
+    assert planned.status_code == 200, planned.text
+    assert client.get("/dispatch/latest", params=params).json()["message"] == (
+        "no dispatch run stored for site 'REG_UNPLANNED' on 2024-01-02"
+    )
+
+
 def test_a_run_whose_rows_were_deleted_by_hand_answers_a_json_500_naming_it(client, engine, sample_request):
     from dispatch_pipeline.storage.tables import dispatch_explanations
 
