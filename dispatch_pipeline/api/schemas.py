@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from dispatch_pipeline.api.limits import MAX_INTERVALS
-from dispatch_pipeline.core.request import DispatchRequest, Weights
+from dispatch_pipeline.core.request import DispatchRequest
 from dispatch_pipeline.core.result import (
     DispatchResponse,
     ForecastIssuedAt,
@@ -24,6 +24,7 @@ from dispatch_pipeline.core.result import (
     SolverName,
     Status,
 )
+from dispatch_pipeline.storage import RecordedWeights
 
 __all__ = ["DispatchResponse", "ErrorResponse", "HealthResponse", "LatestSchedule", "RunDetail"]
 
@@ -59,7 +60,7 @@ class RunDetail(BaseModel):
     solver: SolverName
     milp_solver: str | None
     objective_value: float
-    objective_config: Weights
+    objective_config: RecordedWeights = Field(description="The weights the run was solved with.")
     timeout_ms: int
     solve_ms: float
     mip_gap: float | None

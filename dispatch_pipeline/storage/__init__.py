@@ -21,6 +21,7 @@ from dispatch_pipeline.storage.forecasts import (
 )
 from dispatch_pipeline.storage.runs import (
     IncompleteStoredRun,
+    RecordedWeights,
     RunRecord,
     StoredRun,
     get_run,
@@ -47,6 +48,7 @@ from dispatch_pipeline.storage.sites import (
 
 __all__ = [
     "IncompleteStoredRun",
+    "RecordedWeights",
     "RunRecord",
     "StorageInputError",
     "StoredRun",

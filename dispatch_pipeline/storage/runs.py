@@ -76,6 +76,21 @@ POINT_NUMBER_FIELDS = (*SCHEDULE_FLOW_COLUMNS, "soc")
 _point_numbers = attrgetter(*POINT_NUMBER_FIELDS)
 
 
+class RecordedWeights(BaseModel):
+    """The weights a stored run was solved with, as stored.
+
+    Not the request's `Weights`: a run is a record of what was solved, and rules on new requests
+    tightened since (weights above 1e9, or between 0 and 1e-9, are refused now) must not make
+    the runs stored before them unreadable.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cost: float
+    curtail: float
+    violation: float
+
+
 class RunRecord(BaseModel):
     """One row of `dispatch_runs`."""
 
@@ -89,7 +104,7 @@ class RunRecord(BaseModel):
     solver: SolverName
     fallback_reason: str | None
     objective_value: float
-    objective_config: Weights
+    objective_config: RecordedWeights
     timeout_ms: int
     solve_ms: float
     mip_gap: float | None
@@ -131,7 +146,8 @@ class StoredRun(BaseModel):
             mip_gap=run.mip_gap,
             solve_ms=run.solve_ms,
             timeout_ms=run.timeout_ms,
-            objective_config=run.objective_config,
+            # As solved: not judged again by the rules on new requests.
+            objective_config=Weights.model_construct(**run.objective_config.model_dump()),
             forecast_issued_at=run.forecast_issued_at,
             prices_issued_at=run.prices_issued_at,
             points=self.points,

@@ -619,6 +619,29 @@ def test_a_run_whose_rows_were_deleted_by_hand_answers_a_json_500_naming_it(clie
         assert "lacks explanation rows for some of its intervals" in message
 
 
+@pytest.mark.parametrize("weights", [
+    {"cost": 1e-12, "curtail": 0.2, "violation": 1000.0},  # stored before weights under 1e-9 were refused
+    {"cost": 1.0, "curtail": 0.2, "violation": 1e12},  # stored before weights over 1e9 were refused
+])
+def test_a_run_stored_with_weights_todays_requests_may_not_send_is_still_read(client, engine, sample_request, weights):
+    from dispatch_pipeline.storage.tables import dispatch_runs
+
+    request = {**sample_request, "site_id": "OLDER_WEIGHTS"}
+    run_id = client.post("/dispatch/run", json=request).json()["run_id"]
+    with engine.begin() as connection:
+        connection.execute(
+            dispatch_runs.update().where(dispatch_runs.c.id == uuid.UUID(run_id)).values(objective_config=weights)
+        )
+
+    detail = client.get(f"/dispatch/runs/{run_id}")
+    latest = client.get("/dispatch/latest", params={"site_id": "OLDER_WEIGHTS", "date": request["date"]})
+
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["objective_config"] == weights
+    assert latest.status_code == 200, latest.text
+    assert latest.json()["run_id"] == run_id
+
+
 def test_an_unexpected_failure_answers_in_the_one_error_shape(make_app, monkeypatch, sample_request):
 
     from dispatch_pipeline.api import routes
