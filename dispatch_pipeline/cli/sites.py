@@ -55,6 +55,24 @@ def _engine(args: argparse.Namespace) -> Any:
     return open_database(application_database_url(args.database_url))
 
 
+def _without_tables(args: argparse.Namespace) -> str | None:
+    """Why the database holds no sites, found without creating it or its tables (a command that
+    only reads or removes must not); None when it has the tables."""
+    from sqlalchemy import inspect
+
+    from dispatch_pipeline.cli.dagster_home import application_database_url
+    from dispatch_pipeline.storage import make_engine
+    from dispatch_pipeline.storage.database import missing_sqlite_file, printable_url
+
+    url = application_database_url(args.database_url)
+    engine = make_engine(url)  # refuses a URL it cannot use, without connecting
+    if (missing := missing_sqlite_file(url)) is not None:
+        return f"the file {missing} does not exist"
+    with engine.connect() as connection:
+        has_schema = inspect(connection).has_table("alembic_version")
+    return None if has_schema else f"{printable_url(url)} has no dispatch-pipeline tables yet"
+
+
 def _save(args: argparse.Namespace, sites: list[Any]) -> Any:
     from dispatch_pipeline.core.documents import source_name
     from dispatch_pipeline.storage import (
@@ -129,22 +147,10 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from sqlalchemy import inspect
-
-    from dispatch_pipeline.cli.dagster_home import application_database_url
-    from dispatch_pipeline.storage import make_engine, read_sites
-    from dispatch_pipeline.storage.database import missing_sqlite_file, printable_url
+    from dispatch_pipeline.storage import read_sites
 
     # Listing only reads: a mistyped URL must not leave behind a database, or one with empty tables.
-    url = application_database_url(args.database_url)
-    engine = make_engine(url)  # refuses a URL it cannot use, without connecting
-    if (missing := missing_sqlite_file(url)) is not None:
-        empty = f"the file {missing} does not exist"
-    else:
-        with engine.connect() as connection:
-            has_schema = inspect(connection).has_table("alembic_version")
-        empty = None if has_schema else f"{printable_url(url)} has no dispatch-pipeline tables yet"
-    if empty:
+    if empty := _without_tables(args):
         if args.json:
             print("[]")
         else:
@@ -173,6 +179,10 @@ def run_list(args: argparse.Namespace) -> int:
 def run_remove(args: argparse.Namespace) -> int:
     from dispatch_pipeline.storage import StorageInputError, remove_sites
 
+    # Nothing to remove where nothing was ever stored: a mistyped URL must not leave behind a
+    # database (or its tables) for a command that is refused.
+    if empty := _without_tables(args):
+        raise UsageError(f"site_id: is not a registered site, as none is: {empty} (got {args.site_ids[0]!r})")
     engine = _engine(args)
     try:
         removed = remove_sites(engine, args.site_ids)
