@@ -181,17 +181,20 @@ def parse_sites(data: Any, source: str = "sites") -> list[Site]:
     for index, entry in enumerate(entries):
         label = _label(f"{source}: sites[{index}]", entry)
         try:
-            site = _validate_site(entry, label)
+            site: Site | None = _validate_site(entry, label)
         except SiteConfigError as exc:
             problems.extend(exc.problems)
-            continue
-        if site.site_id in first_index:
-            problems.append(
-                f"{label}: site_id {site.site_id!r} already used by sites[{first_index[site.site_id]}]"
-            )
-            continue
-        first_index[site.site_id] = index
-        sites.append(site)
+            site = None
+        # The id as written, whether or not the rest of the entry is valid: a repeat is reported
+        # with the entry's other faults, not only once they are fixed.
+        site_id = entry.get("site_id") if isinstance(entry, dict) else None
+        if isinstance(site_id, str):
+            if site_id in first_index:
+                problems.append(f"{label}: site_id {site_id!r} already used by sites[{first_index[site_id]}]")
+                continue
+            first_index[site_id] = index
+        if site is not None:
+            sites.append(site)
     if problems:
         raise SiteConfigError(problems)
     return sites

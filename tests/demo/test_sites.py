@@ -146,6 +146,19 @@ def test_duplicate_ids_unknown_fields_and_missing_fields(tmp_path):
     assert "sites[4] ('bad id!'): tariff: field required" in rest
 
 
+@pytest.mark.parametrize("broken", [0, 1], ids=["first_broken", "repeat_broken"])
+def test_a_repeated_id_is_named_beside_the_entries_other_faults(tmp_path, broken):
+    # Not only once the other faults are fixed: every bad entry of the file in one message.
+    data = demo_yaml_data()
+    data["sites"] = [data["sites"][0], dict(data["sites"][0])]
+    data["sites"][broken]["timezone"] = "Asia/Kuala_Lumpurr"
+    path = write(tmp_path, data)
+    assert problems_of(path) == [
+        f"{path}: sites[{broken}] ('KL_MALL'): timezone: unknown IANA timezone (got 'Asia/Kuala_Lumpurr')",
+        f"{path}: sites[1] ('KL_MALL'): site_id 'KL_MALL' already used by sites[0]",
+    ]
+
+
 @pytest.mark.parametrize("field", ["bess", "currency"])
 def test_a_site_without_a_battery_or_currency_is_refused_not_defaulted(tmp_path, field):
     data = demo_yaml_data()
