@@ -271,6 +271,11 @@ def check_interval_start(value: Any, instant: dt.datetime, where: str, minutes: 
         )
 
 
+def _row_name(index: int, lines: Sequence[int] | None) -> str:
+    """Data row `index` (from 1), with the line it starts on when `lines` are known."""
+    return f"row {index}" if lines is None else f"row {index} (line {lines[index - 1]})"
+
+
 def validate(
     table: Any, source: str, spec: SeriesFile, lines: Sequence[int] | None = None
 ) -> dict[str, list[tuple[Any, ...]]]:
@@ -282,7 +287,7 @@ def validate(
     from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES
 
     def row_name(index: int) -> str:
-        return f"row {index}" if lines is None else f"row {index} (line {lines[index - 1]})"
+        return _row_name(index, lines)
 
     columns = spec.columns
     need = ", ".join(columns)
@@ -346,6 +351,7 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
             f"{spec.what} wins, so it would hide every real issue until then"
         )
     engine = storage.open_database(application_database_url(args.database_url))
+    refuse_case_clashes(engine, table, list(by_site), str(path), lines)
     frames = {}
     for site_id, rows in sorted(by_site.items()):
         frame = pd.DataFrame(rows, columns=["ts", *spec.value_columns])
@@ -384,6 +390,31 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
                 print(f"dispatch-pipeline {spec.command}: note: {site_id}: {note}", file=sys.stderr)
     say_where_stored(engine)
     return 0
+
+
+def refuse_case_clashes(
+    engine: Any, table: Any, site_ids: Sequence[str], source: str, lines: Sequence[int] | None
+) -> None:
+    """UsageError naming the first row of a site id (of `site_ids`, in file order) that differs
+    only in case from a registered site's or from one earlier in the file: no site can be
+    registered under it. (Storage refuses it too, without a row to name.)"""
+    from dispatch_pipeline.storage.sites import case_clashes
+
+    with engine.connect() as connection:
+        clash = next(iter(case_clashes(connection, site_ids).items()), None)
+    if clash is None:
+        return
+    site_id, (other, registered) = clash
+    ids = table["site_id"]
+
+    def first_row(value: str) -> str:
+        return _row_name(int((ids == value).to_numpy().argmax()) + 1, lines)
+
+    whose = f"the registered site {other!r}" if registered else f"{other!r} of {first_row(other)}"
+    raise UsageError(
+        f"{source}: {first_row(site_id)}, column site_id: differs only in case from {whose}, and no "
+        f"site can be registered under such an id: these rows could never be planned (got {site_id!r})"
+    )
 
 
 def hidden_by_later_issues(engine: Any, spec: SeriesFile, site_id: str, frame: Any, issued_at: dt.datetime) -> str | None:

@@ -303,9 +303,26 @@ def test_a_site_id_differing_only_in_case_from_a_registered_one_is_refused(url, 
     make_table(site_id.lower()).to_csv(path, index=False)
     assert load(command, path, url) == 2
     err = capsys.readouterr().err
-    assert f"site_id: differs only in case from the registered site {site_id!r}" in err
+    # The first row of the id is named, as for any bad cell.
+    assert f"{path}: row 1 (line 2), column site_id: differs only in case from the registered site {site_id!r}" in err
     assert f"(got {site_id.lower()!r})" in err
     assert stored(command, url, site_id.lower()).empty
+
+
+@pytest.mark.parametrize("command", list(SERIES))
+def test_two_site_ids_of_one_file_differing_only_in_case_name_both_rows(url, tmp_path, capsys, command):
+    make_table, _, site_id = SERIES[command]
+    table = pd.concat([make_table("OTHER"), make_table(site_id), make_table(site_id.lower())], ignore_index=True)
+    path = tmp_path / "series.csv"
+    table.to_csv(path, index=False)
+    assert load(command, path, url) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{path}: row 193 (line 194), column site_id: differs only in case from {site_id!r} of row 97 (line 98)"
+    ) in err
+    assert f"(got {site_id.lower()!r})" in err
+    for stored_id in ("OTHER", site_id, site_id.lower()):
+        assert stored(command, url, stored_id).empty
 
 
 def test_a_parquet_index_is_read_as_the_column_it_was(url, tmp_path, capsys):
