@@ -170,8 +170,9 @@ def run_list(args: argparse.Namespace) -> int:
     print(header)
     for site in sites:
         print(
-            f"{site.site_id:<20} {site.timezone:<22} {site.pv_kwp:>8.1f} "
-            f"{site.bess.capacity_kwh:>9.1f} {site.currency:<8} {site.name}"
+            # As stored, not rounded: a 0.01 kWh battery must not read as none.
+            f"{site.site_id:<20} {site.timezone:<22} {site.pv_kwp!r:>8} "
+            f"{site.bess.capacity_kwh!r:>9} {site.currency:<8} {site.name}"
         )
     return status
 

@@ -20,6 +20,7 @@ from dispatch_pipeline.storage import (
     load_forecast,
     load_price_series,
     open_database,
+    upsert_site,
 )
 from dispatch_pipeline.storage.tables import sites
 from tests.pipeline.conftest import price_table
@@ -43,7 +44,20 @@ def test_sites_import_and_list(url, capsys):
     assert capsys.readouterr().out.endswith(f"3 site(s) imported\ndatabase: {url}\n")
     assert [s.site_id for s in list_sites(open_database(url))] == ["BERLIN_DEPOT", "KL_MALL", "PHOENIX_OFFICE"]
     assert main(["sites", "list", "--database-url", url]) == 0
-    assert "Europe/Berlin" in capsys.readouterr().out
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].split() == ["site_id", "timezone", "pv_kwp", "bess_kwh", "currency", "name"]
+    assert [line.split()[:5] for line in listing[1:]] == [
+        [site.site_id, site.timezone, repr(site.pv_kwp), repr(site.bess.capacity_kwh), site.currency]
+        for site in list_sites(open_database(url))
+    ]
+
+
+def test_sites_list_shows_sizes_as_stored_not_rounded(url, capsys):
+    site = demo_sites()[0]
+    small = site.model_copy(update={"pv_kwp": 0.04, "bess": site.bess.model_copy(update={"capacity_kwh": 0.01})})
+    upsert_site(open_database(url), small)
+    assert main(["sites", "list", "--database-url", url]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[2:4] == ["0.04", "0.01"]
 
 
 def test_sites_remove_names_what_stays_and_refuses_an_unknown_id_whole(url, capsys):
