@@ -52,6 +52,27 @@ def test_extreme_ratings_and_efficiencies_reach_the_known_optimum(name: str) -> 
     assert result.objective_value == pytest.approx(expected, rel=1e-4, abs=1e-2)
 
 
+@pytest.mark.parametrize(
+    "name", ["milp_tiny_loads_in_a_zero_width_band", "milp_tiny_loads_in_a_zero_width_band_paid_to_import"]
+)
+def test_loads_the_size_of_the_solvers_tolerance_in_a_zero_width_band_keep_the_milp_plan(name: str) -> None:
+    """Loads of 1e-7 kW are HiGHS's whole feasibility tolerance: its plan once served them with
+    negative flows and moved the stored energy off a zero-width band, a violation it never paid
+    and the plan is judged by, and the day fell back with a false "solver failed"."""
+    from dispatch_pipeline import solve_dispatch
+
+    request = load_regression(name)
+    result = solve_dispatch(request)
+    assert (result.status, result.solver) == ("ok", "milp"), result.fallback_reason
+    assert result.objective_value == pytest.approx(regression_expectation(name)["objective_value"], rel=1e-4)
+    assert result.kpis.violation_kwh == pytest.approx(0.0, abs=1e-12)
+    problem = build_problem(request)
+    schedule = schedule_from_result(result, problem)
+    # The load is served, not left to the tolerance: the balance holds far below 1e-7 kW.
+    balance = schedule.pv_set + schedule.discharge + schedule.grid_import - schedule.charge - schedule.grid_export
+    assert np.abs(balance - problem.load_kw).max() <= 1e-12
+
+
 def test_a_battery_starting_above_its_band_owes_only_the_unavoidable_violation() -> None:
     """soc_initial 0.95 over soc_max 0.9 with the default end-of-day target (the contract's
     `= soc_initial`): every plan owes 0.05 x 100 kWh, above the band or short of the target at the
