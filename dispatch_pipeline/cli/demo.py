@@ -169,13 +169,27 @@ def run(args: argparse.Namespace) -> int:
 
     stored = latest_results(engine, [day for day in days if day not in failures])
     print_summary(stored, sites)
-    print(
+    print(ui_hint(home, url))
+    return 1 if failures else 0
+
+
+def ui_hint(home: DagsterHome, url: str) -> str:
+    """How to open the demo's runs in the UI. A database the UI would not find by itself (given
+    with --database-url) is named: the UI's runs, sensors and schedule would otherwise plan
+    against DATABASE_URL's or the instance's SQLite file, where the demo sites are not."""
+    from dispatch_pipeline.storage import database_url
+    from dispatch_pipeline.storage.database import normalize_url, printable_url
+
+    settings = f"DAGSTER_HOME={home.path}"
+    url = normalize_url(url)
+    if url != database_url():
+        settings += f" DATABASE_URL={printable_url(url)}"
+    return (
         "\nThese runs are in the Dagster UI, with their lineage, checks and plots:\n"
         "  make ui      (or: .venv/bin/dispatch-pipeline ui; `dg dev` or `dagster dev -w workspace.yaml`\n"
-        f"               with DAGSTER_HOME={home.path})\n"
+        f"               with {settings})\n"
         "  then open http://127.0.0.1:3000  (Assets > dispatch_schedule > Partitions; Runs)"
     )
-    return 1 if failures else 0
 
 
 def refuse_to_replace_other_sites(engine: Any, sites: list[Any], where: str) -> None:

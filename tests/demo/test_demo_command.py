@@ -23,7 +23,12 @@ from dispatch_pipeline.cli.dagster_home import (
     choose_dagster_home,
     unset_variables,
 )
-from dispatch_pipeline.cli.demo import demo_runs, local_today, refuse_to_replace_other_sites
+from dispatch_pipeline.cli.demo import (
+    demo_runs,
+    local_today,
+    refuse_to_replace_other_sites,
+    ui_hint,
+)
 from dispatch_pipeline.demo import demo_site, demo_sites
 from dispatch_pipeline.storage import get_site, open_database, upsert_site, upsert_sites
 from dispatch_pipeline.storage.tables import dispatch_runs, sites
@@ -175,6 +180,19 @@ def test_the_ui_on_a_port_taken_is_refused_before_dagster_starts(checkout, capsy
         assert main(["ui", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use): choose another --port" in err
+
+
+def test_the_ui_hint_names_a_database_the_ui_would_not_find_by_itself(checkout, monkeypatch):
+    home = choose_dagster_home()
+    # The database the UI finds by itself (the embedded instance's file): DAGSTER_HOME is enough.
+    hint = ui_hint(home, application_database_url())
+    assert f"with DAGSTER_HOME={home.path})" in hint and "DATABASE_URL" not in hint
+    # `demo --database-url`: the UI, its sensors and its runs must be told, or they plan elsewhere.
+    other = "postgresql://demo:secret@127.0.0.1:5432/demo"
+    hint = ui_hint(home, other)
+    assert f"with DAGSTER_HOME={home.path} DATABASE_URL=postgresql+psycopg://demo:***@127.0.0.1:5432/demo)" in hint
+    monkeypatch.setenv("DATABASE_URL", other)
+    assert "DATABASE_URL" not in ui_hint(home, other)
 
 
 @pytest.mark.slow
