@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from operator import attrgetter
 from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, and_, select
@@ -20,6 +21,7 @@ from dispatch_pipeline.core.request import TIMEOUT_MS_RANGE, Weights
 from dispatch_pipeline.core.result import DispatchResult, Kpis, Point, SolverName, Status
 from dispatch_pipeline.storage.bulk import bulk_insert, chunks
 from dispatch_pipeline.storage.checks import (
+    StorageInputError,
     check_aware,
     check_choice,
     check_finite,
@@ -250,6 +252,51 @@ def _check_runs(results: list[Any]) -> None:
                 check_aware(getattr(result, name), f"{field}.{name}")
         for name in KPI_COLUMNS:
             check_finite(getattr(result.kpis, name), f"{field}.kpis.{name}")
+        _check_interval_starts(result, field)
+
+
+def _check_interval_starts(result: DispatchResult, field: str) -> None:
+    """The points are the local day's intervals, one each (in any order): a run is read back
+    by its day's intervals, and one stored with others could not be read (or would read as
+    another day's plan)."""
+    try:
+        starts = _day_starts(result.date, result.timezone, result.resolution_minutes)
+    except ZoneInfoNotFoundError:
+        raise problem(f"{field}.timezone", "must be an IANA time zone", result.timezone) from None
+    except (TypeError, ValueError) as exc:  # a day that never happened, a resolution not dividing it
+        raise StorageInputError(f"{field}.{exc}") from None
+    points = result.points
+    if len(points) == len(starts) and {point.ts for point in points} == set(starts):
+        return  # as the solver spells them: no parsing
+    expected = {dt.datetime.fromisoformat(start): start for start in starts}
+    seen: set[dt.datetime] = set()
+    for j, point in enumerate(points):
+        ts_field = f"{field}.points[{j}].ts"
+        ts = parse_utc_timestamp(point.ts, ts_field)
+        if ts not in expected:
+            raise problem(
+                ts_field,
+                f"must start an interval of {result.date} in {result.timezone} at "
+                f"{result.resolution_minutes} minutes ({starts[0]} to {starts[-1]})",
+                point.ts,
+            )
+        if ts in seen:
+            raise problem(ts_field, "repeats an interval of the run", point.ts)
+        seen.add(ts)
+    missing = [start for ts, start in expected.items() if ts not in seen]
+    if not missing:
+        return  # spelled otherwise (an offset of +00:00, say), but the day's intervals
+    raise problem(
+        f"{field}.points",
+        f"must hold all {len(starts)} intervals of {result.date} in {result.timezone} at "
+        f"{result.resolution_minutes} minutes; {len(missing)} missing, the first {missing[0]}",
+        f"{len(points)} points",
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_starts(date: dt.date, timezone: str, resolution_minutes: int) -> tuple[str, ...]:
+    return tuple(local_day(date, timezone, resolution_minutes).iso_timestamps())
 
 
 def _run_rows(

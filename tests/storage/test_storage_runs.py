@@ -273,7 +273,8 @@ def test_duplicate_interval_rolls_back_the_whole_batch(
     good = make_result(site_id, seed=1)
     bad = make_result(site_id, seed=2)
     bad = bad.model_copy(update={"points": [*bad.points, bad.points[-1]]})
-    with pytest.raises(IntegrityError):
+    # Refused before the transaction opens (the table's key would refuse it too).
+    with pytest.raises(StorageInputError, match=r"results\[1\] .*\.points\[96\]\.ts: repeats an interval"):
         save_runs(engine, [good, bad], source="api")
     assert set(row_counts(engine, [good.run_id, bad.run_id]).values()) == {0}
 
@@ -343,6 +344,51 @@ def test_values_a_backend_would_store_changed_are_refused(
     with pytest.raises(StorageInputError, match=message):
         save_runs(engine, [good, bad], source="dagster")
     assert set(row_counts(engine, [good.run_id, bad.run_id]).values()) == {0}
+
+
+def _with_points(result, points):
+    return result.model_copy(update={"points": points})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: _with_points(r, r.points[:-1]),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.points: must hold all 96 intervals of 2024-03-15 "
+         r"in Asia/Kuala_Lumpur at 15 minutes; 1 missing, the first 2024-03-15T15:45:00Z \(got '95 points'\)"),
+        (lambda r: _with_points(r, [*r.points[:-1], r.points[0]]),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.points\[95\]\.ts: repeats an interval of the run"),
+        # Another day's schedule under this day: it would read back as this day's plan.
+        (lambda r: r.model_copy(update={"date": dt.date(2024, 3, 16)}),
+         r"results\[1\] \(site '[^']+' on 2024-03-16\)\.points\[0\]\.ts: must start an interval of "
+         r"2024-03-16 in Asia/Kuala_Lumpur at 15 minutes \(2024-03-15T16:00:00Z to 2024-03-16T15:45:00Z\) "
+         r"\(got '2024-03-14T16:00:00Z'\)"),
+        (lambda r: r.model_copy(update={"resolution_minutes": 60}),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.points\[1\]\.ts: must start an interval of "
+         r"2024-03-15 in Asia/Kuala_Lumpur at 60 minutes"),
+        (lambda r: r.model_copy(update={"timezone": "Mars/Olympus_Mons"}),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.timezone: must be an IANA time zone"),
+    ],
+    ids=["interval-missing", "interval-repeated", "another-days-points", "other-resolution", "unknown-zone"],
+)
+def test_points_that_are_not_the_days_intervals_are_refused(
+    engine: Engine, site_id: str, make_result, row_counts, change, message
+) -> None:
+    """Stored, such a run could never be read back (its day's intervals are what a read checks),
+    and the latest plan of its site-day with it."""
+    good = make_result(site_id, seed=1)
+    bad = change(make_result(site_id, seed=2))
+    with pytest.raises(StorageInputError, match=message):
+        save_runs(engine, [good, bad], source="dagster")
+    assert set(row_counts(engine, [good.run_id, bad.run_id]).values()) == {0}
+    assert latest_run(engine, site_id, dt.date(2024, 3, 15)) is None
+
+
+def test_interval_starts_may_carry_any_utc_offset(engine: Engine, site_id: str, make_result) -> None:
+    result = make_result(site_id)
+    spelled = [p.model_copy(update={"ts": p.ts.replace("Z", "+00:00")}) for p in result.points]
+    save_runs(engine, [_with_points(result, spelled)], source="cli")
+    assert get_run(engine, result.run_id).to_result() == result
 
 
 @pytest.mark.parametrize(
