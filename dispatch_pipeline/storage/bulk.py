@@ -94,7 +94,8 @@ def copy_rows(
         with driver_connection.cursor() as cursor:
             column_types = _column_type_oids(cursor, table, columns)
             with cursor.copy(statement) as copy:
-                copy.set_types(column_types)
+                if column_types is not None:
+                    copy.set_types(column_types)
                 for row in rows:
                     if json_positions:
                         values = list(row)
@@ -132,8 +133,10 @@ def _flat_list_json(items: tuple[Any, ...]) -> str:
     return json.dumps(list(items))
 
 
-def _column_type_oids(cursor: Any, table: Table, columns: Sequence[str]) -> list[int]:
-    """The server's type of each column: binary COPY must send exactly those types."""
+def _column_type_oids(cursor: Any, table: Table, columns: Sequence[str]) -> list[int] | None:
+    """The server's type of each column: binary COPY must send exactly those types. None when
+    the table lacks one of them (a schema older than this release's): COPY then fails naming it,
+    as an INSERT would."""
     from psycopg import sql
 
     cursor.execute(
@@ -142,6 +145,8 @@ def _column_type_oids(cursor: Any, table: Table, columns: Sequence[str]) -> list
         [sql.Identifier(table.name).as_string(cursor.connection)],
     )
     oids = dict(cursor.fetchall())
+    if not set(columns) <= oids.keys():
+        return None
     return [oids[name] for name in columns]
 
 

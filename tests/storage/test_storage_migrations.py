@@ -15,6 +15,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import CheckConstraint, Engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from dispatch_pipeline.core.result import Kpis
 from dispatch_pipeline.storage import get_run, latest_run, migrate, save_runs
@@ -397,3 +398,21 @@ def test_runs_stored_before_0005_read_back_without_issue_times(fresh_database_ur
 
 def _run_column_names(engine: Engine) -> set[str]:
     return {column["name"] for column in inspect(engine).get_columns("dispatch_runs")}
+
+
+RUN_TABLES = ("dispatch_runs", "dispatch_kpis", "dispatch_schedule", "dispatch_explanations")
+
+
+def test_writing_to_a_schema_older_than_the_release_names_the_missing_column(fresh_database_url: str) -> None:
+    """make_engine does not migrate: a run written to a database at an older revision fails as an
+    INSERT would, naming the column (PostgreSQL's COPY raised a bare KeyError), and writes nothing."""
+    engine = make_engine(fresh_database_url)
+    upgrade_database(fresh_database_url)
+    _migrate(fresh_database_url, "downgrade", "0004")
+    result = build_result("OLD_SCHEMA_SITE")
+    with pytest.raises(DBAPIError, match="forecast_issued_at"):
+        save_runs(engine, [result], source="cli")
+    with engine.connect() as connection:
+        assert {table: connection.scalar(text(f"SELECT count(*) FROM {table}")) for table in RUN_TABLES} == dict.fromkeys(
+            RUN_TABLES, 0
+        )
