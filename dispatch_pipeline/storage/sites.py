@@ -137,7 +137,11 @@ def remove_sites(engine: Engine, site_ids: Sequence[str]) -> dict[str, RemovedSi
     if any)."""
     ids = sorted(set(site_ids))
     with write_transaction(engine) as connection:
-        rows = connection.execute(_select_sites().where(sites.c.site_id.in_(ids)).with_for_update()).all()
+        # Locked in id order, as upsert_sites writes them: a removal beside an import of the same
+        # sites must not lock them in opposite orders and deadlock on PostgreSQL.
+        rows = connection.execute(
+            _select_sites().where(sites.c.site_id.in_(ids)).order_by(sites.c.site_id).with_for_update()
+        ).all()
         stored = {row.site_id: _document(row) for row in rows}
         unknown = [site_id for site_id in site_ids if site_id not in stored]
         if unknown:
