@@ -136,7 +136,7 @@ def explain_interval(
     # claim. Energy never drawn on again is held for the end-of-day target.
     drawn_later = dearest_later > -np.inf
     cap = problem.import_cap_kw
-    over_cap = f"; importing {_kw(imp)} kW, {imp - cap:.1f} kW over the {cap:.1f} kW import limit" if (
+    over_cap = f"; importing {_kw(imp)} kW, {_kw(imp - cap)} kW over the {cap:.1f} kW import limit" if (
         cap is not None and imp > cap + 1e-3
     ) else ""
     bess = problem.bess
@@ -147,6 +147,8 @@ def explain_interval(
             return "recover_soc_min", (
                 f"Charging {_kw(ch)} kW to bring the battery back up to its minimum "
                 f"(SOC {soc_before:.1%} < soc_min {bess.soc_min:.1%}){over_cap}"
+                # PV beyond what the battery takes is exported: the grid flow is named either way.
+                + (f"; exporting {_kw(exp)} kW" if exp > _ON else "")
             )
         if surplus >= ch - _ON and imp <= _ON:
             tail = f"; exporting {_kw(exp)} kW" if exp > _ON else ""
@@ -161,7 +163,7 @@ def explain_interval(
             if from_pv > _ON else f"Charging {_kw(ch)} kW from the grid"
         )
         if buy < 0:
-            return "charge_negative_price", f"{charging.rstrip(',')}: the site is paid to import ({price})"
+            return "charge_negative_price", f"{charging.rstrip(',')}: the site is paid to import ({price}){over_cap}"
         if last or (not drawn_later and soc <= target + 0.01):
             short = f", ending the day at {soc:.0%}" if last and soc < target - 0.005 else ""
             return "charge_terminal_soc", (
@@ -183,7 +185,7 @@ def explain_interval(
             if imp > cap + 1e-3:
                 return "discharge_import_cap", (
                     f"Discharging {_kw(dis)} kW toward the {cap:.1f} kW grid import limit; importing "
-                    f"{_kw(imp)} kW, still {imp - cap:.1f} kW over it"
+                    f"{_kw(imp)} kW, still {_kw(imp - cap)} kW over it"
                 )
             return "discharge_import_cap", (
                 f"Discharging {_kw(dis)} kW to keep the grid import at its {cap:.1f} kW limit"
@@ -249,7 +251,7 @@ def explain_interval(
             )
         else:
             battery = f"battery idle at SOC {soc:.0%}"
-        over = f"; {imp - cap:.1f} kW over the {cap:.1f} kW import limit" if cap is not None and imp > cap + 1e-3 else ""
+        over = f"; {_kw(imp - cap)} kW over the {cap:.1f} kW import limit" if cap is not None and imp > cap + 1e-3 else ""
         return "import_idle", f"Importing {_kw(imp)} kW for the load ({price}){over}; {battery}"
     return "idle", f"PV covers the load ({pv:.1f} kW PV, {load:.1f} kW load); battery idle at SOC {soc:.0%}"
 

@@ -341,6 +341,51 @@ def test_recharging_to_the_minimum_over_the_import_cap_says_how_far_over() -> No
     )
 
 
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+def test_recharging_to_the_minimum_while_pv_is_exported_names_the_export(use_milp: bool) -> None:
+    # A 10 kW charger takes all morning to lift 200 kWh from 10 % to its 50 % minimum: at 08:00
+    # PV brings 20 kW of surplus, half of it charges the battery and half goes to the grid.
+    result = solve_dispatch(hourly_request(
+        load_kw=[30.0] * 24, pv_kw=[0.0] * 8 + [50.0] * 8 + [0.0] * 8,
+        tariff={"buy": [0.25] * 24, "sell": [0.08] * 24},
+        bess={"capacity_kwh": 200, "max_charge_kw": 10, "max_discharge_kw": 10, "soc_min": 0.5, "soc_initial": 0.1},
+        use_milp=use_milp,
+    ))
+    eight = result.points[8]
+    assert (eight.batt_ch_kw, eight.grid_exp_kw) == pytest.approx((10.0, 10.0), abs=1e-6)
+    assert eight.reason == (
+        "Charging 10.0 kW to bring the battery back up to its minimum (SOC 48.0% < soc_min 50.0%); exporting 10.0 kW"
+    )
+
+
+def test_charging_at_a_negative_price_over_the_import_cap_says_how_far_over() -> None:
+    # Paid 0.50 to import and charged only 0.1 per kWh over the cap: the plan imports past it.
+    result = solve_dispatch(hourly_request(
+        load_kw=[50.0] * 24,
+        tariff={"buy": [0.2] * 11 + [-0.5] * 3 + [0.2] * 4 + [0.5] * 4 + [0.2] * 2, "sell": [0.05] * 24},
+        limits={"grid_import_max_kw": 80.0}, bess={"soc_initial": 0.2},
+        weights={"cost": 1.0, "curtail": 0.2, "violation": 0.1},
+    ))
+    over = [point for point in result.points if point.grid_imp_kw > 80.0 + 1e-3]
+    assert any(point.reason_code == "charge_negative_price" for point in over)
+    for point in over:
+        assert f"; importing {point.grid_imp_kw:.1f} kW, {point.grid_imp_kw - 80.0:.1f} kW over the 80.0 kW import limit" in (
+            point.reason
+        ), point.reason
+
+
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+def test_an_import_a_few_watts_over_the_cap_is_not_shown_as_zero_over(use_milp: bool) -> None:
+    result = solve_dispatch(hourly_request(
+        load_kw=[50.0] * 18 + [80.03] * 4 + [50.0] * 2, limits={"grid_import_max_kw": 80.0},
+        bess={"max_discharge_kw": 0.0}, use_milp=use_milp,
+    ))
+    assert result.points[18].reason == (
+        "Importing 80.0 kW for the load (buy 0.30 MYR/kWh, the same all day); 0.03 kW over the 80.0 kW import "
+        "limit; the battery cannot discharge"
+    )
+
+
 def test_charging_mostly_from_pv_surplus_names_the_grids_share() -> None:
     result = solve_dispatch(hourly_request(
         load_kw=[50.0] * 24, pv_kw=[0.0] * 9 + [74.9] * 4 + [0.0] * 11,
