@@ -87,8 +87,13 @@ def dearest_buy_after(buy: np.ndarray) -> np.ndarray:
 
 
 def _amount(value: float) -> str:
-    """A price as a tariff writes it: two decimals, up to four when it has them (0.55, 0.224)."""
-    whole, _, decimals = f"{value:.4f}".rstrip("0").partition(".")
+    """A price as a tariff writes it: two decimals, up to four when it has them (0.55, 0.224).
+    A price too small for four, as a market's -0.01 per MWh is per kWh, keeps two significant
+    digits: -0.00001, not a "-0.00" the site would be paid to import at."""
+    places = 4
+    if 0 < abs(value) < 5e-5:
+        places = 1 - int(np.floor(np.log10(abs(value))))
+    whole, _, decimals = f"{value:.{places}f}".rstrip("0").partition(".")
     return f"{whole}.{decimals:0<2}"
 
 

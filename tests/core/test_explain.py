@@ -431,6 +431,27 @@ def test_a_small_flow_is_not_shown_as_zero(kw: float, shown: str) -> None:
     assert _kw(kw) == shown
 
 
+@pytest.mark.parametrize(
+    ("price", "shown"),
+    [(0.55, "0.55"), (0.224, "0.224"), (0.08537, "0.0854"), (-0.5, "-0.50"), (0.0, "0.00"),
+     (-0.00001, "-0.00001"), (0.000012, "0.000012"), (-4e-5, "-0.00004")],
+)
+def test_a_price_keeps_its_decimals_and_a_tiny_one_is_not_shown_as_zero(price: float, shown: str) -> None:
+    from dispatch_pipeline.core.explain import _amount
+
+    assert _amount(price) == shown
+
+
+def test_a_market_price_of_minus_a_cent_per_mwh_is_not_shown_as_zero() -> None:
+    result = solve_dispatch(hourly_request(
+        tariff={"buy": [0.2] * 12 + [-0.00001] + [0.2] * 11, "sell": [0.0] * 24},
+        bess={"soc_initial": 0.1, "soc_final_min": 0.1},
+    ))
+    noon = result.points[12]
+    assert noon.reason_code == "charge_negative_price"
+    assert "(buy -0.00001 MYR/kWh, the day's lowest price)" in noon.reason, noon.reason
+
+
 def test_the_contract_lists_every_reason_code_the_explanations_give():
     source = (REPO / "dispatch_pipeline" / "core" / "explain.py").read_text()
     given = set(re.findall(r'return "([a-z_]+)", ', source))
