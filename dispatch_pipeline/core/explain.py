@@ -218,7 +218,8 @@ def explain_interval(
         return "curtail", f"Curtailing {_kw(cur)} kW of PV: {_why_not_export(problem, schedule, t, export_bound[t], currency)} and {_why_not_store(problem, soc)}"
     if exp > _ON:
         return "export_surplus", (
-            f"Exporting {_kw(exp)} kW of PV surplus (sell {_amount(sell)} {currency}/kWh); battery idle at SOC {soc:.0%}"
+            f"Exporting {_kw(exp)} kW of PV surplus (sell {_amount(sell)} {currency}/kWh"
+            f"{_why_pay_to_export(problem, sell)}); battery idle at SOC {soc:.0%}"
         )
     if imp > _ON:
         if bess.max_discharge_kw <= _ON or problem.capacity_kwh <= 0:
@@ -279,6 +280,15 @@ def _why_not_export(problem: DispatchProblem, s: Schedule, t: int, bound: float,
     if sell == 0:
         return f"exporting would earn nothing (sell 0.00 {currency}/kWh)"
     return f"exporting {exp:.1f} kW of its {bound:.1f} kW limit (sell {_amount(sell)} {currency}/kWh)"
+
+
+def _why_pay_to_export(problem: DispatchProblem, sell: float) -> str:
+    """Why a plan pays to export rather than curtail: the objective weighs a curtailed kWh at
+    `weights.curtail`, more than the price paid per exported kWh."""
+    weights = problem.weights
+    if sell >= 0 or not weights.cost * -sell < weights.curtail:
+        return ""
+    return f": paying it costs less than curtailing, which the plan weighs at {_amount(weights.curtail)} per kWh"
 
 
 def _why_not_store(problem: DispatchProblem, soc: float) -> str:

@@ -386,6 +386,23 @@ def test_an_import_a_few_watts_over_the_cap_is_not_shown_as_zero_over(use_milp: 
     )
 
 
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+def test_exporting_at_a_negative_price_says_why_it_is_not_curtailed(use_milp: bool) -> None:
+    # A battery that cannot move, PV over the load and a sell price of -0.05: curtailing is
+    # weighed at 0.20 per kWh, so paying 0.05 to export is the cheaper way to be rid of the surplus.
+    result = solve_dispatch(hourly_request(
+        load_kw=[30.0] * 24, pv_kw=[0.0] * 10 + [50.0] * 4 + [0.0] * 10,
+        tariff={"buy": [0.3] * 24, "sell": [0.05] * 10 + [-0.05] * 4 + [0.05] * 10},
+        bess={"max_charge_kw": 0.0, "max_discharge_kw": 0.0, "soc_initial": 0.5}, use_milp=use_milp,
+    ))
+    noon = result.points[11]
+    assert noon.reason_code == "export_surplus" and noon.grid_exp_kw == pytest.approx(20.0, abs=1e-6)
+    assert noon.reason == (
+        "Exporting 20.0 kW of PV surplus (sell -0.05 MYR/kWh: paying it costs less than curtailing, which "
+        "the plan weighs at 0.20 per kWh); battery idle at SOC 50%"
+    )
+
+
 def test_charging_mostly_from_pv_surplus_names_the_grids_share() -> None:
     result = solve_dispatch(hourly_request(
         load_kw=[50.0] * 24, pv_kw=[0.0] * 9 + [74.9] * 4 + [0.0] * 11,
