@@ -206,7 +206,10 @@ def explain_interval(
                 f"Discharging {_kw(dis)} kW and exporting {_kw(exp)} kW (sell {_amount(sell)} {currency}/kWh)"
             )
         if expensive[t]:
-            return "discharge_peak", f"Discharging {_kw(dis)} kW during the peak tariff ({price})"
+            # Most of a day at its dearer rate (a Sunday: standard all day, off-peak at night)
+            # is no peak an operator would name as one.
+            when = "during the peak tariff" if expensive.mean() <= 0.5 else "at the day's dearer rate"
+            return "discharge_peak", f"Discharging {_kw(dis)} kW {when} ({price})"
         peak = float(s.grid_import.max())
         if problem.demand_charge_per_kw > 0 and imp >= peak - max(1e-3, 1e-3 * peak):
             return "discharge_peak_shaving", (

@@ -403,6 +403,20 @@ def test_exporting_at_a_negative_price_says_why_it_is_not_curtailed(use_milp: bo
     )
 
 
+def test_a_dearer_rate_filling_most_of_the_day_is_not_called_a_peak() -> None:
+    # A Sunday: 0.15 off-peak for six night hours, 0.21 for the other eighteen. Energy above the
+    # end-of-day target is used at 0.21, but 0.21 is the day's rate, not a peak.
+    result = solve_dispatch(hourly_request(
+        tariff={"buy": [0.15] * 6 + [0.21] * 18, "sell": [0.0] * 24},
+        bess={"soc_initial": 0.9, "soc_final_min": 0.1, "max_charge_kw": 0.0},
+    ))
+    discharging = [point for point in result.points if point.batt_dis_kw > 1e-4]
+    assert discharging and {point.reason_code for point in discharging} == {"discharge_peak"}
+    for point in discharging:
+        assert point.reason.startswith(f"Discharging {point.batt_dis_kw:.1f} kW at the day's dearer rate (buy 0.21 MYR/kWh")
+        assert "peak tariff" not in point.reason
+
+
 def test_charging_mostly_from_pv_surplus_names_the_grids_share() -> None:
     result = solve_dispatch(hourly_request(
         load_kw=[50.0] * 24, pv_kw=[0.0] * 9 + [74.9] * 4 + [0.0] * 11,
