@@ -248,3 +248,40 @@ def test_ensure_dagster_db_names_each_missing_or_malformed_setting():
     assert ran.returncode == 2
     assert "DAGSTER_PG_USERNAME is not set; DAGSTER_PG_DB is not set; DAGSTER_PG_PORT must be a port number, got '54x'" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+def _stub(folder, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("root", [True, False])
+def test_ci_installs_make_and_venv_on_a_fresh_debian_machine(tmp_path, root):
+    """`make test` needs make and Python's venv module (python3-venv on Debian) before it can
+    install anything itself: .ci/run installs them as root with apt-get, and names them otherwise.
+    Here neither is there, and apt-get only records its arguments: make is still missing after it,
+    so the suite itself never starts."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dirname").symlink_to(subprocess.run(
+        ["sh", "-c", "command -v dirname"], capture_output=True, text=True, check=True
+    ).stdout.strip())
+    _stub(bin_dir, "python3", "exit 1")  # a Debian python3 without python3-venv: no ensurepip
+    _stub(bin_dir, "id", f"echo {0 if root else 1000}")
+    apt_log = tmp_path / "apt.log"
+    _stub(bin_dir, "apt-get", f'echo "$*" >> "{apt_log}"')
+
+    ran = subprocess.run(
+        ["/bin/bash", str(REPO / ".ci" / "run")],
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+    )
+    if root:
+        assert apt_log.read_text().splitlines() == [
+            "update -qq", "install -y -qq --no-install-recommends make python3-venv",
+        ]
+        assert ran.returncode == 127 and "make: command not found" in ran.stderr
+    else:
+        assert not apt_log.exists()
+        assert ran.returncode == 1
+        assert "ci: install make python3-venv first" in ran.stderr
