@@ -35,12 +35,15 @@ def test_every_deployment_stores_events_in_batches():
 
 
 def _settings_the_code_location_reads() -> set[str]:
-    """DISPATCH_* variables read by the definitions (os.environ.get("...")) and the solver service."""
+    """DISPATCH_* variables read by the definitions (os.environ.get("...") and
+    positive_int_setting("...")) and the solver service."""
     from dispatch_pipeline.core import solver_service
 
     read = {solver_service.ADDRESS_ENV, solver_service.KEY_ENV}
     for path in (REPO / "dispatch_pipeline" / "defs").rglob("*.py"):
-        read |= set(re.findall(r'os\.environ\.get\("(DISPATCH_[A-Z_]+)"', path.read_text()))
+        read |= set(re.findall(
+            r'(?:os\.environ\.get|positive_int_setting)\("(DISPATCH_[A-Z_]+)"', path.read_text()
+        ))
     return read
 
 
@@ -48,7 +51,10 @@ def test_every_setting_the_code_location_reads_reaches_compose_and_its_run_conta
     """Documented in .env.example, passed to every service of the image, and copied into the run
     containers: a setting that reached the code server but not its runs would give them another job."""
     settings = _settings_the_code_location_reads()
-    assert {"DISPATCH_PLANNING_TIME", "DISPATCH_RETRY_STRATEGY", "DISPATCH_SOLVER_KEY"} <= settings
+    assert {
+        "DISPATCH_PLANNING_TIME", "DISPATCH_RETRY_STRATEGY", "DISPATCH_SOLVER_KEY",
+        "DISPATCH_BACKFILL_CHUNK", "DISPATCH_DAY_AHEAD_SITES_PER_RUN",
+    } <= settings
     documented = set(dotenv_values(REPO / ".env.example"))
     app_env = yaml.safe_load((REPO / "docker-compose.yml").read_text())["x-app-env"]
     docker_instance = yaml.safe_load((REPO / "dagster_home" / "dagster.docker.yaml").read_text())
