@@ -7,20 +7,27 @@ One forward pass over the day, a handful of rules an operator would write down:
 2. PV surplus goes into the battery up to soc_max; the rest is exported up to the cap while
    exporting costs less than curtailing; only what neither can take is curtailed.
 3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit
-   when the import it replaces costs more than the battery's wear (cycle_cost_per_kwh) or a demand
-   charge is billed on the day's peak, down to a floor that keeps the end-of-day target reachable
-   by later recharging, net of what
-   rule 4 will draw from it later.
+   when the import it replaces costs more than the battery's wear (cycle_cost_per_kwh), down to a
+   floor that keeps the end-of-day target reachable by later recharging, net of what rule 4 will
+   draw from it later. With a demand charge billed on the day's peak import, its energy goes to
+   the expensive hours of highest import first, whatever the wear: it holds their import at a
+   threshold, the lowest at which the whole plan keeps every interval's import under it (found by
+   bisection: the ratings, the SOC band, the efficiencies, the floor, rule 4's needs and the
+   charging of rules 5 and 6 under the threshold all count), and covers more of an hour's
+   deficit, where that beats the wear, only with what the later expensive hours' threshold and
+   rule 4 will not need. Should even the peak the site would draw without a battery be more than
+   the plan can hold, it covers the deficit chronologically, whatever the wear.
 4. The battery also discharges to hold imports under the import cap, down to the level the
    end-of-day target still needs: energy it cannot recharge later would only move the violation
    to the end of the day, larger by the discharge losses.
 5. In cheap hours (bottom quartile; of its price bands, the cheapest that can store what the
    expensive hours need) it charges from the grid when that pays after round-trip
    losses against a later expensive hour, up to the energy those hours will need; with a demand
-   charge, never above the peak the site would draw without a battery.
+   charge, never above rule 3's threshold (without one, the peak the site would draw without a
+   battery).
 6. Near the end of the day it charges just in time to reach the terminal SOC target, counting
-   the discharges rule 4 will still make: under the peak the site would draw without a battery
-   when that peak is billed and time allows, up to the import cap when it must.
+   the discharges rule 4 and rule 3's threshold will still make: under that threshold when a peak
+   is billed and time allows, up to the import cap when it must.
 7. A battery above soc_max (it started the day there) discharges into the site's load, and into
    the export room PV leaves while exporting costs less than staying above, until it is back
    within its band.
@@ -115,6 +122,43 @@ def _level_needed(gain: np.ndarray, loss: np.ndarray, final: float, lowest: floa
 
 
 def rule_based_schedule(problem: DispatchProblem) -> Schedule:
+    """The rules of the module docstring, over the whole day."""
+    if problem.demand_charge_per_kw <= 0 or problem.weights.cost <= 0:
+        return _schedule(problem, None)
+    # Rule 3's threshold: the lowest import the plan holds every interval under. Not below the
+    # import of the hours rule 3 does not discharge in (under the cap, rule 4 holds it), nor above
+    # the peak the site would draw without a battery.
+    deficit = np.maximum(problem.load_kw - problem.pv_kw, 0.0)
+    highest = float(deficit.max(initial=0.0))
+    import_cap = problem.import_cap_kw if problem.import_cap_kw is not None else np.inf
+    expensive, _ = price_quartiles(problem.buy)
+    lowest = min(float(deficit[~expensive].max(initial=0.0)), import_cap, highest)
+    tolerance = 1e-5 * max(1.0, highest)
+
+    def held(threshold: float) -> Schedule | None:
+        schedule = _schedule(problem, threshold)
+        return schedule if schedule.grid_import.max(initial=0.0) <= threshold + tolerance / 10 else None
+
+    best = held(highest)
+    if best is None:
+        return _schedule(problem, None)
+    at_lowest = held(lowest)
+    if at_lowest is not None:
+        return at_lowest
+    low, high = lowest, highest
+    while high - low > tolerance:
+        middle = (low + high) / 2
+        schedule = held(middle)
+        if schedule is None:
+            low = middle
+        else:
+            high, best = middle, schedule
+    return best
+
+
+def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
+    """The forward pass of the rules; with a demand charge, rule 3 holds the expensive hours'
+    import at `threshold` (None: covers their deficit chronologically, whatever the wear)."""
     T, dt = problem.intervals, problem.dt
     bess = problem.bess
     eta_c, eta_d = bess.charge_efficiency, bess.discharge_efficiency
@@ -129,16 +173,20 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     # Rule 3's hours: discharging there replaces import dearer than the wear it costs, or, with
     # a demand charge, may also lower the day's billed peak.
     discharging = expensive & ((buy > bess.cycle_cost_per_kwh) | (problem.demand_charge_per_kw > 0))
+    # With a threshold, only the part of the deficit above it is there for the peak: the rest
+    # of rule 3's discharges must beat the wear.
+    arbitrage = discharging if threshold is None else expensive & (buy > bess.cycle_cost_per_kwh)
     deficit = np.maximum(load - pv, 0.0)
     surplus = np.maximum(pv - load, 0.0)
 
     # Energy the battery can still take in after t without breaking the import cap, in the hours
     # it would charge in (anything but expensive): how low it may go and still end on target.
     # Grid charging should not set the day's peak when that peak is billed: it then stays under
-    # the peak the site would draw without a battery, unless the end-of-day target needs more.
+    # rule 3's threshold (or the peak the site would draw without a battery), unless the
+    # end-of-day target needs more.
     charging_cap = import_cap
     if problem.demand_charge_per_kw > 0:
-        charging_cap = min(import_cap, float(deficit.max(initial=0.0)))
+        charging_cap = min(import_cap, float(deficit.max(initial=0.0)) if threshold is None else threshold)
 
     def chargeable(cap: float) -> np.ndarray:
         return np.minimum(max_ch, np.maximum(cap - deficit, 0.0) + surplus) * eta_c * dt
@@ -148,15 +196,20 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     # can recharge does not bring the battery to its target if rule 4 spends part of it first.
     with np.errstate(divide="ignore", over="ignore"):
         forced = np.minimum(np.maximum(deficit - import_cap, 0.0), max_dis) * dt / eta_d
+        # Rule 3's discharges to the threshold (kW), and with rule 4's what they draw (kWh).
+        shave = np.zeros(T) if threshold is None else np.where(
+            discharging, np.minimum(np.maximum(deficit - threshold, 0.0), max_dis), 0.0
+        )
+        planned = np.maximum(forced, shave * dt / eta_d)
 
     def level_needed(gain: np.ndarray) -> np.ndarray:
         return _level_needed(gain, forced, e_final, e_min, e_max)
 
     peak_safe = chargeable(charging_cap)
     # The energy the battery needs at the end of t to end the day on target, and to hold the cap
-    # on the way: charging as the peak guard (or the cap) allows in every later hour, or only in
-    # the hours it would recharge in (the floor of rule 3).
-    needed_peak_safe = level_needed(peak_safe)
+    # and the threshold on the way: charging as the peak guard (or the cap) allows in every later
+    # hour, or only in the hours it would recharge in (the floor of rule 3).
+    needed_peak_safe = _level_needed(peak_safe, planned, e_final, e_min, e_max)
     needed_at_cap = level_needed(chargeable(import_cap))
     # Rule 4's own floor: the level the target needs, charging at the cap in every later hour,
     # not counting rule 4's later discharges (where the energy is not there they do not happen;
@@ -169,6 +222,10 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     target_floor = _level_needed(chargeable(import_cap), np.zeros(T), e_final, e_min, e_max)
     holding_floor = np.where(holds_for_target, np.maximum(e_min, target_floor), e_min)
     floor_after = level_needed(np.where(expensive, 0.0, peak_safe))
+    # What rule 3 keeps for the threshold of the expensive hours after t, beyond its floor.
+    reserve_after = floor_after if threshold is None else _level_needed(
+        np.where(expensive, 0.0, peak_safe), planned, e_final, e_min, e_max
+    )
 
     # Stored energy the expensive hours after t will draw, and the priciest of them: grid
     # charging at t pays only against a dearer hour still to come.
@@ -229,9 +286,11 @@ def rule_based_schedule(problem: DispatchProblem) -> Schedule:
         if charge <= _EPS:
             charge = 0.0
             floor = max(e_min, floor_after[t])
-            if discharging[t] and deficit[t] > 0:
-                available = max(0.0, (energy - floor) * eta_d / dt)
-                discharge = min(deficit[t], max_dis, available)
+            if shave[t] > 0:
+                discharge = min(shave[t], max(0.0, (energy - floor) * eta_d / dt))
+            if arbitrage[t] and deficit[t] > 0:
+                available = max(0.0, (energy - max(floor, reserve_after[t])) * eta_d / dt)
+                discharge = max(discharge, min(deficit[t], max_dis, available))
             if energy > e_max + _EPS:
                 above = (energy - e_max) * eta_d / dt
                 # Beyond the load, into the export room PV leaves, while exporting costs less than
