@@ -117,6 +117,33 @@ def test_energy_is_judged_at_a_hundred_thousandth_of_the_battery(relative_breach
     assert (("energy_dynamics", T) in breaches) is found
 
 
+@pytest.mark.parametrize(("relative_breach", "found"), [(2e-5, True), (5e-6, False)])
+def test_power_balance_is_judged_at_a_hundred_thousandth_of_the_intervals_own_power(relative_breach, found):
+    # 10 kW at night, 200 MW at noon: a night interval is judged on its own 10 kW, not on the
+    # day's largest load, which would let hundreds of kW go missing there.
+    load = [10.0] * 24
+    load[12] = 200_000.0
+    request = load_case("typical")["request"] | {
+        "resolution_minutes": 60,
+        "load_kw": load,
+        "pv_kw": [0.0] * 24,
+        "tariff": {"buy": [0.2] * 12 + [0.5] * 12, "sell": [0.1] * 24},
+        "bess": {"capacity_kwh": 100.0, "max_charge_kw": 50.0, "max_discharge_kw": 50.0,
+                 "charge_efficiency": 1.0, "discharge_efficiency": 1.0, "soc_initial": 0.5},
+    }
+    problem = build_problem(request)
+    schedule = rule_based_schedule(problem)
+    assert find_breaches(problem, schedule) == []
+    t = 3
+    flows = (schedule.pv_set, schedule.curtail, schedule.charge, schedule.discharge, schedule.grid_import,
+             schedule.grid_export)
+    power = max(1.0, problem.load_kw[t], problem.pv_kw[t], *(flow[t] for flow in flows))
+    assert power == pytest.approx(10.0)  # the interval's own power, far below noon's
+    corrupted = changed(schedule, "grid_import", t, schedule.grid_import[t] + relative_breach * power)
+    breaches = [(b.check, b.interval) for b in find_breaches(problem, corrupted)]
+    assert breaches == ([("power_balance", t)] if found else [])
+
+
 @pytest.mark.parametrize(("capacity_kwh", "over_kwh", "found"), [
     # A battery of a billionth of a kWh stored to 8.5 times full: 7.5e-9 kWh over, far under the
     # 1e-5 kWh that judges a kWh-scale battery, once passed as physical.
