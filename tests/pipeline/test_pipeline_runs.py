@@ -347,6 +347,37 @@ def test_a_milp_failure_falls_back_and_warns(job, instance, engine, make_site, m
     assert stored.run.fallback_reason == "timeout: injected"
 
 
+def test_a_milp_step_that_raises_falls_back_and_its_time_counts_in_solve_ms(
+    job, instance, engine, make_site, monkeypatch
+):
+    # Whatever the MILP step raises (a lost worker pool, a bug), the site gets the rule-based plan.
+    site = make_site("PHOENIX_OFFICE", (DAY,))
+
+    def broken(problem, solver, runner, on_start=None):
+        raise RuntimeError("the worker pool is gone")
+
+    class FourSecondsSpent:  # the MILP step's clock, read when it gave up
+        def mark(self) -> None:
+            pass
+
+        def elapsed_ms(self) -> float:
+            return 4000.0
+
+    monkeypatch.setattr(ops, "attempt_milp", broken)
+    monkeypatch.setattr(ops, "SolveClock", FourSecondsSpent)
+    result = run_site_day(job, instance, SiteDay(site.site_id, DAY))
+    assert result.success, failure_message(result)
+    assert not check_results(result)["milp_planned"].passed
+    stored = latest_run(engine, site.site_id, DAY)
+    assert (stored.run.status, stored.run.solver) == ("fallback", "fallback_rule")
+    assert stored.run.fallback_reason == "solver failed: RuntimeError: the worker pool is gone"
+    # The time the MILP step took before failing is part of the fallback's solve time.
+    assert stored.run.solve_ms >= 4000.0
+    forecast = demo_forecast("PHOENIX_OFFICE", DAY)
+    problem = build_problem(site_request(site, DAY, forecast["load_kw"], forecast["pv_kw"]))
+    assert stored.run.objective_value == pytest.approx(objective_value(problem, rule_based_schedule(problem)), abs=1e-6)
+
+
 def test_a_rule_based_run_is_stored_beside_the_milp_run_for_comparison(job, instance, engine, make_site):
     site = make_site("PHOENIX_OFFICE", (DAY,))
     day = SiteDay(site.site_id, DAY)
