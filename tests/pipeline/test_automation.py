@@ -434,8 +434,10 @@ def test_plan_runs_groups_ready_neighbours_and_isolates_the_rest():
     assert [[d.site_id for d in run] for run in runs] == [
         ["A", "B"],  # neighbours, both ready
         ["C"],  # not ready: alone, so its failure is its own
-        ["E", "F"],  # D is not due that day, so E starts a new block
+        ["E", "F"],  # C, not ready, ended the block before it
         ["G"],  # the block is full at max_sites
         ["D"],  # another date, another run
     ]
     assert runs[-1] == [SiteDay("D", other_day)]
+    # Ready, but not neighbours: a run's key range from A to C would take in B, which is not due.
+    assert plan_runs([("A", day), ("C", day)], order, ready={"A", "C"}) == [[SiteDay("A", day)], [SiteDay("C", day)]]

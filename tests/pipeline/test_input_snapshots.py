@@ -7,6 +7,7 @@ import datetime as dt
 import dagster as dg
 import pytest
 
+from dispatch_pipeline.defs.io_managers import SiteDayPickleIOManager
 from dispatch_pipeline.defs.partitions import SiteDay, partition_range_tags
 from dispatch_pipeline.demo import demo_forecast
 from dispatch_pipeline.storage import latest_run, save_forecast
@@ -53,7 +54,10 @@ def test_a_plan_rerun_uses_the_snapshot_of_the_run_that_ingested_it(job, instanc
         assert latest_run(engine, day.site_id, day.date).run.dagster_run_id == planned.run_id
 
 
-def test_each_partition_reads_the_run_of_its_latest_ingestion(job, instance, engine, make_site):
+def test_each_partition_reads_the_run_of_its_latest_ingestion(job, instance, engine, make_site, monkeypatch):
+    # One event log record per page: the first page holds only the second day's newest
+    # materialisation, and the first day's run is found on a later one.
+    monkeypatch.setattr(SiteDayPickleIOManager, "RECORDS_PAGE", 1)
     dates = (DAY, DAY + dt.timedelta(days=1))
     site = make_site("BERLIN_DEPOT", dates)
     first, second = (SiteDay(site.site_id, d) for d in dates)

@@ -121,7 +121,9 @@ def test_days_under_way_and_plans_of_the_api_or_cli_are_left_alone(job, instance
     asked_for = make_site("KL_MALL", (TOMORROW,))
     assert run_site_day(job, instance, SiteDay(asked_for.site_id, TOMORROW)).success
     # Then planned through the CLI (`solve --store`) with the caller's own inputs: the latest plan.
-    save_runs(engine, [build_result(asked_for.site_id, TOMORROW)], source="cli")
+    # It read the forecast issue the re-issue below supersedes: only its source keeps it as it is.
+    by_hand = build_result(asked_for.site_id, TOMORROW).model_copy(update={"forecast_issued_at": ISSUED_AT})
+    save_runs(engine, [by_hand], source="cli")
     re_issue_the_morning(engine, asked_for.site_id, TOMORROW)
 
     requested, _, _ = evaluate()
