@@ -257,8 +257,22 @@ def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
     def charge_kw(energy_kwh: float) -> float:
         return energy_kwh / charge_gain if charge_gain else math.copysign(math.inf, energy_kwh)
 
-    schedule = {k: np.zeros(T) for k in ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")}
-    energy = problem.energy_initial_kwh
+    # The pass runs once per interval, and up to twenty times a day with a demand charge: on plain
+    # floats, a few times faster than on numpy scalars, with the same IEEE arithmetic.
+    (surplus, deficit, charging, need_after, paid_to_charge, surplus_room_after, needed_peak_safe,
+     needed_at_cap, floor_after, shave, arbitrage, reserve_after, export_bound, export_beats_violating,
+     holding_floor, load, pv, export_beats_curtailing) = (
+        np.broadcast_to(values, (T,)).tolist() for values in (
+            surplus, deficit, charging, need_after, paid_to_charge, surplus_room_after, needed_peak_safe,
+            needed_at_cap, floor_after, shave, arbitrage, reserve_after, export_bound, export_beats_violating,
+            holding_floor, load, pv, export_beats_curtailing,
+        )
+    )
+    columns = ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")
+    rows: list[tuple[float, ...]] = []
+    energy = float(problem.energy_initial_kwh)
+    charging_cap, import_cap = float(charging_cap), float(import_cap)
+    e_min, e_max, e_final, max_ch, max_dis = map(float, (e_min, e_max, e_final, max_ch, max_dis))
     for t in range(T):
         room = max(0.0, min(max_ch, charge_kw(e_max - energy)))
         peak_safe_headroom = surplus[t] + max(0.0, charging_cap - deficit[t])
@@ -310,11 +324,6 @@ def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
         curtail = spill - grid_export
         energy = energy + (eta_c * charge - discharge / eta_d) * dt
 
-        schedule["pv_set"][t] = pv[t] - curtail
-        schedule["curtail"][t] = curtail
-        schedule["charge"][t] = charge
-        schedule["discharge"][t] = discharge
-        schedule["grid_import"][t] = grid_import
-        schedule["grid_export"][t] = grid_export
-        schedule["energy"][t] = energy
-    return Schedule(**schedule)
+        rows.append((pv[t] - curtail, curtail, charge, discharge, grid_import, grid_export, energy))
+    by_column = np.ascontiguousarray(np.array(rows, dtype=float).reshape(T, len(columns)).T)
+    return Schedule(**dict(zip(columns, by_column, strict=True)))
