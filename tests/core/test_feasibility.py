@@ -41,11 +41,12 @@ def test_a_nan_anywhere_is_a_breach_not_a_pass(problem_and_schedule, name):
     assert {b.interval for b in breaches} <= {20, 21}  # energy at t feeds the dynamics of t + 1
 
 
-def large_load_small_battery():
-    """A 200 MW load beside a 100 kWh, 50 kW battery: every breach is judged on its own scale."""
+def large_load_small_battery(load_kw: list[float] | None = None):
+    """A 200 MW load (or `load_kw`, hourly) beside a 100 kWh, 50 kW battery, planned by the rules:
+    every breach is judged on its own scale."""
     request = load_case("typical")["request"] | {
         "resolution_minutes": 60,
-        "load_kw": [200_000.0] * 24,
+        "load_kw": load_kw or [200_000.0] * 24,
         "pv_kw": [0.0] * 24,
         "tariff": {"buy": [0.2] * 12 + [0.5] * 12, "sell": [0.1] * 24},
         "bess": {"capacity_kwh": 100.0, "max_charge_kw": 50.0, "max_discharge_kw": 50.0,
@@ -123,17 +124,7 @@ def test_power_balance_is_judged_at_a_hundred_thousandth_of_the_intervals_own_po
     # day's largest load, which would let hundreds of kW go missing there.
     load = [10.0] * 24
     load[12] = 200_000.0
-    request = load_case("typical")["request"] | {
-        "resolution_minutes": 60,
-        "load_kw": load,
-        "pv_kw": [0.0] * 24,
-        "tariff": {"buy": [0.2] * 12 + [0.5] * 12, "sell": [0.1] * 24},
-        "bess": {"capacity_kwh": 100.0, "max_charge_kw": 50.0, "max_discharge_kw": 50.0,
-                 "charge_efficiency": 1.0, "discharge_efficiency": 1.0, "soc_initial": 0.5},
-    }
-    problem = build_problem(request)
-    schedule = rule_based_schedule(problem)
-    assert find_breaches(problem, schedule) == []
+    problem, schedule = large_load_small_battery(load)
     t = 3
     flows = (schedule.pv_set, schedule.curtail, schedule.charge, schedule.discharge, schedule.grid_import,
              schedule.grid_export)
