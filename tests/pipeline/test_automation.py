@@ -430,7 +430,8 @@ def test_plan_runs_groups_ready_neighbours_and_isolates_the_rest():
     day, other_day = dt.date(2025, 3, 12), dt.date(2025, 3, 13)
     order = ["A", "B", "C", "D", "E", "F", "G"]
     due = [("G", day), ("A", day), ("B", day), ("C", day), ("E", day), ("F", day), ("D", other_day)]
-    runs = plan_runs(due, order, ready={"A", "B", "E", "F", "G", "D"}, max_sites=2)
+    ready = {("A", day), ("B", day), ("E", day), ("F", day), ("G", day), ("D", other_day)}
+    runs = plan_runs(due, order, ready=ready, max_sites=2)
     assert [[d.site_id for d in run] for run in runs] == [
         ["A", "B"],  # neighbours, both ready
         ["C"],  # not ready: alone, so its failure is its own
@@ -440,4 +441,10 @@ def test_plan_runs_groups_ready_neighbours_and_isolates_the_rest():
     ]
     assert runs[-1] == [SiteDay("D", other_day)]
     # Ready, but not neighbours: a run's key range from A to C would take in B, which is not due.
-    assert plan_runs([("A", day), ("C", day)], order, ready={"A", "C"}) == [[SiteDay("A", day)], [SiteDay("C", day)]]
+    assert plan_runs([("A", day), ("C", day)], order, ready={("A", day), ("C", day)}) == [
+        [SiteDay("A", day)], [SiteDay("C", day)]
+    ]
+    # Readiness is per day: B ready on one day and not on the next runs that next day alone.
+    assert plan_runs([("A", other_day), ("B", other_day)], order, ready={("A", other_day), ("B", day)}) == [
+        [SiteDay("A", other_day)], [SiteDay("B", other_day)]
+    ]

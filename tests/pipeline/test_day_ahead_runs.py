@@ -108,7 +108,7 @@ def test_a_tick_plans_ready_sites_in_one_run_and_isolates_missing_data(own_pipel
 
 
 def test_a_site_whose_price_series_covers_part_of_tomorrow_is_not_ready(tmp_path):
-    from dispatch_pipeline.defs.automation.day_ahead import ready_sites
+    from dispatch_pipeline.defs.automation.day_ahead import ready_days
     from dispatch_pipeline.storage import save_price_series
 
     with scratch_database("sqlite", tmp_path) as url:
@@ -124,6 +124,10 @@ def test_a_site_whose_price_series_covers_part_of_tomorrow_is_not_ready(tmp_path
             if price_rows is not None:
                 save_price_series(engine, name, price_rows, ISSUED_AT)
 
-        ready = ready_sites(engine, sites, [(name, TOMORROW) for name in sites])
+        ready = ready_days(engine, sites, [(name, TOMORROW) for name in sites])
+        # The day after, with no forecast stored: not ready, whatever the day before is.
+        after = TOMORROW + dt.timedelta(days=1)
+        ready_over_two_days = ready_days(engine, sites, [("PRICED", TOMORROW), ("PRICED", after)])
 
-    assert ready == {"PRICED", "TOU_ONLY"}
+    assert ready == {("PRICED", TOMORROW), ("TOU_ONLY", TOMORROW)}
+    assert ready_over_two_days == {("PRICED", TOMORROW)}

@@ -116,19 +116,21 @@ def _planning_instant(local_date: dt.date, planning_time: dt.time, zone: ZoneInf
     return instant
 
 
-def ready_sites(engine: Engine, sites: dict[str, Site], due: list[tuple[str, dt.date]]) -> set[str]:
-    """The due sites whose forecast covers every interval of their tomorrow, and whose price
-    series (if any was issued for it) does too. One pair of queries per timezone and date."""
+def ready_days(engine: Engine, sites: dict[str, Site], due: list[tuple[str, dt.date]]) -> set[tuple[str, dt.date]]:
+    """The due (site, date) pairs whose forecast covers every interval of the site's local day,
+    and whose price series (if any was issued for it) does too: per day, since a site re-planned
+    over several days may be ready on one and not another. One pair of queries per timezone and
+    date."""
     by_window: dict[tuple[str, dt.date], list[str]] = defaultdict(list)
-    for site_id, tomorrow in due:
-        by_window[(sites[site_id].timezone, tomorrow)].append(site_id)
+    for site_id, date in due:
+        by_window[(sites[site_id].timezone, date)].append(site_id)
     ready = set()
-    for (_, tomorrow), site_ids in by_window.items():
-        day = sites[site_ids[0]].local_day(tomorrow, RESOLUTION_MINUTES)
+    for (_, date), site_ids in by_window.items():
+        day = sites[site_ids[0]].local_day(date, RESOLUTION_MINUTES)
         forecast = forecast_interval_counts(engine, site_ids, day.start_utc, day.end_utc)
         prices = price_interval_counts(engine, site_ids, day.start_utc, day.end_utc)
         ready.update(
-            site_id
+            (site_id, date)
             for site_id in site_ids
             if forecast[site_id] == day.intervals and prices[site_id] in (0, day.intervals)
         )
@@ -138,13 +140,13 @@ def ready_sites(engine: Engine, sites: dict[str, Site], due: list[tuple[str, dt.
 def plan_runs(
     due: list[tuple[str, dt.date]],
     partition_order: list[str],
-    ready: set[str],
+    ready: set[tuple[str, dt.date]],
     max_sites: int = MAX_SITES_PER_RUN,
 ) -> list[list[SiteDay]]:
     """Group due site-days into runs.
 
     A run covers a partition key range, so its sites must be neighbours in `partition_order`
-    (per date). Ready sites are grouped into blocks of up to `max_sites`; a site that is not
+    (per date). Ready site-days are grouped into blocks of up to `max_sites`; one that is not
     ready runs alone.
     """
     position = {site_id: n for n, site_id in enumerate(partition_order)}
@@ -156,14 +158,15 @@ def plan_runs(
         block: list[SiteDay] = []
         for site_id in sorted(site_ids, key=position.__getitem__):
             day = SiteDay(site_id, tomorrow)
+            is_ready = (site_id, tomorrow) in ready
             if block and (
-                site_id not in ready
+                not is_ready
                 or position[site_id] != position[block[-1].site_id] + 1
                 or len(block) >= max_sites
             ):
                 runs.append(block)
                 block = []
-            if site_id in ready:
+            if is_ready:
                 block.append(day)
             else:
                 runs.append([day])
@@ -308,7 +311,7 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
     if not due:
         also = f" or at the {len(missed)} tick(s) missed before it" if missed else ""
         return dg.SkipReason(f"every site due at {tick.isoformat()}{also} has a run of its tick already")
-    ready = ready_sites(engine, sites, [(site_id, tomorrow) for site_id, tomorrow in due if site_id in sites])
+    ready = ready_days(engine, sites, [(site_id, tomorrow) for site_id, tomorrow in due if site_id in sites])
     runs = plan_runs(due, partition_order, ready)
     context.log.info(f"{len(due)} site(s) due: {len(runs)} run(s)")
     return [run_request(days, tick) for days in runs]

@@ -28,7 +28,7 @@ import dagster as dg
 from dispatch_pipeline.core.calendar import LocalDay
 from dispatch_pipeline.defs.automation.day_ahead import (
     plan_runs,
-    ready_sites,
+    ready_days,
     with_site_partitions,
 )
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
@@ -92,7 +92,7 @@ def stale_plan_sensor(context: dg.SensorEvaluationContext, storage: DispatchStor
         )
     pairs = [(day.site_id, day.date) for day in due]
     order = with_site_partitions(context.instance, {site_id: by_id[site_id].timezone for site_id, _ in pairs})
-    runs = plan_runs(pairs, order, ready_sites(engine, by_id, pairs))
+    runs = plan_runs(pairs, order, ready_days(engine, by_id, pairs))
     context.log.info(
         f"re-planning {len(due)} day(s) issued anew since their plan, in {len(runs)} run(s): "
         f"{shorten(sorted(day.key for day in due))}"
