@@ -104,9 +104,8 @@ def case_clashes(connection: Connection, site_ids: Sequence[str]) -> dict[str, t
 def registered_case_variant(engine: Engine, site_id: str) -> str | None:
     """The registered site whose id differs from `site_id` only in case, when `site_id` itself
     is not registered: no site can be registered under `site_id` then."""
-    with engine.connect() as connection:
-        clash = case_clashes(connection, [site_id]).get(site_id)
-    return clash[0] if clash else None
+    spelling = registered_spelling(engine, site_id)
+    return None if spelling == site_id else spelling
 
 
 def registered_spelling(engine: Engine, site_id: str) -> str | None:
