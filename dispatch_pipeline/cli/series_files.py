@@ -351,7 +351,7 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
             f"{spec.what} wins, so it would hide every real issue until then"
         )
     engine = storage.open_database(application_database_url(args.database_url))
-    refuse_case_clashes(engine, table, list(by_site), str(path), lines)
+    refuse_rows_of_case_clashing_ids(engine, table, list(by_site), str(path), lines)
     frames = {}
     for site_id, rows in sorted(by_site.items()):
         frame = pd.DataFrame(rows, columns=["ts", *spec.value_columns])
@@ -392,7 +392,7 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
     return 0
 
 
-def refuse_case_clashes(
+def refuse_rows_of_case_clashing_ids(
     engine: Any, table: Any, site_ids: Sequence[str], source: str, lines: Sequence[int] | None
 ) -> None:
     """UsageError naming the first row of a site id (of `site_ids`, in file order) that differs
