@@ -9,14 +9,18 @@ One forward pass over the day, a handful of rules an operator would write down:
 3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit
    when the import it replaces costs more than the battery's wear (cycle_cost_per_kwh), down to a
    floor that keeps the end-of-day target reachable by later recharging, net of what rule 4 will
-   draw from it later. With a demand charge billed on the day's peak import, its energy goes to
-   the expensive hours of highest import first, whatever the wear: it holds their import at a
+   draw from it later. Energy the target needs back goes only where putting it back pays after
+   round-trip losses and wear (rule 5's test): the floor counts only the later recharging, PV
+   surplus at the export price it forgoes or the grid at its buy price, that is cheap enough; what
+   the battery holds above the target costs only the wear. With a demand charge billed on the
+   day's peak import, its energy goes to the expensive hours of highest import first, whatever
+   the wear (this floor counts for what it covers beyond them): it holds their import at a
    threshold, the lowest at which the whole plan keeps every interval's import under it (found by
    bisection: the ratings, the SOC band, the efficiencies, the floor, rule 4's needs and the
    charging of rules 5 and 6 under the threshold all count), and covers more of an hour's
    deficit, where that beats the wear, only with what the later expensive hours' threshold and
    rule 4 will not need. Should even the peak the site would draw without a battery be more than
-   the plan can hold, it covers the deficit chronologically, whatever the wear.
+   the plan can hold, it covers the deficit chronologically, whatever the wear and the recharge.
 4. The battery also discharges to hold imports under the import cap, down to the level the
    end-of-day target still needs: energy it cannot recharge later would only move the violation
    to the end of the day, larger by the discharge losses.
@@ -236,9 +240,31 @@ def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
         [np.maximum.accumulate(np.where(discharging, buy, -np.inf)[::-1])[::-1][1:], [-np.inf]]
     )
     round_trip = eta_c * eta_d
-    # Efficiencies near 0 (valid, if absurd) make the cost of storing infinite: it never pays.
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # NaN < x is False too
-        pays_to_store = buy / round_trip + bess.cycle_cost_per_kwh / eta_d < dearest_after
+    export_beats_curtailing = w.cost * sell >= -w.curtail
+
+    def pays_against(price: np.ndarray, value: np.ndarray | float) -> np.ndarray:
+        # Efficiencies near 0 (valid, if absurd) make the cost of storing infinite: it never pays.
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # NaN < x is False too
+            return price / round_trip + bess.cycle_cost_per_kwh / eta_d < value
+
+    pays_to_store = pays_against(buy, dearest_after)
+    # Rule 3's arbitrage floor: energy the end-of-day target needs back is spent at t only where a
+    # later hour it recharges in (anything but expensive) can put it back at a price that pays
+    # against buy[t] after round-trip losses: PV surplus at the export price it forgoes (nothing,
+    # where it would be curtailed), the grid at its buy price. Energy above what those hours bring
+    # back (above the target, or refilled by surplus that pays) costs only the wear.
+    arbitrage_floor = np.full(T, -np.inf)
+    if threshold is not None or problem.demand_charge_per_kw <= 0:
+        from_surplus = np.where(expensive, 0.0, np.minimum(surplus, max_ch) * eta_c * dt)
+        from_grid = np.maximum(np.where(expensive, 0.0, peak_safe) - from_surplus, 0.0)
+        surplus_price = np.where(export_beats_curtailing, sell, -np.inf)
+        for price in np.unique(buy[arbitrage]):
+            gain = (
+                np.where(pays_against(surplus_price, price), from_surplus, 0.0)
+                + np.where(pays_against(buy, price), from_grid, 0.0)
+            )
+            at_price = arbitrage & (buy == price)
+            arbitrage_floor[at_price] = _level_needed(gain, planned, e_final, e_min, e_max)[at_price]
     charging = charging_hours(
         buy, cheap & pays_to_store, peak_safe, min(e_max - e_min, float(expensive_need.sum()))
     )
@@ -247,7 +273,6 @@ def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
     paid = (buy < -_EPS) & (w.cost > 0) & (problem.demand_charge_per_kw == 0)
     paid_to_charge = charging_hours(buy, paid, peak_safe, e_max - e_min)
     surplus_room_after = _sum_after(np.minimum(surplus, max_ch) * eta_c * dt)
-    export_beats_curtailing = w.cost * sell >= -w.curtail
     export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
 
     # Charge power that moves an energy into the battery: with an efficiency so small that
@@ -261,11 +286,11 @@ def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
     # floats, a few times faster than on numpy scalars, with the same IEEE arithmetic.
     (surplus, deficit, charging, need_after, paid_to_charge, surplus_room_after, needed_peak_safe,
      needed_at_cap, floor_after, shave, arbitrage, reserve_after, export_bound, export_beats_violating,
-     holding_floor, load, pv, export_beats_curtailing) = (
+     holding_floor, load, pv, export_beats_curtailing, arbitrage_floor) = (
         np.broadcast_to(values, (T,)).tolist() for values in (
             surplus, deficit, charging, need_after, paid_to_charge, surplus_room_after, needed_peak_safe,
             needed_at_cap, floor_after, shave, arbitrage, reserve_after, export_bound, export_beats_violating,
-            holding_floor, load, pv, export_beats_curtailing,
+            holding_floor, load, pv, export_beats_curtailing, arbitrage_floor,
         )
     )
     columns = ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")
@@ -303,7 +328,7 @@ def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
             if shave[t] > 0:
                 discharge = min(shave[t], max(0.0, (energy - floor) * eta_d / dt))
             if arbitrage[t] and deficit[t] > 0:
-                available = max(0.0, (energy - max(floor, reserve_after[t])) * eta_d / dt)
+                available = max(0.0, (energy - max(floor, reserve_after[t], arbitrage_floor[t])) * eta_d / dt)
                 discharge = max(discharge, min(deficit[t], max_dis, available))
             if energy > e_max + _EPS:
                 above = (energy - e_max) * eta_d / dt
