@@ -1,4 +1,5 @@
-"""Scratch databases for the tests: a fresh PostgreSQL database (dropped afterwards) or SQLite file.
+"""Scratch databases for the tests: a fresh PostgreSQL database (dropped afterwards) or SQLite file,
+and the tables one holds.
 
 PostgreSQL tests fail, never skip silently, when the server is unreachable; DISPATCH_SKIP_POSTGRES=1
 skips them deliberately, except under DISPATCH_REQUIRE_POSTGRES=1 (CI), which also refuses a run
@@ -67,3 +68,17 @@ def scratch_database(backend: str, folder: Path, prefix: str = "dispatch_test") 
         finally:
             close_engines(url)
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def tables(url: str) -> list[str]:
+    """The tables of the database at `url`; none for an SQLite file that does not exist (asked
+    without creating it)."""
+    from sqlalchemy import create_engine, inspect
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return []
+    engine = create_engine(url)
+    try:
+        return inspect(engine).get_table_names()
+    finally:
+        engine.dispose()

@@ -350,8 +350,16 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
             f"--issued-at: {args.issued_at!r} lies in the future; the most recently issued "
             f"{spec.what} wins, so it would hide every real issue until then"
         )
-    engine = storage.open_database(application_database_url(args.database_url))
+    from dispatch_pipeline.storage.database import why_without_tables
+
+    url = application_database_url(args.database_url)
+    # Where the database does not exist yet or has no tables, no site is registered: the file's
+    # ids are compared only with each other, and opening it (which creates it) waits until the
+    # file is accepted.
+    engine = None if why_without_tables(url) else storage.open_database(url)
     refuse_rows_of_case_clashing_ids(engine, table, list(by_site), str(path), lines)
+    if engine is None:
+        engine = storage.open_database(url)
     frames = {}
     for site_id, rows in sorted(by_site.items()):
         frame = pd.DataFrame(rows, columns=["ts", *spec.value_columns])
@@ -397,11 +405,16 @@ def refuse_rows_of_case_clashing_ids(
 ) -> None:
     """UsageError naming the first row of a site id (of `site_ids`, in file order) that differs
     only in case from a registered site's or from one earlier in the file: no site can be
-    registered under it. (Storage refuses it too, without a row to name.)"""
+    registered under it. (Storage refuses it too, without a row to name.) `engine` None: a
+    database without tables, where no site is registered."""
     from dispatch_pipeline.storage.sites import case_clashes
 
-    with engine.connect() as connection:
-        clash = next(iter(case_clashes(connection, site_ids).items()), None)
+    if engine is None:
+        clashes = case_clashes(None, site_ids)
+    else:
+        with engine.connect() as connection:
+            clashes = case_clashes(connection, site_ids)
+    clash = next(iter(clashes.items()), None)
     if clash is None:
         return
     site_id, (other, registered) = clash

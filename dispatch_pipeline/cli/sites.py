@@ -48,42 +48,31 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         add_database_url_option(sub)
 
 
-def _engine(args: argparse.Namespace) -> Any:
+def _url(args: argparse.Namespace) -> str:
     from dispatch_pipeline.cli.dagster_home import application_database_url
-    from dispatch_pipeline.storage import open_database
 
-    return open_database(application_database_url(args.database_url))
-
-
-def _without_tables(args: argparse.Namespace) -> str | None:
-    """Why the database holds no sites, found without creating it or its tables (a command that
-    only reads or removes must not); None when it has the tables."""
-    from sqlalchemy import inspect
-
-    from dispatch_pipeline.cli.dagster_home import application_database_url
-    from dispatch_pipeline.storage import make_engine
-    from dispatch_pipeline.storage.database import missing_sqlite_file, printable_url
-
-    url = application_database_url(args.database_url)
-    engine = make_engine(url)  # refuses a URL it cannot use, without connecting
-    if (missing := missing_sqlite_file(url)) is not None:
-        return f"the file {missing} does not exist"
-    with engine.connect() as connection:
-        has_schema = inspect(connection).has_table("alembic_version")
-    return None if has_schema else f"{printable_url(url)} has no dispatch-pipeline tables yet"
+    return application_database_url(args.database_url)
 
 
 def _save(args: argparse.Namespace, sites: list[Any]) -> Any:
     from dispatch_pipeline.core.documents import source_name
     from dispatch_pipeline.storage import (
         StorageInputError,
+        open_database,
         stored_timezones_and_currencies,
         upsert_sites,
     )
+    from dispatch_pipeline.storage.database import why_without_tables
+    from dispatch_pipeline.storage.sites import refuse_site_ids_differing_only_in_case
 
-    engine = _engine(args)
-    before = stored_timezones_and_currencies(engine, [site.site_id for site in sites])
+    url, site_ids = _url(args), [site.site_id for site in sites]
     try:
+        if why_without_tables(url):
+            # No site is registered there, so only the file's own ids can clash: asked before
+            # opening the database, which would create it (or its tables) for a refused file.
+            refuse_site_ids_differing_only_in_case(None, site_ids)
+        engine = open_database(url)
+        before = stored_timezones_and_currencies(engine, site_ids)
         upsert_sites(engine, sites)  # one transaction: a file's sites are stored together
     except StorageInputError as exc:
         raise UsageError(f"{source_name(args.file)}: {exc}") from None
@@ -147,16 +136,18 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from dispatch_pipeline.storage import read_sites
+    from dispatch_pipeline.storage import open_database, read_sites
+    from dispatch_pipeline.storage.database import why_without_tables
 
     # Listing only reads: a mistyped URL must not leave behind a database, or one with empty tables.
-    if empty := _without_tables(args):
+    url = _url(args)
+    if empty := why_without_tables(url):
         if args.json:
             print("[]")
         else:
             print(f"no sites registered: {empty} (add sites with `dispatch-pipeline sites import FILE`)")
         return 0
-    sites, invalid = read_sites(_engine(args))
+    sites, invalid = read_sites(open_database(url))
     for fault in invalid:
         print(f"dispatch-pipeline sites list: {fault}", file=sys.stderr)
     status = 1 if invalid else 0
@@ -178,13 +169,15 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    from dispatch_pipeline.storage import StorageInputError, remove_sites
+    from dispatch_pipeline.storage import StorageInputError, open_database, remove_sites
+    from dispatch_pipeline.storage.database import why_without_tables
 
     # Nothing to remove where nothing was ever stored: a mistyped URL must not leave behind a
     # database (or its tables) for a command that is refused.
-    if empty := _without_tables(args):
+    url = _url(args)
+    if empty := why_without_tables(url):
         raise UsageError(f"site_id: is not a registered site, as none is: {empty} (got {args.site_ids[0]!r})")
-    engine = _engine(args)
+    engine = open_database(url)
     try:
         removed = remove_sites(engine, args.site_ids)
     except StorageInputError as exc:

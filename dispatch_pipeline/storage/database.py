@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SAWarning
 from sqlalchemy.pool import QueuePool
@@ -183,6 +183,21 @@ def missing_sqlite_file(url: str) -> str | None:
     if parsed.get_backend_name() != "sqlite" or _in_memory(parsed):
         return None
     return None if Path(parsed.database).exists() else parsed.database
+
+
+def why_without_tables(url: str) -> str | None:
+    """Why the database at `url` has no dispatch-pipeline tables (its SQLite file does not exist,
+    or its schema was never created), found without creating either; None when it has them.
+
+    A command refusing its input must leave no database behind a mistyped URL, nor tables in an
+    empty one, so it asks this before `open_database`: no site is registered where it says why.
+    """
+    engine = make_engine(url)  # refuses a URL it cannot use, without connecting
+    if (missing := missing_sqlite_file(url)) is not None:
+        return f"the file {missing} does not exist"
+    with engine.connect() as connection:
+        has_schema = inspect(connection).has_table("alembic_version")
+    return None if has_schema else f"{printable_url(url)} has no dispatch-pipeline tables yet"
 
 
 def is_in_memory(url: str) -> bool:

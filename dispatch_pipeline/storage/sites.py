@@ -54,24 +54,28 @@ def _write_rows(engine: Engine, rows: list[dict[str, Any]]) -> None:
     # would otherwise lock their rows in opposite orders and deadlock on PostgreSQL.
     rows = sorted(rows, key=lambda row: row["site_id"])
     with write_transaction(engine) as connection:
-        _refuse_ids_differing_only_in_case(connection, rows)
+        refuse_site_ids_differing_only_in_case(connection, [row["site_id"] for row in rows])
         statement = upsert_statement(
             connection, sites, ["site_id"], [*SITE_COLUMNS, "config", "updated_at"]
         )
         connection.execute(statement, rows)
 
 
-def _refuse_ids_differing_only_in_case(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """A site's files are kept in a directory named after its id: on a filesystem that ignores
-    case (macOS, Windows), two ids differing only in case would share it, and one site would be
-    planned on the other's forecast."""
+def refuse_site_ids_differing_only_in_case(connection: Connection | None, site_ids: Sequence[str]) -> None:
+    """StorageInputError for an id of sites to be stored that differs only in case from a
+    registered site's or from another of `site_ids` (`connection` None: a database without tables,
+    where none is registered). A site's files are kept in a directory named after its id: on a
+    filesystem that ignores case (macOS, Windows), two such ids would share it, and one site would
+    be planned on the other's forecast."""
     refuse_case_clashes(
-        connection, [row["site_id"] for row in rows], "another site given with it",
+        # In id order, as upsert_sites stores them: asked before or within the write, the same
+        # id of a file is named.
+        connection, sorted(site_ids), "another site given with it",
         "; ids name the directories of the sites' files, which some filesystems do not tell apart",
     )
 
 
-def refuse_case_clashes(connection: Connection, site_ids: Sequence[str], given_with: str, why: str) -> None:
+def refuse_case_clashes(connection: Connection | None, site_ids: Sequence[str], given_with: str, why: str) -> None:
     """StorageInputError naming the first of `site_ids` that case_clashes finds, the id it clashes
     with (a registered site's, or one `given_with` it) and `why` that is refused."""
     clash = next(iter(case_clashes(connection, site_ids).items()), None)
@@ -81,13 +85,19 @@ def refuse_case_clashes(connection: Connection, site_ids: Sequence[str], given_w
         raise problem("site_id", f"differs only in case from {whose}{why}", site_id)
 
 
-def case_clashes(connection: Connection, site_ids: Sequence[str]) -> dict[str, tuple[str, bool]]:
+def case_clashes(connection: Connection | None, site_ids: Sequence[str]) -> dict[str, tuple[str, bool]]:
     """{site_id: (the id it differs from only in case, whether that one is registered)} for each
     of `site_ids` that is not registered itself and clashes so with a registered site or with
     one before it in `site_ids`. A registered id clashes with nothing: a pair registered before
-    ids were checked can still be updated."""
+    ids were checked can still be updated.
+
+    `connection` None stands for a database without tables (see database.why_without_tables):
+    none is registered there, and connecting to ask would create the database for input that may
+    be refused."""
     lowered = sorted({site_id.lower() for site_id in site_ids})
-    stored = set(connection.scalars(select(sites.c.site_id).where(func.lower(sites.c.site_id).in_(lowered))))
+    stored = set() if connection is None else set(
+        connection.scalars(select(sites.c.site_id).where(func.lower(sites.c.site_id).in_(lowered)))
+    )
     taken = {}
     for site_id in sorted(stored):
         taken.setdefault(site_id.lower(), site_id)

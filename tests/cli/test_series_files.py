@@ -14,6 +14,7 @@ from dispatch_pipeline.cli import main
 from dispatch_pipeline.demo import demo_forecast, demo_site
 from dispatch_pipeline.storage import load_forecast, load_price_series, open_database, upsert_site
 from tests.pipeline.conftest import price_table
+from tests.postgres import tables
 
 # Wide enough to hold every row of the files below, whatever was stored.
 WINDOW = (dt.datetime(2025, 3, 9, tzinfo=dt.UTC), dt.datetime(2025, 3, 13, tzinfo=dt.UTC))
@@ -323,6 +324,41 @@ def test_two_site_ids_of_one_file_differing_only_in_case_name_both_rows(url, tmp
     assert f"(got {site_id.lower()!r})" in err
     for stored_id in ("OTHER", site_id, site_id.lower()):
         assert stored(command, url, stored_id).empty
+
+
+def series_file_with_ids_differing_only_in_case(command: str, tmp_path: Path) -> Path:
+    """The command's file for its site (rows 1 to 96), then again under its id in lower case."""
+    make_table, _, site_id = SERIES[command]
+    path = tmp_path / "series.csv"
+    pd.concat([make_table(site_id), make_table(site_id.lower())], ignore_index=True).to_csv(path, index=False)
+    return path
+
+
+def case_clash_of(command: str) -> str:
+    site_id = SERIES[command][2]
+    return (
+        f"row 97 (line 98), column site_id: differs only in case from {site_id!r} of row 1 (line 2), "
+        f"and no site can be registered under such an id: these rows could never be planned (got {site_id.lower()!r})"
+    )
+
+
+@pytest.mark.parametrize("command", list(SERIES))
+def test_a_file_of_ids_differing_only_in_case_leaves_a_database_without_tables_as_it_was(url, tmp_path, capsys, command):
+    # No site is registered where there are no tables: asking must not create them.
+    path = series_file_with_ids_differing_only_in_case(command, tmp_path)
+    assert load(command, path, url) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"{path}: {case_clash_of(command)}" in err
+    assert tables(url) == []
+
+
+@pytest.mark.parametrize("command", list(SERIES))
+def test_a_file_of_ids_differing_only_in_case_leaves_no_file_in_dagster_home(dagster_home, tmp_path, capsys, command):
+    path = series_file_with_ids_differing_only_in_case(command, tmp_path)
+    assert main([command, "load", str(path)]) == 2
+    assert case_clash_of(command) in capsys.readouterr().err
+    assert list(dagster_home.iterdir()) == []
 
 
 def test_a_parquet_index_is_read_as_the_column_it_was(url, tmp_path, capsys):
