@@ -79,35 +79,53 @@ class CompletedRequest:
         return f"{message} (stored for site {self.site.site_id!r}, as the request left it out: {', '.join(theirs)})"
 
 
-# The fields a rule at a field compares it with (core/request.py's cross-field checks).
+# The fields a rule at a field compares it with (core/request.py's cross-field checks). A rule
+# added there must be listed here: the API judges a request before it reads the site, and a rule
+# involving a field the site fills can only be judged with the site's value.
 COMPARED_WITH = {
     "bess.soc_max": ("bess.soc_min",),
     "bess.soc_final_min": ("bess.soc_min", "bess.soc_max"),
 }
 
 
-def complete_from_site(raw: dict[str, Any], site: Site) -> CompletedRequest:
-    """The request with the site's stored values where the raw JSON leaves them out.
+def site_fills(raw: dict[str, Any], field: str) -> bool:
+    """Whether a registered site's stored value stands in for `field` ("timezone", "bess.soc_max")
+    of `raw` (complete_from_site): the request leaves it out, and a site has one for it.
 
     Decided on the raw keys, not the parsed model: the model fills contract defaults, which would
     hide what the caller actually sent.
     """
+    name, _, member = field.partition(".")
+    if field == "timezone":
+        return raw.get("timezone") is None
+    if name in SITE_SUPPLIED_OBJECTS and member and "." not in member:
+        sent = raw.get(name, {})
+        # Anything but an object is left for validation to reject with the caller's own value.
+        return isinstance(sent, dict) and member not in sent
+    if field == "tariff.demand_charge_per_kw":
+        # The prices are the request's own; the peak it pays for is the site's.
+        tariff = raw.get("tariff")
+        return isinstance(tariff, dict) and "demand_charge_per_kw" not in tariff
+    return False
+
+
+def complete_from_site(raw: dict[str, Any], site: Site) -> CompletedRequest:
+    """The request with the site's stored values where the raw JSON leaves them out (site_fills)."""
     merged = dict(raw)
     supplied: set[str] = set()
-    if merged.get("timezone") is None:
+    if site_fills(raw, "timezone"):
         merged["timezone"] = site.timezone
         supplied.add("timezone")
     for name in SITE_SUPPLIED_OBJECTS:
-        stored = getattr(site, name).model_dump()
-        sent = raw.get(name, {})
-        if not isinstance(sent, dict):
-            continue  # left for validation to reject with the caller's own value
-        merged[name] = {**stored, **sent}
-        supplied |= {f"{name}.{field}" for field in stored if field not in sent}
-    tariff = raw.get("tariff")
-    if isinstance(tariff, dict) and "demand_charge_per_kw" not in tariff:
-        # The prices are the request's own; the peak it pays for is the site's.
-        merged["tariff"] = {**tariff, "demand_charge_per_kw": site.tariff.demand_charge_per_kw}
+        filled = {
+            member: value for member, value in getattr(site, name).model_dump().items()
+            if site_fills(raw, f"{name}.{member}")
+        }
+        if filled:
+            merged[name] = {**raw.get(name, {}), **filled}
+            supplied |= {f"{name}.{member}" for member in filled}
+    if site_fills(raw, "tariff.demand_charge_per_kw"):
+        merged["tariff"] = {**raw["tariff"], "demand_charge_per_kw": site.tariff.demand_charge_per_kw}
         supplied.add("tariff.demand_charge_per_kw")
     return CompletedRequest(merged, site, frozenset(supplied))
 

@@ -3,8 +3,11 @@
     POST /dispatch/run                           plan one site-day, store it (source "api")
     GET  /dispatch/latest?site_id=X[&date=D]     the newest stored plan of a site (and local date)
     GET  /dispatch/runs/{run_id}                 one stored run with KPIs and points
-    GET  /healthz                                database reachable, solver present (200 / 503; HEAD too)
+    GET  /healthz                                database reachable, solver present (200 / 503)
     GET  /docs, /redoc, /openapi.json            interactive docs and the schema
+
+Every GET endpoint answers HEAD too (head.py). A POST body is judged before the database is
+opened: input no registered site could make valid is a 422 whether the database is up or not.
 
 Run it with `dispatch-pipeline db upgrade` then `dispatch-pipeline serve [--port 8002]`.
 Environment: DATABASE_URL (else SQLite under DAGSTER_HOME); DISPATCH_API_TOKENS, comma-separated

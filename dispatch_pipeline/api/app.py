@@ -32,6 +32,7 @@ from dispatch_pipeline.api.errors import (
     handle_http_exception,
     handle_validation_error,
 )
+from dispatch_pipeline.api.head import HeadAsGet
 from dispatch_pipeline.api.limits import MAX_BODY_BYTES, BodySizeLimit
 from dispatch_pipeline.api.routes import router
 from dispatch_pipeline.api.schemas import request_component_schemas
@@ -53,6 +54,11 @@ sites) or `TOKEN:SITE1|SITE2` (only those sites). Missing or unknown token: 401;
 allowed on the request's site: 403.
 
 **Limits.** Bodies over {MAX_BODY_BYTES} bytes: 413. Arrays over 2016 values: 422.
+
+**Errors.** Input invalid whatever a registered site stores is a 422 even while the database is
+down; a request the database is needed for then answers 503 with `Retry-After`. Every GET endpoint
+answers HEAD with the GET's status and headers and no body; a 405's `Allow` names the methods the
+endpoint takes.
 """
 
 
@@ -84,6 +90,8 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.state.tokens = auth.load_token_table(os.environ.get(auth.TOKENS_ENV))
     app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    # Added last, so outermost: a 413 answered to a HEAD loses its content too.
+    app.add_middleware(HeadAsGet)
     app.add_exception_handler(ApiError, handle_api_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)

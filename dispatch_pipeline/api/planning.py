@@ -1,6 +1,7 @@
-"""POST /dispatch/run's work, in one synchronous call made from a worker thread: fill in the
-registered site's values (site_requests), validate, solve (in a solver process), store in one
-transaction; every failure as the HTTP error it is."""
+"""POST /dispatch/run's work, in one synchronous call made from a worker thread: judge what the
+request gets wrong whatever its site stores (no database needed), fill in the registered site's
+values (site_requests), validate, solve (in a solver process), store in one transaction; every
+failure as the HTTP error it is."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import datetime as dt
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine
 
 from dispatch_pipeline.api.auth import Grant
+from dispatch_pipeline.api.dependencies import Database
 from dispatch_pipeline.api.errors import (
     ApiError,
     field_problem,
@@ -19,18 +20,42 @@ from dispatch_pipeline.api.errors import (
     unprocessable,
     validation_problems,
 )
-from dispatch_pipeline.core.request import DispatchRequest, RequestError, raw_array_length_problems
+from dispatch_pipeline.core.problem import request_day
+from dispatch_pipeline.core.request import (
+    DispatchRequest,
+    RequestError,
+    array_length_problems,
+    is_site_id,
+    raw_array_length_problems,
+)
 from dispatch_pipeline.core.result import DispatchResponse
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.core.solve import solve_problem
 from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
-from dispatch_pipeline.site_requests import complete_from_site, registered_site, site_problem
+from dispatch_pipeline.site_requests import (
+    COMPARED_WITH,
+    complete_from_site,
+    registered_site,
+    site_fills,
+    site_problem,
+)
 from dispatch_pipeline.storage import StorageInputError, StoredSiteInvalid, save_runs
 
 
-def plan_and_store(engine: Engine, raw: dict[str, Any], access: Grant) -> DispatchResponse:
+def plan_and_store(database: Database, raw: dict[str, Any], access: Grant) -> DispatchResponse:
     """Solve the raw JSON request and store the run (source "api"); ApiError 422 for bad input,
-    with nothing written. Its messages name only the sites `access` allows."""
+    with nothing written. Its messages name only the sites `access` allows.
+
+    Input no stored site could make valid is refused before the database is opened, with the same
+    422 whether the database is up or down: a 503 would have the client retry its own mistake.
+    """
+    # One clock reading: a request without `date` near local midnight must take its stored PV
+    # from the day it plans, and be judged on that day before and after the site is read.
+    now = clock()
+    problems = problems_whatever_the_site(raw, now)
+    if problems:
+        raise unprocessable(problems)
+    engine = database.engine()
     try:
         site = registered_site(engine, raw, may_name=access.allows)
     except StoredSiteInvalid as exc:
@@ -38,9 +63,6 @@ def plan_and_store(engine: Engine, raw: dict[str, Any], access: Grant) -> Dispat
         raise ApiError(500, f"cannot plan: {exc}") from None
     except RequestError as exc:
         raise from_request_error(exc) from None
-    # One clock reading: a request without `date` near local midnight must take its stored PV
-    # from the day it plans.
-    now = clock()
     request = validate(raw, site, now)
     try:
         problem, issues = site_problem(engine, request, site, now)
@@ -53,6 +75,44 @@ def plan_and_store(engine: Engine, raw: dict[str, Any], access: Grant) -> Dispat
         # Finite inputs of absurd size can overflow the plan's sums; refuse rather than store inf.
         raise unprocessable([field_problem([], f"the inputs give a plan that cannot be stored: {exc}")]) from None
     return result.response()
+
+
+def problems_whatever_the_site(raw: dict[str, Any], now: dt.datetime) -> list[dict[str, Any]]:
+    """The 422 problems of `raw` that no registered site's stored values could cure, found
+    without reading the site.
+
+    A problem is left to `validate` (which has the site) when it is at a field the request leaves
+    to its site (site_fills), or when its rule compares the field with one: judged against the
+    contract's default instead, a valid request could be refused. The arrays' lengths are judged
+    when the local day is the request's own (its timezone given, or no site can supply one).
+    """
+    site_may_fill = is_site_id(raw.get("site_id"))  # an id outside the pattern names no site
+    day_is_known = not site_may_fill or not site_fills(raw, "timezone")
+    try:
+        request = DispatchRequest.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            problem for problem in validation_problems(exc)
+            if not (site_may_fill and _site_may_cure(raw, problem))
+        ]
+        if day_is_known:
+            problems += request_problems(RequestError(raw_array_length_problems(raw, today=now)))
+        return problems
+    if not day_is_known:
+        return []
+    try:
+        day = request_day(request, today=now)
+    except RequestError as exc:
+        return request_problems(exc)
+    arrays = {"load_kw": request.load_kw, "tariff.buy": request.tariff.buy, "tariff.sell": request.tariff.sell}
+    if request.pv_kw is not None:  # else the site's stored forecast, of the day's length
+        arrays["pv_kw"] = request.pv_kw
+    return request_problems(RequestError(array_length_problems(arrays, day)))
+
+
+def _site_may_cure(raw: dict[str, Any], problem: dict[str, Any]) -> bool:
+    field = ".".join(str(part) for part in problem["loc"][1:])
+    return any(site_fills(raw, name) for name in (field, *COMPARED_WITH.get(field, ())))
 
 
 def clock() -> dt.datetime:

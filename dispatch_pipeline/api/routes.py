@@ -87,7 +87,7 @@ async def run_dispatch(request: Request, access: Access, database: DatabaseDep) 
     # A solve holds its thread while waiting for a solver process: bound how many do, so that
     # a burst of POSTs queues here and cannot take every thread from the reads and /healthz.
     answer = await anyio.to_thread.run_sync(
-        lambda: plan_and_store(database.engine(), raw, access), limiter=request.app.state.solve_slots
+        lambda: plan_and_store(database, raw, access), limiter=request.app.state.solve_slots
     )
     return json_response(answer)
 
@@ -234,13 +234,6 @@ async def get_run_detail(run_id: Annotated[uuid.UUID, Path()], access: Access,
 async def healthz(database: DatabaseDep) -> Response:
     answer = await _health(database)
     return json_response(answer, _health_status(answer), headers=_health_headers(answer))
-
-
-# Load balancers and uptime probes often ask with HEAD: same status, no body.
-@router.head("/healthz", include_in_schema=False)
-async def healthz_head(database: DatabaseDep) -> Response:
-    answer = await _health(database)
-    return Response(status_code=_health_status(answer), headers=_health_headers(answer))
 
 
 async def _health(database) -> HealthResponse:

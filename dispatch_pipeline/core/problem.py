@@ -79,6 +79,19 @@ class DispatchProblem:
         return self.bess.terminal_soc * self.capacity_kwh
 
 
+def request_day(
+    request: DispatchRequest, *, default_timezone: str | None = None, today: dt.datetime | None = None
+) -> LocalDay:
+    """The local day `request` plans: its date (default: tomorrow) in its timezone (default:
+    `default_timezone`, else UTC); RequestError when that day cannot be planned."""
+    timezone = request.timezone or default_timezone or "UTC"
+    date = request.date or next_local_date(timezone, today)
+    try:
+        return local_day(date, timezone, request.resolution_minutes)
+    except ValueError as exc:
+        raise RequestError([str(exc)]) from None
+
+
 def build_problem(
     request: DispatchRequest | dict,
     *,
@@ -92,12 +105,8 @@ def build_problem(
     forecast and timezone); the request's own values win.
     """
     request = parse_request(request, default_timezone=default_timezone, today=today, known_pv_kw=pv_kw)
-    timezone = request.timezone or default_timezone or "UTC"
-    date = request.date or next_local_date(timezone, today)
-    try:
-        day = local_day(date, timezone, request.resolution_minutes)
-    except ValueError as exc:
-        raise RequestError([str(exc)]) from None
+    day = request_day(request, default_timezone=default_timezone, today=today)
+    date = day.date
 
     pv = request.pv_kw if request.pv_kw is not None else pv_kw
     if pv is None:

@@ -22,6 +22,8 @@ from dispatch_pipeline.storage import open_database
 from tests.postgres import scratch_database
 
 SAMPLE_REQUEST = Path(__file__).resolve().parents[2] / "examples" / "sample_request.json"
+# Port 1 on loopback refuses at once: a database that is down.
+UNREACHABLE_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/none"
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +54,14 @@ def make_app(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[...
 @pytest.fixture
 def client(make_app: Callable[..., FastAPI]) -> Iterator[TestClient]:
     with TestClient(make_app()) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client_without_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """A client of an app (no auth) whose database is down."""
+    monkeypatch.delenv(TOKENS_ENV, raising=False)
+    with TestClient(create_app(UNREACHABLE_DATABASE_URL)) as test_client:
         yield test_client
 
 

@@ -28,6 +28,13 @@ def test_a_caller_without_a_token_hears_401_before_anything_about_its_query(secu
     assert response.status_code == 401
 
 
+def test_head_needs_the_token_its_get_needs(secured):
+    for method in ("GET", "HEAD"):
+        response = secured.request(method, "/dispatch/latest", params={"site_id": "DEMO"})
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
 def test_healthz_needs_no_token(secured):
     assert secured.get("/healthz").status_code == 200
     assert secured.head("/healthz").status_code == 200

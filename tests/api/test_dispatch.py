@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+import anyio
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -14,6 +15,7 @@ from dispatch_pipeline.core.site import Site, SiteBattery
 from dispatch_pipeline.core.solve import solve_dispatch
 from dispatch_pipeline.core.tariffs import Prices, TouTariff
 from dispatch_pipeline.storage import save_forecast, upsert_site
+from tests.api.conftest import UNREACHABLE_DATABASE_URL
 from tests.api.helpers import count_rows
 
 pytestmark = pytest.mark.postgres
@@ -178,6 +180,71 @@ def test_healthz_reports_database_and_solvers(client):
     assert (head.status_code, head.content) == (200, b"")
 
 
+def _asgi_exchange(app, method: str, path: str) -> list[dict]:
+    """The ASGI messages `app` sends for one request: what a server receives, before any HTTP
+    client (TestClient's too) drops a HEAD answer's content."""
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+        "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+    }
+    anyio.run(app, scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("database", ["up", "down"])
+def test_head_of_healthz_is_its_get_without_the_content(database_url, monkeypatch, database):
+    from dispatch_pipeline.api import create_app
+
+    monkeypatch.delenv("DISPATCH_API_TOKENS", raising=False)
+    app = create_app(database_url if database == "up" else UNREACHABLE_DATABASE_URL)
+
+    get, head = _asgi_exchange(app, "GET", "/healthz"), _asgi_exchange(app, "HEAD", "/healthz")
+
+    assert head[0]["type"] == "http.response.start"
+    assert (head[0]["status"], head[0]["headers"]) == (get[0]["status"], get[0]["headers"])
+    assert get[0]["status"] == (200 if database == "up" else 503)
+    assert b"".join(m.get("body", b"") for m in head[1:]) == b""
+
+
+def test_every_get_endpoint_answers_head_with_its_status_and_headers(client, sample_request):
+    run_id = client.post("/dispatch/run", json=sample_request).json()["run_id"]
+    requests = [
+        ("/healthz", {}),
+        ("/dispatch/latest", {"site_id": "DEMO", "date": "2024-03-15"}),
+        ("/dispatch/latest", {"site_id": "NO_SUCH_SITE"}),  # 404
+        ("/dispatch/latest", {"site_id": "DEMO", "dat": "2024-03-15"}),  # 422
+        (f"/dispatch/runs/{run_id}", {}),
+        (f"/dispatch/runs/{uuid.uuid4()}", {}),  # 404
+        ("/openapi.json", {}),
+    ]
+    for path, params in requests:
+        get, head = client.get(path, params=params), client.head(path, params=params)
+
+        assert head.status_code == get.status_code, (path, params)
+        assert head.headers["content-type"] == get.headers["content-type"]
+        assert head.headers["content-length"] == str(len(get.content))
+        assert head.content == b""
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/dispatch/latest", "/dispatch/run", f"/dispatch/runs/{uuid.UUID(int=0)}"])
+def test_a_405_names_every_method_the_endpoint_answers(client, path):
+    answers = {method: client.request(method, path) for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+
+    answered = [method for method, response in answers.items() if response.status_code != 405]
+    refused = [response for response in answers.values() if response.status_code == 405]
+    assert {response.headers["allow"] for response in refused} == {", ".join(sorted(answered))}
+    assert ("HEAD" in answered) == ("GET" in answered)
+
+
 def test_healthz_503_without_the_milp_solver(client, monkeypatch):
     from dispatch_pipeline.api import routes
 
@@ -189,23 +256,49 @@ def test_healthz_503_without_the_milp_solver(client, monkeypatch):
     assert client.head("/healthz").status_code == 503
 
 
-def test_healthz_503_when_database_is_unreachable(monkeypatch):
+def test_healthz_503_when_database_is_unreachable(client_without_database):
+    client = client_without_database
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["database"] == {"ok": False, "error": "OperationalError (the server's log has the details)"}
+    assert "127.0.0.1" not in response.text  # answered without a token: no host, database or user
+    assert response.headers["retry-after"] == "5"
+    assert client.head("/healthz").headers["retry-after"] == "5"
+    latest = client.get("/dispatch/latest", params={"site_id": "DEMO"})
+    assert latest.status_code == 503
+    assert latest.headers["retry-after"] == "5"
 
-    from dispatch_pipeline.api import create_app
 
-    monkeypatch.delenv("DISPATCH_API_TOKENS", raising=False)
-    # Port 1 on loopback refuses at once: a database that is down.
-    app = create_app("postgresql+psycopg://postgres@127.0.0.1:1/none")
-    with TestClient(app) as client:
-        response = client.get("/healthz")
-        assert response.status_code == 503
-        assert response.json()["database"] == {"ok": False, "error": "OperationalError (the server's log has the details)"}
-        assert "127.0.0.1" not in response.text  # answered without a token: no host, database or user
-        assert response.headers["retry-after"] == "5"
-        assert client.head("/healthz").headers["retry-after"] == "5"
-        latest = client.get("/dispatch/latest", params={"site_id": "DEMO"})
-        assert latest.status_code == 503
-        assert latest.headers["retry-after"] == "5"
+def test_a_valid_request_is_503_while_the_database_is_down(client_without_database, sample_request):
+    response = client_without_database.post("/dispatch/run", json=sample_request)
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+
+
+def _left_to_a_site(sample_request, case: str) -> dict:
+    """A request valid or not depending on what the registered site it names stores."""
+    if case == "no-pv":  # the site's stored forecast
+        return {key: value for key, value in sample_request.items() if key != "pv_kw"}
+    if case == "no-timezone-on-a-dst-day":  # 92 quarter-hours in Berlin that day, 96 in UTC
+        request = {key: value for key, value in sample_request.items() if key != "timezone"}
+        request["tariff"] = {"buy": request["tariff"]["buy"][:92], "sell": request["tariff"]["sell"][:92]}
+        return {**request, "date": "2024-03-31", "load_kw": request["load_kw"][:92], "pv_kw": request["pv_kw"][:92]}
+    # Against the contract's soc_min (0.1) and soc_max (0.9); a site may store others.
+    bess = {"target-below-soc-min": {"soc_final_min": 0.05}, "soc-min-above-soc-max": {"soc_min": 0.95}}[case]
+    return {**sample_request, "bess": bess}
+
+
+LEFT_TO_A_SITE = ["no-pv", "no-timezone-on-a-dst-day", "target-below-soc-min", "soc-min-above-soc-max"]
+
+
+@pytest.mark.parametrize("case", LEFT_TO_A_SITE)
+def test_a_request_a_site_may_complete_is_503_not_422_while_the_database_is_down(
+    client_without_database, sample_request, case
+):
+    response = client_without_database.post("/dispatch/run", json=_left_to_a_site(sample_request, case))
+
+    assert response.status_code == 503, response.text
 
 
 @pytest.mark.parametrize(
@@ -224,15 +317,17 @@ def test_a_database_url_the_server_cannot_use_is_503_json_not_a_500(database_url
         assert response.json()["message"] == "database unavailable; try again later"
 
 
-def _register_site(engine, site_id: str, demand_charge_per_kw: float = 0.0, currency: str = "MYR") -> Site:
+def _register_site(engine, site_id: str, demand_charge_per_kw: float = 0.0, currency: str = "MYR",
+                   timezone: str = "Asia/Kuala_Lumpur", soc_min: float = 0.1, soc_max: float = 0.9) -> Site:
     site = Site(
         site_id=site_id,
-        timezone="Asia/Kuala_Lumpur",
+        timezone=timezone,
         latitude=3.1,
         pv_kwp=0.0,
         longitude=101.7,
         currency=currency,
-        bess=SiteBattery(capacity_kwh=200.0, max_charge_kw=80.0, max_discharge_kw=80.0, soc_initial=0.4),
+        bess=SiteBattery(capacity_kwh=200.0, max_charge_kw=80.0, max_discharge_kw=80.0, soc_initial=0.4,
+                         soc_min=soc_min, soc_max=soc_max),
         weights=Weights(cost=1.0, curtail=0.5, violation=500.0),
         tariff=TouTariff(
             currency=currency, demand_charge_per_kw=demand_charge_per_kw, default=Prices(buy=0.4, sell=0.2)
@@ -250,6 +345,17 @@ def _store_forecast(engine, site_id: str, pv_kw: list[float], load_kw: list[floa
         "pv_kw": pv_kw,
     })
     save_forecast(engine, site_id, frame, issued_at=dt.datetime(2024, 3, 14, 6, tzinfo=dt.UTC))
+
+
+@pytest.mark.parametrize("case", LEFT_TO_A_SITE[1:])  # no-pv: test_registered_site_supplies_...
+def test_a_request_valid_only_with_its_sites_stored_values_is_planned(client, engine, sample_request, case):
+    site_id = f"COMPLETES_{case.replace('-', '_').upper()}"
+    timezone = "Europe/Berlin" if case == "no-timezone-on-a-dst-day" else sample_request["timezone"]
+    _register_site(engine, site_id, timezone=timezone, soc_min=0.0, soc_max=1.0)
+
+    response = client.post("/dispatch/run", json={**_left_to_a_site(sample_request, case), "site_id": site_id})
+
+    assert response.status_code == 200, response.text
 
 
 def test_registered_site_supplies_battery_weights_timezone_and_forecast(client, engine, sample_request):

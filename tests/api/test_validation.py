@@ -93,6 +93,41 @@ def test_bad_field_is_422_naming_field_and_value(client, engine, sample_request,
     assert count_rows(engine) == before
 
 
+@pytest.mark.parametrize(("path", "value", "loc", "shown"), [c[1:] for c in BAD_FIELDS],
+                         ids=[c[0] for c in BAD_FIELDS])
+def test_bad_field_is_the_same_422_while_the_database_is_down(
+    client, client_without_database, sample_request, path, value, loc, shown
+):
+    # The client's own mistake comes first: a 503 would have it retry the same request.
+    request = _set(sample_request, path, value)
+
+    response = client_without_database.post("/dispatch/run", json=request)
+
+    assert response.status_code == 422, response.text
+    assert ["body", *loc] in [problem["loc"] for problem in response.json()["detail"]]
+    assert shown in response.json()["message"]
+    assert response.json() == client.post("/dispatch/run", json=request).json()
+
+
+@pytest.mark.parametrize("missing", ["site_id", "load_kw", "tariff"])
+def test_missing_required_field_is_422_while_the_database_is_down(client_without_database, sample_request, missing):
+    request = {k: v for k, v in sample_request.items() if k != missing}
+
+    response = client_without_database.post("/dispatch/run", json=request)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", missing]
+
+
+def test_wrong_length_for_a_dst_day_is_422_while_the_database_is_down(client_without_database, sample_request):
+    request = {**sample_request, "date": "2024-03-31", "timezone": "Europe/Berlin"}
+
+    response = client_without_database.post("/dispatch/run", json=request)
+
+    assert response.status_code == 422, response.text
+    assert "92" in response.json()["message"] and "96" in response.json()["message"]
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 @pytest.mark.parametrize("field", ["load_kw", "pv_kw"])
 def test_non_finite_numbers_are_422(client, engine, sample_request, field, literal):
