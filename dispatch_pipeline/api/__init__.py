@@ -6,8 +6,8 @@
     GET  /healthz                                database reachable, solver present (200 / 503)
     GET  /docs, /redoc, /openapi.json            interactive docs and the schema
 
-Every GET endpoint answers HEAD too (head.py). A POST body is judged before the database is
-opened: input no registered site could make valid is a 422 whether the database is up or not.
+Every GET endpoint answers HEAD too (head.py). While the database is down, a POST body no
+registered site could make valid is still a 422, not a 503.
 
 Run it with `dispatch-pipeline db upgrade` then `dispatch-pipeline serve [--port 8002]`.
 Environment: DATABASE_URL (else SQLite under DAGSTER_HOME); DISPATCH_API_TOKENS, comma-separated

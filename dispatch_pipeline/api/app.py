@@ -13,19 +13,13 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy.exc import (
-    ArgumentError,
-    InterfaceError,
-    NoSuchModuleError,
-    OperationalError,
-    ProgrammingError,
-)
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import ProgrammingError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatch_pipeline.api import auth
 from dispatch_pipeline.api.dependencies import DATABASE_RETRY_AFTER_SECONDS, Database
 from dispatch_pipeline.api.errors import (
+    DATABASE_FAILURES,
     ApiError,
     error_response,
     handle_api_error,
@@ -95,8 +89,7 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.add_exception_handler(ApiError, handle_api_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
-    # The server's own DATABASE_URL unusable (malformed, its driver missing) is not the client's fault.
-    for database_failure in (OperationalError, InterfaceError, PoolTimeoutError, ArgumentError, NoSuchModuleError):
+    for database_failure in DATABASE_FAILURES:
         app.add_exception_handler(database_failure, _database_unavailable)
     app.add_exception_handler(ProgrammingError, _programming_error)
     app.add_exception_handler(IncompleteStoredRun, _incomplete_stored_run)

@@ -15,9 +15,17 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatch_pipeline.core.request import RequestError
+
+# The database down or unreachable, or the server's own DATABASE_URL unusable (malformed, its
+# driver missing): none of them the client's fault, all answered 503 with Retry-After.
+DATABASE_FAILURES: tuple[type[Exception], ...] = (
+    OperationalError, InterfaceError, PoolTimeoutError, ArgumentError, NoSuchModuleError,
+)
 
 # An input echoed back longer than this (as JSON) is abbreviated: a 96-value array or a whole
 # request body helps nobody in an error message.

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from dispatch_pipeline.api.auth import Grant
 from dispatch_pipeline.api.dependencies import Database
 from dispatch_pipeline.api.errors import (
+    DATABASE_FAILURES,
     ApiError,
     field_problem,
     from_request_error,
@@ -46,18 +47,21 @@ def plan_and_store(database: Database, raw: dict[str, Any], access: Grant) -> Di
     """Solve the raw JSON request and store the run (source "api"); ApiError 422 for bad input,
     with nothing written. Its messages name only the sites `access` allows.
 
-    Input no stored site could make valid is refused before the database is opened, with the same
-    422 whether the database is up or down: a 503 would have the client retry its own mistake.
+    While the database is down, input no stored site could make valid is still refused with a
+    422 naming what is wrong: a 503 would have the client retry its own mistake.
     """
     # One clock reading: a request without `date` near local midnight must take its stored PV
-    # from the day it plans, and be judged on that day before and after the site is read.
+    # from the day it plans, and be judged on that day with or without its site.
     now = clock()
-    problems = problems_whatever_the_site(raw, now)
-    if problems:
-        raise unprocessable(problems)
-    engine = database.engine()
     try:
+        engine = database.engine()
         site = registered_site(engine, raw, may_name=access.allows)
+    except DATABASE_FAILURES:
+        # Judged only now, so that with the database up every problem, the site's included, is
+        # named in one answer.
+        if problems := problems_whatever_the_site(raw, now):
+            raise unprocessable(problems) from None
+        raise
     except StoredSiteInvalid as exc:
         # The operator's data, not the caller's request: a server error, with its reason.
         raise ApiError(500, f"cannot plan: {exc}") from None

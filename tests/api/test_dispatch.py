@@ -479,6 +479,21 @@ def test_a_rule_broken_against_the_sites_stored_value_says_whose_value_it_is(
     assert count_rows(engine) == before
 
 
+def test_one_answer_names_the_requests_own_faults_and_those_against_its_site(client, engine, sample_request):
+    _register_site(engine, "REG_ALL_AT_ONCE")  # stores the default band 0.1..0.9
+    load_kw = [-5.0, *sample_request["load_kw"][1:]]
+    request = {**sample_request, "site_id": "REG_ALL_AT_ONCE", "load_kw": load_kw, "bess": {"soc_min": 0.95}}
+    before = count_rows(engine)
+
+    response = client.post("/dispatch/run", json=request)
+
+    assert response.status_code == 422
+    assert {tuple(problem["loc"][1:2]) + tuple(problem["loc"][2:3]) for problem in response.json()["detail"]} >= {
+        ("load_kw", 0), ("bess", "soc_max"),
+    }
+    assert count_rows(engine) == before
+
+
 def test_registered_site_without_forecast_for_the_day_is_422(client, engine, sample_request):
     _register_site(engine, "REG_NOFC")
     request = {**sample_request, "site_id": "REG_NOFC"}
