@@ -1,7 +1,7 @@
-"""POST /dispatch/run's work, in one synchronous call made from a worker thread: judge what the
-request gets wrong whatever its site stores (no database needed), fill in the registered site's
-values (site_requests), validate, solve (in a solver process), store in one transaction; every
-failure as the HTTP error it is."""
+"""POST /dispatch/run's work, in one synchronous call made from a worker thread: fill in the
+registered site's values (site_requests), validate, solve (in a solver process), store in one
+transaction; every failure as the HTTP error it is, a bad body as a 422 even while the database
+is down."""
 
 from __future__ import annotations
 
