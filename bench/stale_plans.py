@@ -1,11 +1,13 @@
 """Time what `stale_plan_sensor` asks the database at each evaluation: which of a fleet's days
-ahead have a latest plan older than a forecast issued since (default 1,000 sites x 2 days).
+ahead have a latest plan older than a forecast issued or rewritten since (default 1,000 sites x
+2 days).
 
     .venv/bin/python bench/stale_plans.py                 # scratch PostgreSQL database
     .venv/bin/python bench/stale_plans.py --sites 100 --url sqlite:////tmp/stale.sqlite
 
-Each site-day gets a stored plan and a forecast issue it read; a tenth of the sites then get a
-newer issue of their first day's morning. Only `stale_plans` is timed, not filling the tables.
+Each site-day gets a forecast issue and a stored plan that read it; a tenth of the sites then get
+a newer issue of their first day's morning, and another tenth the same issue of it loaded again
+with other values. Only `stale_plans` is timed, not filling the tables.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import pandas as pd
 
 from bench.storage_write import scratch_postgres, synthetic_results
 from dispatch_pipeline.core.calendar import local_day
-from dispatch_pipeline.storage import open_database, save_forecasts, save_runs
+from dispatch_pipeline.storage import load_forecast, open_database, save_forecasts, save_runs
+from dispatch_pipeline.storage.forecasts import latest_write
 from dispatch_pipeline.storage.staleness import DayWindow, stale_plans
 
 DAYS_PER_SITE = 2
@@ -30,11 +33,7 @@ NEWER_ISSUE = READ_ISSUE + dt.timedelta(hours=6)
 def run(url: str, sites: int, repeat: int) -> None:
     engine = open_database(url)
     print(f"database: {engine.url.render_as_string(hide_password=True)}")
-    results = [
-        result.model_copy(update={"forecast_issued_at": READ_ISSUE})
-        for result in synthetic_results(sites * DAYS_PER_SITE, sites)
-    ]
-    save_runs(engine, results, source="dagster")
+    results = synthetic_results(sites * DAYS_PER_SITE, sites)
     windows = {}
     frames: dict[str, list[pd.DataFrame]] = {}
     for result in results:
@@ -44,17 +43,29 @@ def run(url: str, sites: int, repeat: int) -> None:
             pd.DataFrame({"ts": day.timestamps(), "load_kw": np.full(day.intervals, 50.0), "pv_kw": 0.0})
         )
     save_forecasts(engine, {site_id: pd.concat(days) for site_id, days in frames.items()}, READ_ISSUE)
-    morning = {
-        site_id: days[0].iloc[:32] for n, (site_id, days) in enumerate(sorted(frames.items())) if n % 10 == 0
-    }
+    # One load: every row was written at the same time, which each plan keeps as the pipeline does.
+    first = windows[(results[0].site_id, results[0].date)]
+    written = latest_write(load_forecast(engine, first.site_id, first.start_utc, first.end_utc))
+    save_runs(
+        engine,
+        [result.model_copy(update={"forecast_issued_at": READ_ISSUE, "forecast_stored_at": written}) for result in results],
+        source="dagster",
+    )
+    ordered = sorted(frames.items())
+    morning = {site_id: days[0].iloc[:32] for n, (site_id, days) in enumerate(ordered) if n % 10 == 0}
     save_forecasts(engine, morning, NEWER_ISSUE)
-    print(f"{len(results)} plans of {sites} sites stored; {len(morning)} sites issued anew")
+    corrected = {site_id: days[0].iloc[:32].assign(load_kw=55.0) for n, (site_id, days) in enumerate(ordered) if n % 10 == 5}
+    save_forecasts(engine, corrected, READ_ISSUE)
+    print(
+        f"{len(results)} plans of {sites} sites stored; {len(morning)} sites issued anew, "
+        f"{len(corrected)} loaded again under the issue their plans read"
+    )
     for attempt in range(1, repeat + 1):
         started = time.perf_counter()
         stale = stale_plans(engine, windows)
         elapsed = time.perf_counter() - started
         print(f"stale_plans #{attempt}: {elapsed * 1000:.0f} ms for {len(windows)} site-days, {len(stale)} stale")
-    assert len(stale) == len(morning), (len(stale), len(morning))
+    assert len(stale) == len(morning) + len(corrected), (len(stale), len(morning), len(corrected))
 
 
 def main() -> None:

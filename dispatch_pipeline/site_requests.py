@@ -30,7 +30,7 @@ from dispatch_pipeline.core.request import (
 from dispatch_pipeline.core.result import InputIssues
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.storage import get_site, load_forecast, registered_case_variant
-from dispatch_pipeline.storage.forecasts import latest_issue
+from dispatch_pipeline.storage.forecasts import latest_issue, latest_write
 
 # Request fields a registered site supplies when the request leaves them out; an object given
 # for one of them patches the site's value field by field.
@@ -146,17 +146,17 @@ def site_problem(
             f"timezone: site {site.site_id!r} is registered in {site.timezone}, and a date is its "
             f"local day there; leave timezone out or send {site.timezone!r} (got {request.timezone!r})"
         ])
-    pv_kw, issued = (None, None) if request.pv_kw is not None else stored_pv(engine, request, site, now)
+    pv_kw, issues = (None, InputIssues()) if request.pv_kw is not None else stored_pv(engine, request, site, now)
     problem = build_problem(request, pv_kw=pv_kw, default_timezone=site.timezone if site else None, today=now)
-    return problem, InputIssues(forecast=issued)
+    return problem, issues
 
 
 def stored_pv(
     engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime
-) -> tuple[list[float], dt.datetime | None]:
+) -> tuple[list[float], InputIssues]:
     """The site's most recently issued PV forecast for exactly the request's local day, averaged
     over the request's intervals when it is stored finer (the pipeline's quarter-hours), and the
-    latest issue among the intervals read."""
+    latest issue among the intervals read (and when the newest of their rows was written)."""
     if site is None:
         raise RequestError([
             f"pv_kw: missing, and site {request.site_id!r} is not registered, so there is no "
@@ -177,7 +177,7 @@ def stored_pv(
     frame = load_forecast(engine, site.site_id, day.start_utc, day.end_utc)
     expected = list(day.timestamps())
     stored = list(frame["ts"])
-    issued = latest_issue(frame)
+    issued = InputIssues(forecast=latest_issue(frame), forecast_stored=latest_write(frame))
     if stored == expected:
         return frame["pv_kw"].tolist(), issued
     per_interval = _stored_intervals_per_interval(stored, day)

@@ -388,7 +388,7 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
                 f"dispatch-pipeline {spec.command}: note: {site_id}: the issue of {issued_at.isoformat()} "
                 f"already held {earlier[site_id]} of this file's {count} interval(s); this file's values "
                 "replaced those (load under another --issued-at to keep both issues); stale_plan_sensor "
-                "compares issue times and does not see a replaced value: re-plan the days by hand",
+                "re-plans the days not yet begun whose plan read a value this changed",
                 file=sys.stderr,
             )
         if args.issued_at is not None and (hidden := hidden_by_later_issues(engine, spec, site_id, frames[site_id], issued_at)):
@@ -449,11 +449,11 @@ def hidden_by_later_issues(engine: Any, spec: SeriesFile, site_id: str, frame: A
             "--issued-at to make this file's values the current ones"
         )
     if len(later) < len(frame):
-        # A plan made from the later issue read older values for the rest of this file's intervals.
+        # A plan made from the later issue read other values for the rest of this file's
+        # intervals: rows written after it, which the sensor sees whatever their issue time.
         notes.append(
-            f"stale_plan_sensor compares issue times: plans that read the issue of "
-            f"{later_in_span['issued_at'].max().isoformat()} do not count as older than this one, "
-            "so re-plan the days this file changes by hand"
+            f"plans read the other {len(frame) - len(later)} from this file, and stale_plan_sensor "
+            "re-plans the days not yet begun whose plan read other values for them"
         )
     return "; ".join(notes)
 

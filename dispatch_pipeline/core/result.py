@@ -86,10 +86,17 @@ class Point(BaseModel):
 class InputIssues:
     """When the stored series a plan read were issued: per series, the latest `issued_at` among
     the intervals it took (each interval takes its most recent issue). None: the series came with
-    the request, or from a time-of-use tariff, and no issue of it was read."""
+    the request, or from a time-of-use tariff, and no issue of it was read.
+
+    `forecast_stored` and `prices_stored`: when the most recently written of those rows was
+    written (their `stored_at`); a row written later, under the same issue time too, makes the
+    plan stale. None where no stored row was read, or the time is not known.
+    """
 
     forecast: dt.datetime | None = None
     prices: dt.datetime | None = None
+    forecast_stored: dt.datetime | None = None
+    prices_stored: dt.datetime | None = None
 
 
 NO_STORED_INPUTS = InputIssues()
@@ -101,6 +108,15 @@ ForecastIssuedAt = Annotated[dt.datetime | None, Field(description=(
 PricesIssuedAt = Annotated[dt.datetime | None, Field(description=(
     "When the stored price series the plan read was issued (the latest issue among its "
     "intervals); null when the prices came from a time-of-use tariff or the request."
+))]
+
+ForecastStoredAt = Annotated[dt.datetime | None, Field(description=(
+    "When the most recently written row of the stored forecast the plan read was written (loaded, "
+    "or overwritten by a load under the same issue time); null when no stored forecast was read."
+))]
+PricesStoredAt = Annotated[dt.datetime | None, Field(description=(
+    "When the most recently written row of the stored price series the plan read was written; "
+    "null when no stored price series was read."
 ))]
 
 
@@ -131,6 +147,8 @@ class DispatchResult(DispatchResponse):
     objective_config: Weights
     forecast_issued_at: ForecastIssuedAt = None
     prices_issued_at: PricesIssuedAt = None
+    forecast_stored_at: ForecastStoredAt = None
+    prices_stored_at: PricesStoredAt = None
     points: list[Point]
 
     def response(self) -> DispatchResponse:

@@ -215,6 +215,8 @@ def assemble_result(
         objective_config=problem.weights,
         forecast_issued_at=issues.forecast,
         prices_issued_at=issues.prices,
+        forecast_stored_at=issues.forecast_stored,
+        prices_stored_at=issues.prices_stored,
         points=points,
     )
 

@@ -18,6 +18,7 @@ SITE_FORECAST = _schema(
     ("load_kw", "float", "Site load forecast, kW (mean over the interval)."),
     ("pv_kw", "float", "PV generation forecast, kW (mean over the interval)."),
     ("issued_at", "timestamp", "When the forecast used for this interval was issued (the latest issue wins)."),
+    ("stored_at", "timestamp", "When that forecast row was written (loaded, or overwritten under the same issue time)."),
 )
 
 SITE_TARIFF = _schema(
@@ -26,6 +27,7 @@ SITE_TARIFF = _schema(
     ("source", "string", "price_series (a stored series) or tou_tariff (the site's time-of-use tariff)."),
     ("demand_charge_per_kw", "float", "The tariff's charge on the day's peak import, currency per kW."),
     ("issued_at", "timestamp", "When the price series used for this interval was issued; null for tou_tariff."),
+    ("stored_at", "timestamp", "When that price row was written; null for tou_tariff."),
 )
 
 DISPATCH_SCHEDULE = _schema(

@@ -46,7 +46,7 @@ def load_forecast(
     *,
     as_of: dt.datetime | None = None,
 ) -> pd.DataFrame:
-    """ts, load_kw, pv_kw, issued_at in [start_utc, end_utc), the latest issue per ts."""
+    """ts, load_kw, pv_kw, issued_at, stored_at in [start_utc, end_utc), the latest issue per ts."""
     return load_latest(
         engine, forecasts, FORECAST_COLUMNS, site_id, start_utc, end_utc, as_of=as_of
     )
@@ -56,6 +56,15 @@ def latest_issue(frame: pd.DataFrame) -> dt.datetime | None:
     """The most recent `issued_at` among a loaded frame's intervals; None if it holds none (a
     frame without rows, or one whose values came from elsewhere, such as a ToU tariff's)."""
     latest = frame["issued_at"].max()
+    return None if pd.isna(latest) else latest.to_pydatetime()
+
+
+def latest_write(frame: pd.DataFrame) -> dt.datetime | None:
+    """When the most recently written of a loaded frame's rows was written (`stored_at`); None
+    if it holds none, or was read before rows kept that time (a snapshot of an earlier release)."""
+    if "stored_at" not in frame.columns:
+        return None
+    latest = frame["stored_at"].max()
     return None if pd.isna(latest) else latest.to_pydatetime()
 
 
@@ -83,7 +92,7 @@ def load_price_series(
     *,
     as_of: dt.datetime | None = None,
 ) -> pd.DataFrame:
-    """ts, buy, sell, issued_at in [start_utc, end_utc), the latest issue per ts."""
+    """ts, buy, sell, issued_at, stored_at in [start_utc, end_utc), the latest issue per ts."""
     return load_latest(
         engine, price_series, PRICE_COLUMNS, site_id, start_utc, end_utc, as_of=as_of
     )

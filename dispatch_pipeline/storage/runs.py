@@ -69,6 +69,8 @@ RUN_COLUMNS = (
     "milp_solver",
     "forecast_issued_at",
     "prices_issued_at",
+    "forecast_stored_at",
+    "prices_stored_at",
 )
 SCHEDULE_COLUMNS = ("run_id", "ts", *SCHEDULE_FLOW_COLUMNS, "soc", "reason")
 EXPLANATION_COLUMNS = ("run_id", "ts", "reason_code", "reason", "binding", "marginal_cost_per_kwh")
@@ -117,6 +119,8 @@ class RunRecord(BaseModel):
     milp_solver: str | None
     forecast_issued_at: dt.datetime | None
     prices_issued_at: dt.datetime | None
+    forecast_stored_at: dt.datetime | None
+    prices_stored_at: dt.datetime | None
 
 
 class StoredRun(BaseModel):
@@ -152,6 +156,8 @@ class StoredRun(BaseModel):
             objective_config=Weights.model_construct(**run.objective_config.model_dump()),
             forecast_issued_at=run.forecast_issued_at,
             prices_issued_at=run.prices_issued_at,
+            forecast_stored_at=run.forecast_stored_at,
+            prices_stored_at=run.prices_stored_at,
             points=self.points,
         )
 
@@ -247,7 +253,7 @@ def _check_runs(results: list[Any]) -> None:
             check_finite(getattr(result, name), f"{field}.{name}")
         if result.mip_gap is not None:
             check_finite(result.mip_gap, f"{field}.mip_gap")
-        for name in ("forecast_issued_at", "prices_issued_at"):
+        for name in ("forecast_issued_at", "prices_issued_at", "forecast_stored_at", "prices_stored_at"):
             if getattr(result, name) is not None:
                 check_aware(getattr(result, name), f"{field}.{name}")
         for name in KPI_COLUMNS:
@@ -326,6 +332,8 @@ def _run_rows(
             result.milp_solver,
             result.forecast_issued_at,
             result.prices_issued_at,
+            result.forecast_stored_at,
+            result.prices_stored_at,
         )
 
 

@@ -1,7 +1,9 @@
 """Per-site time series that are re-issued over time (forecasts, prices).
 
 Each issue is kept (key: site_id, ts, issued_at), so a backfill can ask what was known when;
-reads take, per ts, the value of the most recent issue.
+reads take, per ts, the value of the most recent issue. Every row also keeps when its values were
+written (`stored_at`): saving an issue again overwrites its values in place, and a plan made from
+the old ones is stale though no newer issue exists (storage/staleness.py).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from dispatch_pipeline.storage.bulk import EXECUTEMANY_CHUNK_ROWS, chunks
 from dispatch_pipeline.storage.checks import check_aware, check_finite, check_site_id, problem
 from dispatch_pipeline.storage.database import write_transaction
 from dispatch_pipeline.storage.sites import refuse_case_clashes
-from dispatch_pipeline.storage.timestamps import iso_utc
+from dispatch_pipeline.storage.timestamps import creation_times, iso_utc
 from dispatch_pipeline.storage.upsert import upsert_statement
 
 KEY_COLUMNS = ("site_id", "ts", "issued_at")
+STORED_AT = "stored_at"
 
 
 def save_issue(
@@ -53,7 +56,12 @@ def save_issues(
     non_negative: bool,
 ) -> dict[str, int]:
     """Write one issue of several sites' series in one transaction, all or nothing; returns the
-    rows written per site. Every frame is checked before the transaction opens."""
+    rows written per site. Every frame is checked before the transaction opens.
+
+    Rows are stamped `stored_at` with one time of the transaction (the server's clock on
+    PostgreSQL, as runs' creation times are). A row the issue already holds is overwritten only
+    where its values change: one loaded again as it was keeps the time it was written.
+    """
     issued = _plain_datetime(check_aware(issued_at, "issued_at"), "issued_at")
     rows = []
     counts: dict[str, int] = {}
@@ -81,7 +89,16 @@ def save_issues(
             connection, list(counts), "another site in the same load",
             ", and no site can be registered under such an id: these rows could never be planned",
         )
-        statement = upsert_statement(connection, table, KEY_COLUMNS, value_columns)
+        # Taken once the transaction holds SQLite's write lock: loads there get increasing times.
+        # PostgreSQL's loads may overlap: one still writing when another, begun after it, commits
+        # has the earlier time, and a plan that read between the two commits would take its rows
+        # for written before it. Loads of one site's series rarely overlap.
+        [stored_at] = creation_times(connection, 1)
+        for row in rows:
+            row[STORED_AT] = stored_at
+        statement = upsert_statement(
+            connection, table, KEY_COLUMNS, [*value_columns, STORED_AT], only_if_changed=value_columns
+        )
         for chunk in chunks(rows, EXECUTEMANY_CHUNK_ROWS):
             connection.execute(statement, chunk)
     return counts
@@ -97,10 +114,12 @@ def load_latest(
     *,
     as_of: dt.datetime | None = None,
 ) -> pd.DataFrame:
-    """Columns ts, *value_columns, issued_at for ts in [start_utc, end_utc), ordered by ts.
+    """Columns ts, *value_columns, issued_at, stored_at for ts in [start_utc, end_utc), ordered
+    by ts.
 
     Per ts the most recently issued value wins; with `as_of`, only issues made by then count
-    (what a planner knew at that time). One query: row_number() over each ts, newest issue first.
+    (what a planner knew at that time). `stored_at` is when the row read was written. One query:
+    row_number() over each ts, newest issue first.
     """
     start = check_aware(start_utc, "start_utc")
     end = check_aware(end_utc, "end_utc")
@@ -112,7 +131,7 @@ def load_latest(
         .label("issue_rank")
     )
     ranked = select(
-        table.c.ts, *(table.c[name] for name in value_columns), table.c.issued_at, issue_rank
+        table.c.ts, *(table.c[name] for name in value_columns), table.c.issued_at, table.c.stored_at, issue_rank
     ).where(table.c.site_id == site_id, table.c.ts >= start, table.c.ts < end)
     if as_of is not None:
         ranked = ranked.where(table.c.issued_at <= check_aware(as_of, "as_of"))
@@ -124,19 +143,21 @@ def load_latest(
             _driver_datetime(latest.c.ts),
             *(latest.c[name] for name in value_columns),
             _driver_datetime(latest.c.issued_at),
+            _driver_datetime(latest.c.stored_at),
         )
         .where(latest.c.issue_rank == 1)
         .order_by(latest.c.ts)
     )
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    names = ["ts", *value_columns, "issued_at"]
+    names = ["ts", *value_columns, "issued_at", STORED_AT]
     columns = dict(zip(names, zip(*rows, strict=True) if rows else [() for _ in names], strict=True))
     return pd.DataFrame(
         {
             "ts": _utc_instants(columns["ts"]),
             **{name: np.asarray(columns[name], dtype=float) for name in value_columns},
             "issued_at": _utc_instants(columns["issued_at"]),
+            STORED_AT: _utc_instants(columns[STORED_AT]),
         }
     )
 
@@ -235,7 +256,8 @@ def _validated_frame(
     # A column is stored or refused, never dropped on the way: a caller who sent one meant it.
     extra = [str(name) for name in frame.columns if name not in ("ts", *value_columns)]
     if extra:
-        # A frame read back (load_forecast) carries issued_at: the issue time of a save is its argument.
+        # A frame read back (load_forecast) carries issued_at and stored_at: the issue time of a
+        # save is its argument, and the time it was written is the save's own.
         hint = "; the issue time is the issued_at argument, one per save" if "issued_at" in extra else ""
         raise problem(
             "frame", f"has column(s) {extra} that are not stored (it holds ts, {', '.join(value_columns)}{hint})",

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from dispatch_pipeline.storage.timestamps import UtcDateTime
+from dispatch_pipeline.storage.timestamps import NEVER_WRITTEN_DEFAULT, UtcDateTime
 
 # Deterministic constraint names, so later migrations can drop or alter them by name.
 NAMING_CONVENTION = {
@@ -107,6 +107,10 @@ forecasts = Table(
     Column("issued_at", UtcDateTime, nullable=False),
     Column("load_kw", Float, nullable=False),
     Column("pv_kw", Float, nullable=False),
+    # When the row's values were written: on insert, and when a load under the same issue time
+    # changes them. A plan that read the row before then is stale. The default (1970) is for rows
+    # stored before migration 0006 and by writers that do not name the column (0006 explains).
+    Column("stored_at", UtcDateTime, nullable=False, server_default=NEVER_WRITTEN_DEFAULT),
     PrimaryKeyConstraint("site_id", "ts", "issued_at"),
     CheckConstraint("load_kw >= 0", name="load_kw_non_negative"),
     CheckConstraint("pv_kw >= 0", name="pv_kw_non_negative"),
@@ -121,6 +125,8 @@ price_series = Table(
     # Prices may be negative (contract), so no sign check.
     Column("buy", Float, nullable=False),
     Column("sell", Float, nullable=False),
+    # As forecasts.stored_at.
+    Column("stored_at", UtcDateTime, nullable=False, server_default=NEVER_WRITTEN_DEFAULT),
     PrimaryKeyConstraint("site_id", "ts", "issued_at"),
 )
 
@@ -148,6 +154,10 @@ dispatch_runs = Table(
     # storage): a plan older than a later issue of its day is stale.
     Column("forecast_issued_at", UtcDateTime),
     Column("prices_issued_at", UtcDateTime),
+    # When the newest of the stored rows the plan read was written (their `stored_at`; null: as
+    # above, or stored before migration 0006): a row of its day written later makes it stale.
+    Column("forecast_stored_at", UtcDateTime),
+    Column("prices_stored_at", UtcDateTime),
     CheckConstraint(_in("source", RUN_SOURCES), name="source"),
     CheckConstraint(_in("status", RUN_STATUSES), name="status"),
     CheckConstraint(_in("solver", RUN_SOLVERS), name="solver"),

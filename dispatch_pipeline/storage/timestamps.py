@@ -8,6 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection, DateTime, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 UTC = dt.UTC
@@ -40,6 +43,27 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+
+class _NeverWritten(ColumnElement[dt.datetime]):
+    """1970-01-01 00:00 UTC as a constant column default, spelled as each backend stores a
+    UtcDateTime (SQLite compares the text: it must have the format of the values SQLAlchemy
+    writes; PostgreSQL reads the offset, whatever the session's zone)."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(_NeverWritten)
+def _never_written(element: _NeverWritten, compiler: SQLCompiler, **kw: Any) -> str:
+    return "'1970-01-01 00:00:00+00'"
+
+
+@compiles(_NeverWritten, "sqlite")
+def _never_written_sqlite(element: _NeverWritten, compiler: SQLCompiler, **kw: Any) -> str:
+    return "'1970-01-01 00:00:00.000000'"
+
+
+NEVER_WRITTEN_DEFAULT = _NeverWritten()
 
 _clock_lock = threading.Lock()
 _last_tick = dt.datetime.min.replace(tzinfo=UTC)

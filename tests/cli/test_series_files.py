@@ -413,7 +413,7 @@ def test_loading_again_under_the_same_issue_time_says_what_it_replaced(url, tmp_
     assert (
         f"note: {site_id}: the issue of 2025-03-09T12:00:00+00:00 already held 5 of this file's 5 interval(s); "
         "this file's values replaced those (load under another --issued-at to keep both issues); "
-        "stale_plan_sensor compares issue times and does not see a replaced value: re-plan the days by hand"
+        "stale_plan_sensor re-plans the days not yet begun whose plan read a value this changed"
     ) in capsys.readouterr().err
     values = stored(command, url)[value].to_numpy()
     assert values[:5].tolist() == (first[value].head(5) + 1.0).tolist()
@@ -453,8 +453,8 @@ def test_an_issue_older_than_a_stored_one_says_which_intervals_plans_read_from_t
     ) in err
     # Its other 86 intervals change what plans read, under an issue time older than theirs.
     assert (
-        "; stale_plan_sensor compares issue times: plans that read the issue of 2025-03-09T12:00:00+00:00 do "
-        "not count as older than this one, so re-plan the days this file changes by hand"
+        "; plans read the other 86 from this file, and stale_plan_sensor re-plans the days not yet begun "
+        "whose plan read other values for them"
     ) in err
     values = stored(command, url)[value].to_numpy()
     assert values[:10].tolist() == table[value].head(10).tolist()

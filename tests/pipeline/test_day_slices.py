@@ -110,6 +110,7 @@ def test_tou_frame_matches_one_built_from_a_scalar_source():
         "ts": day.timestamps(), "buy": buy, "sell": sell, "source": "tou_tariff",
         "demand_charge_per_kw": BERLIN.tariff.demand_charge_per_kw,
         "issued_at": pd.Series(pd.NaT, index=range(day.intervals), dtype="datetime64[us, UTC]"),
+        "stored_at": pd.Series(pd.NaT, index=range(day.intervals), dtype="datetime64[us, UTC]"),
     })
     pd.testing.assert_frame_equal(_tou_frame(BERLIN.tariff, day), reference)
 

@@ -193,6 +193,9 @@ def test_a_loaded_price_series_replaces_the_tariff_in_the_plan(
     assert sum(p.batt_ch_kw for p, cheap in zip(stored.points, negative, strict=True) if cheap) > 0
 
 
+NEXT_ISSUE = ISSUED_AT + dt.timedelta(days=1)
+
+
 def _stale_plans_query(today: dt.date) -> str:
     """The documented query for latest plans made stale by a later issue (docs/operations.md),
     asked on `today`."""
@@ -215,7 +218,7 @@ def test_a_plan_keeps_when_its_inputs_were_issued_and_a_later_issue_shows_it_sta
 
     # A re-issue of the morning only: the day's latest issue is that one's.
     morning = demo_forecast("BERLIN_DEPOT", DAY).iloc[:32]
-    save_forecast(engine, site.site_id, morning, ISSUED_AT + dt.timedelta(days=1))
+    save_forecast(engine, site.site_id, morning, NEXT_ISSUE)
     path = tmp_path / "spot.csv"
     price_table(site.site_id).to_csv(path, index=False)
     prices_issued = dt.datetime(2025, 3, 10, 11, 0, tzinfo=dt.UTC)
@@ -234,10 +237,24 @@ def test_a_plan_keeps_when_its_inputs_were_issued_and_a_later_issue_shows_it_sta
         ISSUED_AT + dt.timedelta(days=1), prices_issued
     )
     assert on_prices.to_result().prices_issued_at == prices_issued
+    assert on_prices.run.forecast_stored_at is not None and on_prices.run.prices_stored_at is not None
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
             stale = connection.execute(text(_stale_plans_query(DAY))).all()
         assert [row for row in stale if row.site_id == site.site_id] == []
+
+    # The morning's issue loaded again: as it is, nothing is stale; corrected, the plan is.
+    save_forecast(engine, site.site_id, morning, NEXT_ISSUE)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            assert [row for row in connection.execute(text(_stale_plans_query(DAY))) if row.site_id == site.site_id] == []
+    save_forecast(engine, site.site_id, morning.assign(load_kw=morning["load_kw"] + 1.0), NEXT_ISSUE)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            stale = connection.execute(text(_stale_plans_query(DAY))).all()
+        assert [(row.site_id, row.run_id) for row in stale if row.site_id == site.site_id] == [
+            (site.site_id, on_prices.run.run_id)
+        ]
 
 
 def test_a_price_series_covering_part_of_the_day_fails_it_naming_the_gap(

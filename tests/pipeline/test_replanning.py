@@ -94,6 +94,55 @@ def test_a_plan_made_stale_by_a_newer_forecast_is_planned_again_once(job, instan
     assert day.key not in evaluate()[0]
 
 
+def test_a_plan_whose_issue_is_loaded_again_with_other_values_is_planned_again_once_per_load(
+    job, instance, engine, make_site, evaluate
+):
+    site = make_site("KL_MALL", (TOMORROW,))
+    day = SiteDay(site.site_id, TOMORROW)
+    assert run_site_day(job, instance, day).success
+    planned = latest_run(engine, site.site_id, TOMORROW).run
+    assert planned.forecast_issued_at == ISSUED_AT and planned.forecast_stored_at is not None
+    assert day.key not in evaluate()[0]
+
+    # The issue the plan read, corrected in place: the same issue time, other values for the morning.
+    corrected = demo_forecast("KL_MALL", TOMORROW).iloc[:32]
+    save_forecast(engine, site.site_id, corrected.assign(load_kw=corrected["load_kw"] * 1.2), ISSUED_AT)
+    requested, cursor, _ = evaluate()
+    request = requested[day.key]
+    assert request.tags[PLANNING_TAG] == "replan"
+    assert day.key not in evaluate(cursor)[0]
+
+    days = [parse_site_day(key) for key, each in requested.items() if each is request]
+    assert run_site_days(job, instance, days, tags=request.tags).success
+    replanned = latest_run(engine, site.site_id, TOMORROW).run
+    assert replanned.forecast_issued_at == ISSUED_AT
+    assert replanned.forecast_stored_at > planned.forecast_stored_at
+    assert day.key not in evaluate(cursor)[0]
+
+    # Corrected once more: a new state of the day's inputs, a new request (and run key).
+    save_forecast(engine, site.site_id, corrected.assign(load_kw=corrected["load_kw"] * 1.3), ISSUED_AT)
+    again, cursor, _ = evaluate(cursor)
+    request = again[day.key]
+    assert request.run_key != requested[day.key].run_key
+    days = [parse_site_day(key) for key, each in again.items() if each is request]
+    assert run_site_days(job, instance, days, tags=request.tags).success
+    assert day.key not in evaluate()[0]
+
+
+def test_a_reload_that_changes_no_value_of_the_day_leaves_its_plan_alone(job, instance, engine, make_site, evaluate):
+    day_after = TOMORROW + dt.timedelta(days=1)
+    site = make_site("KL_MALL", (TOMORROW, day_after))
+    day = SiteDay(site.site_id, TOMORROW)
+    assert run_site_day(job, instance, day).success
+
+    # The issue loaded again: the planned day as it is, the day after with other values.
+    changed = demo_forecast("KL_MALL", day_after)
+    both = pd.concat([demo_forecast("KL_MALL", TOMORROW), changed.assign(load_kw=changed["load_kw"] + 5.0)])
+    save_forecast(engine, site.site_id, both.reset_index(drop=True), ISSUED_AT)
+
+    assert day.key not in evaluate()[0]
+
+
 def test_a_price_series_stored_after_a_plan_on_the_tariff_makes_it_stale_whenever_issued(
     job, instance, engine, make_site, evaluate
 ):

@@ -43,7 +43,7 @@ def test_latest_issue_wins_per_ts(engine: Engine, site_id: str) -> None:
     save_forecast(engine, site_id, later_half, ISSUE_2)
 
     frame = load_forecast(engine, site_id, START, START + dt.timedelta(days=1))
-    assert list(frame.columns) == ["ts", "load_kw", "pv_kw", "issued_at"]
+    assert list(frame.columns) == ["ts", "load_kw", "pv_kw", "issued_at", "stored_at"]
     assert len(frame) == 96 and frame["ts"].is_monotonic_increasing
     assert str(frame["ts"].dt.tz) == "UTC"
     assert frame["load_kw"].tolist() == [10.0] * 48 + [20.0] * 48
@@ -106,9 +106,28 @@ def test_resaving_an_issue_overwrites_it(engine: Engine, site_id: str) -> None:
     assert frame["load_kw"].tolist() == [11.0] * 4
 
 
+def test_each_row_keeps_when_its_values_were_written(engine: Engine, site_id: str) -> None:
+    end = START + dt.timedelta(hours=1)
+    save_forecast(engine, site_id, _forecast(START, 4, load=10.0, pv=1.0), ISSUE_1)
+    written = load_forecast(engine, site_id, START, end)["stored_at"]
+    # Now, by the database's clock on PostgreSQL (which may be another host's: give it a minute).
+    assert written.nunique() == 1 and abs(written.iat[0] - dt.datetime.now(UTC)) < dt.timedelta(minutes=1)
+
+    # Loaded again as it is: no value changes, and neither does the time.
+    save_forecast(engine, site_id, _forecast(START, 4, load=10.0, pv=1.0), ISSUE_1)
+    assert load_forecast(engine, site_id, START, end)["stored_at"].equals(written)
+
+    # Other values for two of its intervals: those two were written now.
+    changed = _forecast(START, 4, load=10.0, pv=1.0).assign(pv_kw=[1.0, 1.0, 1.5, 1.5])
+    save_forecast(engine, site_id, changed, ISSUE_1)
+    rewritten = load_forecast(engine, site_id, START, end)["stored_at"]
+    assert rewritten.iloc[:2].equals(written.iloc[:2])
+    assert (rewritten.iloc[2:] > written.iat[0]).all()
+
+
 def test_empty_range_has_the_columns(engine: Engine, site_id: str) -> None:
     frame = load_forecast(engine, site_id, START, START + dt.timedelta(days=1))
-    assert frame.empty and list(frame.columns) == ["ts", "load_kw", "pv_kw", "issued_at"]
+    assert frame.empty and list(frame.columns) == ["ts", "load_kw", "pv_kw", "issued_at", "stored_at"]
 
 
 @pytest.mark.parametrize(
@@ -196,7 +215,7 @@ def test_price_series_latest_issue_wins_and_may_be_negative(engine: Engine, site
         ISSUE_2,
     )
     frame = load_price_series(engine, site_id, START, START + dt.timedelta(hours=1))
-    assert list(frame.columns) == ["ts", "buy", "sell", "issued_at"]
+    assert list(frame.columns) == ["ts", "buy", "sell", "issued_at", "stored_at"]
     assert frame["buy"].tolist() == [0.3, 0.3, -0.05, -0.05]
     assert frame["sell"].tolist() == [0.1, 0.1, -0.1, -0.1]
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
+import pandas as pd
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -17,8 +18,18 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import CheckConstraint, Engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
+from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.result import Kpis
-from dispatch_pipeline.storage import get_run, latest_run, migrate, save_runs
+from dispatch_pipeline.storage import (
+    get_run,
+    latest_run,
+    load_forecast,
+    load_price_series,
+    migrate,
+    save_forecast,
+    save_price_series,
+    save_runs,
+)
 from dispatch_pipeline.storage.database import (
     HEAD_REVISION,
     KNOWN_REVISIONS,
@@ -35,6 +46,7 @@ from dispatch_pipeline.storage.migrate import (
     head_revision,
     upgrade_database,
 )
+from dispatch_pipeline.storage.staleness import DayWindow, stale_plans
 from dispatch_pipeline.storage.tables import KPI_COLUMNS, metadata
 from tests.postgres import scratch_database
 from tests.storage.conftest import build_result
@@ -57,7 +69,7 @@ EXPECTED_TABLES = {
 
 def test_migrations_create_every_table(engine: Engine, database_url: str) -> None:
     assert set(inspect(engine).get_table_names()) >= EXPECTED_TABLES
-    assert current_revision(database_url) == head_revision() == "0005"
+    assert current_revision(database_url) == head_revision() == "0006"
 
 
 def test_check_constraints_carry_the_names_tables_py_gives(engine: Engine) -> None:
@@ -201,6 +213,11 @@ def test_offline_postgresql_upgrade_writes_every_migration() -> None:
         "CREATE INDEX IF NOT EXISTS ix_dispatch_runs_site_id_created_at_id"
         " ON dispatch_runs (site_id, created_at, id)"
     ) in script
+    # Existing rows get the epoch from a constant default: the table is not rewritten.
+    for table in ("forecasts", "price_series"):
+        assert (
+            f"ALTER TABLE {table} ADD COLUMN stored_at TIMESTAMP WITH TIME ZONE DEFAULT '1970-01-01 00:00:00+00' NOT NULL"
+        ) in script
     downgrade = _offline_script("downgrade", f"{HEAD_REVISION}:0002")
     assert "DROP INDEX IF EXISTS ix_dispatch_runs_site_id_created_at_id" in downgrade
     assert "RENAME CONSTRAINT ck_dispatch_runs_source TO ck_dispatch_runs_ck_dispatch_runs_source" in downgrade
@@ -398,6 +415,69 @@ def test_runs_stored_before_0005_read_back_without_issue_times(fresh_database_ur
 
 def _run_column_names(engine: Engine) -> set[str]:
     return {column["name"] for column in inspect(engine).get_columns("dispatch_runs")}
+
+
+def _column_names(engine: Engine, table: str) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns(table)}
+
+
+def test_0006_leaves_plans_made_before_it_fresh_and_sees_rows_rewritten_after(fresh_database_url: str) -> None:
+    """Rows and runs stored before 0006 (written at head and downgraded: what 0005 holds) are
+    upgraded to plans that are not stale; a reload of the issue they read after it makes them so."""
+    engine = make_engine(fresh_database_url)
+    upgrade_database(fresh_database_url)
+    site_id, date, timezone = "BEFORE_0006", dt.date(2024, 3, 15), "Asia/Kuala_Lumpur"
+    day = local_day(date, timezone, 15)
+    issued = dt.datetime(2024, 3, 14, 6, tzinfo=dt.UTC)
+    frames = {
+        "forecast": pd.DataFrame({"ts": day.timestamps(), "load_kw": 50.0, "pv_kw": 5.0}),
+        "prices": pd.DataFrame({"ts": day.timestamps(), "buy": 0.3, "sell": 0.1}),
+    }
+    save_forecast(engine, site_id, frames["forecast"], issued)
+    save_price_series(engine, site_id, frames["prices"], issued)
+    result = build_result(site_id, date, timezone=timezone).model_copy(
+        update={"forecast_issued_at": issued, "prices_issued_at": issued}
+    )
+    save_runs(engine, [result], source="dagster")
+
+    _migrate(fresh_database_url, "downgrade", "0005")
+    assert "stored_at" not in _column_names(engine, "forecasts") | _column_names(engine, "price_series")
+    assert not {"forecast_stored_at", "prices_stored_at"} & _run_column_names(engine)
+    rows = _rows_of_every_table(engine)
+    # Written by this release's predecessor until the upgrade: an issue loaded again included.
+    with write_transaction(engine) as connection:
+        connection.execute(text("UPDATE forecasts SET load_kw = 55.0 WHERE site_id = :site"), {"site": site_id})
+
+    upgrade_database(fresh_database_url)
+    assert current_revision(fresh_database_url) == "0006"
+    assert _rows_of_every_table(engine) == rows
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    for load in (load_forecast, load_price_series):
+        assert set(load(engine, site_id, day.start_utc, day.end_utc)["stored_at"]) == {pd.Timestamp(epoch)}
+    assert get_run(engine, result.run_id).to_result() == result  # no stored times, as saved
+    window = {date: DayWindow(site_id, date, day.start_utc, day.end_utc)}
+    assert stale_plans(engine, window) == {}
+
+    # The previous release writes on after a roll-back, not naming stored_at: its rows get the epoch.
+    with write_transaction(engine) as connection:
+        connection.execute(
+            text("INSERT INTO price_series (site_id, ts, issued_at, buy, sell) VALUES (:site, :ts, :issued, 0.2, 0.1)"),
+            {"site": "ROLLED_BACK", "ts": _sql_datetime(engine, day.start_utc), "issued": _sql_datetime(engine, issued)},
+        )
+    assert load_price_series(engine, "ROLLED_BACK", day.start_utc, day.end_utc)["stored_at"].tolist() == [
+        pd.Timestamp(epoch)
+    ]
+
+    # The same issue loaded again: as stored, nothing changes; with other values, the plan is stale.
+    save_forecast(engine, site_id, frames["forecast"].assign(load_kw=55.0), issued)
+    assert stale_plans(engine, window) == {}
+    save_price_series(engine, site_id, frames["prices"].assign(buy=0.35), issued)
+    assert stale_plans(engine, window)[date].run_id == result.run_id
+
+
+def _sql_datetime(engine: Engine, value: dt.datetime) -> object:
+    """A UTC instant as a plain statement stores it: SQLite keeps the text SQLAlchemy writes."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if engine.dialect.name == "sqlite" else value
 
 
 RUN_TABLES = ("dispatch_runs", "dispatch_kpis", "dispatch_schedule", "dispatch_explanations")

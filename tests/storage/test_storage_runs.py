@@ -39,10 +39,12 @@ def test_round_trip_of_hand_built_results(
         make_result(site_id, dt.date(2024, 3, 16), solver="fallback_rule", seed=2),
         make_result(site_id, dt.date(2024, 3, 17), solver="rule_based", seed=3),
     ]
-    # Issue times come back as the same instants, in UTC; unknown ones (the other two) as None.
+    # Issue and write times come back as the same instants, in UTC; unknown ones (the other two) as None.
     results[0] = results[0].model_copy(update={
         "forecast_issued_at": dt.datetime(2024, 3, 14, 14, 30, tzinfo=dt.timezone(dt.timedelta(hours=8))),
         "prices_issued_at": dt.datetime(2024, 3, 13, 12, 0, 0, 250, tzinfo=dt.UTC),
+        "forecast_stored_at": dt.datetime(2024, 3, 14, 15, 0, 0, 7, tzinfo=dt.timezone(dt.timedelta(hours=8))),
+        "prices_stored_at": dt.datetime(2024, 3, 13, 12, 5, tzinfo=dt.UTC),
     })
     ids = save_runs(engine, results, source="dagster", dagster_run_id="0b6a3c1e-dagster-run")
     assert ids == [r.run_id for r in results]
@@ -60,6 +62,7 @@ def test_round_trip_of_hand_built_results(
         assert stored.run.dagster_run_id == "0b6a3c1e-dagster-run"
         assert stored.run.created_at.tzinfo == dt.UTC
     assert get_run(engine, results[0].run_id).run.forecast_issued_at.tzinfo == dt.UTC
+    assert get_run(engine, results[0].run_id).run.forecast_stored_at.tzinfo == dt.UTC
 
 
 def test_round_trip_across_a_dst_day(engine: Engine, site_id: str, make_result) -> None:

@@ -1,20 +1,22 @@
 """`stale_plan_sensor`: a day not yet begun is planned again when a forecast or price series for
-it is issued after the one its plan read.
+it is issued after the one its plan read, or the issue it read is loaded again with other values.
 
 The day-ahead plan is made at 14:00 from the forecast issued by then; forecasts and prices are
 often issued again before the day starts (a later weather run, a corrected price). A plan read
 from the older issue is then no longer the cheapest for what is expected. The sensor looks at
 each site's days from its local tomorrow to the last date partition, and re-plans those whose
-latest Dagster plan read an older issue than the newest stored for one of their intervals, or
-read the time-of-use tariff of a day a price series is now stored for. Days already under way
-are left alone: their plan starts from the state of charge at midnight.
+latest Dagster plan read an older issue than the newest stored for one of their intervals, read
+the time-of-use tariff of a day a price series is now stored for, or read rows of the day that
+have been written since (storage/staleness.py): an issue loaded again under the same issue time
+with other values for the day (a corrected file), or an older issue loaded late where an
+interval read one older still. Days already under way are left alone: their plan starts from
+the state of charge at midnight.
 
-Issue times are what it compares: an issue loaded after a later one, or loaded again under an
-issue time already used, goes unseen (the load says so, and to re-plan by hand).
-
-Each newer issue re-plans a day once: the cursor keeps, per day, the newest issue already
-acted on. A re-plan that fails (a price series covering part of the day) is not requested again
-until a further issue arrives; its failure names what is missing, like any run's.
+Each change of a day's inputs re-plans it once: the cursor keeps, per day, the state of its
+inputs already acted on (the newest issue and the newest write among the rows it reads). A
+re-plan that fails (a price series covering part of the day) is not requested again until its
+inputs change again; its failure names what is missing, like any run's. Cursors of releases
+that kept only the newest issue match no state: a day stale then is requested once more.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ def days_ahead(timezone: str, now: dt.datetime, last_date: dt.date) -> list[dt.d
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
         "Plans a day that has not begun again when a forecast or price series for it is issued "
-        "after the one its latest plan read (a later weather run, a corrected price); once per "
-        "newer issue. Plans stored through the API or the CLI are left as they are. Off until "
-        "switched on (here, or `dagster sensor start`)."
+        "after the one its latest plan read (a later weather run, a corrected price), or the issue "
+        "it read is loaded again with other values for the day; once per change. Plans stored "
+        "through the API or the CLI are left as they are. Off until switched on (here, or "
+        "`dagster sensor start`)."
     ),
 )
 def stale_plan_sensor(context: dg.SensorEvaluationContext, storage: DispatchStorage):
@@ -78,23 +81,21 @@ def stale_plan_sensor(context: dg.SensorEvaluationContext, storage: DispatchStor
     }
     stale = stale_plans(engine, windows)
     acted_on: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    due = {
-        day: plan for day, plan in stale.items() if acted_on.get(day.key) != plan.newest_issue.isoformat()
-    }
+    due = {day: plan for day, plan in stale.items() if acted_on.get(day.key) != plan.inputs}
     # Only days still ahead are kept: the cursor stays a few entries per site.
-    cursor = {day.key: issue for day in windows if (issue := acted_on.get(day.key))}
-    cursor.update({day.key: plan.newest_issue.isoformat() for day, plan in due.items()})
+    cursor = {day.key: inputs for day in windows if (inputs := acted_on.get(day.key))}
+    cursor.update({day.key: plan.inputs for day, plan in due.items()})
     if not due:
-        waiting = f" ({len(stale)} stale, a re-plan requested already for each one's newest issue)" if stale else ""
+        waiting = f" ({len(stale)} stale, a re-plan requested already for each one's inputs as they are)" if stale else ""
         return dg.SensorResult(
-            skip_reason=f"no plan of the {len(windows)} day(s) ahead is stale by an issue not acted on{waiting}",
+            skip_reason=f"no plan of the {len(windows)} day(s) ahead is stale by inputs not acted on{waiting}",
             cursor=json.dumps(cursor, sort_keys=True),
         )
     pairs = [(day.site_id, day.date) for day in due]
     order = with_site_partitions(context.instance, {site_id: by_id[site_id].timezone for site_id, _ in pairs})
     runs = plan_runs(pairs, order, ready_days(engine, by_id, pairs))
     context.log.info(
-        f"re-planning {len(due)} day(s) issued anew since their plan, in {len(runs)} run(s): "
+        f"re-planning {len(due)} day(s) issued anew or rewritten since their plan, in {len(runs)} run(s): "
         f"{shorten(sorted(day.key for day in due))}"
     )
     return dg.SensorResult(
@@ -102,7 +103,11 @@ def stale_plan_sensor(context: dg.SensorEvaluationContext, storage: DispatchStor
             block_run_request(
                 days,
                 {DATE_TAG: days[0].date.isoformat(), **REPLAN_TAGS},
-                run_key_prefix=f"replan:{max(due[day].newest_issue for day in days).isoformat()}:",
+                # Dagster skips a request whose run key it has seen: a rewrite must make a new one.
+                run_key_prefix=(
+                    f"replan:{max(due[day].newest_issue for day in days).isoformat()}"
+                    f":{max(due[day].newest_write for day in days).isoformat()}:"
+                ),
             )
             for days in runs
         ],

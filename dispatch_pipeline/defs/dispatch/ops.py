@@ -23,7 +23,7 @@ from dispatch_pipeline.defs.ingestion.tariff import DEMAND_CHARGE, ISSUED_AT
 from dispatch_pipeline.defs.partitions import SiteDay, context_site_days
 from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
-from dispatch_pipeline.storage.forecasts import latest_issue
+from dispatch_pipeline.storage.forecasts import latest_issue, latest_write
 
 
 @dg.op(description="Turn each site-day's forecast, prices and site settings into a validated problem.")
@@ -67,7 +67,13 @@ def build_dispatch_problem(
             # The contract: bad input fails the step naming field and value, and writes nothing.
             problems[day.key] = f"{day}: invalid dispatch input: {exc}"
             continue
-        issues = InputIssues(forecast=latest_issue(forecast), prices=latest_issue(prices))
+        issues = InputIssues(
+            forecast=latest_issue(forecast),
+            prices=latest_issue(prices),
+            # None from a snapshot of an earlier release: staleness then counts from the run's creation.
+            forecast_stored=latest_write(forecast),
+            prices_stored=latest_write(prices),
+        )
         planned[day.key] = PlannedDay(day, problem, site.currency, issues)
     fail_partitions(problems)
     return planned

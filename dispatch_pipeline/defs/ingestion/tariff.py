@@ -27,9 +27,10 @@ from dispatch_pipeline.storage.forecasts import PRICE_COLUMNS
 # The tariff's demand charge travels with its prices: a plan made later from this snapshot bills
 # the peak as the prices were billed, whatever the site's tariff says by then.
 DEMAND_CHARGE = "demand_charge_per_kw"
-# The price issue each interval took, so that the plan can say how current its prices were;
-# NaT where they came from the ToU tariff.
+# The price issue each interval took, and when its row was written, so that the plan can say how
+# current its prices were; NaT where they came from the ToU tariff.
 ISSUED_AT = "issued_at"
+STORED_AT = "stored_at"
 
 
 @dg.asset(
@@ -67,7 +68,11 @@ def site_tariff(
         else:
             frames[day.key] = stored.rows[["ts", "buy", "sell"]].assign(
                 source="price_series",
-                **{DEMAND_CHARGE: tariff.demand_charge_per_kw, ISSUED_AT: stored.rows[ISSUED_AT]},
+                **{
+                    DEMAND_CHARGE: tariff.demand_charge_per_kw,
+                    ISSUED_AT: stored.rows[ISSUED_AT],
+                    STORED_AT: stored.rows[STORED_AT],
+                },
             )
             sources["price_series"] += 1
     fail_partitions(problems)
@@ -90,6 +95,7 @@ def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
             "source": source,
             DEMAND_CHARGE: demand_charge,
             ISSUED_AT: never_issued,
+            STORED_AT: never_issued,
         },
         copy=False,
     )
