@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy import Engine
 
 from dispatch_pipeline.core.calendar import (
@@ -20,12 +22,15 @@ from dispatch_pipeline.core.calendar import (
     local_day,
     next_local_date,
 )
-from dispatch_pipeline.core.problem import DispatchProblem, build_problem
+from dispatch_pipeline.core.problem import DispatchProblem, build_problem, request_day
 from dispatch_pipeline.core.request import (
     RESOLUTIONS_MINUTES,
     DispatchRequest,
     RequestError,
+    array_length_problems,
+    describe_error,
     is_site_id,
+    raw_array_length_problems,
 )
 from dispatch_pipeline.core.result import InputIssues
 from dispatch_pipeline.core.site import Site
@@ -80,8 +85,9 @@ class CompletedRequest:
 
 
 # The fields a rule at a field compares it with (core/request.py's cross-field checks). A rule
-# added there must be listed here: the API judges a request before it reads the site, and a rule
-# involving a field the site fills can only be judged with the site's value.
+# added there must be listed here: a request is judged before its site is read too
+# (problems_whatever_the_site), and a rule involving a field the site fills can only be judged
+# with the site's value.
 COMPARED_WITH = {
     "bess.soc_max": ("bess.soc_min",),
     "bess.soc_final_min": ("bess.soc_min", "bess.soc_max"),
@@ -109,6 +115,56 @@ def site_fills(raw: dict[str, Any], field: str) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class ProblemsWhateverTheSite:
+    """What is wrong with a raw request whatever a registered site stores (problems_whatever_the_site):
+    the contract's field errors, for each caller to word its own way, and core's messages on the
+    local day and the arrays' lengths."""
+
+    field_errors: list[ErrorDetails]
+    day_problems: list[str]
+
+    def messages(self) -> list[str]:
+        """Every problem worded as parse_request words it ("field: what is wrong (got value)")."""
+        return [describe_error(error, "request") for error in self.field_errors] + self.day_problems
+
+
+def problems_whatever_the_site(raw: dict[str, Any], today: dt.datetime) -> ProblemsWhateverTheSite:
+    """The problems of `raw` that no registered site's stored values could cure, found without
+    reading the site: before the database is opened, or while it is down.
+
+    A problem is left for the judgement with the site when it is at a field the request leaves to
+    its site (site_fills), or when its rule compares the field with one: judged against the
+    contract's default instead, a valid request could be refused. The arrays' lengths are judged
+    when the local day is the request's own (its timezone given, or no site can supply one).
+    """
+    site_may_fill = is_site_id(raw.get("site_id"))  # an id outside the pattern names no site
+    day_is_known = not site_may_fill or not site_fills(raw, "timezone")
+    try:
+        request = DispatchRequest.model_validate(raw)
+    except ValidationError as exc:
+        field_errors = [
+            error for error in exc.errors()
+            if not (site_may_fill and _site_may_cure(raw, ".".join(str(part) for part in error["loc"])))
+        ]
+        lengths = raw_array_length_problems(raw, today=today) if day_is_known else []
+        return ProblemsWhateverTheSite(field_errors, lengths)
+    if not day_is_known:
+        return ProblemsWhateverTheSite([], [])
+    try:
+        day = request_day(request, today=today)
+    except RequestError as exc:
+        return ProblemsWhateverTheSite([], exc.problems)
+    arrays = {"load_kw": request.load_kw, "tariff.buy": request.tariff.buy, "tariff.sell": request.tariff.sell}
+    if request.pv_kw is not None:  # else the site's stored forecast, of the day's length
+        arrays["pv_kw"] = request.pv_kw
+    return ProblemsWhateverTheSite([], array_length_problems(arrays, day))
+
+
+def _site_may_cure(raw: dict[str, Any], field: str) -> bool:
+    return any(site_fills(raw, name) for name in (field, *COMPARED_WITH.get(field, ())))
+
+
 def complete_from_site(raw: dict[str, Any], site: Site) -> CompletedRequest:
     """The request with the site's stored values where the raw JSON leaves them out (site_fills)."""
     merged = dict(raw)
@@ -131,10 +187,11 @@ def complete_from_site(raw: dict[str, Any], site: Site) -> CompletedRequest:
 
 
 def site_problem(
-    engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime
+    engine: Engine | None, request: DispatchRequest, site: Site | None, now: dt.datetime
 ) -> tuple[DispatchProblem, InputIssues]:
     """The problem of a validated request, its PV taken from storage when it sends none, and
-    when that stored forecast was issued.
+    when that stored forecast was issued. `engine` None: a database without tables, where no
+    site is registered (`site` None), asked nothing.
 
     `now` is the one clock reading that decides a request without `date`: near local midnight,
     the PV must come from the day it plans.
@@ -152,12 +209,12 @@ def site_problem(
 
 
 def stored_pv(
-    engine: Engine, request: DispatchRequest, site: Site | None, now: dt.datetime
+    engine: Engine | None, request: DispatchRequest, site: Site | None, now: dt.datetime
 ) -> tuple[list[float], InputIssues]:
     """The site's most recently issued PV forecast for exactly the request's local day, averaged
     over the request's intervals when it is stored finer (the pipeline's quarter-hours), and the
     latest issue among the intervals read (and when the newest of their rows was written)."""
-    if site is None:
+    if site is None or engine is None:  # no engine: a database without tables, so no site
         raise RequestError([
             f"pv_kw: missing, and site {request.site_id!r} is not registered, so there is no "
             "stored PV forecast to use; send pv_kw"

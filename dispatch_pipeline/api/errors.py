@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import Request
@@ -81,8 +82,13 @@ def from_validation_error(exc: ValidationError | RequestValidationError, prefix:
 
 
 def validation_problems(exc: ValidationError | RequestValidationError, prefix: tuple = ("body",)) -> list[dict]:
+    return error_problems(exc.errors(), prefix)
+
+
+def error_problems(errors: Iterable[Any], prefix: tuple = ("body",)) -> list[dict]:
+    """422 detail entries of pydantic's errors (each as ValidationError.errors() gives it)."""
     problems = []
-    for error in exc.errors():
+    for error in errors:
         entry: dict[str, Any] = {
             "loc": [*prefix, *error["loc"]],
             "msg": error["msg"].removeprefix("Value error, "),

@@ -15,29 +15,22 @@ from dispatch_pipeline.api.dependencies import Database
 from dispatch_pipeline.api.errors import (
     DATABASE_FAILURES,
     ApiError,
+    error_problems,
     field_problem,
     from_request_error,
     request_problems,
     unprocessable,
     validation_problems,
 )
-from dispatch_pipeline.core.problem import request_day
-from dispatch_pipeline.core.request import (
-    DispatchRequest,
-    RequestError,
-    array_length_problems,
-    is_site_id,
-    raw_array_length_problems,
-)
+from dispatch_pipeline.core.request import DispatchRequest, RequestError, raw_array_length_problems
 from dispatch_pipeline.core.result import DispatchResponse
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.core.solve import solve_problem
 from dispatch_pipeline.core.tariffs import DEFAULT_CURRENCY
 from dispatch_pipeline.site_requests import (
-    COMPARED_WITH,
     complete_from_site,
+    problems_whatever_the_site,
     registered_site,
-    site_fills,
     site_problem,
 )
 from dispatch_pipeline.storage import StorageInputError, StoredSiteInvalid, save_runs
@@ -59,7 +52,8 @@ def plan_and_store(database: Database, raw: dict[str, Any], access: Grant) -> Di
     except DATABASE_FAILURES:
         # Judged only now, so that with the database up every problem, the site's included, is
         # named in one answer.
-        if problems := problems_whatever_the_site(raw, now):
+        found = problems_whatever_the_site(raw, now)
+        if problems := error_problems(found.field_errors) + request_problems(RequestError(found.day_problems)):
             raise unprocessable(problems) from None
         raise
     except StoredSiteInvalid as exc:
@@ -79,44 +73,6 @@ def plan_and_store(database: Database, raw: dict[str, Any], access: Grant) -> Di
         # Finite inputs of absurd size can overflow the plan's sums; refuse rather than store inf.
         raise unprocessable([field_problem([], f"the inputs give a plan that cannot be stored: {exc}")]) from None
     return result.response()
-
-
-def problems_whatever_the_site(raw: dict[str, Any], now: dt.datetime) -> list[dict[str, Any]]:
-    """The 422 problems of `raw` that no registered site's stored values could cure, found
-    without reading the site.
-
-    A problem is left to `validate` (which has the site) when it is at a field the request leaves
-    to its site (site_fills), or when its rule compares the field with one: judged against the
-    contract's default instead, a valid request could be refused. The arrays' lengths are judged
-    when the local day is the request's own (its timezone given, or no site can supply one).
-    """
-    site_may_fill = is_site_id(raw.get("site_id"))  # an id outside the pattern names no site
-    day_is_known = not site_may_fill or not site_fills(raw, "timezone")
-    try:
-        request = DispatchRequest.model_validate(raw)
-    except ValidationError as exc:
-        problems = [
-            problem for problem in validation_problems(exc)
-            if not (site_may_fill and _site_may_cure(raw, problem))
-        ]
-        if day_is_known:
-            problems += request_problems(RequestError(raw_array_length_problems(raw, today=now)))
-        return problems
-    if not day_is_known:
-        return []
-    try:
-        day = request_day(request, today=now)
-    except RequestError as exc:
-        return request_problems(exc)
-    arrays = {"load_kw": request.load_kw, "tariff.buy": request.tariff.buy, "tariff.sell": request.tariff.sell}
-    if request.pv_kw is not None:  # else the site's stored forecast, of the day's length
-        arrays["pv_kw"] = request.pv_kw
-    return request_problems(RequestError(array_length_problems(arrays, day)))
-
-
-def _site_may_cure(raw: dict[str, Any], problem: dict[str, Any]) -> bool:
-    field = ".".join(str(part) for part in problem["loc"][1:])
-    return any(site_fills(raw, name) for name in (field, *COMPARED_WITH.get(field, ())))
 
 
 def clock() -> dt.datetime:

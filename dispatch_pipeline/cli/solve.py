@@ -120,28 +120,45 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
     from dispatch_pipeline.cli.dagster_home import application_database_url
     from dispatch_pipeline.core.request import RequestError, parse_request
     from dispatch_pipeline.core.solve import solve_problem, with_overrides
-    from dispatch_pipeline.site_requests import complete_from_site, registered_site, site_problem
-    from dispatch_pipeline.storage import StorageInputError, open_database, save_runs
-    from dispatch_pipeline.storage.database import printable_url
+    from dispatch_pipeline.site_requests import (
+        complete_from_site,
+        problems_whatever_the_site,
+        registered_site,
+        site_problem,
+    )
+    from dispatch_pipeline.storage import (
+        StorageInputError,
+        check_runs_storable,
+        open_database,
+        save_runs,
+    )
+    from dispatch_pipeline.storage.database import printable_url, why_without_tables
 
-    engine = open_database(application_database_url(args.database_url))
-    site = registered_site(engine, request)  # a site stored broken: exit 1, naming its fault
+    # One clock reading: a request without `date` near local midnight is judged, and takes its
+    # stored PV, on the day it plans.
+    now = dt.datetime.now(dt.UTC)
+    raw = with_overrides(request, timeout_ms=args.timeout_ms, use_milp=False if args.no_milp else None)
+    # Judged as far as it can be without its site before the database is opened: opening creates
+    # it, or its tables, where there are none yet, and a refused command must leave no trace.
+    if not isinstance(raw, dict):
+        parse_request(raw)  # refuses it, naming what was sent instead of a JSON object
+    if problems := problems_whatever_the_site(raw, now).messages():
+        raise RequestError(problems)
+    url = application_database_url(args.database_url)
+    # Where the database does not exist yet or has no tables, no site is registered: the request
+    # is judged against none, and the database is opened only to store the run.
+    engine = None if why_without_tables(url) else open_database(url)
+    # A site stored broken: exit 1, naming its fault.
+    site = None if engine is None else registered_site(engine, raw)
     if site is not None and args.currency not in (None, site.currency):
         # The stored explanations would name prices in a currency the site is not billed in.
         raise UsageError(
             f"--currency {args.currency}: site {site.site_id!r} is registered in {site.currency}; "
             "leave --currency out to use it"
         )
-    completed = complete_from_site(request, site) if site is not None else None  # type: ignore[arg-type]
-    now = dt.datetime.now(dt.UTC)
+    completed = complete_from_site(raw, site) if site is not None else None
     try:
-        parsed = parse_request(
-            with_overrides(
-                completed.data if completed else request,  # type: ignore[arg-type]
-                timeout_ms=args.timeout_ms, use_milp=False if args.no_milp else None,
-            ),
-            today=now,
-        )
+        parsed = parse_request(completed.data if completed else raw, today=now)
     except RequestError as exc:
         if completed is None:
             raise
@@ -150,6 +167,11 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
     currency = args.currency or (site.currency if site else DEFAULT_CURRENCY)
     result = solve_problem(problem, solver=args.solver, currency=currency, issues=issues)
     try:
+        # Checked before the database is opened, which creates its tables where there are none:
+        # a plan refused here must leave none behind.
+        check_runs_storable([result], source="cli")
+        if engine is None:
+            engine = open_database(url)
         save_runs(engine, [result], source="cli")
     except StorageInputError as exc:
         raise UsageError(f"the inputs give a plan that cannot be stored: {exc}") from None

@@ -177,15 +177,7 @@ def save_runs(
     All or nothing: any bad value or database error leaves no row of any result behind. Runs are
     only ever added: a result whose run_id is already stored fails the whole call.
     """
-    check_choice(source, RUN_SOURCES, "source")
-    if dagster_run_id is not None and not (
-        isinstance(dagster_run_id, str) and 0 < len(dagster_run_id) <= 64
-    ):
-        raise problem(
-            "dagster_run_id", "must be a non-empty string of at most 64 characters", dagster_run_id
-        )
-    results = list(results)
-    _check_runs(results)
+    results = _checked_batch(results, source, dagster_run_id)
     if not results:
         return []
     parsed_ts: dict[str, dt.datetime] = {}
@@ -212,6 +204,38 @@ def save_runs(
         )
         bulk_insert(connection, dispatch_kpis, KPI_TABLE_COLUMNS, _kpi_rows(results))
     return [result.run_id for result in results]
+
+
+def check_runs_storable(
+    results: Sequence[DispatchResult], *, source: str, dagster_run_id: str | None = None
+) -> None:
+    """StorageInputError for what save_runs would refuse of these arguments (all but a run_id
+    stored already), found without a database.
+
+    save_runs checks each point as it writes it (a backfill's millions are gone through once), so
+    its refusal comes with the database open: a caller that must not create a database, or its
+    tables, for a run it then cannot store asks this first.
+    """
+    results = _checked_batch(results, source, dagster_run_id)
+    parsed_ts: dict[str, dt.datetime] = {}
+    for _row in _schedule_rows(results, parsed_ts):
+        pass
+    for _row in _explanation_rows(results, parsed_ts):
+        pass
+
+
+def _checked_batch(results: Sequence[Any], source: str, dagster_run_id: str | None) -> list[Any]:
+    """The results as a list, once what save_runs checks before its transaction passes."""
+    check_choice(source, RUN_SOURCES, "source")
+    if dagster_run_id is not None and not (
+        isinstance(dagster_run_id, str) and 0 < len(dagster_run_id) <= 64
+    ):
+        raise problem(
+            "dagster_run_id", "must be a non-empty string of at most 64 characters", dagster_run_id
+        )
+    results = list(results)
+    _check_runs(results)
+    return results
 
 
 def _which(i: int, result: DispatchResult) -> str:

@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import func, select
 
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.cli import main
+from dispatch_pipeline.core import solve as solve_module
 from dispatch_pipeline.demo import demo_forecast, demo_site
-from dispatch_pipeline.storage import get_run, open_database, save_forecast, upsert_site
+from dispatch_pipeline.storage import (
+    get_run,
+    make_engine,
+    open_database,
+    save_forecast,
+    upsert_site,
+)
+from dispatch_pipeline.storage.database import KNOWN_REVISIONS, write_transaction
+from dispatch_pipeline.storage.migrate import alembic_config, current_revision
 from dispatch_pipeline.storage.tables import dispatch_runs
+from tests.postgres import tables
 
 SPRING_FORWARD = dt.date(2025, 3, 30)  # 92 quarter-hours in Berlin
 ISSUED_AT = dt.datetime(2025, 3, 29, 6, 0, tzinfo=dt.UTC)
@@ -137,3 +149,124 @@ def test_a_currency_other_than_the_registered_sites_is_refused(tmp_path, url, ca
     assert status == 2
     assert "--currency EUR: site 'KL_MALL' is registered in MYR; leave --currency out to use it" in capsys.readouterr().err
     assert run_count(url) == before
+
+
+def sample_request() -> dict:
+    return json.loads(SAMPLE_REQUEST.read_text())
+
+
+def without(request: dict, *fields: str) -> dict:
+    return {name: value for name, value in request.items() if name not in fields}
+
+
+# Requests `solve --store` refuses where no site is registered, as none is in a database without
+# tables: for problems of the request's own, or found against no site. Each: the request, the
+# options added, and what the refusal says.
+REFUSED_WITHOUT_A_SITE = {
+    "not-an-object": ([sample_request()], [], "request: must be a JSON object (got an array)"),
+    "a-field-missing": (without(sample_request(), "tariff"), [], "tariff: field required"),
+    "a-bad-value": (
+        {**sample_request(), "load_kw": "lots"}, [], "load_kw: Input should be a valid list (got 'lots')",
+    ),
+    "a-bad-value-an-option-replaces": (
+        {**sample_request(), "timeout_ms": "fast"}, ["--timeout-ms", "2000"],
+        "timeout_ms: Input should be a valid integer (got 'fast')",
+    ),
+    "an-array-of-another-day": (
+        {**sample_request(), "load_kw": sample_request()["load_kw"][:95]}, [],
+        "load_kw: has 95 values, but 2024-03-15 in Asia/Kuala_Lumpur at 15-minute resolution has 96 intervals",
+    ),
+    # Judged once the database is found without tables: a site's timezone would make another day.
+    "an-array-of-another-day-in-utc": (
+        without({**sample_request(), "load_kw": sample_request()["load_kw"][:95]}, "timezone"), [],
+        "load_kw: has 95 values, but 2024-03-15 in UTC at 15-minute resolution has 96 intervals",
+    ),
+    # Likewise: a site's soc_max would stand in for the contract's.
+    "a-rule-broken-against-a-value-left-out": (
+        {**sample_request(), "bess": {"soc_min": 0.99}}, [],
+        "bess.soc_max: must not be below soc_min (0.99) (got 0.9)",
+    ),
+    "no-pv-of-a-site-not-registered": (
+        without(sample_request(), "pv_kw"), [],
+        "pv_kw: missing, and site 'DEMO' is not registered, so there is no stored PV forecast to use",
+    ),
+}
+
+
+def solve_refused(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], *database_url: str) -> None:
+    """`solve --store` of the case's request: refused with exit status 2, saying why, nothing printed."""
+    request, options, message = REFUSED_WITHOUT_A_SITE[case]
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    assert main(["solve", str(path), "--store", *options, *database_url]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", list(REFUSED_WITHOUT_A_SITE))
+def test_a_refused_request_leaves_a_database_without_tables_as_it_was(tmp_path, url, capsys, case) -> None:
+    solve_refused(case, tmp_path, capsys, "--database-url", url)
+    assert tables(url) == []
+
+
+@pytest.mark.parametrize("case", list(REFUSED_WITHOUT_A_SITE))
+def test_a_refused_request_leaves_no_file_in_dagster_home(tmp_path, dagster_home, capsys, case) -> None:
+    solve_refused(case, tmp_path, capsys)
+    assert list(dagster_home.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["a-field-missing", "a-bad-value", "an-array-of-another-day"])
+def test_a_request_invalid_whatever_the_site_leaves_an_older_schema_unmigrated(tmp_path, url, capsys, case) -> None:
+    # Judged before the database is opened, which would bring its schema up to date.
+    with write_transaction(make_engine(url)) as connection:
+        command.upgrade(alembic_config(connection), KNOWN_REVISIONS[-2])
+    solve_refused(case, tmp_path, capsys, "--database-url", url)
+    assert current_revision(url) == KNOWN_REVISIONS[-2]
+
+
+def test_a_plan_that_cannot_be_stored_leaves_a_database_without_tables_as_it_was(
+    tmp_path, url, capsys, monkeypatch
+) -> None:
+    # Finite inputs of absurd size could overflow a plan's sums; no known request does, so the plan is made to.
+    def overflowing(*args, **kwargs):
+        result = real_solve_problem(*args, **kwargs)
+        first, *rest = result.points
+        return result.model_copy(update={"points": [first.model_copy(update={"grid_imp_kw": math.inf}), *rest]})
+
+    real_solve_problem = solve_module.solve_problem
+    monkeypatch.setattr(solve_module, "solve_problem", overflowing)
+
+    status, message = solve_stored(sample_request(), tmp_path, url, capsys)
+
+    assert status == 2
+    assert (
+        "the inputs give a plan that cannot be stored: "
+        "results[0] (site 'DEMO' on 2024-03-15).points[0].grid_imp_kw: must be a finite number (got inf)"
+    ) in message
+    assert tables(url) == []
+
+
+def test_a_request_accepted_on_a_database_without_tables_creates_them_to_store_its_run(tmp_path, url, capsys) -> None:
+    # No site is registered there, so --currency has none to disagree with.
+    path = tmp_path / "request.json"
+    path.write_text(SAMPLE_REQUEST.read_text())
+
+    assert main(["solve", str(path), "--store", "--currency", "EUR", "--database-url", url]) == 0
+
+    answer = json.loads(capsys.readouterr().out)
+    assert get_run(open_database(url), answer["run_id"]).run.source == "cli"
+
+
+def test_plain_solve_reads_and_writes_no_database(tmp_path, dagster_home, capsys, monkeypatch) -> None:
+    database = tmp_path / "dispatch.sqlite"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{database}")
+    path = tmp_path / "request.json"
+    path.write_text(SAMPLE_REQUEST.read_text())
+    assert main(["solve", str(path)]) == 0
+    path.write_text(json.dumps(without(sample_request(), "pv_kw")))
+    assert main(["solve", str(path)]) == 2
+    assert "pv_kw: missing; without --store, solve reads no database" in capsys.readouterr().err
+    assert not database.exists()
+    assert list(dagster_home.iterdir()) == []
