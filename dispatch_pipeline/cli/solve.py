@@ -122,7 +122,6 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
     from dispatch_pipeline.core.solve import solve_problem, with_overrides
     from dispatch_pipeline.site_requests import (
         complete_from_site,
-        problems_whatever_the_site,
         registered_site,
         site_problem,
     )
@@ -138,15 +137,13 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
     # stored PV, on the day it plans.
     now = dt.datetime.now(dt.UTC)
     raw = with_overrides(request, timeout_ms=args.timeout_ms, use_milp=False if args.no_milp else None)
-    # Judged as far as it can be without its site before the database is opened: opening creates
-    # it, or its tables, where there are none yet, and a refused command must leave no trace.
     if not isinstance(raw, dict):
         parse_request(raw)  # refuses it, naming what was sent instead of a JSON object
-    if problems := problems_whatever_the_site(raw, now).messages():
-        raise RequestError(problems)
     url = application_database_url(args.database_url)
     # Where the database does not exist yet or has no tables, no site is registered: the request
-    # is judged against none, and the database is opened only to store the run.
+    # is judged against none, and the database is opened (so created) only to store the run, as a
+    # refused command must leave no trace. Where it has them, the site is read first, so that one
+    # refusal names every problem, those against the site's stored values too.
     engine = None if why_without_tables(url) else open_database(url)
     # A site stored broken: exit 1, naming its fault.
     site = None if engine is None else registered_site(engine, raw)
