@@ -23,7 +23,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
             "--database-url, else DATABASE_URL, else the SQLite file of the instance `demo` and "
             "`ui` use; set DISPATCH_API_TOKENS to require "
             "bearer tokens ('TOKEN' or 'TOKEN:SITE1|SITE2', comma-separated). Each worker "
-            "process starts one solver process per core."
+            "process starts one solver process per CPU it may use."
         ),
     )
     add_host_option(parser)
