@@ -1,5 +1,9 @@
 """A registered site: where it is, what it has (PV, battery, grid limits) and what it pays.
 
+What it pays changes over time: `tariff` is the latest time-of-use tariff, and `tariff_history`
+the ones before it, each with the local date its successor took over; `Site.tariff_in_force`
+says which one prices a local day, so that a plan of a past day bills it as it was billed.
+
 Sites are kept in a YAML file `{sites: [...]}`; `load_sites_yaml` reads it and reports every
 problem with the file, the site's position and id, and the field, so a typo in entry 7 of 40 is
 found without bisecting. `site_request` turns a site plus a day's forecast into a contract request.
@@ -7,9 +11,12 @@ found without bisecting. `site_request` turns a site plus a day's forecast into 
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,8 +30,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from dispatch_pipeline.core.calendar import PIPELINE_RESOLUTION_MINUTES, LocalDay, local_day
+from dispatch_pipeline.core.calendar import (
+    FIRST_DATE,
+    LAST_DATE,
+    PIPELINE_RESOLUTION_MINUTES,
+    LocalDay,
+    local_day,
+)
 from dispatch_pipeline.core.documents import DocumentError, parse_yaml, read_text
 from dispatch_pipeline.core.request import (
     DEFAULT_TIMEOUT_MS,
@@ -38,6 +52,7 @@ from dispatch_pipeline.core.request import (
     TimezoneName,
     Weights,
     describe_error,
+    parse_calendar_date,
 )
 from dispatch_pipeline.core.tariffs import (
     CURRENCY_PATTERN,
@@ -71,6 +86,72 @@ class SiteBattery(Battery):
     max_discharge_kw: NonNegativeFloat
 
 
+def _on_the_planning_grid(tariff: TouTariff) -> TouTariff:
+    # Checked when the site is registered, not when its first day is planned.
+    off_grid = off_grid_times(tariff, PIPELINE_RESOLUTION_MINUTES)
+    if off_grid:
+        raise ValueError(
+            f"{', '.join(off_grid)}: not on a quarter-hour, the interval sites are planned in, "
+            "so part of an interval would pay another period's price"
+        )
+    return tariff
+
+
+class TariffHistoryEntry(BaseModel):
+    """A tariff the site paid until another took over on `until`, a date of its local calendar."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    until: dt.date = Field(
+        description="The first local date on which the next tariff (the next entry's, or the "
+        "site's `tariff`) applies."
+    )
+    tariff: TouTariff
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _calendar_date(cls, value: Any) -> Any:
+        # As a request's date: pydantic would read a number as a Unix timestamp, a guess.
+        if isinstance(value, str):
+            return parse_calendar_date(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(f"expected a calendar date YYYY-MM-DD, not a number (got {value!r})")
+        if isinstance(value, dt.datetime):
+            raise ValueError(f"expected a calendar date YYYY-MM-DD, not a time (got {value.isoformat()})")
+        return value
+
+    @field_validator("until")
+    @classmethod
+    def _plannable(cls, value: dt.date) -> dt.date:
+        # A change outside the days that can be planned would never show: a typo, not history.
+        if not FIRST_DATE <= value <= LAST_DATE:
+            raise ValueError(f"must lie within {FIRST_DATE} to {LAST_DATE} (got {value})")
+        return value
+
+    @field_validator("tariff")
+    @classmethod
+    def _tariff_on_the_planning_grid(cls, tariff: TouTariff) -> TouTariff:
+        return _on_the_planning_grid(tariff)
+
+
+@dataclass(frozen=True)
+class TariffInForce:
+    """The tariff that prices a local date, where the site lists it ("tariff",
+    "tariff_history[1]"), and the local dates it applies from and until (exclusive); None where
+    it applies from the site's first day or has no successor."""
+
+    tariff: TouTariff
+    field: str
+    since: dt.date | None
+    until: dt.date | None
+
+    def describe(self) -> str:
+        """As "tariff_history[1] (since 2025-01-01, until 2025-07-01)"; "tariff" alone for a
+        site without history."""
+        span = ", ".join(f"{word} {date}" for word, date in (("since", self.since), ("until", self.until)) if date)
+        return f"{self.field} ({span})" if span else self.field
+
+
 class Site(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -87,18 +168,33 @@ class Site(BaseModel):
     bess: SiteBattery
     limits: Limits = Limits()
     weights: Weights = Weights()
-    tariff: TouTariff
+    tariff: TouTariff = Field(description="The latest tariff: in force from the last `tariff_history` date on.")
+    # Left out of a dump when empty: sites without history are stored and listed as before, and
+    # stay readable by a release that does not know the field.
+    tariff_history: tuple[TariffHistoryEntry, ...] = Field(
+        (),
+        exclude_if=lambda history: not history,
+        description="The tariffs before `tariff`, oldest first, each with the local date the next took over.",
+    )
 
     @model_validator(mode="before")
     @classmethod
-    def _tariff_in_the_site_currency(cls, data: Any) -> Any:
+    def _tariffs_in_the_site_currency(cls, data: Any) -> Any:
         # A tariff that states no currency is in the site's, not the contract's default.
         # An invalid site currency is reported once, at `currency`.
-        tariff = data.get("tariff") if isinstance(data, dict) else None
         currency = data.get("currency") if isinstance(data, dict) else None
-        valid = isinstance(currency, str) and re.fullmatch(CURRENCY_PATTERN, currency)
-        if isinstance(tariff, dict) and "currency" not in tariff and valid:
-            return {**data, "tariff": {**tariff, "currency": currency}}
+        if not (isinstance(currency, str) and re.fullmatch(CURRENCY_PATTERN, currency)):
+            return data
+        data = dict(data)
+        if "tariff" in data:
+            data["tariff"] = _in_currency(data["tariff"], currency)
+        history = data.get("tariff_history")
+        if isinstance(history, list | tuple):
+            data["tariff_history"] = [
+                {**entry, "tariff": _in_currency(entry["tariff"], currency)}
+                if isinstance(entry, dict) and "tariff" in entry else entry
+                for entry in history
+            ]
         return data
 
     @field_validator("bess", mode="before")
@@ -112,14 +208,7 @@ class Site(BaseModel):
     @field_validator("tariff")
     @classmethod
     def _tariff_on_the_planning_grid(cls, tariff: TouTariff) -> TouTariff:
-        # Checked when the site is registered, not when its first day is planned.
-        off_grid = off_grid_times(tariff, PIPELINE_RESOLUTION_MINUTES)
-        if off_grid:
-            raise ValueError(
-                f"{', '.join(off_grid)}: not on a quarter-hour, the interval sites are planned in, "
-                "so part of an interval would pay another period's price"
-            )
-        return tariff
+        return _on_the_planning_grid(tariff)
 
     @field_validator("tariff")
     @classmethod
@@ -127,8 +216,35 @@ class Site(BaseModel):
         # Prices and KPIs are labelled with the site currency; a tariff in another would mislabel them.
         currency = info.data.get("currency")  # absent when invalid: reported at `currency`
         if currency is not None and tariff.currency != currency:
-            raise ValueError(f"currency {tariff.currency!r} differs from the site's currency {currency!r}")
+            raise ValueError(_other_currency(tariff, currency))
         return tariff
+
+    @field_validator("tariff_history")
+    @classmethod
+    def _history_in_order_and_currency(
+        cls, history: tuple[TariffHistoryEntry, ...], info: ValidationInfo
+    ) -> tuple[TariffHistoryEntry, ...]:
+        # Raised at each entry's own field, so that the message names which entry is at fault.
+        problems = _out_of_order(history) + _in_other_currencies(history, info.data.get("currency"))
+        if problems:
+            raise ValidationError.from_exception_data("tariff_history", problems)
+        return history
+
+    def tariff_in_force(self, date: dt.date | str) -> TariffInForce:
+        """The tariff that prices the site's local `date`: the first history entry whose `until`
+        is after it, else `tariff`. Whole local days: a DST day has one tariff like any other."""
+        date = _as_date(date)
+        changes = [entry.until for entry in self.tariff_history]
+        index = bisect.bisect_right(changes, date)
+        since = changes[index - 1] if index else None
+        if index == len(self.tariff_history):
+            return TariffInForce(self.tariff, "tariff", since, None)
+        entry = self.tariff_history[index]
+        return TariffInForce(entry.tariff, f"tariff_history[{index}]", since, entry.until)
+
+    def tariff_on(self, date: dt.date | str) -> TouTariff:
+        """The tariff that prices the site's local `date` (tariff_in_force)."""
+        return self.tariff_in_force(date).tariff
 
     def local_day(self, date: dt.date | str, resolution_minutes: int = 15) -> LocalDay:
         return local_day(_as_date(date), self.timezone, resolution_minutes)
@@ -136,6 +252,44 @@ class Site(BaseModel):
 
 def _as_date(value: dt.date | str) -> dt.date:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _in_currency(tariff: Any, currency: str) -> Any:
+    return {**tariff, "currency": currency} if isinstance(tariff, dict) and "currency" not in tariff else tariff
+
+
+def _other_currency(tariff: TouTariff, currency: str) -> str:
+    return f"currency {tariff.currency!r} differs from the site's currency {currency!r}"
+
+
+def _error_at(location: tuple[int | str, ...], message: str, value: Any) -> InitErrorDetails:
+    return InitErrorDetails(type=PydanticCustomError("value_error", message), loc=location, input=value)
+
+
+def _out_of_order(history: Sequence[TariffHistoryEntry]) -> list[InitErrorDetails]:
+    # Each date against its predecessor: one date out of place is named once, not with every later one.
+    return [
+        _error_at(
+            (index, "until"),
+            f"must be after tariff_history[{index - 1}].until {previous.until} (got {entry.until}); "
+            "list the tariffs oldest first",
+            entry.until,
+        )
+        for index, (previous, entry) in enumerate(pairwise(history), start=1)
+        if entry.until <= previous.until
+    ]
+
+
+def _in_other_currencies(history: Sequence[TariffHistoryEntry], currency: str | None) -> list[InitErrorDetails]:
+    # Prices and KPIs are labelled with the site currency, those of past days too.
+    if currency is None:  # invalid: reported at `currency`
+        return []
+    return [
+        # The tariff as written, so that the message shows no object where the rule names the values.
+        _error_at((index, "tariff"), _other_currency(entry.tariff, currency), entry.tariff.model_dump())
+        for index, entry in enumerate(history)
+        if entry.tariff.currency != currency
+    ]
 
 
 def parse_site(data: Any, source: str = "site") -> Site:
@@ -224,14 +378,16 @@ def site_request(
     resolution_minutes: int = PIPELINE_RESOLUTION_MINUTES,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """A contract request for the site's local `date`: prices from its ToU tariff unless given.
+    """A contract request for the site's local `date`: prices from the ToU tariff in force that
+    day unless given, and that tariff's demand charge.
 
     `pv_kw=None` leaves PV out (the solver then uses the stored forecast). `overrides` set
     top-level request fields; for tariff/bess/limits/weights a dict patches the site's value.
     """
     day = site.local_day(date, resolution_minutes)
+    tariff = site.tariff_on(day.date)
     if buy is None or sell is None:
-        tou_buy, tou_sell = expand_tariff(site.tariff, day)
+        tou_buy, tou_sell = expand_tariff(tariff, day)
         buy = tou_buy if buy is None else buy
         sell = tou_sell if sell is None else sell
     arrays = {"load_kw": load_kw, "pv_kw": pv_kw, "buy": buy, "sell": sell}
@@ -257,7 +413,7 @@ def site_request(
         "tariff": {
             "buy": floats(arrays["buy"]),
             "sell": floats(arrays["sell"]),
-            "demand_charge_per_kw": site.tariff.demand_charge_per_kw,
+            "demand_charge_per_kw": tariff.demand_charge_per_kw,
         },
         "bess": site.bess.model_dump(),
         "limits": site.limits.model_dump(),

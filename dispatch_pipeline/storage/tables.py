@@ -90,7 +90,8 @@ sites = Table(
     Column("longitude", Float),
     Column("pv_kwp", Float),
     Column("currency", String(16), nullable=False),
-    # Everything else of the Site model (bess, limits, weights, tariff, ...): read back whole.
+    # Everything else of the Site model (bess, limits, weights, tariff, tariff_history when it has
+    # one, ...): read back whole.
     Column("config", JSON_DOCUMENT, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),

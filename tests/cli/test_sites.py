@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 
 from dispatch_pipeline.cli import main
 from dispatch_pipeline.demo import sites_yaml_path
-from dispatch_pipeline.storage import list_site_ids, open_database
+from dispatch_pipeline.storage import get_site, list_site_ids, open_database
 from tests.postgres import tables
 
 CASE_CLASH = "site_id: differs only in case from 'KL_MALL', another site given with it"
@@ -65,3 +66,49 @@ def test_a_refused_import_leaves_no_file_in_dagster_home(dagster_home, tmp_path,
     assert main(["sites", "import", str(path)]) == 2
     assert CASE_CLASH in capsys.readouterr().err
     assert list(dagster_home.iterdir()) == []
+
+
+TARIFF_HISTORY = """\
+    tariff_history:
+      - until: 2024-07-01        # the tariff before this one, oldest first
+        tariff:
+          demand_charge_per_kw: 1.2
+          default: {buy: 0.20, sell: 0.16}
+      - until: 2025-07-01
+        tariff:
+          currency: MYR
+          demand_charge_per_kw: 1.4
+          default: {buy: 0.21, sell: 0.17}
+          periods:
+            - {name: peak, start: "08:00", end: "22:00", days: [mon, tue, wed, thu, fri], buy: 0.335, sell: 0.24}
+"""
+
+
+def test_an_imported_tariff_history_is_listed_and_imported_again_unchanged(url, tmp_path, capsys):
+    # KL_MALL's entry with its earlier tariffs, as an operator writes them into sites.yaml.
+    text = sites_yaml_path().read_text(encoding="utf-8")
+    text = text.replace("\n  - site_id: BERLIN_DEPOT", f"{TARIFF_HISTORY}\n  - site_id: BERLIN_DEPOT", 1)
+    path = tmp_path / "sites.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert main(["sites", "import", str(path), "--database-url", url]) == 0
+    capsys.readouterr()
+
+    assert main(["sites", "list", "--json", "--database-url", url]) == 0
+    listed = {site["site_id"]: site for site in json.loads(capsys.readouterr().out)}
+    history = listed["KL_MALL"]["tariff_history"]
+    assert [(entry["until"], entry["tariff"]["demand_charge_per_kw"]) for entry in history] == [
+        ("2024-07-01", 1.2), ("2025-07-01", 1.4),
+    ]
+    assert history[0]["tariff"]["currency"] == "MYR"  # stated by none: the site's
+    assert "tariff_history" not in listed["BERLIN_DEPOT"]  # listed as before the field existed
+    site = get_site(open_database(url), "KL_MALL")
+    assert site.tariff_on("2024-06-30").demand_charge_per_kw == 1.2
+    assert site.tariff_on("2025-07-01") == site.tariff
+
+    # What `sites list --json` prints, imported again, is the same fleet.
+    listed_file = tmp_path / "listed.yaml"
+    listed_file.write_text(yaml.safe_dump({"sites": list(listed.values())}), encoding="utf-8")
+    assert main(["sites", "import", str(listed_file), "--database-url", url]) == 0
+    capsys.readouterr()
+    assert main(["sites", "list", "--json", "--database-url", url]) == 0
+    assert {site["site_id"]: site for site in json.loads(capsys.readouterr().out)} == listed

@@ -60,6 +60,33 @@ def test_upsert_replaces_the_definition_and_keeps_created_at(engine: Engine, sit
     assert row.pv_kwp == 750.0 and row.config["bess"]["capacity_kwh"] == 2000.0
 
 
+def _with_tariff_history(site: Site) -> Site:
+    earlier = {"demand_charge_per_kw": 0.5, "default": {"buy": 0.2, "sell": 0.1}}
+    history = [{"until": "2024-07-01", "tariff": earlier}, {"until": "2025-01-01", "tariff": site.tariff.model_dump()}]
+    return Site.model_validate({**site.model_dump(), "tariff_history": history})
+
+
+def test_a_tariff_history_is_stored_and_read_back_whole(engine: Engine, site_id: str) -> None:
+    site = _with_tariff_history(_renamed(demo_sites()[0], site_id))
+    upsert_site(engine, site)
+    assert get_site(engine, site_id) == site
+    with engine.connect() as connection:
+        config = connection.scalar(select(sites.c.config).where(sites.c.site_id == site_id))
+    assert [entry["until"] for entry in config["tariff_history"]] == ["2024-07-01", "2025-01-01"]
+
+
+def test_a_site_stored_without_tariff_history_reads_back_with_none(engine: Engine, site_id: str) -> None:
+    # Its config as a release before the field wrote it, and as sites without history are still
+    # written: readable by both releases.
+    site = _renamed(demo_sites()[0], site_id)
+    upsert_site(engine, site)
+    with engine.connect() as connection:
+        config = connection.scalar(select(sites.c.config).where(sites.c.site_id == site_id))
+    assert "tariff_history" not in config
+    assert get_site(engine, site_id).tariff_history == ()
+    assert get_site(engine, site_id) == site
+
+
 def test_list_sites_is_ordered_by_id(engine: Engine, site_id: str) -> None:
     demo = demo_sites()[0]
     for suffix in ("b", "a"):
