@@ -1,6 +1,6 @@
 """A request for a registered site, completed from storage: the site's timezone, battery, limits,
-weights and demand charge where the request leaves them out, and its stored PV forecast when it
-sends none.
+weights and demand charge (of the tariff in force on the request's local day) where the request
+leaves them out, and its stored PV forecast when it sends none.
 
 The REST API and `dispatch-pipeline solve --store` plan the same request the same way.
 """
@@ -30,6 +30,7 @@ from dispatch_pipeline.core.request import (
     array_length_problems,
     describe_error,
     is_site_id,
+    parse_calendar_date,
     raw_array_length_problems,
 )
 from dispatch_pipeline.core.result import InputIssues
@@ -165,8 +166,13 @@ def _site_may_cure(raw: dict[str, Any], field: str) -> bool:
     return any(site_fills(raw, name) for name in (field, *COMPARED_WITH.get(field, ())))
 
 
-def complete_from_site(raw: dict[str, Any], site: Site) -> CompletedRequest:
-    """The request with the site's stored values where the raw JSON leaves them out (site_fills)."""
+def complete_from_site(raw: dict[str, Any], site: Site, now: dt.datetime) -> CompletedRequest:
+    """The request with the site's stored values where the raw JSON leaves them out (site_fills).
+
+    The demand charge is that of the tariff in force on the request's local day (its `date`, else
+    the site's tomorrow at `now`); a `date` that is no calendar date leaves it out, as the request
+    is refused at `date` whatever it is.
+    """
     merged = dict(raw)
     supplied: set[str] = set()
     if site_fills(raw, "timezone"):
@@ -180,10 +186,27 @@ def complete_from_site(raw: dict[str, Any], site: Site) -> CompletedRequest:
         if filled:
             merged[name] = {**raw.get(name, {}), **filled}
             supplied |= {f"{name}.{member}" for member in filled}
-    if site_fills(raw, "tariff.demand_charge_per_kw"):
-        merged["tariff"] = {**raw["tariff"], "demand_charge_per_kw": site.tariff.demand_charge_per_kw}
+    date = _requested_date(raw, site, now)
+    if site_fills(raw, "tariff.demand_charge_per_kw") and date is not None:
+        merged["tariff"] = {**raw["tariff"], "demand_charge_per_kw": site.tariff_on(date).demand_charge_per_kw}
         supplied.add("tariff.demand_charge_per_kw")
     return CompletedRequest(merged, site, frozenset(supplied))
+
+
+def _requested_date(raw: dict[str, Any], site: Site, now: dt.datetime) -> dt.date | None:
+    """The local date `raw` plans, read as the contract reads it; None when it is none.
+
+    In the site's timezone: a request in another is refused (site_problem).
+    """
+    date = raw.get("date")
+    if date is None:
+        return next_local_date(site.timezone, now)
+    if type(date) is dt.date:
+        return date
+    try:
+        return parse_calendar_date(date) if isinstance(date, str) else None
+    except ValueError:
+        return None
 
 
 def site_problem(

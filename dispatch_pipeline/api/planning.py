@@ -83,7 +83,7 @@ def validate(raw: dict[str, Any], site: Site | None, now: dt.datetime) -> Dispat
     """The request completed from its registered site, or a 422 naming every bad field (and
     whose value it is), and every array whose length is not the local day's when that day can
     be told."""
-    completed = complete_from_site(raw, site) if site else None
+    completed = complete_from_site(raw, site, now) if site else None
     data = completed.data if completed else raw
     try:
         return DispatchRequest.model_validate(data)

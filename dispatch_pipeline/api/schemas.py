@@ -168,8 +168,9 @@ def request_body_openapi() -> dict[str, Any]:
             "description": (
                 "A dispatch request per the contract, sent as application/json. Fields left out "
                 "take the registered site's stored values (bess, limits, weights, timezone, "
-                "tariff.demand_charge_per_kw; a partial bess/limits/weights object patches the "
-                "site's), then the contract defaults. Without `pv_kw` the site's stored forecast is "
+                "tariff.demand_charge_per_kw, that of the tariff in force on the request's local "
+                "day; a partial bess/limits/weights object patches the site's), then the contract "
+                "defaults. Without `pv_kw` the site's stored forecast is "
                 "used, averaged over the request's intervals if it is stored finer. Arrays hold at "
                 f"most {MAX_INTERVALS} values; bodies at most 1 MB."
             ),

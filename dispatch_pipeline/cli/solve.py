@@ -153,7 +153,7 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
             f"--currency {args.currency}: site {site.site_id!r} is registered in {site.currency}; "
             "leave --currency out to use it"
         )
-    completed = complete_from_site(raw, site) if site is not None else None
+    completed = complete_from_site(raw, site, now) if site is not None else None
     try:
         parsed = parse_request(completed.data if completed else raw, today=now)
     except RequestError as exc:

@@ -25,7 +25,7 @@ SITE_TARIFF = _schema(
     ("buy", "float", "Import price, currency per kWh."),
     ("sell", "float", "Export price, currency per kWh (may be negative)."),
     ("source", "string", "price_series (a stored series) or tou_tariff (the site's time-of-use tariff)."),
-    ("demand_charge_per_kw", "float", "The tariff's charge on the day's peak import, currency per kW."),
+    ("demand_charge_per_kw", "float", "The charge on the day's peak import of the tariff in force that day, currency per kW."),
     ("issued_at", "timestamp", "When the price series used for this interval was issued; null for tou_tariff."),
     ("stored_at", "timestamp", "When that price row was written; null for tou_tariff."),
 )

@@ -456,6 +456,33 @@ def test_registered_site_supplies_its_demand_charge_unless_the_tariff_states_one
 
 
 @pytest.mark.parametrize(
+    ("date", "until", "charged"),
+    [
+        ("2024-03-15", "2024-03-16", 0.5),  # the day before the change: the earlier tariff's
+        ("2024-03-15", "2024-03-15", 2.5),  # the change's own day: the site's tariff's
+        (None, "2200-01-01", 0.5),  # the site's tomorrow, before a change registered ahead
+    ],
+)
+def test_registered_site_supplies_the_demand_charge_of_the_tariff_in_force_on_the_day(
+    client, engine, sample_request, date, until, charged
+):
+    site = _register_site(engine, "REG_HISTORY", demand_charge_per_kw=2.5)
+    earlier = {"demand_charge_per_kw": 0.5, "default": {"buy": 0.3, "sell": 0.1}}
+    upsert_site(engine, Site.model_validate({**site.model_dump(), "tariff_history": [{"until": until, "tariff": earlier}]}))
+    tariff = {"buy": sample_request["tariff"]["buy"], "sell": sample_request["tariff"]["sell"]}
+    request = {**sample_request, "site_id": "REG_HISTORY", "tariff": tariff, "date": date}
+
+    answer = client.post("/dispatch/run", json=request)
+
+    assert answer.status_code == 200, answer.text
+    kpis = answer.json()["kpis"]
+    assert kpis["peak_grid_import_kw"] > 0
+    assert kpis["total_cost"] == pytest.approx(
+        kpis["import_cost"] - kpis["export_revenue"] + charged * kpis["peak_grid_import_kw"], abs=1e-6
+    )
+
+
+@pytest.mark.parametrize(
     ("sent", "loc", "theirs"),
     [
         ({"soc_min": 0.95}, "soc_max", "bess.soc_max"),  # the site's soc_max 0.9, below what was sent

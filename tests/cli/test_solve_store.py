@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.cli import main
 from dispatch_pipeline.core import solve as solve_module
+from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.demo import demo_forecast, demo_site
 from dispatch_pipeline.storage import (
     get_run,
@@ -78,6 +79,32 @@ def test_a_registered_sites_request_is_completed_from_storage_and_stored(tmp_pat
     assert dt.datetime.fromisoformat(answer["forecast_issued_at"]) == ISSUED_AT
     reasons = [p["reason"] for p in answer["points"]]
     assert any("EUR/kWh" in reason for reason in reasons) and not any("MYR" in reason for reason in reasons)
+
+
+def test_a_day_under_an_earlier_tariff_takes_that_tariffs_demand_charge(tmp_path, url, capsys) -> None:
+    demo = demo_site("BERLIN_DEPOT")
+    earlier = {"demand_charge_per_kw": 0.02, "default": {"buy": 0.2, "sell": 0.05}}
+    site = Site.model_validate({
+        **demo.model_dump(), "tariff_history": [{"until": (SPRING_FORWARD + dt.timedelta(days=1)).isoformat(), "tariff": earlier}],
+    })
+    engine = open_database(url)
+    upsert_site(engine, site)
+    forecast = demo_forecast(demo, SPRING_FORWARD)
+    save_forecast(engine, site.site_id, forecast, ISSUED_AT)
+    request = {
+        "site_id": site.site_id, "date": SPRING_FORWARD.isoformat(), "resolution_minutes": 15,
+        "load_kw": forecast["load_kw"].tolist(), "pv_kw": forecast["pv_kw"].tolist(),
+        "tariff": {"buy": [0.30] * 28 + [0.45] * 64, "sell": [0.08] * 92},
+    }
+
+    status, output = solve_stored(request, tmp_path, url, capsys)
+
+    assert status == 0, output
+    kpis = json.loads(output)["kpis"]
+    assert kpis["peak_grid_import_kw"] > 0 and site.tariff.demand_charge_per_kw != 0.02
+    assert kpis["total_cost"] == pytest.approx(
+        kpis["import_cost"] - kpis["export_revenue"] + 0.02 * kpis["peak_grid_import_kw"], abs=1e-6
+    )
 
 
 def test_an_unregistered_site_without_pv_is_refused_and_nothing_is_stored(tmp_path, url, capsys) -> None:

@@ -1,4 +1,5 @@
-"""`site_tariff`: buy and sell price of every interval of the site-day."""
+"""`site_tariff`: buy and sell price of every interval of the site-day, and the demand charge of
+the tariff in force on it."""
 
 from collections import Counter
 
@@ -7,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dispatch_pipeline.core.calendar import LocalDay
+from dispatch_pipeline.core.site import TariffInForce
 from dispatch_pipeline.core.tariffs import TouTariff, expand_tariff
 from dispatch_pipeline.defs.column_schemas import SITE_TARIFF
 from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, shorten
@@ -44,7 +46,8 @@ STORED_AT = "stored_at"
     description=(
         "Buy and sell prices (currency/kWh) per quarter-hour of the site's local day: the stored "
         "price series when one was issued for the day (it must then cover every interval), else "
-        "the site's time-of-use tariff expanded by local clock time, DST days included."
+        "the site's time-of-use tariff in force on the day (its `tariff`, or the `tariff_history` "
+        "entry for a day before a change) expanded by local clock time, DST days included."
         + LOCAL_DATE_NOTE
     ),
 )
@@ -55,11 +58,14 @@ def site_tariff(
     engine = storage.engine()
     sites, unusable = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
+    tariffs: dict[str, TariffInForce] = {}
     sources: Counter[str] = Counter()
     problems = unplannable_days(days, sites, unusable)
     usable = [day for day in days if day.key not in problems]
     for day, stored in load_day_slices(engine, load_price_series, PRICE_COLUMNS, usable, sites).items():
-        tariff = sites[day.site_id].tariff
+        # A price series replaces the tariff's prices, not its demand charge: both are the day's.
+        tariffs[day.key] = sites[day.site_id].tariff_in_force(day.date)
+        tariff = tariffs[day.key].tariff
         if not stored.stored_rows:
             frames[day.key] = _tou_frame(tariff, stored.local)
             sources["tou_tariff"] += 1
@@ -76,7 +82,8 @@ def site_tariff(
             )
             sources["price_series"] += 1
     fail_partitions(problems)
-    return dg.Output(frames, metadata=_metadata(context, frames, sources, {site_id: site.currency for site_id, site in sites.items()}))
+    currencies = {site_id: site.currency for site_id, site in sites.items()}
+    return dg.Output(frames, metadata=_metadata(context, frames, sources, currencies, tariffs))
 
 
 def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
@@ -102,7 +109,11 @@ def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
 
 
 def _metadata(
-    context: dg.AssetExecutionContext, frames: dict[str, pd.DataFrame], sources: Counter[str], currencies: dict[str, str]
+    context: dg.AssetExecutionContext,
+    frames: dict[str, pd.DataFrame],
+    sources: Counter[str],
+    currencies: dict[str, str],
+    tariffs: dict[str, TariffInForce],
 ) -> dict[str, object]:
     shared = run_metadata({
         "partitions": len(frames),
@@ -110,14 +121,18 @@ def _metadata(
         "site_days": shorten(sorted(frames)),
     })
     per_partition = {
-        key: _day_metadata(frame, currencies[parse_site_day(key).site_id]) for key, frame in frames.items()
+        key: _day_metadata(frame, currencies[parse_site_day(key).site_id], tariffs[key])
+        for key, frame in frames.items()
     } if detailed(len(frames)) else {}
     return record(context, shared, per_partition)
 
 
-def _day_metadata(frame: pd.DataFrame, currency: str) -> dict[str, object]:
+def _day_metadata(frame: pd.DataFrame, currency: str, tariff: TariffInForce) -> dict[str, object]:
     return {
         "source": frame["source"].iat[0],
+        # Which of the site's tariffs billed the day (its prices too where the source is tou_tariff).
+        "tariff": tariff.describe(),
+        "demand_charge_per_kw": float(frame[DEMAND_CHARGE].iat[0]),
         "intervals": len(frame),
         "currency": currency,
         "buy_min": float(frame["buy"].min()),
