@@ -42,6 +42,19 @@ def parse_calendar_date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise ValueError("expected a calendar date YYYY-MM-DD; there is no such day") from None
+
+
+def calendar_date_input(value: Any) -> Any:
+    """A date field's input before pydantic reads it: text as parse_calendar_date reads it, a
+    number or a time refused. Pydantic would read a number, or a string of digits, as a Unix
+    timestamp (0 -> 1970-01-01), and a time as its date: guesses, not dates."""
+    if isinstance(value, str):
+        return parse_calendar_date(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f"expected a calendar date YYYY-MM-DD, not a number (got {value!r})")
+    if isinstance(value, dt.datetime):
+        raise ValueError(f"expected a calendar date YYYY-MM-DD, not a time (got {value.isoformat()})")
+    return value
 RESOLUTIONS_MINUTES = (5, 10, 15, 30, 60)
 TIMEOUT_MS_RANGE = range(100, 600_001)
 DEFAULT_TIMEOUT_MS = 3000  # the contract's default hard timeout of a MILP solve
@@ -242,13 +255,7 @@ class DispatchRequest(_Strict):
     @field_validator("date", mode="before")
     @classmethod
     def _calendar_date(cls, value: Any) -> Any:
-        # Pydantic would read a number, or a string of digits, as a Unix timestamp (0 ->
-        # 1970-01-01): a guess, not a date.
-        if isinstance(value, str):
-            return parse_calendar_date(value)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            raise ValueError("expected a calendar date YYYY-MM-DD, not a number")
-        return value
+        return calendar_date_input(value)
 
     @field_validator("resolution_minutes", mode="before")
     @classmethod

@@ -51,8 +51,8 @@ from dispatch_pipeline.core.request import (
     StorableText,
     TimezoneName,
     Weights,
+    calendar_date_input,
     describe_error,
-    parse_calendar_date,
 )
 from dispatch_pipeline.core.tariffs import (
     CURRENCY_PATTERN,
@@ -111,14 +111,7 @@ class TariffHistoryEntry(BaseModel):
     @field_validator("until", mode="before")
     @classmethod
     def _calendar_date(cls, value: Any) -> Any:
-        # As a request's date: pydantic would read a number as a Unix timestamp, a guess.
-        if isinstance(value, str):
-            return parse_calendar_date(value)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            raise ValueError(f"expected a calendar date YYYY-MM-DD, not a number (got {value!r})")
-        if isinstance(value, dt.datetime):
-            raise ValueError(f"expected a calendar date YYYY-MM-DD, not a time (got {value.isoformat()})")
-        return value
+        return calendar_date_input(value)
 
     @field_validator("until")
     @classmethod
