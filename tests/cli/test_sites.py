@@ -16,9 +16,11 @@ CASE_CLASH = "site_id: differs only in case from 'KL_MALL', another site given w
 
 
 def sites_file_with_ids_differing_only_in_case(tmp_path: Path) -> Path:
-    """The demo's sites, and KL_MALL's entry again as kl_mall."""
+    """The demo's sites, and KL_MALL's entry again as kl_mall, ahead of them: refused with or without
+    the tables, the file's ids are compared in id order, so the same one is named."""
     data = yaml.safe_load(sites_yaml_path().read_text(encoding="utf-8"))
-    data["sites"].append({**data["sites"][0], "site_id": "kl_mall"})
+    assert data["sites"][0]["site_id"] == "KL_MALL"
+    data["sites"].insert(0, {**data["sites"][0], "site_id": "kl_mall"})
     path = tmp_path / "sites.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path

@@ -243,6 +243,13 @@ def test_a_plan_keeps_when_its_inputs_were_issued_and_a_later_issue_shows_it_sta
             stale = connection.execute(text(_stale_plans_query(DAY))).all()
         assert [row for row in stale if row.site_id == site.site_id] == []
 
+    # The first issue's morning corrected: no interval reads it (the next issue covers the
+    # morning), so no plan is stale.
+    save_forecast(engine, site.site_id, morning.assign(load_kw=morning["load_kw"] + 2.0), ISSUED_AT)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            assert [row for row in connection.execute(text(_stale_plans_query(DAY))) if row.site_id == site.site_id] == []
+
     # The morning's issue loaded again: as it is, nothing is stale; corrected, the plan is.
     save_forecast(engine, site.site_id, morning, NEXT_ISSUE)
     if engine.dialect.name == "postgresql":

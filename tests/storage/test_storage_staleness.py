@@ -170,6 +170,8 @@ def test_a_plan_not_knowing_when_its_rows_were_written_counts_from_its_creation(
 
 def test_the_state_of_the_inputs_changes_with_every_rewrite(engine: Engine, site_id: str) -> None:
     # stale_plan_sensor re-plans once per state: each load that changes the day gives a new one.
+    # The prices, written before the forecast's rewrites, are part of the state too.
+    save_price_series(engine, site_id, prices(), ISSUE)
     save_forecast(engine, site_id, forecast(), ISSUE)
     plan(engine, site_id)
     save_forecast(engine, site_id, forecast(load=70.0, intervals=slice(0, 4)), ISSUE)
@@ -179,6 +181,7 @@ def test_the_state_of_the_inputs_changes_with_every_rewrite(engine: Engine, site
     save_forecast(engine, site_id, forecast(load=75.0, intervals=slice(0, 4)), ISSUE)
     second = stale(engine, site_id)
     assert first is not None and second is not None and second.inputs != first.inputs
+    assert second.newest_write > first.newest_write
 
 
 def test_many_days_are_asked_in_chunks_of_one_statement(engine: Engine, site_id: str) -> None:
