@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.storage_write import scratch_postgres, synthetic_results
 from dispatch_pipeline.core.calendar import local_day
