@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
+from itertools import pairwise
 from typing import Any
 
 from dispatch_pipeline.cli import UsageError, add_database_url_option, say_where_stored
@@ -59,6 +61,7 @@ def _save(args: argparse.Namespace, sites: list[Any]) -> Any:
     from dispatch_pipeline.storage import (
         StorageInputError,
         open_database,
+        read_sites,
         stored_timezones_and_currencies,
         upsert_sites,
     )
@@ -73,6 +76,8 @@ def _save(args: argparse.Namespace, sites: list[Any]) -> Any:
             refuse_site_ids_differing_only_in_case(None, site_ids)
         engine = open_database(url)
         before = stored_timezones_and_currencies(engine, site_ids)
+        # Those the model still accepts: a stored row it refuses has no tariffs to compare.
+        stored = {site.site_id: site for site in read_sites(engine)[0] if site.site_id in before}
         upsert_sites(engine, sites)  # one transaction: a file's sites are stored together
     except StorageInputError as exc:
         raise UsageError(f"{source_name(args.file)}: {exc}") from None
@@ -90,7 +95,66 @@ def _save(args: argparse.Namespace, sites: list[Any]) -> Any:
                 f"site {site.site_id}: currency changed from {currency} to {site.currency}; its stored "
                 f"price series are now read as {site.currency}"
             )
+        if site.site_id in stored and (note := _past_tariff_change(stored[site.site_id], site)):
+            _warn(note)
     return engine
+
+
+def _past_tariff_change(stored: Any, site: Any, today: dt.date | None = None) -> str | None:
+    """What to say when `site` prices some local day before `today` (the site's local today) by
+    another tariff than `stored`, the definition it replaces: backfills of those days would bill
+    them otherwise than they were. None when every past day keeps its tariff."""
+    from zoneinfo import ZoneInfo
+
+    from dispatch_pipeline.core.calendar import FIRST_DATE
+
+    today = today or dt.datetime.now(ZoneInfo(site.timezone)).date()
+    spans = _days_priced_otherwise(stored, site, FIRST_DATE, today)
+    if not spans:
+        return None
+    days = ", ".join(
+        f"every day before {end}" if start == FIRST_DATE
+        else f"the days {start} to {end - dt.timedelta(days=1)}" if end - start > dt.timedelta(days=1)
+        else f"{start}"
+        for start, end in spans
+    )
+    kept = [tariff.model_dump(mode="json") for tariff in (*(e.tariff for e in site.tariff_history), site.tariff)]
+    if stored.tariff.model_dump(mode="json") not in kept:
+        why = "no tariff_history entry keeps the one registered until now"
+        hint = "To keep past days on the old tariff, list it under tariff_history with until: <first day of the new one>."
+    else:
+        first = spans[0][0]
+        why = (
+            f"on {first}: {stored.tariff_in_force(first).describe()} as registered until now, "
+            f"{site.tariff_in_force(first).describe()} now"
+        )
+        hint = (
+            "To keep past days on the tariffs registered until now, give each its tariff_history "
+            "entry with until: the first day of the next one."
+        )
+    return (
+        f"site {site.site_id}: its tariff changes for {days} too ({why}); backfills of those days "
+        f"will use the new one. {hint}"
+    )
+
+
+def _days_priced_otherwise(stored: Any, site: Any, first: dt.date, today: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """The spans [start, end) of local days from `first` to before `today` that `site` prices by
+    another tariff than `stored`. A site's tariff changes only on its `until` dates, so each span
+    between consecutive dates of either site is compared at its first day."""
+    if today <= first:
+        return []
+    changes = {entry.until for entry in (*stored.tariff_history, *site.tariff_history)}
+    dates = sorted({first, today} | {date for date in changes if first < date < today})
+    spans: list[tuple[dt.date, dt.date]] = []
+    for start, end in pairwise(dates):
+        if stored.tariff_on(start).model_dump(mode="json") == site.tariff_on(start).model_dump(mode="json"):
+            continue
+        if spans and spans[-1][1] == start:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+    return spans
 
 
 def _warn(message: str) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import yaml
 
 from dispatch_pipeline.cli import main
+from dispatch_pipeline.cli.sites import _past_tariff_change
+from dispatch_pipeline.core.site import parse_site
 from dispatch_pipeline.demo import sites_yaml_path
 from dispatch_pipeline.storage import get_site, list_site_ids, open_database
 from tests.postgres import tables
@@ -114,3 +118,69 @@ def test_an_imported_tariff_history_is_listed_and_imported_again_unchanged(url, 
     capsys.readouterr()
     assert main(["sites", "list", "--json", "--database-url", url]) == 0
     assert {site["site_id"]: site for site in json.loads(capsys.readouterr().out)} == listed
+
+
+def kl_mall_entry() -> dict:
+    data = yaml.safe_load(sites_yaml_path().read_text(encoding="utf-8"))
+    assert data["sites"][0]["site_id"] == "KL_MALL"
+    return data["sites"][0]
+
+
+def register_again(url: str, tmp_path: Path, capsys, entry: dict) -> str:
+    """KL_MALL registered as the demo has it, then `entry` imported over it: the second import's stderr."""
+    first, again = tmp_path / "first.yaml", tmp_path / "again.yaml"
+    first.write_text(yaml.safe_dump({"sites": [kl_mall_entry()]}), encoding="utf-8")
+    again.write_text(yaml.safe_dump({"sites": [entry]}), encoding="utf-8")
+    assert main(["sites", "import", str(first), "--database-url", url]) == 0
+    capsys.readouterr()
+    assert main(["sites", "import", str(again), "--database-url", url]) == 0
+    out, err = capsys.readouterr()
+    assert "replaced KL_MALL" in out
+    return err
+
+
+def kl_mall_today() -> dt.date:
+    return dt.datetime.now(ZoneInfo("Asia/Kuala_Lumpur")).date()
+
+
+def test_a_tariff_replaced_without_history_is_noted_and_stored(url, tmp_path, capsys):
+    # The pitfall: the new tariff written over the old one, which no history entry keeps.
+    entry = kl_mall_entry()
+    entry["tariff"] = {**entry["tariff"], "demand_charge_per_kw": 1.8}
+    err = register_again(url, tmp_path, capsys, entry)
+    assert "site KL_MALL: its tariff changes for every day before " in err
+    assert "(no tariff_history entry keeps the one registered until now)" in err
+    assert "list it under tariff_history with until: <first day of the new one>" in err
+    assert get_site(open_database(url), "KL_MALL").tariff.demand_charge_per_kw == 1.8  # a note, not a refusal
+
+
+def test_a_tariff_whose_predecessor_moves_into_history_is_not_noted(url, tmp_path, capsys):
+    entry = kl_mall_entry()
+    until = kl_mall_today() + dt.timedelta(days=2)  # announced ahead: no past day changes
+    entry["tariff_history"] = [{"until": until.isoformat(), "tariff": entry["tariff"]}]
+    entry["tariff"] = {**entry["tariff"], "demand_charge_per_kw": 1.8}
+    assert "tariff" not in register_again(url, tmp_path, capsys, entry)
+    assert get_site(open_database(url), "KL_MALL").tariff_on(until).demand_charge_per_kw == 1.8
+
+
+def test_an_identical_import_or_a_battery_change_is_not_noted(url, tmp_path, capsys):
+    assert register_again(url, tmp_path, capsys, kl_mall_entry()) == ""
+    entry = kl_mall_entry()
+    entry["bess"] = {**entry["bess"], "capacity_kwh": 1200}
+    assert register_again(url, tmp_path, capsys, entry) == ""
+
+
+def test_the_note_names_the_past_days_a_history_prices_otherwise():
+    # Pure: the days before the site's today whose tariff in force changes, and only those.
+    entry = kl_mall_entry()
+    old = parse_site(entry)
+    moved = {**entry, "tariff": {**entry["tariff"], "demand_charge_per_kw": 1.8}}
+    today = dt.date(2026, 12, 6)
+    for until in ("2026-12-06", "2027-01-01"):  # from today, or later: no past day changes
+        new = parse_site({**moved, "tariff_history": [{"until": until, "tariff": entry["tariff"]}]})
+        assert _past_tariff_change(old, new, today) is None
+    # Recorded late: the days since the change are billed anew, the earlier ones are kept.
+    late = parse_site({**moved, "tariff_history": [{"until": "2026-11-01", "tariff": entry["tariff"]}]})
+    note = _past_tariff_change(old, late, today)
+    assert note is not None and "for the days 2026-11-01 to 2026-12-05 too" in note
+    assert "(on 2026-11-01: tariff as registered until now, tariff (since 2026-11-01) now)" in note
