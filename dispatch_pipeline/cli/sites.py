@@ -6,7 +6,6 @@ import argparse
 import datetime as dt
 import json
 import sys
-from itertools import pairwise
 from typing import Any
 
 from dispatch_pipeline.cli import UsageError, add_database_url_option, say_where_stored
@@ -107,9 +106,10 @@ def _past_tariff_change(stored: Any, site: Any, today: dt.date | None = None) ->
     from zoneinfo import ZoneInfo
 
     from dispatch_pipeline.core.calendar import FIRST_DATE
+    from dispatch_pipeline.core.site import days_priced_otherwise
 
     today = today or dt.datetime.now(ZoneInfo(site.timezone)).date()
-    spans = _days_priced_otherwise(stored, site, FIRST_DATE, today)
+    spans = days_priced_otherwise(stored, site, FIRST_DATE, today)
     if not spans:
         return None
     days = ", ".join(
@@ -136,25 +136,6 @@ def _past_tariff_change(stored: Any, site: Any, today: dt.date | None = None) ->
         f"site {site.site_id}: its tariff changes for {days} too ({why}); backfills of those days "
         f"will use the new one. {hint}"
     )
-
-
-def _days_priced_otherwise(stored: Any, site: Any, first: dt.date, today: dt.date) -> list[tuple[dt.date, dt.date]]:
-    """The spans [start, end) of local days from `first` to before `today` that `site` prices by
-    another tariff than `stored`. A site's tariff changes only on its `until` dates, so each span
-    between consecutive dates of either site is compared at its first day."""
-    if today <= first:
-        return []
-    changes = {entry.until for entry in (*stored.tariff_history, *site.tariff_history)}
-    dates = sorted({first, today} | {date for date in changes if first < date < today})
-    spans: list[tuple[dt.date, dt.date]] = []
-    for start, end in pairwise(dates):
-        if stored.tariff_on(start).model_dump(mode="json") == site.tariff_on(start).model_dump(mode="json"):
-            continue
-        if spans and spans[-1][1] == start:
-            spans[-1] = (spans[-1][0], end)
-        else:
-            spans.append((start, end))
-    return spans
 
 
 def _warn(message: str) -> None:

@@ -285,6 +285,25 @@ def _in_other_currencies(history: Sequence[TariffHistoryEntry], currency: str | 
     ]
 
 
+def days_priced_otherwise(stored: Site, site: Site, first: dt.date, today: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """The spans [start, end) of local days from `first` to before `today` that `site` prices by
+    another tariff than `stored`. A site's tariff changes only on its `until` dates, so each span
+    between consecutive dates of either site is compared at its first day."""
+    if today <= first:
+        return []
+    changes = {entry.until for entry in (*stored.tariff_history, *site.tariff_history)}
+    dates = sorted({first, today} | {date for date in changes if first < date < today})
+    spans: list[tuple[dt.date, dt.date]] = []
+    for start, end in pairwise(dates):
+        if stored.tariff_on(start).model_dump(mode="json") == site.tariff_on(start).model_dump(mode="json"):
+            continue
+        if spans and spans[-1][1] == start:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+    return spans
+
+
 def parse_site(data: Any, source: str = "site") -> Site:
     """Validate one site mapping; raise SiteConfigError naming `source` and the field."""
     return _validate_site(data, _label(source, data))
