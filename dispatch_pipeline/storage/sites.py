@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from sqlalchemy import Connection, Engine, Row, Select, Text, cast, func, select
 from dispatch_pipeline.storage.checks import check_site_id, problem
 from dispatch_pipeline.storage.database import write_transaction
 from dispatch_pipeline.storage.tables import dispatch_runs, sites
-from dispatch_pipeline.storage.timestamps import utc_now
+from dispatch_pipeline.storage.timestamps import creation_times
 from dispatch_pipeline.storage.upsert import upsert_statement
 
 if TYPE_CHECKING:
@@ -24,17 +23,17 @@ SITE_COLUMNS = ("name", "timezone", "latitude", "longitude", "pv_kwp", "currency
 
 
 def upsert_site(engine: Engine, site: Site) -> None:
-    """Create the site or replace its definition; `created_at` survives, `updated_at` moves."""
-    _write_rows(engine, [_site_row(site, "site", utc_now())])
+    """Create the site or replace its definition; `created_at` survives, and `updated_at` moves
+    only when a stored value changes (stale_plan_sensor re-plans days planned before it moved)."""
+    _write_rows(engine, [_site_row(site, "site")])
 
 
 def upsert_sites(engine: Engine, new_sites: Sequence[Site]) -> None:
     """upsert_site for several sites in one transaction: all of them are stored, or none."""
-    now = utc_now()
-    _write_rows(engine, [_site_row(site, f"sites[{i}]", now) for i, site in enumerate(new_sites)])
+    _write_rows(engine, [_site_row(site, f"sites[{i}]") for i, site in enumerate(new_sites)])
 
 
-def _site_row(site: Site, field: str, now: dt.datetime) -> dict[str, Any]:
+def _site_row(site: Site, field: str) -> dict[str, Any]:
     from dispatch_pipeline.core.site import Site
 
     if not isinstance(site, Site):
@@ -43,7 +42,7 @@ def _site_row(site: Site, field: str, now: dt.datetime) -> dict[str, Any]:
     document = site.model_dump(mode="json")
     row: dict[str, Any] = {"site_id": document.pop("site_id")}
     row.update({name: document.pop(name) for name in SITE_COLUMNS})
-    row.update(config=document, created_at=now, updated_at=now)
+    row.update(config=document)
     return row
 
 
@@ -55,8 +54,15 @@ def _write_rows(engine: Engine, rows: list[dict[str, Any]]) -> None:
     rows = sorted(rows, key=lambda row: row["site_id"])
     with write_transaction(engine) as connection:
         refuse_site_ids_differing_only_in_case(connection, [row["site_id"] for row in rows])
+        # By the clock runs' created_at are taken from (the server's, on PostgreSQL): stale_plans
+        # compares the two, and the host importing sites may be seconds off.
+        [now] = creation_times(connection, 1)
+        rows = [{**row, "created_at": now, "updated_at": now} for row in rows]
+        # Sites are imported again unchanged every day (from cron): that must not count as a
+        # change, or every plan ahead would be made again.
         statement = upsert_statement(
-            connection, sites, ["site_id"], [*SITE_COLUMNS, "config", "updated_at"]
+            connection, sites, ["site_id"], [*SITE_COLUMNS, "config", "updated_at"],
+            only_if_changed=[*SITE_COLUMNS, "config"],
         )
         connection.execute(statement, rows)
 

@@ -1,5 +1,6 @@
 """Which stored plans the forecasts and prices stored since they were made have made stale: a
-newer issue, or an issue's values overwritten by loading it again under the same issue time."""
+newer issue, or an issue's values overwritten by loading it again under the same issue time; or
+their site registered again with other values since."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from sqlalchemy import (
 from dispatch_pipeline.storage.bulk import chunks
 from dispatch_pipeline.storage.checks import check_aware
 from dispatch_pipeline.storage.runs import latest_run_ids
-from dispatch_pipeline.storage.tables import SITE_ID, dispatch_runs, forecasts, price_series
+from dispatch_pipeline.storage.tables import SITE_ID, dispatch_runs, forecasts, price_series, sites
 from dispatch_pipeline.storage.timestamps import UtcDateTime
 
 # Days per statement: one round trip for a fleet's days, far below any limit on bound parameters
@@ -59,17 +60,24 @@ class DayInputs:
 @dataclass(frozen=True)
 class StalePlan:
     """The latest plan of a day, and what its stored inputs read now (both series together): the
-    newest issue, and when the most recently written row was written."""
+    newest issue, and when the most recently written row was written (NEVER for both when the day
+    has no rows any more); and when its site's registration last changed, if after the plan was
+    made."""
 
     run_id: uuid.UUID
     newest_issue: dt.datetime
     newest_write: dt.datetime
+    site_changed_at: dt.datetime | None = None
 
     @property
     def inputs(self) -> str:
-        """The state of the day's inputs in one string: a newer issue, or an issue loaded again
-        with other values, changes it (stale_plan_sensor acts once per state)."""
-        return f"{self.newest_issue.isoformat()} written {self.newest_write.isoformat()}"
+        """The state of the day's inputs in one string: a newer issue, an issue loaded again with
+        other values, or the site registered again with other values changes it
+        (stale_plan_sensor acts once per state)."""
+        series = f"{self.newest_issue.isoformat()} written {self.newest_write.isoformat()}"
+        # Without a site change, the string a release before site changes counted: a cursor it
+        # left requests nothing again.
+        return series if self.site_changed_at is None else f"{series} site {self.site_changed_at.isoformat()}"
 
 
 def stale_plans(engine: Engine, days: Mapping[Key, DayWindow]) -> dict[Key, StalePlan]:
@@ -78,6 +86,10 @@ def stale_plans(engine: Engine, days: Mapping[Key, DayWindow]) -> dict[Key, Stal
     read, or a row written after the newest row the run read (an issue loaded again with other
     values, or one loaded out of order for intervals that read an older one still). Rows no
     interval reads (an issue with a later one over the same intervals) change nothing.
+
+    A Dagster plan made before its site's registration last changed (another battery, limits,
+    tariff, ...: `updated_at`, which an import of the same values leaves as it is) is stale too;
+    days of sites no longer registered are judged by their series only.
 
     A Dagster plan on the site's time-of-use tariff read no price series because none was stored
     for its day: any now stored makes it stale, whenever it was issued (day-ahead prices are
@@ -98,8 +110,10 @@ def stale_plans(engine: Engine, days: Mapping[Key, DayWindow]) -> dict[Key, Stal
             for row in connection.execute(
                 select(
                     runs.id, runs.source, runs.created_at, runs.forecast_issued_at, runs.prices_issued_at,
-                    runs.forecast_stored_at, runs.prices_stored_at,
-                ).where(runs.id.in_(chunk))
+                    runs.forecast_stored_at, runs.prices_stored_at, sites.c.updated_at.label("site_updated_at"),
+                )
+                .select_from(dispatch_runs.outerjoin(sites, sites.c.site_id == runs.site_id))
+                .where(runs.id.in_(chunk))
             )
         }
     planned = {key: read[latest[(w.site_id, w.date)]] for key, w in windows.items() if (w.site_id, w.date) in latest}
@@ -117,13 +131,18 @@ def stale_plans(engine: Engine, days: Mapping[Key, DayWindow]) -> dict[Key, Stal
             ),
         )
         inputs = [now for now, _, _ in compared if now is not None]
-        if any(
+        changed = run.site_updated_at is not None and run.site_updated_at > run.created_at
+        site_changed_at = run.site_updated_at if changed else None
+        if site_changed_at is not None or any(
             now.newest_issue > read_issue or now.newest_write > read_write
             for now, read_issue, read_write in compared
             if now is not None
         ):
             stale[key] = StalePlan(
-                run.id, max(now.newest_issue for now in inputs), max(now.newest_write for now in inputs)
+                run.id,
+                max((now.newest_issue for now in inputs), default=NEVER),
+                max((now.newest_write for now in inputs), default=NEVER),
+                site_changed_at,
             )
     return stale
 

@@ -1,5 +1,6 @@
 """`stale_plan_sensor`: a day not yet begun is planned again once per forecast or price issue
-stored after the one its plan read; days under way and plans of the API or CLI are left alone."""
+stored after the one its plan read, and once per change of its site; days under way and plans of
+the API or CLI are left alone."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.definitions import ASSETS
 from dispatch_pipeline.defs.automation import replanning
 from dispatch_pipeline.defs.automation.jobs import day_ahead_dispatch_job
@@ -19,7 +21,13 @@ from dispatch_pipeline.defs.partitions import SiteDay, parse_site_day, run_parti
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.defs.resources_map import pipeline_resources
 from dispatch_pipeline.demo import demo_forecast
-from dispatch_pipeline.storage import latest_run, save_forecast, save_price_series, save_runs
+from dispatch_pipeline.storage import (
+    latest_run,
+    save_forecast,
+    save_price_series,
+    save_runs,
+    upsert_site,
+)
 from tests.pipeline.conftest import ISSUED_AT
 from tests.storage.conftest import build_result
 
@@ -126,6 +134,43 @@ def test_a_plan_whose_issue_is_loaded_again_with_other_values_is_planned_again_o
     assert request.run_key != requested[day.key].run_key
     days = [parse_site_day(key) for key, each in again.items() if each is request]
     assert run_site_days(job, instance, days, tags=request.tags).success
+    assert day.key not in evaluate()[0]
+
+
+def with_battery(site: Site, **changes: float) -> Site:
+    return site.model_copy(update={"bess": site.bess.model_copy(update=changes)})
+
+
+def test_a_site_registered_again_with_other_values_is_planned_again_once_per_change(
+    job, instance, engine, make_site, evaluate
+):
+    site = make_site("KL_MALL", (TOMORROW,))
+    day = SiteDay(site.site_id, TOMORROW)
+    assert run_site_day(job, instance, day).success
+    planned = latest_run(engine, site.site_id, TOMORROW).run
+    # Imported again as it is (the same sites.yaml, every day from cron): nothing to re-plan.
+    upsert_site(engine, site)
+    assert day.key not in evaluate()[0]
+
+    bigger = with_battery(site, capacity_kwh=site.bess.capacity_kwh * 2)
+    upsert_site(engine, bigger)
+    requested, cursor, _ = evaluate()
+    request = requested[day.key]
+    assert request.tags[PLANNING_TAG] == "replan"
+    assert day.key not in evaluate(cursor)[0]
+
+    # Changed again before the re-plan ran: a new request (and run key) for the latest values.
+    upsert_site(engine, with_battery(bigger, max_charge_kw=bigger.bess.max_charge_kw / 2))
+    again, cursor, _ = evaluate(cursor)
+    request = again[day.key]
+    assert request.run_key != requested[day.key].run_key
+    assert day.key not in evaluate(cursor)[0]
+
+    days = [parse_site_day(key) for key, each in again.items() if each is request]
+    assert run_site_days(job, instance, days, tags=request.tags).success
+    replanned = latest_run(engine, site.site_id, TOMORROW).run
+    assert replanned.run_id != planned.run_id and replanned.forecast_issued_at == planned.forecast_issued_at
+    # Planned after the change, the day is no longer stale, cursor or not.
     assert day.key not in evaluate()[0]
 
 

@@ -60,6 +60,33 @@ def test_upsert_replaces_the_definition_and_keeps_created_at(engine: Engine, sit
     assert row.pv_kwp == 750.0 and row.config["bess"]["capacity_kwh"] == 2000.0
 
 
+def _stored_times(engine: Engine, site_id: str) -> tuple:
+    with engine.connect() as connection:
+        return connection.execute(
+            select(sites.c.created_at, sites.c.updated_at).where(sites.c.site_id == site_id)
+        ).one()
+
+
+def test_registering_a_site_again_unchanged_keeps_updated_at(engine: Engine, site_id: str) -> None:
+    # A daily import of the same sites.yaml: no change, so stale_plan_sensor re-plans nothing.
+    site = _renamed(demo_sites()[0], site_id)
+    other = _renamed(demo_sites()[1], f"{site_id}_other")
+    upsert_sites(engine, [site, other])
+    first, other_first = _stored_times(engine, site_id), _stored_times(engine, other.site_id)
+    upsert_site(engine, site)
+    upsert_sites(engine, [site, other])
+    assert _stored_times(engine, site_id) == first
+
+    # Another tariff changes the JSON document only; a new name a column only: each moves it.
+    tariff = site.tariff.model_copy(update={"demand_charge_per_kw": site.tariff.demand_charge_per_kw + 1.0})
+    upsert_sites(engine, [site.model_copy(update={"tariff": tariff}), other])
+    retariffed = _stored_times(engine, site_id)
+    assert retariffed.created_at == first.created_at and retariffed.updated_at > first.updated_at
+    assert _stored_times(engine, other.site_id) == other_first  # imported with it, unchanged
+    upsert_site(engine, site.model_copy(update={"tariff": tariff, "name": "Renamed"}))
+    assert _stored_times(engine, site_id).updated_at > retariffed.updated_at
+
+
 def _with_tariff_history(site: Site) -> Site:
     earlier = {"demand_charge_per_kw": 0.5, "default": {"buy": 0.2, "sell": 0.1}}
     history = [{"until": "2024-07-01", "tariff": earlier}, {"until": "2025-01-01", "tariff": site.tariff.model_dump()}]

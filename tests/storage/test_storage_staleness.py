@@ -6,19 +6,24 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.result import DispatchResult
+from dispatch_pipeline.core.site import Site
+from dispatch_pipeline.demo.sites import demo_site
 from dispatch_pipeline.storage import (
     load_forecast,
     load_price_series,
+    remove_sites,
     save_forecast,
     save_price_series,
     save_runs,
+    upsert_site,
 )
 from dispatch_pipeline.storage.forecasts import latest_issue, latest_write
 from dispatch_pipeline.storage.staleness import DayWindow, StalePlan, stale_plans
+from dispatch_pipeline.storage.tables import sites
 from tests.storage.conftest import build_result
 
 UTC = dt.UTC
@@ -207,3 +212,60 @@ def test_many_days_are_asked_in_chunks_of_one_statement(engine: Engine, site_id:
     assert {plan.run_id for plan in found.values()} == {
         result.run_id for result in results if result.date in rewritten
     }
+
+
+def with_capacity(site: Site, capacity_kwh: float) -> Site:
+    return site.model_copy(update={"bess": site.bess.model_copy(update={"capacity_kwh": capacity_kwh})})
+
+
+def site_updated_at(engine: Engine, site_id: str) -> dt.datetime:
+    with engine.connect() as connection:
+        return connection.scalar(select(sites.c.updated_at).where(sites.c.site_id == site_id))
+
+
+def test_a_plan_made_before_its_site_changed_is_stale_once_per_change(engine: Engine, site_id: str) -> None:
+    site = demo_site("KL_MALL").model_copy(update={"site_id": site_id})
+    upsert_site(engine, site)
+    save_forecast(engine, site_id, forecast(), ISSUE)
+    made = plan(engine, site_id)
+    registered = site_updated_at(engine, site_id)
+
+    # Registered again as it is (a daily import of the same file): nothing changed.
+    upsert_site(engine, site)
+    assert site_updated_at(engine, site_id) == registered
+    assert stale(engine, site_id) is None
+
+    upsert_site(engine, with_capacity(site, site.bess.capacity_kwh * 2))
+    found = stale(engine, site_id)
+    assert found is not None and found.run_id == made.run_id
+    assert found.site_changed_at == site_updated_at(engine, site_id) > registered
+    assert (found.newest_issue, found.newest_write) == (ISSUE, made.forecast_stored_at)
+    # Another change before the day is planned again: another state, so another re-plan.
+    upsert_site(engine, with_capacity(site, site.bess.capacity_kwh * 3))
+    again = stale(engine, site_id)
+    assert again is not None and again.inputs != found.inputs
+
+    plan(engine, site_id)
+    assert stale(engine, site_id) is None
+
+
+def test_the_state_of_a_plan_stale_by_its_series_only_names_no_site(engine: Engine, site_id: str) -> None:
+    # As a release before site changes wrote it: a cursor it left requests nothing again.
+    upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": site_id}))
+    save_forecast(engine, site_id, forecast(), ISSUE)
+    plan(engine, site_id)
+    save_forecast(engine, site_id, forecast(), LATER)
+    found = stale(engine, site_id)
+    assert found is not None and found.site_changed_at is None
+    assert found.inputs == f"{LATER.isoformat()} written {found.newest_write.isoformat()}"
+
+
+def test_days_of_a_site_no_longer_registered_are_judged_by_their_series_only(engine: Engine, site_id: str) -> None:
+    site = demo_site("KL_MALL").model_copy(update={"site_id": site_id})
+    upsert_site(engine, site)
+    save_forecast(engine, site_id, forecast(), ISSUE)
+    plan(engine, site_id)
+    upsert_site(engine, with_capacity(site, site.bess.capacity_kwh * 2))
+    assert stale(engine, site_id) is not None
+    remove_sites(engine, [site_id])
+    assert stale(engine, site_id) is None

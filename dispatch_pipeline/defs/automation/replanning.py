@@ -1,5 +1,6 @@
 """`stale_plan_sensor`: a day not yet begun is planned again when a forecast or price series for
-it is issued after the one its plan read, or the issue it read is loaded again with other values.
+it is issued after the one its plan read, the issue it read is loaded again with other values, or
+its site is registered again with other values.
 
 The day-ahead plan is made at 14:00 from the forecast issued by then; forecasts and prices are
 often issued again before the day starts (a later weather run, a corrected price). A plan read
@@ -9,13 +10,15 @@ latest Dagster plan read an older issue than the newest stored for one of their 
 the time-of-use tariff of a day a price series is now stored for, or read rows of the day that
 have been written since (storage/staleness.py): an issue loaded again under the same issue time
 with other values for the day (a corrected file), or an older issue loaded late where an
-interval read one older still. Days already under way are left alone: their plan starts from
+interval read one older still. A plan made before the site's registration last changed (`sites
+import` or `sites add` with another battery, limits, weights or tariff; the same values again
+change nothing) is stale too. Days already under way are left alone: their plan starts from
 the state of charge at midnight.
 
 Each change of a day's inputs re-plans it once: the cursor keeps, per day, the state of its
-inputs already acted on (the newest issue and the newest write among the rows it reads). A
-re-plan that fails (a price series covering part of the day) is not requested again until its
-inputs change again; its failure names what is missing, like any run's. Cursors of releases
+inputs already acted on (the newest issue and the newest write among the rows it reads, and
+when its site changed, if after its plan). A re-plan that fails (a price series covering part of
+the day) is not requested again until its inputs or its site change again; its failure names what is missing, like any run's. Cursors of releases
 that kept only the newest issue match no state: a day stale then is requested once more.
 """
 
@@ -38,7 +41,7 @@ from dispatch_pipeline.defs.common import DATE_TAG, PLANNING_TAG, RESOLUTION_MIN
 from dispatch_pipeline.defs.partitions import SiteDay, block_run_request, last_date_partition
 from dispatch_pipeline.defs.resources import DispatchStorage
 from dispatch_pipeline.storage import read_sites
-from dispatch_pipeline.storage.staleness import DayWindow, stale_plans
+from dispatch_pipeline.storage.staleness import DayWindow, StalePlan, stale_plans
 
 REPLAN_TAGS = {PLANNING_TAG: "replan"}
 
@@ -61,7 +64,8 @@ def days_ahead(timezone: str, now: dt.datetime, last_date: dt.date) -> list[dt.d
     description=(
         "Plans a day that has not begun again when a forecast or price series for it is issued "
         "after the one its latest plan read (a later weather run, a corrected price), or the issue "
-        "it read is loaded again with other values for the day; once per change. Plans stored "
+        "it read is loaded again with other values for the day, or its site is registered again "
+        "with other values (battery, limits, tariff); once per change. Plans stored "
         "through the API or the CLI are left as they are. Off until switched on (here, or "
         "`dagster sensor start`)."
     ),
@@ -95,7 +99,8 @@ def stale_plan_sensor(context: dg.SensorEvaluationContext, storage: DispatchStor
     order = with_site_partitions(context.instance, {site_id: by_id[site_id].timezone for site_id, _ in pairs})
     runs = plan_runs(pairs, order, ready_days(engine, by_id, pairs))
     context.log.info(
-        f"re-planning {len(due)} day(s) issued anew or rewritten since their plan, in {len(runs)} run(s): "
+        f"re-planning {len(due)} day(s) issued anew, rewritten or their site changed since their plan, "
+        f"in {len(runs)} run(s): "
         f"{shorten(sorted(day.key for day in due))}"
     )
     return dg.SensorResult(
@@ -103,16 +108,23 @@ def stale_plan_sensor(context: dg.SensorEvaluationContext, storage: DispatchStor
             block_run_request(
                 days,
                 {DATE_TAG: days[0].date.isoformat(), **REPLAN_TAGS},
-                # Dagster skips a request whose run key it has seen: a rewrite must make a new one.
-                run_key_prefix=(
-                    f"replan:{max(due[day].newest_issue for day in days).isoformat()}"
-                    f":{max(due[day].newest_write for day in days).isoformat()}:"
-                ),
+                run_key_prefix=_run_key_prefix([due[day] for day in days]),
             )
             for days in runs
         ],
         cursor=json.dumps(cursor, sort_keys=True),
     )
+
+
+def _run_key_prefix(plans: list[StalePlan]) -> str:
+    """The state of a block's inputs: Dagster skips a request whose run key it has seen, so a
+    rewrite or another change of a site must make a new one."""
+    prefix = (
+        f"replan:{max(plan.newest_issue for plan in plans).isoformat()}"
+        f":{max(plan.newest_write for plan in plans).isoformat()}:"
+    )
+    site_changes = [plan.site_changed_at for plan in plans if plan.site_changed_at is not None]
+    return f"{prefix}site:{max(site_changes).isoformat()}:" if site_changes else prefix
 
 
 def _window(site_id: str, local: LocalDay) -> DayWindow:
