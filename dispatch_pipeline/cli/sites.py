@@ -76,7 +76,7 @@ def _save(args: argparse.Namespace, sites: list[Any]) -> Any:
         engine = open_database(url)
         before = stored_timezones_and_currencies(engine, site_ids)
         # Those the model still accepts: a stored row it refuses has no tariffs to compare.
-        stored = {site.site_id: site for site in read_sites(engine)[0] if site.site_id in before}
+        stored = {site.site_id: site for site in read_sites(engine, before)[0]}
         upsert_sites(engine, sites)  # one transaction: a file's sites are stored together
     except StorageInputError as exc:
         raise UsageError(f"{source_name(args.file)}: {exc}") from None

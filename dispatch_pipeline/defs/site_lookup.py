@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
 from dispatch_pipeline.defs.partitions import SiteDay
-from dispatch_pipeline.storage import StoredSiteInvalid, get_site
+from dispatch_pipeline.storage import read_sites
 
 
 def registered_sites(engine: Engine, site_ids: Iterable[str]) -> tuple[dict[str, Site], dict[str, str]]:
@@ -19,21 +19,15 @@ def registered_sites(engine: Engine, site_ids: Iterable[str]) -> tuple[dict[str,
     A step fails only the partitions of such a site (`unplannable_days`), so the recovery sensor
     can plan the other sites of a run that carries several.
     """
-    sites: dict[str, Site] = {}
-    unusable: dict[str, str] = {}
-    for site_id in sorted(set(site_ids)):
-        try:
-            site = get_site(engine, site_id)
-        except StoredSiteInvalid as exc:
-            unusable[site_id] = str(exc)
-            continue
-        if site is None:
-            unusable[site_id] = (
-                "not in the sites table (removed, or never added: `dispatch-pipeline sites add` "
-                "registers it)"
-            )
-        else:
-            sites[site_id] = site
+    wanted = set(site_ids)
+    valid, invalid = read_sites(engine, wanted)
+    sites = {site.site_id: site for site in valid}
+    unusable = {exc.site_id: str(exc) for exc in invalid}
+    for site_id in sorted(wanted - sites.keys() - unusable.keys()):
+        unusable[site_id] = (
+            "not in the sites table (removed, or never added: `dispatch-pipeline sites add` "
+            "registers it)"
+        )
     return sites, unusable
 
 

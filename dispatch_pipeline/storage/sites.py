@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -187,11 +187,17 @@ def list_sites(engine: Engine) -> list[Site]:
     return valid
 
 
-def read_sites(engine: Engine) -> tuple[list[Site], list[StoredSiteInvalid]]:
-    """Every site the model accepts, and what is wrong with each one it refuses: one bad row
-    (edited by hand, or stored before a rule tightened) must not hide the others."""
+def read_sites(
+    engine: Engine, site_ids: Iterable[str] | None = None
+) -> tuple[list[Site], list[StoredSiteInvalid]]:
+    """Every site the model accepts (of `site_ids`, when given), and what is wrong with each one
+    it refuses: one bad row (edited by hand, or stored before a rule tightened) must not hide the
+    others."""
+    statement = _select_sites().order_by(sites.c.site_id)
+    if site_ids is not None:
+        statement = statement.where(sites.c.site_id.in_(sorted(set(site_ids))))
     with engine.connect() as connection:
-        rows = connection.execute(_select_sites().order_by(sites.c.site_id)).all()
+        rows = connection.execute(statement).all()
     valid: list[Site] = []
     invalid: list[StoredSiteInvalid] = []
     for row in rows:
