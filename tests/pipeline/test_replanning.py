@@ -94,8 +94,7 @@ def test_a_plan_made_stale_by_a_newer_forecast_is_planned_again_once(job, instan
     if not again:  # other tests' days may be stale too
         assert "a re-plan requested already" in skipped
 
-    days = [parse_site_day(key) for key, each in requested.items() if each is request]
-    assert run_site_days(job, instance, days, tags=request.tags).success
+    assert run_requested(job, instance, requested, request)
     stored = latest_run(engine, site.site_id, TOMORROW)
     assert stored.run.forecast_issued_at == NEWER
     # Planned from the newest issue, the day is no longer stale, cursor or not.
@@ -120,8 +119,7 @@ def test_a_plan_whose_issue_is_loaded_again_with_other_values_is_planned_again_o
     assert request.tags[PLANNING_TAG] == "replan"
     assert day.key not in evaluate(cursor)[0]
 
-    days = [parse_site_day(key) for key, each in requested.items() if each is request]
-    assert run_site_days(job, instance, days, tags=request.tags).success
+    assert run_requested(job, instance, requested, request)
     replanned = latest_run(engine, site.site_id, TOMORROW).run
     assert replanned.forecast_issued_at == ISSUED_AT
     assert replanned.forecast_stored_at > planned.forecast_stored_at
@@ -132,9 +130,15 @@ def test_a_plan_whose_issue_is_loaded_again_with_other_values_is_planned_again_o
     again, cursor, _ = evaluate(cursor)
     request = again[day.key]
     assert request.run_key != requested[day.key].run_key
-    days = [parse_site_day(key) for key, each in again.items() if each is request]
-    assert run_site_days(job, instance, days, tags=request.tags).success
+    assert run_requested(job, instance, again, request)
     assert day.key not in evaluate()[0]
+
+
+def run_requested(job, instance, requested: dict, request) -> bool:
+    """Run `request` (one of the sensor's, shared by the days it plans) as the daemon would:
+    whether its run succeeded."""
+    days = [parse_site_day(key) for key, each in requested.items() if each is request]
+    return run_site_days(job, instance, days, tags=request.tags).success
 
 
 def with_battery(site: Site, **changes: float) -> Site:
@@ -166,8 +170,7 @@ def test_a_site_registered_again_with_other_values_is_planned_again_once_per_cha
     assert request.run_key != requested[day.key].run_key
     assert day.key not in evaluate(cursor)[0]
 
-    days = [parse_site_day(key) for key, each in again.items() if each is request]
-    assert run_site_days(job, instance, days, tags=request.tags).success
+    assert run_requested(job, instance, again, request)
     replanned = latest_run(engine, site.site_id, TOMORROW).run
     assert replanned.run_id != planned.run_id and replanned.forecast_issued_at == planned.forecast_issued_at
     # Planned after the change, the day is no longer stale, cursor or not.
