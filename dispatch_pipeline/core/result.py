@@ -91,12 +91,17 @@ class InputIssues:
     `forecast_stored` and `prices_stored`: when the most recently written of those rows was
     written (their `stored_at`); a row written later, under the same issue time too, makes the
     plan stale. None where no stored row was read, or the time is not known.
+
+    `site_updated`: when the registration of the site the plan was made with last changed (its
+    `updated_at` as read; the oldest, where the plan's inputs were taken from the site at
+    different times); a later change makes the plan stale. None where no registered site was read.
     """
 
     forecast: dt.datetime | None = None
     prices: dt.datetime | None = None
     forecast_stored: dt.datetime | None = None
     prices_stored: dt.datetime | None = None
+    site_updated: dt.datetime | None = None
 
 
 NO_STORED_INPUTS = InputIssues()
@@ -117,6 +122,10 @@ ForecastStoredAt = Annotated[dt.datetime | None, Field(description=(
 PricesStoredAt = Annotated[dt.datetime | None, Field(description=(
     "When the most recently written row of the stored price series the plan read was written; "
     "null when no stored price series was read."
+))]
+SiteUpdatedAt = Annotated[dt.datetime | None, Field(description=(
+    "When the registration of the site the plan was made with last changed (the site's "
+    "`updated_at` as read); null when no registered site was read."
 ))]
 
 
@@ -149,6 +158,7 @@ class DispatchResult(DispatchResponse):
     prices_issued_at: PricesIssuedAt = None
     forecast_stored_at: ForecastStoredAt = None
     prices_stored_at: PricesStoredAt = None
+    site_updated_at: SiteUpdatedAt = None
     points: list[Point]
 
     def response(self) -> DispatchResponse:

@@ -217,6 +217,7 @@ def assemble_result(
         prices_issued_at=issues.prices,
         forecast_stored_at=issues.forecast_stored,
         prices_stored_at=issues.prices_stored,
+        site_updated_at=issues.site_updated,
         points=points,
     )
 
@@ -229,7 +230,8 @@ def solve_problem(
     currency: str = DEFAULT_CURRENCY,
     issues: InputIssues = NO_STORED_INPUTS,
 ) -> DispatchResult:
-    """Plan a built problem; `issues` says when the stored series it was built from were issued."""
+    """Plan a built problem; `issues` says when the stored series it was built from were issued
+    (and its site's registration changed)."""
     clock = SolveClock()
     outcome = choose_schedule(problem, solver, runner, on_start=clock.mark)
     solve_ms = clock.elapsed_ms()

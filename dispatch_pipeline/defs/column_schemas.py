@@ -28,6 +28,7 @@ SITE_TARIFF = _schema(
     ("demand_charge_per_kw", "float", "The charge on the day's peak import of the tariff in force that day, currency per kW."),
     ("issued_at", "timestamp", "When the price series used for this interval was issued; null for tou_tariff."),
     ("stored_at", "timestamp", "When that price row was written; null for tou_tariff."),
+    ("site_updated_at", "timestamp", "When the site's registration the day was priced with last changed (sites.updated_at)."),
 )
 
 DISPATCH_SCHEDULE = _schema(

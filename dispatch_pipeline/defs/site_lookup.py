@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from sqlalchemy import Engine
 
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
 from dispatch_pipeline.defs.partitions import SiteDay
-from dispatch_pipeline.storage import read_sites
+from dispatch_pipeline.storage import read_registered_sites
 
 
-def registered_sites(engine: Engine, site_ids: Iterable[str]) -> tuple[dict[str, Site], dict[str, str]]:
+class StepSites(NamedTuple):
+    """What registered_sites found: the usable sites by id, why each other one cannot be
+    planned, and when each usable one's registration last changed (its `updated_at`, read with
+    it: what a plan made with it records)."""
+
+    sites: dict[str, Site]
+    unusable: dict[str, str]
+    updated_at: dict[str, dt.datetime]
+
+
+def registered_sites(engine: Engine, site_ids: Iterable[str]) -> StepSites:
     """Every usable site by id, and for every other one why it cannot be planned: it is not in
     the `sites` table (removed, or never added), or its stored definition is invalid.
 
@@ -20,15 +32,16 @@ def registered_sites(engine: Engine, site_ids: Iterable[str]) -> tuple[dict[str,
     can plan the other sites of a run that carries several.
     """
     wanted = set(site_ids)
-    valid, invalid = read_sites(engine, wanted)
-    sites = {site.site_id: site for site in valid}
+    valid, invalid = read_registered_sites(engine, wanted)
+    sites = {registered.site.site_id: registered.site for registered in valid}
+    updated_at = {registered.site.site_id: registered.updated_at for registered in valid}
     unusable = {exc.site_id: str(exc) for exc in invalid}
     for site_id in sorted(wanted - sites.keys() - unusable.keys()):
         unusable[site_id] = (
             "not in the sites table (removed, or never added: `dispatch-pipeline sites add` "
             "registers it)"
         )
-    return sites, unusable
+    return StepSites(sites, unusable, updated_at)
 
 
 def unplannable_days(days: Sequence[SiteDay], sites: dict[str, Site], unusable: dict[str, str]) -> dict[str, str]:

@@ -34,10 +34,13 @@ from dispatch_pipeline.storage.runs import (
     stored_run_ids,
 )
 from dispatch_pipeline.storage.sites import (
+    RegisteredSite,
     StoredSiteInvalid,
+    get_registered_site,
     get_site,
     list_site_ids,
     list_sites,
+    read_registered_sites,
     read_sites,
     registered_case_variant,
     registered_spelling,
@@ -50,6 +53,7 @@ from dispatch_pipeline.storage.sites import (
 __all__ = [
     "IncompleteStoredRun",
     "RecordedWeights",
+    "RegisteredSite",
     "RunRecord",
     "StorageInputError",
     "StoredRun",
@@ -59,6 +63,7 @@ __all__ = [
     "database_url",
     "forecast_interval_counts",
     "forecast_issue_counts",
+    "get_registered_site",
     "get_run",
     "get_site",
     "latest_run",
@@ -72,6 +77,7 @@ __all__ = [
     "open_database",
     "price_interval_counts",
     "price_issue_counts",
+    "read_registered_sites",
     "read_runs",
     "read_sites",
     "registered_case_variant",

@@ -71,6 +71,7 @@ RUN_COLUMNS = (
     "prices_issued_at",
     "forecast_stored_at",
     "prices_stored_at",
+    "site_updated_at",
 )
 SCHEDULE_COLUMNS = ("run_id", "ts", *SCHEDULE_FLOW_COLUMNS, "soc", "reason")
 EXPLANATION_COLUMNS = ("run_id", "ts", "reason_code", "reason", "binding", "marginal_cost_per_kwh")
@@ -121,6 +122,7 @@ class RunRecord(BaseModel):
     prices_issued_at: dt.datetime | None
     forecast_stored_at: dt.datetime | None
     prices_stored_at: dt.datetime | None
+    site_updated_at: dt.datetime | None
 
 
 class StoredRun(BaseModel):
@@ -158,6 +160,7 @@ class StoredRun(BaseModel):
             prices_issued_at=run.prices_issued_at,
             forecast_stored_at=run.forecast_stored_at,
             prices_stored_at=run.prices_stored_at,
+            site_updated_at=run.site_updated_at,
             points=self.points,
         )
 
@@ -277,7 +280,9 @@ def _check_runs(results: list[Any]) -> None:
             check_finite(getattr(result, name), f"{field}.{name}")
         if result.mip_gap is not None:
             check_finite(result.mip_gap, f"{field}.mip_gap")
-        for name in ("forecast_issued_at", "prices_issued_at", "forecast_stored_at", "prices_stored_at"):
+        for name in (
+            "forecast_issued_at", "prices_issued_at", "forecast_stored_at", "prices_stored_at", "site_updated_at"
+        ):
             if getattr(result, name) is not None:
                 check_aware(getattr(result, name), f"{field}.{name}")
         for name in KPI_COLUMNS:
@@ -358,6 +363,7 @@ def _run_rows(
             result.prices_issued_at,
             result.forecast_stored_at,
             result.prices_stored_at,
+            result.site_updated_at,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ SITE_COLUMNS = ("name", "timezone", "latitude", "longitude", "pv_kwp", "currency
 
 def upsert_site(engine: Engine, site: Site) -> None:
     """Create the site or replace its definition; `created_at` survives, and `updated_at` moves
-    only when a stored value changes (stale_plan_sensor re-plans days planned before it moved)."""
+    only when a stored value changes (stale_plan_sensor re-plans days planned with the
+    registration before it moved)."""
     _write_rows(engine, [_site_row(site, "site")])
 
 
@@ -55,7 +57,8 @@ def _write_rows(engine: Engine, rows: list[dict[str, Any]]) -> None:
     with write_transaction(engine) as connection:
         refuse_site_ids_differing_only_in_case(connection, [row["site_id"] for row in rows])
         # By the clock runs' created_at are taken from (the server's, on PostgreSQL): stale_plans
-        # compares the two, and the host importing sites may be seconds off.
+        # compares the two for runs that did not record their site's registration (stored before
+        # migration 0007), and the host importing sites may be seconds off.
         [now] = creation_times(connection, 1)
         rows = [{**row, "created_at": now, "updated_at": now} for row in rows]
         # Sites are imported again unchanged every day (from cron): that must not count as a
@@ -173,10 +176,25 @@ def remove_sites(engine: Engine, site_ids: Sequence[str]) -> dict[str, RemovedSi
     return {site_id: RemovedSite(stored[site_id], runs.get(site_id, 0)) for site_id in ids}
 
 
+@dataclass(frozen=True)
+class RegisteredSite:
+    """A stored site as the model reads it, and when its stored definition last changed (its
+    `updated_at`, from the same row): a plan made with it is stale once that moves on."""
+
+    site: Site
+    updated_at: dt.datetime
+
+
 def get_site(engine: Engine, site_id: str) -> Site | None:
+    registered = get_registered_site(engine, site_id)
+    return None if registered is None else registered.site
+
+
+def get_registered_site(engine: Engine, site_id: str) -> RegisteredSite | None:
+    """get_site with the registration's `updated_at`."""
     with engine.connect() as connection:
         row = connection.execute(_select_sites().where(sites.c.site_id == site_id)).one_or_none()
-    return None if row is None else _site(row)
+    return None if row is None else _registered(row)
 
 
 def list_sites(engine: Engine) -> list[Site]:
@@ -193,16 +211,25 @@ def read_sites(
     """Every site the model accepts (of `site_ids`, when given), and what is wrong with each one
     it refuses: one bad row (edited by hand, or stored before a rule tightened) must not hide the
     others."""
+    valid, invalid = read_registered_sites(engine, site_ids)
+    return [registered.site for registered in valid], invalid
+
+
+def read_registered_sites(
+    engine: Engine, site_ids: Iterable[str] | None = None
+) -> tuple[list[RegisteredSite], list[StoredSiteInvalid]]:
+    """read_sites with each valid site's `updated_at`, read in the same query: what a plan
+    records of the registration it was made with."""
     statement = _select_sites().order_by(sites.c.site_id)
     if site_ids is not None:
         statement = statement.where(sites.c.site_id.in_(sorted(set(site_ids))))
     with engine.connect() as connection:
         rows = connection.execute(statement).all()
-    valid: list[Site] = []
+    valid: list[RegisteredSite] = []
     invalid: list[StoredSiteInvalid] = []
     for row in rows:
         try:
-            valid.append(_site(row))
+            valid.append(_registered(row))
         except StoredSiteInvalid as exc:
             invalid.append(exc)
     return valid, invalid
@@ -255,6 +282,10 @@ def _document(row: Row[Any]) -> dict[str, Any]:
     document["site_id"] = values["site_id"]
     document.update({name: values[name] for name in SITE_COLUMNS})
     return document
+
+
+def _registered(row: Row[Any]) -> RegisteredSite:
+    return RegisteredSite(_site(row), row._mapping["updated_at"])
 
 
 def _site(row: Row[Any]) -> Site:

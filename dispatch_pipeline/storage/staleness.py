@@ -1,6 +1,6 @@
 """Which stored plans the forecasts and prices stored since they were made have made stale: a
 newer issue, or an issue's values overwritten by loading it again under the same issue time; or
-their site registered again with other values since."""
+their site registered again with other values since the registration they were made with."""
 
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ class DayInputs:
 class StalePlan:
     """The latest plan of a day, and what its stored inputs read now (both series together): the
     newest issue, and when the most recently written row was written (NEVER for both when the day
-    has no rows any more); and when its site's registration last changed, if after the plan was
-    made."""
+    has no rows any more); and when its site's registration last changed, if after the
+    registration the plan was made with."""
 
     run_id: uuid.UUID
     newest_issue: dt.datetime
@@ -87,9 +87,12 @@ def stale_plans(engine: Engine, days: Mapping[Key, DayWindow]) -> dict[Key, Stal
     values, or one loaded out of order for intervals that read an older one still). Rows no
     interval reads (an issue with a later one over the same intervals) change nothing.
 
-    A Dagster plan made before its site's registration last changed (another battery, limits,
-    tariff, ...: `updated_at`, which an import of the same values leaves as it is) is stale too;
-    days of sites no longer registered are judged by their series only.
+    A Dagster plan made with a registration of its site older than the one stored now (another
+    battery, limits, tariff, ...: `updated_at`, which an import of the same values leaves as it
+    is) is stale too: the run's `site_updated_at`, the oldest registration its steps read, so a
+    change between a step reading the site and the plan being stored counts. A run stored before
+    runs kept it (migration 0007) counts from its creation. Days of sites no longer registered
+    are judged by their series only.
 
     A Dagster plan on the site's time-of-use tariff read no price series because none was stored
     for its day: any now stored makes it stale, whenever it was issued (day-ahead prices are
@@ -110,7 +113,8 @@ def stale_plans(engine: Engine, days: Mapping[Key, DayWindow]) -> dict[Key, Stal
             for row in connection.execute(
                 select(
                     runs.id, runs.source, runs.created_at, runs.forecast_issued_at, runs.prices_issued_at,
-                    runs.forecast_stored_at, runs.prices_stored_at, sites.c.updated_at.label("site_updated_at"),
+                    runs.forecast_stored_at, runs.prices_stored_at, runs.site_updated_at,
+                    sites.c.updated_at.label("site_now"),
                 )
                 .select_from(dispatch_runs.outerjoin(sites, sites.c.site_id == runs.site_id))
                 .where(runs.id.in_(chunk))
@@ -131,8 +135,10 @@ def stale_plans(engine: Engine, days: Mapping[Key, DayWindow]) -> dict[Key, Stal
             ),
         )
         inputs = [now for now, _, _ in compared if now is not None]
-        changed = run.site_updated_at is not None and run.site_updated_at > run.created_at
-        site_changed_at = run.site_updated_at if changed else None
+        # The registration the plan was made with; unknown before 0007: its creation stands in.
+        planned_with = run.site_updated_at or run.created_at
+        changed = run.site_now is not None and run.site_now > planned_with
+        site_changed_at = run.site_now if changed else None
         if site_changed_at is not None or any(
             now.newest_issue > read_issue or now.newest_write > read_write
             for now, read_issue, read_write in compared

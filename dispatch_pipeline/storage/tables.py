@@ -159,6 +159,10 @@ dispatch_runs = Table(
     # above, or stored before migration 0006): a row of its day written later makes it stale.
     Column("forecast_stored_at", UtcDateTime),
     Column("prices_stored_at", UtcDateTime),
+    # The `updated_at` of the site registration the plan was made with, the oldest its steps read
+    # (null: no registered site was read, or stored before migration 0007): a site's registration
+    # changed since makes it stale.
+    Column("site_updated_at", UtcDateTime),
     CheckConstraint(_in("source", RUN_SOURCES), name="source"),
     CheckConstraint(_in("status", RUN_STATUSES), name="status"),
     CheckConstraint(_in("solver", RUN_SOLVERS), name="solver"),

@@ -29,5 +29,5 @@ def test_the_ingestion_assets_schemas_are_their_frames_columns(tmp_path):
     engine = open_database(f"sqlite:///{tmp_path / 'columns.sqlite'}")
     save_forecast(engine, site.site_id, demo_forecast("KL_MALL", day.date), dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
     assert schema_columns("site_forecast") == list(load_forecast(engine, site.site_id, day.start_utc, day.end_utc).columns)
-    tariff = _tou_frame(site.tariff, day)
+    tariff = _tou_frame(site.tariff, day, dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
     assert schema_columns("site_tariff") == list(tariff.columns)

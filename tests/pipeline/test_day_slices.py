@@ -16,7 +16,7 @@ from dispatch_pipeline.core.tariffs import expand_tariff
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES
 from dispatch_pipeline.defs.ingestion.coverage import align_to_day
 from dispatch_pipeline.defs.ingestion.day_slices import SeriesLoader, load_day_slices
-from dispatch_pipeline.defs.ingestion.tariff import _tou_frame
+from dispatch_pipeline.defs.ingestion.tariff import _tou_frame, site_registration
 from dispatch_pipeline.defs.partitions import SiteDay
 from dispatch_pipeline.demo import demo_site
 
@@ -106,13 +106,18 @@ def test_days_with_and_without_rows_share_one_span():
 def test_tou_frame_matches_one_built_from_a_scalar_source():
     day = local(SPRING_FORWARD)
     buy, sell = expand_tariff(BERLIN.tariff, day)
+    # In another zone, to the microsecond: the column holds the same instant in UTC.
+    registered = dt.datetime(2024, 3, 1, 10, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     reference = pd.DataFrame({
         "ts": day.timestamps(), "buy": buy, "sell": sell, "source": "tou_tariff",
         "demand_charge_per_kw": BERLIN.tariff.demand_charge_per_kw,
         "issued_at": pd.Series(pd.NaT, index=range(day.intervals), dtype="datetime64[us, UTC]"),
         "stored_at": pd.Series(pd.NaT, index=range(day.intervals), dtype="datetime64[us, UTC]"),
+        "site_updated_at": pd.Series(pd.Timestamp(registered), index=range(day.intervals), dtype="datetime64[us, UTC]"),
     })
-    pd.testing.assert_frame_equal(_tou_frame(BERLIN.tariff, day), reference)
+    frame = _tou_frame(BERLIN.tariff, day, registered)
+    pd.testing.assert_frame_equal(frame, reference)
+    assert site_registration(frame) == registered
 
 
 def test_rows_between_the_days_intervals_make_the_day_unusable_naming_them():

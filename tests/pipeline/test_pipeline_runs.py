@@ -24,11 +24,13 @@ from dispatch_pipeline.defs.partitions import SiteDay
 from dispatch_pipeline.defs.resources import DispatchSolver
 from dispatch_pipeline.demo import demo_forecast
 from dispatch_pipeline.storage import latest_run, list_runs, save_forecast
+from dispatch_pipeline.storage.staleness import DayWindow, stale_plans
 from dispatch_pipeline.storage.tables import (
     dispatch_explanations,
     dispatch_kpis,
     dispatch_runs,
     dispatch_schedule,
+    sites,
 )
 from tests.pipeline.conftest import ISSUED_AT, price_table
 
@@ -56,6 +58,12 @@ def run_table_rows(engine) -> dict[str, int]:
         return {t.name: connection.scalar(select(func.count()).select_from(t)) for t in RUN_TABLES}
 
 
+def site_registered_at(engine, site_id: str) -> dt.datetime:
+    """The `updated_at` of the site's row as stored."""
+    with engine.connect() as connection:
+        return connection.scalar(select(sites.c.updated_at).where(sites.c.site_id == site_id))
+
+
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert failures, "expected a failed step"
@@ -80,6 +88,8 @@ def test_one_partition_is_planned_checked_and_stored(job, instance, engine, make
     assert stored is not None
     assert stored.run.source == "dagster"
     assert stored.run.dagster_run_id == result.run_id
+    # The registration of the site the plan was made with: a later change makes it stale.
+    assert stored.run.site_updated_at == site_registered_at(engine, site.site_id)
     assert stored.run.solver == "milp" and stored.run.status == "ok"
     assert len(stored.points) == 96  # KL has no DST
     assert stored.points[0].ts == "2025-03-10T16:00:00Z"  # local midnight in UTC+8
@@ -520,7 +530,10 @@ def test_re_planning_from_the_tariff_snapshot_bills_the_demand_charge_it_was_tak
     day = SiteDay(site.site_id, DAY)
     assert run_site_day(job, instance, day).success
     first = latest_run(engine, site.site_id, DAY)
+    registered = site_registered_at(engine, site.site_id)
     upsert_site(engine, site.model_copy(update={"tariff": site.tariff.model_copy(update={"demand_charge_per_kw": 10.0})}))
+    changed = site_registered_at(engine, site.site_id)
+    assert first.run.site_updated_at == registered < changed
 
     assert _replan_schedule_only(job, instance, day).success
 
@@ -528,6 +541,12 @@ def test_re_planning_from_the_tariff_snapshot_bills_the_demand_charge_it_was_tak
     assert again.run.run_id != first.run.run_id
     # The snapshot's prices with the snapshot's demand charge: the same problem, the same optimum.
     assert again.run.objective_value == pytest.approx(first.run.objective_value, rel=1e-6)
+    # The plan step read the new registration, the snapshot was taken with the old one: the older
+    # is recorded, so the plan, stored after the change, is stale all the same.
+    assert again.run.site_updated_at == registered
+    local = site.local_day(DAY, 15)
+    found = stale_plans(engine, {day: DayWindow(site.site_id, DAY, local.start_utc, local.end_utc)})
+    assert found[day].run_id == again.run.run_id and found[day].site_changed_at == changed
 
 
 @pytest.mark.parametrize("column", ["demand_charge_per_kw", "issued_at"])
@@ -549,6 +568,23 @@ def test_re_planning_from_a_tariff_snapshot_of_an_earlier_release_asks_for_a_new
     message = failure_message(replan)
     assert "site_tariff was materialised by an earlier release" in message
     assert {"demand_charge_per_kw": "demand charge", "issued_at": "issue times"}[column] in message
+
+
+def test_re_planning_from_a_tariff_snapshot_without_the_sites_registration_records_the_plan_steps(
+    job, instance, engine, make_site, snapshots_dir
+):
+    import pickle
+
+    site = make_site("KL_MALL", (DAY,))
+    day = SiteDay(site.site_id, DAY)
+    assert run_site_day(job, instance, day).success
+    # As an earlier release wrote it: prices, demand charge and issue times, no registration.
+    [snapshot] = (snapshots_dir / "site_tariff" / site.site_id).glob("*.pkl")
+    frames = pickle.loads(snapshot.read_bytes())
+    snapshot.write_bytes(pickle.dumps({key: frame.drop(columns="site_updated_at") for key, frame in frames.items()}))
+
+    assert _replan_schedule_only(job, instance, day).success
+    assert latest_run(engine, site.site_id, DAY).run.site_updated_at == site_registered_at(engine, site.site_id)
 
 
 def test_re_planning_after_a_timezone_change_refuses_the_old_inputs(job, instance, engine, make_site):

@@ -20,15 +20,18 @@ from sqlalchemy.exc import DBAPIError
 
 from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.result import Kpis
+from dispatch_pipeline.demo import demo_site
 from dispatch_pipeline.storage import (
     get_run,
     latest_run,
     load_forecast,
     load_price_series,
     migrate,
+    read_registered_sites,
     save_forecast,
     save_price_series,
     save_runs,
+    upsert_site,
 )
 from dispatch_pipeline.storage.database import (
     HEAD_REVISION,
@@ -69,7 +72,7 @@ EXPECTED_TABLES = {
 
 def test_migrations_create_every_table(engine: Engine, database_url: str) -> None:
     assert set(inspect(engine).get_table_names()) >= EXPECTED_TABLES
-    assert current_revision(database_url) == head_revision() == "0006"
+    assert current_revision(database_url) == head_revision() == "0007"
 
 
 def test_check_constraints_carry_the_names_tables_py_gives(engine: Engine) -> None:
@@ -449,7 +452,7 @@ def test_0006_leaves_plans_made_before_it_fresh_and_sees_rows_rewritten_after(fr
         connection.execute(text("UPDATE forecasts SET load_kw = 55.0 WHERE site_id = :site"), {"site": site_id})
 
     upgrade_database(fresh_database_url)
-    assert current_revision(fresh_database_url) == "0006"
+    assert current_revision(fresh_database_url) == HEAD_REVISION
     assert _rows_of_every_table(engine) == rows
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     for load in (load_forecast, load_price_series):
@@ -473,6 +476,43 @@ def test_0006_leaves_plans_made_before_it_fresh_and_sees_rows_rewritten_after(fr
     assert stale_plans(engine, window) == {}
     save_price_series(engine, site_id, frames["prices"].assign(buy=0.35), issued)
     assert stale_plans(engine, window)[date].run_id == result.run_id
+
+
+def test_0007_keeps_every_run_and_judges_runs_stored_before_it_by_their_creation(fresh_database_url: str) -> None:
+    """A run that kept the registration of its site loses it on the way down to 0006, and every
+    row stays; back at 0007 it reads as a run stored before it, compared by its `created_at`."""
+    engine = make_engine(fresh_database_url)
+    upgrade_database(fresh_database_url)
+    site = demo_site("KL_MALL").model_copy(update={"site_id": "BEFORE_0007"})
+    date, timezone = dt.date(2024, 3, 15), site.timezone
+    day = local_day(date, timezone, 15)
+    issued = dt.datetime(2024, 3, 14, 6, tzinfo=dt.UTC)
+    upsert_site(engine, site)
+    save_forecast(engine, site.site_id, pd.DataFrame({"ts": day.timestamps(), "load_kw": 50.0, "pv_kw": 5.0}), issued)
+    [registered] = read_registered_sites(engine, [site.site_id])[0]
+    result = build_result(site.site_id, date, timezone=timezone).model_copy(
+        update={"forecast_issued_at": issued, "site_updated_at": registered.updated_at}
+    )
+    save_runs(engine, [result], source="dagster")
+    assert get_run(engine, result.run_id).to_result() == result
+    rows = _rows_of_every_table(engine)
+
+    _migrate(fresh_database_url, "downgrade", "0006")
+    assert current_revision(fresh_database_url) == "0006"
+    assert "site_updated_at" not in _run_column_names(engine)
+    assert _rows_of_every_table(engine) == rows
+
+    upgrade_database(fresh_database_url)
+    assert current_revision(fresh_database_url) == "0007"
+    assert _rows_of_every_table(engine) == rows
+    # What 0006 never held comes back unknown, not invented.
+    assert get_run(engine, result.run_id).to_result() == result.model_copy(update={"site_updated_at": None})
+    window = {date: DayWindow(site.site_id, date, day.start_utc, day.end_utc)}
+    assert stale_plans(engine, window) == {}
+    # Registered again with other values after the run was stored: stale by its creation, as before 0007.
+    upsert_site(engine, site.model_copy(update={"bess": site.bess.model_copy(update={"capacity_kwh": 999.0})}))
+    found = stale_plans(engine, window)[date]
+    assert found.run_id == result.run_id and found.site_changed_at is not None
 
 
 def _sql_datetime(engine: Engine, value: dt.datetime) -> object:

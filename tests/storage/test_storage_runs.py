@@ -39,12 +39,14 @@ def test_round_trip_of_hand_built_results(
         make_result(site_id, dt.date(2024, 3, 16), solver="fallback_rule", seed=2),
         make_result(site_id, dt.date(2024, 3, 17), solver="rule_based", seed=3),
     ]
-    # Issue and write times come back as the same instants, in UTC; unknown ones (the other two) as None.
+    # Issue, write and registration times come back as the same instants, in UTC; unknown ones
+    # (the other two) as None.
     results[0] = results[0].model_copy(update={
         "forecast_issued_at": dt.datetime(2024, 3, 14, 14, 30, tzinfo=dt.timezone(dt.timedelta(hours=8))),
         "prices_issued_at": dt.datetime(2024, 3, 13, 12, 0, 0, 250, tzinfo=dt.UTC),
         "forecast_stored_at": dt.datetime(2024, 3, 14, 15, 0, 0, 7, tzinfo=dt.timezone(dt.timedelta(hours=8))),
         "prices_stored_at": dt.datetime(2024, 3, 13, 12, 5, tzinfo=dt.UTC),
+        "site_updated_at": dt.datetime(2024, 3, 1, 9, 0, 0, 42, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
     })
     ids = save_runs(engine, results, source="dagster", dagster_run_id="0b6a3c1e-dagster-run")
     assert ids == [r.run_id for r in results]
@@ -63,6 +65,7 @@ def test_round_trip_of_hand_built_results(
         assert stored.run.created_at.tzinfo == dt.UTC
     assert get_run(engine, results[0].run_id).run.forecast_issued_at.tzinfo == dt.UTC
     assert get_run(engine, results[0].run_id).run.forecast_stored_at.tzinfo == dt.UTC
+    assert get_run(engine, results[0].run_id).run.site_updated_at.tzinfo == dt.UTC
 
 
 def test_round_trip_across_a_dst_day(engine: Engine, site_id: str, make_result) -> None:
@@ -335,9 +338,11 @@ def _with_point(result, j: int, **changes):
         # Naive: which instant it means is a guess (and binary COPY would need an aware one).
         (lambda r: r.model_copy(update={"prices_issued_at": dt.datetime(2024, 3, 14, 6)}),
          r"results\[1\] \(site '[^']+' on 2024-03-15\)\.prices_issued_at: must be timezone-aware"),
+        (lambda r: r.model_copy(update={"site_updated_at": dt.datetime(2024, 3, 1, 9)}),
+         r"results\[1\] \(site '[^']+' on 2024-03-15\)\.site_updated_at: must be timezone-aware"),
     ],
     ids=["timeout-overflows-int4", "timezone-too-long", "solver-too-long", "reason-code-too-long",
-         "fallback-used-contradicts-status", "naive-issue-time"],
+         "fallback-used-contradicts-status", "naive-issue-time", "naive-registration-time"],
 )
 def test_values_a_backend_would_store_changed_are_refused(
     engine: Engine, site_id: str, make_result, row_counts, change, message

@@ -1,5 +1,6 @@
 """Which latest Dagster plans the series stored since have made stale: a newer issue, or rows the
-day reads written after the plan read its own (its issue loaded again with other values)."""
+day reads written after the plan read its own (its issue loaded again with other values); or
+their site registered with other values since the registration the plan was made with."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.core.site import Site
 from dispatch_pipeline.demo.sites import demo_site
 from dispatch_pipeline.storage import (
+    get_run,
     load_forecast,
     load_price_series,
+    read_registered_sites,
     remove_sites,
     save_forecast,
     save_price_series,
@@ -45,8 +48,8 @@ def prices(date: dt.date = DATE, buy: float = 0.3) -> pd.DataFrame:
 
 
 def plan(engine: Engine, site_id: str, date: dt.date = DATE, *, read: dict | None = None) -> DispatchResult:
-    """A Dagster plan of the day from what storage holds now (or from `read`, frames read
-    earlier), keeping what the pipeline keeps of its inputs."""
+    """A Dagster plan of the day from what storage holds now (or from `read`, inputs read
+    earlier), keeping what the pipeline keeps of its inputs and of its site's registration."""
     day = local_day(date, TIMEZONE, 15)
     frames = read or stored_inputs(engine, site_id, date)
     forecast_frame, price_frame = frames["forecast"], frames["prices"]
@@ -56,6 +59,7 @@ def plan(engine: Engine, site_id: str, date: dt.date = DATE, *, read: dict | Non
             "forecast_stored_at": latest_write(forecast_frame),
             "prices_issued_at": latest_issue(price_frame),
             "prices_stored_at": latest_write(price_frame),
+            "site_updated_at": frames["site_updated_at"],
         }
     )
     assert len(forecast_frame) == day.intervals
@@ -63,11 +67,15 @@ def plan(engine: Engine, site_id: str, date: dt.date = DATE, *, read: dict | Non
     return result
 
 
-def stored_inputs(engine: Engine, site_id: str, date: dt.date = DATE) -> dict[str, pd.DataFrame]:
+def stored_inputs(engine: Engine, site_id: str, date: dt.date = DATE) -> dict:
+    """The day's series as stored now, and the `updated_at` of the site's registration (None
+    when it is not registered), as the pipeline's steps read them."""
     day = local_day(date, TIMEZONE, 15)
+    registered = read_registered_sites(engine, [site_id])[0]
     return {
         "forecast": load_forecast(engine, site_id, day.start_utc, day.end_utc),
         "prices": load_price_series(engine, site_id, day.start_utc, day.end_utc),
+        "site_updated_at": registered[0].updated_at if registered else None,
     }
 
 
@@ -269,3 +277,56 @@ def test_days_of_a_site_no_longer_registered_are_judged_by_their_series_only(eng
     assert stale(engine, site_id) is not None
     remove_sites(engine, [site_id])
     assert stale(engine, site_id) is None
+
+
+def test_a_site_changed_between_reading_it_and_storing_the_plan_makes_the_plan_stale(
+    engine: Engine, site_id: str
+) -> None:
+    # A Dagster run reads its site in one step and stores the plan later (a re-plan from a tariff
+    # snapshot: much later). The registration it planned with counts, not when the plan was stored.
+    site = demo_site("KL_MALL").model_copy(update={"site_id": site_id})
+    upsert_site(engine, site)
+    save_forecast(engine, site_id, forecast(), ISSUE)
+    read = stored_inputs(engine, site_id)
+    upsert_site(engine, with_capacity(site, site.bess.capacity_kwh * 2))
+    changed = site_updated_at(engine, site_id)
+    made = plan(engine, site_id, read=read)
+
+    stored = get_run(engine, made.run_id).run
+    assert stored.site_updated_at == read["site_updated_at"] < changed < stored.created_at
+    found = stale(engine, site_id)
+    assert found is not None and found.run_id == made.run_id
+    assert found.site_changed_at == changed
+    assert found.inputs == f"{ISSUE.isoformat()} written {made.forecast_stored_at.isoformat()} site {changed.isoformat()}"
+    # Planned again with the registration as it is now, the day is no longer stale.
+    plan(engine, site_id)
+    assert stale(engine, site_id) is None
+
+
+def test_a_site_imported_again_as_it_is_while_its_day_was_planning_leaves_the_plan_fresh(
+    engine: Engine, site_id: str
+) -> None:
+    site = demo_site("KL_MALL").model_copy(update={"site_id": site_id})
+    upsert_site(engine, site)
+    save_forecast(engine, site_id, forecast(), ISSUE)
+    read = stored_inputs(engine, site_id)
+    upsert_site(engine, site)  # the daily import of the same sites.yaml
+    plan(engine, site_id, read=read)
+    assert site_updated_at(engine, site_id) == read["site_updated_at"]
+    assert stale(engine, site_id) is None
+
+
+def test_a_plan_not_knowing_its_sites_registration_counts_from_its_creation(engine: Engine, site_id: str) -> None:
+    # Runs stored before migration 0007: a change before the plan was stored goes unseen, one after is seen.
+    site = demo_site("KL_MALL").model_copy(update={"site_id": site_id})
+    upsert_site(engine, site)
+    save_forecast(engine, site_id, forecast(), ISSUE)
+    read = stored_inputs(engine, site_id)
+    upsert_site(engine, with_capacity(site, site.bess.capacity_kwh * 2))
+    made = plan(engine, site_id, read={**read, "site_updated_at": None})
+    assert get_run(engine, made.run_id).run.site_updated_at is None
+    assert stale(engine, site_id) is None
+
+    upsert_site(engine, with_capacity(site, site.bess.capacity_kwh * 3))
+    found = stale(engine, site_id)
+    assert found is not None and found.site_changed_at == site_updated_at(engine, site_id)

@@ -10,16 +10,18 @@ latest Dagster plan read an older issue than the newest stored for one of their 
 the time-of-use tariff of a day a price series is now stored for, or read rows of the day that
 have been written since (storage/staleness.py): an issue loaded again under the same issue time
 with other values for the day (a corrected file), or an older issue loaded late where an
-interval read one older still. A plan made before the site's registration last changed (`sites
-import` or `sites add` with another battery, limits, weights or tariff; the same values again
-change nothing) is stale too. Days already under way are left alone: their plan starts from
-the state of charge at midnight.
+interval read one older still. A plan made with an older registration of its site than the one
+stored now (`sites import` or `sites add` with another battery, limits, weights or tariff since;
+the same values again change nothing) is stale too: the oldest registration the run's steps
+read counts, so a change while the run was planning is noticed. Days already under way are left
+alone: their plan starts from the state of charge at midnight.
 
 Each change of a day's inputs re-plans it once: the cursor keeps, per day, the state of its
 inputs already acted on (the newest issue and the newest write among the rows it reads, and
-when its site changed, if after its plan). A re-plan that fails (a price series covering part of
-the day) is not requested again until its inputs or its site change again; its failure names what is missing, like any run's. Cursors of releases
-that kept only the newest issue match no state: a day stale then is requested once more.
+when its site changed, if after the registration its plan was made with). A re-plan that fails
+(a price series covering part of the day) is not requested again until its inputs or its site
+change again; its failure names what is missing, like any run's. Cursors of releases that kept
+only the newest issue match no state: a day stale then is requested once more.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dispatch_pipeline.core.solve import Outcome, SolveClock, attempt_milp, fall
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, run_strategy, shorten
 from dispatch_pipeline.defs.dispatch.plans import FailedDay, PlannedDay, SolvedDay
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions
-from dispatch_pipeline.defs.ingestion.tariff import DEMAND_CHARGE, ISSUED_AT
+from dispatch_pipeline.defs.ingestion.tariff import DEMAND_CHARGE, ISSUED_AT, site_registration
 from dispatch_pipeline.defs.partitions import SiteDay, context_site_days
 from dispatch_pipeline.defs.resources import DispatchSolver, DispatchStorage
 from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
@@ -36,7 +36,7 @@ def build_dispatch_problem(
 ) -> dict[str, PlannedDay]:
     days = context_site_days(context)
     use_milp = run_strategy(context.run.tags) == "milp"
-    sites, unusable = registered_sites(storage.engine(), (day.site_id for day in days))
+    sites, unusable, updated_at = registered_sites(storage.engine(), (day.site_id for day in days))
     planned: dict[str, PlannedDay] = {}
     # Per partition, so that the recovery sensor plans a run's other days.
     problems = unplannable_days(days, sites, unusable)
@@ -73,6 +73,12 @@ def build_dispatch_problem(
             # None from a snapshot of an earlier release: staleness then counts from the run's creation.
             forecast_stored=latest_write(forecast),
             prices_stored=latest_write(prices),
+            # The prices and demand charge are those of the registration site_tariff read, the
+            # battery, limits and weights this step's: the older of the two, so that a change
+            # after either read makes the plan stale. A snapshot of an earlier release kept none.
+            site_updated=min(
+                read for read in (site_registration(prices), updated_at[day.site_id]) if read is not None
+            ),
         )
         planned[day.key] = PlannedDay(day, problem, site.currency, issues)
     fail_partitions(problems)

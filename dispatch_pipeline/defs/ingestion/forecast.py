@@ -44,7 +44,10 @@ def site_forecast(
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     days = context_site_days(context)
     engine = storage.engine()
-    sites, unusable = registered_sites(engine, (day.site_id for day in days))
+    # The site's local day only: a plan made from this snapshot after its timezone changed is
+    # refused (build_dispatch_problem), so its registration is recorded by the steps whose values
+    # come from it.
+    sites, unusable, _ = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     problems = unplannable_days(days, sites, unusable)
     usable = [day for day in days if day.key not in problems]

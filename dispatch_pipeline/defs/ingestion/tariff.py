@@ -1,6 +1,7 @@
 """`site_tariff`: buy and sell price of every interval of the site-day, and the demand charge of
 the tariff in force on it."""
 
+import datetime as dt
 from collections import Counter
 
 import dagster as dg
@@ -33,6 +34,11 @@ DEMAND_CHARGE = "demand_charge_per_kw"
 # current its prices were; NaT where they came from the ToU tariff.
 ISSUED_AT = "issued_at"
 STORED_AT = "stored_at"
+# When the site's registration the day was priced with last changed (`sites.updated_at`, read
+# with it): the tariff, its demand charge and the ToU prices are that registration's, so a plan
+# made from this snapshot records it (the oldest registration it used), and a change of the site
+# since makes the plan stale.
+SITE_UPDATED_AT = "site_updated_at"
 
 
 @dg.asset(
@@ -56,7 +62,7 @@ def site_tariff(
 ) -> dg.Output[dict[str, pd.DataFrame]]:
     days = context_site_days(context)
     engine = storage.engine()
-    sites, unusable = registered_sites(engine, (day.site_id for day in days))
+    sites, unusable, updated_at = registered_sites(engine, (day.site_id for day in days))
     frames: dict[str, pd.DataFrame] = {}
     tariffs: dict[str, TariffInForce] = {}
     sources: Counter[str] = Counter()
@@ -66,8 +72,9 @@ def site_tariff(
         # A price series replaces the tariff's prices, not its demand charge: both are the day's.
         tariffs[day.key] = sites[day.site_id].tariff_in_force(day.date)
         tariff = tariffs[day.key].tariff
+        registered = updated_at[day.site_id]
         if not stored.stored_rows:
-            frames[day.key] = _tou_frame(tariff, stored.local)
+            frames[day.key] = _tou_frame(tariff, stored.local, registered)
             sources["tou_tariff"] += 1
         elif reason := stored.unusable_reason("price series", day.site_id):
             problems[day.key] = reason
@@ -78,6 +85,7 @@ def site_tariff(
                     DEMAND_CHARGE: tariff.demand_charge_per_kw,
                     ISSUED_AT: stored.rows[ISSUED_AT],
                     STORED_AT: stored.rows[STORED_AT],
+                    SITE_UPDATED_AT: _every_interval(registered, len(stored.rows)),
                 },
             )
             sources["price_series"] += 1
@@ -86,8 +94,8 @@ def site_tariff(
     return dg.Output(frames, metadata=_metadata(context, frames, sources, currencies, tariffs))
 
 
-def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
-    """The day's prices from its time-of-use tariff."""
+def _tou_frame(tariff: TouTariff, local: LocalDay, site_updated_at: dt.datetime) -> pd.DataFrame:
+    """The day's prices from its time-of-use tariff, of the site registration of `site_updated_at`."""
     buy, sell = expand_tariff(tariff, local)
     # A scalar "source" is broadcast slowly; an object array of it gets the same dtype (str on
     # pandas 3, object before) for less. Every array here is new, so none needs copying.
@@ -103,9 +111,25 @@ def _tou_frame(tariff: TouTariff, local: LocalDay) -> pd.DataFrame:
             DEMAND_CHARGE: demand_charge,
             ISSUED_AT: never_issued,
             STORED_AT: never_issued,
+            SITE_UPDATED_AT: _every_interval(site_updated_at, local.intervals),
         },
         copy=False,
     )
+
+
+def _every_interval(instant: dt.datetime, intervals: int) -> pd.DatetimeIndex:
+    """An aware instant once per interval, as a UTC column (as quickly as `never_issued`)."""
+    naive_utc = instant.astimezone(dt.UTC).replace(tzinfo=None)
+    return pd.DatetimeIndex(np.full(intervals, np.datetime64(naive_utc, "us")), tz="UTC")
+
+
+def site_registration(frame: pd.DataFrame) -> dt.datetime | None:
+    """The `updated_at` of the site registration a site_tariff frame was made with; None for a
+    snapshot of an earlier release, which did not keep it."""
+    if SITE_UPDATED_AT not in frame.columns:
+        return None
+    oldest = frame[SITE_UPDATED_AT].min()
+    return None if pd.isna(oldest) else oldest.to_pydatetime()
 
 
 def _metadata(
