@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,7 +35,12 @@ from dispatch_pipeline.core.request import (
 )
 from dispatch_pipeline.core.result import InputIssues
 from dispatch_pipeline.core.site import Site
-from dispatch_pipeline.storage import get_site, load_forecast, registered_case_variant
+from dispatch_pipeline.storage import (
+    RegisteredSite,
+    get_registered_site,
+    load_forecast,
+    registered_case_variant,
+)
 from dispatch_pipeline.storage.forecasts import latest_issue, latest_write
 
 # Request fields a registered site supplies when the request leaves them out; an object given
@@ -43,8 +48,11 @@ from dispatch_pipeline.storage.forecasts import latest_issue, latest_write
 SITE_SUPPLIED_OBJECTS = ("bess", "limits", "weights")
 
 
-def registered_site(engine: Engine, raw: Any, *, may_name: Callable[[str], bool] = lambda _: True) -> Site | None:
-    """The stored site the raw request names, if any (StoredSiteInvalid if it is stored broken).
+def registered_site(
+    engine: Engine, raw: Any, *, may_name: Callable[[str], bool] = lambda _: True
+) -> RegisteredSite | None:
+    """The stored site the raw request names, if any, with its registration's `updated_at`
+    (StoredSiteInvalid if it is stored broken).
 
     A site_id that breaks its pattern names no site: validation reports it with the rest. One
     differing only in case from a registered site's is a RequestError: planned as a site of its
@@ -55,13 +63,13 @@ def registered_site(engine: Engine, raw: Any, *, may_name: Callable[[str], bool]
     site_id = raw.get("site_id") if isinstance(raw, dict) else None
     if not is_site_id(site_id):
         return None
-    site = get_site(engine, site_id)
-    if site is None and (registered := registered_case_variant(engine, site_id)):
+    found = get_registered_site(engine, site_id)
+    if found is None and (registered := registered_case_variant(engine, site_id)):
         which = f"the registered site {registered!r}" if may_name(registered) else "a registered site"
         raise RequestError([
             f"site_id: differs only in case from {which} (got {site_id!r}); site ids are compared exactly"
         ])
-    return site
+    return found
 
 
 @dataclass(frozen=True)
@@ -210,15 +218,17 @@ def _requested_date(raw: dict[str, Any], site: Site, now: dt.datetime) -> dt.dat
 
 
 def site_problem(
-    engine: Engine | None, request: DispatchRequest, site: Site | None, now: dt.datetime
+    engine: Engine | None, request: DispatchRequest, registered: RegisteredSite | None, now: dt.datetime
 ) -> tuple[DispatchProblem, InputIssues]:
-    """The problem of a validated request, its PV taken from storage when it sends none, and
-    when that stored forecast was issued. `engine` None: a database without tables, where no
-    site is registered (`site` None), asked nothing.
+    """The problem of a validated request, its PV taken from storage when it sends none, when
+    that stored forecast was issued, and when the registration of the site read last changed.
+    `engine` None: a database without tables, where no site is registered (`registered` None),
+    asked nothing.
 
     `now` is the one clock reading that decides a request without `date`: near local midnight,
     the PV must come from the day it plans.
     """
+    site = registered.site if registered is not None else None
     if site is not None and request.timezone not in (None, site.timezone):
         # Its forecasts, its stored plans and "latest" on a date all mean the site's own local
         # day: a plan of another 24 hours stored under that date would be read back as the day's.
@@ -228,6 +238,8 @@ def site_problem(
         ])
     pv_kw, issues = (None, InputIssues()) if request.pv_kw is not None else stored_pv(engine, request, site, now)
     problem = build_problem(request, pv_kw=pv_kw, default_timezone=site.timezone if site else None, today=now)
+    if registered is not None:
+        issues = replace(issues, site_updated=registered.updated_at)
     return problem, issues
 
 

@@ -48,7 +48,7 @@ def plan_and_store(database: Database, raw: dict[str, Any], access: Grant) -> Di
     now = clock()
     try:
         engine = database.engine()
-        site = registered_site(engine, raw, may_name=access.allows)
+        registered = registered_site(engine, raw, may_name=access.allows)
     except DATABASE_FAILURES:
         # Judged only now, so that with the database up every problem, the site's included, is
         # named in one answer.
@@ -61,9 +61,10 @@ def plan_and_store(database: Database, raw: dict[str, Any], access: Grant) -> Di
         raise ApiError(500, f"cannot plan: {exc}") from None
     except RequestError as exc:
         raise from_request_error(exc) from None
+    site = registered.site if registered is not None else None
     request = validate(raw, site, now)
     try:
-        problem, issues = site_problem(engine, request, site, now)
+        problem, issues = site_problem(engine, request, registered, now)
     except RequestError as exc:
         raise from_request_error(exc) from None
     result = solve_problem(problem, currency=site.currency if site else DEFAULT_CURRENCY, issues=issues)

@@ -146,7 +146,8 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
     # refusal names every problem, those against the site's stored values too.
     engine = None if why_without_tables(url) else open_database(url)
     # A site stored broken: exit 1, naming its fault.
-    site = None if engine is None else registered_site(engine, raw)
+    registered = None if engine is None else registered_site(engine, raw)
+    site = registered.site if registered is not None else None
     if site is not None and args.currency not in (None, site.currency):
         # The stored explanations would name prices in a currency the site is not billed in.
         raise UsageError(
@@ -160,7 +161,7 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
         if completed is None:
             raise
         raise RequestError([completed.noted(problem.partition(":")[0], problem) for problem in exc.problems]) from None
-    problem, issues = site_problem(engine, parsed, site, now)
+    problem, issues = site_problem(engine, parsed, registered, now)
     currency = args.currency or (site.currency if site else DEFAULT_CURRENCY)
     result = solve_problem(problem, solver=args.solver, currency=currency, issues=issues)
     try:

@@ -15,7 +15,7 @@ from dispatch_pipeline.core.request import Weights
 from dispatch_pipeline.core.site import Site, SiteBattery
 from dispatch_pipeline.core.solve import solve_dispatch
 from dispatch_pipeline.core.tariffs import Prices, TouTariff
-from dispatch_pipeline.storage import save_forecast, upsert_site
+from dispatch_pipeline.storage import get_run, read_registered_sites, save_forecast, upsert_site
 from tests.api.conftest import UNREACHABLE_DATABASE_URL
 from tests.api.helpers import count_rows
 
@@ -396,6 +396,10 @@ def test_registered_site_supplies_battery_weights_timezone_and_forecast(client, 
     with_own_pv = client.post("/dispatch/run", json={**minimal, "pv_kw": sample_request["pv_kw"]})
     detail = client.get(f"/dispatch/runs/{with_own_pv.json()['run_id']}").json()
     assert (detail["forecast_issued_at"], detail["prices_issued_at"]) == (None, None)
+    # Both planned with the site's registration, and keep when it last changed.
+    [registered] = read_registered_sites(engine, ["REG_SITE"])[0]
+    for run_id in (answer.json()["run_id"], with_own_pv.json()["run_id"]):
+        assert get_run(engine, run_id).run.site_updated_at == registered.updated_at
 
 
 def test_a_registered_sites_plan_is_explained_in_its_currency(client, engine, sample_request):

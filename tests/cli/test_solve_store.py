@@ -19,6 +19,7 @@ from dispatch_pipeline.demo import demo_forecast, demo_site
 from dispatch_pipeline.storage import (
     get_run,
     open_database,
+    read_registered_sites,
     save_forecast,
     upsert_site,
 )
@@ -77,6 +78,9 @@ def test_a_registered_sites_request_is_completed_from_storage_and_stored(tmp_pat
     # The PV read from storage, so its issue with it; the prices were the request's own.
     assert (stored.run.forecast_issued_at, stored.run.prices_issued_at) == (ISSUED_AT, None)
     assert dt.datetime.fromisoformat(answer["forecast_issued_at"]) == ISSUED_AT
+    # And the registration of the site it was completed from.
+    [registered] = read_registered_sites(engine, [site.site_id])[0]
+    assert stored.run.site_updated_at == registered.updated_at
     reasons = [p["reason"] for p in answer["points"]]
     assert any("EUR/kWh" in reason for reason in reasons) and not any("MYR" in reason for reason in reasons)
 
