@@ -20,16 +20,20 @@ from dispatch_pipeline.storage.forecasts import (
     save_price_series_by_site,
 )
 from dispatch_pipeline.storage.runs import (
+    IdempotencyKey,
     IncompleteStoredRun,
+    KeyedRun,
     RecordedWeights,
     RunRecord,
     StoredRun,
     check_runs_storable,
     get_run,
+    keyed_run,
     latest_run,
     latest_run_ids,
     list_runs,
     read_runs,
+    save_keyed_run,
     save_runs,
     stored_run_ids,
 )
@@ -51,7 +55,9 @@ from dispatch_pipeline.storage.sites import (
 )
 
 __all__ = [
+    "IdempotencyKey",
     "IncompleteStoredRun",
+    "KeyedRun",
     "RecordedWeights",
     "RegisteredSite",
     "RunRecord",
@@ -66,6 +72,7 @@ __all__ = [
     "get_registered_site",
     "get_run",
     "get_site",
+    "keyed_run",
     "latest_run",
     "latest_run_ids",
     "list_runs",
@@ -85,6 +92,7 @@ __all__ = [
     "remove_sites",
     "save_forecast",
     "save_forecasts",
+    "save_keyed_run",
     "save_price_series",
     "save_price_series_by_site",
     "save_runs",

@@ -32,7 +32,7 @@ _BARE_POSTGRES = re.compile(r"^(postgres|postgresql)://")
 # process finding its database at the newest needs no Alembic: every Dagster run is a new process,
 # and importing Alembic and reading the migration scripts to learn that nothing is to do cost
 # ~0.1 s each time.
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 _PASSWORD = re.compile(r"://([^:/@]+):[^@]*@")
 # libpq takes a password in the query too (postgresql://u@h/db?password=...).

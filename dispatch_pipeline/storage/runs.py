@@ -9,12 +9,14 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, and_, select
+from sqlalchemy.exc import IntegrityError
 
 from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.request import TIMEOUT_MS_RANGE, Weights
@@ -73,6 +75,8 @@ RUN_COLUMNS = (
     "prices_stored_at",
     "site_updated_at",
 )
+# Written only with a keyed run (save_keyed_run): every other writer leaves them null.
+IDEMPOTENCY_COLUMNS = ("idempotency_key", "idempotency_scope", "request_fingerprint")
 SCHEDULE_COLUMNS = ("run_id", "ts", *SCHEDULE_FLOW_COLUMNS, "soc", "reason")
 EXPLANATION_COLUMNS = ("run_id", "ts", "reason_code", "reason", "binding", "marginal_cost_per_kwh")
 KPI_TABLE_COLUMNS = ("run_id", *KPI_COLUMNS)
@@ -165,6 +169,25 @@ class StoredRun(BaseModel):
         )
 
 
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's key for one request, whose key it is (`scope`: keys of two scopes never meet)
+    and the fingerprint of the request it came with. Opaque strings to storage."""
+
+    scope: str
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class KeyedRun:
+    """The run stored under an idempotency key, and the fingerprint of the request that stored it."""
+
+    run_id: uuid.UUID
+    site_id: str
+    fingerprint: str
+
+
 # ----------------------------------------------------------------------------------------- write
 
 
@@ -183,6 +206,57 @@ def save_runs(
     results = _checked_batch(results, source, dagster_run_id)
     if not results:
         return []
+    _write_runs(engine, results, source, dagster_run_id, None)
+    return [result.run_id for result in results]
+
+
+def save_keyed_run(
+    engine: Engine, result: DispatchResult, key: IdempotencyKey, *, source: str
+) -> tuple[KeyedRun, bool]:
+    """Store `result` under `key` unless a run is stored under it already (in `key.scope`).
+
+    Returns the run the key names, and whether it is `result`, stored now; when it is another,
+    nothing of `result` is written. Two calls with one key at once store one run: the database's
+    unique index on (scope, key) decides, and the other call gets the first one's run. As
+    save_runs otherwise (all or nothing, checks first).
+    """
+    _check_key(key)
+    [result] = _checked_batch([result], source, None)
+    try:
+        _write_runs(engine, [result], source, None, key)
+    except IntegrityError:
+        # Most likely the index: another request stored a run under the key since the caller
+        # looked. Anything else (a run_id stored already) leaves the key free, and is raised.
+        stored = keyed_run(engine, key.scope, key.key)
+        if stored is None:
+            raise
+        return stored, False
+    return KeyedRun(result.run_id, result.site_id, key.fingerprint), True
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, IdempotencyKey):
+        raise problem("key", "must be an IdempotencyKey", type(key).__name__)
+    runs = dispatch_runs.c
+    for name, column, may_be_empty in (
+        ("key", runs.idempotency_key, False),
+        ("scope", runs.idempotency_scope, True),
+        ("fingerprint", runs.request_fingerprint, False),
+    ):
+        value = getattr(key, name)
+        if not isinstance(value, str) or "\x00" in value or not (value or may_be_empty):
+            raise problem(f"key.{name}", "must be a non-empty string without NUL" if not may_be_empty
+                          else "must be a string without NUL", value)
+        check_length(value, column, f"key.{name}")
+
+
+def _write_runs(
+    engine: Engine,
+    results: list[DispatchResult],
+    source: str,
+    dagster_run_id: str | None,
+    key: IdempotencyKey | None,
+) -> None:
     parsed_ts: dict[str, dt.datetime] = {}
     with write_transaction(engine) as connection:
         bulk_insert(
@@ -199,14 +273,13 @@ def save_runs(
         # older than a run stored while it was writing. One tick per result: a later entry of the
         # same batch counts as the more recent run.
         created_at = creation_times(connection, len(results))
-        bulk_insert(
-            connection,
-            dispatch_runs,
-            RUN_COLUMNS,
-            _run_rows(results, created_at, source, dagster_run_id),
-        )
+        run_rows = _run_rows(results, created_at, source, dagster_run_id)
+        if key is None:
+            bulk_insert(connection, dispatch_runs, RUN_COLUMNS, run_rows)
+        else:
+            keyed = ((*row, key.key, key.scope, key.fingerprint) for row in run_rows)
+            bulk_insert(connection, dispatch_runs, (*RUN_COLUMNS, *IDEMPOTENCY_COLUMNS), keyed)
         bulk_insert(connection, dispatch_kpis, KPI_TABLE_COLUMNS, _kpi_rows(results))
-    return [result.run_id for result in results]
 
 
 def check_runs_storable(
@@ -443,6 +516,19 @@ def get_run(engine: Engine, run_id: uuid.UUID | str) -> StoredRun | None:
     run_uuid = _as_uuid(run_id)
     with engine.connect() as connection:
         return _read_run(connection, run_uuid)
+
+
+def keyed_run(engine: Engine, scope: str, key: str) -> KeyedRun | None:
+    """The run stored under idempotency key `key` of `scope`, or None: one lookup in the index
+    that keeps them unique."""
+    runs = dispatch_runs.c
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(runs.id, runs.site_id, runs.request_fingerprint).where(
+                runs.idempotency_scope == scope, runs.idempotency_key == key
+            )
+        ).first()
+    return None if row is None else KeyedRun(*row)
 
 
 def latest_run(engine: Engine, site_id: str, date: dt.date | None = None) -> StoredRun | None:

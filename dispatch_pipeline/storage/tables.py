@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -38,6 +39,7 @@ RUN_SOURCES = ("dagster", "api", "cli")
 RUN_STATUSES = ("ok", "fallback")
 RUN_SOLVERS = ("milp", "fallback_rule", "rule_based")
 RESOLUTIONS_MINUTES = (5, 10, 15, 30, 60)
+IDEMPOTENCY_KEY_LENGTH = 255
 
 KPI_COLUMNS = (
     "total_cost",
@@ -163,6 +165,12 @@ dispatch_runs = Table(
     # (null: no registered site was read, or stored before migration 0007): a site's registration
     # changed since makes it stale.
     Column("site_updated_at", UtcDateTime),
+    # The `Idempotency-Key` a POST /dispatch/run was sent with, whose key it is (a digest of the
+    # caller's token; empty when the API asks for none) and the SHA-256 of the request: a repeat
+    # of the request is answered with this run. Null for every other run.
+    Column("idempotency_key", String(IDEMPOTENCY_KEY_LENGTH)),
+    Column("idempotency_scope", String(64)),
+    Column("request_fingerprint", String(64)),
     CheckConstraint(_in("source", RUN_SOURCES), name="source"),
     CheckConstraint(_in("status", RUN_STATUSES), name="status"),
     CheckConstraint(_in("solver", RUN_SOLVERS), name="solver"),
@@ -173,6 +181,16 @@ dispatch_runs = Table(
     # query its one entry, and list_runs of a site its order (migration 0004 has the numbers).
     Index("ix_dispatch_runs_site_id_date_created_at", "site_id", "date", "created_at"),
     Index("ix_dispatch_runs_site_id_created_at_id", "site_id", "created_at", "id"),
+    # One run per key of a caller, whichever request stores it first; partial, so that the runs
+    # without a key (nearly all) take no room in it (migration 0007).
+    Index(
+        "ix_dispatch_runs_idempotency_scope_idempotency_key",
+        "idempotency_scope",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+    ),
 )
 
 # The per-interval tables have no foreign key to their run: checking one per inserted row was most

@@ -22,13 +22,16 @@ from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.result import Kpis
 from dispatch_pipeline.demo import demo_site
 from dispatch_pipeline.storage import (
+    IdempotencyKey,
     get_run,
+    keyed_run,
     latest_run,
     load_forecast,
     load_price_series,
     migrate,
     read_registered_sites,
     save_forecast,
+    save_keyed_run,
     save_price_series,
     save_runs,
     upsert_site,
@@ -72,7 +75,7 @@ EXPECTED_TABLES = {
 
 def test_migrations_create_every_table(engine: Engine, database_url: str) -> None:
     assert set(inspect(engine).get_table_names()) >= EXPECTED_TABLES
-    assert current_revision(database_url) == head_revision() == "0007"
+    assert current_revision(database_url) == head_revision() == HEAD_REVISION
 
 
 def test_check_constraints_carry_the_names_tables_py_gives(engine: Engine) -> None:
@@ -221,6 +224,10 @@ def test_offline_postgresql_upgrade_writes_every_migration() -> None:
         assert (
             f"ALTER TABLE {table} ADD COLUMN stored_at TIMESTAMP WITH TIME ZONE DEFAULT '1970-01-01 00:00:00+00' NOT NULL"
         ) in script
+    assert (
+        "CREATE UNIQUE INDEX ix_dispatch_runs_idempotency_scope_idempotency_key"
+        " ON dispatch_runs (idempotency_scope, idempotency_key) WHERE idempotency_key IS NOT NULL"
+    ) in script
     downgrade = _offline_script("downgrade", f"{HEAD_REVISION}:0002")
     assert "DROP INDEX IF EXISTS ix_dispatch_runs_site_id_created_at_id" in downgrade
     assert "RENAME CONSTRAINT ck_dispatch_runs_source TO ck_dispatch_runs_ck_dispatch_runs_source" in downgrade
@@ -503,7 +510,7 @@ def test_0007_keeps_every_run_and_judges_runs_stored_before_it_by_their_creation
     assert _rows_of_every_table(engine) == rows
 
     upgrade_database(fresh_database_url)
-    assert current_revision(fresh_database_url) == "0007"
+    assert current_revision(fresh_database_url) == HEAD_REVISION
     assert _rows_of_every_table(engine) == rows
     # What 0006 never held comes back unknown, not invented.
     assert get_run(engine, result.run_id).to_result() == result.model_copy(update={"site_updated_at": None})
@@ -513,6 +520,54 @@ def test_0007_keeps_every_run_and_judges_runs_stored_before_it_by_their_creation
     upsert_site(engine, site.model_copy(update={"bess": site.bess.model_copy(update={"capacity_kwh": 999.0})}))
     found = stale_plans(engine, window)[date]
     assert found.run_id == result.run_id and found.site_changed_at is not None
+
+
+def _idempotency_revisions() -> tuple[str, str]:
+    """The revision adding the idempotency keys and the one before it, found by its file: its
+    number may change when migrations written alongside it are merged."""
+    from alembic.script import ScriptDirectory
+
+    [script] = [
+        script for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+        if script.path.endswith("_idempotency_keys.py")
+    ]
+    return script.revision, script.down_revision
+
+
+IDEMPOTENCY_COLUMNS = {"idempotency_key", "idempotency_scope", "request_fingerprint"}
+IDEMPOTENCY_INDEX = "ix_dispatch_runs_idempotency_scope_idempotency_key"
+
+
+def test_idempotency_keys_come_and_go_with_their_migration(fresh_database_url: str) -> None:
+    """Downgraded, runs lose their keys and nothing else; upgraded again, every run is keyless,
+    its key free to store another run under, and the index refuses a key twice."""
+    revision, before = _idempotency_revisions()
+    engine = make_engine(fresh_database_url)
+    upgrade_database(fresh_database_url)
+    keyed = build_result("KEYED_SITE", seed=1)
+    plain = build_result("KEYED_SITE", seed=2)
+    key = IdempotencyKey(scope="", key="retry-1", fingerprint="f" * 64)
+    save_keyed_run(engine, keyed, key, source="api")
+    save_runs(engine, [plain], source="api")
+    rows = _rows_of_every_table(engine)
+
+    _migrate(fresh_database_url, "downgrade", before)
+    assert not IDEMPOTENCY_COLUMNS & _run_column_names(engine)
+    assert IDEMPOTENCY_INDEX not in _index_names(engine)
+    assert _rows_of_every_table(engine) == rows
+    # The previous release writes its runs as before.
+    save_runs(engine, [build_result("KEYED_SITE", seed=3)], source="api")
+
+    _migrate(fresh_database_url, "upgrade", revision)
+    assert _run_column_names(engine) >= IDEMPOTENCY_COLUMNS
+    assert get_run(engine, keyed.run_id).to_result() == keyed
+    assert keyed_run(engine, key.scope, key.key) is None
+    retried = build_result("KEYED_SITE", seed=4)
+    assert save_keyed_run(engine, retried, key, source="api")[1]
+    assert save_keyed_run(engine, build_result("KEYED_SITE", seed=5), key, source="api") == (
+        keyed_run(engine, key.scope, key.key), False
+    )
+    assert keyed_run(engine, key.scope, key.key).run_id == retried.run_id
 
 
 def _sql_datetime(engine: Engine, value: dt.datetime) -> object:

@@ -8,25 +8,35 @@ import math
 import re
 import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import Engine, event, inspect
+from sqlalchemy import Engine, event, inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from dispatch_pipeline.core.result import Point
 from dispatch_pipeline.storage import (
+    IdempotencyKey,
     IncompleteStoredRun,
+    KeyedRun,
     StorageInputError,
     get_run,
+    keyed_run,
     latest_run,
     list_runs,
     read_runs,
+    save_keyed_run,
     save_runs,
 )
 from dispatch_pipeline.storage import runs as runs_module
-from dispatch_pipeline.storage.tables import dispatch_explanations, dispatch_kpis, dispatch_schedule
+from dispatch_pipeline.storage.tables import (
+    dispatch_explanations,
+    dispatch_kpis,
+    dispatch_runs,
+    dispatch_schedule,
+)
 
 CASES = Path(__file__).resolve().parents[1] / "data" / "cases"
 
@@ -517,3 +527,122 @@ def test_every_write_path_stores_the_same(
         assert raw[0].run_id == result.run_id.hex
         assert raw[0].ts == "2024-03-14 16:00:00.000000"
         assert json.loads(raw[0].binding) == result.points[0].binding
+
+
+# ------------------------------------------------------------------------------ idempotency keys
+
+
+def _key(scope: str = "", fingerprint: str = "a" * 64) -> IdempotencyKey:
+    # The session's database is shared: a key no other test uses.
+    return IdempotencyKey(scope=scope, key=f"key-{uuid.uuid4()}", fingerprint=fingerprint)
+
+
+def test_a_keyed_run_is_stored_once_per_key_of_a_scope(
+    engine: Engine, site_id: str, make_result, row_counts
+) -> None:
+    key = _key()
+    first, second = make_result(site_id, seed=1), make_result(site_id, seed=2)
+
+    assert keyed_run(engine, key.scope, key.key) is None
+    stored, saved = save_keyed_run(engine, first, key, source="api")
+    assert saved and stored == KeyedRun(first.run_id, site_id, key.fingerprint)
+    assert keyed_run(engine, key.scope, key.key) == stored
+    assert get_run(engine, first.run_id).to_result() == first
+
+    # The same key again, whatever the request: the first run is the key's, nothing else written.
+    again, saved = save_keyed_run(engine, second, replace(key, fingerprint="b" * 64), source="api")
+    assert (again, saved) == (stored, False)
+    assert set(row_counts(engine, [second.run_id]).values()) == {0}
+
+    # Another scope's key of the same spelling is another key.
+    elsewhere = replace(key, scope="c" * 64)
+    assert keyed_run(engine, elsewhere.scope, elsewhere.key) is None
+    assert save_keyed_run(engine, second, elsewhere, source="api") == (
+        KeyedRun(second.run_id, site_id, key.fingerprint), True
+    )
+    assert [run.run_id for run in list_runs(engine, site_id)] == [second.run_id, first.run_id]
+
+
+def test_runs_without_a_key_are_stored_as_before(engine: Engine, site_id: str, make_result) -> None:
+    results = [make_result(site_id, seed=s) for s in range(2)]
+    save_runs(engine, results, source="api")
+    with engine.connect() as connection:
+        keys = connection.execute(
+            select(dispatch_runs.c.idempotency_key, dispatch_runs.c.idempotency_scope, dispatch_runs.c.request_fingerprint)
+            .where(dispatch_runs.c.site_id == site_id)
+        ).all()
+    assert keys == [(None, None, None)] * 2
+
+
+def test_a_stored_run_id_under_a_free_key_fails_and_leaves_the_key_free(
+    engine: Engine, site_id: str, make_result
+) -> None:
+    original = make_result(site_id, seed=1)
+    save_runs(engine, [original], source="api")
+    key = _key()
+    with pytest.raises(IntegrityError):
+        save_keyed_run(engine, make_result(site_id, seed=2).model_copy(update={"run_id": original.run_id}), key,
+                       source="api")
+    assert keyed_run(engine, key.scope, key.key) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"key": ""}, "key.key: must be a non-empty string without NUL (got '')"),
+        ({"key": "k" * 256}, "key.key: must be at most 255 characters"),
+        ({"key": "a\x00b"}, "key.key: must be a non-empty string without NUL"),
+        ({"scope": "s" * 65}, "key.scope: must be at most 64 characters"),
+        ({"scope": None}, "key.scope: must be a string without NUL (got None)"),
+        ({"fingerprint": ""}, "key.fingerprint: must be a non-empty string without NUL"),
+    ],
+)
+def test_bad_keys_are_refused_before_writing(
+    engine: Engine, site_id: str, make_result, row_counts, change, message
+) -> None:
+    result = make_result(site_id)
+    with pytest.raises(StorageInputError, match=re.escape(message)):
+        save_keyed_run(engine, result, replace(_key(), **change), source="api")
+    assert set(row_counts(engine, [result.run_id]).values()) == {0}
+
+
+def test_writers_racing_with_one_key_store_one_run(engine: Engine, site_id: str, make_result) -> None:
+    key = _key(scope="d" * 64)
+    results = [make_result(site_id, seed=s) for s in range(6)]
+    outcomes: list[tuple[KeyedRun, bool]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(results))
+
+    def write(result) -> None:
+        try:
+            start.wait()
+            outcomes.append(save_keyed_run(engine, result, key, source="api"))
+        except BaseException as exc:  # collected: a thread's exception would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(r,)) for r in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(saved for _run, saved in outcomes) == [False] * 5 + [True]
+    [winner] = {run for run, _saved in outcomes}
+    assert [run.run_id for run in list_runs(engine, site_id)] == [winner.run_id]
+
+
+def test_a_key_is_found_through_its_index(engine: Engine) -> None:
+    statement = select(dispatch_runs.c.id).where(
+        dispatch_runs.c.idempotency_scope == "", dispatch_runs.c.idempotency_key == "k"
+    )
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            compiled = statement.compile(connection, compile_kwargs={"literal_binds": True})
+            plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+        else:
+            # A small table is read whole more cheaply: ask for the plan a large one gets.
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            compiled = statement.compile(connection, compile_kwargs={"literal_binds": True})
+            plan = "\n".join(connection.exec_driver_sql(f"EXPLAIN {compiled}").scalars())
+    assert "ix_dispatch_runs_idempotency_scope_idempotency_key" in plan, plan
