@@ -1,6 +1,7 @@
 """The REST API of the dispatch contract.
 
-    POST /dispatch/run                           plan one site-day, store it (source "api")
+    POST /dispatch/run                           plan one site-day, store it (source "api");
+                                                 with Idempotency-Key, once per key (idempotency.py)
     GET  /dispatch/latest?site_id=X[&date=D]     the newest stored plan of a site (and local date)
     GET  /dispatch/runs/{run_id}                 one stored run with KPIs and points
     GET  /healthz                                database reachable, solver present (200 / 503)

@@ -47,6 +47,12 @@ Day-ahead battery dispatch for PV + battery sites, per the dispatch contract.
 sites) or `TOKEN:SITE1|SITE2` (only those sites). Missing or unknown token: 401; a token not
 allowed on the request's site: 403.
 
+**Retries.** `POST /dispatch/run` takes an optional `Idempotency-Key` header (1 to 255 printable
+ASCII characters). The same key sent again with the same body is answered with the run it stored,
+and `Idempotent-Replayed: true`, without planning again; with another body it is a 422. Keys are
+the caller's own (its token's), last as long as their run (no expiry), and a refused request
+stores none.
+
 **Limits.** Bodies over {MAX_BODY_BYTES} bytes: 413. Arrays over 2016 values: 422.
 
 **Errors.** Input invalid whatever a registered site stores is a 422 even while the database is

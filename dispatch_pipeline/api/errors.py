@@ -57,17 +57,29 @@ class ApiError(Exception):
         self.message = message
         self.problems = problems
         self.headers = headers
+        self.unlisted = 0  # problems of a 422 left out of `problems`
 
 
-def unprocessable(problems: list[dict[str, Any]]) -> ApiError:
+def unprocessable(problems: list[dict[str, Any]], unlisted: int = 0) -> ApiError:
+    """A 422 listing `problems`, up to MAX_LISTED_PROBLEMS of them; `unlisted` more are only counted."""
     if len(problems) > MAX_LISTED_PROBLEMS:
         # A 1 MB body of 75,000 bad keys would otherwise answer with 12 MB.
-        left_out = len(problems) - MAX_LISTED_PROBLEMS
+        unlisted += len(problems) - MAX_LISTED_PROBLEMS
+        problems = problems[:MAX_LISTED_PROBLEMS]
+    if unlisted:
         problems = [
-            *problems[:MAX_LISTED_PROBLEMS],
-            {"loc": ["body"], "msg": f"and {left_out} more problems, not listed", "type": "too_many_problems"},
+            *problems,
+            {"loc": ["body"], "msg": f"and {unlisted} more problems, not listed", "type": "too_many_problems"},
         ]
-    return ApiError(422, "; ".join(_sentence(p) for p in problems), problems)
+    error = ApiError(422, "; ".join(_sentence(p) for p in problems), problems)
+    error.unlisted = unlisted
+    return error
+
+
+def with_problem_first(error: ApiError, problem: dict[str, Any]) -> ApiError:
+    """The 422 `error` with `problem` named before its own."""
+    listed = [p for p in error.problems or [] if p["type"] != "too_many_problems"]
+    return unprocessable([problem, *listed], error.unlisted)
 
 
 def field_problem(loc: list[str | int], msg: str, value: Any = None, kind: str = "value_error") -> dict:
@@ -141,7 +153,7 @@ def _abbreviate(text: str) -> str:
 
 def _sentence(problem: dict[str, Any]) -> str:
     location = ""
-    for part in problem["loc"][1:] if problem["loc"][:1] in (["body"], ["query"], ["path"]) else problem["loc"]:
+    for part in problem["loc"][1:] if problem["loc"][:1] in (["body"], ["query"], ["path"], ["header"]) else problem["loc"]:
         location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
     text = f"{location or 'request'}: {problem['msg']}"
     if "input" in problem:

@@ -18,6 +18,12 @@ from pydantic import AfterValidator, BaseModel
 from dispatch_pipeline.api.auth import Grant, ensure_site_allowed, require_access
 from dispatch_pipeline.api.dependencies import DATABASE_RETRY_AFTER_SECONDS, Database, get_database
 from dispatch_pipeline.api.errors import ApiError, field_problem, unprocessable
+from dispatch_pipeline.api.idempotency import (
+    REPLAYED_HEADER,
+    REPLAYED_RESPONSE_HEADER,
+    openapi_parameters,
+    read_key,
+)
 from dispatch_pipeline.api.limits import MAX_INTERVALS, oversized_arrays
 from dispatch_pipeline.api.planning import plan_and_store
 from dispatch_pipeline.api.schemas import (
@@ -62,16 +68,18 @@ def json_response(model: BaseModel, status_code: int = 200, headers: dict[str, s
     "/dispatch/run",
     response_model=DispatchResponse,
     responses={
+        200: {"headers": REPLAYED_RESPONSE_HEADER},
         **ERROR_RESPONSES,
         415: {"model": ErrorResponse, "description": "Body not sent as application/json."},
     },
-    openapi_extra=request_body_openapi(),
+    openapi_extra={**request_body_openapi(), **openapi_parameters()},
     dependencies=[query_parameters()],
     summary="Plan one site-day and store the run",
     tags=["dispatch"],
 )
 async def run_dispatch(request: Request, access: Access, database: DatabaseDep) -> Response:
     require_json_body(request)
+    idempotency_key = read_key(request)
     raw = parse_json_object(await request.body())
     too_long = oversized_arrays(raw)
     if too_long:
@@ -86,10 +94,11 @@ async def run_dispatch(request: Request, access: Access, database: DatabaseDep) 
         ensure_site_allowed(access, site_id)
     # A solve holds its thread while waiting for a solver process: bound how many do, so that
     # a burst of POSTs queues here and cannot take every thread from the reads and /healthz.
-    answer = await anyio.to_thread.run_sync(
-        lambda: plan_and_store(database, raw, access), limiter=request.app.state.solve_slots
+    # A request sent again with its Idempotency-Key is answered from storage in the same thread.
+    planned = await anyio.to_thread.run_sync(
+        lambda: plan_and_store(database, raw, access, idempotency_key), limiter=request.app.state.solve_slots
     )
-    return json_response(answer)
+    return json_response(planned.response, headers={REPLAYED_HEADER: "true"} if planned.replayed else None)
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
