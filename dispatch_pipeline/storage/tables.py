@@ -182,7 +182,7 @@ dispatch_runs = Table(
     Index("ix_dispatch_runs_site_id_date_created_at", "site_id", "date", "created_at"),
     Index("ix_dispatch_runs_site_id_created_at_id", "site_id", "created_at", "id"),
     # One run per key of a caller, whichever request stores it first; partial, so that the runs
-    # without a key (nearly all) take no room in it (migration 0007).
+    # without a key (nearly all) take no room in it (migration 0008).
     Index(
         "ix_dispatch_runs_idempotency_scope_idempotency_key",
         "idempotency_scope",
