@@ -72,8 +72,6 @@ def time_limit_with_poor_incumbent(problem, solver, deadline):
         mip_gap=0.5,
         termination="time_limit",
         marginal_cost_per_kwh=solution.marginal_cost_per_kwh,
-        charge_allowed=solution.charge_allowed,
-        import_allowed=solution.import_allowed,
     )
 
 

@@ -193,8 +193,7 @@ def _dearer_than_the_rules(problem):
     compiled = compile_model(build_model(problem))
     highs = _new_highs(1e-4)
     highs.passModel(compiled.lp)
-    ones = np.ones(problem.intervals)
-    return compiled, highs, (rules, objective_value(problem, rules) * 1.2 + 1.0, ones, ones, ones)
+    return compiled, highs, (rules, objective_value(problem, rules) * 1.2 + 1.0, np.ones(problem.intervals))
 
 
 @pytest.mark.parametrize(

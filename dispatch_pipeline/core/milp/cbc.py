@@ -102,8 +102,8 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
     fixed = solve_fixed_binaries(
         problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
     )
-    (schedule, objective, marginal, charge_allowed, import_allowed), rules_objective = no_dearer_than_the_rules(
-        problem, compiled, highs, (*fixed, charge_allowed, import_allowed), deadline
+    (schedule, objective, marginal), rules_objective = no_dearer_than_the_rules(
+        problem, compiled, highs, fixed, deadline
     )
     return MilpSolution(
         schedule=schedule,
@@ -111,8 +111,6 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
         mip_gap=_achieved_gap(results, log),
         termination=termination,
         marginal_cost_per_kwh=marginal,
-        charge_allowed=charge_allowed,
-        import_allowed=import_allowed,
         rules_objective=rules_objective,
     )
 

@@ -334,15 +334,15 @@ def _polished(
     return answer
 
 
-FixedPlan = tuple[Schedule, float, np.ndarray, np.ndarray, np.ndarray]  # + charge, import binaries
+FixedPlan = tuple[Schedule, float, np.ndarray]  # solve_fixed_binaries' answer
 
 
 def no_dearer_than_the_rules(
     problem: DispatchProblem, compiled: _Compiled, highs: highspy.Highs, plan: FixedPlan, deadline: float
 ) -> tuple[FixedPlan, float]:
-    """`plan` (solve_fixed_binaries' answer and its binaries), or the LP over the rule-based
-    schedule's binaries when that is cheaper; and the rule-based schedule's objective, which the
-    caller compares the plan with as it is judged.
+    """`plan` (solve_fixed_binaries' answer), or the LP over the rule-based schedule's binaries
+    when that is cheaper; and the rule-based schedule's objective, which the caller compares the
+    plan with as it is judged.
 
     A MIP solver stops within its relative gap of the bound; on a day whose objective is mostly
     unavoidable penalties, that slack can be more than the rule-based schedule saves. The rules'
@@ -369,10 +369,10 @@ def no_dearer_than_the_rules(
         return plan, rules_objective
     # The reported gap stays the search's: against the same bound, a cheaper plan's is smaller.
     cheaper = _dearest_reading(problem, candidate) < objective
-    return ((*candidate, charge_allowed, import_allowed) if cheaper else plan), rules_objective
+    return (candidate if cheaper else plan), rules_objective
 
 
-def _dearest_reading(problem: DispatchProblem, plan: tuple) -> float:
+def _dearest_reading(problem: DispatchProblem, plan: FixedPlan) -> float:
     """A plan's cost: the solver's objective, or the schedule as it is judged when that is more."""
     return max(plan[1], objective_value(problem, plan[0]))
 
@@ -474,8 +474,8 @@ def solve_with_highs(
     fixed = solve_fixed_binaries(
         problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
     )
-    (schedule, objective, marginal, charge_allowed, import_allowed), rules_objective = no_dearer_than_the_rules(
-        problem, compiled, highs, (*fixed, charge_allowed, import_allowed), deadline
+    (schedule, objective, marginal), rules_objective = no_dearer_than_the_rules(
+        problem, compiled, highs, fixed, deadline
     )
     if termination == "time_limit":
         mip_gap = min(mip_gap, relative_gap(objective, relaxation_bound))
@@ -485,8 +485,6 @@ def solve_with_highs(
         mip_gap=mip_gap,
         termination=termination,
         marginal_cost_per_kwh=marginal,
-        charge_allowed=charge_allowed,
-        import_allowed=import_allowed,
         integer_rounds=rounds,
         rules_objective=rules_objective,
     )

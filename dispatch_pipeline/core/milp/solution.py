@@ -42,8 +42,6 @@ class MilpSolution:
     mip_gap: float
     termination: Literal["optimal", "time_limit"]
     marginal_cost_per_kwh: np.ndarray
-    charge_allowed: np.ndarray
-    import_allowed: np.ndarray
     # How many MIP rounds the lazy-integrality loop needed: 0 means the LP relaxation was already
     # free of simultaneous charge/discharge and import/export, hence MILP-optimal as it stood.
     integer_rounds: int = 0
