@@ -22,12 +22,7 @@ import pyomo.environ as pyo
 from pyomo.common.tempfiles import TempfileManager
 from pyomo.opt import SolverStatus, TerminationCondition
 
-from dispatch_pipeline.core.milp.highs import (
-    _new_highs,
-    compile_model,
-    no_dearer_than_the_rules,
-    solve_fixed_binaries,
-)
+from dispatch_pipeline.core.milp.highs import _new_highs, compile_model, plan_from_binaries
 from dispatch_pipeline.core.milp.model import build_model
 from dispatch_pipeline.core.milp.solution import (
     MilpFailure,
@@ -94,16 +89,11 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
         raise MilpFailure(f"CBC failed: {results.solver.status}, {condition}")
     model.solutions.load_from(results)
 
-    charge_allowed = _binary_values(model.b, model.T)
-    import_allowed = _binary_values(model.g, model.T)
     compiled = compile_model(model)
     highs = _new_highs(mip_rel_gap)
     highs.passModel(compiled.lp)
-    fixed = solve_fixed_binaries(
-        problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
-    )
-    (schedule, objective, marginal), rules_objective = no_dearer_than_the_rules(
-        problem, compiled, highs, fixed, deadline
+    (schedule, objective, marginal), rules_objective = plan_from_binaries(
+        problem, compiled, highs, _binary_values(model.b, model.T), _binary_values(model.g, model.T), deadline
     )
     return MilpSolution(
         schedule=schedule,

@@ -372,6 +372,25 @@ def no_dearer_than_the_rules(
     return (candidate if cheaper else plan), rules_objective
 
 
+def plan_from_binaries(
+    problem: DispatchProblem,
+    compiled: _Compiled,
+    highs: highspy.Highs,
+    charge_allowed: np.ndarray,
+    import_allowed: np.ndarray,
+    deadline: float,
+) -> tuple[FixedPlan, float]:
+    """The plan of a MIP's binaries, HiGHS's or CBC's: the LP with them fixed, or the LP over the
+    rule-based schedule's when that is cheaper; and the rules' objective (no_dearer_than_the_rules)."""
+    # The fixed-binary LP is small and warm (milliseconds); give it a moment past the deadline
+    # rather than lose an incumbent the MIP already paid for. The MIP stopped MIP_FINISH_RESERVE_S
+    # early, and the caller kills the worker KILL_GRACE_S (0.25 s) after the deadline: 0.15 s fits.
+    fixed = solve_fixed_binaries(
+        problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
+    )
+    return no_dearer_than_the_rules(problem, compiled, highs, fixed, deadline)
+
+
 def _dearest_reading(problem: DispatchProblem, plan: FixedPlan) -> float:
     """A plan's cost: the solver's objective, or the schedule as it is judged when that is more."""
     return max(plan[1], objective_value(problem, plan[0]))
@@ -468,14 +487,8 @@ def solve_with_highs(
         x = np.asarray(highs.getSolution().col_value)
 
     charge_allowed, import_allowed = _binaries_from_flows(x, cols)
-    # The fixed-binary LP is small and warm (milliseconds); give it a moment past the deadline
-    # rather than lose an incumbent the MIP already paid for. The MIP stopped MIP_FINISH_RESERVE_S
-    # early, and the caller kills the worker KILL_GRACE_S (0.25 s) after the deadline: 0.15 s fits.
-    fixed = solve_fixed_binaries(
-        problem, compiled, highs, charge_allowed, import_allowed, max(deadline, time.monotonic() + 0.15)
-    )
-    (schedule, objective, marginal), rules_objective = no_dearer_than_the_rules(
-        problem, compiled, highs, fixed, deadline
+    (schedule, objective, marginal), rules_objective = plan_from_binaries(
+        problem, compiled, highs, charge_allowed, import_allowed, deadline
     )
     if termination == "time_limit":
         mip_gap = min(mip_gap, relative_gap(objective, relaxation_bound))
