@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from dispatch_pipeline.core.milp.solution import (
     MilpFailure,
     MilpSolution,
@@ -18,9 +16,8 @@ SOLVERS = ("highs", "cbc")
 MIP_REL_GAP = 1e-4
 
 
-def solve_milp(problem: DispatchProblem, solver: str = "highs", deadline: float | None = None) -> MilpSolution:
+def solve_milp(problem: DispatchProblem, solver: str, deadline: float) -> MilpSolution:
     """Solve to a relative gap of 1e-4; `deadline` is a time.monotonic() value."""
-    deadline = deadline if deadline is not None else time.monotonic() + problem.timeout_ms / 1000
     if solver == "highs":
         from dispatch_pipeline.core.milp.highs import solve_with_highs
 
