@@ -15,11 +15,11 @@ from dispatch_pipeline.core.explain import explain
 from dispatch_pipeline.core.fallback import rule_based_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.milp import (
-    SOLVERS,
     MilpFailure,
     MilpSolution,
     MilpTimeout,
     SolverUnavailable,
+    check_solver,
     require_cbc,
 )
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
@@ -63,13 +63,6 @@ class SolveClock:
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._started) * 1000
-
-
-def check_solver(solver: str) -> None:
-    """Reject a solver name that is not one of SOLVERS before any work starts: a caller's or a
-    deployment's mistake, not a solver failure."""
-    if solver not in SOLVERS:
-        raise SolverUnavailable(f"solver: unknown solver {solver!r} (choose one of {', '.join(SOLVERS)})")
 
 
 def missing_solver(solver: str) -> str | None:

@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 from pathlib import Path
 from typing import Any
 
-from dispatch_pipeline.core.milp import MilpFailure, MilpTimeout
+from dispatch_pipeline.core.milp import SOLVERS, MilpFailure, MilpTimeout, check_solver
 from dispatch_pipeline.core.runner import MilpRunner, SolverPool
 
 log = logging.getLogger(__name__)
@@ -279,8 +279,6 @@ def _shut(sock: socket.socket) -> None:
 
 
 def _installed_solvers() -> list[str]:
-    from dispatch_pipeline.core.solve import SOLVERS, check_solver
-
     installed = []
     for solver in SOLVERS:
         with contextlib.suppress(Exception):
