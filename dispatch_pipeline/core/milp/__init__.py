@@ -7,7 +7,6 @@ from dispatch_pipeline.core.milp.solution import (
     MilpSolution,
     MilpTimeout,
     SolverUnavailable,
-    cbc_available,
     require_cbc,
 )
 from dispatch_pipeline.core.problem import DispatchProblem
@@ -42,7 +41,6 @@ __all__ = [
     "MilpSolution",
     "MilpTimeout",
     "SolverUnavailable",
-    "cbc_available",
     "check_solver",
     "require_cbc",
     "solve_milp",

@@ -50,12 +50,8 @@ class MilpSolution:
     rules_objective: float | None = None
 
 
-def cbc_available() -> bool:
-    return shutil.which("cbc") is not None
-
-
 def require_cbc() -> None:
-    if not cbc_available():
+    if shutil.which("cbc") is None:
         raise SolverUnavailable(
             "solver: 'cbc' was requested but no 'cbc' executable is on PATH "
             "(install it, e.g. 'apt-get install coinor-cbc', or use solver 'highs')"
