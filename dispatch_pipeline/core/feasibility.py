@@ -50,7 +50,7 @@ CHECKS = (
 )
 
 
-def find_breaches(problem: DispatchProblem, schedule: Schedule, tol: float = TOLERANCE) -> list[Breach]:
+def find_breaches(problem: DispatchProblem, schedule: Schedule) -> list[Breach]:
     s = schedule
     bess = problem.bess
     previous = np.concatenate([[problem.energy_initial_kwh], s.energy[:-1]])
@@ -74,7 +74,7 @@ def find_breaches(problem: DispatchProblem, schedule: Schedule, tol: float = TOL
     breaches = []
     for check in CHECKS:
         # Not `> tolerance`: a NaN compares false both ways, and a schedule holding one is no plan.
-        bad = np.flatnonzero(~(residuals[check] <= tol * scales[check]))
+        bad = np.flatnonzero(~(residuals[check] <= TOLERANCE * scales[check]))
         unit = "kWh" if check in ENERGY_CHECKS else "kW"
         breaches.extend(
             Breach(check, int(t), _off_by(residuals[check][t], unit), _local_start(problem, int(t))) for t in bad
