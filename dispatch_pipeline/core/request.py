@@ -13,7 +13,6 @@ import re
 from collections.abc import Sized
 from importlib import resources
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -264,10 +263,6 @@ class DispatchRequest(_Strict):
         if isinstance(value, float):
             raise PydanticCustomError("int_type", "Input should be a valid integer")
         return value
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone or "UTC")
 
 
 def describe_error(error: ErrorDetails, subject: str = "") -> str:
