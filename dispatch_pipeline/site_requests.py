@@ -28,7 +28,6 @@ from dispatch_pipeline.core.request import (
     DispatchRequest,
     RequestError,
     array_length_problems,
-    describe_error,
     is_site_id,
     parse_calendar_date,
     raw_array_length_problems,
@@ -132,10 +131,6 @@ class ProblemsWhateverTheSite:
 
     field_errors: list[ErrorDetails]
     day_problems: list[str]
-
-    def messages(self) -> list[str]:
-        """Every problem worded as parse_request words it ("field: what is wrong (got value)")."""
-        return [describe_error(error, "request") for error in self.field_errors] + self.day_problems
 
 
 def problems_whatever_the_site(raw: dict[str, Any], today: dt.datetime) -> ProblemsWhateverTheSite:
