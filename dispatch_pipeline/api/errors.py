@@ -89,10 +89,6 @@ def field_problem(loc: list[str | int], msg: str, value: Any = None, kind: str =
     return entry
 
 
-def from_validation_error(exc: ValidationError | RequestValidationError, prefix: tuple = ("body",)) -> ApiError:
-    return unprocessable(validation_problems(exc, prefix))
-
-
 def validation_problems(exc: ValidationError | RequestValidationError, prefix: tuple = ("body",)) -> list[dict]:
     return error_problems(exc.errors(), prefix)
 
@@ -175,7 +171,7 @@ async def handle_api_error(_request: Request, exc: ApiError) -> JSONResponse:
 
 
 async def handle_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    error = from_validation_error(exc, prefix=())
+    error = unprocessable(validation_problems(exc, prefix=()))
     return error_response(422, error.message, error.problems)
 
 
