@@ -15,12 +15,11 @@ def upsert_statement(
     key_columns: Sequence[str],
     update_columns: Sequence[str],
     *,
-    only_if_changed: Sequence[str] = (),
+    only_if_changed: Sequence[str],
 ) -> Insert:
-    """An insert that overwrites `update_columns` of the row already holding the same key.
-
-    With `only_if_changed`, that row is overwritten only when one of those columns would change:
-    one holding the same values keeps all of its columns (a time it was written, say) as they are.
+    """An insert that overwrites `update_columns` of the row already holding the same key, only
+    when one of the `only_if_changed` columns would change: a row holding the same values keeps
+    all of its columns (a time it was written, say) as they are.
     """
     dialects = {"postgresql": postgresql, "sqlite": sqlite}
     dialect = dialects.get(connection.dialect.name)
@@ -29,13 +28,8 @@ def upsert_statement(
             f"database: upserts are implemented for {sorted(dialects)} (got {connection.dialect.name!r})"
         )
     statement = dialect.insert(table)
-    changed = (
-        or_(*(table.c[name].is_distinct_from(statement.excluded[name]) for name in only_if_changed))
-        if only_if_changed
-        else None
-    )
     return statement.on_conflict_do_update(
         index_elements=list(key_columns),
         set_={name: statement.excluded[name] for name in update_columns},
-        where=changed,
+        where=or_(*(table.c[name].is_distinct_from(statement.excluded[name]) for name in only_if_changed)),
     )
