@@ -43,15 +43,15 @@ DISPATCH_IO_MANAGER_KEY = "dispatch_run_io_manager"
 HARD_CHECKS = (*NAMED_HARD_CHECKS, OTHER_HARD_CHECK)
 
 
-def check_specs(asset_key: str = ASSET_KEY) -> list[dg.AssetCheckSpec]:
+def check_specs() -> list[dg.AssetCheckSpec]:
     specs = [
-        dg.AssetCheckSpec(name, asset=asset_key, blocking=True, description=description)
+        dg.AssetCheckSpec(name, asset=ASSET_KEY, blocking=True, description=description)
         for name, description in NAMED_HARD_CHECKS.items()
     ]
     specs.append(
         dg.AssetCheckSpec(
             OTHER_HARD_CHECK,
-            asset=asset_key,
+            asset=ASSET_KEY,
             blocking=True,
             description="The remaining hard constraints: " + ", ".join(OTHER_BREACHES) + ".",
         )
@@ -59,7 +59,7 @@ def check_specs(asset_key: str = ASSET_KEY) -> list[dg.AssetCheckSpec]:
     specs.append(
         dg.AssetCheckSpec(
             FALLBACK_CHECK,
-            asset=asset_key,
+            asset=ASSET_KEY,
             description=(
                 "Warns when a site-day was planned by the rule-based fallback (not when the run's "
                 "dispatch/strategy tag asked for the rule-based schedule: see rule_based_by_strategy)."

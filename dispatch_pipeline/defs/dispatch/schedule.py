@@ -20,7 +20,7 @@ from dispatch_pipeline.defs.partitions import LOCAL_DATE_NOTE, site_day_partitio
     group_name="dispatch",
     kinds={"highs", "postgres"},
     owners=OWNERS,
-    check_specs=check_specs("dispatch_schedule"),
+    check_specs=check_specs(),
     metadata={"stored_in": "dispatch_runs, dispatch_schedule, dispatch_explanations, dispatch_kpis", **DISPATCH_SCHEDULE},
     description=(
         "The site's battery and grid schedule for its local day, one row per quarter-hour: the "
