@@ -42,6 +42,12 @@ class DagsterHome:
     storage: str  # how the instance stores runs, for the user to read
     from_env_file: tuple[str, ...] = ()  # the variables ./.env set
 
+    def announce(self) -> None:
+        """Name the instance, and the variables ./.env set for it, on stdout."""
+        print(f"Dagster instance: {self.path} ({self.storage})")
+        if self.from_env_file:
+            print(f"Settings from ./.env (over the shell's, as dagster dev applies them): {', '.join(self.from_env_file)}")
+
 
 def apply_project_env_file() -> tuple[str, ...]:
     """Set the variables of ./.env in this process, over the shell's, as `dagster dev` does.

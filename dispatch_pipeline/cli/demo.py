@@ -132,9 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     home = choose_dagster_home()
     # Said before the instance is opened: when it cannot be, these are what to look at.
-    print(f"Dagster instance: {home.path} ({home.storage})")
-    if home.from_env_file:
-        print(f"Settings from ./.env (over the shell's, as dagster dev applies them): {', '.join(home.from_env_file)}")
+    home.announce()
     instance = open_instance(home)
     url = application_database_url(args.database_url)
     engine = open_database(url)

@@ -58,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no ./{WORKSPACE} here: run this from the repository root")
     refuse_unusable_address(args.host, args.port)
     home = choose_dagster_home()
-    print(f"Dagster instance: {home.path} ({home.storage})")
-    if home.from_env_file:
-        print(f"Settings from ./.env (over the shell's, as dagster dev applies them): {', '.join(home.from_env_file)}")
+    home.announce()
     print(f"Starting the Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     # A background job of a non-interactive shell starts with SIGINT ignored, and exec keeps
     # that; dagster dev gives SIGTERM SIGINT's handler, so it could then not be stopped at all.
