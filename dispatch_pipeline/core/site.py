@@ -51,6 +51,7 @@ from dispatch_pipeline.core.request import (
     StorableText,
     TimezoneName,
     Weights,
+    array_length_problems,
     calendar_date_input,
     describe_error,
 )
@@ -403,12 +404,7 @@ def site_request(
         buy = tou_buy if buy is None else buy
         sell = tou_sell if sell is None else sell
     arrays = {"load_kw": load_kw, "pv_kw": pv_kw, "buy": buy, "sell": sell}
-    lengths = [
-        f"{name}: has {len(values)} values, but {day.date} in {day.timezone} at "
-        f"{resolution_minutes}-minute resolution has {day.intervals} intervals"
-        for name, values in arrays.items()
-        if values is not None and len(values) != day.intervals
-    ]
+    lengths = array_length_problems({name: values for name, values in arrays.items() if values is not None}, day)
     if lengths:
         raise ValueError("; ".join(lengths))
 
