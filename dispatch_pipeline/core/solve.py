@@ -78,6 +78,11 @@ def missing_solver(solver: str) -> str | None:
     return None
 
 
+def rule_based_outcome(problem: DispatchProblem) -> Outcome:
+    """The rule-based schedule where the MILP was not asked for (use_milp false)."""
+    return Outcome(rule_based_schedule(problem), "ok", "rule_based", None, None)
+
+
 def fallback_outcome(problem: DispatchProblem, reason: str) -> Outcome:
     """The rule-based schedule standing in for a MILP that failed for `reason`."""
     return Outcome(rule_based_schedule(problem), "fallback", "fallback_rule", reason, None)
@@ -139,7 +144,7 @@ def choose_schedule(
 ) -> Outcome:
     """Run the MILP under the hard timeout; hand over to the rule-based schedule when it fails."""
     if not problem.use_milp:
-        return Outcome(rule_based_schedule(problem), "ok", "rule_based", None, None)
+        return rule_based_outcome(problem)
     attempt = attempt_milp(problem, solver, runner, on_start)
     return fallback_outcome(problem, attempt) if isinstance(attempt, str) else attempt
 

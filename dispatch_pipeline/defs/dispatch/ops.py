@@ -10,12 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 import pandas as pd
 
-from dispatch_pipeline.core.fallback import rule_based_schedule as rule_based
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.request import RequestError
 from dispatch_pipeline.core.result import InputIssues
 from dispatch_pipeline.core.site import Site, site_request
-from dispatch_pipeline.core.solve import Outcome, SolveClock, attempt_milp, fallback_outcome
+from dispatch_pipeline.core.solve import (
+    Outcome,
+    SolveClock,
+    attempt_milp,
+    fallback_outcome,
+    rule_based_outcome,
+)
 from dispatch_pipeline.defs.common import RESOLUTION_MINUTES, run_strategy, shorten
 from dispatch_pipeline.defs.dispatch.plans import FailedDay, PlannedDay, SolvedDay
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions
@@ -114,7 +119,7 @@ def _attempt(planned: PlannedDay, solver: DispatchSolver) -> SolvedDay | FailedD
     clock = SolveClock()
     problem = planned.problem
     if not problem.use_milp:
-        attempt: Outcome | str = Outcome(rule_based(problem), "ok", "rule_based", None, None)
+        attempt: Outcome | str = rule_based_outcome(problem)
     else:
         try:
             attempt = attempt_milp(problem, solver.solver, solver.runner, on_start=clock.mark)
