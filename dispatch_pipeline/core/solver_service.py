@@ -34,8 +34,9 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 from pathlib import Path
 from typing import Any
 
-from dispatch_pipeline.core.milp import SOLVERS, MilpFailure, MilpTimeout, check_solver
+from dispatch_pipeline.core.milp import SOLVERS, MilpFailure, MilpTimeout
 from dispatch_pipeline.core.runner import MilpRunner, SolverPool
+from dispatch_pipeline.core.solve import missing_solver
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class SolverService:
         self.address = parse_address(address)
         self._authkey = _authkey(authkey)
         self.runner = MilpRunner(workers)
-        self.hello = {"code": code_fingerprint(), "workers": self.runner.size, "solvers": _installed_solvers()}
+        self.hello = {"code": code_fingerprint(), "workers": self.runner.size, "solvers": installed_solvers()}
         if isinstance(self.address, str):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.address)  # a socket file left by a service that was killed
@@ -278,13 +279,10 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _installed_solvers() -> list[str]:
-    installed = []
-    for solver in SOLVERS:
-        with contextlib.suppress(Exception):
-            check_solver(solver)
-            installed.append(solver)
-    return installed
+def installed_solvers() -> list[str]:
+    """The solvers this host can run (CBC is an optional install): clients send a problem for
+    another one elsewhere, rather than have it fall back here for want of it."""
+    return [solver for solver in SOLVERS if missing_solver(solver) is None]
 
 
 class _ServiceLost(Exception):

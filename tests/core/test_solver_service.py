@@ -336,6 +336,17 @@ def test_a_solver_the_service_lacks_is_not_sent_there(start_service, local_pool)
         ServiceClient(address, KEY, "cbc", local_pool)
 
 
+def test_a_service_on_a_host_without_cbc_does_not_offer_it(monkeypatch) -> None:
+    """A client asking for CBC must go elsewhere rather than be told the solver failed."""
+    monkeypatch.setattr("shutil.which", lambda name, *a, **k: None if name == "cbc" else "/usr/bin/" + name)
+    assert solver_service.installed_solvers() == ["highs"]
+
+
+def test_a_service_on_a_host_with_cbc_offers_it(monkeypatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name, *a, **k: "/usr/bin/" + name)
+    assert solver_service.installed_solvers() == ["highs", "cbc"]
+
+
 def test_nothing_listening_is_unavailable(tmp_path, local_pool) -> None:
     with pytest.raises(ServiceUnavailable, match="cannot connect"):
         ServiceClient(str(tmp_path / "nobody.sock"), KEY, "highs", local_pool)
