@@ -18,9 +18,12 @@ from dispatch_pipeline.core.request import DispatchRequest
 from dispatch_pipeline.core.result import (
     DispatchResponse,
     ForecastIssuedAt,
+    ForecastStoredAt,
     Kpis,
     Point,
     PricesIssuedAt,
+    PricesStoredAt,
+    SiteUpdatedAt,
     SolverName,
     Status,
 )
@@ -67,6 +70,11 @@ class RunDetail(BaseModel):
     resolution_minutes: int
     forecast_issued_at: ForecastIssuedAt
     prices_issued_at: PricesIssuedAt
+    # What stale_plan_sensor compares with the stored inputs and the site now: why a plan was
+    # made again, or was not, is answered from here.
+    forecast_stored_at: ForecastStoredAt
+    prices_stored_at: PricesStoredAt
+    site_updated_at: SiteUpdatedAt
     kpis: Kpis
     points: list[Point]
 

@@ -400,6 +400,14 @@ def test_registered_site_supplies_battery_weights_timezone_and_forecast(client, 
     [registered] = read_registered_sites(engine, ["REG_SITE"])[0]
     for run_id in (answer.json()["run_id"], with_own_pv.json()["run_id"]):
         assert get_run(engine, run_id).run.site_updated_at == registered.updated_at
+        shown = client.get(f"/dispatch/runs/{run_id}").json()["site_updated_at"]
+        assert dt.datetime.fromisoformat(shown) == registered.updated_at
+    # The stored PV's row was written when the forecast was saved; the request's own PV read none.
+    [forecast_run, own_pv_run] = (
+        client.get(f"/dispatch/runs/{run['run_id']}").json() for run in (answer.json(), with_own_pv.json())
+    )
+    assert forecast_run["forecast_stored_at"] is not None and forecast_run["prices_stored_at"] is None
+    assert (own_pv_run["forecast_stored_at"], own_pv_run["prices_stored_at"]) == (None, None)
 
 
 def test_a_registered_sites_plan_is_explained_in_its_currency(client, engine, sample_request):
