@@ -8,10 +8,13 @@ DISPATCH_DAY_AHEAD_SITES_PER_RUN keeps to its default of 250 or less).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
+import pandas as pd
+
+from dispatch_pipeline.defs.common import shorten
 
 # Runs up to this size (a day-ahead tick's batch) get each partition's own numbers and plot; a
 # backfill chunk gets a summary. A plot costs 30-130 ms, and even numbers alone are dear in bulk:
@@ -55,3 +58,16 @@ def record(
     for key, metadata in per_partition.items():
         context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=key)
     return shared
+
+
+def frames_metadata(
+    context: dg.AssetExecutionContext,
+    frames: Mapping[str, pd.DataFrame],
+    day_metadata: Callable[[str, pd.DataFrame], dict[str, Any]],
+    **run_values: Any,
+) -> dict[str, Any]:
+    """The metadata of an output of one frame per partition key (`record`): the run's number of
+    partitions, `run_values` and its site-days; each partition's `day_metadata(key, frame)`."""
+    shared = run_metadata({"partitions": len(frames), **run_values, "site_days": shorten(sorted(frames))})
+    per_partition = {key: day_metadata(key, frame) for key, frame in frames.items()} if detailed(len(frames)) else {}
+    return record(context, shared, per_partition)

@@ -14,6 +14,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache, partial
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,9 @@ from dispatch_pipeline.defs.ingestion.coverage import (
     unusable_slice_message,
     utc_nanoseconds,
 )
-from dispatch_pipeline.defs.partitions import SiteDay
+from dispatch_pipeline.defs.partitions import SiteDay, context_site_days
+from dispatch_pipeline.defs.resources import DispatchStorage
+from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
 
 SeriesLoader = Callable[[Engine, str, dt.datetime, dt.datetime], pd.DataFrame]
 
@@ -113,6 +116,30 @@ def load_day_slices(
             for local, slice_ in zip(local_days, span_slices, strict=True):
                 slices[SiteDay(site_id, local.date)] = slice_
     return slices
+
+
+class StepSlices(NamedTuple):
+    """What load_step_slices found for a step: its usable sites by id, when each one's
+    registration last changed, partition key -> why for the days that cannot be planned, and the
+    stored series of every other day."""
+
+    sites: dict[str, Site]
+    updated_at: dict[str, dt.datetime]
+    problems: dict[str, str]
+    slices: dict[SiteDay, DaySlice]
+
+
+def load_step_slices(
+    context: Any, storage: DispatchStorage, load: SeriesLoader, columns: Sequence[str]
+) -> StepSlices:
+    """The stored series of every partition of the step (`context`) whose site is registered and
+    usable and whose date its clock did not skip; the others are in `problems`."""
+    days = context_site_days(context)
+    engine = storage.engine()
+    sites, unusable, updated_at = registered_sites(engine, (day.site_id for day in days))
+    problems = unplannable_days(days, sites, unusable)
+    usable = [day for day in days if day.key not in problems]
+    return StepSlices(sites, updated_at, problems, load_day_slices(engine, load, columns, usable, sites))
 
 
 def _slice_days(

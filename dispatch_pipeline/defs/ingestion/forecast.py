@@ -4,22 +4,12 @@ import dagster as dg
 import pandas as pd
 
 from dispatch_pipeline.defs.column_schemas import SITE_FORECAST
-from dispatch_pipeline.defs.common import (
-    BACKFILL_POLICY,
-    OWNERS,
-    RESOLUTION_MINUTES,
-    shorten,
-)
+from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, RESOLUTION_MINUTES
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions
-from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
-from dispatch_pipeline.defs.partition_metadata import detailed, record, run_metadata
-from dispatch_pipeline.defs.partitions import (
-    LOCAL_DATE_NOTE,
-    context_site_days,
-    site_day_partitions,
-)
+from dispatch_pipeline.defs.ingestion.day_slices import load_step_slices
+from dispatch_pipeline.defs.partition_metadata import frames_metadata
+from dispatch_pipeline.defs.partitions import LOCAL_DATE_NOTE, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
 from dispatch_pipeline.storage import load_forecast
 from dispatch_pipeline.storage.forecasts import FORECAST_COLUMNS
 
@@ -42,29 +32,19 @@ from dispatch_pipeline.storage.forecasts import FORECAST_COLUMNS
 def site_forecast(
     context: dg.AssetExecutionContext, storage: DispatchStorage
 ) -> dg.Output[dict[str, pd.DataFrame]]:
-    days = context_site_days(context)
-    engine = storage.engine()
     # The site's local day only: a plan made from this snapshot after its timezone changed is
     # refused (build_dispatch_problem), so its registration is recorded by the steps whose values
     # come from it.
-    sites, unusable, _ = registered_sites(engine, (day.site_id for day in days))
+    step = load_step_slices(context, storage, load_forecast, FORECAST_COLUMNS)
     frames: dict[str, pd.DataFrame] = {}
-    problems = unplannable_days(days, sites, unusable)
-    usable = [day for day in days if day.key not in problems]
-    for day, stored in load_day_slices(engine, load_forecast, FORECAST_COLUMNS, usable, sites).items():
+    for day, stored in step.slices.items():
         reason = stored.unusable_reason("forecast", day.site_id)
         if reason:
-            problems[day.key] = reason
+            step.problems[day.key] = reason
         else:
             frames[day.key] = stored.rows
-    fail_partitions(problems)
-    return dg.Output(frames, metadata=_metadata(context, frames))
-
-
-def _metadata(context: dg.AssetExecutionContext, frames: dict[str, pd.DataFrame]) -> dict[str, object]:
-    shared = run_metadata({"partitions": len(frames), "site_days": shorten(sorted(frames))})
-    per_partition = {key: _day_metadata(frame) for key, frame in frames.items()} if detailed(len(frames)) else {}
-    return record(context, shared, per_partition)
+    fail_partitions(step.problems)
+    return dg.Output(frames, metadata=frames_metadata(context, frames, lambda _key, frame: _day_metadata(frame)))
 
 
 def _day_metadata(frame: pd.DataFrame) -> dict[str, object]:

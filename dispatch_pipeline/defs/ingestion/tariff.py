@@ -12,18 +12,12 @@ from dispatch_pipeline.core.calendar import LocalDay
 from dispatch_pipeline.core.site import TariffInForce
 from dispatch_pipeline.core.tariffs import TouTariff, expand_tariff
 from dispatch_pipeline.defs.column_schemas import SITE_TARIFF
-from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS, shorten
+from dispatch_pipeline.defs.common import BACKFILL_POLICY, OWNERS
 from dispatch_pipeline.defs.ingestion.coverage import fail_partitions
-from dispatch_pipeline.defs.ingestion.day_slices import load_day_slices
-from dispatch_pipeline.defs.partition_metadata import detailed, record, run_metadata
-from dispatch_pipeline.defs.partitions import (
-    LOCAL_DATE_NOTE,
-    context_site_days,
-    parse_site_day,
-    site_day_partitions,
-)
+from dispatch_pipeline.defs.ingestion.day_slices import load_step_slices
+from dispatch_pipeline.defs.partition_metadata import frames_metadata
+from dispatch_pipeline.defs.partitions import LOCAL_DATE_NOTE, parse_site_day, site_day_partitions
 from dispatch_pipeline.defs.resources import DispatchStorage
-from dispatch_pipeline.defs.site_lookup import registered_sites, unplannable_days
 from dispatch_pipeline.storage import load_price_series
 from dispatch_pipeline.storage.forecasts import PRICE_COLUMNS
 
@@ -60,24 +54,20 @@ SITE_UPDATED_AT = "site_updated_at"
 def site_tariff(
     context: dg.AssetExecutionContext, storage: DispatchStorage
 ) -> dg.Output[dict[str, pd.DataFrame]]:
-    days = context_site_days(context)
-    engine = storage.engine()
-    sites, unusable, updated_at = registered_sites(engine, (day.site_id for day in days))
+    step = load_step_slices(context, storage, load_price_series, PRICE_COLUMNS)
     frames: dict[str, pd.DataFrame] = {}
     tariffs: dict[str, TariffInForce] = {}
     sources: Counter[str] = Counter()
-    problems = unplannable_days(days, sites, unusable)
-    usable = [day for day in days if day.key not in problems]
-    for day, stored in load_day_slices(engine, load_price_series, PRICE_COLUMNS, usable, sites).items():
+    for day, stored in step.slices.items():
         # A price series replaces the tariff's prices, not its demand charge: both are the day's.
-        tariffs[day.key] = sites[day.site_id].tariff_in_force(day.date)
+        tariffs[day.key] = step.sites[day.site_id].tariff_in_force(day.date)
         tariff = tariffs[day.key].tariff
-        registered = updated_at[day.site_id]
+        registered = step.updated_at[day.site_id]
         if not stored.stored_rows:
             frames[day.key] = _tou_frame(tariff, stored.local, registered)
             sources["tou_tariff"] += 1
         elif reason := stored.unusable_reason("price series", day.site_id):
-            problems[day.key] = reason
+            step.problems[day.key] = reason
         else:
             frames[day.key] = stored.rows[["ts", "buy", "sell"]].assign(
                 source="price_series",
@@ -89,9 +79,14 @@ def site_tariff(
                 },
             )
             sources["price_series"] += 1
-    fail_partitions(problems)
-    currencies = {site_id: site.currency for site_id, site in sites.items()}
-    return dg.Output(frames, metadata=_metadata(context, frames, sources, currencies, tariffs))
+    fail_partitions(step.problems)
+    metadata = frames_metadata(
+        context,
+        frames,
+        lambda key, frame: _day_metadata(frame, step.sites[parse_site_day(key).site_id].currency, tariffs[key]),
+        sources=dg.MetadataValue.json(dict(sources.most_common())),
+    )
+    return dg.Output(frames, metadata=metadata)
 
 
 def _tou_frame(tariff: TouTariff, local: LocalDay, site_updated_at: dt.datetime) -> pd.DataFrame:
@@ -130,25 +125,6 @@ def site_registration(frame: pd.DataFrame) -> dt.datetime | None:
         return None
     oldest = frame[SITE_UPDATED_AT].min()
     return None if pd.isna(oldest) else oldest.to_pydatetime()
-
-
-def _metadata(
-    context: dg.AssetExecutionContext,
-    frames: dict[str, pd.DataFrame],
-    sources: Counter[str],
-    currencies: dict[str, str],
-    tariffs: dict[str, TariffInForce],
-) -> dict[str, object]:
-    shared = run_metadata({
-        "partitions": len(frames),
-        "sources": dg.MetadataValue.json(dict(sources.most_common())),
-        "site_days": shorten(sorted(frames)),
-    })
-    per_partition = {
-        key: _day_metadata(frame, currencies[parse_site_day(key).site_id], tariffs[key])
-        for key, frame in frames.items()
-    } if detailed(len(frames)) else {}
-    return record(context, shared, per_partition)
 
 
 def _day_metadata(frame: pd.DataFrame, currency: str, tariff: TariffInForce) -> dict[str, object]:
