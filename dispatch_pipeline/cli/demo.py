@@ -178,15 +178,25 @@ def ui_hint(home: DagsterHome, url: str) -> str:
     from dispatch_pipeline.storage import database_url
     from dispatch_pipeline.storage.database import normalize_url, printable_url
 
-    settings = f"DAGSTER_HOME={home.path}"
+    home_setting = f"DAGSTER_HOME={home.path}"
     url = normalize_url(url)
-    if url != database_url():
-        settings += f" DATABASE_URL={printable_url(url)}"
+    if url == database_url():
+        commands = (
+            "  make ui      (or: .venv/bin/dispatch-pipeline ui; `dg dev` or `dagster dev -w workspace.yaml`\n"
+            f"               with {home_setting})\n"
+        )
+    else:
+        # Every command needs it, `make ui` too (the docstring says why).
+        url_setting = f"DATABASE_URL={printable_url(url)}"
+        commands = (
+            f"  {url_setting} make ui\n"
+            "               (or, with that DATABASE_URL: .venv/bin/dispatch-pipeline ui; `dg dev` or\n"
+            f"               `dagster dev -w workspace.yaml` with {home_setting})\n"
+        )
     return (
         "\nThese runs are in the Dagster UI, with their lineage, checks and plots:\n"
-        "  make ui      (or: .venv/bin/dispatch-pipeline ui; `dg dev` or `dagster dev -w workspace.yaml`\n"
-        f"               with {settings})\n"
-        "  then open http://127.0.0.1:3000  (Assets > dispatch_schedule > Partitions; Runs)"
+        + commands
+        + "  then open http://127.0.0.1:3000  (Assets > dispatch_schedule > Partitions; Runs)"
     )
 
 

@@ -190,7 +190,10 @@ def test_the_ui_hint_names_a_database_the_ui_would_not_find_by_itself(checkout, 
     # `demo --database-url`: the UI, its sensors and its runs must be told, or they plan elsewhere.
     other = "postgresql://demo:secret@127.0.0.1:5432/demo"
     hint = ui_hint(home, other)
-    assert f"with DAGSTER_HOME={home.path} DATABASE_URL=postgresql+psycopg://demo:***@127.0.0.1:5432/demo)" in hint
+    # `make ui` too, the first command named, not only those after it.
+    assert "  DATABASE_URL=postgresql+psycopg://demo:***@127.0.0.1:5432/demo make ui\n" in hint
+    assert "(or, with that DATABASE_URL: .venv/bin/dispatch-pipeline ui;" in hint
+    assert f"with DAGSTER_HOME={home.path})" in hint
     monkeypatch.setenv("DATABASE_URL", other)
     assert "DATABASE_URL" not in ui_hint(home, other)
 
