@@ -367,12 +367,7 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
         frames[site_id] = frame
     # An issue is its site and issue time: loading under an --issued-at already used overwrites
     # the intervals it repeats, which the operator hears about rather than finds out later.
-    earlier = (
-        getattr(storage, spec.issue_counts)(
-            engine, {site_id: list(frame["ts"]) for site_id, frame in frames.items()}, issued_at
-        )
-        if args.issued_at is not None else {}
-    )
+    earlier = getattr(storage, spec.issue_counts)(engine, frames, issued_at) if args.issued_at is not None else {}
     try:
         counts = getattr(storage, spec.save)(engine, frames, issued_at)
     except storage.StorageInputError as exc:
@@ -383,12 +378,16 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
     for site_id, count in counts.items():
         known = "" if site_id in registered else " (site not registered yet)"
         print(f"{site_id}: {count} interval(s) stored, issued at {issued_at.isoformat()}{known}")
-        if earlier.get(site_id):
+        if (repeated := earlier.get(site_id)) and repeated.held:
+            held = f"the issue of {issued_at.isoformat()} already held {repeated.held} of this file's {count} interval(s)"
             print(
-                f"dispatch-pipeline {spec.command}: note: {site_id}: the issue of {issued_at.isoformat()} "
-                f"already held {earlier[site_id]} of this file's {count} interval(s); this file's values "
-                "replaced those (load under another --issued-at to keep both issues); stale_plan_sensor "
-                "re-plans the days not yet begun whose plan read a value this changed",
+                f"dispatch-pipeline {spec.command}: note: {site_id}: {held}; "
+                + (
+                    f"this file's values replaced those of {repeated.changed} (load under another --issued-at to "
+                    "keep both issues); stale_plan_sensor re-plans the days not yet begun whose plan read a "
+                    "value this changed"
+                    if repeated.changed else "with the same values: they stay as they were"
+                ),
                 file=sys.stderr,
             )
         if args.issued_at is not None and (hidden := hidden_by_later_issues(engine, spec, site_id, frames[site_id], issued_at)):

@@ -12,6 +12,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from dispatch_pipeline.storage.series import (
+    RepeatedRows,
     interval_counts,
     load_latest,
     repeated_issue_rows,
@@ -113,14 +114,14 @@ def price_interval_counts(
 
 
 def forecast_issue_counts(
-    engine: Engine, timestamps_by_site: Mapping[str, Sequence[dt.datetime]], issued_at: dt.datetime
-) -> dict[str, int]:
-    """Per site, how many of the given intervals the forecast issue `issued_at` already holds."""
-    return repeated_issue_rows(engine, forecasts, timestamps_by_site, issued_at)
+    engine: Engine, frames: Mapping[str, pd.DataFrame], issued_at: dt.datetime
+) -> dict[str, RepeatedRows]:
+    """Per site, what the forecast issue `issued_at` already holds of the frame's rows."""
+    return repeated_issue_rows(engine, forecasts, FORECAST_COLUMNS, frames, issued_at)
 
 
 def price_issue_counts(
-    engine: Engine, timestamps_by_site: Mapping[str, Sequence[dt.datetime]], issued_at: dt.datetime
-) -> dict[str, int]:
-    """Per site, how many of the given intervals the price issue `issued_at` already holds."""
-    return repeated_issue_rows(engine, price_series, timestamps_by_site, issued_at)
+    engine: Engine, frames: Mapping[str, pd.DataFrame], issued_at: dt.datetime
+) -> dict[str, RepeatedRows]:
+    """Per site, what the price issue `issued_at` already holds of the frame's rows."""
+    return repeated_issue_rows(engine, price_series, PRICE_COLUMNS, frames, issued_at)

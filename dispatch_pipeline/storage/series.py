@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -199,29 +200,51 @@ def interval_counts(
     )
 
 
+@dataclass(frozen=True)
+class RepeatedRows:
+    """What an issue already holds of the rows about to be saved under it again: how many of
+    their intervals (`held`), and of those how many the new rows give other values (`changed`:
+    the rows saving overwrites; the others keep their values and the time they were written)."""
+
+    held: int = 0
+    changed: int = 0
+
+
 def repeated_issue_rows(
     engine: Engine,
     table: Table,
-    timestamps_by_site: Mapping[str, Sequence[dt.datetime]],
+    value_columns: Sequence[str],
+    frames: Mapping[str, pd.DataFrame],
     issued_at: dt.datetime,
-) -> dict[str, int]:
-    """Per site, how many of the given interval starts the issue `issued_at` already holds:
-    saving them under that issue again overwrites those values."""
+) -> dict[str, RepeatedRows]:
+    """Per site ({site_id: frame of ts and value_columns}), what the issue `issued_at` already
+    holds of the frame's rows (RepeatedRows)."""
     issued = _plain_datetime(check_aware(issued_at, "issued_at"), "issued_at")
-    counts = dict.fromkeys(timestamps_by_site, 0)
+    found = dict.fromkeys(frames, RepeatedRows())
     with engine.connect() as connection:
-        for site_id, timestamps in timestamps_by_site.items():
-            if not len(timestamps):
+        for site_id, frame in frames.items():
+            if frame.empty:
                 continue
-            wanted = {_as_utc(ts) for ts in timestamps}
-            query = select(_driver_datetime(table.c.ts)).where(
+            wanted = {
+                _as_utc(ts): tuple(values)
+                for ts, *values in zip(pd.to_datetime(frame["ts"], utc=True).dt.to_pydatetime(),
+                                       *(frame[name] for name in value_columns), strict=True)
+            }
+            query = select(_driver_datetime(table.c.ts), *(table.c[name] for name in value_columns)).where(
                 table.c.site_id == site_id,
                 table.c.issued_at == issued,
                 table.c.ts >= min(wanted),
                 table.c.ts <= max(wanted),
             )
-            counts[site_id] = sum(_as_utc(ts) in wanted for ts in connection.scalars(query))
-    return counts
+            held = changed = 0
+            for ts, *stored in connection.execute(query):
+                values = wanted.get(_as_utc(ts))
+                if values is not None:
+                    held += 1
+                    # As the upsert compares them (IS DISTINCT FROM): exactly.
+                    changed += tuple(values) != tuple(stored)
+            found[site_id] = RepeatedRows(held, changed)
+    return found
 
 
 def _as_utc(value: dt.datetime) -> dt.datetime:

@@ -412,12 +412,29 @@ def test_loading_again_under_the_same_issue_time_says_what_it_replaced(url, tmp_
     assert main([command, "load", str(path), *issue]) == 0
     assert (
         f"note: {site_id}: the issue of 2025-03-09T12:00:00+00:00 already held 5 of this file's 5 interval(s); "
-        "this file's values replaced those (load under another --issued-at to keep both issues); "
+        "this file's values replaced those of 5 (load under another --issued-at to keep both issues); "
         "stale_plan_sensor re-plans the days not yet begun whose plan read a value this changed"
     ) in capsys.readouterr().err
     values = stored(command, url)[value].to_numpy()
     assert values[:5].tolist() == (first[value].head(5) + 1.0).tolist()
     assert values[5:].tolist() == first[value].iloc[5:].tolist()
+
+    # Two of those five changed again, three sent as they are: only two are replaced.
+    third = second.assign(**{value: second[value] + [2.0, 2.0, 0.0, 0.0, 0.0]})
+    path = tmp_path / "third.csv"
+    third.to_csv(path, index=False)
+    assert main([command, "load", str(path), *issue]) == 0
+    assert "already held 5 of this file's 5 interval(s); this file's values replaced those of 2 (" in (
+        capsys.readouterr().err
+    )
+    # The whole first file again, every value as stored but those of the changed intervals.
+    path = tmp_path / "first_again.csv"
+    first.iloc[5:].to_csv(path, index=False)
+    assert main([command, "load", str(path), *issue]) == 0
+    assert (
+        f"note: {site_id}: the issue of 2025-03-09T12:00:00+00:00 already held {len(first) - 5} of this file's "
+        f"{len(first) - 5} interval(s); with the same values: they stay as they were"
+    ) in capsys.readouterr().err
 
     # The same issue continued on the next day: it repeats none of the stored intervals.
     next_day = first.assign(ts=(pd.to_datetime(first["ts"]) + pd.Timedelta(days=1)).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
