@@ -103,6 +103,7 @@ def test_one_partition_is_planned_checked_and_stored(job, instance, engine, make
     assert metadata["solver"].value == "milp"
     assert metadata["forecast_issued_at"].value == ISSUED_AT.timestamp()
     assert metadata["prices_issued_at"].value == "none (time-of-use tariff)"
+    assert metadata["site_updated_at"].value == site_registered_at(engine, site.site_id).timestamp()
     assert metadata["plot"].value.startswith("![day](data:image/png;base64,")
     assert "kpi/total_cost" in metadata
 

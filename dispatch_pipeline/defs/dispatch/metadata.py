@@ -66,6 +66,9 @@ def _single(result: DispatchResult, plan: SolvedDay, plotter: DayPlotter) -> dic
     for name, unissued in (("forecast_issued_at", "none"), ("prices_issued_at", "none (time-of-use tariff)")):
         issued = getattr(result, name)
         metadata[name] = dg.MetadataValue.timestamp(issued) if issued else unissued
+    # And the registration of its site: registered again with other values since, it is stale too.
+    if result.site_updated_at is not None:
+        metadata["site_updated_at"] = dg.MetadataValue.timestamp(result.site_updated_at)
     metadata.update(kpi_metadata(result, currency))
     png = plotter.png_base64(result, plan.planned.problem, currency)
     metadata["plot"] = dg.MetadataValue.md(f"![day](data:image/png;base64,{png})")
