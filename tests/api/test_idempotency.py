@@ -4,17 +4,22 @@ stored, nothing solved or stored twice; the key with another body, or no key at 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 
 from dispatch_pipeline.api import planning
 from dispatch_pipeline.api.errors import field_problem, unprocessable, with_problem_first
-from dispatch_pipeline.storage.tables import dispatch_runs
+from dispatch_pipeline.demo import demo_site
+from dispatch_pipeline.storage import remove_sites, upsert_site
+from dispatch_pipeline.storage import runs as runs_module
+from dispatch_pipeline.storage.tables import dispatch_kpis, dispatch_runs, sites
 from tests.api.helpers import count_rows
 
 pytestmark = pytest.mark.postgres
@@ -33,6 +38,22 @@ def runs_under(engine, key: str) -> list[str]:
         return [str(run_id) for run_id in connection.scalars(
             select(dispatch_runs.c.id).where(dispatch_runs.c.idempotency_key == key)
         )]
+
+
+def scopes_under(engine, key: str) -> list[str]:
+    with engine.connect() as connection:
+        return list(connection.scalars(
+            select(dispatch_runs.c.idempotency_scope).where(dispatch_runs.c.idempotency_key == key)
+        ))
+
+
+def register_demo_site(engine, sample_request) -> str:
+    """A registered site of the sample request's timezone, under an id no other test uses."""
+    site_id = f"KEYED_{uuid.uuid4().hex[:8].upper()}"
+    site = demo_site("KL_MALL").model_copy(update={"site_id": site_id})
+    assert site.timezone == sample_request["timezone"]
+    upsert_site(engine, site)
+    return site_id
 
 
 def no_solving(*_args, **_kwargs):
@@ -130,6 +151,8 @@ def test_a_problem_put_first_keeps_the_count_of_those_not_listed():
         ("tab\there", "character 4 ('\\t') is not printable ASCII", "tab\there"),
         # Header bytes are read as Latin-1: UTF-8's "é" is two characters there.
         ("café".encode(), "character 4 ('Ã') is not printable ASCII", "cafÃ©"),
+        # DEL, just past "~": a control character, though ASCII.
+        ("del\x7f", "character 4 ('\\x7f') is not printable ASCII", "del\x7f"),
     ],
 )
 def test_a_value_that_is_no_key_is_a_422_naming_header_and_value(client, engine, sample_request, value, says, shown):
@@ -144,6 +167,36 @@ def test_a_value_that_is_no_key_is_a_422_naming_header_and_value(client, engine,
     assert problem["input"] == shown
     assert response.json()["message"].startswith(f"{HEADER}: {says}")
     assert count_rows(engine) == before
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        lambda unique: unique.rjust(255, "k"),
+        lambda unique: f"retry 2 of order {unique}",
+        lambda unique: f"!{unique}~",
+    ],
+    ids=["255-characters", "inner-spaces", "first-and-last-printable"],
+)
+def test_every_key_of_printable_ascii_up_to_255_characters_is_one(client, engine, sample_request, spell):
+    key = spell(uuid.uuid4().hex)
+    first = client.post("/dispatch/run", json=sample_request, headers={HEADER: key})
+    again = client.post("/dispatch/run", json=sample_request, headers={HEADER: key})
+
+    assert (first.status_code, again.status_code) == (200, 200), first.text
+    assert (REPLAYED in first.headers, again.headers.get(REPLAYED)) == (False, "true")
+    assert runs_under(engine, key) == [first.json()["run_id"]] == [again.json()["run_id"]]
+
+
+def test_whitespace_around_a_key_is_no_part_of_it(client, engine, sample_request):
+    # HTTP servers strip it from a field value; the test client sends it as given.
+    key = new_key()
+    first = client.post("/dispatch/run", json=sample_request, headers={HEADER: key})
+    again = client.post("/dispatch/run", json=sample_request, headers={HEADER: f" \t{key}  "})
+
+    assert (again.status_code, again.headers.get(REPLAYED)) == (200, "true"), again.text
+    assert again.content == first.content
+    assert runs_under(engine, key) == [first.json()["run_id"]]
 
 
 def test_a_key_sent_twice_is_a_422(client, engine, sample_request):
@@ -171,6 +224,30 @@ def test_a_body_with_a_number_python_cannot_read_is_a_422_with_a_key_too(client,
     assert count_rows(engine) == before
 
 
+@pytest.mark.parametrize(
+    ("change", "loc"),
+    [
+        (lambda body: body.replace('"timeout_ms": 3000', '"timeout_ms": NaN'), ["body", "timeout_ms"]),
+        (lambda body: body.replace('"timeout_ms": 3000', '"timeout_ms": 1e999'), ["body", "timeout_ms"]),
+        (lambda body: body.replace('"timeout_ms": 3000', '"timeout_ms": 1e-999'), ["body", "timeout_ms"]),
+        (lambda body: body[:-1] + ', "note": "\\ud800"}', ["body", "note"]),
+        (lambda body: body[:-1] + ', "note": ' + "[" * 500 + "{}" + "]" * 500 + "}", ["body", "note"]),
+    ],
+    ids=["nan", "overflowing-float", "underflowing-float", "lone-surrogate", "nested-500-deep"],
+)
+def test_odd_bodies_with_a_key_are_422s_naming_the_field(client, engine, sample_request, change, loc):
+    # The request's fingerprint is taken before the body is judged: none of these may fail it.
+    before = count_rows(engine)
+    body = change(json.dumps(sample_request))
+
+    response = client.post("/dispatch/run", content=body,
+                           headers={HEADER: new_key(), "Content-Type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == loc
+    assert count_rows(engine) == before
+
+
 def test_two_callers_with_one_key_get_a_run_each(make_app, engine, sample_request):
     key = new_key()
     a, b = ({"Authorization": f"Bearer {token}", HEADER: key} for token in ("token-a", "token-b"))
@@ -187,6 +264,94 @@ def test_two_callers_with_one_key_get_a_run_each(make_app, engine, sample_reques
     assert (again_a.json()["run_id"], again_b.json()["run_id"]) == (first_a.json()["run_id"], first_b.json()["run_id"])
     assert again_a.headers[REPLAYED] == again_b.headers[REPLAYED] == "true"
     assert count_rows(engine)["dispatch_runs"] == before["dispatch_runs"] + 2
+
+
+def test_a_callers_keys_are_kept_under_a_digest_other_than_its_tokens(make_app, engine, sample_request):
+    # The token's own SHA-256 is what authenticates it: the stored scope is derived otherwise.
+    key = new_key()
+    with TestClient(make_app("token-a")) as client:
+        for _ in range(2):
+            answer = client.post("/dispatch/run", json=sample_request,
+                                 headers={"Authorization": "Bearer token-a", HEADER: key})
+            assert answer.status_code == 200, answer.text
+    [scope] = scopes_under(engine, key)
+    assert len(scope) == 64 and scope != hashlib.sha256(b"token-a").hexdigest()
+
+
+def test_a_number_python_cannot_read_is_not_the_null_sent_before_under_the_key(client, engine, sample_request):
+    # Such a number is fingerprinted by what it is, not as null: the bodies differ.
+    key = new_key()
+    first = client.post("/dispatch/run", json=sample_request, headers={HEADER: key})
+    assert first.status_code == 200, first.text
+    assert sample_request["limits"]["grid_import_max_kw"] is None
+    body = json.dumps(sample_request).replace('"grid_import_max_kw": null', f'"grid_import_max_kw": {"9" * 5000}')
+
+    again = client.post("/dispatch/run", content=body, headers={HEADER: key, "Content-Type": "application/json"})
+
+    assert again.status_code == 422, again.text
+    assert [p["loc"] for p in again.json()["detail"]] == [["header", HEADER], ["body", "limits", "grid_import_max_kw"]]
+    assert runs_under(engine, key) == [first.json()["run_id"]]
+
+
+def test_a_site_stored_broken_since_a_key_stored_its_run_is_a_500_for_another_body(client, engine, sample_request):
+    # Only the 422s of a request are named beside the key's: the operator's fault stays a 500.
+    key = new_key()
+    request = {**sample_request, "site_id": register_demo_site(engine, sample_request)}
+    first = client.post("/dispatch/run", json=request, headers={HEADER: key})
+    assert first.status_code == 200, first.text
+    with engine.begin() as connection:
+        connection.execute(update(sites).where(sites.c.site_id == request["site_id"]).values(currency="??"))
+
+    other = client.post("/dispatch/run", json={**request, "use_milp": False}, headers={HEADER: key})
+    again = client.post("/dispatch/run", json=request, headers={HEADER: key})
+
+    assert other.status_code == 500, other.text
+    assert other.json()["message"].startswith(f"cannot plan: stored site '{request['site_id']}' is not a valid site")
+    # The request the key stored is answered from its run, whatever the site holds now.
+    assert (again.status_code, again.headers.get(REPLAYED)) == (200, "true")
+    assert again.content == first.content
+
+
+def test_a_request_whose_site_was_removed_since_is_answered_with_its_run(client, engine, sample_request):
+    key = new_key()
+    request = {**sample_request, "site_id": register_demo_site(engine, sample_request)}
+    first = client.post("/dispatch/run", json=request, headers={HEADER: key})
+    assert first.status_code == 200, first.text
+    assert client.get(f"/dispatch/runs/{first.json()['run_id']}").json()["site_updated_at"] is not None
+    remove_sites(engine, [request["site_id"]])
+    stored = count_rows(engine)
+
+    again = client.post("/dispatch/run", json=request, headers={HEADER: key})
+
+    assert (again.status_code, again.headers.get(REPLAYED)) == (200, "true"), again.text
+    assert again.content == first.content
+    assert count_rows(engine) == stored
+
+
+def test_a_request_the_database_failed_to_store_leaves_its_key_free(client, engine, sample_request, monkeypatch):
+    # The database goes away after the run's row (and its key) was written, before its KPIs.
+    real_insert = runs_module.bulk_insert
+
+    def failing_insert(connection, table, columns, rows):
+        if table is dispatch_kpis:
+            raise OperationalError("COPY dispatch_kpis", None, Exception("server closed the connection unexpectedly"))
+        return real_insert(connection, table, columns, rows)
+
+    key = new_key()
+    before = count_rows(engine)
+    monkeypatch.setattr(runs_module, "bulk_insert", failing_insert)
+
+    failed = client.post("/dispatch/run", json=sample_request, headers={HEADER: key})
+
+    assert failed.status_code == 503, failed.text
+    assert count_rows(engine) == before
+    assert runs_under(engine, key) == []
+
+    monkeypatch.setattr(runs_module, "bulk_insert", real_insert)
+    retried = client.post("/dispatch/run", json=sample_request, headers={HEADER: key})
+    assert retried.status_code == 200, retried.text
+    assert REPLAYED not in retried.headers
+    assert runs_under(engine, key) == [retried.json()["run_id"]]
 
 
 def test_a_refused_request_stores_no_key_and_may_be_corrected_under_it(client, engine, sample_request):
