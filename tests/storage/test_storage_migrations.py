@@ -53,7 +53,7 @@ from dispatch_pipeline.storage.migrate import (
     upgrade_database,
 )
 from dispatch_pipeline.storage.staleness import DayWindow, stale_plans
-from dispatch_pipeline.storage.tables import KPI_COLUMNS, metadata
+from dispatch_pipeline.storage.tables import KPI_COLUMNS, dispatch_runs, metadata
 from tests.postgres import scratch_database
 from tests.storage.conftest import build_result
 
@@ -568,6 +568,18 @@ def test_idempotency_keys_come_and_go_with_their_migration(fresh_database_url: s
         keyed_run(engine, key.scope, key.key), False
     )
     assert keyed_run(engine, key.scope, key.key).run_id == retried.run_id
+
+
+def test_the_idempotency_index_holds_only_keyed_runs_as_tables_py_says(engine: Engine) -> None:
+    # alembic check compares an index's columns, not its WHERE: compared here, on each backend.
+    dialect = engine.dialect.name
+    [declared] = [index for index in dispatch_runs.indexes if index.name == IDEMPOTENCY_INDEX]
+    [migrated] = [index for index in inspect(engine).get_indexes("dispatch_runs") if index["name"] == IDEMPOTENCY_INDEX]
+    declared_where = declared.dialect_options[dialect]["where"]
+    migrated_where = migrated["dialect_options"].get(f"{dialect}_where")
+    assert declared_where is not None and migrated_where is not None
+    assert str(migrated_where).strip("()") == str(declared_where) == "idempotency_key IS NOT NULL"
+    assert migrated["unique"]
 
 
 def _sql_datetime(engine: Engine, value: dt.datetime) -> object:
