@@ -588,6 +588,62 @@ def test_re_planning_from_a_tariff_snapshot_without_the_sites_registration_recor
     assert latest_run(engine, site.site_id, DAY).run.site_updated_at == site_registered_at(engine, site.site_id)
 
 
+def test_re_planning_a_price_series_day_from_its_snapshot_records_the_registration_it_was_priced_with(
+    job, instance, engine, database_url, make_site, tmp_path
+):
+    from dispatch_pipeline.storage import upsert_site
+
+    site = make_site("BERLIN_DEPOT", (DAY,))
+    path = tmp_path / "spot.csv"
+    price_table(site.site_id).to_csv(path, index=False)
+    assert main(["prices", "load", str(path), "--database-url", database_url]) == 0
+    day = SiteDay(site.site_id, DAY)
+    assert run_site_day(job, instance, day).success
+    first = latest_run(engine, site.site_id, DAY)
+    registered = site_registered_at(engine, site.site_id)
+    assert first.run.prices_issued_at is not None and first.run.site_updated_at == registered
+    upsert_site(engine, site.model_copy(update={"tariff": site.tariff.model_copy(update={"demand_charge_per_kw": 10.0})}))
+    changed = site_registered_at(engine, site.site_id)
+
+    assert _replan_schedule_only(job, instance, day).success
+
+    # The snapshot's prices, and its demand charge, are those of the registration it was taken with.
+    again = latest_run(engine, site.site_id, DAY)
+    assert again.run.run_id != first.run.run_id
+    assert again.run.prices_issued_at == first.run.prices_issued_at
+    assert again.run.site_updated_at == registered < changed
+    local = site.local_day(DAY, 15)
+    found = stale_plans(engine, {day: DayWindow(site.site_id, DAY, local.start_utc, local.end_utc)})
+    assert found[day].run_id == again.run.run_id and found[day].site_changed_at == changed
+
+
+def test_a_site_registered_again_between_pricing_and_planning_its_day_leaves_the_plan_stale(
+    job, instance, engine, make_site, monkeypatch
+):
+    from dispatch_pipeline.storage import upsert_site
+
+    site = make_site("KL_MALL", (DAY,))
+    day = SiteDay(site.site_id, DAY)
+    registered = site_registered_at(engine, site.site_id)
+    real_registered_sites = ops.registered_sites
+
+    def registered_again_first(engine_, site_ids):
+        # `sites import` with a larger battery, after site_tariff read the site, before this step does.
+        upsert_site(engine_, site.model_copy(update={"bess": site.bess.model_copy(update={"capacity_kwh": 999.0})}))
+        return real_registered_sites(engine_, site_ids)
+
+    monkeypatch.setattr(ops, "registered_sites", registered_again_first)
+
+    assert run_site_day(job, instance, day).success
+
+    changed = site_registered_at(engine, site.site_id)
+    stored = latest_run(engine, site.site_id, DAY)
+    assert stored.run.site_updated_at == registered < changed < stored.run.created_at
+    local = site.local_day(DAY, 15)
+    found = stale_plans(engine, {day: DayWindow(site.site_id, DAY, local.start_utc, local.end_utc)})
+    assert found[day].run_id == stored.run.run_id and found[day].site_changed_at == changed
+
+
 def test_re_planning_after_a_timezone_change_refuses_the_old_inputs(job, instance, engine, make_site):
     from dispatch_pipeline.storage import upsert_site
 
