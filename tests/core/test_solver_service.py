@@ -347,6 +347,18 @@ def test_a_service_on_a_host_with_cbc_offers_it(monkeypatch) -> None:
     assert solver_service.installed_solvers() == ["highs", "cbc"]
 
 
+def test_a_service_started_on_a_host_without_cbc_turns_cbc_clients_away(start_service, local_pool, monkeypatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name, *a, **k: None if name == "cbc" else "/usr/bin/" + name)
+    _service, address = start_service()
+    with pytest.raises(ServiceUnavailable, match="'cbc' is not installed there"):
+        ServiceClient(address, KEY, "cbc", local_pool)
+    client = ServiceClient(address, KEY, "highs", local_pool)
+    try:
+        assert client.using_service
+    finally:
+        client.close()
+
+
 def test_nothing_listening_is_unavailable(tmp_path, local_pool) -> None:
     with pytest.raises(ServiceUnavailable, match="cannot connect"):
         ServiceClient(str(tmp_path / "nobody.sock"), KEY, "highs", local_pool)
