@@ -73,10 +73,8 @@ class StalePlan:
     def inputs(self) -> str:
         """The state of the day's inputs in one string: a newer issue, an issue loaded again with
         other values, or the site registered again with other values changes it
-        (stale_plan_sensor acts once per state)."""
+        (stale_plan_sensor acts once per state and stale plan)."""
         series = f"{self.newest_issue.isoformat()} written {self.newest_write.isoformat()}"
-        # Without a site change, the string a release before site changes counted: a cursor it
-        # left requests nothing again.
         return series if self.site_changed_at is None else f"{series} site {self.site_changed_at.isoformat()}"
 
 

@@ -177,6 +177,35 @@ def test_a_site_registered_again_with_other_values_is_planned_again_once_per_cha
     assert day.key not in evaluate()[0]
 
 
+def test_a_plan_of_the_old_registration_stored_after_the_re_plan_is_planned_again(
+    job, instance, engine, make_site, evaluate
+):
+    site = make_site("KL_MALL", (TOMORROW,))
+    day = SiteDay(site.site_id, TOMORROW)
+    assert run_site_day(job, instance, day).success
+    planned = latest_run(engine, site.site_id, TOMORROW).run
+    upsert_site(engine, with_battery(site, capacity_kwh=site.bess.capacity_kwh * 2))
+    requested, cursor, _ = evaluate()
+    assert run_requested(job, instance, requested, requested[day.key])
+    assert day.key not in evaluate(cursor)[0]
+
+    # A run under way at the change, made with the old registration, stores its plan last: the
+    # day's latest plan is stale again, its inputs as they were when the re-plan was requested.
+    late = build_result(site.site_id, TOMORROW).model_copy(update={
+        name: getattr(planned, name)
+        for name in ("forecast_issued_at", "prices_issued_at", "forecast_stored_at", "prices_stored_at",
+                     "site_updated_at")
+    })
+    save_runs(engine, [late], source="dagster")
+    again, cursor, _ = evaluate(cursor)
+    assert day.key in again
+    assert again[day.key].run_key != requested[day.key].run_key
+    assert day.key not in evaluate(cursor)[0]
+    assert run_requested(job, instance, again, again[day.key])
+    assert latest_run(engine, site.site_id, TOMORROW).run.run_id != late.run_id
+    assert day.key not in evaluate()[0]
+
+
 def test_a_reload_that_changes_no_value_of_the_day_leaves_its_plan_alone(job, instance, engine, make_site, evaluate):
     day_after = TOMORROW + dt.timedelta(days=1)
     site = make_site("KL_MALL", (TOMORROW, day_after))

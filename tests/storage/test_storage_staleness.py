@@ -258,7 +258,7 @@ def test_a_plan_made_before_its_site_changed_is_stale_once_per_change(engine: En
 
 
 def test_the_state_of_a_plan_stale_by_its_series_only_names_no_site(engine: Engine, site_id: str) -> None:
-    # As a release before site changes wrote it: a cursor it left requests nothing again.
+    # The series' state alone: no site change to name.
     upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": site_id}))
     save_forecast(engine, site_id, forecast(), ISSUE)
     plan(engine, site_id)

@@ -18,15 +18,18 @@ alone: their plan starts from the state of charge at midnight.
 
 Each change of a day's inputs re-plans it once: the cursor keeps, per day, the state of its
 inputs already acted on (the newest issue and the newest write among the rows it reads, and
-when its site changed, if after the registration its plan was made with). A re-plan that fails
-(a price series covering part of the day) is not requested again until its inputs or its site
-change again; its failure names what is missing, like any run's. Cursors of releases that kept
-only the newest issue match no state: a day stale then is requested once more.
+when its site changed, if after the registration its plan was made with) and the stale plan it
+was acted on for. A re-plan that fails (a price series covering part of the day) is not
+requested again until its inputs or its site change again; its failure names what is missing,
+like any run's. A plan made from the old inputs and stored after the re-plan (a run under way at
+the change) is stale again, and requested again. Cursors of releases that kept no stale plan
+match no state: a day stale then is requested once more.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from zoneinfo import ZoneInfo
 
@@ -87,10 +90,10 @@ def stale_plan_sensor(context: dg.SensorEvaluationContext, storage: DispatchStor
     }
     stale = stale_plans(engine, windows)
     acted_on: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    due = {day: plan for day, plan in stale.items() if acted_on.get(day.key) != plan.inputs}
+    due = {day: plan for day, plan in stale.items() if acted_on.get(day.key) != _acted_on(plan)}
     # Only days still ahead are kept: the cursor stays a few entries per site.
-    cursor = {day.key: inputs for day in windows if (inputs := acted_on.get(day.key))}
-    cursor.update({day.key: plan.inputs for day, plan in due.items()})
+    cursor = {day.key: state for day in windows if (state := acted_on.get(day.key))}
+    cursor.update({day.key: _acted_on(plan) for day, plan in due.items()})
     if not due:
         waiting = f" ({len(stale)} stale, a re-plan requested already for each one's inputs as they are)" if stale else ""
         return dg.SensorResult(
@@ -118,15 +121,28 @@ def stale_plan_sensor(context: dg.SensorEvaluationContext, storage: DispatchStor
     )
 
 
+def _acted_on(plan: StalePlan) -> str:
+    """What a request re-plans: the day's inputs as they are, and the stale plan. With its run:
+    a plan that read the old inputs and was stored after the re-plan requested for them (a run
+    under way at the change, finishing last) is the day's latest again, stale as before, and
+    must be requested anew."""
+    return f"{plan.inputs} plan {plan.run_id}"
+
+
 def _run_key_prefix(plans: list[StalePlan]) -> str:
-    """The state of a block's inputs: Dagster skips a request whose run key it has seen, so a
-    rewrite or another change of a site must make a new one."""
+    """The state of a block's inputs and its stale plans: Dagster skips a request whose run key it
+    has seen, so a rewrite, another change of a site or a stale plan stored late must make a new
+    one."""
     prefix = (
         f"replan:{max(plan.newest_issue for plan in plans).isoformat()}"
         f":{max(plan.newest_write for plan in plans).isoformat()}:"
     )
     site_changes = [plan.site_changed_at for plan in plans if plan.site_changed_at is not None]
-    return f"{prefix}site:{max(site_changes).isoformat()}:" if site_changes else prefix
+    if site_changes:
+        prefix += f"site:{max(site_changes).isoformat()}:"
+    # Dagster keeps run keys short in its tables' indexes: the runs as one digest.
+    runs = hashlib.sha256(" ".join(sorted(str(plan.run_id) for plan in plans)).encode()).hexdigest()[:16]
+    return f"{prefix}plans:{runs}:"
 
 
 def _window(site_id: str, local: LocalDay) -> DayWindow:
