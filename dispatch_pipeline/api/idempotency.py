@@ -54,15 +54,24 @@ def read_key(request: Request) -> str | None:
         raise _refused(f"is empty: a key is 1 to {IDEMPOTENCY_KEY_LENGTH} printable ASCII characters", key)
     if len(key) > IDEMPOTENCY_KEY_LENGTH:
         raise _refused(f"has {len(key)} characters; a key has at most {IDEMPOTENCY_KEY_LENGTH}", key)
-    bad = next(((i, c) for i, c in enumerate(key, start=1) if not " " <= c <= "~"), None)
-    if bad is not None:
-        # Starlette reads header bytes as Latin-1: a UTF-8 character shows as two here.
+    if any(not " " <= c <= "~" for c in key):
+        sent = _as_sent(key)
+        position, character = next((i, c) for i, c in enumerate(sent, start=1) if not " " <= c <= "~")
         raise _refused(
-            f"character {bad[0]} ({bad[1]!r}) is not printable ASCII: a key is 1 to "
+            f"character {position} ({character!r}) is not printable ASCII: a key is 1 to "
             f"{IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
-            key,
+            sent,
         )
     return key
+
+
+def _as_sent(value: str) -> str:
+    """The header value as its client most likely wrote it: Starlette reads header bytes as
+    Latin-1, where UTF-8's "é" is two characters ("Ã©")."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def _refused(message: str, value: str | None = None, kind: str = "value_error") -> ApiError:

@@ -149,8 +149,11 @@ def test_a_problem_put_first_keeps_the_count_of_those_not_listed():
         ("", "is empty: a key is 1 to 255 printable ASCII characters", ""),
         ("k" * 256, "has 256 characters; a key has at most 255", "k" * 117 + "..."),
         ("tab\there", "character 4 ('\\t') is not printable ASCII", "tab\there"),
-        # Header bytes are read as Latin-1: UTF-8's "é" is two characters there.
-        ("café".encode(), "character 4 ('Ã') is not printable ASCII", "cafÃ©"),
+        # Header bytes arrive as Latin-1, where UTF-8's "é" is two characters: named as sent.
+        ("café".encode(), "character 4 ('é') is not printable ASCII", "café"),
+        # Bytes that are no UTF-8: named as they arrive.
+        ("caf\xe9".encode("latin-1"), "character 4 ('é') is not printable ASCII", "café"),
+        ("x\xff\xfe".encode("latin-1"), "character 2 ('ÿ') is not printable ASCII", "xÿþ"),
         # DEL, just past "~": a control character, though ASCII.
         ("del\x7f", "character 4 ('\\x7f') is not printable ASCII", "del\x7f"),
     ],
