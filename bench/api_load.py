@@ -3,12 +3,20 @@
     python bench/api_load.py                      # start a server on a scratch PostgreSQL database
     python bench/api_load.py -n 2000 -c 8
     python bench/api_load.py --url http://127.0.0.1:8002 --server-pid 1234   # a running server
+    python bench/api_load.py -n 500 -c 2 --keys replay   # every request sent again with its Idempotency-Key
 
 Without --url it starts `dispatch-pipeline serve` on a free loopback port with access logging off,
 on --database-url (default: a scratch database created on PostgreSQL at 127.0.0.1:5432 and
 dropped afterwards). Every request carries the 96-interval quick-start day. Peak RSS is sampled
 from /proc every 50 ms for the server process and, separately, its solver worker children.
 The client runs on the same machine and takes CPU from the server: numbers are conservative.
+
+--keys sets the requests' Idempotency-Key: none (the default); unique, a new key on every request,
+which the server looks up, then stores with the run it plans; replay, where each client first
+stores one run under a key of its own (unmeasured) and then sends every request again under it:
+answered from storage, nothing planned. A replay's answer must carry `Idempotent-Replayed: true`
+and the run its key stored, and any other answer must not be replayed; anything else counts as an
+error.
 """
 
 from __future__ import annotations
@@ -41,6 +49,15 @@ from bench.processes import cpu_seconds, descendants, is_solver_worker, stop  # 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# As dispatch_pipeline/api/idempotency.py names them.
+KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+KEY_MODES = {
+    "none": "no Idempotency-Key",
+    "unique": "a new Idempotency-Key on every request (looked up, then stored with the run planned)",
+    "replay": "every request sent again under its client's Idempotency-Key, whose run was stored "
+              "before: answered from storage, nothing planned",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,6 +71,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=300.0, help="stop sending after this long")
     parser.add_argument("--warmup", type=int, default=16, help="unmeasured requests first (default 16)")
     parser.add_argument("--token", help="bearer token to send (when the server requires one)")
+    parser.add_argument("--keys", choices=tuple(KEY_MODES), default="none",
+                        help="Idempotency-Key of each request: none (default), unique (a new one each), or "
+                             "replay (one run stored per client under its key first, then every request "
+                             "sent again under it)")
     args = parser.parse_args()
     if not 0 < args.requests <= 100_000 or not 0 < args.concurrency <= 256:
         parser.error("--requests must be in 1..100000 and --concurrency in 1..256")
@@ -166,6 +187,41 @@ def quick_start_request() -> dict:
     return QUICK_START_REQUEST
 
 
+def new_key() -> str:
+    return str(uuid.uuid4())
+
+
+def store_keyed_runs(url: str, count: int, headers: dict[str, str]) -> list[tuple[str, str]]:
+    """For --keys replay: one run stored under a new Idempotency-Key per client, as (key, run_id)."""
+    stored = []
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
+        for _ in range(count):
+            key = new_key()
+            response = client.post("/dispatch/run", json=quick_start_request(), headers={KEY_HEADER: key})
+            if response.status_code != 200 or REPLAYED_HEADER in response.headers:
+                raise SystemExit(f"storing a run under an Idempotency-Key: HTTP {response.status_code}"
+                                 f"{' (replayed)' if REPLAYED_HEADER in response.headers else ''} "
+                                 f"{response.text[:300]}")
+            stored.append((key, response.json()["run_id"]))
+    return stored
+
+
+def answer_problem(response: httpx.Response, stored_run_id: str | None) -> str | None:
+    """What is wrong with a 200 answer, if anything: a replay (`stored_run_id`, the run its key
+    stored) must be that run with `Idempotent-Replayed: true`; any other request must be planned."""
+    if stored_run_id is None:
+        return "replayed, not planned" if REPLAYED_HEADER in response.headers else None
+    if response.headers.get(REPLAYED_HEADER) != "true":
+        return "planned, not replayed"
+    try:
+        body = response.json()
+    except ValueError:
+        return "replay not JSON"
+    if not isinstance(body, dict) or body.get("run_id") != stored_run_id:
+        return "replayed another run"
+    return None
+
+
 @dataclass
 class Outcomes:
     latencies_s: list[float] = field(default_factory=list)
@@ -174,7 +230,9 @@ class Outcomes:
 
 
 async def send_load(url: str, total: int, concurrency: int, max_seconds: float,
-                    headers: dict[str, str], outcomes: Outcomes) -> float:
+                    headers: dict[str, str], outcomes: Outcomes, keys: str = "none",
+                    stored: list[tuple[str, str]] | None = None) -> float:
+    """`stored`, with --keys replay: a (key, run_id) per client, whose requests replay that run."""
     request = quick_start_request()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     deadline = time.monotonic() + max_seconds
@@ -182,25 +240,30 @@ async def send_load(url: str, total: int, concurrency: int, max_seconds: float,
 
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60, headers=headers) as client:
 
-        async def user() -> None:
+        async def user(index: int) -> None:
+            replayed_key, stored_run_id = stored[index] if stored else (None, None)
             for _ in remaining:
                 if time.monotonic() > deadline:
                     return
+                key = new_key() if keys == "unique" else replayed_key
                 outcomes.sent += 1
                 started = time.perf_counter()
                 try:
-                    response = await client.post("/dispatch/run", json=request)
+                    response = await client.post("/dispatch/run", json=request,
+                                                 headers={KEY_HEADER: key} if key else None)
                 except httpx.HTTPError as exc:
                     outcomes.errors[type(exc).__name__] += 1
                     continue
                 elapsed = time.perf_counter() - started
-                if response.status_code == 200:
-                    outcomes.latencies_s.append(elapsed)
-                else:
+                if response.status_code != 200:
                     outcomes.errors[f"HTTP {response.status_code}"] += 1
+                elif problem := answer_problem(response, stored_run_id):
+                    outcomes.errors[problem] += 1
+                else:
+                    outcomes.latencies_s.append(elapsed)
 
         started = time.perf_counter()
-        await asyncio.gather(*(user() for _ in range(concurrency)))
+        await asyncio.gather(*(user(index) for index in range(concurrency)))
         return time.perf_counter() - started
 
 
@@ -212,6 +275,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 def report(args: argparse.Namespace, outcomes: Outcomes, wall_s: float, peaks: RssPeaks | None) -> None:
     ok = sorted(outcomes.latencies_s)
     mib = 1024 * 1024
+    print(f"keys {args.keys}: {KEY_MODES[args.keys]}")
     print(f"requests: {outcomes.sent} sent, {len(ok)} ok, {sum(outcomes.errors.values())} errors"
           + (f" {dict(outcomes.errors)}" if outcomes.errors else ""))
     print(f"concurrency {args.concurrency}, wall {wall_s:.1f} s, throughput {len(ok) / wall_s:.1f} req/s")
@@ -227,8 +291,10 @@ def report(args: argparse.Namespace, outcomes: Outcomes, wall_s: float, peaks: R
 
 def run_against(url: str, pid: int | None, args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    stored = store_keyed_runs(url, args.concurrency, headers) if args.keys == "replay" else None
     if args.warmup:
-        asyncio.run(send_load(url, args.warmup, min(args.concurrency, args.warmup), 60, headers, Outcomes()))
+        asyncio.run(send_load(url, args.warmup, min(args.concurrency, args.warmup), 60, headers, Outcomes(),
+                              args.keys, stored))
     peaks = None
     if pid:
         peaks = RssPeaks()
@@ -236,7 +302,8 @@ def run_against(url: str, pid: int | None, args: argparse.Namespace) -> int:
     outcomes = Outcomes()
     cpu_before = family_cpu_seconds(pid) if pid else None
     client_before = time.process_time()
-    wall_s = asyncio.run(send_load(url, args.requests, args.concurrency, args.max_seconds, headers, outcomes))
+    wall_s = asyncio.run(send_load(url, args.requests, args.concurrency, args.max_seconds, headers, outcomes,
+                                   args.keys, stored))
     client_cpu_s = time.process_time() - client_before
     if peaks:
         peaks.stop.set()
