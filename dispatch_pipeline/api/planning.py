@@ -81,15 +81,17 @@ def plan_and_store(database: Database, raw: dict[str, Any], access: Grant,
     except DATABASE_FAILURES:
         refuse_whatever_the_site(raw, now)
         raise
-    if key is not None and stored is not None and stored.fingerprint == key.fingerprint:
+    # `stored` only with a key. Another request under it is judged first: its 422 names the body's
+    # problems too.
+    if stored is not None and stored.fingerprint == key.fingerprint:
         return replay(engine, key, stored, access)
     try:
         site, problem, issues = judge(engine, raw, access, now)
     except ApiError as exc:
-        if key is None or stored is None or exc.status_code != 422:
+        if stored is None or exc.status_code != 422:
             raise
         raise reused(key, stored, exc) from None
-    if key is not None and stored is not None:
+    if stored is not None:
         raise reused(key, stored)
     result = solve_problem(problem, currency=site.currency if site else DEFAULT_CURRENCY, issues=issues)
     try:
