@@ -1,5 +1,5 @@
-"""Dispatch runs: saved in bulk, all or nothing, never changed afterwards; read back by id or as
-the latest run of a site (and date), in the shapes of the contract."""
+"""Dispatch runs: saved in bulk, all or nothing, never changed afterwards; read back by id, as
+the latest run of a site (and date), or listed newest first, in the shapes of the contract."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Engine, Row, and_, select
+from sqlalchemy import Connection, Engine, Row, Select, and_, select
 from sqlalchemy.exc import IntegrityError
 
 from dispatch_pipeline.core.calendar import local_day
@@ -167,6 +167,15 @@ class StoredRun(BaseModel):
             site_updated_at=run.site_updated_at,
             points=self.points,
         )
+
+
+class ListedRun(BaseModel):
+    """A stored run's row and its day's total cost (its KPI row's `total_cost`), without points."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run: RunRecord
+    total_cost: float
 
 
 @dataclass(frozen=True)
@@ -555,17 +564,52 @@ def list_runs(
     limit: int | None = None,
 ) -> list[RunRecord]:
     """Run rows, newest first, optionally for one site and/or one local date."""
-    query = select(dispatch_runs).order_by(
-        dispatch_runs.c.created_at.desc(), dispatch_runs.c.id.desc()
+    query = _newest_first(select(dispatch_runs), site_id, date, limit)
+    with engine.connect() as connection:
+        return [_run_record(row) for row in connection.execute(query)]
+
+
+def list_runs_with_cost(
+    engine: Engine, site_id: str, date: dt.date, *, limit: int | None = None
+) -> list[ListedRun]:
+    """The runs of a site's local date, newest first (as list_runs), each with its total_cost:
+    one query, the KPI rows joined. IncompleteStoredRun for a run whose KPI row is gone."""
+    runs, kpis = dispatch_runs, dispatch_kpis
+    query = _newest_first(
+        select(runs, kpis.c.total_cost.label(_LISTED_COST)).select_from(
+            # Outer: a run without its KPI row is refused, not left out of the list unsaid.
+            runs.outerjoin(kpis, kpis.c.run_id == runs.c.id)
+        ),
+        site_id,
+        date,
+        limit,
     )
+    listed = []
+    with engine.connect() as connection:
+        for row in connection.execute(query):
+            values = dict(row._mapping)
+            total_cost = values.pop(_LISTED_COST)
+            record = _run_record_of(values)
+            if total_cost is None:  # the column is NOT NULL: the row is missing
+                raise _incomplete(record, "its KPI row")
+            listed.append(ListedRun.model_construct(run=record, total_cost=total_cost))
+    return listed
+
+
+# Not a column name of dispatch_runs, so the joined value cannot shadow one.
+_LISTED_COST = "kpi_total_cost"
+
+
+def _newest_first(query: Select[Any], site_id: str | None, date: dt.date | None, limit: int | None) -> Select[Any]:
+    # created_at DESC, id DESC: the order latest_run takes the first of.
+    query = query.order_by(dispatch_runs.c.created_at.desc(), dispatch_runs.c.id.desc())
     if site_id is not None:
         query = query.where(dispatch_runs.c.site_id == site_id)
     if date is not None:
         query = query.where(dispatch_runs.c.date == _as_date(date))
     if limit is not None:
         query = query.limit(limit)
-    with engine.connect() as connection:
-        return [_run_record(row) for row in connection.execute(query)]
+    return query
 
 
 def read_runs(engine: Engine, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredRun]:
@@ -699,12 +743,16 @@ def _refuse_incomplete(
             lacks = "explanation rows for some of its intervals"
         else:
             continue
-        raise IncompleteStoredRun(
-            f"run_id: stored run {run_id} (site {record.site_id}, {record.date}) lacks {lacks}; "
-            "rows of a run are only ever written together, so some were deleted by hand "
-            "(delete a run whole, as docs/operations.md shows under Deleting plans)",
-            record.site_id,
-        )
+        raise _incomplete(record, lacks)
+
+
+def _incomplete(record: RunRecord, lacks: str) -> IncompleteStoredRun:
+    return IncompleteStoredRun(
+        f"run_id: stored run {record.run_id} (site {record.site_id}, {record.date}) lacks {lacks}; "
+        "rows of a run are only ever written together, so some were deleted by hand "
+        "(delete a run whole, as docs/operations.md shows under Deleting plans)",
+        record.site_id,
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -713,7 +761,10 @@ def _intervals(date: dt.date, timezone: str, resolution_minutes: int) -> int:
 
 
 def _run_record(row: Row[Any]) -> RunRecord:
-    values = dict(row._mapping)
+    return _run_record_of(dict(row._mapping))
+
+
+def _run_record_of(values: dict[str, Any]) -> RunRecord:
     values["run_id"] = values.pop("id")
     return RunRecord.model_validate(values)
 

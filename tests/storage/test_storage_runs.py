@@ -26,6 +26,7 @@ from dispatch_pipeline.storage import (
     keyed_run,
     latest_run,
     list_runs,
+    list_runs_with_cost,
     read_runs,
     save_keyed_run,
     save_runs,
@@ -202,6 +203,46 @@ def test_a_run_stored_while_a_batch_writes_is_older_than_the_batch(
     save_runs(engine, batch, source="dagster")
     assert not pending
     assert [r.run_id for r in list_runs(engine, site_id, day)] == [batch[1].run_id, batch[0].run_id, meanwhile.run_id]
+
+
+def test_runs_of_a_day_are_listed_with_their_total_cost_newest_first(
+    engine: Engine, site_id: str, make_result
+) -> None:
+    day = dt.date(2024, 3, 15)
+    batch = [make_result(site_id, day, seed=s) for s in range(3)]
+    save_runs(engine, batch[:2], source="dagster", dagster_run_id="backfill")
+    save_runs(engine, [batch[2]], source="api")
+    save_runs(engine, [make_result(site_id, dt.date(2024, 3, 16), seed=4)], source="cli")
+    save_runs(engine, [make_result(f"{site_id}_B", day, seed=5)], source="cli")
+
+    listed = list_runs_with_cost(engine, site_id, day)
+
+    newest_first = batch[::-1]
+    assert [entry.run for entry in listed] == list_runs(engine, site_id, day)
+    assert [entry.run.run_id for entry in listed] == [result.run_id for result in newest_first]
+    assert [entry.total_cost for entry in listed] == [result.kpis.total_cost for result in newest_first]
+    assert [entry.run.source for entry in listed] == ["api", "dagster", "dagster"]
+    assert [entry.run.run_id for entry in list_runs_with_cost(engine, site_id, day, limit=2)] == [
+        result.run_id for result in newest_first[:2]
+    ]
+    assert list_runs_with_cost(engine, site_id, dt.date(2024, 3, 14)) == []
+    assert list_runs_with_cost(engine, "x'; DROP TABLE dispatch_runs; --", day) == []
+
+
+def test_a_listed_run_without_its_kpi_row_is_refused_not_left_out(
+    engine: Engine, site_id: str, make_result
+) -> None:
+    day = dt.date(2024, 3, 15)
+    damaged, kept = make_result(site_id, day, seed=1), make_result(site_id, day, seed=2)
+    save_runs(engine, [damaged, kept], source="cli")
+    with engine.begin() as connection:
+        connection.execute(dispatch_kpis.delete().where(dispatch_kpis.c.run_id == damaged.run_id))
+
+    message = rf"run_id: stored run {damaged.run_id} \(site {site_id}, 2024-03-15\) lacks its KPI row; "
+    with pytest.raises(IncompleteStoredRun, match=message):
+        list_runs_with_cost(engine, site_id, day)
+    # The newest alone is whole.
+    assert [entry.run.run_id for entry in list_runs_with_cost(engine, site_id, day, limit=1)] == [kept.run_id]
 
 
 def test_unknown_site_or_run_gives_none(engine: Engine, site_id: str) -> None:
