@@ -13,7 +13,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, BeforeValidator
 
 from dispatch_pipeline.api.auth import Grant, ensure_site_allowed, require_access
 from dispatch_pipeline.api.dependencies import DATABASE_RETRY_AFTER_SECONDS, Database, get_database
@@ -28,12 +28,16 @@ from dispatch_pipeline.api.limits import MAX_INTERVALS, oversized_arrays
 from dispatch_pipeline.api.planning import plan_and_store
 from dispatch_pipeline.api.schemas import (
     ERROR_RESPONSES,
+    RUN_LIST_DEFAULT_LIMIT,
+    RUN_LIST_MAX_LIMIT,
     DatabaseHealth,
     DispatchResponse,
     ErrorResponse,
     HealthResponse,
     LatestSchedule,
     RunDetail,
+    RunList,
+    RunSummary,
     SolverHealth,
     request_body_openapi,
 )
@@ -48,9 +52,11 @@ from dispatch_pipeline.core.request import (
 )
 from dispatch_pipeline.storage import (
     IncompleteStoredRun,
+    ListedRun,
     StoredRun,
     get_run,
     latest_run,
+    list_runs_with_cost,
     registered_spelling,
 )
 
@@ -176,8 +182,11 @@ async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep
 
 
 def _calendar_date(text: str | None) -> dt.date | None:
-    if text is None:
-        return None
+    return None if text is None else _query_date(text)
+
+
+def _query_date(text: str) -> dt.date:
+    """The query's `date`, or a 422 naming it."""
     try:
         date = parse_calendar_date(text)
     except ValueError as exc:
@@ -200,6 +209,67 @@ def _latest(database: Database, site_id: str, date: dt.date | None) -> tuple[Sto
         return stored, True, None
     has_runs = date is not None and latest_run(engine, site_id, None) is not None
     return None, has_runs, None if has_runs else registered_spelling(engine, site_id)
+
+
+DayQuery = Annotated[str, Query(description="The site's local day, YYYY-MM-DD.", examples=["2024-03-15"])]
+
+
+def _limit(value: Any) -> Any:
+    """A count of runs as its client wrote it: digits only, in range. pydantic alone would take
+    "1.0", "+5", "1_0" or " 5" too, guesses at what was meant."""
+    if not isinstance(value, str):
+        return value
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"must be a whole number from 1 to {RUN_LIST_MAX_LIMIT}")
+    # Length first: int() of thousands of digits is slow, and refused past 4300.
+    if len(value) > len(str(RUN_LIST_MAX_LIMIT)) or not 1 <= int(value) <= RUN_LIST_MAX_LIMIT:
+        raise ValueError(f"must be from 1 to {RUN_LIST_MAX_LIMIT}")
+    return int(value)
+
+
+LimitQuery = Annotated[
+    int,
+    Query(
+        ge=1, le=RUN_LIST_MAX_LIMIT,
+        description=f"At most this many runs, the newest (1 to {RUN_LIST_MAX_LIMIT}); `more` says whether there are others.",
+    ),
+    BeforeValidator(_limit),
+]
+
+
+@router.get(
+    "/dispatch/runs",
+    response_model=RunList,
+    responses=ERROR_RESPONSES,
+    summary="Every stored run of a site's local date, newest first",
+    description=(
+        "A summary of each run (no points: `GET /dispatch/runs/{run_id}` has them), such as the "
+        "plans of two strategies backfilled for the same day, re-plans, and runs stored through "
+        "the API or the CLI. A day without runs is an empty list (200), whether or not the site is "
+        "known: `GET /dispatch/latest` says which it is."
+    ),
+    dependencies=[query_parameters("site_id", "date", "limit")],
+    tags=["dispatch"],
+)
+async def list_day_runs(site_id: SiteIdQuery, date: DayQuery, access: Access, database: DatabaseDep,
+                        limit: LimitQuery = RUN_LIST_DEFAULT_LIMIT) -> Response:
+    ensure_site_allowed(access, site_id)
+    day = _query_date(date)
+    # One more than asked: whether there are more is then known without counting them.
+    listed = await run_in_threadpool(lambda: list_runs_with_cost(database.engine(), site_id, day, limit=limit + 1))
+    return json_response(RunList(
+        site_id=site_id, date=day, runs=[_summary(entry) for entry in listed[:limit]], more=len(listed) > limit,
+    ))
+
+
+def _summary(entry: ListedRun) -> RunSummary:
+    run = entry.run
+    return RunSummary(
+        run_id=run.run_id, created_at=run.created_at, source=run.source, status=run.status, solver=run.solver,
+        milp_solver=run.milp_solver, fallback_reason=run.fallback_reason, objective_value=run.objective_value,
+        total_cost=entry.total_cost, forecast_issued_at=run.forecast_issued_at,
+        prices_issued_at=run.prices_issued_at,
+    )
 
 
 @router.get(

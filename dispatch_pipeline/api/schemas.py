@@ -29,7 +29,13 @@ from dispatch_pipeline.core.result import (
 )
 from dispatch_pipeline.storage import RecordedWeights
 
-__all__ = ["DispatchResponse", "ErrorResponse", "HealthResponse", "LatestSchedule", "RunDetail"]
+__all__ = [
+    "DispatchResponse", "ErrorResponse", "HealthResponse", "LatestSchedule", "RunDetail", "RunList", "RunSummary",
+]
+
+# Bounds of GET /dispatch/runs?limit=: a day re-planned by many backfills may hold many runs.
+RUN_LIST_DEFAULT_LIMIT = 100
+RUN_LIST_MAX_LIMIT = 1000
 
 
 class LatestSchedule(BaseModel):
@@ -77,6 +83,43 @@ class RunDetail(BaseModel):
     site_updated_at: SiteUpdatedAt
     kpis: Kpis
     points: list[Point]
+
+
+class RunSummary(BaseModel):
+    """One stored run of a site-day, without its points (`GET /dispatch/runs/{run_id}` has them)."""
+
+    run_id: uuid.UUID = Field(description="The run's id: `GET /dispatch/runs/{run_id}` answers with the run in full.")
+    created_at: dt.datetime = Field(
+        description="When the run was stored. The day's newest run is its plan in force (`GET /dispatch/latest`)."
+    )
+    source: Literal["dagster", "api", "cli"] = Field(description=(
+        "Who stored the run: `dagster` (the day-ahead schedule, re-plans, backfills), `api` "
+        "(`POST /dispatch/run`) or `cli` (`dispatch-pipeline solve --store`)."
+    ))
+    status: Status = Field(description="`fallback` when the MILP's plan was not used.")
+    solver: SolverName = Field(description=(
+        "What made the plan: `milp`, `fallback_rule` (the MILP's plan was not used) or "
+        "`rule_based` (the rule-based strategy, or a request with `use_milp` false)."
+    ))
+    milp_solver: str | None = Field(description="'highs' or 'cbc' when the MILP was tried.")
+    fallback_reason: str | None = Field(description="Why the MILP's plan was not used, when it was not.")
+    objective_value: float = Field(description="The value of the objective the plan was solved for, with the run's weights.")
+    total_cost: float = Field(description="The day's cost of the plan in the site's currency (the KPI `total_cost`).")
+    forecast_issued_at: ForecastIssuedAt
+    prices_issued_at: PricesIssuedAt
+
+
+class RunList(BaseModel):
+    """The stored runs of a site's local day, newest first."""
+
+    site_id: str
+    date: dt.date = Field(description="The site's local day the runs plan.")
+    runs: list[RunSummary] = Field(description=(
+        "Newest first (`created_at`, then `run_id`, descending: the first is what "
+        "`GET /dispatch/latest` answers for the day); at most `limit`. Empty when no run of the "
+        "day is stored, whether or not the site is known."
+    ))
+    more: bool = Field(description="Older runs of the day exist beyond `limit`: ask again with a larger one.")
 
 
 class DatabaseHealth(BaseModel):

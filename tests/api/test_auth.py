@@ -55,9 +55,10 @@ def test_missing_or_unknown_token_is_401(secured, engine, sample_request, header
         secured.post("/dispatch/run", json=sample_request, headers=headers),
         secured.get("/dispatch/latest", params={"site_id": "DEMO"}, headers=headers),
         secured.get("/dispatch/runs/00000000-0000-0000-0000-000000000000", headers=headers),
+        secured.get("/dispatch/runs", params={"site_id": "DEMO", "date": "2024-03-15"}, headers=headers),
     ]
 
-    assert [r.status_code for r in responses] == [401, 401, 401]
+    assert [r.status_code for r in responses] == [401, 401, 401, 401]
     assert all(r.headers["www-authenticate"] == "Bearer" for r in responses)
     assert all(r.json()["message"].startswith(message) for r in responses), responses[0].json()
     assert "YWxsLXNpdGVzLXRva2Vu" not in responses[0].text
@@ -119,6 +120,31 @@ def test_allowed_tokens_get_200_and_run_reads_check_the_site(secured, sample_req
     kl_request = {**sample_request, "site_id": "KL_MALL"}
     assert secured.post("/dispatch/run", json=kl_request, headers=KL_ONLY).status_code == 200
     assert secured.get("/dispatch/latest", params={"site_id": "KL_MALL"}, headers=KL_ONLY).status_code == 200
+
+
+def test_the_run_list_of_another_site_is_403_and_tells_nothing_of_its_runs(secured, sample_request):
+    planned = {"site_id": "LISTED_SECRET", "date": "2024-03-15"}
+    assert secured.post("/dispatch/run", json={**sample_request, **planned}, headers=ALL).status_code == 200
+    assert len(secured.get("/dispatch/runs", params=planned, headers=ALL).json()["runs"]) == 1
+
+    answers = [
+        secured.request(method, "/dispatch/runs", params=params, headers=KL_ONLY)
+        for method in ("GET", "HEAD")
+        # A site-day with a run, one without, a site with none, a date no day has: all alike.
+        for params in (planned, {**planned, "date": "2024-03-16"}, {**planned, "site_id": "NEVER_PLANNED"},
+                       {**planned, "date": "2024-02-30"})
+    ]
+
+    assert [answer.status_code for answer in answers] == [403] * 8
+    messages = [answer.json()["message"] for answer in answers[:4]]
+    assert messages[:3] == ["this token may not access site 'LISTED_SECRET'"] * 2 + [
+        "this token may not access site 'NEVER_PLANNED'"
+    ]
+    assert messages[3] == messages[0]
+    kl_request = {**sample_request, "site_id": "KL_OFFICE"}
+    run_id = secured.post("/dispatch/run", json=kl_request, headers=KL_ONLY).json()["run_id"]
+    own = secured.get("/dispatch/runs", params={"site_id": "KL_OFFICE", "date": "2024-03-15"}, headers=KL_ONLY)
+    assert own.status_code == 200 and own.json()["runs"][0]["run_id"] == run_id
 
 
 def test_token_table_format():

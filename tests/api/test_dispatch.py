@@ -1,4 +1,4 @@
-"""POST /dispatch/run, GET /dispatch/latest, GET /dispatch/runs/{id}, GET /healthz."""
+"""POST /dispatch/run, GET /dispatch/latest, GET /dispatch/runs, GET /dispatch/runs/{id}, GET /healthz."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from dispatch_pipeline.core.request import Weights
 from dispatch_pipeline.core.site import Site, SiteBattery
 from dispatch_pipeline.core.solve import solve_dispatch
 from dispatch_pipeline.core.tariffs import Prices, TouTariff
-from dispatch_pipeline.storage import get_run, read_registered_sites, save_forecast, upsert_site
+from dispatch_pipeline.storage import (
+    get_run,
+    read_registered_sites,
+    save_forecast,
+    save_runs,
+    upsert_site,
+)
 from tests.api.conftest import UNREACHABLE_DATABASE_URL
 from tests.api.helpers import count_rows
 
@@ -171,6 +177,180 @@ def test_run_by_id_404_and_malformed_uuid(client):
     assert malformed.json()["detail"][0]["loc"] == ["path", "run_id"]
 
 
+RUN_SUMMARY_FIELDS = {
+    "run_id", "created_at", "source", "status", "solver", "milp_solver", "fallback_reason", "objective_value",
+    "total_cost", "forecast_issued_at", "prices_issued_at",
+}
+
+
+def _unique_site(prefix: str) -> str:
+    """A site no other test stores runs of: the session's database is shared."""
+    return f"{prefix}_{uuid.uuid4().hex[:8].upper()}"
+
+
+def test_the_runs_of_a_day_are_listed_newest_first_with_their_summaries(client, engine, sample_request):
+    site_id = _unique_site("LISTED")
+    request = {**sample_request, "site_id": site_id}
+    milp = client.post("/dispatch/run", json=request).json()
+    rule_based = client.post("/dispatch/run", json={**request, "use_milp": False}).json()
+    issued = dt.datetime(2024, 3, 14, 6, tzinfo=dt.UTC)
+    backfilled = solve_dispatch(request).model_copy(update={"run_id": uuid.uuid4(), "forecast_issued_at": issued})
+    save_runs(engine, [backfilled], source="dagster", dagster_run_id="backfill-run")
+    # Not of the day asked for: another day of the site, the same day of another site.
+    client.post("/dispatch/run", json={**request, "date": "2024-03-16"}).raise_for_status()
+    client.post("/dispatch/run", json={**request, "site_id": _unique_site("NEIGHBOUR")}).raise_for_status()
+
+    response = client.get("/dispatch/runs", params={"site_id": site_id, "date": "2024-03-15"})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["site_id"], body["date"], body["more"]) == (site_id, "2024-03-15", False)
+    runs = body["runs"]
+    assert [run["run_id"] for run in runs] == [str(backfilled.run_id), rule_based["run_id"], milp["run_id"]]
+    assert all(set(run) == RUN_SUMMARY_FIELDS for run in runs)  # no points
+    assert [run["source"] for run in runs] == ["dagster", "api", "api"]
+    assert [(run["status"], run["solver"], run["milp_solver"], run["fallback_reason"]) for run in runs] == [
+        ("ok", "milp", "highs", None), ("ok", "rule_based", None, None), ("ok", "milp", "highs", None),
+    ]
+    assert [run["forecast_issued_at"] for run in runs] == ["2024-03-14T06:00:00Z", None, None]
+    assert all(run["prices_issued_at"] is None for run in runs)
+    created = [dt.datetime.fromisoformat(run["created_at"]) for run in runs]
+    assert created == sorted(created, reverse=True)
+    for run in runs:
+        stored = get_run(engine, run["run_id"])
+        assert run["total_cost"] == stored.kpis.total_cost
+        assert run["objective_value"] == stored.run.objective_value
+        assert run["created_at"] == client.get(f"/dispatch/runs/{run['run_id']}").json()["created_at"]
+    assert runs[0]["run_id"] == client.get(
+        "/dispatch/latest", params={"site_id": site_id, "date": "2024-03-15"}
+    ).json()["run_id"]
+
+
+def test_limit_bounds_the_list_and_more_says_older_runs_are_left_out(client, sample_request):
+    site_id = _unique_site("LIMITED")
+    posted = [client.post("/dispatch/run", json={**sample_request, "site_id": site_id}).json()["run_id"] for _ in range(3)]
+    newest_first = posted[::-1]
+
+    def listed(limit: int) -> dict:
+        response = client.get("/dispatch/runs", params={"site_id": site_id, "date": "2024-03-15", "limit": limit})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    assert [([run["run_id"] for run in body["runs"]], body["more"]) for body in (listed(1), listed(2), listed(3), listed(1000))] == [
+        (newest_first[:1], True), (newest_first[:2], True), (newest_first, False), (newest_first, False),
+    ]
+
+
+def test_a_day_without_runs_is_an_empty_list_without_hints(client, sample_request):
+    site_id = _unique_site("PLANNED_ELSEWHEN")
+    client.post("/dispatch/run", json={**sample_request, "site_id": site_id}).raise_for_status()
+
+    for params in ({"site_id": site_id, "date": "2024-03-16"}, {"site_id": "NO_SUCH_SITE", "date": "2024-03-15"}):
+        response = client.get("/dispatch/runs", params=params)
+
+        assert response.status_code == 200, response.text
+        assert response.json() == {**params, "runs": [], "more": False}
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "msg"),
+    [
+        ({"site_id": "DEMO"}, "date", "Field required"),
+        ({"date": "2024-03-15"}, "site_id", "Field required"),
+        ({"site_id": "bad site", "date": "2024-03-15"}, "site_id", None),
+        ({"site_id": "DEMO", "date": "2024-02-30"}, "date", "expected a calendar date YYYY-MM-DD; there is no such day"),
+        ({"site_id": "DEMO", "date": "0"}, "date", "expected a calendar date YYYY-MM-DD"),
+        ({"site_id": "DEMO", "date": "9999-12-31"}, "date", "outside the supported range 1678-01-01 to 2261-12-31"),
+        ({"site_id": "DEMO", "date": "2024-03-15", "limit": "0"}, "limit", "must be from 1 to 1000"),
+        ({"site_id": "DEMO", "date": "2024-03-15", "limit": "1001"}, "limit", "must be from 1 to 1000"),
+        ({"site_id": "DEMO", "date": "2024-03-15", "limit": "-1"}, "limit", "must be a whole number from 1 to 1000"),
+        ({"site_id": "DEMO", "date": "2024-03-15", "limit": "1.0"}, "limit", "must be a whole number from 1 to 1000"),
+        ({"site_id": "DEMO", "date": "2024-03-15", "limit": "ten"}, "limit", "must be a whole number from 1 to 1000"),
+        ({"site_id": "DEMO", "date": "2024-03-15", "limit": ""}, "limit", "must be a whole number from 1 to 1000"),
+        ({"site_id": "DEMO", "date": "2024-03-15", "dat": "2024-03-16"}, "dat",
+         "unknown query parameter (this endpoint takes site_id, date, limit)"),
+    ],
+)
+def test_the_run_list_refuses_a_bad_query_naming_the_parameter_and_value(client, params, field, msg):
+    response = client.get("/dispatch/runs", params=params)
+
+    assert response.status_code == 422
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["query", field]
+    if msg is not None:
+        assert problem["msg"] == msg
+    message = response.json()["message"]
+    assert message.startswith(f"{field}: ")
+    if field in params and field != "dat":  # an unknown parameter is named, its value not needed
+        assert problem["input"] == params[field]
+        assert message.endswith(f'(got "{params[field]}")')
+
+
+def test_a_limit_given_twice_is_refused(client):
+    response = client.get("/dispatch/runs?site_id=DEMO&date=2024-03-15&limit=5&limit=500")
+
+    assert response.status_code == 422
+    assert response.json()["message"] == "limit: given 2 times ('5', '500'); give it once"
+
+
+def test_the_run_list_with_a_trailing_slash_is_redirected_with_its_query(client, sample_request):
+    site_id = _unique_site("SLASHED")
+    run_id = client.post("/dispatch/run", json={**sample_request, "site_id": site_id}).json()["run_id"]
+    query = f"site_id={site_id}&date=2024-03-15&limit=5"
+
+    redirect = client.get(f"/dispatch/runs/?{query}", follow_redirects=False)
+
+    # As every endpoint answers a trailing slash: no run id is empty, so it is no run's path.
+    assert redirect.status_code == 307
+    assert redirect.headers["location"] == f"http://testserver/dispatch/runs?{query}"
+    followed = client.get(f"/dispatch/runs/?{query}")
+    assert [run["run_id"] for run in followed.json()["runs"]] == [run_id]
+
+
+def test_head_of_the_run_list_is_its_get_without_the_content(client, sample_request):
+    site_id = _unique_site("HEADED")
+    client.post("/dispatch/run", json={**sample_request, "site_id": site_id}).raise_for_status()
+    params = {"site_id": site_id, "date": "2024-03-15"}
+
+    get = client.get("/dispatch/runs", params=params)
+    head = client.head("/dispatch/runs", params=params)
+
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == str(len(get.content)) and len(get.json()["runs"]) == 1
+    sent = _asgi_exchange(client.app, "HEAD", "/dispatch/runs", params)
+    assert sent[0]["status"] == 200
+    assert b"".join(message.get("body", b"") for message in sent[1:]) == b""
+
+
+def test_the_run_list_is_503_while_the_database_is_down(client_without_database):
+    params = {"site_id": "DEMO", "date": "2024-03-15"}
+    get = client_without_database.get("/dispatch/runs", params=params)
+    head = client_without_database.head("/dispatch/runs", params=params)
+
+    assert (get.status_code, head.status_code) == (503, 503)
+    assert get.headers["retry-after"] == head.headers["retry-after"] == "5"
+    assert get.json()["message"] == "database unavailable; try again later"
+    # A client's own mistake is told to it while the database is down.
+    bad_date = client_without_database.get("/dispatch/runs", params={**params, "date": "2024-02-30"})
+    assert bad_date.status_code == 422
+
+
+def test_a_run_without_its_kpi_row_makes_the_run_list_a_json_500_naming_it(client, engine, sample_request):
+    from dispatch_pipeline.storage.tables import dispatch_kpis
+
+    site_id = _unique_site("KPI_DELETED")
+    run_id = client.post("/dispatch/run", json={**sample_request, "site_id": site_id}).json()["run_id"]
+    with engine.begin() as connection:
+        connection.execute(dispatch_kpis.delete().where(dispatch_kpis.c.run_id == uuid.UUID(run_id)))
+
+    response = client.get("/dispatch/runs", params={"site_id": site_id, "date": "2024-03-15"})
+
+    assert response.status_code == 500
+    assert response.json()["message"].startswith(
+        f"internal error: run_id: stored run {run_id} (site {site_id}, 2024-03-15) lacks its KPI row; "
+    )
+
+
 def test_healthz_reports_database_and_solvers(client):
     response = client.get("/healthz")
 
@@ -224,6 +404,8 @@ def test_every_get_endpoint_answers_head_with_its_status_and_headers(client, sam
         ("/dispatch/latest", {"site_id": "DEMO", "date": "2024-03-15"}),
         ("/dispatch/latest", {"site_id": "NO_SUCH_SITE"}),  # 404
         ("/dispatch/latest", {"site_id": "DEMO", "dat": "2024-03-15"}),  # 422
+        ("/dispatch/runs", {"site_id": "DEMO", "date": "2024-03-15"}),
+        ("/dispatch/runs", {"site_id": "DEMO", "date": "2024-03-15", "limit": "0"}),  # 422
         (f"/dispatch/runs/{run_id}", {}),
         (f"/dispatch/runs/{uuid.uuid4()}", {}),  # 404
         ("/openapi.json", {}),
@@ -240,7 +422,9 @@ def test_every_get_endpoint_answers_head_with_its_status_and_headers(client, sam
         assert b"".join(message.get("body", b"") for message in sent[1:]) == b"", (path, params)
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/dispatch/latest", "/dispatch/run", f"/dispatch/runs/{uuid.UUID(int=0)}"])
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/dispatch/latest", "/dispatch/run", "/dispatch/runs", f"/dispatch/runs/{uuid.UUID(int=0)}"]
+)
 def test_a_405_names_every_method_the_endpoint_answers(client, path):
     answers = {method: client.request(method, path) for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 
