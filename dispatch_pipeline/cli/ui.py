@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dispatch_pipeline.cli import UsageError, add_host_option
 from dispatch_pipeline.cli.dagster_home import choose_dagster_home
+from dispatch_pipeline.storage.database import database_url, printable_url
 
 WORKSPACE = Path("workspace.yaml")
 SUPERSEDED_WARNING = "Function `dev_command` is superseded"
@@ -59,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     refuse_unusable_address(args.host, args.port)
     home = choose_dagster_home()
     home.announce()
+    # The runs and sensors it starts read and write there; without DATABASE_URL, an SQLite file
+    # beside the instance, which a shell that set it elsewhere for `demo` would not expect.
+    print(f"Application data (sites, forecasts, plans): {printable_url(database_url())}")
     print(f"Starting the Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     # A background job of a non-interactive shell starts with SIGINT ignored, and exec keeps
     # that; dagster dev gives SIGTERM SIGINT's handler, so it could then not be stopped at all.

@@ -182,6 +182,29 @@ def test_the_ui_on_a_port_taken_is_refused_before_dagster_starts(checkout, capsy
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use): choose another --port" in err
 
 
+@pytest.mark.parametrize(
+    ("database_url", "shown"),
+    [
+        (None, "sqlite:///{checkout}/dagster_home/embedded/dispatch.sqlite"),
+        ("postgresql://fleet:secret@db.example/plans", "postgresql+psycopg://fleet:***@db.example/plans"),
+    ],
+)
+def test_the_ui_names_the_application_database_its_runs_use(checkout, monkeypatch, capsys, database_url, shown):
+    if database_url is not None:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+    started = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: started.append(argv))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    assert main(["ui", "--port", str(port)]) == 0
+
+    assert started and started[0][4:7] == ["dagster", "dev", "-w"]
+    out = capsys.readouterr().out
+    assert f"Application data (sites, forecasts, plans): {shown.format(checkout=checkout)}\n" in out
+
+
 def test_the_ui_hint_names_a_database_the_ui_would_not_find_by_itself(checkout, monkeypatch):
     home = choose_dagster_home()
     # The database the UI finds by itself (the embedded instance's file): DAGSTER_HOME is enough.
