@@ -350,16 +350,15 @@ def run_load(args: argparse.Namespace, spec: SeriesFile) -> int:
             f"--issued-at: {args.issued_at!r} lies in the future; the most recently issued "
             f"{spec.what} wins, so it would hide every real issue until then"
         )
-    from dispatch_pipeline.storage.database import why_without_tables
+    from dispatch_pipeline.storage.database import engine_for_checks
 
     url = application_database_url(args.database_url)
-    # Where the database does not exist yet or has no tables, no site is registered: the file's
-    # ids are compared only with each other, and opening it (which creates it) waits until the
-    # file is accepted.
-    engine = None if why_without_tables(url) else storage.open_database(url)
-    refuse_rows_of_case_clashing_ids(engine, table, list(by_site), str(path), lines)
-    if engine is None:
-        engine = storage.open_database(url)
+    # The registered sites are read from the schema as it stands: opening the database (which
+    # creates it, or its tables, or migrates an older schema) waits until the file is accepted.
+    # Where it does not exist yet or has no tables, no site is registered: the file's ids are
+    # compared only with each other.
+    refuse_rows_of_case_clashing_ids(engine_for_checks(url), table, list(by_site), str(path), lines)
+    engine = storage.open_database(url)
     frames = {}
     for site_id, rows in sorted(by_site.items()):
         frame = pd.DataFrame(rows, columns=["ts", *spec.value_columns])

@@ -64,15 +64,19 @@ def _save(args: argparse.Namespace, sites: list[Any]) -> Any:
         stored_timezones_and_currencies,
         upsert_sites,
     )
-    from dispatch_pipeline.storage.database import why_without_tables
+    from dispatch_pipeline.storage.database import engine_for_checks
     from dispatch_pipeline.storage.sites import refuse_site_ids_differing_only_in_case
 
     url, site_ids = _url(args), [site.site_id for site in sites]
     try:
-        if why_without_tables(url):
-            # No site is registered there, so only the file's own ids can clash: asked before
-            # opening the database, which would create it (or its tables) for a refused file.
+        # Asked before opening the database, which would create it (or its tables) or migrate its
+        # schema for a refused file; without tables, no site is registered, so only the file's own
+        # ids can clash. upsert_sites asks again in its transaction.
+        if (reader := engine_for_checks(url)) is None:
             refuse_site_ids_differing_only_in_case(None, site_ids)
+        else:
+            with reader.connect() as connection:
+                refuse_site_ids_differing_only_in_case(connection, site_ids)
         engine = open_database(url)
         before = stored_timezones_and_currencies(engine, site_ids)
         # Those the model still accepts: a stored row it refuses has no tariffs to compare.
@@ -215,16 +219,21 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_remove(args: argparse.Namespace) -> int:
     from dispatch_pipeline.storage import StorageInputError, open_database, remove_sites
-    from dispatch_pipeline.storage.database import why_without_tables
+    from dispatch_pipeline.storage.database import engine_for_checks, why_without_tables
+    from dispatch_pipeline.storage.sites import refuse_unregistered_site_ids
 
     # Nothing to remove where nothing was ever stored: a mistyped URL must not leave behind a
-    # database (or its tables) for a command that is refused.
+    # database (or its tables) for a command that is refused, nor one at an older revision be
+    # migrated for it.
     url = _url(args)
-    if empty := why_without_tables(url):
+    if (reader := engine_for_checks(url)) is None:
+        empty = why_without_tables(url)
         raise UsageError(f"site_id: is not a registered site, as none is: {empty} (got {args.site_ids[0]!r})")
-    engine = open_database(url)
     try:
-        removed = remove_sites(engine, args.site_ids)
+        with reader.connect() as connection:
+            refuse_unregistered_site_ids(connection, args.site_ids)
+        engine = open_database(url)
+        removed = remove_sites(engine, args.site_ids)  # asks again, the rows locked
     except StorageInputError as exc:
         raise UsageError(str(exc)) from None
     for site_id, site in removed.items():

@@ -131,7 +131,7 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
         open_database,
         save_runs,
     )
-    from dispatch_pipeline.storage.database import printable_url, why_without_tables
+    from dispatch_pipeline.storage.database import engine_for_checks, printable_url
 
     # One clock reading: a request without `date` near local midnight is judged, and takes its
     # stored PV, on the day it plans.
@@ -141,12 +141,13 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
         parse_request(raw)  # refuses it, naming what was sent instead of a JSON object
     url = application_database_url(args.database_url)
     # Where the database does not exist yet or has no tables, no site is registered: the request
-    # is judged against none, and the database is opened (so created) only to store the run, as a
-    # refused command must leave no trace. Where it has them, the site is read first, so that one
-    # refusal names every problem, those against the site's stored values too.
-    engine = None if why_without_tables(url) else open_database(url)
+    # is judged against none. Where it has them, the site is read first, from the schema as it
+    # stands, so that one refusal names every problem, those against the site's stored values too.
+    # The database is opened (so created, or migrated) only once the request is accepted, as a
+    # refused command must leave no trace.
+    reader = engine_for_checks(url)
     # A site stored broken: exit 1, naming its fault.
-    registered = None if engine is None else registered_site(engine, raw)
+    registered = None if reader is None else registered_site(reader, raw)
     site = registered.site if registered is not None else None
     if site is not None and args.currency not in (None, site.currency):
         # The stored explanations would name prices in a currency the site is not billed in.
@@ -161,15 +162,19 @@ def _solve_and_store(request: object, args: argparse.Namespace) -> DispatchResul
         if completed is None:
             raise
         raise RequestError([completed.noted(problem.partition(":")[0], problem) for problem in exc.problems]) from None
+    # A registered site's stored PV forecast, which a request without pv_kw is planned on, is read
+    # from the current schema (its rows' stored_at came with 0006): only then is the database
+    # migrated before the plan, where it is at an older revision, and a refusal found from there
+    # on (that forecast incomplete, say) comes after the upgrade.
+    engine = open_database(url) if registered is not None and parsed.pv_kw is None else reader
     problem, issues = site_problem(engine, parsed, registered, now)
     currency = args.currency or (site.currency if site else DEFAULT_CURRENCY)
     result = solve_problem(problem, solver=args.solver, currency=currency, issues=issues)
     try:
-        # Checked before the database is opened, which creates its tables where there are none:
-        # a plan refused here must leave none behind.
+        # Checked before the database is opened, which creates its tables where there are none
+        # and migrates an older schema: a plan refused here must leave neither behind.
         check_runs_storable([result], source="cli")
-        if engine is None:
-            engine = open_database(url)
+        engine = open_database(url)
         save_runs(engine, [result], source="cli")
     except StorageInputError as exc:
         raise UsageError(f"the inputs give a plan that cannot be stored: {exc}") from None

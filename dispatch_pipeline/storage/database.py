@@ -200,6 +200,19 @@ def why_without_tables(url: str) -> str | None:
     return None if has_schema else f"{printable_url(url)} has no dispatch-pipeline tables yet"
 
 
+def engine_for_checks(url: str) -> Engine | None:
+    """The engine of `url` with its schema as it stands, not migrated, for what a command reads to
+    decide whether it refuses its input; None where the database has no dispatch-pipeline tables
+    (why_without_tables), so that nothing is registered there.
+
+    A refused command writes nothing, and a schema upgrade is a write (migrations 0004 and 0008
+    build indexes that block writes while they do): `open_database`, which migrates, waits until
+    the input is accepted. Read through this engine only what every revision of KNOWN_REVISIONS
+    holds (the `sites` table, unchanged since 0001), and write nothing through it.
+    """
+    return None if why_without_tables(url) else make_engine(url)
+
+
 def is_in_memory(url: str) -> bool:
     """Whether `url` is an SQLite database in memory, which is gone when the process ends."""
     parsed = parse_database_url(url)

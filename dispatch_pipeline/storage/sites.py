@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -161,11 +161,7 @@ def remove_sites(engine: Engine, site_ids: Sequence[str]) -> dict[str, RemovedSi
             _select_sites().where(sites.c.site_id.in_(ids)).order_by(sites.c.site_id).with_for_update()
         ).all()
         stored = {row.site_id: _document(row) for row in rows}
-        unknown = [site_id for site_id in site_ids if site_id not in stored]
-        if unknown:
-            clash = case_clashes(connection, unknown[:1]).get(unknown[0])
-            hint = f"; the registered site {clash[0]!r} differs from it only in case" if clash else ""
-            raise problem("site_id", f"is not a registered site{hint}", unknown[0])
+        refuse_unregistered_site_ids(connection, site_ids, stored)
         connection.execute(sites.delete().where(sites.c.site_id.in_(ids)))
         counted = connection.execute(
             select(dispatch_runs.c.site_id, func.count())
@@ -174,6 +170,21 @@ def remove_sites(engine: Engine, site_ids: Sequence[str]) -> dict[str, RemovedSi
         )
         runs = {site_id: count for site_id, count in counted}
     return {site_id: RemovedSite(stored[site_id], runs.get(site_id, 0)) for site_id in ids}
+
+
+def refuse_unregistered_site_ids(
+    connection: Connection, site_ids: Sequence[str], registered: Collection[str] | None = None
+) -> None:
+    """StorageInputError naming the first of `site_ids` that is not registered (`registered`: those
+    of them known to be, else read), and the registered site it differs from only in case, if any.
+    Asked by `sites remove` before the database is opened too, where a refusal must not migrate it."""
+    if registered is None:
+        registered = set(connection.scalars(select(sites.c.site_id).where(sites.c.site_id.in_(sorted(set(site_ids))))))
+    unknown = [site_id for site_id in site_ids if site_id not in registered]
+    if unknown:
+        clash = case_clashes(connection, unknown[:1]).get(unknown[0])
+        hint = f"; the registered site {clash[0]!r} differs from it only in case" if clash else ""
+        raise problem("site_id", f"is not a registered site{hint}", unknown[0])
 
 
 @dataclass(frozen=True)
