@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Engine, Row, Select, and_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from dispatch_pipeline.core.calendar import local_day
@@ -570,10 +570,13 @@ def list_runs(
 
 
 def list_runs_with_cost(
-    engine: Engine, site_id: str, date: dt.date, *, limit: int | None = None
+    engine: Engine, site_id: str, date: dt.date, *, limit: int | None = None, before: uuid.UUID | None = None
 ) -> list[ListedRun]:
     """The runs of a site's local date, newest first (as list_runs), each with its total_cost:
-    one query, the KPI rows joined. IncompleteStoredRun for a run whose KPI row is gone."""
+    one query, the KPI rows joined. IncompleteStoredRun for a run whose KPI row is gone.
+
+    With `before` (a run_id of this site-day, as the last of a page): only the runs after it in
+    that order, looked up first; UnlistedRun when it names no run of the site-day."""
     runs, kpis = dispatch_runs, dispatch_kpis
     query = _newest_first(
         select(runs, kpis.c.total_cost.label(_LISTED_COST)).select_from(
@@ -586,6 +589,8 @@ def list_runs_with_cost(
     )
     listed = []
     with engine.connect() as connection:
+        if before is not None:
+            query = query.where(_older_than(connection, _as_uuid(before), site_id, _as_date(date)))
         for row in connection.execute(query):
             values = dict(row._mapping)
             total_cost = values.pop(_LISTED_COST)
@@ -594,6 +599,37 @@ def list_runs_with_cost(
                 raise _incomplete(record, "its KPI row")
             listed.append(ListedRun.model_construct(run=record, total_cost=total_cost))
     return listed
+
+
+class UnlistedRun(StorageInputError):
+    """`before` of list_runs_with_cost names no run of the site-day listed: `found` is the
+    (site_id, date) of the run it names, None when no run has that id."""
+
+    def __init__(self, message: str, run_id: uuid.UUID, found: tuple[str, dt.date] | None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.found = found  # whose run: a caller may not be allowed to hear of it
+
+
+def _older_than(connection: Connection, run_id: uuid.UUID, site_id: str, date: dt.date) -> ColumnElement[bool]:
+    """The runs after `run_id` in the order of _newest_first: (created_at, id) below its own.
+
+    Both values are compared in SQL, bound as the columns' types, so each backend compares them
+    as it sorts them, ties of created_at included: PostgreSQL's uuid by its bytes, SQLite's (32
+    lowercase hex digits, as Uuid stores them) as text, the same order. The redundant
+    created_at <= bound lets an index on (site_id, date, created_at) start the scan at the run."""
+    runs = dispatch_runs.c
+    row = connection.execute(
+        select(runs.site_id, runs.date, runs.created_at).where(runs.id == run_id)
+    ).first()
+    if row is None or (row.site_id, row.date) != (site_id, date):
+        found = None if row is None else (row.site_id, row.date)
+        named = "no stored run has this id" if found is None else f"it is a run of site {found[0]} on {found[1]}"
+        raise UnlistedRun(
+            f"before: must be a run of site {site_id} on {date}; {named} (got {str(run_id)!r})", run_id, found
+        )
+    created_at = row.created_at
+    return and_(runs.created_at <= created_at, or_(runs.created_at < created_at, runs.id < run_id))
 
 
 # Not a column name of dispatch_runs, so the joined value cannot shadow one.

@@ -22,6 +22,7 @@ from dispatch_pipeline.storage import (
     IncompleteStoredRun,
     KeyedRun,
     StorageInputError,
+    UnlistedRun,
     get_run,
     keyed_run,
     latest_run,
@@ -243,6 +244,103 @@ def test_a_listed_run_without_its_kpi_row_is_refused_not_left_out(
         list_runs_with_cost(engine, site_id, day)
     # The newest alone is whole.
     assert [entry.run.run_id for entry in list_runs_with_cost(engine, site_id, day, limit=1)] == [kept.run_id]
+
+
+def test_runs_are_paged_after_a_run_in_the_listing_order_ties_of_created_at_included(
+    engine: Engine, site_id: str, make_result
+) -> None:
+    day = dt.date(2024, 3, 15)
+    # Ids that share leading digits, differ across the hyphen, in letters and digits: compared as
+    # hyphenated text (a str bound on SQLite) or by anything but the stored order, they misplace.
+    tied_ids = [
+        uuid.UUID("12345678-0000-4000-8000-000000000001"),
+        uuid.UUID("12345678-f000-4000-8000-000000000000"),
+        uuid.UUID("12345678-9fff-4000-8000-000000000000"),
+        uuid.UUID("f0000000-0000-4000-8000-000000000000"),
+        uuid.UUID("00000000-0000-4000-8000-00000000000a"),
+        uuid.UUID("00000000-0000-4000-8000-000000000009"),
+    ]
+    older_id = uuid.UUID("ffffffff-ffff-4fff-bfff-ffffffffffff")  # the highest id, a tick older
+    newer_id = uuid.UUID("00000000-0000-4000-8000-000000000000")  # the lowest, not tied
+    # Unique per backend and run of the session: the tables are shared.
+    salt = uuid.uuid4().int & ~((1 << 32) - 1) & ((1 << 96) - 1)
+
+    def salted(run_id: uuid.UUID) -> uuid.UUID:
+        return uuid.UUID(int=run_id.int ^ salt)
+
+    ids = [salted(run_id) for run_id in (*tied_ids, older_id, newer_id)]
+    results = [make_result(site_id, day, seed=i).model_copy(update={"run_id": run_id}) for i, run_id in enumerate(ids)]
+    save_runs(engine, results, source="cli")
+    # Not of the site-day, though tied with it: another day, another site.
+    others = [make_result(site_id, dt.date(2024, 3, 16), seed=20), make_result(f"{site_id}_B", day, seed=21)]
+    save_runs(engine, others, source="cli")
+    tie = dt.datetime(2024, 3, 14, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    with engine.begin() as connection:
+        for run_id, created_at in [
+            *((run_id, tie) for run_id in [*ids[:6], *(other.run_id for other in others)]),
+            (ids[6], tie - dt.timedelta(microseconds=1)),
+            (ids[7], tie + dt.timedelta(microseconds=1)),
+        ]:
+            connection.execute(dispatch_runs.update().where(dispatch_runs.c.id == run_id).values(created_at=created_at))
+
+    expected = [ids[7], *sorted(ids[:6], reverse=True), ids[6]]
+    # The database's ORDER BY agrees with uuid order (PostgreSQL's bytes, SQLite's hex text).
+    assert [record.run_id for record in list_runs(engine, site_id, day)] == expected
+    for limit in (1, 2, 3, 7):
+        paged: list[uuid.UUID] = []
+        before = None
+        while True:
+            page = list_runs_with_cost(engine, site_id, day, limit=limit, before=before)
+            paged += [entry.run.run_id for entry in page]
+            if len(page) < limit:
+                break
+            before = page[-1].run.run_id
+        assert paged == expected, limit
+    for i, run_id in enumerate(expected):
+        assert [entry.run.run_id for entry in list_runs_with_cost(engine, site_id, day, before=run_id)] == expected[i + 1:]
+
+
+def test_paging_reads_the_before_run_once_and_the_page_in_one_query(engine: Engine, site_id: str, make_result) -> None:
+    day = dt.date(2024, 3, 15)
+    results = [make_result(site_id, day, seed=i) for i in range(3)]
+    save_runs(engine, results, source="cli")
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        page = list_runs_with_cost(engine, site_id, day, limit=5, before=results[2].run_id)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert [entry.run.run_id for entry in page] == [results[1].run_id, results[0].run_id]
+    queries = [statement for statement in statements if statement != "BEGIN"]  # SQLite's own
+    assert len(queries) == 2, queries
+
+
+def test_paging_after_a_run_of_another_site_or_day_or_none_is_refused(
+    engine: Engine, site_id: str, make_result
+) -> None:
+    day = dt.date(2024, 3, 15)
+    own = make_result(site_id, day, seed=1)
+    other_day = make_result(site_id, dt.date(2024, 3, 16), seed=2)
+    other_site = make_result(f"{site_id}_B", day, seed=3)
+    save_runs(engine, [own, other_day, other_site], source="cli")
+    unknown = uuid.uuid4()
+
+    for before, found, says in [
+        (other_day.run_id, (site_id, dt.date(2024, 3, 16)), f"it is a run of site {site_id} on 2024-03-16"),
+        (other_site.run_id, (f"{site_id}_B", day), f"it is a run of site {site_id}_B on 2024-03-15"),
+        (unknown, None, "no stored run has this id"),
+    ]:
+        with pytest.raises(UnlistedRun) as caught:
+            list_runs_with_cost(engine, site_id, day, before=before)
+        assert str(caught.value) == f"before: must be a run of site {site_id} on 2024-03-15; {says} (got '{before}')"
+        assert (caught.value.run_id, caught.value.found) == (before, found)
+        assert isinstance(caught.value, StorageInputError)
+    assert list_runs_with_cost(engine, site_id, day, before=own.run_id) == []
 
 
 def test_unknown_site_or_run_gives_none(engine: Engine, site_id: str) -> None:
