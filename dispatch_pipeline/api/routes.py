@@ -13,11 +13,17 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, BeforeValidator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, TypeAdapter, ValidationError
 
 from dispatch_pipeline.api.auth import Grant, ensure_site_allowed, require_access
 from dispatch_pipeline.api.dependencies import DATABASE_RETRY_AFTER_SECONDS, Database, get_database
-from dispatch_pipeline.api.errors import ApiError, field_problem, unprocessable
+from dispatch_pipeline.api.errors import (
+    ApiError,
+    echo,
+    error_problems,
+    field_problem,
+    unprocessable,
+)
 from dispatch_pipeline.api.idempotency import (
     REPLAYED_HEADER,
     REPLAYED_RESPONSE_HEADER,
@@ -54,6 +60,7 @@ from dispatch_pipeline.storage import (
     IncompleteStoredRun,
     ListedRun,
     StoredRun,
+    UnlistedRun,
     get_run,
     latest_run,
     list_runs_with_cost,
@@ -235,6 +242,18 @@ LimitQuery = Annotated[
     ),
     BeforeValidator(_limit),
 ]
+# A string, then a UUID (_query_run_id): parsed after the token's site is checked, as `date` is,
+# so that a token limited to other sites hears 403 whatever it sent.
+BeforeQuery = Annotated[
+    str | None,
+    Query(
+        description=(
+            "A `run_id` of this site-day, as the last page's `next_before` gives: only the runs after "
+            "it (older, or as old with a lower `run_id`). A run of another site or day, or none, is a 422."
+        ),
+        json_schema_extra={"anyOf": [{"type": "string", "format": "uuid"}, {"type": "null"}]},
+    ),
+]
 
 
 @router.get(
@@ -246,20 +265,58 @@ LimitQuery = Annotated[
         "A summary of each run (no points: `GET /dispatch/runs/{run_id}` has them), such as the "
         "plans of two strategies backfilled for the same day, re-plans, and runs stored through "
         "the API or the CLI. A day without runs is an empty list (200), whether or not the site is "
-        "known: `GET /dispatch/latest` says which it is."
+        "known: `GET /dispatch/latest` says which it is. Paged: while `more` is true, the same query "
+        "with `before` set to the answer's `next_before` gives the next `limit` runs."
     ),
-    dependencies=[query_parameters("site_id", "date", "limit")],
+    dependencies=[query_parameters("site_id", "date", "limit", "before")],
     tags=["dispatch"],
 )
 async def list_day_runs(site_id: SiteIdQuery, date: DayQuery, access: Access, database: DatabaseDep,
-                        limit: LimitQuery = RUN_LIST_DEFAULT_LIMIT) -> Response:
+                        limit: LimitQuery = RUN_LIST_DEFAULT_LIMIT, before: BeforeQuery = None) -> Response:
     ensure_site_allowed(access, site_id)
     day = _query_date(date)
-    # One more than asked: whether there are more is then known without counting them.
-    listed = await run_in_threadpool(lambda: list_runs_with_cost(database.engine(), site_id, day, limit=limit + 1))
+    after = _query_run_id(before)
+    try:
+        # One more than asked: whether there are more is then known without counting them.
+        listed = await run_in_threadpool(
+            lambda: list_runs_with_cost(database.engine(), site_id, day, limit=limit + 1, before=after)
+        )
+    except UnlistedRun as exc:
+        raise _unlisted(exc, access, before, site_id, day) from None
+    page = listed[:limit]
+    more = len(listed) > limit
     return json_response(RunList(
-        site_id=site_id, date=day, runs=[_summary(entry) for entry in listed[:limit]], more=len(listed) > limit,
+        site_id=site_id, date=day, runs=[_summary(entry) for entry in page], more=more,
+        next_before=page[-1].run.run_id if more else None,
     ))
+
+
+_RUN_ID = TypeAdapter(uuid.UUID)
+
+
+def _query_run_id(text: str | None) -> uuid.UUID | None:
+    """The query's `before`, or a 422 naming it as FastAPI's own for a malformed run_id."""
+    if text is None:
+        return None
+    try:
+        return _RUN_ID.validate_python(text)
+    except ValidationError as exc:
+        raise unprocessable(error_problems(exc.errors(), ("query", "before"))) from None
+
+
+def _unlisted(exc: UnlistedRun, access: Grant, given: str | None, site_id: str, day: dt.date) -> ApiError:
+    """The 422 of a `before` that is no run of the listed site-day. A run of a site the token may
+    not access is no stored run to it, as GET /dispatch/runs/{run_id} answers 404 for it."""
+    if exc.found is not None and access.allows(exc.found[0]):
+        why = f"it is a run of site {exc.found[0]!r} on {exc.found[1].isoformat()}"
+    else:
+        why = "no stored run has this id"
+    return unprocessable([{
+        "loc": ["query", "before"],
+        "msg": f"must be a run of site {site_id!r} on {day.isoformat()}, as next_before names; {why}",
+        "type": "value_error",
+        "input": echo(given),
+    }])
 
 
 def _summary(entry: ListedRun) -> RunSummary:

@@ -116,10 +116,17 @@ class RunList(BaseModel):
     date: dt.date = Field(description="The site's local day the runs plan.")
     runs: list[RunSummary] = Field(description=(
         "Newest first (`created_at`, then `run_id`, descending: the first is what "
-        "`GET /dispatch/latest` answers for the day); at most `limit`. Empty when no run of the "
-        "day is stored, whether or not the site is known."
+        "`GET /dispatch/latest` answers for the day); at most `limit`, and with `before` only those "
+        "after that run in this order. Empty when no run of the day is stored (or none is after "
+        "`before`), whether or not the site is known."
     ))
-    more: bool = Field(description="Older runs of the day exist beyond `limit`: ask again with a larger one.")
+    more: bool = Field(description=(
+        "Older runs of the day are left out beyond `limit`: `next_before` gets the next page of them."
+    ))
+    next_before: uuid.UUID | None = Field(description=(
+        "When `more`, the `run_id` of the page's last (oldest) run: ask again with `before` set to it "
+        "(and the same `site_id` and `date`) for the runs after it. Null when `more` is false."
+    ))
 
 
 class DatabaseHealth(BaseModel):

@@ -147,6 +147,34 @@ def test_the_run_list_of_another_site_is_403_and_tells_nothing_of_its_runs(secur
     assert own.status_code == 200 and own.json()["runs"][0]["run_id"] == run_id
 
 
+def test_a_page_after_a_run_tells_a_restricted_token_nothing_of_other_sites(secured, sample_request):
+    secret = {"site_id": "PAGED_SECRET", "date": "2024-03-15"}
+    secret_run = secured.post("/dispatch/run", json={**sample_request, **secret}, headers=ALL).json()["run_id"]
+    office_run = secured.post("/dispatch/run", json={**sample_request, "site_id": "KL_OFFICE"}, headers=KL_ONLY).json()["run_id"]
+    unknown = "00000000-0000-4000-8000-000000000000"
+
+    # Another site's listing is 403 first, whatever before names, even a malformed one.
+    for before in (secret_run, office_run, unknown, "not-a-uuid"):
+        answer = secured.get("/dispatch/runs", params={**secret, "before": before}, headers=KL_ONLY)
+        assert (answer.status_code, answer.json()["message"]) == (403, "this token may not access site 'PAGED_SECRET'")
+    # Its own listing after a run of a site it may not access: as after no run at all.
+    own = {"site_id": "KL_MALL", "date": "2024-03-15"}
+    answers = [secured.get("/dispatch/runs", params={**own, "before": before}, headers=KL_ONLY)
+               for before in (secret_run, unknown)]
+    assert [answer.status_code for answer in answers] == [422, 422]
+    assert [answer.json()["detail"][0]["msg"] for answer in answers] == [
+        "must be a run of site 'KL_MALL' on 2024-03-15, as next_before names; no stored run has this id"
+    ] * 2
+    assert "PAGED_SECRET" not in answers[0].text
+    # One of its own other sites is named.
+    mine = secured.get("/dispatch/runs", params={**own, "before": office_run}, headers=KL_ONLY)
+    assert mine.status_code == 422
+    assert mine.json()["detail"][0]["msg"].endswith("; it is a run of site 'KL_OFFICE' on 2024-03-15")
+    # The token of every site hears whose run it is.
+    named = secured.get("/dispatch/runs", params={**own, "before": secret_run}, headers=ALL)
+    assert named.json()["detail"][0]["msg"].endswith("; it is a run of site 'PAGED_SECRET' on 2024-03-15")
+
+
 def test_token_table_format():
     table = TokenTable.parse(" a , b:S1|S2 ,, c:S3 ")
 

@@ -241,6 +241,110 @@ def test_limit_bounds_the_list_and_more_says_older_runs_are_left_out(client, sam
     ]
 
 
+def _page(client, site_id: str, limit: int, before: str | None = None, date: str = "2024-03-15") -> dict:
+    params = {"site_id": site_id, "date": date, "limit": limit, **({"before": before} if before else {})}
+    response = client.get("/dispatch/runs", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _stored_batch(engine, sample_request, site_id: str, count: int, date: str = "2024-03-15") -> list[str]:
+    """`count` runs of the site-day stored in one batch, their run_ids newest first."""
+    planned = solve_dispatch({**sample_request, "site_id": site_id, "date": date})
+    results = [planned.model_copy(update={"run_id": uuid.uuid4()}) for _ in range(count)]
+    save_runs(engine, results, source="cli")
+    return [str(result.run_id) for result in results[::-1]]  # a later entry of a batch is newer
+
+
+def test_the_runs_of_a_day_are_paged_with_before_and_next_before(client, engine, sample_request):
+    site_id = _unique_site("PAGED")
+    newest_first = _stored_batch(engine, sample_request, site_id, 5)
+
+    first = _page(client, site_id, 2)
+    second = _page(client, site_id, 2, first["next_before"])
+    third = _page(client, site_id, 2, second["next_before"])
+
+    pages = [first, second, third]
+    assert [[run["run_id"] for run in page["runs"]] for page in pages] == [
+        newest_first[0:2], newest_first[2:4], newest_first[4:5],
+    ]
+    assert [(page["more"], page["next_before"]) for page in pages] == [
+        (True, newest_first[1]), (True, newest_first[3]), (False, None),
+    ]
+    assert all((page["site_id"], page["date"]) == (site_id, "2024-03-15") for page in pages)
+    # The page after the last run is empty; a page that holds the rest says there is no more.
+    assert _page(client, site_id, 2, newest_first[4]) == {
+        "site_id": site_id, "date": "2024-03-15", "runs": [], "more": False, "next_before": None,
+    }
+    rest = _page(client, site_id, 3, newest_first[1])
+    assert ([run["run_id"] for run in rest["runs"]], rest["more"], rest["next_before"]) == (
+        newest_first[2:], False, None,
+    )
+    whole = _page(client, site_id, 5)
+    assert (len(whole["runs"]), whole["more"], whole["next_before"]) == (5, False, None)
+    # HEAD pages as GET does.
+    params = {"site_id": site_id, "date": "2024-03-15", "limit": 2, "before": first["next_before"]}
+    head = client.head("/dispatch/runs", params=params)
+    assert (head.status_code, head.headers["content-length"]) == (
+        200, str(len(client.get("/dispatch/runs", params=params).content)),
+    )
+
+
+def test_runs_stored_at_the_same_instant_are_paged_without_loss_or_repeats(client, engine, sample_request):
+    from dispatch_pipeline.storage.tables import dispatch_runs
+
+    site_id = _unique_site("TIED")
+    newest_first = _stored_batch(engine, sample_request, site_id, 7)
+    # A batch's runs get distinct ticks: ties (runs of other processes stored at one instant) are
+    # made by hand, all but the newest and the oldest.
+    tie = dt.datetime(2024, 3, 14, 12, 0, 0, 500000, tzinfo=dt.UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            dispatch_runs.update()
+            .where(dispatch_runs.c.id.in_([uuid.UUID(run_id) for run_id in newest_first[1:6]]))
+            .values(created_at=tie)
+        )
+        connection.execute(
+            dispatch_runs.update().where(dispatch_runs.c.id == uuid.UUID(newest_first[6]))
+            .values(created_at=tie - dt.timedelta(microseconds=1))
+        )
+    expected = [newest_first[0], *sorted(newest_first[1:6], key=uuid.UUID, reverse=True), newest_first[6]]
+
+    for limit in (1, 2, 3):
+        paged, before, more = [], None, True
+        while more:
+            page = _page(client, site_id, limit, before)
+            paged += [run["run_id"] for run in page["runs"]]
+            more, before = page["more"], page["next_before"]
+            assert (before is None) == (not more)
+        assert paged == expected, limit
+    assert [run["run_id"] for run in _page(client, site_id, 1000)["runs"]] == expected
+
+
+def test_a_before_of_another_day_or_site_or_of_no_run_is_refused_naming_it(client, engine, sample_request):
+    site_id, neighbour = _unique_site("BEFORE"), _unique_site("BEFORE_NEIGHBOUR")
+    [own] = _stored_batch(engine, sample_request, site_id, 1)
+    [other_day] = _stored_batch(engine, sample_request, site_id, 1, date="2024-03-16")
+    [other_site] = _stored_batch(engine, sample_request, neighbour, 1)
+    unknown = str(uuid.uuid4())
+    expected = f"must be a run of site {site_id!r} on 2024-03-15, as next_before names; "
+
+    for before, why in [
+        (other_day, f"it is a run of site {site_id!r} on 2024-03-16"),
+        (other_site, f"it is a run of site {neighbour!r} on 2024-03-15"),
+        (unknown, "no stored run has this id"),
+        (unknown.upper(), "no stored run has this id"),  # echoed as sent
+    ]:
+        response = client.get("/dispatch/runs", params={"site_id": site_id, "date": "2024-03-15", "before": before})
+
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"] == [
+            {"loc": ["query", "before"], "msg": expected + why, "type": "value_error", "input": before}
+        ]
+        assert response.json()["message"] == f'before: {expected}{why} (got "{before}")'
+    assert _page(client, site_id, 5, own)["runs"] == []
+
+
 def test_a_day_without_runs_is_an_empty_list_without_hints(client, sample_request):
     site_id = _unique_site("PLANNED_ELSEWHEN")
     client.post("/dispatch/run", json={**sample_request, "site_id": site_id}).raise_for_status()
@@ -249,7 +353,7 @@ def test_a_day_without_runs_is_an_empty_list_without_hints(client, sample_reques
         response = client.get("/dispatch/runs", params=params)
 
         assert response.status_code == 200, response.text
-        assert response.json() == {**params, "runs": [], "more": False}
+        assert response.json() == {**params, "runs": [], "more": False, "next_before": None}
 
 
 @pytest.mark.parametrize(
@@ -267,8 +371,11 @@ def test_a_day_without_runs_is_an_empty_list_without_hints(client, sample_reques
         ({"site_id": "DEMO", "date": "2024-03-15", "limit": "1.0"}, "limit", "must be a whole number from 1 to 1000"),
         ({"site_id": "DEMO", "date": "2024-03-15", "limit": "ten"}, "limit", "must be a whole number from 1 to 1000"),
         ({"site_id": "DEMO", "date": "2024-03-15", "limit": ""}, "limit", "must be a whole number from 1 to 1000"),
+        ({"site_id": "DEMO", "date": "2024-03-15", "before": "not-a-uuid"}, "before", None),
+        ({"site_id": "DEMO", "date": "2024-03-15", "before": "1234"}, "before", None),
+        ({"site_id": "DEMO", "date": "2024-03-15", "before": ""}, "before", None),
         ({"site_id": "DEMO", "date": "2024-03-15", "dat": "2024-03-16"}, "dat",
-         "unknown query parameter (this endpoint takes site_id, date, limit)"),
+         "unknown query parameter (this endpoint takes site_id, date, limit, before)"),
     ],
 )
 def test_the_run_list_refuses_a_bad_query_naming_the_parameter_and_value(client, params, field, msg):
