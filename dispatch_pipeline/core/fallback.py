@@ -12,23 +12,36 @@ One forward pass over the day, a handful of rules an operator would write down:
    draw from it later. Energy the target needs back goes only where putting it back pays after
    round-trip losses and wear (rule 5's test): the floor counts only the later recharging, PV
    surplus at the export price it forgoes or the grid at its buy price, that is cheap enough; what
-   the battery holds above the target costs only the wear. With a demand charge billed on the
-   day's peak import, its energy goes to the expensive hours of highest import first, whatever
-   the wear (this floor counts for what it covers beyond them): it holds their import at a
-   threshold, the lowest at which the whole plan keeps every interval's import under it (found by
-   bisection: the ratings, the SOC band, the efficiencies, the floor, rule 4's needs and the
-   charging of rules 5 and 6 under the threshold all count), and covers more of an hour's
-   deficit, where that beats the wear, only with what the later expensive hours' threshold and
-   rule 4 will not need. Should even the peak the site would draw without a battery be more than
-   the plan can hold, it covers the deficit chronologically, whatever the wear and the recharge.
+   the battery holds above the target costs only the wear.
+   With a demand charge billed on the day's peak import, the battery first holds the import of
+   every interval, expensive or not, at a threshold, whatever the price and the wear: it discharges
+   what the import would exceed it by, down to the level the end-of-day target needs when every
+   later interval recharges under the threshold (net of rule 4's later draws), and it is recharged
+   for it only where the import stays under the threshold (rules 5 and 6). The threshold lies
+   between the lowest one the battery can hold and the peak the site would draw without it. The
+   lowest is where the battery, charging under the threshold wherever the import leaves room and
+   discharging above it, would otherwise have to leave its SOC band or start the day fuller than it
+   is to end on target (the ratings, the efficiencies and rule 4's draws count; it is never below
+   the day's highest deficit less the discharge rating). Each kW held lower saves the demand charge
+   and costs the discharges of every interval above it, their losses and wear, and the energy the
+   expensive hours would otherwise have had: the threshold is the cheapest, by the objective, of
+   the lowest and a few above it (a short golden-section search between the lowest and the
+   no-battery peak, closer to the lowest, and the no-battery peak itself where each step up was
+   cheaper). Beyond the threshold the battery covers more of an expensive hour's deficit, where
+   that beats the wear, only with what the later intervals' threshold and rule 4 will not need.
+   Should the plan hold less than that energy balance allows (rule 1 recharging a battery that
+   starts below soc_min over the threshold, say), the lowest is the one the plan holds, found by
+   bisection; should it not even hold the no-battery peak, the battery covers the expensive hours'
+   deficit chronologically, whatever the wear and the recharge.
 4. The battery also discharges to hold imports under the import cap, down to the level the
    end-of-day target still needs: energy it cannot recharge later would only move the violation
    to the end of the day, larger by the discharge losses.
 5. In cheap hours (bottom quartile; of its price bands, the cheapest that can store what the
    expensive hours need) it charges from the grid when that pays after round-trip
-   losses against a later expensive hour, up to the energy those hours will need; with a demand
-   charge, never above rule 3's threshold (without one, the peak the site would draw without a
-   battery).
+   losses against a later expensive hour, up to the energy the expensive hours after it will
+   need, and with a demand charge what rule 3's discharges to its threshold will draw in the other
+   hours after it too; with a demand charge, never above rule 3's threshold (without one, the peak
+   the site would draw without a battery).
 6. Near the end of the day it charges just in time to reach the terminal SOC target, counting
    the discharges rule 4 and rule 3's threshold will still make: under that threshold when a peak
    is billed and time allows, up to the import cap when it must.
@@ -51,11 +64,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.optimize import brentq
 
+from dispatch_pipeline.core.evaluate import objective_value
 from dispatch_pipeline.core.problem import DispatchProblem
 from dispatch_pipeline.core.result import Schedule
 
 _EPS = 1e-9
+# Rule 3's search for the cheapest threshold: passes above the lowest one the plan holds.
+_SEARCH_PASSES = 3
 
 
 def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +91,7 @@ def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if highest - lowest <= _EPS:
         none = np.zeros(len(buy), dtype=bool)
         return none, none
-    high, low = np.quantile(buy, 0.75), np.quantile(buy, 0.25)
+    high, low = np.quantile(buy, [0.75, 0.25])
     expensive = buy >= high - _EPS if high > lowest + _EPS else buy > lowest + _EPS
     above = buy > high + _EPS
     quarter = len(buy) / 4
@@ -117,72 +134,255 @@ def _level_needed(gain: np.ndarray, loss: np.ndarray, final: float, lowest: floa
         needed = np.maximum(lowest, final - _sum_after(gain))
         needed[-1] = final
         return needed
-    needed = np.empty(len(gain))
+    # On plain floats, backwards: the same arithmetic as numpy's, a few times faster (it runs
+    # several times a pass). min(highest, max(lowest, x)), spelt out.
+    needed = []
     level, highest = final, max(highest, final)
-    for t in range(len(gain) - 1, -1, -1):
-        needed[t] = level
-        level = min(highest, max(lowest, level + loss[t] - gain[t]))
-    return needed
+    for taken, added in zip(reversed(loss.tolist()), reversed(gain.tolist()), strict=True):
+        needed.append(level)
+        level = level + taken - added
+        level = level if level > lowest else lowest
+        level = level if level < highest else highest
+    needed.reverse()
+    return np.array(needed, dtype=float)
 
 
 def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     """The rules of the module docstring, over the whole day."""
+    day = _Day(problem)
     if problem.demand_charge_per_kw <= 0 or problem.weights.cost <= 0:
-        return _schedule(problem, None)
-    # Rule 3's threshold: the lowest import the plan holds every interval under. Not below the
-    # import of the hours rule 3 does not discharge in (under the cap, rule 4 holds it), nor above
-    # the peak the site would draw without a battery.
-    deficit = np.maximum(problem.load_kw - problem.pv_kw, 0.0)
-    highest = float(deficit.max(initial=0.0))
-    import_cap = problem.import_cap_kw if problem.import_cap_kw is not None else np.inf
-    expensive, _ = price_quartiles(problem.buy)
-    lowest = min(float(deficit[~expensive].max(initial=0.0)), import_cap, highest)
+        return _schedule(day, None)
+    # Rule 3's threshold: from the lowest import the battery can hold every interval under (never
+    # below what its discharge rating leaves of the day's highest deficit) to the peak the site
+    # would draw without a battery.
+    highest = float(day.deficit_kw.max(initial=0.0))
+    lowest = max(highest - problem.bess.max_discharge_kw, 0.0)
     tolerance = 1e-5 * max(1.0, highest)
 
     def held(threshold: float) -> Schedule | None:
-        schedule = _schedule(problem, threshold)
+        schedule = _schedule(day, threshold)
         return schedule if schedule.grid_import.max(initial=0.0) <= threshold + tolerance / 10 else None
 
-    best = held(highest)
-    if best is None:
-        return _schedule(problem, None)
-    at_lowest = held(lowest)
-    if at_lowest is not None:
+    start = day.lowest_threshold(lowest, highest, tolerance)
+    at_start = None if start is None else held(start)
+    if at_start is None:
+        # The pass holds less than the battery's energy balance allows (rule 1 recharging a battery
+        # that starts below soc_min over the threshold, say): bisect on the pass itself.
+        at_start = held(highest)
+        if at_start is None:
+            return _schedule(day, None)
+        low, start = (lowest if start is None else start), highest
+        while start - low > tolerance:
+            middle = (low + start) / 2
+            schedule = held(middle)
+            if schedule is None:
+                low = middle
+            else:
+                start, at_start = middle, schedule
+    return _cheapest_threshold(problem, day, start, highest, at_start)
+
+
+def _cheapest_threshold(
+    problem: DispatchProblem, day: _Day, lowest: float, highest: float, at_lowest: Schedule
+) -> Schedule:
+    """The cheapest (by the objective) of the schedules at the lowest threshold the plan holds and
+    at a few between it and the no-battery peak: each kW held lower saves the demand charge, and
+    costs the discharges of every interval above it, their losses and wear, and what the expensive
+    hours no longer get. A short golden-section search over u in [0, 1], the threshold at
+    lowest + (highest - lowest) * u**1.5: closer to the lowest, where the cheapest mostly is; and
+    the no-battery peak itself when the plan got cheaper with every step up."""
+    found = [(objective_value(problem, at_lowest), 0.0, at_lowest)]
+    span = highest - lowest
+    if span <= 0:
         return at_lowest
-    low, high = lowest, highest
-    while high - low > tolerance:
-        middle = (low + high) / 2
-        schedule = held(middle)
-        if schedule is None:
-            low = middle
+
+    def cost(u: float) -> float:
+        schedule = _schedule(day, lowest + span * u**1.5)
+        found.append((objective_value(problem, schedule), u, schedule))
+        return found[-1][0]
+
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = 0.0, 1.0
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    at_c, at_d = cost(c), cost(d)
+    for _ in range(_SEARCH_PASSES - 2):
+        if at_c < at_d:
+            b, d, at_d = d, c, at_c
+            c = b - ratio * (b - a)
+            at_c = cost(c)
         else:
-            high, best = middle, schedule
-    return best
+            a, c, at_c = c, d, at_d
+            d = a + ratio * (b - a)
+            at_d = cost(d)
+    cheapest = min(found, key=lambda entry: entry[:2])  # the lower threshold of equal costs
+    if cheapest[1] == max(u for _, u, _ in found):
+        cost(1.0)
+        cheapest = min(found, key=lambda entry: entry[:2])
+    return cheapest[2]
 
 
-def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
-    """The forward pass of the rules; with a demand charge, rule 3 holds the expensive hours'
-    import at `threshold` (None: covers their deficit chronologically, whatever the wear)."""
+class _Day:
+    """What the rules read off the day whatever rule 3's threshold: computed once, for the forward
+    pass (`_schedule`) that runs once a day, and a few times with a demand charge."""
+
+    def __init__(self, problem: DispatchProblem) -> None:
+        self.problem = problem
+        T, dt = problem.intervals, problem.dt
+        bess = problem.bess
+        eta_c, eta_d = bess.charge_efficiency, bess.discharge_efficiency
+        max_ch, max_dis = bess.max_charge_kw, bess.max_discharge_kw
+        e_min, e_max, e_final = problem.energy_min_kwh, problem.energy_max_kwh, problem.energy_final_kwh
+        buy, sell = problem.buy, problem.sell
+        import_cap = problem.import_cap_kw if problem.import_cap_kw is not None else np.inf
+        w = problem.weights
+
+        expensive, cheap = price_quartiles(buy)
+        # Rule 3's hours: discharging there replaces import dearer than the wear it costs, or, with
+        # a demand charge, may also lower the day's billed peak.
+        discharging = expensive & ((buy > bess.cycle_cost_per_kwh) | (problem.demand_charge_per_kw > 0))
+        deficit = np.maximum(problem.load_kw - problem.pv_kw, 0.0)
+        surplus = np.maximum(problem.pv_kw - problem.load_kw, 0.0)
+        self.expensive, self.cheap, self.discharging = expensive, cheap, discharging
+        self.deficit_kw, self.surplus_kw, self.import_cap = deficit, surplus, import_cap
+
+        # Stored energy rule 4 will draw later to hold imports under the cap (an interval with load
+        # above the cap has nothing to charge from). The levels below count it: what the later hours
+        # can recharge does not bring the battery to its target if rule 4 spends part of it first.
+        with np.errstate(divide="ignore", over="ignore"):
+            self.forced = np.minimum(np.maximum(deficit - import_cap, 0.0), max_dis) * dt / eta_d
+        needed_at_cap = self.level_needed(self.chargeable(import_cap))
+        # Rule 4's own floor: the level the target needs, charging at the cap in every later hour,
+        # not counting rule 4's later discharges (where the energy is not there they do not happen;
+        # each kWh it holds the cap with is worth the same whichever hour it is spent in).
+        # Held back only where the shortfall at the end would cost more than the discharge saves: a
+        # kWh delivered ends 1/eta_d kWh short, against the import violation, price and wear it spares.
+        # A target below soc_min (a start there, left as the target) is no floor.
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            holds_for_target = w.violation / eta_d > w.violation + w.cost * (buy - bess.cycle_cost_per_kwh)
+        target_floor = _level_needed(self.chargeable(import_cap), np.zeros(T), e_final, e_min, e_max)
+        holding_floor = np.where(holds_for_target, np.maximum(e_min, target_floor), e_min)
+
+        # Stored energy the expensive hours after t will draw, and the priciest of them: grid
+        # charging at t pays only against a dearer hour still to come.
+        with np.errstate(over="ignore"):
+            self.expensive_need = np.where(discharging, np.minimum(deficit, max_dis) * dt / eta_d, 0.0)
+        self.need_after = _sum_after(self.expensive_need)
+        dearest_after = np.concatenate(
+            [np.maximum.accumulate(np.where(discharging, buy, -np.inf)[::-1])[::-1][1:], [-np.inf]]
+        )
+        export_beats_curtailing = w.cost * sell >= -w.curtail
+        self.pays_to_store = self.pays_against(buy, dearest_after)
+        # Rule 3's discharges beyond the peak, without a threshold and with one (then only where
+        # they beat the wear), and for its arbitrage floor each of their prices with the later
+        # recharging, from PV surplus or the grid, that pays against it.
+        self.arbitrage = (discharging, expensive & (buy > bess.cycle_cost_per_kwh))
+        self.from_surplus = np.where(expensive, 0.0, np.minimum(surplus, max_ch) * eta_c * dt)
+        surplus_price = np.where(export_beats_curtailing, sell, -np.inf)
+        self.arbitrage_prices = tuple(
+            [
+                (hours & (buy == price), self.pays_against(surplus_price, price), self.pays_against(buy, price))
+                for price in np.unique(buy[hours])
+            ]
+            for hours in self.arbitrage
+        )
+        # Rule 8's hours: drawing from the grid earns money (when cost counts at all), and the room
+        # the PV surplus of the hours after t will take.
+        self.paid = (buy < -_EPS) & (w.cost > 0) & (problem.demand_charge_per_kw == 0)
+        surplus_room_after = _sum_after(np.minimum(surplus, max_ch) * eta_c * dt)
+        export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
+
+        # The pass steps through the intervals once a day, and a few times with a demand charge:
+        # on plain floats, a few times faster than on numpy scalars, with the same IEEE arithmetic.
+        self.per_interval = tuple(
+            np.broadcast_to(values, (T,)).tolist() for values in (
+                surplus, deficit, surplus_room_after, needed_at_cap, problem.export_bound_kw,
+                export_beats_violating, holding_floor, problem.load_kw, problem.pv_kw, export_beats_curtailing,
+            )
+        )
+
+    def chargeable(self, cap: float) -> np.ndarray:
+        """Energy (kWh) each interval can put into the battery without importing above `cap`."""
+        bess, dt = self.problem.bess, self.problem.dt
+        return np.minimum(bess.max_charge_kw, np.maximum(cap - self.deficit_kw, 0.0) + self.surplus_kw) * (
+            bess.charge_efficiency
+        ) * dt
+
+    def level_needed(self, gain: np.ndarray, loss: np.ndarray | None = None) -> np.ndarray:
+        """_level_needed to the day's target within its SOC band; `loss` rule 4's draws by default."""
+        p = self.problem
+        return _level_needed(
+            gain, self.forced if loss is None else loss, p.energy_final_kwh, p.energy_min_kwh, p.energy_max_kwh
+        )
+
+    def pays_against(self, price: np.ndarray, value: np.ndarray | float) -> np.ndarray:
+        """Where storing a kWh bought at `price` costs less than `value` after round-trip losses and wear."""
+        bess = self.problem.bess
+        # Efficiencies near 0 (valid, if absurd) make the cost of storing infinite: it never pays.
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # NaN < x is False too
+            round_trip = bess.charge_efficiency * bess.discharge_efficiency
+            return price / round_trip + bess.cycle_cost_per_kwh / bess.discharge_efficiency < value
+
+    def shave_kw(self, threshold: float) -> np.ndarray:
+        """Rule 3's discharges to hold every interval's import at `threshold` (kW)."""
+        return np.minimum(np.maximum(self.deficit_kw - threshold, 0.0), self.problem.bess.max_discharge_kw)
+
+    def lowest_threshold(self, low: float, high: float, tolerance: float) -> float | None:
+        """The lowest threshold in [low, high] at which the battery, charging under it wherever
+        the import leaves room and discharging what the import would exceed it by, ends the day on
+        target without having to start fuller than it is or to leave [soc_min, soc_max] on the way
+        (rule 4's draws included): the energy balance rule 3's threshold starts from, to within
+        `tolerance` above the exact one. None if not even `high` balances (a battery that starts
+        below soc_min, say)."""
+        p = self.problem
+        bess = p.bess
+        e_min, e_final, start = p.energy_min_kwh, p.energy_final_kwh, p.energy_initial_kwh
+        e_max = max(p.energy_max_kwh, e_final)
+        deficit, surplus, forced, import_cap = self.deficit_kw, self.surplus_kw, self.forced, self.import_cap
+        drawn, stored = p.dt / bess.discharge_efficiency, bess.charge_efficiency * p.dt
+        max_ch, max_dis = bess.max_charge_kw, bess.max_discharge_kw
+        has_forced = bool(forced.any())
+
+        def short(threshold: float) -> float:
+            # How far the battery would have to go above its band somewhere (kWh), or start above
+            # where it is, worked backwards as _level_needed does, without the clamp at the top;
+            # less a hair, so that the threshold found is held.
+            loss = np.minimum(np.maximum(deficit - threshold, 0.0), max_dis) * drawn
+            if has_forced:
+                loss = np.maximum(forced, loss)
+            gain = np.minimum(np.maximum(min(import_cap, threshold) - deficit, 0.0) + surplus, max_ch) * stored
+            after = (loss - gain)[::-1].cumsum()  # what the intervals from t on take out, last t first
+            needed = after + np.maximum(e_final, e_min - np.minimum.accumulate(after))
+            return max(float(needed[-1]) - start, float(needed[:-1].max(initial=-np.inf)) - e_max) - 1e-9
+
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            if not short(high) <= 0:
+                return None
+            if short(low) <= 0:
+                return low
+            threshold = brentq(short, low, high, xtol=tolerance / 4)
+            while short(threshold) > 0:  # within xtol of the root, on either side of it
+                threshold = min(high, threshold + tolerance / 4)
+        return threshold
+
+
+def _schedule(day: _Day, threshold: float | None) -> Schedule:
+    """The forward pass of the rules; with a demand charge, rule 3 holds every interval's
+    import at `threshold` (None: covers the expensive hours' deficit chronologically, whatever
+    the wear)."""
+    problem = day.problem
     T, dt = problem.intervals, problem.dt
     bess = problem.bess
     eta_c, eta_d = bess.charge_efficiency, bess.discharge_efficiency
     max_ch, max_dis = bess.max_charge_kw, bess.max_discharge_kw
     e_min, e_max, e_final = problem.energy_min_kwh, problem.energy_max_kwh, problem.energy_final_kwh
-    load, pv, buy, sell = problem.load_kw, problem.pv_kw, problem.buy, problem.sell
-    import_cap = problem.import_cap_kw if problem.import_cap_kw is not None else np.inf
-    export_bound = problem.export_bound_kw
-    w = problem.weights
+    buy = problem.buy
+    import_cap = day.import_cap
+    expensive, deficit = day.expensive, day.deficit_kw
 
-    expensive, cheap = price_quartiles(buy)
-    # Rule 3's hours: discharging there replaces import dearer than the wear it costs, or, with
-    # a demand charge, may also lower the day's billed peak.
-    discharging = expensive & ((buy > bess.cycle_cost_per_kwh) | (problem.demand_charge_per_kw > 0))
     # With a threshold, only the part of the deficit above it is there for the peak: the rest
     # of rule 3's discharges must beat the wear.
-    arbitrage = discharging if threshold is None else expensive & (buy > bess.cycle_cost_per_kwh)
-    deficit = np.maximum(load - pv, 0.0)
-    surplus = np.maximum(pv - load, 0.0)
-
+    with_threshold = threshold is not None
+    arbitrage = day.arbitrage[with_threshold]
     # Energy the battery can still take in after t without breaking the import cap, in the hours
     # it would charge in (anything but expensive): how low it may go and still end on target.
     # Grid charging should not set the day's peak when that peak is billed: it then stays under
@@ -191,89 +391,50 @@ def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
     charging_cap = import_cap
     if problem.demand_charge_per_kw > 0:
         charging_cap = min(import_cap, float(deficit.max(initial=0.0)) if threshold is None else threshold)
-
-    def chargeable(cap: float) -> np.ndarray:
-        return np.minimum(max_ch, np.maximum(cap - deficit, 0.0) + surplus) * eta_c * dt
-
-    # Stored energy rule 4 will draw later to hold imports under the cap (an interval with load
-    # above the cap has nothing to charge from). The levels below count it: what the later hours
-    # can recharge does not bring the battery to its target if rule 4 spends part of it first.
+    # Rule 3's discharges to the threshold, in every interval whose import would exceed it
+    # (kW), what they draw (kWh), and with rule 4's the draws the levels below plan for.
+    shave = np.zeros(T) if threshold is None else day.shave_kw(threshold)
     with np.errstate(divide="ignore", over="ignore"):
-        forced = np.minimum(np.maximum(deficit - import_cap, 0.0), max_dis) * dt / eta_d
-        # Rule 3's discharges to the threshold (kW), and with rule 4's what they draw (kWh).
-        shave = np.zeros(T) if threshold is None else np.where(
-            discharging, np.minimum(np.maximum(deficit - threshold, 0.0), max_dis), 0.0
-        )
-        planned = np.maximum(forced, shave * dt / eta_d)
+        shave_draws = shave * dt / eta_d
+        planned = np.maximum(day.forced, shave_draws)
 
-    def level_needed(gain: np.ndarray) -> np.ndarray:
-        return _level_needed(gain, forced, e_final, e_min, e_max)
-
-    peak_safe = chargeable(charging_cap)
+    peak_safe = day.chargeable(charging_cap)
     # The energy the battery needs at the end of t to end the day on target, and to hold the cap
     # and the threshold on the way: charging as the peak guard (or the cap) allows in every later
     # hour, or only in the hours it would recharge in (the floor of rule 3).
-    needed_peak_safe = _level_needed(peak_safe, planned, e_final, e_min, e_max)
-    needed_at_cap = level_needed(chargeable(import_cap))
-    # Rule 4's own floor: the level the target needs, charging at the cap in every later hour,
-    # not counting rule 4's later discharges (where the energy is not there they do not happen;
-    # each kWh it holds the cap with is worth the same whichever hour it is spent in).
-    # Held back only where the shortfall at the end would cost more than the discharge saves: a
-    # kWh delivered ends 1/eta_d kWh short, against the import violation, price and wear it spares.
-    # A target below soc_min (a start there, left as the target) is no floor.
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        holds_for_target = w.violation / eta_d > w.violation + w.cost * (buy - bess.cycle_cost_per_kwh)
-    target_floor = _level_needed(chargeable(import_cap), np.zeros(T), e_final, e_min, e_max)
-    holding_floor = np.where(holds_for_target, np.maximum(e_min, target_floor), e_min)
-    floor_after = level_needed(np.where(expensive, 0.0, peak_safe))
-    # What rule 3 keeps for the threshold of the expensive hours after t, beyond its floor.
-    reserve_after = floor_after if threshold is None else _level_needed(
-        np.where(expensive, 0.0, peak_safe), planned, e_final, e_min, e_max
-    )
+    needed_peak_safe = day.level_needed(peak_safe, planned)
+    recharge = np.where(expensive, 0.0, peak_safe)
+    floor_after = day.level_needed(recharge)
+    # What rule 3's arbitrage keeps for the threshold of the intervals after t, expensive or
+    # not, beyond its floor.
+    reserve_after = floor_after if threshold is None else day.level_needed(recharge, planned)
+    # How low a discharge to the threshold may take the battery: the level the target needs
+    # when every later interval, expensive or not, recharges under the threshold (the later
+    # discharges to it are not kept for: where the energy runs out, that threshold is not held).
+    shave_floor = floor_after if threshold is None else day.level_needed(peak_safe)
 
-    # Stored energy the expensive hours after t will draw, and the priciest of them: grid
-    # charging at t pays only against a dearer hour still to come.
-    with np.errstate(over="ignore"):
-        expensive_need = np.where(discharging, np.minimum(deficit, max_dis) * dt / eta_d, 0.0)
-    need_after = _sum_after(expensive_need)
-    dearest_after = np.concatenate(
-        [np.maximum.accumulate(np.where(discharging, buy, -np.inf)[::-1])[::-1][1:], [-np.inf]]
-    )
-    round_trip = eta_c * eta_d
-    export_beats_curtailing = w.cost * sell >= -w.curtail
-
-    def pays_against(price: np.ndarray, value: np.ndarray | float) -> np.ndarray:
-        # Efficiencies near 0 (valid, if absurd) make the cost of storing infinite: it never pays.
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # NaN < x is False too
-            return price / round_trip + bess.cycle_cost_per_kwh / eta_d < value
-
-    pays_to_store = pays_against(buy, dearest_after)
     # Rule 3's arbitrage floor: energy the end-of-day target needs back is spent at t only where a
     # later hour it recharges in (anything but expensive) can put it back at a price that pays
     # against buy[t] after round-trip losses: PV surplus at the export price it forgoes (nothing,
     # where it would be curtailed), the grid at its buy price. Energy above what those hours bring
     # back (above the target, or refilled by surplus that pays) costs only the wear.
     arbitrage_floor = np.full(T, -np.inf)
-    if threshold is not None or problem.demand_charge_per_kw <= 0:
-        from_surplus = np.where(expensive, 0.0, np.minimum(surplus, max_ch) * eta_c * dt)
-        from_grid = np.maximum(np.where(expensive, 0.0, peak_safe) - from_surplus, 0.0)
-        surplus_price = np.where(export_beats_curtailing, sell, -np.inf)
-        for price in np.unique(buy[arbitrage]):
-            gain = (
-                np.where(pays_against(surplus_price, price), from_surplus, 0.0)
-                + np.where(pays_against(buy, price), from_grid, 0.0)
-            )
-            at_price = arbitrage & (buy == price)
-            arbitrage_floor[at_price] = _level_needed(gain, planned, e_final, e_min, e_max)[at_price]
+    if with_threshold or problem.demand_charge_per_kw <= 0:
+        from_surplus = day.from_surplus
+        from_grid = np.maximum(recharge - from_surplus, 0.0)
+        for at_price, surplus_pays, grid_pays in day.arbitrage_prices[with_threshold]:
+            gain = np.where(surplus_pays, from_surplus, 0.0) + np.where(grid_pays, from_grid, 0.0)
+            arbitrage_floor[at_price] = day.level_needed(gain, planned)[at_price]
+    # Rule 5's aim: the energy the expensive hours after t will draw, and with a threshold what
+    # the discharges to it will draw in the other intervals after t.
+    need, need_after = day.expensive_need, day.need_after
+    if with_threshold:
+        need = np.where(day.discharging, need, shave_draws)
+        need_after = _sum_after(need)
     charging = charging_hours(
-        buy, cheap & pays_to_store, peak_safe, min(e_max - e_min, float(expensive_need.sum()))
+        buy, day.cheap & day.pays_to_store, peak_safe, min(e_max - e_min, float(need.sum()))
     )
-    # Rule 8's hours: drawing from the grid earns money (when cost counts at all), and the room
-    # the PV surplus of the hours after t will take.
-    paid = (buy < -_EPS) & (w.cost > 0) & (problem.demand_charge_per_kw == 0)
-    paid_to_charge = charging_hours(buy, paid, peak_safe, e_max - e_min)
-    surplus_room_after = _sum_after(np.minimum(surplus, max_ch) * eta_c * dt)
-    export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
+    paid_to_charge = charging_hours(buy, day.paid, peak_safe, e_max - e_min)
 
     # Charge power that moves an energy into the battery: with an efficiency so small that
     # eta_c * dt rounds to 0 (valid, if absurd), any power moves none.
@@ -282,15 +443,14 @@ def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
     def charge_kw(energy_kwh: float) -> float:
         return energy_kwh / charge_gain if charge_gain else math.copysign(math.inf, energy_kwh)
 
-    # The pass runs once per interval, and up to twenty times a day with a demand charge: on plain
-    # floats, a few times faster than on numpy scalars, with the same IEEE arithmetic.
-    (surplus, deficit, charging, need_after, paid_to_charge, surplus_room_after, needed_peak_safe,
-     needed_at_cap, floor_after, shave, arbitrage, reserve_after, export_bound, export_beats_violating,
-     holding_floor, load, pv, export_beats_curtailing, arbitrage_floor) = (
-        np.broadcast_to(values, (T,)).tolist() for values in (
-            surplus, deficit, charging, need_after, paid_to_charge, surplus_room_after, needed_peak_safe,
-            needed_at_cap, floor_after, shave, arbitrage, reserve_after, export_bound, export_beats_violating,
-            holding_floor, load, pv, export_beats_curtailing, arbitrage_floor,
+    # On plain floats, as _Day keeps the per-interval values that do not depend on the threshold.
+    (surplus, deficit, surplus_room_after, needed_at_cap, export_bound, export_beats_violating,
+     holding_floor, load, pv, export_beats_curtailing) = day.per_interval
+    (charging, need_after, paid_to_charge, needed_peak_safe, floor_after, shave, arbitrage, reserve_after,
+     arbitrage_floor, shave_floor) = (
+        values.tolist() for values in (
+            charging, need_after, paid_to_charge, needed_peak_safe, floor_after, shave, arbitrage,
+            reserve_after, arbitrage_floor, shave_floor,
         )
     )
     columns = ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")
@@ -326,7 +486,7 @@ def _schedule(problem: DispatchProblem, threshold: float | None) -> Schedule:
             charge = 0.0
             floor = max(e_min, floor_after[t])
             if shave[t] > 0:
-                discharge = min(shave[t], max(0.0, (energy - floor) * eta_d / dt))
+                discharge = min(shave[t], max(0.0, (energy - max(e_min, shave_floor[t])) * eta_d / dt))
             if arbitrage[t] and deficit[t] > 0:
                 available = max(0.0, (energy - max(floor, reserve_after[t], arbitrage_floor[t])) * eta_d / dt)
                 discharge = max(discharge, min(deficit[t], max_dis, available))
