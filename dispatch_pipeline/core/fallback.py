@@ -4,8 +4,10 @@ One forward pass over the day, a handful of rules an operator would write down:
 
 1. A battery below soc_min is recharged as fast as its rating allows: every interval spent
    below the band counts as violation again, more than importing over the cap for it would.
-2. PV surplus goes into the battery up to soc_max; the rest is exported up to the cap while
-   exporting costs less than curtailing; only what neither can take is curtailed.
+2. PV surplus goes into the battery up to soc_max, less the room rule 9 keeps for what pays to
+   store later (surplus that a full battery would spill at a loss now is stored whatever that
+   room); the rest is exported up to the cap while exporting costs less than curtailing; only what
+   neither can take is curtailed.
 3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit
    when the import it replaces costs more than the battery's wear (cycle_cost_per_kwh), down to a
    floor that keeps the end-of-day target reachable by later recharging, net of what rule 4 will
@@ -40,8 +42,8 @@ One forward pass over the day, a handful of rules an operator would write down:
    expensive hours need) it charges from the grid when that pays after round-trip
    losses against a later expensive hour, up to the energy the expensive hours after it will
    need, and with a demand charge what rule 3's discharges to its threshold will draw in the other
-   hours after it too; with a demand charge, never above rule 3's threshold (without one, the peak
-   the site would draw without a battery).
+   hours after it too, but not into the room rule 9 keeps; with a demand charge, never above rule
+   3's threshold (without one, the peak the site would draw without a battery).
 6. Near the end of the day it charges just in time to reach the terminal SOC target, counting
    the discharges rule 4 and rule 3's threshold will still make: under that threshold when a peak
    is billed and time allows, up to the import cap when it must.
@@ -54,6 +56,20 @@ One forward pass over the day, a handful of rules an operator would write down:
    surplus of the hours after it, which rule 2 stores first, so as not to spill it at a price.
    Not on a day with a demand charge: charging up to the peak guard would set the billed peak
    that rule 3's discharges are there to lower.
+9. Storing pays by itself where a full battery would spill PV surplus at a loss (export it at a
+   negative price, or curtail it: beyond the export cap, or where exporting costs more than
+   curtailing) and in rule 8's hours: the battery makes room for it beforehand. The room it needs
+   at the end of each interval is worked backwards from the end of the day: each such interval
+   needs what it can store (the surplus spilt at a loss, up to the charge rating; in rule 8's
+   hours what the import cap leaves the rating), an expensive hour makes room of its own by what
+   rule 3 would draw there, and no more room is needed than the SOC band holds. The battery
+   discharges into the deficit of the dearest hours before such intervals that together can make
+   the most room they need, and of the expensive hours among them, where what it delivers
+   replaces import dearer than storing it back later costs after round-trip losses and wear
+   (rule 5's test, against the priciest of the later intervals that refill it): down to the
+   level that leaves that room, counting the room the later of those hours will still make, and
+   never below rule 3's floor. What it stores back then serves the later hours and the end-of-day
+   target as the energy it delivered would have.
 
 By construction it never charges and discharges, or imports and exports, in the same interval,
 and it never leaves [0, capacity] or exceeds a rating or the hard export cap.
@@ -288,8 +304,11 @@ class _Day:
         # Rule 8's hours: drawing from the grid earns money (when cost counts at all), and the room
         # the PV surplus of the hours after t will take.
         self.paid = (buy < -_EPS) & (w.cost > 0) & (problem.demand_charge_per_kw == 0)
+        # Without a demand charge the peak guard is the import cap, so this is the pass's own.
+        self.paid_to_charge = charging_hours(buy, self.paid, self.chargeable(import_cap), e_max - e_min)
         surplus_room_after = _sum_after(np.minimum(surplus, max_ch) * eta_c * dt)
         export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
+        lossy, self.room_for, self.making_room = self._room_for_gains(export_beats_curtailing)
 
         # The pass steps through the intervals once a day, and a few times with a demand charge:
         # on plain floats, a few times faster than on numpy scalars, with the same IEEE arithmetic.
@@ -297,8 +316,69 @@ class _Day:
             np.broadcast_to(values, (T,)).tolist() for values in (
                 surplus, deficit, surplus_room_after, needed_at_cap, problem.export_bound_kw,
                 export_beats_violating, holding_floor, problem.load_kw, problem.pv_kw, export_beats_curtailing,
+                lossy, self.room_for, self.making_room,
             )
         )
+
+    def _room_for_gains(self, export_beats_curtailing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rule 9: (the PV surplus (kW) that would be spilt at a loss with the battery full, the room
+        (kWh) the battery needs at the end of each interval to store what pays to store in the
+        intervals after it, the intervals that discharge to make that room).
+
+        Storing pays by itself where a full battery would export PV surplus at a negative price or
+        curtail it, and where the site is paid to import (rule 8's hours). The room they need is
+        worked backwards from the end of the day: each such interval needs what it can store, an
+        expensive hour that rule 3 discharges in makes room of its own (up to what its deficit
+        draws), and no room is needed beyond the SOC band. The room is made in the dearest hours
+        with a deficit before those intervals that together can make it, where discharging pays
+        after round-trip losses and wear against the priciest of the later intervals that refill
+        it: what it delivers then is stored back for nothing, or less."""
+        p = self.problem
+        T, dt, w, bess = p.intervals, p.dt, p.weights, p.bess
+        none = np.zeros(T)
+        if w.cost <= 0:
+            return none, none, np.zeros(T, dtype=bool)
+        buy, sell, surplus, deficit = p.buy, p.sell, self.surplus_kw, self.deficit_kw
+        # Per kWh spilt: the negative price it is exported at, else the curtailment weight.
+        spill_value = np.where(export_beats_curtailing & (sell < 0), sell, -w.curtail / w.cost)
+        exported_at_a_gain = np.where(export_beats_curtailing & (sell >= 0), p.export_bound_kw, 0.0)
+        lossy = np.where(spill_value < 0, np.maximum(surplus - exported_at_a_gain, 0.0), 0.0)
+        paid = self.paid_to_charge
+        gain = np.where(
+            paid, self.chargeable(self.import_cap), np.minimum(lossy, bess.max_charge_kw) * bess.charge_efficiency * dt
+        )
+        if not (gain > _EPS).any():
+            return lossy, none, np.zeros(T, dtype=bool)
+        # What a kWh stored there costs: the import price where paid (or what the surplus it stores
+        # first is worth), else what spilling it costs.
+        surplus_value = np.where(surplus <= 0, -np.inf, np.where(lossy >= surplus, spill_value, sell))
+        value = np.where(gain > _EPS, np.where(paid, np.maximum(buy, surplus_value), spill_value), -np.inf)
+        value_after = np.concatenate([np.maximum.accumulate(value[::-1])[::-1][1:], [-np.inf]])
+        with np.errstate(over="ignore"):
+            drawable = np.minimum(deficit, bess.max_discharge_kw) * dt / bess.discharge_efficiency
+        band = p.energy_max_kwh - p.energy_min_kwh
+
+        def room_needed(draws: np.ndarray) -> np.ndarray:
+            room, level = [], 0.0
+            for added, taken in zip(reversed(gain.tolist()), reversed(draws.tolist()), strict=True):
+                room.append(level)
+                level = min(band, max(0.0, level + added - taken))
+            room.reverse()
+            return np.array(room, dtype=float)
+
+        room = room_needed(self.expensive_need)
+        pays = (room > _EPS) & (deficit > 0) & self.pays_against(value_after, buy)
+        eligible = pays & ~self.discharging
+        making_room = np.zeros(T, dtype=bool)
+        # Each run of intervals that needs room: its dearest hours that can make the most it needs.
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], (room > _EPS).astype(np.int8), [0]])))
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            run = np.zeros(T, dtype=bool)
+            run[start:stop] = True
+            making_room |= charging_hours(-buy, eligible & run, drawable, float(room[start:stop].max()))
+        # The room still needed with those discharges made later on as well: how low each may go.
+        room = room_needed(self.expensive_need + np.where(making_room, drawable, 0.0))
+        return lossy, room, (making_room | self.discharging) & pays
 
     def chargeable(self, cap: float) -> np.ndarray:
         """Energy (kWh) each interval can put into the battery without importing above `cap`."""
@@ -434,7 +514,7 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     charging = charging_hours(
         buy, day.cheap & day.pays_to_store, peak_safe, min(e_max - e_min, float(need.sum()))
     )
-    paid_to_charge = charging_hours(buy, day.paid, peak_safe, e_max - e_min)
+    paid_to_charge = day.paid_to_charge
 
     # Charge power that moves an energy into the battery: with an efficiency so small that
     # eta_c * dt rounds to 0 (valid, if absurd), any power moves none.
@@ -445,7 +525,7 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
 
     # On plain floats, as _Day keeps the per-interval values that do not depend on the threshold.
     (surplus, deficit, surplus_room_after, needed_at_cap, export_bound, export_beats_violating,
-     holding_floor, load, pv, export_beats_curtailing) = day.per_interval
+     holding_floor, load, pv, export_beats_curtailing, lossy, room_for, making_room) = day.per_interval
     (charging, need_after, paid_to_charge, needed_peak_safe, floor_after, shave, arbitrage, reserve_after,
      arbitrage_floor, shave_floor) = (
         values.tolist() for values in (
@@ -462,12 +542,14 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
         room = max(0.0, min(max_ch, charge_kw(e_max - energy)))
         peak_safe_headroom = surplus[t] + max(0.0, charging_cap - deficit[t])
         headroom_at_cap = surplus[t] + max(0.0, import_cap - deficit[t])
-        charge = min(surplus[t], room)
+        # Rule 2, leaving rule 9's room for what pays to store later: surplus that would be spilt at
+        # a loss now is stored whatever that room.
+        charge = min(surplus[t], room, max(lossy[t], charge_kw(e_max - room_for[t] - energy)))
 
         if energy < e_min - _EPS:
             charge = max(charge, min(room, charge_kw(e_min - energy)))
         if charging[t] and need_after[t] > 0:
-            level = min(e_max, max(e_min, e_final) + need_after[t])
+            level = min(e_max - room_for[t], max(e_min, e_final) + need_after[t])
             wanted = max(0.0, charge_kw(level - energy))
             charge = max(charge, min(room, wanted, peak_safe_headroom))
         if paid_to_charge[t]:
@@ -489,6 +571,10 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
                 discharge = min(shave[t], max(0.0, (energy - max(e_min, shave_floor[t])) * eta_d / dt))
             if arbitrage[t] and deficit[t] > 0:
                 available = max(0.0, (energy - max(floor, reserve_after[t], arbitrage_floor[t])) * eta_d / dt)
+                discharge = max(discharge, min(deficit[t], max_dis, available))
+            if making_room[t] and room_for[t] > 0:
+                # Rule 9: room for what pays to store later, refilled by it.
+                available = max(0.0, (energy - max(floor, e_max - room_for[t])) * eta_d / dt)
                 discharge = max(discharge, min(deficit[t], max_dis, available))
             if energy > e_max + _EPS:
                 above = (energy - e_max) * eta_d / dt

@@ -66,9 +66,10 @@ def test_rule_1_a_battery_below_soc_min_recharges_at_its_rating_even_over_the_im
 )
 def test_rule_2_pv_surplus_fills_the_battery_then_is_exported_up_to_the_cap_then_curtailed(sell, exported) -> None:
     # 50 kW of surplus from 10:00 to 14:00 into a 20 kW charger with 40 kWh of room, export cap 25 kW.
+    # No load before 10:00: the battery has nothing to discharge into to make more room (rule 9).
     pv = np.where((HOURS >= 10) & (HOURS < 14), 60.0, 0.0)
     problem, s = rule_based(
-        day(load_kw=[10.0] * 24, pv_kw=pv.tolist(), tariff={"sell": [sell] * 24},
+        day(load_kw=np.where(HOURS < 10, 0.0, 10.0).tolist(), pv_kw=pv.tolist(), tariff={"sell": [sell] * 24},
             bess={"soc_min": 0.1, "soc_final_min": 0.1, "max_charge_kw": 20.0}, limits={"grid_export_max_kw": 25.0})
     )
     room_kw = (problem.energy_max_kwh - 50.0 - 2 * 19.0) / 0.95  # what is left after two full hours
@@ -255,16 +256,87 @@ def test_rule_8_while_the_site_is_paid_to_import_the_battery_charges_from_the_gr
     assert objective_value(problem, s) < objective_value(problem, idle)
 
 
-@pytest.mark.parametrize(("sell", "limits"), [(-0.1, {}), (0.0, {"grid_export_max_kw": 0.0})],
+@pytest.mark.parametrize(("sell", "limits", "ceiling"), [(-0.1, {}, 4.5661), (0.0, {"grid_export_max_kw": 0.0}, 16.1451)],
                          ids=["exported-at-a-price", "curtailed"])
-def test_rule_8_leaves_room_for_the_pv_surplus_of_later_hours(sell, limits) -> None:
+def test_rule_8_leaves_room_for_the_pv_surplus_of_later_hours(sell, limits, ceiling) -> None:
     # Filled from the grid before noon, the battery would spill the noon surplus at a price.
     pv = [0.0] * 10 + [60.0] * 5 + [0.0] * 9
     request = day(pv_kw=pv, tariff={"buy": [-0.02] * 24, "sell": [sell] * 24}, limits=limits)
     problem, s = rule_based(request)
-    assert s.grid_import[:10] == pytest.approx(20.0)  # no grid charging before the surplus
+    assert s.charge[:10] == pytest.approx(0.0)  # no grid charging before the surplus
     assert s.energy[14] == pytest.approx(problem.energy_max_kwh)  # the surplus filled it
-    assert (s.charge[15:] == 0).all()
+    # Rule 9 empties the battery into the load before the surplus (152 kWh of it against 40 kWh
+    # of room at dawn): 8.19 and 23.98 when the surplus found it half full (the MILP: 3.72, 15.14).
+    assert s.energy[9] == pytest.approx(problem.energy_min_kwh)
+    assert objective_value(problem, s) <= ceiling * 1.001
+
+
+NOON = (HOURS >= 10) & (HOURS < 14)
+
+
+def rule_9_day(**changes) -> dict:
+    """20 kW of load on a flat 0.30 tariff, the default battery full at dawn (90 kWh, its target
+    too), and 20 kW of PV surplus from 10:00 to 14:00: 76 kWh into a 50 kW charger."""
+    request = day(pv_kw=np.where(NOON, 40.0, 0.0).tolist(), bess={"soc_initial": 0.9})
+    for key, value in changes.items():
+        request[key] = {**request.get(key, {}), **value} if isinstance(value, dict) else value
+    return request
+
+
+def test_rule_9_makes_room_before_a_surplus_exported_at_a_negative_price() -> None:
+    # Sell -0.05 over the surplus: full at dawn, the battery exported all 80 kWh of it at a loss
+    # (124.00). It now covers the load before 10:00 down to the level that leaves room for the
+    # surplus, stores all of it, and ends the day full: 98.34, as the MILP plans it.
+    request = rule_9_day(tariff={"sell": np.where(NOON, -0.05, 0.05).tolist()})
+    problem, s = rule_based(request)
+    assert s.grid_export == pytest.approx(0.0)
+    assert s.energy[9] == pytest.approx(problem.energy_max_kwh - 4 * 20.0 * 0.95)
+    assert s.discharge[HOURS < 6] == pytest.approx(0.0)  # no earlier than the room needs
+    assert s.charge[NOON] == pytest.approx(20.0)
+    assert s.energy[-1] == pytest.approx(problem.energy_final_kwh)
+    assert objective_value(problem, s) == pytest.approx(98.34, abs=1e-3)
+    optimum = solve_dispatch(request)
+    assert optimum.solver == "milp"
+    assert objective_value(problem, s) == pytest.approx(optimum.objective_value, rel=1e-6)
+
+
+def test_rule_9_makes_room_before_a_surplus_the_export_cap_would_curtail() -> None:
+    # A 10 kW export cap: full at dawn, the battery left 10 kW of the 20 kW surplus curtailed
+    # (80 kWh, 134.00). It now makes room for what the cap does not take.
+    problem, s = rule_based(rule_9_day(pv_kw=np.where(NOON, 50.0, 0.0).tolist(), limits={"grid_export_max_kw": 10.0}))
+    assert s.curtail == pytest.approx(0.0)
+    assert s.grid_export[NOON] == pytest.approx(10.0)
+    assert s.charge[NOON] == pytest.approx(20.0)
+    assert objective_value(problem, s) <= 96.34 * 1.001  # the MILP: 95.41
+
+
+def test_rule_9_leaves_room_by_exporting_an_earlier_surplus_that_export_pays_for() -> None:
+    # Empty at dawn, 25 kW of surplus from 07:00 (sell 0.10) and from 10:00 (sell -0.05): stored
+    # first, the morning surplus filled the battery and the noon one went out at a loss (106.54).
+    # Rule 2 now exports the morning's and stores the noon's.
+    morning = (HOURS >= 7) & (HOURS < 10)
+    problem, s = rule_based(
+        day(pv_kw=np.where(morning | NOON, 45.0, 0.0).tolist(), tariff={"sell": np.where(NOON, -0.05, 0.1).tolist()},
+            bess={"soc_initial": 0.1, "soc_final_min": 0.1})
+    )
+    assert s.charge[morning] == pytest.approx(0.0)
+    assert s.grid_export[morning] == pytest.approx(25.0)
+    assert s.grid_export[NOON][:3] == pytest.approx(0.0)  # the last hour spills what does not fit
+    assert s.energy[12] == pytest.approx(problem.energy_min_kwh + 3 * 25.0 * 0.95)
+    assert objective_value(problem, s) <= 95.29 * 1.001
+
+
+def test_rule_9_makes_room_for_the_hours_the_site_is_paid_to_import() -> None:
+    # Buy -0.10 from 10:00 to 14:00, 0.50 from 18:00, 0.30 otherwise (not the top quartile): full
+    # at dawn, the battery could not charge in the paid hours (136.00). It now covers the load
+    # before them and is filled in them (rule 8).
+    request = day(tariff={"buy": np.where(NOON, -0.1, np.where(HOURS >= 18, 0.5, 0.3)).tolist(), "sell": [0.0] * 24},
+                  bess={"soc_initial": 0.9})
+    problem, s = rule_based(request)
+    assert s.energy[9] == pytest.approx(problem.energy_min_kwh)
+    assert s.energy[11] == pytest.approx(problem.energy_max_kwh)
+    assert s.grid_import[10] == pytest.approx(20.0 + 50.0)
+    assert objective_value(problem, s) <= 104.78 * 1.001  # the MILP: 101.78
 
 
 # -- price_quartiles: a price band straddling the percentile -------------------------------------
@@ -379,8 +451,8 @@ CEILINGS = {
     "feed_in": 64.5608,
     "hourly": 429.2057,
     "low_soc": 281.3834,
-    "negative": 206.9411,
-    "negative_long": 74.1027,
+    "negative": 177.4589,
+    "negative_long": 67.9594,
     "tight": 319.0089,
     "typical": 158.5376,
 }
