@@ -109,6 +109,48 @@ def price_bands(buy: np.ndarray, expensive: np.ndarray, cheap: np.ndarray) -> li
     ).tolist()
 
 
+@dataclass(frozen=True)
+class SpillStored:
+    """What the plan stores where the grid would otherwise take the energy only at a loss or not
+    at all: PV surplus at a negative sell price or beyond the export bound, and grid energy the site
+    is paid to import. A discharge before it that such storing outgrows made room for it."""
+
+    stored_kwh: np.ndarray  # per interval, what enters the battery in such storing
+    paid: np.ndarray  # grid charging at a negative buy price
+    negative_sell: np.ndarray  # storing PV surplus the grid would take at a negative sell price
+    beyond_export: np.ndarray  # storing PV surplus beyond the export bound
+
+    @classmethod
+    def of(cls, problem: DispatchProblem, schedule: Schedule, export_bound: np.ndarray) -> SpillStored:
+        s = schedule
+        charging = s.charge > battery_on(problem)
+        surplus = problem.pv_kw - problem.load_kw
+        paid = charging & (s.grid_import > _ON) & (problem.buy < 0)
+        from_surplus = charging & (surplus > _ON)
+        negative_sell = from_surplus & (problem.sell < 0)
+        beyond_export = from_surplus & (surplus > export_bound + _ON)
+        stored = np.where(paid | negative_sell | beyond_export, s.charge, 0.0)
+        return cls(stored * problem.bess.charge_efficiency * problem.dt, paid, negative_sell, beyond_export)
+
+    def room_made(self, problem: DispatchProblem, schedule: Schedule, t: int, currency: str) -> str | None:
+        """What a discharge at t makes room for: the storing after t that the battery, as full as
+        it was before t, could not all have taken in; None if it could."""
+        energy_before = schedule.energy[t - 1] if t else problem.energy_initial_kwh
+        later = slice(t + 1, None)
+        if float(self.stored_kwh[later].sum()) <= problem.energy_max_kwh - energy_before + 1e-6:
+            return None
+        what = []
+        if self.negative_sell[later].any():
+            lowest = float(problem.sell[later][self.negative_sell[later]].min())
+            what.append(f"PV surplus the grid would take only at a negative price (sell down to {_amount(lowest)} {currency}/kWh)")
+        if self.beyond_export[later].any():
+            what.append("PV surplus beyond what the grid can take")
+        if self.paid[later].any():
+            lowest = float(problem.buy[later][self.paid[later]].min())
+            what.append(f"grid energy the site is paid to import (buy down to {_amount(lowest)} {currency}/kWh)")
+        return " and ".join(what) + " later today"
+
+
 def explain_interval(
     problem: DispatchProblem,
     schedule: Schedule,
@@ -118,6 +160,7 @@ def explain_interval(
     export_bound: np.ndarray,
     dearest_after: np.ndarray,
     currency: str,
+    spill_stored: SpillStored,
     optimal: bool = True,
 ) -> tuple[str, str]:
     """`optimal`: the schedule is the MILP's, so what it leaves undone did not pay; a rule-based
@@ -215,6 +258,12 @@ def explain_interval(
             return "discharge_peak_shaving", (
                 f"Discharging {_kw(dis)} kW to hold the day's peak import down to {peak:.1f} kW "
                 f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price})"
+            )
+        room_for = spill_stored.room_made(problem, s, t, currency)
+        if room_for is not None:
+            return "discharge_make_room", (
+                f"Discharging {_kw(dis)} kW to cover load ({price}), making room in the battery for {room_for}, "
+                f"SOC {soc:.0%}"
             )
         return "discharge_load", f"Discharging {_kw(dis)} kW to cover load ({price}), SOC {soc:.0%}"
     if cur > _ON:
@@ -315,10 +364,11 @@ def explain(
     # The prices energy is used at: a dearer hour in which the battery stays idle is no reason.
     dearest_after = dearest_buy_after(np.where(schedule.discharge > battery_on(problem), problem.buy, -np.inf))
     binding = binding_constraints(problem, schedule, export_bound)
+    spill_stored = SpillStored.of(problem, schedule, export_bound)
     explanations = []
     for t in range(problem.intervals):
         code, reason = explain_interval(
-            problem, schedule, t, expensive, bands, export_bound, dearest_after, currency,
+            problem, schedule, t, expensive, bands, export_bound, dearest_after, currency, spill_stored,
             optimal=marginal_cost_per_kwh is not None,
         )
         if code != "curtail" and schedule.curtail[t] > _ON:

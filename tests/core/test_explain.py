@@ -491,3 +491,35 @@ def test_the_contract_lists_every_reason_code_the_explanations_give():
     listed = set(re.findall(r"^\| `([a-z_]+)` \| ", table, re.M)) - {"reason_code"}  # the header
     assert len(given) >= 15
     assert given == listed
+
+
+def _surplus_day(sell_at_noon: float) -> dict:
+    # A full battery at dawn, a flat buy price, and four noon hours of 100 kW PV surplus that
+    # a full battery would export at `sell_at_noon`.
+    return hourly_request(
+        load_kw=[50.0] * 24,
+        pv_kw=[0.0] * 11 + [150.0] * 4 + [0.0] * 9,
+        tariff={"buy": [0.3] * 24, "sell": [0.1] * 11 + [sell_at_noon] * 4 + [0.1] * 9},
+        bess={"capacity_kwh": 400, "max_charge_kw": 100, "max_discharge_kw": 50, "soc_initial": 0.9},
+    )
+
+
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+def test_discharging_before_surplus_spilt_at_a_loss_says_it_makes_room(use_milp: bool) -> None:
+    result = solve_dispatch({**_surplus_day(-0.05), "use_milp": use_milp})
+    morning = [point for point in result.points[:11] if point.batt_dis_kw > 1]
+    assert morning, [point.reason for point in result.points]
+    for point in morning:
+        assert point.reason_code == "discharge_make_room", point.reason
+        assert "making room in the battery for PV surplus the grid would take only at a negative price " \
+               "(sell down to -0.05 MYR/kWh) later today" in point.reason
+    assert sum(point.grid_exp_kw for point in result.points[11:15]) < 100  # the room was used
+
+
+def test_discharging_before_surplus_the_grid_pays_for_claims_no_room() -> None:
+    # Exported at 0.10, the noon surplus is no loss: the morning's discharges cover the load.
+    result = solve_dispatch(_surplus_day(0.1))
+    morning = [point for point in result.points[:11] if point.batt_dis_kw > 1]
+    assert morning
+    assert {point.reason_code for point in morning} == {"discharge_load"}
+    assert all("making room" not in point.reason for point in result.points)
