@@ -35,15 +35,26 @@ One forward pass over the day, a handful of rules an operator would write down:
    starts below soc_min over the threshold, say), the lowest is the one the plan holds, found by
    bisection; should it not even hold the no-battery peak, the battery covers the expensive hours'
    deficit chronologically, whatever the wear and the recharge.
+   Without a demand charge it also discharges in the day's middle hours: of the other hours with a
+   deficit, those whose price beats a kWh stored in the cheapest of the cheap hours where storing
+   pays (rule 5's) after round-trip losses and wear, the dearest that together draw what the SOC
+   band holds. There it covers the deficit with what it holds above its middle floor (and rule 3's
+   floor): the level that the later expensive hours' draws (their whole deficit, up to the
+   discharge rating) and rule 9's later discharges' (likewise), or rule 4's where larger, and the
+   end-of-day target need, counting only the later recharging in rule 5's hours where storing pays
+   against the cheapest of the middle hours.
 4. The battery also discharges to hold imports under the import cap, down to the level the
    end-of-day target still needs: energy it cannot recharge later would only move the violation
    to the end of the day, larger by the discharge losses.
 5. In cheap hours (bottom quartile; of its price bands, the cheapest that can store what the
-   expensive hours need) it charges from the grid when that pays after round-trip
+   expensive hours need, up to the SOC band) it charges from the grid when that pays after round-trip
    losses against a later expensive hour, up to the energy the expensive hours after it will
    need, and with a demand charge what rule 3's discharges to its threshold will draw in the other
    hours after it too, but not into the room rule 9 keeps; with a demand charge, never above rule
-   3's threshold (without one, the peak the site would draw without a battery).
+   3's threshold (without one, the peak the site would draw without a battery). Without a demand
+   charge, the cheapest bands are those that can store what the expensive and rule 3's middle
+   hours need (at most the SOC band), and those of its hours where storing pays against the
+   cheapest of the middle hours charge for what the middle hours after them will draw too.
 6. Near the end of the day it charges just in time to reach the terminal SOC target, counting
    the discharges rule 4 and rule 3's threshold will still make: under that threshold when a peak
    is billed and time allows, up to the import cap when it must.
@@ -288,6 +299,19 @@ class _Day:
         )
         export_beats_curtailing = w.cost * sell >= -w.curtail
         self.pays_to_store = self.pays_against(buy, dearest_after)
+        # Rule 3's middle hours (without a demand charge): of the other hours with a deficit, those
+        # whose price beats a kWh stored in the day's cheapest hour that pays to store after
+        # round-trip losses and wear, the dearest that together draw what the SOC band holds; what
+        # they draw, and the cheapest of their prices (rule 5 fills for them where that pays).
+        with np.errstate(over="ignore"):
+            drawable = np.minimum(deficit, max_dis) * dt / eta_d
+        middle = ~discharging & (deficit > 0) & (problem.demand_charge_per_kw <= 0)
+        if middle.any():
+            cheapest = float(buy[cheap & self.pays_to_store].min(initial=np.inf))
+            middle &= self.pays_against(np.full(T, cheapest), buy)
+            middle = charging_hours(-buy, middle, drawable, e_max - e_min) if middle.any() else middle
+        self.middle, self.middle_need = middle, np.where(middle, drawable, 0.0)
+        self.middle_price = float(buy[middle].min(initial=np.inf))
         # Rule 3's discharges beyond the peak, without a threshold and with one (then only where
         # they beat the wear), and for its arbitrage floor each of their prices with the later
         # recharging, from PV surplus or the grid, that pays against it.
@@ -309,6 +333,8 @@ class _Day:
         surplus_room_after = _sum_after(np.minimum(surplus, max_ch) * eta_c * dt)
         export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
         lossy, self.room_for, self.making_room = self._room_for_gains(export_beats_curtailing)
+        # What the middle floor keeps besides the expensive hours' draws: rule 9's, at their most.
+        self.middle_reserve = np.where(self.making_room & ~discharging, drawable, 0.0)
 
         # The pass steps through the intervals once a day, and a few times with a demand charge:
         # on plain floats, a few times faster than on numpy scalars, with the same IEEE arithmetic.
@@ -537,9 +563,18 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     if with_threshold:
         need = np.where(day.discharging, need, shave_draws)
         need_after = _sum_after(need)
+    # And what the middle hours will draw (no demand charge: no threshold), in the hours of rule 5
+    # where storing pays against the cheapest of them. Rule 3's middle floor: the level the
+    # expensive hours' draws, rule 9's and rule 4's and the end-of-day target need, refilled only
+    # in those hours.
     charging = charging_hours(
-        buy, day.cheap & day.pays_to_store, peak_safe, min(e_max - e_min, float(need.sum()))
+        buy, day.cheap & day.pays_to_store, peak_safe, min(e_max - e_min, float(need.sum() + day.middle_need.sum()))
     )
+    middle_floor = np.full(T, np.inf)
+    if day.middle.any():
+        refill = charging & day.pays_against(buy, day.middle_price)
+        need_after = need_after + np.where(refill, _sum_after(day.middle_need), 0.0)
+        middle_floor = day.level_needed(np.where(refill, peak_safe, 0.0), np.maximum(planned, need + day.middle_reserve))
     paid_to_charge = day.paid_to_charge
 
     # Charge power that moves an energy into the battery: with an efficiency so small that
@@ -552,11 +587,12 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     # On plain floats, as _Day keeps the per-interval values that do not depend on the threshold.
     (surplus, deficit, surplus_room_after, needed_at_cap, export_bound, export_beats_violating,
      holding_floor, load, pv, export_beats_curtailing, lossy, room_for, making_room) = day.per_interval
+    middle = day.middle.tolist()
     (charging, need_after, paid_to_charge, needed_peak_safe, floor_after, shave, arbitrage, reserve_after,
-     arbitrage_floor, shave_floor) = (
+     arbitrage_floor, shave_floor, middle_floor) = (
         values.tolist() for values in (
             charging, need_after, paid_to_charge, needed_peak_safe, floor_after, shave, arbitrage,
-            reserve_after, arbitrage_floor, shave_floor,
+            reserve_after, arbitrage_floor, shave_floor, middle_floor,
         )
     )
     columns = ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")
@@ -597,6 +633,10 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
                 discharge = min(shave[t], max(0.0, (energy - max(e_min, shave_floor[t])) * eta_d / dt))
             if arbitrage[t] and deficit[t] > 0:
                 available = max(0.0, (energy - max(floor, reserve_after[t], arbitrage_floor[t])) * eta_d / dt)
+                discharge = max(discharge, min(deficit[t], max_dis, available))
+            if middle[t]:
+                # Rule 3 in the middle hours: what the expensive hours, rule 9 and the target leave.
+                available = max(0.0, (energy - max(floor, middle_floor[t])) * eta_d / dt)
                 discharge = max(discharge, min(deficit[t], max_dis, available))
             if making_room[t] and room_for[t] > 0:
                 # Rule 9: room for what pays to store later, refilled by it.
