@@ -6,8 +6,16 @@ One forward pass over the day, a handful of rules an operator would write down:
    below the band counts as violation again, more than importing over the cap for it would.
 2. PV surplus goes into the battery up to soc_max, less the room rule 9 keeps for what pays to
    store later (surplus that a full battery would spill at a loss now is stored whatever that
-   room); the rest is exported up to the cap while exporting costs less than curtailing; only what
-   neither can take is curtailed.
+   room). Surplus the grid takes at a non-negative price within the export cap goes in only up to
+   what the later intervals will draw: the end-of-day target (at least soc_min) where some later
+   hour buys dearer than that export price (with a demand charge, always), rule 4's draws and
+   rule 3's to its threshold, and the draws of rule 3's expensive and middle hours (their whole
+   deficit, up to the discharge rating) up to the last of them where storing pays: where the
+   export price it forgoes, after round-trip losses, and the wear the objective bills per kWh
+   delivered cost less than that hour's buy price. Where a later hour of rule 9's that makes room
+   pays so, it goes in up to soc_max (rule 9 draws what lies above the room). The rest is exported
+   up to the cap while exporting costs less than curtailing; only what neither can take is
+   curtailed.
 3. In the day's expensive hours (top quartile of the buy price) the battery covers the deficit
    when the import it replaces costs more than the battery's wear (cycle_cost_per_kwh), down to a
    floor that keeps the end-of-day target reachable by later recharging, net of what rule 4 will
@@ -335,6 +343,35 @@ class _Day:
         lossy, self.room_for, self.making_room = self._room_for_gains(export_beats_curtailing)
         # What the middle floor keeps besides the expensive hours' draws: rule 9's, at their most.
         self.middle_reserve = np.where(self.making_room & ~discharging, drawable, 0.0)
+        # Rule 2: the surplus the grid takes at a non-negative price (kW), stored only for what the
+        # later intervals will draw (kWh): rule 3's expensive and middle hours up to the last of
+        # them whose buy price storing at t pays against (the export price it forgoes after
+        # round-trip losses, and the wear the objective bills per kWh delivered), the hours before
+        # it included, which draw first. Rule 9 draws what lies above the room it makes: where one
+        # of its later hours pays, the surplus is stored up to soc_max.
+        sell_t = np.broadcast_to(sell, (T,))
+        gains = (w.cost > 0) & export_beats_curtailing & (sell_t >= 0)
+        self.exportable = np.where(gains, np.minimum(surplus, problem.export_bound_kw), 0.0)
+        draws = np.where(discharging, self.expensive_need, 0.0) + self.middle_need
+        room_making = self.middle_reserve > 0
+        self.priced_after, room_after = np.zeros(T), np.zeros(T, dtype=bool)
+        if (gains & (surplus > 0)).any() and (draws.any() or room_making.any()):
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                value = sell_t / (eta_c * eta_d) + bess.cycle_cost_per_kwh
+                hours = np.arange(T)
+                # pays[t, u]: storing at t pays against a later draw at u.
+                pays = (value[:, None] < buy[None, :]) & (hours[None, :] > hours[:, None])
+                paying = pays & (draws > 0)
+                last = np.where(paying.any(axis=1), T - 1 - np.argmax(paying[:, ::-1], axis=1), -1)
+                drawn = np.concatenate([[0.0], np.cumsum(draws)])  # drawn[k]: draws of intervals < k
+                self.priced_after = np.where(last > hours, drawn[last + 1] - drawn[hours + 1], 0.0)
+                room_after = (pays & room_making).any(axis=1)
+        # And the end-of-day target where buying it later (rule 6, whichever later hour it buys
+        # in) may cost more than the export price it forgoes; with a demand charge, always.
+        dearest_later = np.concatenate([np.maximum.accumulate(buy[::-1])[::-1][1:], [np.inf]])
+        target = max(e_final, e_min)
+        self.store_base = np.where((dearest_later > sell_t) | (problem.demand_charge_per_kw > 0), target, e_min)
+        self.store_base[room_after] = np.inf
 
         # The pass steps through the intervals once a day, and a few times with a demand charge:
         # on plain floats, a few times faster than on numpy scalars, with the same IEEE arithmetic.
@@ -576,6 +613,10 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
         need_after = need_after + np.where(refill, _sum_after(day.middle_need), 0.0)
         middle_floor = day.level_needed(np.where(refill, peak_safe, 0.0), np.maximum(planned, need + day.middle_reserve))
     paid_to_charge = day.paid_to_charge
+    # Rule 2's ceiling for exportable surplus: the target (or soc_max, for rule 9), what rule 3's
+    # expensive and middle hours will draw up to the last that storing pays against, and rule 4's
+    # and the threshold's draws.
+    store_level = np.minimum(max(e_max, e_final), day.store_base + day.priced_after + _sum_after(planned))
 
     # Charge power that moves an energy into the battery: with an efficiency so small that
     # eta_c * dt rounds to 0 (valid, if absurd), any power moves none.
@@ -589,10 +630,10 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
      holding_floor, load, pv, export_beats_curtailing, lossy, room_for, making_room) = day.per_interval
     middle = day.middle.tolist()
     (charging, need_after, paid_to_charge, needed_peak_safe, floor_after, shave, arbitrage, reserve_after,
-     arbitrage_floor, shave_floor, middle_floor) = (
+     arbitrage_floor, shave_floor, middle_floor, store_level, exportable) = (
         values.tolist() for values in (
             charging, need_after, paid_to_charge, needed_peak_safe, floor_after, shave, arbitrage,
-            reserve_after, arbitrage_floor, shave_floor, middle_floor,
+            reserve_after, arbitrage_floor, shave_floor, middle_floor, store_level, day.exportable,
         )
     )
     columns = ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")
@@ -606,7 +647,9 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
         headroom_at_cap = surplus[t] + max(0.0, import_cap - deficit[t])
         # Rule 2, leaving rule 9's room for what pays to store later: surplus that would be spilt at
         # a loss now is stored whatever that room.
-        charge = min(surplus[t], room, max(lossy[t], charge_kw(e_max - room_for[t] - energy)))
+        # Exportable surplus only up to what the later intervals will draw.
+        useful = max(surplus[t] - exportable[t], charge_kw(store_level[t] - energy))
+        charge = min(surplus[t], room, max(lossy[t], min(useful, charge_kw(e_max - room_for[t] - energy))))
 
         if energy < e_min - _EPS:
             charge = max(charge, min(room, charge_kw(e_min - energy)))

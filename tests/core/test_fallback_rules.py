@@ -81,6 +81,30 @@ def test_rule_2_pv_surplus_fills_the_battery_then_is_exported_up_to_the_cap_then
     assert s.grid_import[10:14] == pytest.approx(0.0)
 
 
+def test_rule_2_exports_the_surplus_no_later_discharge_or_the_target_will_draw() -> None:
+    # 40 kW of surplus from 10:00 to 14:00 on a flat tariff (buy 0.30, sell 0.25), half full at
+    # dawn and its target: no hour ever draws what is stored. Stored up to soc_max, 44.4 kW of it
+    # gave up 11.11 of export revenue and the day ended at 90 kWh (31.11). Now it is all exported:
+    # 20.00, as with the battery idle.
+    request = day(date="2024-06-21", load_kw=[10.0] * 24, pv_kw=np.where(NOON, 50.0, 0.0).tolist(),
+                  tariff={"buy": [0.3] * 24, "sell": [0.25] * 24},
+                  bess={"capacity_kwh": 100.0, "max_charge_kw": 50.0, "max_discharge_kw": 50.0,
+                        "charge_efficiency": 0.9, "discharge_efficiency": 0.9, "soc_initial": 0.5})
+    problem, s = rule_based(request)
+    idle = Schedule(
+        pv_set=problem.pv_kw.copy(), curtail=np.zeros(24), charge=np.zeros(24), discharge=np.zeros(24),
+        grid_import=np.maximum(problem.load_kw - problem.pv_kw, 0.0),
+        grid_export=np.maximum(problem.pv_kw - problem.load_kw, 0.0),
+        energy=np.full(24, problem.energy_initial_kwh),
+    )
+    assert find_breaches(problem, idle) == []
+    assert objective_value(problem, idle) == pytest.approx(20.0)
+    assert objective_value(problem, s) <= objective_value(problem, idle) + 1e-9
+    assert s.charge == pytest.approx(0.0)
+    assert s.grid_export[NOON] == pytest.approx(40.0)
+    assert s.energy[-1] == pytest.approx(problem.energy_final_kwh)
+
+
 @pytest.mark.parametrize(
     ("peak", "soc_initial", "discharged_kwh"),
     [((17, 21), 0.9, 4 * 15.0), ((20, 24), 0.7, (70.0 - 50.0) * 0.95)],
