@@ -89,6 +89,9 @@ One forward pass over the day, a handful of rules an operator would write down:
    level that leaves that room, counting the room the later of those hours will still make, and
    never below rule 3's floor. What it stores back then serves the later hours and the end-of-day
    target as the energy it delivered would have.
+10. The plan is never dearer, by the objective, than leaving the battery idle all day (PV serving
+   the load, the rest exported while that costs less than curtailing, within the export cap): on
+   a day where the rules' interplay would cost more, the battery idles.
 
 By construction it never charges and discharges, or imports and exports, in the same interval,
 and it never leaves [0, capacity] or exceeds a rating or the hard export cap.
@@ -184,6 +187,33 @@ def _level_needed(gain: np.ndarray, loss: np.ndarray, final: float, lowest: floa
 
 def rule_based_schedule(problem: DispatchProblem) -> Schedule:
     """The rules of the module docstring, over the whole day."""
+    planned = _planned_schedule(problem)
+    idle = idle_schedule(problem)
+    return idle if objective_value(problem, idle) < objective_value(problem, planned) else planned
+
+
+def idle_schedule(problem: DispatchProblem) -> Schedule:
+    """Rule 10's yardstick: the battery idle all day, PV serving the load and its surplus exported
+    within the export cap where that costs less than curtailing it."""
+    net = problem.load_kw - problem.pv_kw
+    w = problem.weights
+    surplus = np.maximum(-net, 0.0)
+    export = np.where(w.cost * problem.sell >= -w.curtail, np.minimum(surplus, problem.export_bound_kw), 0.0)
+    curtail = surplus - export
+    idle = np.zeros(problem.intervals)
+    return Schedule(
+        pv_set=problem.pv_kw - curtail,
+        curtail=curtail,
+        charge=idle,
+        discharge=idle.copy(),
+        grid_import=np.maximum(net, 0.0),
+        grid_export=export,
+        energy=np.full(problem.intervals, float(problem.energy_initial_kwh)),
+    )
+
+
+def _planned_schedule(problem: DispatchProblem) -> Schedule:
+    """Rules 1 to 9."""
     day = _Day(problem)
     if problem.demand_charge_per_kw <= 0 or problem.weights.cost <= 0:
         return _schedule(day, None)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dispatch_pipeline.core.evaluate import objective_value, violations
-from dispatch_pipeline.core.fallback import rule_based_schedule
+from dispatch_pipeline.core.fallback import idle_schedule, rule_based_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.provenance import schedule_from_result
@@ -180,6 +180,19 @@ def test_a_milp_plan_optimal_within_its_gap_is_never_dearer_than_the_rules() -> 
     assert (result.status, result.solver) == ("ok", "milp"), result.fallback_reason
     rules = objective_value(problem, rule_based_schedule(problem))
     assert result.objective_value <= rules + 1e-6 * abs(rules)
+    assert find_breaches(problem, schedule_from_result(result, problem)) == []
+
+
+def test_a_day_the_rules_would_make_dearer_than_an_idle_battery_costs_no_more_than_idling() -> None:
+    # Rule 10: the rules recharge this day's end-of-day target in its dearest hour.
+    from dispatch_pipeline import solve_dispatch
+
+    request = load_regression("fallback_dearer_than_an_idle_battery")
+    problem = build_problem(request)
+    idle = idle_schedule(problem)
+    assert find_breaches(problem, idle) == []
+    result = solve_dispatch(request, use_milp=False)
+    assert result.objective_value <= objective_value(problem, idle)
     assert find_breaches(problem, schedule_from_result(result, problem)) == []
 
 

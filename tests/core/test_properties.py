@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.evaluate import objective_value
+from dispatch_pipeline.core.fallback import idle_schedule
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.milp import MIP_REL_GAP, solve_milp
 from dispatch_pipeline.core.problem import build_problem
@@ -106,6 +107,7 @@ def test_milp_and_rule_based_schedules_are_valid_and_ordered(request: dict) -> N
         assert kpis["savings_vs_baseline"] == pytest.approx(kpis["baseline_cost"] - kpis["total_cost"])
     tolerance = 1e-4 * abs(rules.objective_value) + 1e-3
     assert milp.objective_value <= rules.objective_value + tolerance
+    assert rules.objective_value <= objective_value(problem, idle_schedule(problem)) + tolerance
     # The solver's own objective (its model's, from HiGHS) is what the evaluator must reproduce:
     # exactly for the schedule of that solve, to the MIP gap for the one returned above.
     solution = solve_milp(problem, "highs", time.monotonic() + 120)
