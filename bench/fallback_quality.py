@@ -1,16 +1,18 @@
 """How far the rule-based schedule is from the MILP, day by day, with and without a demand charge.
 
-    python bench/fallback_quality.py [--before REF] [--seed 7] [--generated 24]
+    python bench/fallback_quality.py [--before REF] [--seed 7] [--generated 24] [--market 24]
 
-Three sets of site-days, each solved by the MILP (`solve_dispatch(request)`) and by the rule-based
+Four sets of site-days, each solved by the MILP (`solve_dispatch(request)`) and by the rule-based
 schedule (`rule_based_schedule`), both costed by `objective_value`:
 
 - demo: every demo site on a few dates over the year (winter, spring, summer and autumn weekdays
   and weekends, both daylight-saving Sundays), `demo_request(site, date, seed=...)` as shipped;
 - cases: the reference cases of tests/data/cases;
-- generated: `bench.generate.generated_requests` (demo sites, varied initial SOC).
+- generated: `bench.generate.generated_requests` (demo sites, varied initial SOC);
+- market: `bench.generate.market_requests` (demo sites on a dynamic tariff: an hourly day-ahead
+  spot price plus a network fee, sold at spot; negative on sunny summer middays).
 
-Every demo and generated day is run twice: as shipped (each demo site bills a demand charge) and
+Every demo, generated and market day is run twice: as shipped (each demo site bills a demand charge) and
 with `demand_charge_per_kw` 0; the reference cases as stored. Days are grouped by whether a demand
 charge is billed. `--before REF` also costs the rule-based schedule of dispatch_pipeline/core/
 fallback.py as it is at the git revision REF (e.g. origin/main) on the same days, and reports the
@@ -33,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.generate import generated_requests
+from bench.generate import generated_requests, market_requests
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.evaluate import objective_value
 from dispatch_pipeline.core.fallback import rule_based_schedule
@@ -53,7 +55,7 @@ DATES = [
 ]
 
 
-def days(seed: int, generated: int) -> list[tuple[str, str, dict]]:
+def days(seed: int, generated: int, market: int) -> list[tuple[str, str, dict]]:
     """(set, label, request) for every day of the benchmark, demand charge as shipped."""
     out = []
     for date in DATES:
@@ -63,6 +65,8 @@ def days(seed: int, generated: int) -> list[tuple[str, str, dict]]:
         out.append(("cases", path.stem, json.loads(path.read_text())["request"]))
     for i, request in enumerate(generated_requests(generated, start=dt.date(2024, 2, 5), seed=seed)):
         out.append(("generated", f"#{i} {request['site_id']} {request['date']}", request))
+    for i, request in enumerate(market_requests(market, seed=seed)):
+        out.append(("market", f"#{i} {request['site_id']} {request['date']}", request))
     return out
 
 
@@ -133,6 +137,14 @@ def report(title: str, rows: list[dict], with_before: bool) -> None:
           f" (gap {gap(rule, milp):.2%})")
     rule_gaps = np.array([gap(r["rule"], r["milp"]) for r in rows])
     print(f"gap rule vs MILP: mean {rule_gaps.mean():.2%}, median {np.median(rule_gaps):.2%}, max {rule_gaps.max():.2%}")
+    for name in dict.fromkeys(r["set"] for r in rows):
+        in_set = [r for r in rows if r["set"] == name]
+        set_gaps = np.array([gap(r["rule"], r["milp"]) for r in in_set])
+        line = (f"  {name:<10} {len(in_set):>3} days: sum gap {gap(sum(r['rule'] for r in in_set), sum(r['milp'] for r in in_set)):.2%},"
+                f" mean {set_gaps.mean():.2%}, max {set_gaps.max():.2%}")
+        if with_before:
+            line += f"; before: sum gap {gap(sum(r['before'] for r in in_set), sum(r['milp'] for r in in_set)):.2%}"
+        print(line)
     if not with_before:
         return
     before = sum(r["before"] for r in rows)
@@ -155,12 +167,13 @@ def main() -> None:
     parser.add_argument("--before", metavar="REF", help="also cost the rule-based schedule of this git revision")
     parser.add_argument("--seed", type=int, default=7, help="demo data seed (default 7)")
     parser.add_argument("--generated", type=int, default=24, help="generated site-days (default 24)")
+    parser.add_argument("--market", type=int, default=24, help="site-days on a dynamic tariff (default 24)")
     args = parser.parse_args()
 
     before = fallback_at(args.before) if args.before else None
     default_runner().warm(1)
     with_charge, without = [], []
-    for name, label, request in days(args.seed, args.generated):
+    for name, label, request in days(args.seed, args.generated, args.market):
         charged = request["tariff"].get("demand_charge_per_kw", 0.0) > 0
         row = {"set": name, "label": label, **measure(request, before)}
         (with_charge if charged else without).append(row)
