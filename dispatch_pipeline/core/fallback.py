@@ -125,11 +125,12 @@ def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     one price fills a quartile (20 off-peak hours and 4 peak ones, say), the peak is what lies
     above it. A flat tariff has neither: there is nothing to shift energy between.
     """
-    lowest, highest = float(buy.min()), float(buy.max())
+    ordered = np.sort(buy)
+    lowest, highest = float(ordered[0]), float(ordered[-1])
     if highest - lowest <= _EPS:
         none = np.zeros(len(buy), dtype=bool)
         return none, none
-    high, low = np.quantile(buy, [0.75, 0.25])
+    high, low = _quantile(ordered, 0.75), _quantile(ordered, 0.25)
     expensive = buy >= high - _EPS if high > lowest + _EPS else buy > lowest + _EPS
     above = buy > high + _EPS
     quarter = len(buy) / 4
@@ -139,28 +140,54 @@ def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return expensive, cheap
 
 
-def charging_hours(buy: np.ndarray, eligible: np.ndarray, stored_kwh: np.ndarray, need_kwh: float) -> np.ndarray:
+def _quantile(ordered: np.ndarray, q: float) -> float:
+    """np.quantile(values, q), given the values in ascending order: its default (linear) method, the
+    same arithmetic (numpy's _lerp) without the generic machinery, which costs more than the rest
+    of price_quartiles."""
+    index = (len(ordered) - 1) * q
+    below = math.floor(index)
+    if below >= len(ordered) - 1:
+        return float(ordered[-1])
+    gamma = index - below
+    low, high = float(ordered[below]), float(ordered[below + 1])
+    step = high - low
+    return low + step * gamma if gamma < 0.5 else high - step * (1 - gamma)
+
+
+def charging_hours(
+    buy: np.ndarray, eligible: np.ndarray, stored_kwh: np.ndarray, need_kwh: float, by_price: np.ndarray | None = None
+) -> np.ndarray:
     """Of the `eligible` intervals, those in the cheapest price bands that together can store
     `need_kwh` (`stored_kwh` per interval). A 5-hour super-off-peak that fills the battery leaves
     the off-peak around it out (charging there first would leave no room for the cheaper hours);
-    a 1-hour one that cannot keeps it in. All of them when even they cannot store enough."""
-    hours = np.flatnonzero(eligible)
-    if len(hours) == 0:
+    a 1-hour one that cannot keeps it in. All of them when even they cannot store enough.
+    `by_price`: `hours_by_price(buy, eligible)`, where the caller keeps it."""
+    if by_price is None:
+        by_price = hours_by_price(buy, eligible)
+    if len(by_price) == 0:
         return eligible
-    by_price = hours[np.argsort(buy[hours], kind="stable")]
     enough = int(np.searchsorted(np.cumsum(stored_kwh[by_price]), need_kwh - _EPS))
     threshold = buy[by_price[min(enough, len(by_price) - 1)]]
     return eligible & (buy <= threshold + _EPS)
 
 
+def hours_by_price(buy: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """The `eligible` intervals, cheapest first (in time order within a price)."""
+    hours = np.flatnonzero(eligible)
+    return hours[np.argsort(buy[hours], kind="stable")]
+
+
 def _sum_after(values: np.ndarray) -> np.ndarray:
     """For each t, the sum of values strictly after t."""
-    return np.concatenate([np.cumsum(values[::-1])[::-1][1:], [0.0]])
+    return np.concatenate((values[:0:-1].cumsum()[::-1], (0.0,)))
 
 
-def _level_needed(gain: np.ndarray, loss: np.ndarray, final: float, lowest: float, highest: float) -> np.ndarray:
+def _level_needed(
+    gain: np.ndarray, loss: np.ndarray, final: float, lowest: float, highest: float, since: int = 0
+) -> np.ndarray:
     """For each t, the energy the battery needs at the end of t to end the day at `final`, when
-    each later interval u can add at most gain[u] and will take loss[u] out.
+    each later interval u can add at most gain[u] and will take loss[u] out (from t = `since` on:
+    the loop below stops there, and leaves the earlier ones NaN).
 
     Worked backwards from the end of the day: an interval that takes energy out raises the level
     needed before it, one that can add energy lowers it, but never below `lowest` (the battery
@@ -168,7 +195,7 @@ def _level_needed(gain: np.ndarray, loss: np.ndarray, final: float, lowest: floa
     cannot hold more: as full as it can be is the best it can do). A loss and a gain never fall in
     the same interval. Without losses this is `final` less what the later intervals can add.
     """
-    if not loss.any():  # most days: the same, without a Python loop
+    if not np.count_nonzero(loss):  # most days: the same, without a Python loop
         needed = np.maximum(lowest, final - _sum_after(gain))
         needed[-1] = final
         return needed
@@ -176,13 +203,14 @@ def _level_needed(gain: np.ndarray, loss: np.ndarray, final: float, lowest: floa
     # several times a pass). min(highest, max(lowest, x)), spelt out.
     needed = []
     level, highest = final, max(highest, final)
-    for taken, added in zip(reversed(loss.tolist()), reversed(gain.tolist()), strict=True):
+    for taken, added in zip(loss[since:][::-1].tolist(), gain[since:][::-1].tolist(), strict=True):
         needed.append(level)
         level = level + taken - added
         level = level if level > lowest else lowest
         level = level if level < highest else highest
+    needed += [math.nan] * since
     needed.reverse()
-    return np.array(needed, dtype=float)
+    return np.fromiter(needed, float, len(needed))
 
 
 def rule_based_schedule(problem: DispatchProblem) -> Schedule:
@@ -300,6 +328,7 @@ class _Day:
         buy, sell = problem.buy, problem.sell
         import_cap = problem.import_cap_kw if problem.import_cap_kw is not None else np.inf
         w = problem.weights
+        self.target_band = (e_final, e_min, e_max)
 
         expensive, cheap = price_quartiles(buy)
         # Rule 3's hours: discharging there replaces import dearer than the wear it costs, or, with
@@ -315,7 +344,8 @@ class _Day:
         # can recharge does not bring the battery to its target if rule 4 spends part of it first.
         with np.errstate(divide="ignore", over="ignore"):
             self.forced = np.minimum(np.maximum(deficit - import_cap, 0.0), max_dis) * dt / eta_d
-        needed_at_cap = self.level_needed(self.chargeable(import_cap))
+        self.at_cap = self.chargeable(import_cap)
+        needed_at_cap = self.level_needed(self.at_cap)
         # Rule 4's own floor: the level the target needs, charging at the cap in every later hour,
         # not counting rule 4's later discharges (where the energy is not there they do not happen;
         # each kWh it holds the cap with is worth the same whichever hour it is spent in).
@@ -324,7 +354,9 @@ class _Day:
         # A target below soc_min (a start there, left as the target) is no floor.
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             holds_for_target = w.violation / eta_d > w.violation + w.cost * (buy - bess.cycle_cost_per_kwh)
-        target_floor = _level_needed(self.chargeable(import_cap), np.zeros(T), e_final, e_min, e_max)
+        target_floor = (  # needed_at_cap's, where rule 4 draws nothing
+            needed_at_cap if not self.forced.any() else _level_needed(self.at_cap, np.zeros(T), e_final, e_min, e_max)
+        )
         holding_floor = np.where(holds_for_target, np.maximum(e_min, target_floor), e_min)
 
         # Stored energy the expensive hours after t will draw, and the priciest of them: grid
@@ -350,24 +382,38 @@ class _Day:
             middle = charging_hours(-buy, middle, drawable, e_max - e_min) if middle.any() else middle
         self.middle, self.middle_need = middle, np.where(middle, drawable, 0.0)
         self.middle_price = float(buy[middle].min(initial=np.inf))
+        self.middle_need_kwh = self.middle_need.sum()
+        # Rule 5's hours, before it narrows them to the price bands it needs (every pass does).
+        self.storing = cheap & self.pays_to_store
+        self.storing_by_price = hours_by_price(buy, self.storing)
         # Rule 3's discharges beyond the peak, without a threshold and with one (then only where
         # they beat the wear), and for its arbitrage floor each of their prices with the later
         # recharging, from PV surplus or the grid, that pays against it.
         self.arbitrage = (discharging, expensive & (buy > bess.cycle_cost_per_kwh))
         self.from_surplus = np.where(expensive, 0.0, np.minimum(surplus, max_ch) * eta_c * dt)
-        surplus_price = np.where(export_beats_curtailing, sell, -np.inf)
+        surplus_cost = self.storing_cost(np.where(export_beats_curtailing, sell, -np.inf))
+        grid_cost = self.storing_cost(buy)
+
+        def arbitrage_prices(hours: np.ndarray) -> list[tuple[np.ndarray, int, np.ndarray, np.ndarray]]:
+            # (The pass works each price's floor out from the first of its hours on.)
+            entries = []
+            for price in sorted(set(buy[hours].tolist())):  # np.unique's, for less
+                at_price = hours & (buy == price)
+                entries.append((at_price, int(np.argmax(at_price)), surplus_cost < price, grid_cost < price))
+            return entries
+
+        # A day with a demand charge reads only those with a threshold (its pass without one skips
+        # the arbitrage floor), a day without only those without.
+        read = int(problem.demand_charge_per_kw > 0)
         self.arbitrage_prices = tuple(
-            [
-                (hours & (buy == price), self.pays_against(surplus_price, price), self.pays_against(buy, price))
-                for price in np.unique(buy[hours])
-            ]
-            for hours in self.arbitrage
+            arbitrage_prices(hours) if with_threshold == read else []
+            for with_threshold, hours in enumerate(self.arbitrage)
         )
         # Rule 8's hours: drawing from the grid earns money (when cost counts at all), and the room
         # the PV surplus of the hours after t will take.
         self.paid = (buy < -_EPS) & (w.cost > 0) & (problem.demand_charge_per_kw == 0)
         # Without a demand charge the peak guard is the import cap, so this is the pass's own.
-        self.paid_to_charge = charging_hours(buy, self.paid, self.chargeable(import_cap), e_max - e_min)
+        self.paid_to_charge = charging_hours(buy, self.paid, self.at_cap, e_max - e_min)
         surplus_room_after = _sum_after(np.minimum(surplus, max_ch) * eta_c * dt)
         export_beats_violating = export_beats_curtailing & (w.cost * -sell * eta_d < w.violation)
         lossy, self.room_for, self.making_room = self._room_for_gains(export_beats_curtailing)
@@ -402,16 +448,34 @@ class _Day:
         target = max(e_final, e_min)
         self.store_base = np.where((dearest_later > sell_t) | (problem.demand_charge_per_kw > 0), target, e_min)
         self.store_base[room_after] = np.inf
+        self.store_priced = self.store_base + self.priced_after
 
+        # What the pass compares the battery's energy with, whatever the threshold: the level below
+        # which rule 9's room is kept, the level rule 8 fills to (the room the later surplus will
+        # take left), the surplus rule 2 stores beyond what the grid takes at a gain, the charging
+        # rule 4's cap leaves, and what a discharge can deliver into the deficit.
+        self.below_room = e_max - self.room_for
+        paid_level = e_max - surplus_room_after
+        spare_surplus = surplus - self.exportable
+        headroom_at_cap = surplus + np.maximum(0.0, import_cap - deficit)
+        deliverable = np.minimum(deficit, max_dis)
+        # And for the grid flows the pass leaves.
+        self.net_load_kw = problem.load_kw - problem.pv_kw
+        self.export_bound_kw = problem.export_bound_kw
+        self.export_beats_curtailing = export_beats_curtailing
         # The pass steps through the intervals once a day, and a few times with a demand charge:
         # on plain floats, a few times faster than on numpy scalars, with the same IEEE arithmetic.
         self.per_interval = tuple(
-            np.broadcast_to(values, (T,)).tolist() for values in (
-                surplus, deficit, surplus_room_after, needed_at_cap, problem.export_bound_kw,
-                export_beats_violating, holding_floor, problem.load_kw, problem.pv_kw, export_beats_curtailing,
-                lossy, self.room_for, self.making_room,
+            values.tolist() for values in (
+                surplus, deficit, needed_at_cap, self.export_bound_kw, export_beats_violating, holding_floor,
+                lossy, self.below_room, spare_surplus, paid_level, headroom_at_cap, deliverable,
+                self.making_room & (self.room_for > 0), self.paid_to_charge, self.middle,
             )
         )
+        # Rule 3's hours beyond the peak that have a deficit to cover, without a threshold and with
+        # one, and the first of them: the pass works out the levels only they read from there on.
+        self.arbitrage_hours = tuple((hours & (deficit > 0)).tolist() for hours in self.arbitrage)
+        self.arbitrage_from = tuple(int(np.argmax(hours)) if hours.any() else T for hours in self.arbitrage)
 
     def _room_for_gains(self, export_beats_curtailing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rule 9: (the PV surplus (kW) that would be spilt at a loss with the battery full, the room
@@ -438,7 +502,7 @@ class _Day:
         lossy = np.where(spill_value < 0, np.maximum(surplus - exported_at_a_gain, 0.0), 0.0)
         paid = self.paid_to_charge
         gain = np.where(
-            paid, self.chargeable(self.import_cap), np.minimum(lossy, bess.max_charge_kw) * bess.charge_efficiency * dt
+            paid, self.at_cap, np.minimum(lossy, bess.max_charge_kw) * bess.charge_efficiency * dt
         )
         if not (gain > _EPS).any():
             return lossy, none, np.zeros(T, dtype=bool)
@@ -480,20 +544,21 @@ class _Day:
             bess.charge_efficiency
         ) * dt
 
-    def level_needed(self, gain: np.ndarray, loss: np.ndarray | None = None) -> np.ndarray:
+    def level_needed(self, gain: np.ndarray, loss: np.ndarray | None = None, since: int = 0) -> np.ndarray:
         """_level_needed to the day's target within its SOC band; `loss` rule 4's draws by default."""
-        p = self.problem
-        return _level_needed(
-            gain, self.forced if loss is None else loss, p.energy_final_kwh, p.energy_min_kwh, p.energy_max_kwh
-        )
+        return _level_needed(gain, self.forced if loss is None else loss, *self.target_band, since)
 
     def pays_against(self, price: np.ndarray, value: np.ndarray | float) -> np.ndarray:
         """Where storing a kWh bought at `price` costs less than `value` after round-trip losses and wear."""
+        return self.storing_cost(price) < value  # NaN < x is False too
+
+    def storing_cost(self, price: np.ndarray) -> np.ndarray:
+        """What a kWh bought at `price` costs once delivered: round-trip losses and wear."""
         bess = self.problem.bess
         # Efficiencies near 0 (valid, if absurd) make the cost of storing infinite: it never pays.
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # NaN < x is False too
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             round_trip = bess.charge_efficiency * bess.discharge_efficiency
-            return price / round_trip + bess.cycle_cost_per_kwh / bess.discharge_efficiency < value
+            return price / round_trip + bess.cycle_cost_per_kwh / bess.discharge_efficiency
 
     def shave_kw(self, threshold: float) -> np.ndarray:
         """Rule 3's discharges to hold every interval's import at `threshold` (kW)."""
@@ -510,7 +575,9 @@ class _Day:
         bess = p.bess
         e_min, e_final, start = p.energy_min_kwh, p.energy_final_kwh, p.energy_initial_kwh
         e_max = max(p.energy_max_kwh, e_final)
-        deficit, surplus, forced, import_cap = self.deficit_kw, self.surplus_kw, self.forced, self.import_cap
+        # Last interval first, as `short` works backwards.
+        deficit, surplus, forced = self.deficit_kw[::-1].copy(), self.surplus_kw[::-1].copy(), self.forced[::-1]
+        import_cap = self.import_cap
         drawn, stored = p.dt / bess.discharge_efficiency, bess.charge_efficiency * p.dt
         max_ch, max_dis = bess.max_charge_kw, bess.max_discharge_kw
         has_forced = bool(forced.any())
@@ -519,30 +586,43 @@ class _Day:
             # How far the battery would have to go above its band somewhere (kWh), or start above
             # where it is, worked backwards as _level_needed does, without the clamp at the top;
             # less a hair, so that the threshold found is held.
-            loss = np.minimum(np.maximum(deficit - threshold, 0.0), max_dis) * drawn
+            # (In place, out=: the same arithmetic as `np.minimum(np.maximum(deficit - threshold,
+            # 0.0), max_dis) * drawn` and the like, with fewer arrays made for a root that takes a dozen.)
+            loss = np.subtract(deficit, threshold)
+            np.minimum(np.maximum(loss, 0.0, out=loss), max_dis, out=loss)
+            loss *= drawn
             if has_forced:
-                loss = np.maximum(forced, loss)
-            gain = np.minimum(np.maximum(min(import_cap, threshold) - deficit, 0.0) + surplus, max_ch) * stored
-            after = (loss - gain)[::-1].cumsum()  # what the intervals from t on take out, last t first
-            needed = after + np.maximum(e_final, e_min - np.minimum.accumulate(after))
+                np.maximum(forced, loss, out=loss)
+            gain = np.subtract(min(import_cap, threshold), deficit)
+            np.maximum(gain, 0.0, out=gain)
+            gain += surplus
+            np.minimum(gain, max_ch, out=gain)
+            gain *= stored
+            after = np.subtract(loss, gain, out=loss).cumsum()  # what the intervals from t on take out, last t first
+            needed = np.minimum.accumulate(after)
+            np.maximum(e_final, np.subtract(e_min, needed, out=needed), out=needed)
+            needed += after
             return max(float(needed[-1]) - start, float(needed[:-1].max(initial=-np.inf)) - e_max) - 1e-9
 
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            if not short(high) <= 0:
+            at_high = short(high)
+            if not at_high <= 0:
                 return None
-            if short(low) <= 0:
+            at_low = short(low)
+            if at_low <= 0:
                 return low
-            return _first_held(short, low, high, tolerance / 4)
+            return _first_held(short, low, high, tolerance / 4, at_low, at_high)
 
 
-def _first_held(short: Callable[[float], float], low: float, high: float, xtol: float) -> float:
+def _first_held(
+    short: Callable[[float], float], low: float, high: float, xtol: float, at_low: float, at_high: float
+) -> float:
     """A threshold within `xtol` above a root of `short` in [low, high], at which it is <= 0, given
-    short(low) > 0 >= short(high). The Illinois variant of regula falsi: `short` is piecewise
-    linear, where it finds the root in a few steps, and it keeps the bracket, halving the weight of
-    an end that stays put so that a kink slows it to no worse than bisection's pace. Written here
-    rather than taken from scipy.optimize, whose import would cost every process that plans a day
-    a third of a second and about 50 MB."""
-    at_low, at_high = short(low), short(high)
+    at_low = short(low) > 0 >= short(high) = at_high. The Illinois variant of regula falsi: `short`
+    is piecewise linear, where it finds the root in a few steps, and it keeps the bracket, halving
+    the weight of an end that stays put so that a kink slows it to no worse than bisection's pace.
+    Written here rather than taken from scipy.optimize, whose import would cost every process that
+    plans a day a third of a second and about 50 MB."""
     side = 0
     for _ in range(200):
         if high - low <= xtol:
@@ -581,7 +661,6 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     # With a threshold, only the part of the deficit above it is there for the peak: the rest
     # of rule 3's discharges must beat the wear.
     with_threshold = threshold is not None
-    arbitrage = day.arbitrage[with_threshold]
     # Energy the battery can still take in after t without breaking the import cap, in the hours
     # it would charge in (anything but expensive): how low it may go and still end on target.
     # Grid charging should not set the day's peak when that peak is billed: it then stays under
@@ -605,8 +684,8 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     recharge = np.where(expensive, 0.0, peak_safe)
     floor_after = day.level_needed(recharge)
     # What rule 3's arbitrage keeps for the threshold of the intervals after t, expensive or
-    # not, beyond its floor.
-    reserve_after = floor_after if threshold is None else day.level_needed(recharge, planned)
+    # not, beyond its floor (read in its hours only: from the first on).
+    reserve_after = floor_after if threshold is None else day.level_needed(recharge, planned, day.arbitrage_from[1])
     # How low a discharge to the threshold may take the battery: the level the target needs
     # when every later interval, expensive or not, recharges under the threshold (the later
     # discharges to it are not kept for: where the energy runs out, that threshold is not held).
@@ -621,9 +700,9 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     if with_threshold or problem.demand_charge_per_kw <= 0:
         from_surplus = day.from_surplus
         from_grid = np.maximum(recharge - from_surplus, 0.0)
-        for at_price, surplus_pays, grid_pays in day.arbitrage_prices[with_threshold]:
+        for at_price, first, surplus_pays, grid_pays in day.arbitrage_prices[with_threshold]:
             gain = np.where(surplus_pays, from_surplus, 0.0) + np.where(grid_pays, from_grid, 0.0)
-            arbitrage_floor[at_price] = day.level_needed(gain, planned)[at_price]
+            arbitrage_floor[at_price] = day.level_needed(gain, planned, since=first)[at_price]
     # Rule 5's aim: the energy the expensive hours after t will draw, and with a threshold what
     # the discharges to it will draw in the other intervals after t.
     need, need_after = day.expensive_need, day.need_after
@@ -635,9 +714,9 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     # expensive hours' draws, rule 9's and rule 4's and the end-of-day target need, refilled only
     # in those hours.
     charging = charging_hours(
-        buy, day.cheap & day.pays_to_store, peak_safe, min(e_max - e_min, float(need.sum() + day.middle_need.sum()))
+        buy, day.storing, peak_safe, min(e_max - e_min, float(need.sum() + day.middle_need_kwh)), day.storing_by_price
     )
-    middle_floor = np.full(T, np.inf)
+    middle_floor = None
     if day.middle.any():
         refill = charging & day.pays_against(buy, day.middle_price)
         need_after = need_after + np.where(refill, _sum_after(day.middle_need), 0.0)
@@ -646,7 +725,7 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     # Rule 2's ceiling for exportable surplus: the target (or soc_max, for rule 9), what rule 3's
     # expensive and middle hours will draw up to the last that storing pays against, and rule 4's
     # and the threshold's draws.
-    store_level = np.minimum(max(e_max, e_final), day.store_base + day.priced_after + _sum_after(planned))
+    store_level = np.minimum(max(e_max, e_final), day.store_priced + _sum_after(planned))
 
     # Charge power that moves an energy into the battery: with an efficiency so small that
     # eta_c * dt rounds to 0 (valid, if absurd), any power moves none.
@@ -655,67 +734,110 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     def charge_kw(energy_kwh: float) -> float:
         return energy_kwh / charge_gain if charge_gain else math.copysign(math.inf, energy_kwh)
 
-    # On plain floats, as _Day keeps the per-interval values that do not depend on the threshold.
-    (surplus, deficit, surplus_room_after, needed_at_cap, export_bound, export_beats_violating,
-     holding_floor, load, pv, export_beats_curtailing, lossy, room_for, making_room) = day.per_interval
-    middle = day.middle.tolist()
-    (charging, need_after, paid_to_charge, needed_peak_safe, floor_after, shave, arbitrage, reserve_after,
-     arbitrage_floor, shave_floor, middle_floor, store_level, exportable) = (
+    # What each interval's rules compare the battery's energy with, where that does not depend on
+    # the energy: worked out for the whole day here, so that the pass below does only what does.
+    # (np.maximum and the builtins agree on these: none is NaN, and the sign of a zero does not
+    # survive the clamps the pass puts them through.)
+    peak_safe_headroom = day.surplus_kw + np.maximum(0.0, charging_cap - deficit)
+    charging_up = charging & (need_after > 0)
+    charging_level = np.minimum(day.below_room, max(e_min, e_final) + need_after)
+    floor = np.maximum(e_min, floor_after)
+    shave_stop = np.maximum(e_min, shave_floor)
+    arbitrage_stop = np.maximum(np.maximum(floor, reserve_after), arbitrage_floor)
+    middle_stop = floor if middle_floor is None else np.maximum(floor, middle_floor)  # read in the middle hours only
+    room_stop = np.maximum(floor, day.below_room)
+
+    # On plain floats, as _Day keeps the per-interval values that do not depend on the threshold;
+    # the builtins max and min spelt out (max(a, b) is `b if b > a else a`), as they cost a call
+    # each where the pass makes a few per interval.
+    (surplus, deficit, needed_at_cap, export_bound, export_beats_violating, holding_floor, lossy, below_room,
+     spare_surplus, paid_level, headroom_at_cap, deliverable, discharges_for_room, paid_to_charge,
+     middle) = day.per_interval
+    arbitrage = day.arbitrage_hours[with_threshold]
+    (charging_up, charging_level, needed_peak_safe, peak_safe_headroom, store_level, shave, shave_stop,
+     arbitrage_stop, middle_stop, room_stop) = (
         values.tolist() for values in (
-            charging, need_after, paid_to_charge, needed_peak_safe, floor_after, shave, arbitrage,
-            reserve_after, arbitrage_floor, shave_floor, middle_floor, store_level, day.exportable,
+            charging_up, charging_level, needed_peak_safe, peak_safe_headroom, store_level, shave, shave_stop,
+            arbitrage_stop, middle_stop, room_stop,
         )
     )
-    columns = ("pv_set", "curtail", "charge", "discharge", "grid_import", "grid_export", "energy")
-    rows: list[tuple[float, ...]] = []
+    charges, discharges, energies = [], [], []
     energy = float(problem.energy_initial_kwh)
-    charging_cap, import_cap = float(charging_cap), float(import_cap)
-    e_min, e_max, e_final, max_ch, max_dis = map(float, (e_min, e_max, e_final, max_ch, max_dis))
+    import_cap = float(import_cap)
+    e_min, e_max, max_ch, max_dis = map(float, (e_min, e_max, max_ch, max_dis))
+    below_band, above_band = e_min - _EPS, e_max + _EPS
     for t in range(T):
-        room = max(0.0, min(max_ch, charge_kw(e_max - energy)))
-        peak_safe_headroom = surplus[t] + max(0.0, charging_cap - deficit[t])
-        headroom_at_cap = surplus[t] + max(0.0, import_cap - deficit[t])
-        # Rule 2, leaving rule 9's room for what pays to store later: surplus that would be spilt at
-        # a loss now is stored whatever that room.
-        # Exportable surplus only up to what the later intervals will draw.
-        useful = max(surplus[t] - exportable[t], charge_kw(store_level[t] - energy))
-        charge = min(surplus[t], room, max(lossy[t], min(useful, charge_kw(e_max - room_for[t] - energy))))
+        room = charge_kw(e_max - energy)
+        room = room if room < max_ch else max_ch
+        room = room if room > 0.0 else 0.0
+        charge = 0.0
+        if surplus[t] > 0:
+            # Rule 2, leaving rule 9's room for what pays to store later: surplus that would be spilt
+            # at a loss now is stored whatever that room.
+            # Exportable surplus only up to what the later intervals will draw.
+            useful = charge_kw(store_level[t] - energy)
+            useful = useful if useful > spare_surplus[t] else spare_surplus[t]
+            kept = charge_kw(below_room[t] - energy)
+            kept = kept if kept < useful else useful
+            kept = kept if kept > lossy[t] else lossy[t]
+            charge = room if room < surplus[t] else surplus[t]
+            charge = kept if kept < charge else charge
+        # Without surplus rule 2 stores nothing, and any other rule's charge that counts is more.
 
-        if energy < e_min - _EPS:
-            charge = max(charge, min(room, charge_kw(e_min - energy)))
-        if charging[t] and need_after[t] > 0:
-            level = min(e_max - room_for[t], max(e_min, e_final) + need_after[t])
-            wanted = max(0.0, charge_kw(level - energy))
-            charge = max(charge, min(room, wanted, peak_safe_headroom))
+        if energy < below_band:
+            wanted = charge_kw(e_min - energy)
+            wanted = wanted if wanted < room else room
+            charge = wanted if wanted > charge else charge
+        if charging_up[t]:
+            wanted = charge_kw(charging_level[t] - energy)
+            wanted = wanted if wanted > 0.0 else 0.0
+            wanted = wanted if wanted < room else room
+            wanted = peak_safe_headroom[t] if peak_safe_headroom[t] < wanted else wanted
+            charge = wanted if wanted > charge else charge
         if paid_to_charge[t]:
-            wanted = max(0.0, charge_kw(e_max - surplus_room_after[t] - energy))
-            charge = max(charge, min(room, wanted, peak_safe_headroom))
-        for needed, headroom in (
-            (needed_peak_safe[t], peak_safe_headroom),
-            (needed_at_cap[t], headroom_at_cap),
-        ):
-            shortfall = needed - energy
-            if shortfall > _EPS:
-                charge = max(charge, min(room, charge_kw(shortfall), headroom))
+            wanted = charge_kw(paid_level[t] - energy)
+            wanted = wanted if wanted > 0.0 else 0.0
+            wanted = wanted if wanted < room else room
+            wanted = peak_safe_headroom[t] if peak_safe_headroom[t] < wanted else wanted
+            charge = wanted if wanted > charge else charge
+        shortfall = needed_peak_safe[t] - energy
+        if shortfall > _EPS:
+            wanted = charge_kw(shortfall)
+            wanted = wanted if wanted < room else room
+            wanted = peak_safe_headroom[t] if peak_safe_headroom[t] < wanted else wanted
+            charge = wanted if wanted > charge else charge
+        shortfall = needed_at_cap[t] - energy
+        if shortfall > _EPS:
+            wanted = charge_kw(shortfall)
+            wanted = wanted if wanted < room else room
+            wanted = headroom_at_cap[t] if headroom_at_cap[t] < wanted else wanted
+            charge = wanted if wanted > charge else charge
 
         discharge = 0.0
         if charge <= _EPS:
             charge = 0.0
-            floor = max(e_min, floor_after[t])
             if shave[t] > 0:
-                discharge = min(shave[t], max(0.0, (energy - max(e_min, shave_floor[t])) * eta_d / dt))
-            if arbitrage[t] and deficit[t] > 0:
-                available = max(0.0, (energy - max(floor, reserve_after[t], arbitrage_floor[t])) * eta_d / dt)
-                discharge = max(discharge, min(deficit[t], max_dis, available))
+                available = (energy - shave_stop[t]) * eta_d / dt
+                available = available if available > 0.0 else 0.0
+                discharge = available if available < shave[t] else shave[t]
+            if arbitrage[t]:
+                available = (energy - arbitrage_stop[t]) * eta_d / dt
+                available = available if available > 0.0 else 0.0
+                available = available if available < deliverable[t] else deliverable[t]
+                discharge = available if available > discharge else discharge
             if middle[t]:
                 # Rule 3 in the middle hours: what the expensive hours, rule 9 and the target leave.
-                available = max(0.0, (energy - max(floor, middle_floor[t])) * eta_d / dt)
-                discharge = max(discharge, min(deficit[t], max_dis, available))
-            if making_room[t] and room_for[t] > 0:
+                available = (energy - middle_stop[t]) * eta_d / dt
+                available = available if available > 0.0 else 0.0
+                available = available if available < deliverable[t] else deliverable[t]
+                discharge = available if available > discharge else discharge
+            if discharges_for_room[t]:
                 # Rule 9: room for what pays to store later, refilled by it.
-                available = max(0.0, (energy - max(floor, e_max - room_for[t])) * eta_d / dt)
-                discharge = max(discharge, min(deficit[t], max_dis, available))
-            if energy > e_max + _EPS:
+                available = (energy - room_stop[t]) * eta_d / dt
+                available = available if available > 0.0 else 0.0
+                available = available if available < deliverable[t] else deliverable[t]
+                discharge = available if available > discharge else discharge
+            if energy > above_band:
                 above = (energy - e_max) * eta_d / dt
                 # Beyond the load, into the export room PV leaves, while exporting costs less than
                 # the violation it ends (a site without load would otherwise stay above all day).
@@ -727,13 +849,26 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
                 available = max(0.0, (energy - holding_floor[t]) * eta_d / dt)
                 discharge = max(discharge, min(deficit[t], max_dis, discharge + over_cap, available))
 
-        grid = load[t] - pv[t] + charge - discharge
-        grid_import = max(grid, 0.0)
-        spill = max(-grid, 0.0)
-        grid_export = min(spill, export_bound[t]) if export_beats_curtailing[t] else 0.0
-        curtail = spill - grid_export
         energy = energy + (eta_c * charge - discharge / eta_d) * dt
+        charges.append(charge)
+        discharges.append(discharge)
+        energies.append(energy)
 
-        rows.append((pv[t] - curtail, curtail, charge, discharge, grid_import, grid_export, energy))
-    by_column = np.ascontiguousarray(np.array(rows, dtype=float).reshape(T, len(columns)).T)
-    return Schedule(**dict(zip(columns, by_column, strict=True)))
+    # The grid takes the rest: the builtins max and min again, as np.where (np.maximum may differ
+    # in the sign of a zero).
+    charge, discharge = np.fromiter(charges, float, T), np.fromiter(discharges, float, T)
+    grid = day.net_load_kw + charge - discharge
+    grid_import = np.where(grid < 0.0, 0.0, grid)
+    spill = np.where(-grid < 0.0, 0.0, -grid)
+    export_bound = day.export_bound_kw
+    grid_export = np.where(day.export_beats_curtailing, np.where(export_bound < spill, export_bound, spill), 0.0)
+    curtail = spill - grid_export
+    return Schedule(
+        pv_set=problem.pv_kw - curtail,
+        curtail=curtail,
+        charge=charge,
+        discharge=discharge,
+        grid_import=grid_import,
+        grid_export=grid_export,
+        energy=np.fromiter(energies, float, T),
+    )

@@ -9,7 +9,12 @@ import pytest
 
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.evaluate import objective_value, violation_kwh
-from dispatch_pipeline.core.fallback import charging_hours, price_quartiles, rule_based_schedule
+from dispatch_pipeline.core.fallback import (
+    _quantile,
+    charging_hours,
+    price_quartiles,
+    rule_based_schedule,
+)
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
 from dispatch_pipeline.core.result import Schedule
@@ -685,3 +690,18 @@ def test_rule_5_with_a_demand_charge_stores_in_the_cheap_hours_what_holding_the_
     assert s.discharge[10:14] == pytest.approx(19.0)
     assert s.energy[-1] == pytest.approx(problem.energy_final_kwh)
     assert objective_value(problem, s) <= 439.27 * 1.001
+
+
+def test_quartiles_are_numpys() -> None:
+    """price_quartiles spells out np.quantile's linear method: the same value, bit for bit, on
+    tariff-like and random prices of every day length."""
+    rng = np.random.default_rng(0)
+    for length in (1, 2, 23, 24, 25, 46, 48, 50, 92, 96, 100):
+        for buy in (
+            rng.normal(0.2, 0.1, length),
+            rng.choice([0.1, 0.2, 0.35, 0.55], length),
+            np.round(rng.uniform(-0.5, 1.0, length), 3),
+        ):
+            ordered = np.sort(buy)
+            for q in (0.75, 0.25):
+                assert np.float64(_quantile(ordered, q)).tobytes() == np.quantile(buy, q).tobytes()
