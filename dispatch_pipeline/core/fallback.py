@@ -36,8 +36,7 @@ One forward pass over the day, a handful of rules an operator would write down:
    and costs the discharges of every interval above it, their losses and wear, and the energy the
    expensive hours would otherwise have had: the threshold is the cheapest, by the objective, of
    the lowest and a few above it (a short golden-section search between the lowest and the
-   no-battery peak, closer to the lowest, and the no-battery peak itself where each step up was
-   cheaper). Beyond the threshold the battery covers more of an expensive hour's deficit, where
+   no-battery peak, closer to the lowest, and the no-battery peak itself). Beyond the threshold the battery covers more of an expensive hour's deficit, where
    that beats the wear, only with what the later intervals' threshold and rule 4 will not need.
    Should the plan hold less than that energy balance allows (rule 1 recharging a battery that
    starts below soc_min over the threshold, say), the lowest is the one the plan holds, found by
@@ -63,9 +62,11 @@ One forward pass over the day, a handful of rules an operator would write down:
    charge, the cheapest bands are those that can store what the expensive and rule 3's middle
    hours need (at most the SOC band), and those of its hours where storing pays against the
    cheapest of the middle hours charge for what the middle hours after them will draw too.
-6. Near the end of the day it charges just in time to reach the terminal SOC target, counting
-   the discharges rule 4 and rule 3's threshold will still make: under that threshold when a peak
-   is billed and time allows, up to the import cap when it must.
+6. It charges for the terminal SOC target in the cheapest hours that can still store it: in each
+   interval, what the later intervals no dearer to buy in (and PV surplus, whatever the price)
+   could not store in time, counting the discharges rule 4 and rule 3's threshold will still make:
+   under that threshold when a peak is billed and time allows, up to the import cap when it must.
+   On a flat tariff that is just in time.
 7. A battery above soc_max (it started the day there) discharges into the site's load, and into
    the export room PV leaves while exporting costs less than staying above, until it is back
    within its band.
@@ -111,6 +112,8 @@ from dispatch_pipeline.core.result import Schedule
 _EPS = 1e-9
 # Rule 3's search for the cheapest threshold: passes above the lowest one the plan holds.
 _SEARCH_PASSES = 3
+# _levels_needed works up to this many rows out one by one, more at once (where that is faster).
+_ROWS_ONE_BY_ONE = 4
 
 
 def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +183,51 @@ def hours_by_price(buy: np.ndarray, eligible: np.ndarray) -> np.ndarray:
 def _sum_after(values: np.ndarray) -> np.ndarray:
     """For each t, the sum of values strictly after t."""
     return np.concatenate((values[:0:-1].cumsum()[::-1], (0.0,)))
+
+
+def _levels_needed(
+    gains: np.ndarray, loss: np.ndarray, final: float, lowest: float, highest: float, since: np.ndarray
+) -> np.ndarray:
+    """_level_needed for each row of `gains`, from since[k] on in row k (NaN or exact before).
+
+    Without losses, at once; with a few rows, one by one (each a few tens of microseconds);
+    with more, without a Python loop over the intervals: each interval u, worked backwards, maps
+    the level after it to the one before it by x -> min(top, max(lowest, x + taken[u])). Such
+    maps compose into one of the same form (a shift, and a floor and a ceiling), so the level at
+    every t, the maps of the intervals after it applied to `final`, is a prefix scan: log2(T)
+    steps over the whole array."""
+    rows, T = gains.shape
+    if not np.count_nonzero(loss):  # _level_needed's own shortcut, row by row
+        needed = np.empty((rows, T))
+        needed[:, :-1] = np.maximum(lowest, final - gains[:, :0:-1].cumsum(axis=1)[:, ::-1])
+        needed[:, -1] = final
+        return needed
+    if rows <= _ROWS_ONE_BY_ONE:
+        return np.array(
+            [_level_needed(gain, loss, final, lowest, highest, int(first)) for gain, first in zip(gains, since, strict=True)]
+        )
+    top = max(highest, final)
+    # Backwards: position j holds the interval T - 1 - j, and after the scan the composition of
+    # the maps of intervals T - 1 down to T - 1 - j.
+    shift = (loss[None, :] - gains)[:, ::-1].copy()
+    floor = np.full((rows, T), float(lowest))
+    ceiling = np.full((rows, T), float(top))
+    step = 1
+    while step < T:
+        # Applying the earlier composition first: (s1, f1, c1) then (s2, f2, c2) is
+        # (s1 + s2, clip(f1 + s2, f2, c2), clip(c1 + s2, f2, c2)).
+        s2, f2, c2 = shift[:, step:], floor[:, step:], ceiling[:, step:]
+        new_floor = np.minimum(np.maximum(floor[:, :-step] + s2, f2), c2)
+        new_ceiling = np.minimum(np.maximum(ceiling[:, :-step] + s2, f2), c2)
+        shift[:, step:] = shift[:, :-step] + s2
+        floor[:, step:], ceiling[:, step:] = new_floor, new_ceiling
+        step *= 2
+    needed = np.empty((rows, T))
+    needed[:, -1] = final
+    # The level at the end of t: the maps of intervals T - 1 down to t + 1, position T - 2 - t.
+    composed = slice(T - 2, None, -1)
+    needed[:, :-1] = np.minimum(np.maximum(final + shift[:, composed], floor[:, composed]), ceiling[:, composed])
+    return needed
 
 
 def _level_needed(
@@ -283,7 +331,7 @@ def _cheapest_threshold(
     costs the discharges of every interval above it, their losses and wear, and what the expensive
     hours no longer get. A short golden-section search over u in [0, 1], the threshold at
     lowest + (highest - lowest) * u**1.5: closer to the lowest, where the cheapest mostly is; and
-    the no-battery peak itself when the plan got cheaper with every step up."""
+    the no-battery peak itself, as the cost need not fall and rise only once in between."""
     found = [(objective_value(problem, at_lowest), 0.0, at_lowest)]
     span = highest - lowest
     if span <= 0:
@@ -307,10 +355,8 @@ def _cheapest_threshold(
             a, c, at_c = c, d, at_d
             d = a + ratio * (b - a)
             at_d = cost(d)
+    cost(1.0)
     cheapest = min(found, key=lambda entry: entry[:2])  # the lower threshold of equal costs
-    if cheapest[1] == max(u for _, u, _ in found):
-        cost(1.0)
-        cheapest = min(found, key=lambda entry: entry[:2])
     return cheapest[2]
 
 
@@ -329,6 +375,10 @@ class _Day:
         import_cap = problem.import_cap_kw if problem.import_cap_kw is not None else np.inf
         w = problem.weights
         self.target_band = (e_final, e_min, e_max)
+        # Rule 6's price rows: no_dearer[k, u], interval u buys at no more than the k-th price of
+        # the day; price_rows[t], the row of t's price; price_first[k], the first interval at it.
+        prices, self.price_first, self.price_rows = np.unique(buy, return_index=True, return_inverse=True)
+        self.no_dearer, self.hours = buy[None, :] <= prices[:, None], np.arange(T)
 
         expensive, cheap = price_quartiles(buy)
         # Rule 3's hours: discharging there replaces import dearer than the wear it costs, or, with
@@ -338,6 +388,7 @@ class _Day:
         surplus = np.maximum(problem.pv_kw - problem.load_kw, 0.0)
         self.expensive, self.cheap, self.discharging = expensive, cheap, discharging
         self.deficit_kw, self.surplus_kw, self.import_cap = deficit, surplus, import_cap
+        self.surplus_gain = self.chargeable(0.0)  # what PV surplus alone can store
 
         # Stored energy rule 4 will draw later to hold imports under the cap (an interval with load
         # above the cap has nothing to charge from). The levels below count it: what the later hours
@@ -678,9 +729,12 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
 
     peak_safe = day.chargeable(charging_cap)
     # The energy the battery needs at the end of t to end the day on target, and to hold the cap
-    # and the threshold on the way: charging as the peak guard (or the cap) allows in every later
-    # hour, or only in the hours it would recharge in (the floor of rule 3).
-    needed_peak_safe = day.level_needed(peak_safe, planned)
+    # and the threshold on the way, charging as the peak guard (or the cap) allows: for rule 6, in
+    # the later intervals no dearer to buy in than t (and from PV surplus in any), so that what
+    # they cannot store in time is bought at t (one row per price of the day); for the floor of
+    # rule 3, in the hours it would recharge in.
+    gains = np.where(day.no_dearer, peak_safe, day.surplus_gain)
+    needed_peak_safe = _levels_needed(gains, planned, *day.target_band, day.price_first)[day.price_rows, day.hours]
     recharge = np.where(expensive, 0.0, peak_safe)
     floor_after = day.level_needed(recharge)
     # What rule 3's arbitrage keeps for the threshold of the intervals after t, expensive or

@@ -286,6 +286,16 @@ def test_rule_6_the_battery_charges_just_in_time_for_the_end_of_day_target(cap, 
         assert s.grid_import.max() <= cap + 1e-9
 
 
+def test_rule_6_charges_for_the_end_of_day_target_in_the_cheapest_hours_that_can_store_it() -> None:
+    # The evening's 0.20 hours, not its last 0.35 ones (just in time).
+    buy = [0.30] * 12 + [0.60] * 6 + [0.20] * 3 + [0.35] * 3
+    problem, schedule = rule_based(day(tariff={"buy": buy}, bess={"soc_initial": 0.2, "soc_final_min": 0.6}))
+
+    assert schedule.energy[-1] == pytest.approx(problem.energy_final_kwh)
+    assert schedule.charge[18:21].sum() * problem.bess.charge_efficiency == pytest.approx(50.0)
+    assert schedule.charge[21:].sum() == 0.0
+
+
 def test_rule_7_a_battery_above_soc_max_discharges_into_the_load_until_back_in_its_band() -> None:
     problem, s = rule_based(day(bess={"soc_initial": 0.95, "soc_max": 0.9, "soc_final_min": 0.9}))
     assert s.discharge[0] == pytest.approx(5.0 * 0.95)
@@ -705,3 +715,22 @@ def test_quartiles_are_numpys() -> None:
             ordered = np.sort(buy)
             for q in (0.75, 0.25):
                 assert np.float64(_quantile(ordered, q)).tobytes() == np.quantile(buy, q).tobytes()
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8])
+@pytest.mark.parametrize("final", [5.0, 50.0, 90.0, 95.0])
+def test_rule_6s_levels_for_every_price_are_the_one_row_levels(rows, final) -> None:
+    # Rule 6 works the levels of every price row out at once (a prefix scan with many rows): each
+    # must be what _level_needed gives that row alone, from the row's first interval on, the
+    # clamps at soc_min and soc_max included, with and without losses.
+    from dispatch_pipeline.core.fallback import _level_needed, _levels_needed
+
+    rng = np.random.default_rng(rows)
+    for with_losses in (False, True):
+        gains = rng.uniform(0, 10, (rows, 96)) * (rng.random((rows, 96)) < 0.5)
+        loss = rng.uniform(0, 30, 96) * (rng.random(96) < 0.4) * with_losses
+        since = rng.integers(0, 96, rows)
+        levels = _levels_needed(gains, loss, final, 10.0, 90.0, since)
+        for row in range(rows):
+            alone = _level_needed(gains[row], loss, final, 10.0, 90.0)
+            np.testing.assert_allclose(levels[row, since[row]:], alone[since[row]:], rtol=0, atol=1e-9)
