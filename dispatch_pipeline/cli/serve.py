@@ -18,7 +18,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help="serve the dispatch REST API",
         description=(
             "Serve the dispatch REST API (POST /dispatch/run, GET /dispatch/latest, "
-            "GET /dispatch/runs/{id}, GET /healthz; docs at /docs). Run from the repository "
+            "GET /dispatch/runs, GET /dispatch/runs/{run_id}, GET /healthz; docs at /docs). "
+            "Run from the repository "
             "root, ./.env applies over the shell as for the other commands. The database is "
             "--database-url, else DATABASE_URL, else the SQLite file of the instance `demo` and "
             "`ui` use; set DISPATCH_API_TOKENS to require "

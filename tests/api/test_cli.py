@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import create_engine, inspect
 
@@ -72,3 +74,19 @@ def test_serve_usage_errors_exit_2(argv, tokens, words, monkeypatch, capsys):
         monkeypatch.setenv("DISPATCH_API_TOKENS", tokens)
     assert main(["serve", *argv]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_serve_help_names_every_endpoint(capsys):
+    from fastapi.routing import APIRoute
+
+    from dispatch_pipeline.api.routes import router
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    endpoints = {f"{method} {route.path}" for route in router.routes if isinstance(route, APIRoute)
+                 for method in route.methods if method != "HEAD"}
+    assert endpoints == {"POST /dispatch/run", "GET /dispatch/latest", "GET /dispatch/runs",
+                         "GET /dispatch/runs/{run_id}", "GET /healthz"}
+    # Each as a whole: "GET /dispatch/runs/{run_id}" does not name "GET /dispatch/runs".
+    assert [e for e in sorted(endpoints) if not re.search(re.escape(e) + r"[,;)]", help_text)] == []
