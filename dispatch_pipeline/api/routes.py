@@ -166,16 +166,18 @@ async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep
                      date: DateQuery = None) -> Response:
     ensure_site_allowed(access, site_id)
     day = _calendar_date(date)
-    stored, site_has_runs, registered = await run_in_threadpool(_latest, database, site_id, day)
+    stored, planned_day, registered = await run_in_threadpool(_latest, database, site_id, day)
     if stored is None:
         on_date = f" on {day.isoformat()}" if day else ""
         # A mistyped site_id should not look like a day not planned yet, nor a site registered
         # and not planned yet (its first day-ahead tick still to come) like a mistyped one.
         if registered not in (None, site_id) and access.allows(registered):
             hint = f" (the registered site {registered!r} differs from it only in case)"
-        elif day and not site_has_runs:
+        elif day and planned_day is None:
             hint = (" (the site is registered, and none of its days is planned yet)" if registered == site_id
                     else " (it has none on any day: is the site_id right?)")
+        elif day:
+            hint = f" (its most recently stored plan is of {planned_day.isoformat()})"
         else:
             hint = ""
         raise ApiError(404, f"no dispatch run stored for site {site_id!r}{on_date}{hint}")
@@ -207,15 +209,20 @@ def _query_date(text: str) -> dt.date:
     raise unprocessable([problem])
 
 
-def _latest(database: Database, site_id: str, date: dt.date | None) -> tuple[StoredRun | None, bool, str | None]:
-    """The latest run (of the date), whether the site has any run at all, and, when it has none,
-    the registered site `site_id` names: itself, or one whose id differs from it only in case."""
+def _latest(
+    database: Database, site_id: str, date: dt.date | None
+) -> tuple[StoredRun | None, dt.date | None, str | None]:
+    """The latest run (of the date); when the date has none, the day of the site's most recently
+    stored run, if any; and, when the site has none, the registered site `site_id` names: itself,
+    or one whose id differs from it only in case."""
     engine = database.engine()
     stored = latest_run(engine, site_id, date)
     if stored is not None:
-        return stored, True, None
-    has_runs = date is not None and latest_run(engine, site_id, None) is not None
-    return None, has_runs, None if has_runs else registered_spelling(engine, site_id)
+        return stored, stored.run.date, None
+    latest = None if date is None else latest_run(engine, site_id, None)
+    if latest is not None:
+        return None, latest.run.date, None
+    return None, None, registered_spelling(engine, site_id)
 
 
 DayQuery = Annotated[str, Query(description="The site's local day, YYYY-MM-DD.", examples=["2024-03-15"])]

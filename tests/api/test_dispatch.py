@@ -145,7 +145,9 @@ def test_latest_404_of_a_day_not_planned_does_not_doubt_the_site(client, sample_
     assert client.post("/dispatch/run", json={**sample_request, "site_id": "PLANNED_ONCE"}).status_code == 200
     response = client.get("/dispatch/latest", params={"site_id": "PLANNED_ONCE", "date": "2024-01-02"})
     assert response.status_code == 404
-    assert response.json()["message"] == "no dispatch run stored for site 'PLANNED_ONCE' on 2024-01-02"
+    assert response.json()["message"] == (
+        "no dispatch run stored for site 'PLANNED_ONCE' on 2024-01-02 (its most recently stored plan is of 2024-03-15)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -1048,11 +1050,11 @@ def test_latest_404_of_a_registered_site_not_planned_yet_does_not_doubt_its_id(c
         "no dispatch run stored for site 'REG_UNPLANNED' on 2024-01-02 "
         "(the site is registered, and none of its days is planned yet)"
     )
-    # Once one of its days is planned, another day's 404 is plain, as for any planned site.
+    # Once one of its days is planned, another day's 404 says so, as for any planned site.
     planned = client.post("/dispatch/run", json={**sample_request, "site_id": "REG_UNPLANNED"})
     assert planned.status_code == 200, planned.text
     assert client.get("/dispatch/latest", params=params).json()["message"] == (
-        "no dispatch run stored for site 'REG_UNPLANNED' on 2024-01-02"
+        "no dispatch run stored for site 'REG_UNPLANNED' on 2024-01-02 (its most recently stored plan is of 2024-03-15)"
     )
 
 
