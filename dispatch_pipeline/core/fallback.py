@@ -42,26 +42,30 @@ One forward pass over the day, a handful of rules an operator would write down:
    starts below soc_min over the threshold, say), the lowest is the one the plan holds, found by
    bisection; should it not even hold the no-battery peak, the battery covers the expensive hours'
    deficit chronologically, whatever the wear and the recharge.
-   Without a demand charge it also discharges in the day's middle hours: of the other hours with a
-   deficit, those whose price beats a kWh stored in the cheapest of the cheap hours where storing
-   pays (rule 5's) after round-trip losses and wear, the dearest that together draw what the SOC
-   band holds. There it covers the deficit with what it holds above its middle floor (and rule 3's
-   floor): the level that the later expensive hours' draws (their whole deficit, up to the
-   discharge rating) and rule 9's later discharges' (likewise), or rule 4's where larger, and the
-   end-of-day target need, counting only the later recharging in rule 5's hours where storing pays
-   against the cheapest of the middle hours.
+   It also discharges in the day's middle hours, with a demand charge too (the energy they draw is
+   bought back under the threshold): of the other hours with a deficit, those whose price beats a
+   kWh stored in the cheapest of the cheap hours where storing pays (rule 5's) after round-trip
+   losses and wear, the dearest that together draw what the SOC band holds. There it covers the
+   deficit with what it holds above its middle floor (and rule 3's floor): the level that the later
+   expensive hours' draws (their whole deficit, up to the discharge rating), rule 9's later
+   discharges' (likewise) and, with a demand charge, the later discharges to the threshold in the
+   other hours (rule 9's on top of them), or rule 4's where larger, and the end-of-day target need,
+   counting only the later recharging in rule 5's hours where storing pays against the cheapest of
+   the middle hours (with a demand charge, under the threshold). In an hour where rule 5 charges,
+   only when its next charging hour is cheaper: what it delivered would otherwise be bought back at
+   the same price or dearer, less the losses.
 4. The battery also discharges to hold imports under the import cap, down to the level the
    end-of-day target still needs: energy it cannot recharge later would only move the violation
    to the end of the day, larger by the discharge losses.
 5. In cheap hours (bottom quartile; of its price bands, the cheapest that can store what the
-   expensive hours need, up to the SOC band) it charges from the grid when that pays after round-trip
-   losses against a later expensive hour, up to the energy the expensive hours after it will
-   need, and with a demand charge what rule 3's discharges to its threshold will draw in the other
-   hours after it too, but not into the room rule 9 keeps; with a demand charge, never above rule
-   3's threshold (without one, the peak the site would draw without a battery). Without a demand
-   charge, the cheapest bands are those that can store what the expensive and rule 3's middle
-   hours need (at most the SOC band), and those of its hours where storing pays against the
-   cheapest of the middle hours charge for what the middle hours after them will draw too.
+   expensive hours, rule 3's middle hours and, with a demand charge, rule 3's discharges to its
+   threshold in the other hours need, up to the SOC band) it charges from the grid when that pays
+   after round-trip losses against a later expensive hour, up to the energy the expensive hours
+   after it will need, and with a demand charge what rule 3's discharges to its threshold will draw
+   in the other hours after it too, but not into the room rule 9 keeps; with a demand charge, never
+   above rule 3's threshold (without one, the peak the site would draw without a battery). Those of
+   its hours where storing pays against the cheapest of the middle hours charge for what the
+   middle hours after them will draw too.
 6. It charges for the terminal SOC target in the cheapest hours that can still store it: in each
    interval, what the later intervals no dearer to buy in (and PV surplus, whatever the price)
    could not store in time, counting the discharges rule 4 and rule 3's threshold will still make:
@@ -420,13 +424,13 @@ class _Day:
         )
         export_beats_curtailing = w.cost * sell >= -w.curtail
         self.pays_to_store = self.pays_against(buy, dearest_after)
-        # Rule 3's middle hours (without a demand charge): of the other hours with a deficit, those
+        # Rule 3's middle hours (with a demand charge too): of the other hours with a deficit, those
         # whose price beats a kWh stored in the day's cheapest hour that pays to store after
         # round-trip losses and wear, the dearest that together draw what the SOC band holds; what
         # they draw, and the cheapest of their prices (rule 5 fills for them where that pays).
         with np.errstate(over="ignore"):
             drawable = np.minimum(deficit, max_dis) * dt / eta_d
-        middle = ~discharging & (deficit > 0) & (problem.demand_charge_per_kw <= 0)
+        middle = ~discharging & (deficit > 0)
         if middle.any():
             cheapest = float(buy[cheap & self.pays_to_store].min(initial=np.inf))
             middle &= self.pays_against(np.full(T, cheapest), buy)
@@ -434,6 +438,11 @@ class _Day:
         self.middle, self.middle_need = middle, np.where(middle, drawable, 0.0)
         self.middle_price = float(buy[middle].min(initial=np.inf))
         self.middle_need_kwh = self.middle_need.sum()
+        # Rule 5's hours that refill for them (where storing pays against that price), what the
+        # middle hours after t draw, and the first of them (the pass reads their floor from there on).
+        self.refills_middle = self.pays_against(buy, self.middle_price)
+        self.middle_need_after = _sum_after(self.middle_need)
+        self.middle_from = int(np.argmax(middle)) if middle.any() else T
         # Rule 5's hours, before it narrows them to the price bands it needs (every pass does).
         self.storing = cheap & self.pays_to_store
         self.storing_by_price = hours_by_price(buy, self.storing)
@@ -763,18 +772,20 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     if with_threshold:
         need = np.where(day.discharging, need, shave_draws)
         need_after = _sum_after(need)
-    # And what the middle hours will draw (no demand charge: no threshold), in the hours of rule 5
-    # where storing pays against the cheapest of them. Rule 3's middle floor: the level the
-    # expensive hours' draws, rule 9's and rule 4's and the end-of-day target need, refilled only
-    # in those hours.
+    # And what the middle hours will draw, in the hours of rule 5 where storing pays against the
+    # cheapest of them. Rule 3's middle floor: the level the expensive hours' draws, rule 9's, the
+    # threshold's and rule 4's and the end-of-day target need, refilled only in those hours (under
+    # the threshold, where there is one).
     charging = charging_hours(
         buy, day.storing, peak_safe, min(e_max - e_min, float(need.sum() + day.middle_need_kwh)), day.storing_by_price
     )
     middle_floor = None
     if day.middle.any():
-        refill = charging & day.pays_against(buy, day.middle_price)
-        need_after = need_after + np.where(refill, _sum_after(day.middle_need), 0.0)
-        middle_floor = day.level_needed(np.where(refill, peak_safe, 0.0), np.maximum(planned, need + day.middle_reserve))
+        refill = charging & day.refills_middle
+        need_after = need_after + np.where(refill, day.middle_need_after, 0.0)
+        middle_floor = day.level_needed(
+            np.where(refill, peak_safe, 0.0), np.maximum(planned, need + day.middle_reserve), day.middle_from
+        )
     paid_to_charge = day.paid_to_charge
     # Rule 2's ceiling for exportable surplus: the target (or soc_max, for rule 9), what rule 3's
     # expensive and middle hours will draw up to the last that storing pays against, and rule 4's
@@ -798,7 +809,13 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     floor = np.maximum(e_min, floor_after)
     shave_stop = np.maximum(e_min, shave_floor)
     arbitrage_stop = np.maximum(np.maximum(floor, reserve_after), arbitrage_floor)
-    middle_stop = floor if middle_floor is None else np.maximum(floor, middle_floor)  # read in the middle hours only
+    # Read in the middle hours only. None in an hour where rule 5 charges unless its next charging
+    # hour is cheaper: it would buy the energy back at the price or dearer, less the losses.
+    middle_stop = floor if middle_floor is None else np.maximum(floor, middle_floor)
+    if day.middle.any():
+        charging_at = np.flatnonzero(charging_up)
+        next_charging_price = np.append(buy[charging_at], np.inf)[np.searchsorted(charging_at, day.hours, "right")]
+        middle_stop = np.where(charging_up & (next_charging_price >= buy - _EPS), np.inf, middle_stop)
     room_stop = np.maximum(floor, day.below_room)
 
     # On plain floats, as _Day keeps the per-interval values that do not depend on the threshold;

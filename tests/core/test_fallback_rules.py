@@ -702,6 +702,42 @@ def test_rule_5_with_a_demand_charge_stores_in_the_cheap_hours_what_holding_the_
     assert objective_value(problem, s) <= 439.27 * 1.001
 
 
+def test_rule_3_with_a_demand_charge_discharges_in_the_middle_hours_too() -> None:
+    # A sunny day on a day-ahead spot tariff, 0.30 a kW of demand charge: the morning buys at
+    # 0.21-0.23, midday at 0.09-0.10 with PV surplus the grid takes for next to nothing. With the
+    # middle hours off on a demand-charge day, the battery only shaved every interval to 53.8 kW,
+    # sat full from midday on and exported the surplus (193.06; the MILP 171.85, peak 63.1 kW).
+    # Now it covers the morning's dearer hours and is refilled at midday under the threshold.
+    problem, s = rule_based(load_regression("fallback_middle_hours_on_a_demand_charge_day"))
+    deficit = np.maximum(problem.load_kw - problem.pv_kw, 0.0)
+    # 04:00-05:00 at 0.2145 and 07:00-08:00 at 0.2251 (local), covered whole: no import.
+    assert s.grid_import[np.isin(problem.buy, (0.2145, 0.2251))] == pytest.approx(0.0, abs=1e-9)
+    assert s.grid_import.max() <= deficit.max()
+    midday = (problem.buy < 0.11) & (problem.pv_kw > problem.load_kw)
+    assert s.charge[midday].sum() * problem.dt >= 200.0
+    assert (s.grid_import[midday] <= s.grid_import.max() + 1e-6).all()
+    assert s.energy[-1] >= problem.energy_final_kwh - 1e-6
+    assert objective_value(problem, s) <= 176.808 * 1.001
+
+
+def test_rule_3_with_a_demand_charge_no_middle_hour_discharge_rule_5_buys_back_at_the_price() -> None:
+    """PHOENIX_OFFICE on a weekday: 0.085 by night and morning, 0.055 at midday, 0.24 in the
+    afternoon peak, and a demand charge. The 0.085 hours are middle hours (they beat a kWh stored
+    at 0.055) and, holding the peak, rule 5 charges in them too: discharging there for the middle
+    hours, the battery bought the energy back at the same price in the next interval (662.69).
+    It does so only before a cheaper charging hour, 09:45 before the 0.055 band."""
+    import datetime
+
+    from dispatch_pipeline.demo import demo_request
+
+    problem, s = rule_based(demo_request("PHOENIX_OFFICE", datetime.date(2024, 1, 17), seed=7))
+    assert problem.demand_charge_per_kw > 0
+    beyond_the_threshold = (problem.buy == 0.085) & (s.discharge > 0) & (s.grid_import < s.grid_import.max() - 1e-6)
+    assert beyond_the_threshold.any()
+    assert (np.roll(problem.buy, -1)[beyond_the_threshold] < 0.085).all()
+    assert objective_value(problem, s) <= 656.854 * 1.001  # 657.005 before the middle hours
+
+
 def test_quartiles_are_numpys() -> None:
     """price_quartiles spells out np.quantile's linear method: the same value, bit for bit, on
     tariff-like and random prices of every day length."""
