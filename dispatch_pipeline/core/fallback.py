@@ -615,6 +615,9 @@ class _Day:
     def storing_cost(self, price: np.ndarray) -> np.ndarray:
         """What a kWh bought at `price` costs once delivered: round-trip losses and wear."""
         bess = self.problem.bess
+        # The wear carries the discharge losses as a margin: the objective bills it per kWh
+        # delivered, but a forward pass that counts it so stores slightly more than pays on the
+        # whole (1,360 generated and spot-tariff days: 36 cheaper, 32 dearer, +0.003 % in sum).
         # Efficiencies near 0 (valid, if absurd) make the cost of storing infinite: it never pays.
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             round_trip = bess.charge_efficiency * bess.discharge_efficiency
