@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from dotenv import dotenv_values
 from fastapi.testclient import TestClient
@@ -185,9 +187,27 @@ def test_token_table_format():
     assert load_token_table(None) is None and load_token_table("  ") is None
 
 
-@pytest.mark.parametrize("text", [":S1", "tok:", "tok:bad site", ",", "tok:KL_MALL|", "tok:S1||S2", "tök", "two words"])
-def test_token_table_rejects_bad_entries(text):
-    with pytest.raises(ValueError, match="DISPATCH_API_TOKENS"):
+SITE_IDS_AFTER_COLON = "entry 1 needs site ids matching ^[A-Za-z0-9_.-]{1,64}$ after ':'"
+NOT_VISIBLE_ASCII = "entry 1 has a token with a space or a character outside visible ASCII"
+
+
+@pytest.mark.parametrize(
+    ("text", "fault"),
+    [
+        (":S1", "entry 1 has an empty token"),
+        ("tok:", f"{SITE_IDS_AFTER_COLON} (got '')"),
+        ("tok:bad site", f"{SITE_IDS_AFTER_COLON} (got 'bad site')"),
+        (",", "no token in ','"),
+        ("tok:KL_MALL|", f"{SITE_IDS_AFTER_COLON} (got 'KL_MALL|')"),
+        ("tok:S1||S2", f"{SITE_IDS_AFTER_COLON} (got 'S1||S2')"),
+        ("tök", NOT_VISIBLE_ASCII),
+        ("two words", NOT_VISIBLE_ASCII),
+    ],
+)
+def test_token_table_rejects_bad_entries(text, fault):
+    # Every refusal names the variable: each entry must be refused for its own fault, named with
+    # the part of it at fault, not for whatever else the parser trips over first.
+    with pytest.raises(ValueError, match=re.escape(f"DISPATCH_API_TOKENS: {fault}")):
         load_token_table(text)
 
 
