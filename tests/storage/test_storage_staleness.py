@@ -276,7 +276,13 @@ def test_days_of_a_site_no_longer_registered_are_judged_by_their_series_only(eng
     upsert_site(engine, with_capacity(site, site.bess.capacity_kwh * 2))
     assert stale(engine, site_id) is not None
     remove_sites(engine, [site_id])
+    # The change of a site no longer registered stales nothing...
     assert stale(engine, site_id) is None
+    # ...while its series still do: a day left unjudged would pass the line above as well.
+    save_forecast(engine, site_id, forecast(), LATER)
+    found = stale(engine, site_id)
+    assert found is not None and found.site_changed_at is None
+    assert found.inputs == f"{LATER.isoformat()} written {found.newest_write.isoformat()}"
 
 
 def test_a_site_changed_between_reading_it_and_storing_the_plan_makes_the_plan_stale(
