@@ -313,19 +313,41 @@ def test_a_battery_above_its_band_is_said_to_discharge_back_to_it() -> None:
     )
 
 
+def _peak_shaving_claims(result) -> list[int]:
+    """The hours explained as peak shaving, each checked to be at the day's peak import and to
+    name it."""
+    peak = max(point.grid_imp_kw for point in result.points)
+    claimed = [hour for hour, point in enumerate(result.points) if point.reason_code == "discharge_peak_shaving"]
+    for hour in claimed:
+        point = result.points[hour]
+        assert point.grid_imp_kw >= peak - 1e-2, (hour, point.reason)
+        assert f"down to {peak:.1f} kW" in point.reason, (hour, point.reason)
+    return claimed
+
+
 def test_peak_shaving_is_claimed_only_where_the_import_is_at_the_days_peak() -> None:
-    result = solve_dispatch(hourly_request(
+    # Paid to import at noon, the battery charges past anything the evening imports: the day's
+    # peak is that charging, and the discharges below it (00:00's at 0.25 on a demand-charge day
+    # included) are not peak shaving.
+    charging_peak = solve_dispatch(hourly_request(
         load_kw=[50.0] * 24,
         tariff={"buy": [0.25] * 10 + [-0.05] * 4 + [0.25] * 3 + [0.45] * 4 + [0.25] * 3, "sell": [0.1] * 24,
                 "demand_charge_per_kw": 1.5},
         bess={"capacity_kwh": 200, "max_charge_kw": 50, "max_discharge_kw": 50, "soc_initial": 0.5},
     ))
-    peak = max(point.grid_imp_kw for point in result.points)
-    for point in result.points:
-        if point.reason_code == "discharge_peak_shaving":
-            assert point.grid_imp_kw >= peak - 1e-2, point.reason
-            assert f"down to {peak:.1f} kW" in point.reason
-    assert any(point.batt_dis_kw > 1 and point.grid_imp_kw < peak - 1 for point in result.points)
+    peak = max(point.grid_imp_kw for point in charging_peak.points)
+    below_peak = [point for point in charging_peak.points if point.batt_dis_kw > 1 and point.grid_imp_kw < peak - 1]
+    assert below_peak
+    assert _peak_shaving_claims(charging_peak) == []
+    # At one price all day, an evening load of 100 kW is the peak the discharges hold down: claimed
+    # there, and only there. (Without such a day the checks above would never see a claim.)
+    load_peak = solve_dispatch(hourly_request(
+        load_kw=[50.0] * 18 + [100.0] * 3 + [50.0] * 3,
+        tariff={"buy": [0.25] * 24, "sell": [0.1] * 24, "demand_charge_per_kw": 1.5},
+        bess={"capacity_kwh": 200, "max_charge_kw": 50, "max_discharge_kw": 50, "soc_initial": 0.5},
+    ))
+    assert _peak_shaving_claims(load_peak) == [18, 19, 20]
+    assert "to hold the day's peak import down to 63.0 kW (demand charge 1.50 MYR/kW" in load_peak.points[18].reason
 
 
 def test_recharging_to_the_minimum_over_the_import_cap_says_how_far_over() -> None:
