@@ -23,7 +23,7 @@ from dispatch_pipeline.core.calendar import local_day
 from dispatch_pipeline.core.request import Weights
 from dispatch_pipeline.core.result import BINDING_NAMES, DispatchResult, Kpis, Point
 from dispatch_pipeline.storage import bulk, open_database, save_runs
-from dispatch_pipeline.storage import runs as runs_module
+from dispatch_pipeline.storage.runs import write as runs_write
 from dispatch_pipeline.storage.tables import KPI_COLUMNS
 
 ADMIN_CONNINFO = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -98,7 +98,7 @@ def scratch_postgres() -> Iterator[str]:
 
 def run(url: str, count: int, sites: int, method: str, repeat: int) -> None:
     if method == "executemany":
-        runs_module.bulk_insert = bulk.executemany_rows  # type: ignore[assignment]
+        runs_write.bulk_insert = bulk.executemany_rows  # type: ignore[assignment]
     engine = open_database(url)
     print(f"database: {engine.url.render_as_string(hide_password=True)}  write path: {method}")
     started = time.perf_counter()

@@ -19,16 +19,9 @@ from dispatch_pipeline.storage.forecasts import (
     save_price_series,
     save_price_series_by_site,
 )
-from dispatch_pipeline.storage.runs import (
-    IdempotencyKey,
+from dispatch_pipeline.storage.runs.read import (
     IncompleteStoredRun,
-    KeyedRun,
-    ListedRun,
-    RecordedWeights,
-    RunRecord,
-    StoredRun,
     UnlistedRun,
-    check_runs_storable,
     get_run,
     keyed_run,
     latest_run,
@@ -36,10 +29,17 @@ from dispatch_pipeline.storage.runs import (
     list_runs,
     list_runs_with_cost,
     read_runs,
-    save_keyed_run,
-    save_runs,
     stored_run_ids,
 )
+from dispatch_pipeline.storage.runs.records import (
+    IdempotencyKey,
+    KeyedRun,
+    ListedRun,
+    RecordedWeights,
+    RunRecord,
+    StoredRun,
+)
+from dispatch_pipeline.storage.runs.write import check_runs_storable, save_keyed_run, save_runs
 from dispatch_pipeline.storage.sites import (
     RegisteredSite,
     StoredSiteInvalid,

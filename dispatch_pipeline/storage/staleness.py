@@ -26,7 +26,7 @@ from sqlalchemy import (
 
 from dispatch_pipeline.storage.bulk import chunks
 from dispatch_pipeline.storage.checks import check_aware
-from dispatch_pipeline.storage.runs import latest_run_ids
+from dispatch_pipeline.storage.runs.read import latest_run_ids
 from dispatch_pipeline.storage.tables import SITE_ID, dispatch_runs, forecasts, price_series, sites
 from dispatch_pipeline.storage.timestamps import UtcDateTime
 

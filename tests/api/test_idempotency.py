@@ -18,7 +18,7 @@ from dispatch_pipeline.api import planning
 from dispatch_pipeline.api.errors import field_problem, unprocessable, with_problem_first
 from dispatch_pipeline.demo import demo_site
 from dispatch_pipeline.storage import remove_sites, upsert_site
-from dispatch_pipeline.storage import runs as runs_module
+from dispatch_pipeline.storage.runs import write as runs_write
 from dispatch_pipeline.storage.tables import dispatch_kpis, dispatch_runs, sites
 from tests.api.helpers import count_rows
 
@@ -333,7 +333,7 @@ def test_a_request_whose_site_was_removed_since_is_answered_with_its_run(client,
 
 def test_a_request_the_database_failed_to_store_leaves_its_key_free(client, engine, sample_request, monkeypatch):
     # The database goes away after the run's row (and its key) was written, before its KPIs.
-    real_insert = runs_module.bulk_insert
+    real_insert = runs_write.bulk_insert
 
     def failing_insert(connection, table, columns, rows):
         if table is dispatch_kpis:
@@ -342,7 +342,7 @@ def test_a_request_the_database_failed_to_store_leaves_its_key_free(client, engi
 
     key = new_key()
     before = count_rows(engine)
-    monkeypatch.setattr(runs_module, "bulk_insert", failing_insert)
+    monkeypatch.setattr(runs_write, "bulk_insert", failing_insert)
 
     failed = client.post("/dispatch/run", json=sample_request, headers={HEADER: key})
 
@@ -350,7 +350,7 @@ def test_a_request_the_database_failed_to_store_leaves_its_key_free(client, engi
     assert count_rows(engine) == before
     assert runs_under(engine, key) == []
 
-    monkeypatch.setattr(runs_module, "bulk_insert", real_insert)
+    monkeypatch.setattr(runs_write, "bulk_insert", real_insert)
     retried = client.post("/dispatch/run", json=sample_request, headers={HEADER: key})
     assert retried.status_code == 200, retried.text
     assert REPLAYED not in retried.headers

@@ -295,18 +295,18 @@ def test_a_price_series_covering_part_of_the_day_fails_it_naming_the_gap(
 
 
 def test_a_failure_between_writes_leaves_no_partial_run(job, instance, engine, make_site, monkeypatch):
-    from dispatch_pipeline.storage import runs as storage_runs
+    from dispatch_pipeline.storage.runs import write as runs_write
 
     dates = (DAY, DAY + dt.timedelta(days=1))
     site = make_site("KL_MALL", dates)
-    real_bulk_insert = storage_runs.bulk_insert
+    real_bulk_insert = runs_write.bulk_insert
 
     def failing_bulk_insert(connection, table, columns, rows):
         if table.name == "dispatch_kpis":  # the last write: schedules, explanations, runs already in
             raise RuntimeError("injected failure while writing the KPIs")
         return real_bulk_insert(connection, table, columns, rows)
 
-    monkeypatch.setattr(storage_runs, "bulk_insert", failing_bulk_insert)
+    monkeypatch.setattr(runs_write, "bulk_insert", failing_bulk_insert)
     before = run_table_rows(engine)
     result = run_site_days(job, instance, [SiteDay(site.site_id, DAY), SiteDay(site.site_id, dates[-1])])
     assert not result.success

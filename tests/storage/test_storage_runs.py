@@ -32,7 +32,7 @@ from dispatch_pipeline.storage import (
     save_keyed_run,
     save_runs,
 )
-from dispatch_pipeline.storage import runs as runs_module
+from dispatch_pipeline.storage.runs import write as runs_write
 from dispatch_pipeline.storage.tables import (
     dispatch_explanations,
     dispatch_kpis,
@@ -192,7 +192,7 @@ def test_a_run_stored_while_a_batch_writes_is_older_than_the_batch(
     day = dt.date(2024, 3, 15)
     batch = [make_result(site_id, day, seed=1), make_result(site_id, day, seed=2)]
     meanwhile = make_result(site_id, day, seed=3)
-    real_bulk_insert = runs_module.bulk_insert
+    real_bulk_insert = runs_write.bulk_insert
     pending = [meanwhile]
 
     def store_meanwhile_after_the_explanations(connection, table, columns, rows):
@@ -200,7 +200,7 @@ def test_a_run_stored_while_a_batch_writes_is_older_than_the_batch(
         if table.name == "dispatch_explanations" and pending:
             save_runs(engine, [pending.pop()], source="api")  # its own connection, committed now
 
-    monkeypatch.setattr(runs_module, "bulk_insert", store_meanwhile_after_the_explanations)
+    monkeypatch.setattr(runs_write, "bulk_insert", store_meanwhile_after_the_explanations)
     save_runs(engine, batch, source="dagster")
     assert not pending
     assert [r.run_id for r in list_runs(engine, site_id, day)] == [batch[1].run_id, batch[0].run_id, meanwhile.run_id]
@@ -394,14 +394,14 @@ def test_text_reaches_sql_only_as_parameters(engine: Engine) -> None:
 def test_failure_at_the_last_insert_leaves_nothing(
     engine: Engine, site_id: str, make_result, row_counts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_bulk_insert = runs_module.bulk_insert
+    real_bulk_insert = runs_write.bulk_insert
 
     def fail_on_kpis(connection, table, columns, rows):
         if table is dispatch_kpis:
             raise RuntimeError("injected failure after the schedules, explanations and runs were inserted")
         return real_bulk_insert(connection, table, columns, rows)
 
-    monkeypatch.setattr(runs_module, "bulk_insert", fail_on_kpis)
+    monkeypatch.setattr(runs_write, "bulk_insert", fail_on_kpis)
     results = [make_result(site_id, seed=s) for s in range(3)]
     with pytest.raises(RuntimeError, match="injected"):
         save_runs(engine, results, source="dagster")
@@ -649,7 +649,7 @@ def test_every_write_path_stores_the_same(
     from dispatch_pipeline.storage import bulk
 
     if writer == "core":
-        monkeypatch.setattr(runs_module, "bulk_insert", bulk.executemany_rows)
+        monkeypatch.setattr(runs_write, "bulk_insert", bulk.executemany_rows)
     result = make_result(site_id)
     save_runs(engine, [result], source="cli")
     stored = get_run(engine, result.run_id)
