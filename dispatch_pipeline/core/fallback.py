@@ -22,7 +22,10 @@ One forward pass over the day, a handful of rules an operator would write down:
    draw from it later. Energy the target needs back goes only where putting it back pays after
    round-trip losses and wear (rule 5's test): the floor counts only the later recharging, PV
    surplus at the export price it forgoes or the grid at its buy price, that is cheap enough; what
-   the battery holds above the target costs only the wear.
+   the battery holds above the target costs only the wear. The floor also keeps what the dearer
+   expensive hours after it will draw (their whole deficit, up to the discharge rating; where rule 4
+   or the threshold below draws more, that), refilled only by the same later recharging: on a day of
+   many prices (a spot tariff) the dearest expensive hours are covered first, not the earliest.
    With a demand charge billed on the day's peak import, the battery first holds the import of
    every interval, expensive or not, at a threshold, whatever the price and the wear: it discharges
    what the import would exceed it by, down to the level the end-of-day target needs when every
@@ -37,7 +40,8 @@ One forward pass over the day, a handful of rules an operator would write down:
    expensive hours would otherwise have had: the threshold is the cheapest, by the objective, of
    the lowest and a few above it (a short golden-section search between the lowest and the
    no-battery peak, closer to the lowest, and the no-battery peak itself). Beyond the threshold the battery covers more of an expensive hour's deficit, where
-   that beats the wear, only with what the later intervals' threshold and rule 4 will not need.
+   that beats the wear, only with what the later intervals' threshold and rule 4 will not need
+   (and, as without a demand charge, what its floor keeps for the dearer expensive hours).
    Should the plan hold less than that energy balance allows (rule 1 recharging a battery that
    starts below soc_min over the threshold, say), the lowest is the one the plan holds, found by
    bisection; should it not even hold the no-battery peak, the battery covers the expensive hours'
@@ -65,7 +69,12 @@ One forward pass over the day, a handful of rules an operator would write down:
    in the other hours after it too, but not into the room rule 9 keeps; with a demand charge, never
    above rule 3's threshold (without one, the peak the site would draw without a battery). Those of
    its hours where storing pays against the cheapest of the middle hours charge for what the
-   middle hours after them will draw too.
+   middle hours after them will draw too. Where its later, cheaper hours (as the peak guard allows)
+   or PV surplus exported at a lower price (or where exporting costs more than curtailing) can
+   store some of that in time, it charges only to the level that those draws and rule 9's later
+   discharges to make room (in each interval the larger) and the end-of-day target (at least
+   soc_min) need with that later charging, when that is lower: a dearer cheap hour does not fill
+   the battery before a cheaper one.
 6. It charges for the terminal SOC target in the cheapest hours that can still store it: in each
    interval, what the later intervals no dearer to buy in (and PV surplus, whatever the price)
    could not store in time, counting the discharges rule 4 and rule 3's threshold will still make:
@@ -454,12 +463,20 @@ class _Day:
         surplus_cost = self.storing_cost(np.where(export_beats_curtailing, sell, -np.inf))
         grid_cost = self.storing_cost(buy)
 
-        def arbitrage_prices(hours: np.ndarray) -> list[tuple[np.ndarray, int, np.ndarray, np.ndarray]]:
-            # (The pass works each price's floor out from the first of its hours on.)
+        def arbitrage_prices(
+            hours: np.ndarray,
+        ) -> list[tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray | None]]:
+            # (The pass works each price's floor out from the first of its hours on.) And what the
+            # dearer of those hours draw (their whole deficit, up to the discharge rating), which
+            # the floor keeps for: None where none is dearer.
             entries = []
             for price in sorted(set(buy[hours].tolist())):  # np.unique's, for less
                 at_price = hours & (buy == price)
-                entries.append((at_price, int(np.argmax(at_price)), surplus_cost < price, grid_cost < price))
+                dearer = hours & (buy > price)
+                dearer_need = np.where(dearer, drawable, 0.0) if dearer.any() else None
+                entries.append(
+                    (at_price, int(np.argmax(at_price)), surplus_cost < price, grid_cost < price, dearer_need)
+                )
             return entries
 
         # A day with a demand charge reads only those with a threshold (its pass without one skips
@@ -523,6 +540,8 @@ class _Day:
         self.net_load_kw = problem.load_kw - problem.pv_kw
         self.export_bound_kw = problem.export_bound_kw
         self.export_beats_curtailing = export_beats_curtailing
+        # What storing PV surplus forgoes, for rule 5: its export price, where it is exported.
+        self.surplus_value = np.broadcast_to(np.where(export_beats_curtailing, sell, -np.inf), (T,))
         # The pass steps through the intervals once a day, and a few times with a demand charge:
         # on plain floats, a few times faster than on numpy scalars, with the same IEEE arithmetic.
         self.per_interval = tuple(
@@ -707,6 +726,38 @@ def _first_held(
     return high
 
 
+def _charging_levels(
+    day: _Day, charging_up: np.ndarray, peak_safe: np.ndarray, need: np.ndarray, final: float, need_after: np.ndarray
+) -> np.ndarray:
+    """Rule 5's level in each of its hours (`charging_up`): `final` plus what the later intervals
+    draw (`need_after`), or where lower, the level the target (`final`) and the later draws (`need`,
+    rule 9's discharges for room and, in the hours that refill for them, the middle hours') need
+    when the later hours cheaper to store in put energy back before they draw: rule 5's own cheaper
+    hours (as the peak guard allows, `peak_safe`) and PV surplus whose export price is lower (or
+    where exporting it costs more than curtailing)."""
+    problem = day.problem
+    buy = problem.buy
+    level = final + need_after
+    hours = np.flatnonzero(charging_up)
+    if len(hours) == 0:
+        return level
+    surplus_value = day.surplus_value
+    # The draws: in each interval the largest of the expensive hours' (or the threshold's), rule 9's
+    # and, in the hours that refill for them, the middle hours'.
+    draws = np.maximum(need, day.middle_reserve)
+    draws_with_middle = np.maximum(draws, day.middle_need)
+    for price in sorted(set(buy[hours].tolist())):
+        at_price = charging_up & (buy == price)
+        first = int(np.argmax(at_price))
+        gain = np.where(charging_up & (buy < price), peak_safe, np.where(surplus_value < price, day.surplus_gain, 0.0))
+        if not gain[first + 1:].any():
+            continue
+        loss = draws_with_middle if day.refills_middle[first] else draws
+        at = _level_needed(gain, loss, final, problem.energy_min_kwh, problem.energy_max_kwh, first)
+        level[at_price] = np.minimum(level, at)[at_price]
+    return level
+
+
 def _schedule(day: _Day, threshold: float | None) -> Schedule:
     """The forward pass of the rules; with a demand charge, rule 3 holds every interval's
     import at `threshold` (None: covers the expensive hours' deficit chronologically, whatever
@@ -761,14 +812,16 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     # later hour it recharges in (anything but expensive) can put it back at a price that pays
     # against buy[t] after round-trip losses: PV surplus at the export price it forgoes (nothing,
     # where it would be curtailed), the grid at its buy price. Energy above what those hours bring
-    # back (above the target, or refilled by surplus that pays) costs only the wear.
+    # back (above the target, or refilled by surplus that pays) costs only the wear. The dearer of
+    # rule 3's hours after t draw from the same level: what they take, those hours do not refill.
     arbitrage_floor = np.full(T, -np.inf)
     if with_threshold or problem.demand_charge_per_kw <= 0:
         from_surplus = day.from_surplus
         from_grid = np.maximum(recharge - from_surplus, 0.0)
-        for at_price, first, surplus_pays, grid_pays in day.arbitrage_prices[with_threshold]:
+        for at_price, first, surplus_pays, grid_pays, dearer_need in day.arbitrage_prices[with_threshold]:
             gain = np.where(surplus_pays, from_surplus, 0.0) + np.where(grid_pays, from_grid, 0.0)
-            arbitrage_floor[at_price] = day.level_needed(gain, planned, since=first)[at_price]
+            loss = planned if dearer_need is None else np.maximum(planned, dearer_need)
+            arbitrage_floor[at_price] = day.level_needed(gain, loss, since=first)[at_price]
     # Rule 5's aim: the energy the expensive hours after t will draw, and with a threshold what
     # the discharges to it will draw in the other intervals after t.
     need, need_after = day.expensive_need, day.need_after
@@ -808,7 +861,9 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     # survive the clamps the pass puts them through.)
     peak_safe_headroom = day.surplus_kw + np.maximum(0.0, charging_cap - deficit)
     charging_up = charging & (need_after > 0)
-    charging_level = np.minimum(day.below_room, max(e_min, e_final) + need_after)
+    charging_level = np.minimum(
+        day.below_room, _charging_levels(day, charging_up, peak_safe, need, max(e_min, e_final), need_after)
+    )
     floor = np.maximum(e_min, floor_after)
     shave_stop = np.maximum(e_min, shave_floor)
     arbitrage_stop = np.maximum(np.maximum(floor, reserve_after), arbitrage_floor)
