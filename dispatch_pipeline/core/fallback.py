@@ -48,8 +48,9 @@ One forward pass over the day, a handful of rules an operator would write down:
    deficit chronologically, whatever the wear and the recharge.
    It also discharges in the day's middle hours, with a demand charge too (the energy they draw is
    bought back under the threshold): of the other hours with a deficit, those whose price beats a
-   kWh stored in the cheapest of the cheap hours where storing pays (rule 5's) after round-trip
-   losses and wear, the dearest that together draw what the SOC band holds. There it covers the
+   kWh stored in the cheapest of the cheap hours (bottom quartile) where storing pays against a
+   later expensive hour (rule 5's test) after round-trip losses and wear, the dearest that
+   together draw what the SOC band holds. There it covers the
    deficit with what it holds above its middle floor (and rule 3's floor): the level that the later
    expensive hours' draws (their whole deficit, up to the discharge rating), rule 9's later
    discharges' (likewise) and, with a demand charge, the later discharges to the threshold in the
@@ -61,20 +62,24 @@ One forward pass over the day, a handful of rules an operator would write down:
 4. The battery also discharges to hold imports under the import cap, down to the level the
    end-of-day target still needs: energy it cannot recharge later would only move the violation
    to the end of the day, larger by the discharge losses.
-5. In cheap hours (bottom quartile; of its price bands, the cheapest that can store what the
-   expensive hours, rule 3's middle hours and, with a demand charge, rule 3's discharges to its
-   threshold in the other hours need, up to the SOC band) it charges from the grid when that pays
-   after round-trip losses against a later expensive hour, up to the energy the expensive hours
-   after it will need, and with a demand charge what rule 3's discharges to its threshold will draw
-   in the other hours after it too, but not into the room rule 9 keeps; with a demand charge, never
-   above rule 3's threshold (without one, the peak the site would draw without a battery). Those of
-   its hours where storing pays against the cheapest of the middle hours charge for what the
-   middle hours after them will draw too. Where its later, cheaper hours (as the peak guard allows)
-   or PV surplus exported at a lower price (or where exporting costs more than curtailing) can
-   store some of that in time, it charges only to the level that those draws and rule 9's later
-   discharges to make room (in each interval the larger) and the end-of-day target (at least
-   soc_min) need with that later charging, when that is lower: a dearer cheap hour does not fill
-   the battery before a cheaper one.
+5. In cheap hours it charges from the grid when that pays after round-trip losses against a later
+   expensive hour. Its hours are those outside the expensive ones where that pays, of their price
+   bands the cheapest that can store (as the peak guard allows) what the expensive hours, rule 3's
+   middle hours and, with a demand charge, rule 3's discharges to its threshold in the other hours
+   need, up to the SOC band: the bottom quartile where it can store that, dearer hours that still
+   pay where it cannot (the peak guard leaving its hours too little room, say). It charges there
+   up to the energy the expensive hours after it will need, and with a demand charge what rule
+   3's discharges to its threshold will draw in the other hours after it too, but not into the
+   room rule 9 keeps; with a demand charge, never above rule 3's threshold (without one, the peak
+   the site would draw without a battery). Those of its hours where storing pays against the
+   cheapest of the middle hours charge for what the middle hours after them will draw too. Where
+   its later, cheaper hours (as the peak guard allows; besides its own, those outside rule 3's
+   expensive and middle hours where storing pays against no later expensive hour, where rule 6
+   buys the end-of-day target back) or PV surplus exported at a lower price (or where exporting
+   costs more than curtailing) can store some of that in time, it charges only to the level that
+   those draws and rule 9's later discharges to make room (in each interval the larger) and the
+   end-of-day target (at least soc_min) need with that later charging, when that is lower: a
+   dearer cheap hour does not fill the battery before a cheaper one.
 6. It charges for the terminal SOC target in the cheapest hours that can still store it: in each
    interval, what the later intervals no dearer to buy in (and PV surplus, whatever the price)
    could not store in time, counting the discharges rule 4 and rule 3's threshold will still make:
@@ -137,7 +142,8 @@ def price_quartiles(buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     off-peak, shoulder and peak prices (0.20 / 0.35 / 0.55) the peak alone is the top quartile,
     not the shoulder that fills the rest of it; a peak covering a third of the day stays one
     when a short event above it is dearer still. The cheap end keeps every price at or below the
-    25th percentile (rule 5 narrows it to the bands it needs: `charging_hours`). When
+    25th percentile (rule 3's middle hours are priced against its cheapest hour that pays to
+    store; rule 5 picks the price bands it needs, `charging_hours`). When
     one price fills a quartile (20 off-peak hours and 4 peak ones, say), the peak is what lies
     above it. A flat tariff has neither: there is nothing to shift energy between.
     """
@@ -452,8 +458,10 @@ class _Day:
         self.refills_middle = self.pays_against(buy, self.middle_price)
         self.middle_need_after = _sum_after(self.middle_need)
         self.middle_from = int(np.argmax(middle)) if middle.any() else T
-        # Rule 5's hours, before it narrows them to the price bands it needs (every pass does).
-        self.storing = cheap & self.pays_to_store
+        # Rule 5's hours, before it narrows them to the price bands it needs (every pass does): any
+        # outside the expensive ones where storing pays, as the bottom quartile alone may not store
+        # enough under the peak guard; the narrowing keeps to the quartile where it does.
+        self.storing = ~expensive & self.pays_to_store
         self.storing_by_price = hours_by_price(buy, self.storing)
         # Rule 3's discharges beyond the peak, without a threshold and with one (then only where
         # they beat the wear), and for its arbitrage floor each of their prices with the later
@@ -733,8 +741,10 @@ def _charging_levels(
     draw (`need_after`), or where lower, the level the target (`final`) and the later draws (`need`,
     rule 9's discharges for room and, in the hours that refill for them, the middle hours') need
     when the later hours cheaper to store in put energy back before they draw: rule 5's own cheaper
-    hours (as the peak guard allows, `peak_safe`) and PV surplus whose export price is lower (or
-    where exporting it costs more than curtailing)."""
+    hours (as the peak guard allows, `peak_safe`), the cheaper hours outside rule 3's expensive and
+    middle hours where storing pays against no later expensive hour (rule 6 buys the end-of-day
+    target back there, likewise), and PV surplus whose export price is lower (or where exporting it
+    costs more than curtailing)."""
     problem = day.problem
     buy = problem.buy
     level = final + need_after
@@ -746,10 +756,13 @@ def _charging_levels(
     # and, in the hours that refill for them, the middle hours'.
     draws = np.maximum(need, day.middle_reserve)
     draws_with_middle = np.maximum(draws, day.middle_need)
+    # The later hours that put energy back at the grid's price: rule 5's, and those that store for
+    # no expensive hour (where rule 6 buys the target back), outside rule 3's.
+    refilling = charging_up | ~(day.expensive | day.middle | day.pays_to_store)
     for price in sorted(set(buy[hours].tolist())):
         at_price = charging_up & (buy == price)
         first = int(np.argmax(at_price))
-        gain = np.where(charging_up & (buy < price), peak_safe, np.where(surplus_value < price, day.surplus_gain, 0.0))
+        gain = np.where(refilling & (buy < price), peak_safe, np.where(surplus_value < price, day.surplus_gain, 0.0))
         if not gain[first + 1:].any():
             continue
         loss = draws_with_middle if day.refills_middle[first] else draws

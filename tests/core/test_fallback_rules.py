@@ -507,8 +507,8 @@ def test_discharges_the_import_cap_will_force_later_do_not_cost_the_end_of_day_t
 # The rule-based schedule's objective on each reference case (tests/data/cases); a change to the
 # rules may lower these (then lower them here too), never raise them by more than 0.1 %.
 CEILINGS = {
-    "cycle_cost": 340.3827,
-    "demand": 504.4050,
+    "cycle_cost": 334.0244,
+    "demand": 497.3229,
     "dst_long": 523.1455,
     "feed_in": 56.5854,
     "hourly": 428.9629,
