@@ -79,7 +79,9 @@ One forward pass over the day, a handful of rules an operator would write down:
    costs more than curtailing) can store some of that in time, it charges only to the level that
    those draws and rule 9's later discharges to make room (in each interval the larger) and the
    end-of-day target (at least soc_min) need with that later charging, when that is lower: a
-   dearer cheap hour does not fill the battery before a cheaper one.
+   dearer cheap hour does not fill the battery before a cheaper one. Those draws count, of an
+   expensive hour where storing at the charging hour's price does not pay (rule 5's test), only
+   what rule 3's threshold and rule 4 draw there: the rest would cost more stored than bought.
 6. It charges for the terminal SOC target in the cheapest hours that can still store it: in each
    interval, what the later intervals no dearer to buy in (and PV surplus, whatever the price)
    could not store in time, counting the discharges rule 4 and rule 3's threshold will still make:
@@ -735,7 +737,13 @@ def _first_held(
 
 
 def _charging_levels(
-    day: _Day, charging_up: np.ndarray, peak_safe: np.ndarray, need: np.ndarray, final: float, need_after: np.ndarray
+    day: _Day,
+    charging_up: np.ndarray,
+    peak_safe: np.ndarray,
+    need: np.ndarray,
+    final: float,
+    need_after: np.ndarray,
+    planned: np.ndarray,
 ) -> np.ndarray:
     """Rule 5's level in each of its hours (`charging_up`): `final` plus what the later intervals
     draw (`need_after`), or where lower, the level the target (`final`) and the later draws (`need`,
@@ -744,7 +752,8 @@ def _charging_levels(
     hours (as the peak guard allows, `peak_safe`), the cheaper hours outside rule 3's expensive and
     middle hours where storing pays against no later expensive hour (rule 6 buys the end-of-day
     target back there, likewise), and PV surplus whose export price is lower (or where exporting it
-    costs more than curtailing)."""
+    costs more than curtailing). Of an expensive hour that storing at the price does not pay
+    against, the later draws count only the threshold's and rule 4's (`planned`)."""
     problem = day.problem
     buy = problem.buy
     level = final + need_after
@@ -756,6 +765,7 @@ def _charging_levels(
     # and, in the hours that refill for them, the middle hours'.
     draws = np.maximum(need, day.middle_reserve)
     draws_with_middle = np.maximum(draws, day.middle_need)
+    unpaid = np.maximum(planned, day.middle_reserve)  # an expensive hour's, where storing does not pay
     # The later hours that put energy back at the grid's price: rule 5's, and those that store for
     # no expensive hour (where rule 6 buys the target back), outside rule 3's.
     refilling = charging_up | ~(day.expensive | day.middle | day.pays_to_store)
@@ -766,6 +776,9 @@ def _charging_levels(
         if not gain[first + 1:].any():
             continue
         loss = draws_with_middle if day.refills_middle[first] else draws
+        # An expensive hour that storing at this price does not pay against draws only what the
+        # threshold and rule 4 take there (and rule 9's room): it is not charged for.
+        loss = np.where(day.discharging & ~day.pays_against(price, buy), unpaid, loss)
         at = _level_needed(gain, loss, final, problem.energy_min_kwh, problem.energy_max_kwh, first)
         level[at_price] = np.minimum(level, at)[at_price]
     return level
@@ -875,7 +888,7 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     peak_safe_headroom = day.surplus_kw + np.maximum(0.0, charging_cap - deficit)
     charging_up = charging & (need_after > 0)
     charging_level = np.minimum(
-        day.below_room, _charging_levels(day, charging_up, peak_safe, need, max(e_min, e_final), need_after)
+        day.below_room, _charging_levels(day, charging_up, peak_safe, need, max(e_min, e_final), need_after, planned)
     )
     floor = np.maximum(e_min, floor_after)
     shave_stop = np.maximum(e_min, shave_floor)
