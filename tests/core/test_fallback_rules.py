@@ -731,6 +731,18 @@ def test_rule_5_charges_in_a_cheap_hour_only_what_cheaper_later_hours_cannot_sto
     assert objective_value(problem, s) <= 149.257 * 1.001
 
 
+def test_rule_5_charges_for_no_expensive_hour_that_storing_at_its_price_does_not_pay_against() -> None:
+    # A kWh stored at 0.2243 costs 0.2243 / 0.95**2 + 0.05 / 0.95 = 0.301 delivered, more than the
+    # 0.2563 hour after it: filling the battery there for that hour cost 3575.61. The MILP's 3561.49
+    # charges at 0.2143 by night and 0.15-0.19 at midday, for the evening; so do the rules.
+    problem, s = rule_based(load_regression("fallback_spot_tariff_no_charge_for_an_hour_it_does_not_pay_against"))
+    assert s.charge[problem.buy == 0.2243].sum() == pytest.approx(0.0, abs=1e-9)
+    evening = problem.buy >= 0.28
+    assert (s.discharge[evening] > 0).all()
+    assert s.energy[-1] >= problem.energy_final_kwh - 1e-6
+    assert objective_value(problem, s) <= 3561.49 * 1.0001
+
+
 def test_rule_3_with_a_demand_charge_discharges_in_the_middle_hours_too() -> None:
     # A sunny day on a day-ahead spot tariff, 0.30 a kW of demand charge: the morning buys at
     # 0.21-0.23, midday at 0.09-0.10 with PV surplus the grid takes for next to nothing. With the
