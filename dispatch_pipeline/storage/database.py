@@ -261,9 +261,11 @@ def _create_sqlite(url: str, *, in_memory: bool) -> Engine:
         # legacy mode autocommits DDL (half-applied migrations) and skips BEGIN before SELECT.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # WAL lets API reads proceed during a long backfill write; NORMAL sync is safe under WAL.
+        # WAL lets API reads proceed during a long backfill write. FULL sync: under WAL, NORMAL
+        # may roll back a committed run after a power cut, one the API has already answered with
+        # its run_id; FULL costs one fsync per commit, and runs are written in batches.
         _switch_to_wal(cursor)
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

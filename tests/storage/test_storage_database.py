@@ -76,10 +76,12 @@ def test_engines_are_cached_per_url(tmp_path: Path) -> None:
     assert make_engine(url) is not make_engine(f"sqlite:///{tmp_path / 'b.sqlite'}")
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+def test_sqlite_runs_in_wal_mode_with_durable_commits_and_foreign_keys(tmp_path: Path) -> None:
     engine = open_database(f"sqlite:///{tmp_path / 'wal.sqlite'}")
     with engine.connect() as connection:
         assert connection.scalar(text("PRAGMA journal_mode")) == "wal"
+        # 2 = FULL: a commit is on disk before it returns, so a stored run survives a power cut.
+        assert connection.scalar(text("PRAGMA synchronous")) == 2
         assert connection.scalar(text("PRAGMA foreign_keys")) == 1
         assert connection.scalar(text("PRAGMA busy_timeout")) >= 1000
 
