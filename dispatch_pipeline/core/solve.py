@@ -21,6 +21,7 @@ from dispatch_pipeline.core.milp import (
     SolverUnavailable,
     check_solver,
     require_cbc,
+    require_highs,
 )
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
 from dispatch_pipeline.core.request import DispatchRequest, RequestError, field_problems
@@ -66,13 +67,15 @@ class SolveClock:
 
 
 def missing_solver(solver: str) -> str | None:
-    """Why `solver` cannot run on this machine (CBC is an optional install), or None.
+    """Why `solver` cannot run on this machine (CBC is an optional install; HiGHS, which every
+    MILP plan needs, may be missing too), or None.
 
     A missing solver is one of the contract's reasons to fall back: the site still gets a plan.
     """
     try:
         if solver == "cbc":
             require_cbc()
+        require_highs(solver)
     except SolverUnavailable as exc:
         return str(exc).removeprefix("solver: ")
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -87,6 +88,18 @@ def test_a_solver_that_is_not_installed_yields_the_fallback_saying_so(monkeypatc
     result = solve_dispatch(load_case("typical")["request"], solver="cbc")
     assert (result.status, result.solver, result.fallback_used) == ("fallback", "fallback_rule", True)
     assert result.fallback_reason.startswith("solver missing: 'cbc' was requested but no 'cbc' executable")
+
+
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_a_missing_highspy_yields_the_fallback_saying_so(monkeypatch, solver: str) -> None:
+    # HiGHS solves the MILP, and the fixed-binary LP of a CBC plan: without the package either
+    # falls back, and the reason says the solver is missing, not that a worker died on start.
+    monkeypatch.setitem(sys.modules, "highspy", None)  # importlib.util.find_spec: not installed
+    result = solve_dispatch(load_case("typical")["request"], solver=solver)
+    assert (result.status, result.solver, result.fallback_used) == ("fallback", "fallback_rule", True)
+    assert result.fallback_reason.startswith(
+        f"solver missing: '{solver}' was requested but the Python package 'highspy'"
+    )
 
 
 def test_an_unknown_solver_is_refused_before_any_work() -> None:

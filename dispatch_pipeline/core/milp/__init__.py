@@ -8,6 +8,7 @@ from dispatch_pipeline.core.milp.solution import (
     MilpTimeout,
     SolverUnavailable,
     require_cbc,
+    require_highs,
 )
 from dispatch_pipeline.core.problem import DispatchProblem
 
@@ -43,5 +44,6 @@ __all__ = [
     "SolverUnavailable",
     "check_solver",
     "require_cbc",
+    "require_highs",
     "solve_milp",
 ]

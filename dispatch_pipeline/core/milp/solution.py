@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import time
 from dataclasses import dataclass
@@ -48,6 +49,18 @@ class MilpSolution:
     # The rule-based schedule's objective, as the worker judged it beside this plan (None when
     # nothing did): the caller need not build that schedule a second time.
     rules_objective: float | None = None
+
+
+def require_highs(solver: str = "highs") -> None:
+    """HiGHS solves the MILP, and the fixed-binary LP of every plan (CBC's too): `solver` runs
+    only where the highspy package is installed. find_spec, not import: the solver workers import
+    it, not the process that asks."""
+    if importlib.util.find_spec("highspy") is None:
+        needs = "" if solver == "highs" else ", which solves its plan's fixed-binary LP,"
+        raise SolverUnavailable(
+            f"solver: '{solver}' was requested but the Python package 'highspy'{needs} is not installed "
+            "(install it, e.g. 'pip install highspy')"
+        )
 
 
 def require_cbc() -> None:
