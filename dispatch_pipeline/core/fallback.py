@@ -56,9 +56,10 @@ One forward pass over the day, a handful of rules an operator would write down:
    discharges' (likewise) and, with a demand charge, the later discharges to the threshold in the
    other hours (rule 9's on top of them), or rule 4's where larger, and the end-of-day target need,
    counting only the later recharging in rule 5's hours where storing pays against the cheapest of
-   the middle hours (with a demand charge, under the threshold). In an hour where rule 5 charges,
-   only when its next charging hour is cheaper: what it delivered would otherwise be bought back at
-   the same price or dearer, less the losses.
+   the middle hours (with a demand charge, under the threshold), and the PV surplus whose export
+   price does so (what a full battery would export at 0.05 pays back a morning at 0.35). In an
+   hour where rule 5 charges, only when its next charging hour is cheaper: what it delivered would
+   otherwise be bought back at the same price or dearer, less the losses.
 4. The battery also discharges to hold imports under the import cap, down to the level the
    end-of-day target still needs: energy it cannot recharge later would only move the violation
    to the end of the day, larger by the discharge losses.
@@ -455,9 +456,13 @@ class _Day:
         self.middle, self.middle_need = middle, np.where(middle, drawable, 0.0)
         self.middle_price = float(buy[middle].min(initial=np.inf))
         self.middle_need_kwh = self.middle_need.sum()
-        # Rule 5's hours that refill for them (where storing pays against that price), what the
-        # middle hours after t draw, and the first of them (the pass reads their floor from there on).
+        # Rule 5's hours that refill for them (where storing pays against that price), the PV
+        # surplus that does, what the middle hours after t draw, and the first of them (the pass
+        # reads their floor from there on).
         self.refills_middle = self.pays_against(buy, self.middle_price)
+        self.surplus_refills_middle = self.pays_against(
+            np.where(export_beats_curtailing, sell, -np.inf), self.middle_price
+        )
         self.middle_need_after = _sum_after(self.middle_need)
         self.middle_from = int(np.argmax(middle)) if middle.any() else T
         # Rule 5's hours, before it narrows them to the price bands it needs (every pass does): any
@@ -857,7 +862,7 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     # And what the middle hours will draw, in the hours of rule 5 where storing pays against the
     # cheapest of them. Rule 3's middle floor: the level the expensive hours' draws, rule 9's, the
     # threshold's and rule 4's and the end-of-day target need, refilled only in those hours (under
-    # the threshold, where there is one).
+    # the threshold, where there is one) and by PV surplus whose export price pays against them.
     charging = charging_hours(
         buy, day.storing, peak_safe, min(e_max - e_min, float(need.sum() + day.middle_need_kwh)), day.storing_by_price
     )
@@ -866,7 +871,9 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
         refill = charging & day.refills_middle
         need_after = need_after + np.where(refill, day.middle_need_after, 0.0)
         middle_floor = day.level_needed(
-            np.where(refill, peak_safe, 0.0), np.maximum(planned, need + day.middle_reserve), day.middle_from
+            np.where(refill, peak_safe, np.where(day.surplus_refills_middle, day.surplus_gain, 0.0)),
+            np.maximum(planned, need + day.middle_reserve),
+            day.middle_from,
         )
     paid_to_charge = day.paid_to_charge
     # Rule 2's ceiling for exportable surplus: the target (or soc_max, for rule 9), what rule 3's
