@@ -50,16 +50,18 @@ One forward pass over the day, a handful of rules an operator would write down:
    bought back under the threshold): of the other hours with a deficit, those whose price beats a
    kWh stored in the cheapest of the cheap hours (bottom quartile) where storing pays against a
    later expensive hour (rule 5's test) after round-trip losses and wear, the dearest that
-   together draw what the SOC band holds. There it covers the
-   deficit with what it holds above its middle floor (and rule 3's floor): the level that the later
-   expensive hours' draws (their whole deficit, up to the discharge rating), rule 9's later
-   discharges' (likewise) and, with a demand charge, the later discharges to the threshold in the
-   other hours (rule 9's on top of them), or rule 4's where larger, and the end-of-day target need,
-   counting only the later recharging in rule 5's hours where storing pays against the cheapest of
-   the middle hours (with a demand charge, under the threshold), and the PV surplus whose export
-   price does so (what a full battery would export at 0.05 pays back a morning at 0.35). In an
-   hour where rule 5 charges, only when its next charging hour is cheaper: what it delivered would
-   otherwise be bought back at the same price or dearer, less the losses.
+   together draw what the SOC band holds and the day's PV surplus can put back where storing it
+   pays against the cheapest of them (a full battery exporting at 0.05 refills for 0.35). There
+   it covers the deficit with what it holds above its middle floor (and rule 3's floor): the level
+   that the later expensive hours' draws (their whole deficit, up to the discharge rating), the
+   later dearer middle hours' (likewise: in time order the cheaper would spend it first), rule 9's
+   later discharges' (likewise) and, with a demand charge, the later discharges to the threshold
+   in the other hours (rule 9's on top of them), or rule 4's where larger, and the end-of-day
+   target need, counting only the later recharging in rule 5's hours where storing pays against
+   the cheapest of the middle hours (with a demand charge, under the threshold), and the PV
+   surplus whose export price does so. In an hour where rule 5 charges, only when its next
+   charging hour is cheaper: what it delivered would otherwise be bought back at the same price or
+   dearer, less the losses.
 4. The battery also discharges to hold imports under the import cap, down to the level the
    end-of-day target still needs: energy it cannot recharge later would only move the violation
    to the end of the day, larger by the discharge losses.
@@ -441,18 +443,23 @@ class _Day:
             [np.maximum.accumulate(np.where(discharging, buy, -np.inf)[::-1])[::-1][1:], [-np.inf]]
         )
         export_beats_curtailing = w.cost * sell >= -w.curtail
+        exported_at = np.where(export_beats_curtailing, sell, -np.inf)  # what storing surplus forgoes
         self.pays_to_store = self.pays_against(buy, dearest_after)
         # Rule 3's middle hours (with a demand charge too): of the other hours with a deficit, those
         # whose price beats a kWh stored in the day's cheapest hour that pays to store after
-        # round-trip losses and wear, the dearest that together draw what the SOC band holds; what
-        # they draw, and the cheapest of their prices (rule 5 fills for them where that pays).
+        # round-trip losses and wear, the dearest that together draw what the SOC band holds and
+        # the PV surplus that pays to store against them refills; what they draw, and the cheapest
+        # of their prices (rule 5 fills for them where that pays).
         with np.errstate(over="ignore"):
             drawable = np.minimum(deficit, max_dis) * dt / eta_d
         middle = ~discharging & (deficit > 0)
         if middle.any():
             cheapest = float(buy[cheap & self.pays_to_store].min(initial=np.inf))
             middle &= self.pays_against(np.full(T, cheapest), buy)
-            middle = charging_hours(-buy, middle, drawable, e_max - e_min) if middle.any() else middle
+            if middle.any():
+                refilled = self.pays_against(exported_at, float(buy[middle].min()))
+                refill_kwh = float(self.surplus_gain[refilled].sum())
+                middle = charging_hours(-buy, middle, drawable, e_max - e_min + refill_kwh)
         self.middle, self.middle_need = middle, np.where(middle, drawable, 0.0)
         self.middle_price = float(buy[middle].min(initial=np.inf))
         self.middle_need_kwh = self.middle_need.sum()
@@ -460,11 +467,18 @@ class _Day:
         # surplus that does, what the middle hours after t draw, and the first of them (the pass
         # reads their floor from there on).
         self.refills_middle = self.pays_against(buy, self.middle_price)
-        self.surplus_refills_middle = self.pays_against(
-            np.where(export_beats_curtailing, sell, -np.inf), self.middle_price
-        )
+        self.surplus_refills_middle = self.pays_against(exported_at, self.middle_price)
         self.middle_need_after = _sum_after(self.middle_need)
         self.middle_from = int(np.argmax(middle)) if middle.any() else T
+        # The middle hours by price: where a dearer one comes later, what the dearer ones draw, which
+        # the floor of the cheaper keeps for (in time order, the cheaper would spend it first).
+        self.middle_prices = []
+        for price in sorted(set(buy[middle].tolist())):
+            at_price = middle & (buy == price)
+            dearer = middle & (buy > price)
+            first = int(np.argmax(at_price))
+            if dearer[first:].any():
+                self.middle_prices.append((at_price, first, np.where(dearer, self.middle_need, 0.0)))
         # Rule 5's hours, before it narrows them to the price bands it needs (every pass does): any
         # outside the expensive ones where storing pays, as the bottom quartile alone may not store
         # enough under the peak guard; the narrowing keeps to the quartile where it does.
@@ -475,7 +489,7 @@ class _Day:
         # recharging, from PV surplus or the grid, that pays against it.
         self.arbitrage = (discharging, expensive & (buy > bess.cycle_cost_per_kwh))
         self.from_surplus = np.where(expensive, 0.0, np.minimum(surplus, max_ch) * eta_c * dt)
-        surplus_cost = self.storing_cost(np.where(export_beats_curtailing, sell, -np.inf))
+        surplus_cost = self.storing_cost(exported_at)
         grid_cost = self.storing_cost(buy)
 
         def arbitrage_prices(
@@ -556,7 +570,7 @@ class _Day:
         self.export_bound_kw = problem.export_bound_kw
         self.export_beats_curtailing = export_beats_curtailing
         # What storing PV surplus forgoes, for rule 5: its export price, where it is exported.
-        self.surplus_value = np.broadcast_to(np.where(export_beats_curtailing, sell, -np.inf), (T,))
+        self.surplus_value = np.broadcast_to(exported_at, (T,))
         # The pass steps through the intervals once a day, and a few times with a demand charge:
         # on plain floats, a few times faster than on numpy scalars, with the same IEEE arithmetic.
         self.per_interval = tuple(
@@ -870,11 +884,11 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     if day.middle.any():
         refill = charging & day.refills_middle
         need_after = need_after + np.where(refill, day.middle_need_after, 0.0)
-        middle_floor = day.level_needed(
-            np.where(refill, peak_safe, np.where(day.surplus_refills_middle, day.surplus_gain, 0.0)),
-            np.maximum(planned, need + day.middle_reserve),
-            day.middle_from,
-        )
+        refill_gain = np.where(refill, peak_safe, np.where(day.surplus_refills_middle, day.surplus_gain, 0.0))
+        middle_floor = day.level_needed(refill_gain, np.maximum(planned, need + day.middle_reserve), day.middle_from)
+        for at_price, first, dearer_need in day.middle_prices:
+            loss = np.maximum(planned, need + np.maximum(day.middle_reserve, dearer_need))
+            middle_floor[at_price] = day.level_needed(refill_gain, loss, first)[at_price]
     paid_to_charge = day.paid_to_charge
     # Rule 2's ceiling for exportable surplus: the target (or soc_max, for rule 9), what rule 3's
     # expensive and middle hours will draw up to the last that storing pays against, and rule 4's
