@@ -24,7 +24,10 @@ SITES_PARTITIONS_NAME = "sites"
 DEFAULT_START_DATE = "2024-01-01"
 START_DATE = os.environ.get("DISPATCH_PARTITIONS_START", DEFAULT_START_DATE)
 try:
-    dt.datetime.strptime(START_DATE, "%Y-%m-%d")
+    # Exactly YYYY-MM-DD: strptime alone takes 2024-1-1 too, which Dagster accepts but no ISO
+    # reader of the date (the demo's, a backfill's) does.
+    if dt.datetime.strptime(START_DATE, "%Y-%m-%d").date().isoformat() != START_DATE:
+        raise ValueError(START_DATE)
 except ValueError:
     raise ValueError(
         f"DISPATCH_PARTITIONS_START: expected a date YYYY-MM-DD such as {DEFAULT_START_DATE}, got {START_DATE!r}"

@@ -403,13 +403,14 @@ def test_a_bad_count_setting_names_the_variable(monkeypatch, text):
     assert positive_int_setting("DISPATCH_DAY_AHEAD_SITES_PER_RUN", 250) == 40
 
 
-def test_a_bad_first_partition_date_fails_the_load_naming_the_variable():
+@pytest.mark.parametrize("start", ["01/01/2024", "2024-1-1", "2024-01-1"])
+def test_a_bad_first_partition_date_fails_the_load_naming_the_variable(start):
     loaded = subprocess.run(
         [sys.executable, "-c", "import dispatch_pipeline.defs.partitions"],
-        env={**os.environ, "DISPATCH_PARTITIONS_START": "01/01/2024"}, capture_output=True, text=True,
+        env={**os.environ, "DISPATCH_PARTITIONS_START": start}, capture_output=True, text=True,
     )
     assert loaded.returncode != 0
-    assert "DISPATCH_PARTITIONS_START: expected a date YYYY-MM-DD such as 2024-01-01, got '01/01/2024'" in loaded.stderr
+    assert f"DISPATCH_PARTITIONS_START: expected a date YYYY-MM-DD such as 2024-01-01, got {start!r}" in loaded.stderr
 
 
 @pytest.mark.parametrize("site_id", ["KL_MALL", "site-7.b"])
