@@ -19,6 +19,7 @@ from dispatch_pipeline.cli import UsageError, add_database_url_option
 from dispatch_pipeline.cli.dagster_home import (
     DagsterHome,
     application_database_url,
+    apply_project_env_file,
     choose_dagster_home,
     reads_variables,
 )
@@ -113,6 +114,9 @@ def _check_first_date(earliest_today: dt.date, past_days: int) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.days < 0:
         raise UsageError(f"--days: must be >= 0 (got {args.days})")
+    # Before the pipeline's modules read their settings (DISPATCH_PARTITIONS_START, ...) on import:
+    # ./.env's values are those `dagster dev` and the UI's code location plan with.
+    apply_project_env_file()
     # Imported here: Dagster takes seconds to import and the other subcommands do not need it.
     from dispatch_pipeline.defs.automation.sensors import sync_site_partitions
     from dispatch_pipeline.defs.common import SOURCE_TAG

@@ -352,6 +352,27 @@ def test_days_before_the_first_date_partition_are_refused_before_anything_is_wri
     assert not (checkout / "dagster_home" / "embedded" / "storage").exists()
 
 
+def _demo_in_a_new_process(checkout: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`dispatch-pipeline demo` in a process of its own: the pipeline's modules read their settings
+    when first imported, which this test process has long done."""
+    return subprocess.run(
+        [sys.executable, "-m", "dispatch_pipeline.cli", "demo", *args], cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env}, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_the_first_date_partition_of_a_dot_env_bounds_the_demos_days(checkout):
+    # As `dagster dev` and the UI's code location read it: days before it are no partitions there.
+    first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
+    (checkout / ".env").write_text(f"DISPATCH_PARTITIONS_START={first.isoformat()}\n")
+
+    done = _demo_in_a_new_process(checkout, "--days", "7")
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "(got 7): the date partitions start on " + first.isoformat() in done.stderr
+    assert not (checkout / "dagster_home" / "embedded" / "dispatch.sqlite").exists()
+
+
 def test_a_dot_env_naming_the_compose_database_host_is_refused_at_once_naming_it(checkout, capsys):
     # .env.example's values, copied as they are and run outside Compose: the host `db` exists
     # only on the stack's network.
