@@ -118,12 +118,20 @@ def run(args: argparse.Namespace) -> int:
     # ./.env's values are those `dagster dev` and the UI's code location plan with.
     apply_project_env_file()
     # Imported here: Dagster takes seconds to import and the other subcommands do not need it.
-    from dispatch_pipeline.defs.automation.sensors import sync_site_partitions
-    from dispatch_pipeline.defs.common import SOURCE_TAG
-    from dispatch_pipeline.defs.local_runs import build_local_job, run_site_days
-    from dispatch_pipeline.defs.resources import DispatchStorage
-    from dispatch_pipeline.defs.resources_map import pipeline_resources
-    from dispatch_pipeline.defs.stored_runs import latest_results
+    try:
+        # The whole code location, as the runs below load it: its modules check every setting
+        # when imported, and that is to happen before anything is written.
+        import dispatch_pipeline.definitions  # noqa: F401
+        from dispatch_pipeline.defs.automation.sensors import sync_site_partitions
+        from dispatch_pipeline.defs.common import SOURCE_TAG
+        from dispatch_pipeline.defs.local_runs import build_local_job, run_site_days
+        from dispatch_pipeline.defs.resources import DispatchStorage
+        from dispatch_pipeline.defs.resources_map import pipeline_resources
+        from dispatch_pipeline.defs.stored_runs import latest_results
+    except ValueError as exc:
+        # A pipeline setting (DISPATCH_PLANNING_TIME, ...) the code location does not load with:
+        # its message names the variable and its value.
+        raise UsageError(str(exc)) from None
     from dispatch_pipeline.demo import demo_forecast, demo_sites
     from dispatch_pipeline.storage import open_database, save_forecast, upsert_sites
     from dispatch_pipeline.storage.database import printable_url

@@ -373,6 +373,24 @@ def test_the_first_date_partition_of_a_dot_env_bounds_the_demos_days(checkout):
     assert not (checkout / "dagster_home" / "embedded" / "dispatch.sqlite").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("DISPATCH_PARTITIONS_START", "01/01/2024", "expected a date YYYY-MM-DD such as 2024-01-01, got '01/01/2024'"),
+        ("DISPATCH_BACKFILL_CHUNK", "0", "expected a whole number of at least 1, got '0'"),
+        ("DISPATCH_PLANNING_TIME", "14:10", "must be on a quarter-hour"),
+        ("DISPATCH_RETRY_STRATEGY", "NEVER", "expected FROM_FAILURE or ALL_STEPS, got 'NEVER'"),
+    ],
+)
+def test_a_bad_pipeline_setting_is_refused_naming_it_without_a_traceback(checkout, name, value, says):
+    done = _demo_in_a_new_process(checkout, "--days", "1", **{name: value})
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"dispatch-pipeline demo: {name}: {says}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (checkout / "dagster_home" / "embedded" / "dispatch.sqlite").exists()
+
+
 def test_a_dot_env_naming_the_compose_database_host_is_refused_at_once_naming_it(checkout, capsys):
     # .env.example's values, copied as they are and run outside Compose: the host `db` exists
     # only on the stack's network.
