@@ -173,13 +173,12 @@ async def get_latest(site_id: SiteIdQuery, access: Access, database: DatabaseDep
         # and not planned yet (its first day-ahead tick still to come) like a mistyped one.
         if registered not in (None, site_id) and access.allows(registered):
             hint = f" (the registered site {registered!r} differs from it only in case)"
-        elif day and planned_day is None:
+        elif planned_day is None:  # no run on any day
             hint = (" (the site is registered, and none of its days is planned yet)" if registered == site_id
-                    else " (it has none on any day: is the site_id right?)")
-        elif day:
-            hint = f" (its most recently stored plan is of {planned_day.isoformat()})"
+                    else " (it has none on any day: is the site_id right?)" if day
+                    else " (nor is a site of that id registered: is the site_id right?)")
         else:
-            hint = ""
+            hint = f" (its most recently stored plan is of {planned_day.isoformat()})"
         raise ApiError(404, f"no dispatch run stored for site {site_id!r}{on_date}{hint}")
     run = stored.run
     return json_response(LatestSchedule(

@@ -1039,6 +1039,21 @@ def test_latest_of_a_site_id_differing_only_in_case_from_a_registered_one_names_
     )
 
 
+def test_latest_404_without_a_date_tells_a_registered_site_from_a_mistyped_id(client, engine):
+    _register_site(engine, "REG_NO_DATE")
+
+    registered = client.get("/dispatch/latest", params={"site_id": "REG_NO_DATE"})
+    unknown = client.get("/dispatch/latest", params={"site_id": "NO_SUCH_SITE"})
+
+    assert (registered.status_code, unknown.status_code) == (404, 404)
+    assert registered.json()["message"] == (
+        "no dispatch run stored for site 'REG_NO_DATE' (the site is registered, and none of its days is planned yet)"
+    )
+    assert unknown.json()["message"] == (
+        "no dispatch run stored for site 'NO_SUCH_SITE' (nor is a site of that id registered: is the site_id right?)"
+    )
+
+
 def test_latest_404_of_a_registered_site_not_planned_yet_does_not_doubt_its_id(client, engine, sample_request):
     _register_site(engine, "REG_UNPLANNED")
     params = {"site_id": "REG_UNPLANNED", "date": "2024-01-02"}
