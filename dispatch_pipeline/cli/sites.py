@@ -85,7 +85,11 @@ def _save(args: argparse.Namespace, sites: list[Any]) -> Any:
     except StorageInputError as exc:
         raise UsageError(f"{source_name(args.file)}: {exc}") from None
     for site in sites:
-        print(f"{'replaced' if site.site_id in before else 'registered'} {site.site_id} ({site.timezone})")
+        # The same definition again (a daily import of one sites.yaml) changes nothing: no
+        # updated_at moves, no plan is made again; "replaced" would say otherwise.
+        unchanged = site.site_id in stored and stored[site.site_id].model_dump(mode="json") == site.model_dump(mode="json")
+        done = "unchanged" if unchanged else "replaced" if site.site_id in before else "registered"
+        print(f"{done} {site.site_id} ({site.timezone})")
         timezone, currency = before.get(site.site_id, (site.timezone, site.currency))
         if timezone != site.timezone:
             _warn(

@@ -120,6 +120,19 @@ def test_an_imported_tariff_history_is_listed_and_imported_again_unchanged(url, 
     assert {site["site_id"]: site for site in json.loads(capsys.readouterr().out)} == listed
 
 
+def test_registering_a_site_again_as_it_is_says_it_is_unchanged(url, tmp_path, capsys):
+    path = tmp_path / "sites.yaml"
+    path.write_text(yaml.safe_dump({"sites": [kl_mall_entry()]}), encoding="utf-8")
+    assert main(["sites", "import", str(path), "--database-url", url]) == 0
+    assert capsys.readouterr().out.startswith("registered KL_MALL (Asia/Kuala_Lumpur)\n")
+    stored = get_site(open_database(url), "KL_MALL")
+
+    assert main(["sites", "import", str(path), "--database-url", url]) == 0
+
+    assert capsys.readouterr().out.startswith("unchanged KL_MALL (Asia/Kuala_Lumpur)\n")
+    assert get_site(open_database(url), "KL_MALL") == stored
+
+
 def kl_mall_entry() -> dict:
     data = yaml.safe_load(sites_yaml_path().read_text(encoding="utf-8"))
     assert data["sites"][0]["site_id"] == "KL_MALL"
@@ -135,7 +148,7 @@ def register_again(url: str, tmp_path: Path, capsys, entry: dict) -> str:
     capsys.readouterr()
     assert main(["sites", "import", str(again), "--database-url", url]) == 0
     out, err = capsys.readouterr()
-    assert "replaced KL_MALL" in out
+    assert f"{'unchanged' if entry == kl_mall_entry() else 'replaced'} KL_MALL" in out
     return err
 
 
