@@ -103,7 +103,14 @@ def _check_first_date(earliest_today: dt.date, past_days: int) -> None:
     from dispatch_pipeline.defs.partitions import START_DATE
 
     first = dt.date.fromisoformat(START_DATE)
-    most = (earliest_today - first).days
+    tomorrow = earliest_today + dt.timedelta(days=1)
+    if first > tomorrow:
+        # No --days helps: not even tomorrow, which the demo always plans, is a partition.
+        raise UsageError(
+            f"DISPATCH_PARTITIONS_START: the date partitions start on {first}, after the demo's "
+            f"tomorrow ({tomorrow}): set it to a date no later than {earliest_today - dt.timedelta(days=past_days)}"
+        )
+    most = max((earliest_today - first).days, 0)
     if past_days > most:
         raise UsageError(
             f"--days: at most {most} (got {past_days}): the date partitions start on {first} "

@@ -391,6 +391,24 @@ def test_a_bad_pipeline_setting_is_refused_naming_it_without_a_traceback(checkou
     assert not (checkout / "dagster_home" / "embedded" / "dispatch.sqlite").exists()
 
 
+def test_a_first_date_partition_after_tomorrow_is_named_not_blamed_on_days(monkeypatch):
+    from dispatch_pipeline.cli.demo import _check_first_date
+    from dispatch_pipeline.defs import partitions
+
+    today = dt.date(2026, 12, 6)
+    monkeypatch.setattr(partitions, "START_DATE", "2026-12-07")
+    _check_first_date(today, 0)  # tomorrow alone: a partition
+    with pytest.raises(UsageError, match=r"^--days: at most 0 \(got 1\)"):
+        _check_first_date(today, 1)
+    monkeypatch.setattr(partitions, "START_DATE", "2099-01-01")
+    with pytest.raises(UsageError) as refused:
+        _check_first_date(today, 0)
+    assert str(refused.value) == (
+        "DISPATCH_PARTITIONS_START: the date partitions start on 2099-01-01, after the demo's tomorrow "
+        "(2026-12-07): set it to a date no later than 2026-12-06"
+    )
+
+
 def test_a_dot_env_naming_the_compose_database_host_is_refused_at_once_naming_it(checkout, capsys):
     # .env.example's values, copied as they are and run outside Compose: the host `db` exists
     # only on the stack's network.
