@@ -169,7 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.end < args.start:
         parser.error("--to is before --from")
     assets = [a.strip() for a in args.assets.split(",") if a.strip()]
-    sites = [s.strip() for s in args.sites.split(",") if s.strip()] if args.sites else None
+    if not assets:
+        parser.error(f"--assets: no asset key given (got {args.assets!r})")
+    sites = None
+    if args.sites is not None:
+        # An empty value (`--sites "$UNSET"`) must not widen the backfill to every site.
+        sites = [s.strip() for s in args.sites.split(",") if s.strip()]
+        if not sites:
+            parser.error(
+                f"--sites: no site id given (got {args.sites!r}); leave --sites out to backfill every site"
+            )
     tags = []
     for item in args.tag:
         key, sep, value = item.partition("=")

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from deploy.backfill import BackfillError, resolve_partition_keys
+from deploy.backfill import BackfillError, main, resolve_partition_keys
 
 DIMENSIONS = [
     {"name": "date", "type": "TIME_WINDOW", "partitionKeys": ["2024-01-01", "2024-01-02", "2024-01-03"]},
@@ -32,3 +32,17 @@ def test_a_range_reaching_past_the_partitions_says_which_days_are_planned(capsys
     assert keys == ["2024-01-01|KL_MALL", "2024-01-02|KL_MALL"]
     assert ("warning: planning 2024-01-01 to 2024-01-02 only: the date partitions run from 2024-01-01 "
             "(DISPATCH_PARTITIONS_START) to 2024-01-03") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--sites", "", "--sites: no site id given (got ''); leave --sites out to backfill every site"),
+    ("--sites", " , ", "--sites: no site id given (got ' , ')"),
+    ("--assets", "", "--assets: no asset key given (got '')"),
+])
+def test_an_empty_list_of_sites_or_assets_is_refused_before_the_webserver_is_asked(option, value, says, capsys):
+    # Nothing listens there: the refusal must come first.
+    argv = ["--from", "2024-01-01", "--to", "2024-01-02", option, value, "--url", "http://127.0.0.1:9/graphql"]
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2
+    assert says in capsys.readouterr().err
