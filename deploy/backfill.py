@@ -187,13 +187,20 @@ def main(argv: list[str] | None = None) -> int:
         tags.append({"key": key, "value": value})
 
     try:
-        data = _graphql(
-            args.url, PARTITIONS_QUERY, {"assetKey": _asset_key(assets[0])}, args.timeout
+        # Every asset, not only the first: the launch itself answers an unknown one with an HTTP
+        # 500 that names nothing.
+        nodes = []
+        for asset in assets:
+            data = _graphql(
+                args.url, PARTITIONS_QUERY, {"assetKey": _asset_key(asset)}, args.timeout
+            )
+            node = data["assetNodeOrError"]
+            if node["__typename"] != "AssetNode":
+                raise BackfillError(f"asset {asset!r} not found ({node['__typename']})")
+            nodes.append(node)
+        keys = resolve_partition_keys(
+            nodes[0]["partitionKeysByDimension"], args.start, args.end, sites
         )
-        node = data["assetNodeOrError"]
-        if node["__typename"] != "AssetNode":
-            raise BackfillError(f"asset {assets[0]!r} not found ({node['__typename']})")
-        keys = resolve_partition_keys(node["partitionKeysByDimension"], args.start, args.end, sites)
         print(
             f"backfill: {len(keys)} partitions x {len(assets)} assets ({keys[0]} ... {keys[-1]})",
             file=sys.stderr,

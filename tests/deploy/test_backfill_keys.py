@@ -46,3 +46,19 @@ def test_an_empty_list_of_sites_or_assets_is_refused_before_the_webserver_is_ask
         main(argv)
     assert refused.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_every_asset_named_is_checked_not_only_the_first(monkeypatch, capsys):
+    import deploy.backfill as backfill
+
+    def graphql(url, query, variables, timeout):
+        [name] = variables["assetKey"]["path"]
+        if name == "nope":
+            return {"assetNodeOrError": {"__typename": "AssetNotFoundError"}}
+        return {"assetNodeOrError": {"__typename": "AssetNode", "partitionKeysByDimension": DIMENSIONS}}
+
+    monkeypatch.setattr(backfill, "_graphql", graphql)
+    argv = ["--from", "2024-01-01", "--to", "2024-01-02", "--assets", "dispatch_schedule,nope", "--dry-run"]
+
+    assert main(argv) == 1
+    assert "backfill: asset 'nope' not found (AssetNotFoundError)" in capsys.readouterr().err
