@@ -55,9 +55,9 @@ One forward pass over the day, a handful of rules an operator would write down:
    it covers the deficit with what it holds above its middle floor (and rule 3's floor): the level
    that the later expensive hours' draws (their whole deficit, up to the discharge rating), the
    later dearer middle hours' (likewise: in time order the cheaper would spend it first), rule 9's
-   later discharges' (likewise) and, with a demand charge, the later discharges to the threshold
-   in the other hours (rule 9's on top of them), or rule 4's where larger, and the end-of-day
-   target need, counting only the later recharging in rule 5's hours where storing pays against
+   later discharges' in hours no cheaper (likewise) and, with a demand charge, the later
+   discharges to the threshold in the other hours (rule 9's on top of them), or rule 4's where
+   larger, and the end-of-day target need, counting only the later recharging in rule 5's hours where storing pays against
    the cheapest of the middle hours (with a demand charge, under the threshold), and the PV
    surplus whose export price does so. In an hour where rule 5 charges, only when its next
    charging hour is cheaper: what it delivered would otherwise be bought back at the same price or
@@ -470,15 +470,6 @@ class _Day:
         self.surplus_refills_middle = self.pays_against(exported_at, self.middle_price)
         self.middle_need_after = _sum_after(self.middle_need)
         self.middle_from = int(np.argmax(middle)) if middle.any() else T
-        # The middle hours by price: where a dearer one comes later, what the dearer ones draw, which
-        # the floor of the cheaper keeps for (in time order, the cheaper would spend it first).
-        self.middle_prices = []
-        for price in sorted(set(buy[middle].tolist())):
-            at_price = middle & (buy == price)
-            dearer = middle & (buy > price)
-            first = int(np.argmax(at_price))
-            if dearer[first:].any():
-                self.middle_prices.append((at_price, first, np.where(dearer, self.middle_need, 0.0)))
         # Rule 5's hours, before it narrows them to the price bands it needs (every pass does): any
         # outside the expensive ones where storing pays, as the bottom quartile alone may not store
         # enough under the peak guard; the narrowing keeps to the quartile where it does.
@@ -525,6 +516,19 @@ class _Day:
         lossy, self.room_for, self.making_room = self._room_for_gains(export_beats_curtailing)
         # What the middle floor keeps besides the expensive hours' draws: rule 9's, at their most.
         self.middle_reserve = np.where(self.making_room & ~discharging, drawable, 0.0)
+        # The middle hours by price, where their floor keeps for other draws than those: what the
+        # dearer middle hours after them draw (in time order, the cheaper would spend it first),
+        # and rule 9's only in hours no cheaper (a cheaper one is better left to the grid, and the
+        # room it makes, the middle hour's draw has made already).
+        self.middle_prices = []
+        for price in sorted(set(buy[middle].tolist())):
+            at_price = middle & (buy == price)
+            first = int(np.argmax(at_price))
+            kept = np.maximum(
+                np.where(buy >= price, self.middle_reserve, 0.0), np.where(middle & (buy > price), self.middle_need, 0.0)
+            )
+            if not np.array_equal(kept[first:], self.middle_reserve[first:]):
+                self.middle_prices.append((at_price, first, kept))
         # Rule 2: the surplus the grid takes at a non-negative price (kW), stored only for what the
         # later intervals will draw (kWh): rule 3's expensive and middle hours up to the last of
         # them whose buy price storing at t pays against (the export price it forgoes after
@@ -886,8 +890,8 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
         need_after = need_after + np.where(refill, day.middle_need_after, 0.0)
         refill_gain = np.where(refill, peak_safe, np.where(day.surplus_refills_middle, day.surplus_gain, 0.0))
         middle_floor = day.level_needed(refill_gain, np.maximum(planned, need + day.middle_reserve), day.middle_from)
-        for at_price, first, dearer_need in day.middle_prices:
-            loss = np.maximum(planned, need + np.maximum(day.middle_reserve, dearer_need))
+        for at_price, first, kept in day.middle_prices:
+            loss = np.maximum(planned, need + kept)
             middle_floor[at_price] = day.level_needed(refill_gain, loss, first)[at_price]
     paid_to_charge = day.paid_to_charge
     # Rule 2's ceiling for exportable surplus: the target (or soc_max, for rule 9), what rule 3's

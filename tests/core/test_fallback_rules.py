@@ -783,6 +783,20 @@ def test_rule_3_draws_in_more_middle_hours_than_the_soc_band_holds_where_pv_surp
     assert objective_value(problem, s) == pytest.approx(solve_dispatch(request).objective_value, rel=1e-9)
 
 
+def test_rule_3_keeps_in_a_middle_hour_nothing_for_cheaper_hours_that_rule_9_would_draw_in() -> None:
+    # The middle hour at 0.2619 (07:00) kept what rule 9 would draw in the cheaper hours before a
+    # midday of PV sold at a negative price, to make room: the battery held 238.7 kWh through it
+    # and still had 125 kWh when midday charging began (601.10; the MILP 595.60).
+    # Now the 07:00 and 08:00 hours spend it all, the dearer 08:00 hour covered first.
+    problem, s = rule_based(load_regression("fallback_spot_tariff_middle_hour_keeps_nothing_for_cheaper_hours"))
+    deficit = np.maximum(problem.load_kw - problem.pv_kw, 0.0)
+    at_0800 = slice(32, 36)
+    assert problem.buy[at_0800] == pytest.approx(0.2685)
+    assert s.discharge[at_0800] == pytest.approx(deficit[at_0800])
+    assert s.energy[35] == pytest.approx(problem.energy_min_kwh)
+    assert objective_value(problem, s) <= 595.604 * 1.0001
+
+
 def test_rule_3_with_a_demand_charge_discharges_in_the_middle_hours_too() -> None:
     # A sunny day on a day-ahead spot tariff, 0.30 a kW of demand charge: the morning buys at
     # 0.21-0.23, midday at 0.09-0.10 with PV surplus the grid takes for next to nothing. With the
