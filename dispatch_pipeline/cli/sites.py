@@ -26,7 +26,10 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     add.set_defaults(handler=run_add)
 
     import_ = actions.add_parser("import", help="add or replace every site of a sites YAML file")
-    import_.add_argument("file", metavar="FILE", help="YAML with a top-level `sites:` list")
+    import_.add_argument(
+        "file", metavar="FILE",
+        help="YAML or JSON: a top-level `sites:` list, or the list alone as `sites list --json` prints it",
+    )
     import_.set_defaults(handler=run_import)
 
     list_ = actions.add_parser("list", help="list registered sites")
@@ -165,7 +168,7 @@ def run_add(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{source_name(args.file)}: holds a list of {len(data)} entries; `sites add` takes one site "
             f"as a mapping (drop the leading `- ` of a pasted sites.yaml entry, or select one object of "
-            f"`sites list --json`), and {use} takes a file of several under `sites:`"
+            f"`sites list --json`), and {use} takes several: such a list, or one under `sites:`"
         )
     try:
         sites = [parse_site(data, source=source_name(args.file))]

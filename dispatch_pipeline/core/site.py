@@ -4,7 +4,8 @@ What it pays changes over time: `tariff` is the latest time-of-use tariff, and `
 the ones before it, each with the local date its successor took over; `Site.tariff_in_force`
 says which one prices a local day, so that a plan of a past day bills it as it was billed.
 
-Sites are kept in a YAML file `{sites: [...]}`; `load_sites_yaml` reads it and reports every
+Sites are kept in a YAML file `{sites: [...]}` (or a JSON list of them, as `dispatch-pipeline
+sites list --json` prints it); `load_sites_yaml` reads it and reports every
 problem with the file, the site's position and id, and the field, so a typo in entry 7 of 40 is
 found without bisecting. `site_request` turns a site plus a day's forecast into a contract request.
 """
@@ -326,12 +327,19 @@ def _validate_site(entry: Any, label: str) -> Site:
 
 
 def parse_sites(data: Any, source: str = "sites") -> list[Site]:
-    """Validate `{sites: [...]}`; raise SiteConfigError naming `source`, the entry and the field."""
+    """Validate `{sites: [...]}`, or the list alone (as `sites list --json` prints it); raise
+    SiteConfigError naming `source`, the entry and the field."""
+    # The list alone names its entries by position ("[2]"); under `sites:`, by "sites[2]".
+    where = "" if isinstance(data, list) else "sites"
+    if isinstance(data, list):
+        if not data:
+            raise SiteConfigError([f"{source}: is an empty list: list at least one site"])
+        data = {"sites": data}
     if isinstance(data, dict) and "sites" not in data:
         one_site = " (one site's fields: `sites add` registers a single site)" if "site_id" in data else ""
         raise SiteConfigError([f"{source}: has no top-level 'sites' list{one_site}"])
     if not isinstance(data, dict):
-        raise SiteConfigError([f"{source}: must be a mapping with a 'sites' list (got {_kind(data)})"])
+        raise SiteConfigError([f"{source}: must be a list of sites, or a mapping with a 'sites' list (got {_kind(data)})"])
     unknown = sorted(set(data) - {"sites"})
     if unknown:
         raise SiteConfigError([f"{source}: unknown top-level key(s) {unknown}; only 'sites' is allowed"])
@@ -346,7 +354,7 @@ def parse_sites(data: Any, source: str = "sites") -> list[Site]:
     problems: list[str] = []
     first_index: dict[str, int] = {}
     for index, entry in enumerate(entries):
-        label = _label(f"{source}: sites[{index}]", entry)
+        label = _label(f"{source}: {where}[{index}]", entry)
         try:
             site: Site | None = _validate_site(entry, label)
         except SiteConfigError as exc:
@@ -357,7 +365,7 @@ def parse_sites(data: Any, source: str = "sites") -> list[Site]:
         site_id = entry.get("site_id") if isinstance(entry, dict) else None
         if isinstance(site_id, str):
             if site_id in first_index:
-                problems.append(f"{label}: site_id {site_id!r} already used by sites[{first_index[site_id]}]")
+                problems.append(f"{label}: site_id {site_id!r} already used by {where}[{first_index[site_id]}]")
                 continue
             first_index[site_id] = index
         if site is not None:

@@ -197,3 +197,44 @@ def test_the_note_names_the_past_days_a_history_prices_otherwise():
     note = _past_tariff_change(old, late, today)
     assert note is not None and "for the days 2026-11-01 to 2026-12-05 too" in note
     assert "(on 2026-11-01: tariff as registered until now, tariff (since 2026-11-01) now)" in note
+
+
+def test_what_sites_list_json_prints_is_what_sites_import_takes(url, tmp_path, capsys):
+    # The documented export: `sites list --json > all.json`, then `sites import all.json`.
+    assert main(["sites", "import", str(sites_yaml_path()), "--database-url", url]) == 0
+    capsys.readouterr()
+    assert main(["sites", "list", "--json", "--database-url", url]) == 0
+    exported = capsys.readouterr().out
+    path = tmp_path / "all.json"
+    path.write_text(exported, encoding="utf-8")
+
+    # `sites add` refuses the list, pointing at the command that takes it...
+    assert main(["sites", "add", str(path), "--database-url", url]) == 2
+    assert f"`sites import {path}` takes several: such a list" in capsys.readouterr().err
+    # ...which does.
+    assert main(["sites", "import", str(path), "--database-url", url]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:3] == [
+        "unchanged BERLIN_DEPOT (Europe/Berlin)",
+        "unchanged KL_MALL (Asia/Kuala_Lumpur)",
+        "unchanged PHOENIX_OFFICE (America/Phoenix)",
+    ]
+    assert main(["sites", "list", "--json", "--database-url", url]) == 0
+    assert capsys.readouterr().out == exported
+
+
+def test_a_list_of_sites_is_checked_whole_naming_every_bad_entry(url, tmp_path, capsys):
+    entries = [kl_mall_entry(), {**kl_mall_entry(), "site_id": "B", "pv_kwp": -1}, 3, kl_mall_entry()]
+    path = tmp_path / "all.json"
+    path.write_text(json.dumps(entries), encoding="utf-8")
+    assert main(["sites", "import", str(path), "--database-url", url]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"{path}: [1] ('B'): pv_kwp: " in err
+    assert f"{path}: [2]: must be a mapping (got int)" in err
+    assert f"{path}: [3] ('KL_MALL'): site_id 'KL_MALL' already used by [0]" in err
+    assert list_site_ids(open_database(url)) == []
+
+    path.write_text("[]\n", encoding="utf-8")
+    assert main(["sites", "import", str(path), "--database-url", url]) == 2
+    assert f"{path}: is an empty list: list at least one site" in capsys.readouterr().err

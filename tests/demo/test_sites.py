@@ -233,8 +233,10 @@ def test_a_batterys_operating_settings_keep_the_contract_defaults(tmp_path):
     ("text", "fragment"),
     [
         ("sites: [a: 1\n", "not valid YAML"),
-        ("", "must be a mapping with a 'sites' list (got nothing)"),
-        ("- site_id: X\n", "(got list)"),
+        ("", "must be a list of sites, or a mapping with a 'sites' list (got nothing)"),
+        ("- site_id: X\n", "[0] ('X'): timezone: field required"),
+        ("[]\n", "is an empty list: list at least one site"),
+        ("3\n", "must be a list of sites, or a mapping with a 'sites' list (got int)"),
         ("site_id: X\n", "has no top-level 'sites' list (one site's fields: `sites add` registers a single site)"),
         ("site: {site_id: X}\n", "has no top-level 'sites' list"),
         ("sites: {}\n", "'sites' must be a list (got dict)"),
