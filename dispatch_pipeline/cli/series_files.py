@@ -71,8 +71,11 @@ class SeriesFile:
 def register_loader(subcommands: argparse._SubParsersAction, spec: SeriesFile) -> None:
     parser = subcommands.add_parser(spec.command, help=f"store {spec.what} issues", description=spec.description)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    columns = ", ".join(spec.columns)
     load = actions.add_parser(
-        "load", help=f"load a CSV or Parquet file ({', '.join(spec.columns)})"
+        "load",
+        help=f"load a CSV or Parquet file ({columns})",
+        description=f"Store a CSV or Parquet file of {spec.what} issues ({columns}), checked whole.",
     )
     load.add_argument("file", metavar="FILE", help="*.csv or *.parquet")
     load.add_argument(

@@ -21,18 +21,30 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    add = actions.add_parser("add", help="add or replace one site (YAML or JSON mapping; - for stdin)")
+    add = actions.add_parser(
+        "add",
+        help="add or replace one site (YAML or JSON mapping; - for stdin)",
+        description="Add or replace one site: the fields of a sites.yaml entry, from FILE or stdin (-).",
+    )
     add.add_argument("file", metavar="FILE|-", help="one site: the fields of a sites.yaml entry")
     add.set_defaults(handler=run_add)
 
-    import_ = actions.add_parser("import", help="add or replace every site of a sites YAML file")
+    import_ = actions.add_parser(
+        "import",
+        help="add or replace every site of a sites file (YAML, or `sites list --json`)",
+        description="Add or replace every site of a sites file, checked whole: every bad entry is named.",
+    )
     import_.add_argument(
         "file", metavar="FILE",
         help="YAML or JSON: a top-level `sites:` list, or the list alone as `sites list --json` prints it",
     )
     import_.set_defaults(handler=run_import)
 
-    list_ = actions.add_parser("list", help="list registered sites")
+    list_ = actions.add_parser(
+        "list",
+        help="list registered sites",
+        description="List the registered sites (--json: their full definitions, as `sites import` takes them).",
+    )
     list_.add_argument("--json", action="store_true", help="print the full definitions as JSON")
     list_.set_defaults(handler=run_list)
 

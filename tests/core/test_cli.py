@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
 
+from dispatch_pipeline.cli import build_parser, main
 from tests.conftest import REPO, load_case
 
 
@@ -95,3 +97,25 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     assert done.wait(timeout=120) == 141
     assert "Traceback" not in stderr and "Error" not in stderr
     assert stderr.endswith(" not stored (--store stores it)\n"), stderr
+
+
+def command_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and subcommand of `parser`, as the words that name it."""
+    paths = [path] if path else []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += command_paths(sub, (*path, name))
+    return paths
+
+
+@pytest.mark.parametrize("words", command_paths(build_parser()), ids=" ".join)
+def test_every_commands_help_says_what_it_does(words, capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*words, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    # Between the usage and the arguments: a description of one line at least.
+    usage, described = out.split("\n\n", 2)[:2]
+    assert usage.startswith(f"usage: dispatch-pipeline {' '.join(words)} ")
+    assert not described.startswith(("positional arguments:", "options:")), out
