@@ -163,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
         for date in demo_dates(today, args.days):
             save_forecast(engine, site.site_id, demo_forecast(site, date), issued_at)
     sync_site_partitions(instance, {site.site_id: site.timezone for site in sites})
-    print(f"Registered {len(sites)} demo sites with forecasts for the last {args.days} days and "
-          f"tomorrow, each in its own timezone: "
+    past = "" if args.days == 0 else "the last day and " if args.days == 1 else f"the last {args.days} days and "
+    print(f"Registered {len(sites)} demo sites with forecasts for {past}tomorrow, each in its own timezone: "
           + ", ".join(f"{site_id} tomorrow {today + dt.timedelta(days=1)}" for site_id, today in todays))
 
     job = build_local_job(pipeline_resources(storage=DispatchStorage(database_url=url)))

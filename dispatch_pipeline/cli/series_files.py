@@ -161,7 +161,7 @@ def csv_lines(path: Path) -> list[int] | None:
                         header = record
                     elif len(record) != len(header):
                         raise UsageError(
-                            f"{path}: row {len(starts)} (line {start}) has {len(record)} fields, the header "
+                            f"{path}: row {len(starts)} (line {start}) has {len(record)} field{'' if len(record) == 1 else 's'}, the header "
                             f"{len(header)} (got {_shortened(','.join(record))!r}){_one_field_hint(header)}"
                         )
                     starts.append(start)

@@ -178,7 +178,7 @@ def run_add(args: argparse.Namespace) -> int:
         raise UsageError(f"{source_name(args.file)} holds a `sites:` list: use {use}")
     if isinstance(data, list):
         raise UsageError(
-            f"{source_name(args.file)}: holds a list of {len(data)} entries; `sites add` takes one site "
+            f"{source_name(args.file)}: holds a list of {len(data)} {'entry' if len(data) == 1 else 'entries'}; `sites add` takes one site "
             f"as a mapping (drop the leading `- ` of a pasted sites.yaml entry, or select one object of "
             f"`sites list --json`), and {use} takes several: such a list, or one under `sites:`"
         )

@@ -165,8 +165,8 @@ class SolverService:
         # In the background: runs may connect at once, and their first problems wait for the
         # first worker ready.
         self.runner.warm(wait=False)
-        log.info("solver service on %s: starting %d workers, code %s", self.bound_address,
-                 self.runner.size, self.hello["code"])
+        log.info("solver service on %s: starting %d worker%s, code %s", self.bound_address,
+                 self.runner.size, "" if self.runner.size == 1 else "s", self.hello["code"])
         while not self._closed.is_set():
             try:
                 sock, _ = self._socket.accept()

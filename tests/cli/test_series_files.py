@@ -223,6 +223,7 @@ def test_a_repeated_ts_names_both_rows_and_lines(url, tmp_path, capsys):
         (lambda row: "5," + row, "row 1 (line 2) has 5 fields, the header 4"),
         (lambda row: row + ",", "row 1 (line 2) has 5 fields, the header 4"),
         (lambda row: row.rsplit(",", 1)[0], "row 1 (line 2) has 3 fields, the header 4"),
+        (lambda row: row.split(",", 1)[0], "row 1 (line 2) has 1 field, the header 4"),
     ],
 )
 def test_a_row_with_more_or_fewer_fields_than_the_header_is_named(url, tmp_path, capsys, row_text, message):

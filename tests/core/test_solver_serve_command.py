@@ -124,6 +124,7 @@ def _no_local_workers():
 def test_the_served_service_solves_to_the_optimum_and_stops_on_sigterm(serve) -> None:
     served = serve()
     served.wait_until_accepting()
+    assert "starting 1 worker, code " in served.output()  # --workers 1
     case = load_case("typical")
     problem = build_problem(case["request"])
     client = ServiceClient(str(served.address), KEY, "highs", _no_local_workers)

@@ -311,6 +311,19 @@ def test_a_registered_id_clashing_with_a_demo_sites_in_case_is_named_without_a_t
         assert connection.scalars(select(sites.c.site_id)).all() == ["kl_mall"]  # no demo site either
 
 
+@pytest.mark.parametrize(
+    ("days", "forecasts"),
+    [("0", "for tomorrow"), ("1", "for the last day and tomorrow"), ("2", "for the last 2 days and tomorrow")],
+)
+def test_the_demo_counts_its_past_days_in_words_that_fit(checkout, capsys, monkeypatch, days, forecasts):
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt  # once the sites are registered: the runs are another test's
+
+    monkeypatch.setattr("dispatch_pipeline.defs.local_runs.build_local_job", stop)
+    assert main(["demo", "--days", days]) == 130
+    assert f"Registered 3 demo sites with forecasts {forecasts}, each in its own timezone: " in capsys.readouterr().out
+
+
 def test_the_demo_refuses_to_replace_a_site_registered_under_a_demo_id_with_another_definition(checkout, capsys):
     engine = open_database(f"sqlite:///{checkout / 'dagster_home' / 'embedded' / 'dispatch.sqlite'}")
     own = demo_site("KL_MALL")

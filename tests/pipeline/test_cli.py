@@ -177,7 +177,7 @@ def test_moving_a_site_to_another_timezone_or_currency_warns(url, tmp_path, caps
                      "site.yaml ('X'): timezone: unknown IANA timezone", id="host-zone"),
         pytest.param(SITE_WITHOUT_PV_SIZE + "pv_kwp: 1.0e+308\n", "pv_kwp: Input should be less than or equal to", id="huge-pv"),
         pytest.param(SITE_WITHOUT_PV_SIZE, "site.yaml ('X'): pv_kwp: field required", id="no-pv-size"),
-        pytest.param("- " + A_SITE.replace("\n", "\n  "), "site.yaml: holds a list of 1 entries; `sites add` takes one site "
+        pytest.param("- " + A_SITE.replace("\n", "\n  "), "site.yaml: holds a list of 1 entry; `sites add` takes one site "
                      "as a mapping (drop the leading `- ` of a pasted sites.yaml entry", id="pasted-entry"),
     ],
 )
