@@ -33,7 +33,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         help=f"HOST:PORT or an absolute Unix socket path (default: {ADDRESS_ENV})",
     )
     serve.add_argument("--workers", type=int, default=0,
-                       help="solver processes (default: one per CPU this process may use)")
+                       help="solver processes; 0 (the default): one per CPU this process may use")
     parser.set_defaults(handler=run)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatch_pipeline.cli import main
 from dispatch_pipeline.core.evaluate import objective_value
 from dispatch_pipeline.core.problem import build_problem
 from dispatch_pipeline.core.solver_service import (
@@ -193,3 +194,11 @@ def test_without_a_service_address_runs_start_their_own_workers(address, monkeyp
     solver = default_solver()
     assert solver == DispatchSolver()
     assert (solver.service, solver.service_key) == ("", "")
+
+
+def test_its_help_says_what_workers_0_means(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["solver", "serve", "--help"])
+    assert done.value.code == 0
+    workers = " ".join(capsys.readouterr().out.split("--workers WORKERS")[-1].split())
+    assert workers.startswith("solver processes; 0 (the default): one per CPU this process may use")
