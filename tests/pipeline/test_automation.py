@@ -276,6 +276,22 @@ def test_sensor_adds_new_sites_as_partitions(tmp_path, persistent_instance):
     assert isinstance(site_partitions_sensor(context), dg.SkipReason)
 
 
+def test_sensor_tick_that_adds_partitions_says_so_in_the_tick_list(tmp_path):
+    """Dagster records a tick that requests no run as skipped, whatever partitions it added; the
+    UI's tick list then shows its skip reason, which must name what the tick did rather than
+    Dagster's 'Sensor function returned an empty result'."""
+    url = f"sqlite:///{tmp_path / 'dispatch.sqlite'}"
+    engine = open_database(url)
+    upsert_site(engine, demo_site("KL_MALL").model_copy(update={"site_id": "ADDED_SITE"}))
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"storage": DispatchStorage(database_url=url)})
+        data = site_partitions_sensor.evaluate_tick(context)
+    assert not data.run_requests
+    (request,) = data.dynamic_partitions_requests
+    assert list(request.partition_keys) == ["ADDED_SITE"]
+    assert data.skip_message == "added 1 site partition(s): ADDED_SITE"
+
+
 def test_new_sites_become_partitions_grouped_by_timezone_so_they_share_day_ahead_runs(tmp_path):
     """Ids that do not follow the timezones (A in Berlin, B in Kuala Lumpur, C in Berlin, ...):
     in id order every site would be a run of its own at its tick."""
