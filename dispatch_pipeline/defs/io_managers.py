@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import dagster as dg
+from pydantic import Field
 
 from dispatch_pipeline.core.result import DispatchResult
 from dispatch_pipeline.defs.common import shorten
@@ -126,7 +127,10 @@ class SiteDayPickleIOManager(dg.ConfigurableIOManager):
     is not the current run.
     """
 
-    base_dir: str = ""  # empty: the Dagster instance's storage directory
+    base_dir: str = Field(
+        default="",
+        description="Directory of the input snapshots; empty: the Dagster instance's storage directory.",
+    )
 
     # Event log records fetched per query when locating the runs of earlier materialisations.
     RECORDS_PAGE: ClassVar[int] = 1000

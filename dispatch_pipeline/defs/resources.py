@@ -62,7 +62,13 @@ def shared_runner(size: int) -> MilpRunner:
 class DispatchSolver(dg.ConfigurableResource):
     """How the MILP is solved: which solver, under which hard timeout, how many at once, where."""
 
-    solver: Literal["highs", "cbc"] = "highs"
+    solver: Literal["highs", "cbc"] = Field(
+        default="highs",
+        description=(
+            "The MILP solver: highs (the default) or cbc. Where it is not installed, the site-days "
+            "are planned by the rule-based fallback (fallback_reason 'solver missing: ...')."
+        ),
+    )
     timeout_ms: int = Field(
         default=DEFAULT_TIMEOUT_MS,
         ge=TIMEOUT_MS_RANGE.start,
