@@ -216,7 +216,8 @@ def planned_at_ticks(instance: dg.DagsterInstance, ticks: list[dt.datetime]) -> 
     return {key for run in runs for key in run_partition_keys(run.tags, partitions)}
 
 
-# How far back a tick looks for ticks the daemon missed (down, restarting, lagging).
+# How far back a tick looks for missed ticks (the daemon down, restarting or lagging, or the
+# schedule stopped).
 CATCH_UP = dt.timedelta(hours=12)
 
 
@@ -304,8 +305,8 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
     caught_up = [SiteDay(*pair).key for pair in due if pair not in due_now and SiteDay(*pair).key not in already]
     if caught_up:
         context.log.warning(
-            f"planning {len(caught_up)} site-day(s) due at {len(missed)} tick(s) the daemon missed since "
-            f"{missed[0].isoformat()}: {', '.join(caught_up[:10])}{' ...' if len(caught_up) > 10 else ''}"
+            f"planning {len(caught_up)} site-day(s) due at {len(missed)} tick(s) missed since "
+            f"{missed[0].isoformat()} (the daemon down, or the schedule stopped): {', '.join(caught_up[:10])}{' ...' if len(caught_up) > 10 else ''}"
         )
     due = [(site_id, tomorrow) for site_id, tomorrow in due if SiteDay(site_id, tomorrow).key not in already]
     if not due:
