@@ -70,7 +70,10 @@ One forward pass over the day, a handful of rules an operator would write down:
    bands the cheapest that can store (as the peak guard allows) what the expensive hours, rule 3's
    middle hours and, with a demand charge, rule 3's discharges to its threshold in the other hours
    need, up to the SOC band: the bottom quartile where it can store that, dearer hours that still
-   pay where it cannot (the peak guard leaving its hours too little room, say). It charges there
+   pay where it cannot (the peak guard leaving its hours too little room, say). Where those hours
+   all come too late for an expensive hour (a morning peak before a cheap midday), what they and
+   the battery's charge above soc_min at the start cannot store before it, the cheapest hours
+   before it where storing pays against it store. It charges there
    up to the energy the expensive hours after it will need, and with a demand charge what rule
    3's discharges to its threshold will draw in the other hours after it too, but not into the
    room rule 9 keeps; with a demand charge, never above rule 3's threshold (without one, the peak
@@ -83,8 +86,9 @@ One forward pass over the day, a handful of rules an operator would write down:
    those draws and rule 9's later discharges to make room (in each interval the larger) and the
    end-of-day target (at least soc_min) need with that later charging, when that is lower: a
    dearer cheap hour does not fill the battery before a cheaper one. Those draws count, of an
-   expensive hour where storing at the charging hour's price does not pay (rule 5's test), only
-   what rule 3's threshold and rule 4 draw there: the rest would cost more stored than bought.
+   hour where storing at the charging hour's price does not pay (rule 5's test), expensive or
+   one where rule 9 makes room, only what rule 3's threshold and rule 4 draw there: the rest
+   would cost more stored than bought.
 6. It charges for the terminal SOC target in the cheapest hours that can still store it: in each
    interval, what the later intervals no dearer to buy in (and PV surplus, whatever the price)
    could not store in time, counting the discharges rule 4 and rule 3's threshold will still make:
@@ -759,6 +763,28 @@ def _first_held(
     return high
 
 
+def _charging_in_time(day: _Day, charging: np.ndarray, peak_safe: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Rule 5's hours, and where what they can store before an expensive hour (with what the
+    battery holds above soc_min at the start) falls short of what the expensive hours up to it
+    draw, the cheapest hours before it where storing pays against it that make up the shortfall:
+    the day's cheapest bands may all come after a morning peak."""
+    problem = day.problem
+    buy = problem.buy
+    held = max(problem.energy_initial_kwh - problem.energy_min_kwh, 0.0)
+    drawn = np.cumsum(need)
+    for _ in range(_SEARCH_PASSES):
+        stored_before = np.cumsum(np.where(charging, peak_safe, 0.0)) - np.where(charging, peak_safe, 0.0)
+        short = (need > 0) & (drawn - held - stored_before > _EPS)
+        if not short.any():
+            break
+        t = int(np.argmax(short))
+        before = day.storing & ~charging & (day.hours < t) & day.pays_against(buy, buy[t])
+        if not before.any():
+            break
+        charging = charging | charging_hours(buy, before, peak_safe, float(drawn[t] - held - stored_before[t]))
+    return charging
+
+
 def _charging_levels(
     day: _Day,
     charging_up: np.ndarray,
@@ -775,8 +801,8 @@ def _charging_levels(
     hours (as the peak guard allows, `peak_safe`), the cheaper hours outside rule 3's expensive and
     middle hours where storing pays against no later expensive hour (rule 6 buys the end-of-day
     target back there, likewise), and PV surplus whose export price is lower (or where exporting it
-    costs more than curtailing). Of an expensive hour that storing at the price does not pay
-    against, the later draws count only the threshold's and rule 4's (`planned`)."""
+    costs more than curtailing). Of an hour that storing at the price does not pay against, the
+    later draws count only the threshold's and rule 4's (`planned`)."""
     problem = day.problem
     buy = problem.buy
     level = final + need_after
@@ -788,7 +814,6 @@ def _charging_levels(
     # and, in the hours that refill for them, the middle hours'.
     draws = np.maximum(need, day.middle_reserve)
     draws_with_middle = np.maximum(draws, day.middle_need)
-    unpaid = np.maximum(planned, day.middle_reserve)  # an expensive hour's, where storing does not pay
     # The later hours that put energy back at the grid's price: rule 5's, and those that store for
     # no expensive hour (where rule 6 buys the target back), outside rule 3's.
     refilling = charging_up | ~(day.expensive | day.middle | day.pays_to_store)
@@ -799,9 +824,9 @@ def _charging_levels(
         if not gain[first + 1:].any():
             continue
         loss = draws_with_middle if day.refills_middle[first] else draws
-        # An expensive hour that storing at this price does not pay against draws only what the
-        # threshold and rule 4 take there (and rule 9's room): it is not charged for.
-        loss = np.where(day.discharging & ~day.pays_against(price, buy), unpaid, loss)
+        # An hour that storing at this price does not pay against draws only what the threshold
+        # and rule 4 take there: it is not charged for (rule 9's draws there included).
+        loss = np.where(~day.pays_against(price, buy), planned, loss)
         at = _level_needed(gain, loss, final, problem.energy_min_kwh, problem.energy_max_kwh, first)
         level[at_price] = np.minimum(level, at)[at_price]
     return level
@@ -884,6 +909,7 @@ def _schedule(day: _Day, threshold: float | None) -> Schedule:
     charging = charging_hours(
         buy, day.storing, peak_safe, min(e_max - e_min, float(need.sum() + day.middle_need_kwh)), day.storing_by_price
     )
+    charging = _charging_in_time(day, charging, peak_safe, need)
     middle_floor = None
     if day.middle.any():
         refill = charging & day.refills_middle

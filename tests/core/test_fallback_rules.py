@@ -797,6 +797,29 @@ def test_rule_3_keeps_in_a_middle_hour_nothing_for_cheaper_hours_that_rule_9_wou
     assert objective_value(problem, s) <= 595.604 * 1.0001
 
 
+def test_rule_5_charges_before_a_morning_peak_that_the_days_cheapest_hours_come_after() -> None:
+    # The cheapest bands are at midday, after the 07:00-09:00 peak (0.31-0.33, 250-270 kW): charging
+    # only there, the battery met the peak with what it started with (1252.79; the MILP 1245.45).
+    problem, s = rule_based(load_regression("fallback_spot_tariff_charges_before_a_morning_peak"))
+    deficit = np.maximum(problem.load_kw - problem.pv_kw, 0.0)
+    peak, dearest = slice(28, 36), slice(32, 36)
+    assert problem.buy[peak].min() > 0.31
+    # Full when it begins, at soc_min when it ends; the dearer hour (0.3273) covered whole.
+    assert s.energy[27] == pytest.approx(problem.energy_max_kwh)
+    assert s.energy[35] == pytest.approx(problem.energy_min_kwh)
+    assert s.discharge[dearest] == pytest.approx(deficit[dearest])
+    assert objective_value(problem, s) <= 1245.449 * 1.0001
+
+
+def test_rule_5_charges_for_no_room_rule_9_makes_in_an_hour_storing_at_its_price_does_not_pay_against() -> None:
+    # Charging at 0.2042 before the morning peak for what rule 9 would then draw at 0.16-0.23 to
+    # make room for midday, the battery went into midday with 81 kWh it never used (610.15).
+    problem, s = rule_based(load_regression("fallback_spot_tariff_no_charge_for_room_rule_9_makes_at_a_lower_price"))
+    midday = int(np.argmax(problem.buy < 0.13))
+    assert s.energy[midday - 1] == pytest.approx(problem.energy_min_kwh)
+    assert objective_value(problem, s) <= 603.775 * 1.0001
+
+
 def test_rule_3_with_a_demand_charge_discharges_in_the_middle_hours_too() -> None:
     # A sunny day on a day-ahead spot tariff, 0.30 a kW of demand charge: the morning buys at
     # 0.21-0.23, midday at 0.09-0.10 with PV surplus the grid takes for next to nothing. With the
