@@ -57,11 +57,11 @@ One forward pass over the day, a handful of rules an operator would write down:
    later dearer middle hours' (likewise: in time order the cheaper would spend it first), rule 9's
    later discharges' in hours no cheaper (likewise) and, with a demand charge, the later
    discharges to the threshold in the other hours (rule 9's on top of them), or rule 4's where
-   larger, and the end-of-day target need, counting only the later recharging in rule 5's hours where storing pays against
-   the cheapest of the middle hours (with a demand charge, under the threshold), and the PV
-   surplus whose export price does so. In an hour where rule 5 charges, only when its next
-   charging hour is cheaper: what it delivered would otherwise be bought back at the same price or
-   dearer, less the losses.
+   larger, and the end-of-day target need, counting only the later recharging in rule 5's hours
+   where storing pays against the cheapest of the middle hours (with a demand charge, under the
+   threshold), and the PV surplus whose export price does so. In an hour where rule 5 charges,
+   only when its next charging hour is cheaper: what it delivered would otherwise be bought back
+   at the same price or dearer, less the losses.
 4. The battery also discharges to hold imports under the import cap, down to the level the
    end-of-day target still needs: energy it cannot recharge later would only move the violation
    to the end of the day, larger by the discharge losses.
@@ -139,6 +139,9 @@ from dispatch_pipeline.core.result import Schedule
 _EPS = 1e-9
 # Rule 3's search for the cheapest threshold: passes above the lowest one the plan holds.
 _SEARCH_PASSES = 3
+# Rule 5's charging before expensive hours its cheapest bands come too late for: the expensive
+# hours it adds hours for (a morning peak, an evening one, and one more).
+_IN_TIME_PASSES = 3
 # _levels_needed works up to this many rows out one by one, more at once (where that is faster).
 _ROWS_ONE_BY_ONE = 4
 
@@ -772,8 +775,9 @@ def _charging_in_time(day: _Day, charging: np.ndarray, peak_safe: np.ndarray, ne
     buy = problem.buy
     held = max(problem.energy_initial_kwh - problem.energy_min_kwh, 0.0)
     drawn = np.cumsum(need)
-    for _ in range(_SEARCH_PASSES):
-        stored_before = np.cumsum(np.where(charging, peak_safe, 0.0)) - np.where(charging, peak_safe, 0.0)
+    for _ in range(_IN_TIME_PASSES):
+        stored = np.where(charging, peak_safe, 0.0)
+        stored_before = np.cumsum(stored) - stored
         short = (need > 0) & (drawn - held - stored_before > _EPS)
         if not short.any():
             break
