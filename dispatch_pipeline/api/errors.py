@@ -152,7 +152,9 @@ def _sentence(problem: dict[str, Any]) -> str:
     for part in problem["loc"][1:] if problem["loc"][:1] in (["body"], ["query"], ["path"], ["header"]) else problem["loc"]:
         location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
     text = f"{location or 'request'}: {problem['msg']}"
-    if "input" in problem:
+    # A validator that words its value itself ("not a number (got 20240315)") has said it
+    # already, as core.request.describe_error has it.
+    if "input" in problem and "(got " not in problem["msg"]:
         text += f" (got {json.dumps(problem['input'], default=str)})"
     return text
 

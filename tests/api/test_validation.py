@@ -410,3 +410,15 @@ def test_a_declared_utf_8_charset_is_accepted(client, sample_request):
         headers={"content-type": "Application/JSON; Charset=\"UTF-8\""},
     )
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("date", [20240315, 2024.0315])
+def test_a_message_that_words_its_value_shows_it_once(client, client_without_database, sample_request, date):
+    expected = f"date: expected a calendar date YYYY-MM-DD, not a number (got {date})"
+
+    for answered_by in (client, client_without_database):
+        response = answered_by.post("/dispatch/run", json={**sample_request, "date": date})
+
+        assert response.status_code == 422, response.text
+        assert response.json()["message"] == expected
+        assert response.json()["detail"][0]["input"] == date
