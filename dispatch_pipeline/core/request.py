@@ -29,7 +29,8 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from dispatch_pipeline.core.calendar import LocalDay, local_day, next_local_date
 
 SITE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-CALENDAR_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# ASCII digits: \d would also match other scripts' digits ("２０２５"), which date.fromisoformat refuses.
+CALENDAR_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def parse_calendar_date(text: str) -> dt.date:

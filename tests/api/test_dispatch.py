@@ -1131,3 +1131,15 @@ def test_an_unexpected_failure_answers_in_the_one_error_shape(make_app, monkeypa
         "detail": "internal error; the server's log has the details",
         "message": "internal error; the server's log has the details",
     }
+
+
+@pytest.mark.parametrize("date", ["\uff12\uff10\uff12\uff15-03-15", "\u0662\u0660\u0662\u0665-\u0660\u0663-\u0661\u0665"])
+def test_a_date_in_digits_of_another_script_is_said_to_be_no_calendar_date(client, sample_request, date):
+    # Not "there is no such day": the format is what is wrong.
+    query = client.get("/dispatch/latest", params={"site_id": "DEMO", "date": date})
+    body = client.post("/dispatch/run", json={**sample_request, "date": date})
+
+    for response in (query, body):
+        assert response.status_code == 422
+        [problem] = response.json()["detail"]
+        assert (problem["msg"], problem["input"]) == ("expected a calendar date YYYY-MM-DD", date)
