@@ -234,10 +234,12 @@ def _limit(value: Any) -> Any:
         return value
     if not (value.isascii() and value.isdigit()):
         raise ValueError(f"must be a whole number from 1 to {RUN_LIST_MAX_LIMIT}")
-    # Length first: int() of thousands of digits is slow, and refused past 4300.
-    if len(value) > len(str(RUN_LIST_MAX_LIMIT)) or not 1 <= int(value) <= RUN_LIST_MAX_LIMIT:
+    # Leading zeros do not count: "0001000" is 1000, as "01" is 1. Length first: int() of
+    # thousands of digits is slow, and refused past 4300.
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(RUN_LIST_MAX_LIMIT)) or not 1 <= int(digits) <= RUN_LIST_MAX_LIMIT:
         raise ValueError(f"must be from 1 to {RUN_LIST_MAX_LIMIT}")
-    return int(value)
+    return int(digits)
 
 
 LimitQuery = Annotated[

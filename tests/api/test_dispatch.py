@@ -243,6 +243,25 @@ def test_limit_bounds_the_list_and_more_says_older_runs_are_left_out(client, sam
     ]
 
 
+@pytest.mark.parametrize(("limit", "listed"), [("01", 1), ("0001000", 2), ("0" * 5000 + "1", 1)])
+def test_a_limit_with_leading_zeros_is_read_as_its_number(client, sample_request, limit, listed):
+    site_id = _unique_site("ZEROS")
+    for _ in range(2):
+        client.post("/dispatch/run", json={**sample_request, "site_id": site_id})
+
+    response = client.get("/dispatch/runs", params={"site_id": site_id, "date": "2024-03-15", "limit": limit})
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["runs"]) == listed
+
+
+def test_a_limit_of_zeros_only_is_out_of_range(client):
+    response = client.get("/dispatch/runs", params={"site_id": "DEMO", "date": "2024-03-15", "limit": "0000"})
+
+    assert response.status_code == 422
+    assert response.json()["message"] == 'limit: must be from 1 to 1000 (got "0000")'
+
+
 def _page(client, site_id: str, limit: int, before: str | None = None, date: str = "2024-03-15") -> dict:
     params = {"site_id": site_id, "date": date, "limit": limit, **({"before": before} if before else {})}
     response = client.get("/dispatch/runs", params=params)
