@@ -14,8 +14,9 @@ schedule (`rule_based_schedule`), both costed by `objective_value`:
 
 Every demo, generated and market day is run twice: as shipped (each demo site bills a demand charge) and
 with `demand_charge_per_kw` 0; the reference cases as stored. Days are grouped by whether a demand
-charge is billed. `--before REF` also costs the rule-based schedule of dispatch_pipeline/core/
-fallback.py as it is at the git revision REF (e.g. origin/main) on the same days, and reports the
+charge is billed. `--before REF` also costs the rule-based schedule of the package
+dispatch_pipeline/core/fallback/ (at revisions before it, the module dispatch_pipeline/core/
+fallback.py) as it is at the git revision REF (e.g. origin/main) on the same days, and reports the
 change per day, in aggregate and the worst increase. The gap is (rule - milp) / |milp|.
 """
 
@@ -46,6 +47,7 @@ from dispatch_pipeline.demo import demo_request, demo_sites
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = REPO / "tests" / "data" / "cases"
+FALLBACK = "dispatch_pipeline/core/fallback"
 
 # Weekdays and weekends over the seasons; 2024-03-31 and 2024-10-27 are Berlin's DST Sundays.
 DATES = [
@@ -75,16 +77,42 @@ def without_demand_charge(request: dict) -> dict:
 
 
 def fallback_at(ref: str) -> Callable:
-    """rule_based_schedule as dispatch_pipeline/core/fallback.py defines it at git revision `ref`."""
-    source = subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{ref}:dispatch_pipeline/core/fallback.py"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / "fallback_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("fallback_before", path)
+    """rule_based_schedule as dispatch_pipeline/core/fallback/ (or, before it was a package,
+    fallback.py) defines it at git revision `ref`."""
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+
+    folder = Path(tempfile.mkdtemp()) / "fallback_before"
+    folder.mkdir()
+    listed = git("ls-tree", "--name-only", f"{ref}:{FALLBACK}")
+    if listed.returncode == 0:
+        for name in (name for name in listed.stdout.split() if name.endswith(".py")):
+            (folder / name).write_text(git("show", f"{ref}:{FALLBACK}/{name}").stdout)
+    else:
+        shown = git("show", f"{ref}:{FALLBACK}.py")
+        if shown.returncode != 0:
+            raise SystemExit(f"no {FALLBACK}/ nor {FALLBACK}.py at {ref}: {shown.stderr.strip()}")
+        (folder / "__init__.py").write_text(shown.stdout)
+    # Its modules import one another by their full names: while it loads, those names are its own,
+    # then again the current package's.
+    package = FALLBACK.replace("/", ".")
+
+    def loaded() -> list[str]:
+        return [name for name in sys.modules if name == package or name.startswith(package + ".")]
+
+    current = {name: sys.modules.pop(name) for name in loaded()}
+    spec = importlib.util.spec_from_file_location(
+        package, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[package] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for name in loaded():
+            del sys.modules[name]
+        sys.modules.update(current)
     return module.rule_based_schedule
 
 

@@ -1,6 +1,6 @@
 """The rules of the rule-based schedule, one purpose-built day each (see the module docstring of
-dispatch_pipeline/core/fallback.py), the defects once found in them, and a ceiling on what it costs
-on the reference cases."""
+dispatch_pipeline/core/fallback/__init__.py), the defects once found in them, and a ceiling on
+what it costs on the reference cases."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ import pytest
 
 from dispatch_pipeline import solve_dispatch
 from dispatch_pipeline.core.evaluate import objective_value, violation_kwh
-from dispatch_pipeline.core.fallback import (
-    _quantile,
-    charging_hours,
-    price_quartiles,
-    rule_based_schedule,
-)
+from dispatch_pipeline.core.fallback import charging_hours, price_quartiles, rule_based_schedule
+from dispatch_pipeline.core.fallback.prices import _quantile
 from dispatch_pipeline.core.feasibility import find_breaches
 from dispatch_pipeline.core.problem import DispatchProblem, build_problem
 from dispatch_pipeline.core.result import Schedule
@@ -879,16 +875,16 @@ def test_quartiles_are_numpys() -> None:
 @pytest.mark.parametrize("final", [5.0, 50.0, 90.0, 95.0])
 def test_rule_6s_levels_for_every_price_are_the_one_row_levels(rows, final) -> None:
     # Rule 6 works the levels of every price row out at once (a prefix scan with many rows): each
-    # must be what _level_needed gives that row alone, from the row's first interval on, the
+    # must be what level_needed gives that row alone, from the row's first interval on, the
     # clamps at soc_min and soc_max included, with and without losses.
-    from dispatch_pipeline.core.fallback import _level_needed, _levels_needed
+    from dispatch_pipeline.core.fallback.levels import level_needed, levels_needed
 
     rng = np.random.default_rng(rows)
     for with_losses in (False, True):
         gains = rng.uniform(0, 10, (rows, 96)) * (rng.random((rows, 96)) < 0.5)
         loss = rng.uniform(0, 30, 96) * (rng.random(96) < 0.4) * with_losses
         since = rng.integers(0, 96, rows)
-        levels = _levels_needed(gains, loss, final, 10.0, 90.0, since)
+        levels = levels_needed(gains, loss, final, 10.0, 90.0, since)
         for row in range(rows):
-            alone = _level_needed(gains[row], loss, final, 10.0, 90.0)
+            alone = level_needed(gains[row], loss, final, 10.0, 90.0)
             np.testing.assert_allclose(levels[row, since[row]:], alone[since[row]:], rtol=0, atol=1e-9)
