@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 # Site fields promoted to columns (queryable); every other field lives in `config`.
 SITE_COLUMNS = ("name", "timezone", "latitude", "longitude", "pv_kwp", "currency")
 
+# PostgreSQL advisory lock (the two-int4 key space, apart from the migration lock's bigint) held by
+# a registration from its case check to its commit: the ASCII of "site" and of "case".
+_PG_REGISTRATION_LOCK = (int.from_bytes(b"site", "big"), int.from_bytes(b"case", "big"))
+
 
 def upsert_site(engine: Engine, site: Site) -> None:
     """Create the site or replace its definition; `created_at` survives, and `updated_at` moves
@@ -55,6 +59,11 @@ def _write_rows(engine: Engine, rows: list[dict[str, Any]]) -> None:
     # would otherwise lock their rows in opposite orders and deadlock on PostgreSQL.
     rows = sorted(rows, key=lambda row: row["site_id"])
     with write_transaction(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            # Under READ COMMITTED two imports at once (of 'Mall' and 'MALL') would each find the
+            # other's id unregistered and both be stored: registrations take turns from the check
+            # on. SQLite's BEGIN IMMEDIATE has them take turns already.
+            connection.execute(select(func.pg_advisory_xact_lock(*_PG_REGISTRATION_LOCK)))
         refuse_site_ids_differing_only_in_case(connection, [row["site_id"] for row in rows])
         # By the clock runs' created_at are taken from (the server's, on PostgreSQL): stale_plans
         # compares the two for runs that did not record their site's registration (stored before

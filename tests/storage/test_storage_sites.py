@@ -238,3 +238,52 @@ def waiting_for_lock(engine: Engine, timeout_s: float = 30.0) -> None:
                 return
             assert time.monotonic() < deadline, "the import never waited for the row lock"
             time.sleep(0.01)
+
+
+@pytest.mark.postgres
+def test_two_imports_at_once_of_ids_differing_only_in_case_store_one(
+    tmp_path: Path, site_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under READ COMMITTED each import's case check would miss the other's uncommitted row, and
+    both ids be stored. (SQLite writers take the whole database in turn.)"""
+    import dispatch_pipeline.storage.sites as storage_sites
+
+    with scratch_database("postgresql", tmp_path) as url:
+        engine = open_database(url)
+        demo = demo_sites()[0]
+        checked: list[str] = []
+        real_creation_times = storage_sites.creation_times
+
+        def once_both_checked(connection, count):
+            # An import gets here once its case check passed: wait for the other import to pass
+            # its own, or to be held back from it (a session waiting for a lock).
+            checked.append("checked")
+            deadline = time.monotonic() + 30
+            with engine.connect() as probe:
+                while len(checked) < 2 and not probe.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )):
+                    probe.rollback()
+                    assert time.monotonic() < deadline, "the other import never came"
+                    time.sleep(0.01)
+            return real_creation_times(connection, count)
+
+        monkeypatch.setattr(storage_sites, "creation_times", once_both_checked)
+        failures: list[BaseException] = []
+
+        def register(spelling: str) -> None:
+            try:
+                upsert_site(engine, _renamed(demo, spelling))
+            except BaseException as exc:
+                failures.append(exc)
+
+        importers = [threading.Thread(target=register, args=(f"{site_id}_{s}",)) for s in ("Mall", "MALL")]
+        for importer in importers:
+            importer.start()
+        for importer in importers:
+            importer.join()
+        stored = [s.site_id for s in list_sites(engine)]
+        assert len(stored) == 1
+        assert [type(exc) for exc in failures] == [StorageInputError]
+        assert "differs only in case from the registered site" in str(failures[0])
