@@ -41,9 +41,15 @@ def check_choice(value: Any, choices: tuple[str, ...], field: str) -> str:
 
 def check_finite(value: Any, field: str) -> float:
     # bool is an int to Python but never a measurement.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise problem(field, "must be a finite number", value)
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float (math.isfinite would raise the same)
+        raise problem(field, "must be a finite number (this one is beyond a float's range)", value) from None
+    if not math.isfinite(number):
+        raise problem(field, "must be a finite number", value)
+    return number
 
 
 def check_aware(value: Any, field: str) -> dt.datetime:

@@ -146,6 +146,12 @@ def test_empty_range_has_the_columns(engine: Engine, site_id: str) -> None:
             r"frame\.pv_kw\[2024-03-14T16:30:00Z\]: must be a finite number \(got nan\)",
         ),
         (
+            # An int no float holds: refused naming it, not an OverflowError naming nothing.
+            lambda f: f.assign(load_kw=pd.Series([10.0, 10**400, 10.0, 10.0], dtype=object)),
+            r"frame\.load_kw\[2024-03-14T16:15:00Z\]: must be a finite number \(this one is beyond a "
+            r"float's range\) \(got 1000000000",
+        ),
+        (
             lambda f: f.assign(pv_kw=["1", "1", "1", "1"]),
             r"frame\.pv_kw\[2024-03-14T16:00:00Z\]: must be a finite number \(got '1'\)",
         ),
