@@ -240,6 +240,25 @@ def test_ticks_the_daemon_missed_are_planned_at_the_next_one(fleet):
             instance.delete_run(run.run_id)
 
 
+def test_a_tick_the_daemon_stopped_in_midway_is_finished_at_the_next_one(fleet):
+    """The daemon stopped while launching the 06:00Z tick's runs (one launched, Kuala Lumpur's
+    not) and came back after the next tick: Dagster does not resume that tick (it evaluates
+    only the latest of this schedule's missed ticks), so the next one must finish it."""
+    _, instance, _, _ = fleet
+    instance.add_run(dg.DagsterRun(
+        job_name="day_ahead_dispatch_job", run_id=str(uuid.uuid4()),
+        tags={"dispatch/planning": "day_ahead", "dispatch/tick": "2025-10-15T06:00:00+00:00",
+              "dagster/partition": "2025-10-16|NOWHERE"},
+    ))
+    try:
+        assert tick(fleet, dt.datetime(2025, 10, 15, 9, 0, tzinfo=UTC)) == {
+            "KL": "2025-10-16|KL", "KOLKATA": "2025-10-16|KOLKATA",
+        }
+    finally:
+        for run in instance.get_runs(filters=dg.RunsFilter(tags={"dispatch/planning": "day_ahead"})):
+            instance.delete_run(run.run_id)
+
+
 def test_a_tick_nobody_is_due_at_says_whose_clock_it_looked_at(fleet):
     definitions, instance, storage, _ = fleet
     when = dt.datetime(2025, 3, 11, 0, 15, tzinfo=UTC)  # 14:00 in no zone of the fleet

@@ -221,14 +221,17 @@ def planned_at_ticks(instance: dg.DagsterInstance, ticks: list[dt.datetime]) -> 
 CATCH_UP = dt.timedelta(hours=12)
 
 
-def missed_ticks(instance: dg.DagsterInstance, tick: dt.datetime) -> list[dt.datetime]:
-    """The ticks between the last earlier one that launched a run and this one (at most CATCH_UP
-    back).
+def missed_ticks(instance: dg.DagsterInstance, tick: dt.datetime) -> tuple[dt.datetime | None, list[dt.datetime]]:
+    """The last earlier tick that launched a run (None if none did within CATCH_UP), and the ticks
+    between it and this one (at most CATCH_UP back).
 
     Dagster evaluates only the latest missed tick of a schedule without partitions, and every site
     is due at one tick a day: without these, a daemon down for half an hour would leave the sites
     of the quarter-hours it missed without a plan for tomorrow, and say nothing. A tick that was
-    evaluated planned every site due at it, so looking again at one costs nothing.
+    evaluated planned every site due at it, so looking again at one costs nothing. The last tick
+    that launched a run may not have launched all of them: the daemon may have stopped while
+    launching its runs, and Dagster resumes such a tick only if no later tick is due by the time
+    it is back, so the schedule looks at that tick again too.
 
     The last launch is looked up by its tick tag among earlier ticks, not as the newest day-ahead
     run: that may be a recovery run (which carries no tick) or a run of this very tick, launched
@@ -241,11 +244,13 @@ def missed_ticks(instance: dg.DagsterInstance, tick: dt.datetime) -> list[dt.dat
     ) or [None]
     if latest is not None:
         last = dt.datetime.fromisoformat(latest.dagster_run.tags[TICK_TAG])
+        launched = last
     elif instance.get_run_records(filters=dg.RunsFilter(tags=DAY_AHEAD_TAGS), limit=1):
         last = tick - CATCH_UP  # runs before the window only: any tick of it may have been missed
+        launched = None
     else:
-        return []  # a deployment's first tick: nothing was missed
-    return sorted(earlier for earlier in window if earlier > last)
+        return None, []  # a deployment's first tick: nothing was missed
+    return launched, sorted(earlier for earlier in window if earlier > last)
 
 
 def run_request(days: list[SiteDay], tick: dt.datetime) -> dg.RunRequest:
@@ -281,10 +286,13 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
     # Planned alone when due: its run fails naming the fault, where operators watch failures.
     clocks.extend((fault.site_id, fault.timezone) for fault in invalid if fault.timezone in iana_zone_names())
     last_date = last_date_partition(tick)
-    missed = missed_ticks(context.instance, tick)
+    launched, missed = missed_ticks(context.instance, tick)
+    # The last tick that launched runs reported its faults itself.
     for fault in faults_to_report(invalid, [*missed, tick]):
         context.log.error(str(fault))
-    due_at = {at: due_sites(clocks, at) for at in [*missed, tick]}
+    # That tick is looked at again: the daemon may have stopped before launching all its runs.
+    earlier = [launched, *missed] if launched is not None else missed
+    due_at = {at: due_sites(clocks, at) for at in [*earlier, tick]}
     # In order of the ticks, then of the sites at each: a dict keeps it and sees repeats at once.
     due_once: dict[tuple[str, dt.date], None] = {}
     for site_id, tomorrow in [pair for pairs in due_at.values() for pair in pairs]:
@@ -300,13 +308,13 @@ def day_ahead_dispatch_schedule(context: dg.ScheduleEvaluationContext, storage: 
         )
     zones = dict(clocks)
     partition_order = with_site_partitions(context.instance, {site_id: zones[site_id] for site_id, _ in due})
-    already = planned_at_ticks(context.instance, [*missed, tick])
+    already = planned_at_ticks(context.instance, [*earlier, tick])
     due_now = set(due_at[tick])
     caught_up = [SiteDay(*pair).key for pair in due if pair not in due_now and SiteDay(*pair).key not in already]
     if caught_up:
         context.log.warning(
-            f"planning {len(caught_up)} site-day(s) due at {len(missed)} tick(s) missed since "
-            f"{missed[0].isoformat()} (the daemon down, or the schedule stopped): {', '.join(caught_up[:10])}{' ...' if len(caught_up) > 10 else ''}"
+            f"planning {len(caught_up)} site-day(s) due at {len(earlier)} tick(s) missed or left unfinished since "
+            f"{earlier[0].isoformat()} (the daemon down, or the schedule stopped): {', '.join(caught_up[:10])}{' ...' if len(caught_up) > 10 else ''}"
         )
     due = [(site_id, tomorrow) for site_id, tomorrow in due if SiteDay(site_id, tomorrow).key not in already]
     if not due:
