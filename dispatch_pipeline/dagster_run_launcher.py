@@ -126,6 +126,10 @@ class WarmRunLauncher(dg.DefaultRunLauncher):
         origin = run.job_code_origin
         if origin is None or origin.executable_path != sys.executable:
             # Another interpreter (or no origin to load the job from): its code server starts it.
+            if RUN_PID_TAG in run.tags or RUN_HOST_TAG in run.tags:
+                # Copied from the run it re-executes (the daemon's retries keep their failed run's
+                # tags): that process is not this run's, so nothing here may check or signal it.
+                self._instance.add_run_tags(run.run_id, {RUN_PID_TAG: "", RUN_HOST_TAG: ""})
             super().launch_run(context)
             return
         execute_run_args = ExecuteRunArgs(job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref())

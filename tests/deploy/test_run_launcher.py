@@ -136,6 +136,33 @@ def test_a_run_on_another_interpreter_goes_to_its_code_server(instance, tmp_path
     assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
 
 
+def test_a_retry_launched_through_its_code_server_is_not_taken_for_its_parents_process(instance, tmp_path):
+    """The daemon's retries carry their failed run's tags, this launcher's process tags among
+    them: a retry that goes to its code server must not be judged, or terminated, by the
+    failed run's process id."""
+    dead = _launch(instance, tmp_path / "first")
+    _wait_for(lambda: _run(instance, dead).is_finished, "the first run to finish")
+    parent_tags = {key: value for key, value in _run(instance, dead).tags.items() if key.startswith("dispatch/")}
+    assert parent_tags[RUN_PID_TAG]
+    other_python = str(tmp_path / "other-venv" / "bin" / "python")
+    origin = dg.reconstructable(process_report_job).get_python_origin()
+    origin = origin._replace(repository_origin=origin.repository_origin._replace(executable_path=other_python))
+    retry = instance.create_run_for_job(
+        process_report_job,
+        run_config={"ops": {"report_process": {"config": {"report_path": str(tmp_path / "retry")}}}},
+        job_code_origin=origin,
+        tags={**parent_tags, "dagster/retry_number": "1"},
+    )
+    with mock.patch.object(dg.DefaultRunLauncher, "launch_run"):
+        instance.launch_run(retry.run_id, workspace=None)  # type: ignore[arg-type]
+
+    run = _run(instance, retry.run_id)
+    assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+    with mock.patch("os.kill") as kill, mock.patch.object(dg.DefaultRunLauncher, "terminate", return_value=True):
+        instance.run_launcher.terminate(retry.run_id)
+    assert not kill.called
+
+
 def test_a_preload_module_that_cannot_be_imported_fails_the_launch_naming_it(tmp_path):
     launcher = {**LAUNCHER, "config": {"preload_modules": ["dagster", "pandsa"]}}
     with dg.instance_for_test(overrides={"run_launcher": launcher}) as instance:
