@@ -285,3 +285,40 @@ def test_a_run_the_daemon_will_retry_is_left_to_its_retry(
 
     stored = [len(list_runs(engine, site.site_id, date)) for date in dates]
     assert stored == ([1, 1, 1, 1] if data_arrives else [1, 1, 0, 1])
+
+
+@pytest.mark.parametrize("decision", ["true", None], ids=["tagged-after-the-failure", "never-tagged"])
+def test_with_run_retries_on_a_run_is_split_only_once_the_daemon_decided_not_to_retry_it(
+    job, instance, engine, make_site, monkeypatch, capfd, decision
+):
+    """Dagster stores a run's failure first and tags `dagster/will_retry` after it: a tick that
+    reads the run in between must not split a run the daemon then retries."""
+    from dispatch_pipeline.defs.automation import recovery
+
+    site = make_site("BERLIN_DEPOT")
+    for date in DATES[:3]:
+        forecast = demo_forecast("BERLIN_DEPOT", date)
+        save_forecast(engine, site.site_id, forecast.iloc[:-3] if date == DATES[2] else forecast, ISSUED_AT)
+    failed = run_site_days(job, instance, [SiteDay(site.site_id, date) for date in DATES[:3]])
+    assert not failed.success
+    # On from here: with it on during the run, Dagster would have tagged the run already.
+    monkeypatch.setattr(dg.DagsterInstance, "run_retries_enabled", property(lambda self: True))
+    monkeypatch.setattr(recovery, "RETRY_DECISION_WAIT_SECONDS", 0.5)
+    context = failure_context(instance, failed)  # the run as read before the tag
+    assert "dagster/will_retry" not in context.dagster_run.tags
+    if decision is not None:
+        instance.add_run_tags(failed.run_id, {"dagster/will_retry": decision})
+    capfd.readouterr()
+
+    assert partition_recovery_sensor(context) is None
+    logged = capfd.readouterr().err
+    if decision is None:
+        assert "whether the daemon retries it is not recorded (dagster/will_retry missing after 0.5 s)" in logged
+    else:
+        assert "the daemon retries it (dagster/will_retry)" in logged
+    assert all(latest_run(engine, site.site_id, date) is None for date in DATES[:3])
+
+    instance.add_run_tags(failed.run_id, {"dagster/will_retry": "false"})  # the last attempt
+    [request] = partition_recovery_sensor(failure_context(instance, failed))
+    assert request.tags["dagster/asset_partition_range_start"] == SiteDay(site.site_id, DATES[0]).key
+    assert request.tags["dagster/asset_partition_range_end"] == SiteDay(site.site_id, DATES[1]).key

@@ -16,10 +16,13 @@ A run the daemon will retry (run_retries; Dagster tags it `dagster/will_retry=tr
 the missing data may arrive before the retry runs, and the retry would then plan every day the
 recovery runs plan, each stored twice (were both to run at once, neither would see the other's
 plans before storing its own). Its last attempt's failure is split, if days are still missing.
+Dagster tags a failed run so just after it stores the failure: with run_retries on, the sensor
+waits for that tag (a few seconds at most) before it decides.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 
 import dagster as dg
@@ -48,6 +51,9 @@ BACKFILL_TAG = "dagster/backfill"
 RECOVERED_BACKFILL_TAG = "dispatch/backfill"
 # Set by Dagster on a failed run when run_retries is on: "true" if the daemon will retry it.
 WILL_RETRY_TAG = "dagster/will_retry"
+# How long a tick waits for that tag: Dagster writes it right after the run's failure, so only a
+# process that died in between leaves it out for longer.
+RETRY_DECISION_WAIT_SECONDS = 5.0
 
 
 def incomplete_partitions(step_failures: Iterable[dg.DagsterEvent]) -> set[str]:
@@ -91,7 +97,9 @@ def unbroken_ranges(days: Sequence[SiteDay]) -> list[list[SiteDay]]:
 
 def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     """Runs for the complete site-days of a failed ranged run; none if it cannot be split."""
-    if not incomplete or RANGE_START_TAG not in run.tags or RECOVERS_TAG in run.tags or _will_retry(run):
+    if not incomplete or RANGE_START_TAG not in run.tags or RECOVERS_TAG in run.tags:
+        return []
+    if _will_retry(run) or _retry_undecided(run, instance):
         return []
     keys = run_partition_keys(run.tags, instance)
     # Dagster's order: dates, then sites in the partition order (key ranges follow it).
@@ -131,13 +139,13 @@ def recovery_requests(run: dg.DagsterRun, incomplete: set[str], instance: dg.Dag
     ),
 )
 def partition_recovery_sensor(context: dg.RunFailureSensorContext):
-    run = context.dagster_run
+    run = _with_retry_decision(context.instance, context.dagster_run)
     incomplete = incomplete_partitions(context.get_step_failure_events())
     requests = recovery_requests(run, incomplete, context.instance)
     if not requests:
         # Logged, not returned: a result (a SkipReason too) would end the tick, and each of a
         # burst of failed one-site runs would hold the runs to split behind it for a tick.
-        context.log.info(f"run {run.run_id}: {_not_split(run, incomplete)}")
+        context.log.info(f"run {run.run_id}: {_not_split(run, incomplete, context.instance)}")
         return None
     context.log.info(
         f"run {run.run_id}: {len(incomplete)} incomplete site-day(s); planning the others in {len(requests)} run(s)"
@@ -145,11 +153,26 @@ def partition_recovery_sensor(context: dg.RunFailureSensorContext):
     return requests
 
 
+def _with_retry_decision(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.DagsterRun:
+    """The failed run once Dagster has tagged whether the daemon retries it (with run_retries on).
+    Dagster stores the run's failure first and the tag after it: a tick in between would split a
+    run whose retry then plans the same days."""
+    deadline = time.monotonic() + RETRY_DECISION_WAIT_SECONDS
+    while instance.run_retries_enabled and WILL_RETRY_TAG not in run.tags and time.monotonic() < deadline:
+        time.sleep(0.1)
+        run = instance.get_run_by_id(run.run_id) or run
+    return run
+
+
 def _will_retry(run: dg.DagsterRun) -> bool:
     return run.tags.get(WILL_RETRY_TAG, "").lower() == "true"
 
 
-def _not_split(run: dg.DagsterRun, incomplete: set[str]) -> str:
+def _retry_undecided(run: dg.DagsterRun, instance: dg.DagsterInstance | None) -> bool:
+    return instance is not None and instance.run_retries_enabled and WILL_RETRY_TAG not in run.tags
+
+
+def _not_split(run: dg.DagsterRun, incomplete: set[str], instance: dg.DagsterInstance) -> str:
     if _will_retry(run):
         return (
             f"the daemon retries it ({WILL_RETRY_TAG}): its retry plans all its days if their data has "
@@ -161,4 +184,10 @@ def _not_split(run: dg.DagsterRun, incomplete: set[str]) -> str:
         return "a run of one site-day: nothing else to plan"
     if RECOVERS_TAG in run.tags:
         return f"itself a recovery run of {run.tags[RECOVERS_TAG]}: not split again"
+    if _retry_undecided(run, instance):
+        return (
+            f"whether the daemon retries it is not recorded ({WILL_RETRY_TAG} missing after "
+            f"{RETRY_DECISION_WAIT_SECONDS:g} s): left to the daemon; if it is not retried, re-execute it "
+            "or backfill its days"
+        )
     return f"none of its site-days can be planned ({len(incomplete)} named in its failure)"
