@@ -233,6 +233,9 @@ def parse_timestamp(value: Any, where: str) -> dt.datetime:
         parsed = value
     elif isinstance(value, str):
         try:
+            # fromisoformat stops reading at a NUL: "...Z\x00junk" would pass as "...Z".
+            if "\x00" in value:
+                raise ValueError("a NUL character")
             parsed = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             raise UsageError(f"{where}: not an ISO 8601 timestamp (got {value!r})") from None

@@ -512,3 +512,18 @@ def test_parquet_integer_and_decimal_columns_load_and_a_null_is_named_missing(ur
     table.to_parquet(path)
     assert load("forecasts", path, url) == 2
     assert f"row {ROW}, column load_kw: missing (got <NA>)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("tail", ["\x00junk", "\x00"])
+def test_a_ts_with_a_nul_character_is_refused_not_read_up_to_it(url, tmp_path, capsys, suffix, tail):
+    # datetime.fromisoformat stops at a NUL: "…Z\x00junk" would pass as "…Z", the rest dropped.
+    table = forecast_table()
+    table.loc[ROW - 1, "ts"] += tail
+    path = tmp_path / f"nul{suffix}"
+    table.to_csv(path, index=False) if suffix == ".csv" else table.to_parquet(path)
+    assert load("forecasts", path, url) == 2
+    line = f" (line {ROW + 1})" if suffix == ".csv" else ""
+    bad = table.loc[ROW - 1, "ts"]
+    assert f"row {ROW}{line}, column ts: not an ISO 8601 timestamp (got {bad!r})" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
