@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import itertools
 import math
 import numbers
 import re
@@ -153,22 +154,61 @@ def csv_lines(path: Path) -> list[int] | None:
     header: list[str] = []
     try:
         with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
-            reader = csv.reader(file)
+            # strict: a quoted cell going on after its closing quote ('"1"5') is an error, which
+            # pandas would read as the cell 15, and so would a lenient reader.
+            reader = csv.reader(file, strict=True)
             start = 1
-            for record in reader:
-                if len(record) > 1 or (record and record[0].strip()):
-                    if not starts:
-                        header = record
-                    elif len(record) != len(header):
-                        raise UsageError(
-                            f"{path}: row {len(starts)} (line {start}) has {len(record)} field{'' if len(record) == 1 else 's'}, the header "
-                            f"{len(header)} (got {_shortened(','.join(record))!r}){_one_field_hint(header)}"
-                        )
-                    starts.append(start)
-                start = reader.line_num + 1
+            try:
+                for record in reader:
+                    if len(record) > 1 or (record and record[0].strip()):
+                        if not starts:
+                            header = record
+                        elif len(record) != len(header):
+                            raise UsageError(
+                                f"{path}: row {len(starts)} (line {start}) has {len(record)} field{'' if len(record) == 1 else 's'}, the header "
+                                f"{len(header)} (got {_shortened(','.join(record))!r}){_one_field_hint(header)}"
+                            )
+                        starts.append(start)
+                    start = reader.line_num + 1
+            except csv.Error:
+                where = f"row {len(starts)} (line {start})" if starts else f"the header (line {start})"
+                _refuse_misquoted_cell(path, start, reader.line_num, where, header)
+                raise
     except (OSError, csv.Error):
         return None
     return starts[1:]  # starts[0]: the header
+
+
+def _refuse_misquoted_cell(path: Path, first_line: int, last_line: int, where: str, header: list[str]) -> None:
+    """UsageError naming the cell of the CSV record on lines first_line..last_line whose quoting
+    is broken: text after its closing quote, or no closing quote at all; nothing if neither."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
+        record = "".join(itertools.islice(file, first_line - 1, last_line))
+    column, cell_start, index = 0, 0, 0
+    while index < len(record):
+        if record[index] == '"' and index == cell_start:  # a quoted cell: on to its closing quote
+            close = record.find('"', index + 1)
+            while close != -1 and record.startswith('"', close + 1):  # a quote written twice
+                close = record.find('"', close + 2)
+            if close == -1:
+                cell_end, problem = len(record), "a quoted cell is never closed: it runs to the end of the file"
+                break
+            index = close + 1
+            if index < len(record) and record[index] not in ",\r\n":
+                ends = [found for separator in ",\r\n" if (found := record.find(separator, index)) != -1]
+                cell_end, problem = min(ends, default=len(record)), "text follows the closing quote of a quoted cell"
+                break
+            continue
+        if record[index] == ",":
+            column, cell_start = column + 1, index + 1
+        index += 1
+    else:
+        return
+    name = header[column] if column < len(header) else str(column + 1)
+    raise UsageError(
+        f"{path}: {where}, column {name}: {problem} (got {_shortened(record[cell_start:cell_end])!r}); "
+        'quote a whole cell, and write a quote within one twice ("")'
+    )
 
 
 def _shortened(text: str, limit: int = 80) -> str:

@@ -527,3 +527,36 @@ def test_a_ts_with_a_nul_character_is_refused_not_read_up_to_it(url, tmp_path, c
     bad = table.loc[ROW - 1, "ts"]
     assert f"row {ROW}{line}, column ts: not an ISO 8601 timestamp (got {bad!r})" in capsys.readouterr().err
     assert stored("forecasts", url).empty
+
+
+@pytest.mark.parametrize(
+    ("cell", "column", "message"),
+    [
+        # Read leniently (pandas, csv without strict), '"1"5' is the number 15.
+        ('"1"5', "load_kw", "text follows the closing quote of a quoted cell (got '\"1\"5')"),
+        ('""0.5', "pv_kw", "text follows the closing quote of a quoted cell (got '\"\"0.5')"),
+        ('"KL"_MALL', "site_id", "text follows the closing quote of a quoted cell (got '\"KL\"_MALL')"),
+    ],
+)
+def test_text_after_a_quoted_cells_closing_quote_is_refused_naming_the_cell(url, tmp_path, capsys, cell, column, message):
+    header, *rows = forecast_table().to_csv(index=False).splitlines()
+    cells = rows[ROW - 1].split(",")
+    cells[header.split(",").index(column)] = cell
+    rows[ROW - 1] = ",".join(cells)
+    path = tmp_path / "quotes.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    assert load("forecasts", path, url) == 2
+    assert f"row {ROW} (line {ROW + 1}), column {column}: {message}" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
+
+
+def test_a_quoted_cell_never_closed_is_named(url, tmp_path, capsys):
+    header, *rows = forecast_table().to_csv(index=False).splitlines()
+    site_id, ts, load_kw, pv_kw = rows[ROW - 1].split(",")
+    rows[ROW - 1] = f'{site_id},{ts},"{load_kw},{pv_kw}'
+    path = tmp_path / "unclosed.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    assert load("forecasts", path, url) == 2
+    err = capsys.readouterr().err
+    assert f"row {ROW} (line {ROW + 1}), column load_kw: a quoted cell is never closed: it runs to the end of the file" in err
+    assert stored("forecasts", url).empty
