@@ -233,6 +233,9 @@ def _number(value: Any, where: str, non_negative: bool) -> float:
         if not DECIMAL_NUMBER.fullmatch(text):
             raise UsageError(f"{where}: not a number (got {value!r})")
         number = float(text)
+        if math.isinf(number) and text.lstrip("+-").lower() not in ("inf", "infinity"):
+            # "1e400" is finite as written: float() only cannot hold it.
+            raise UsageError(f"{where}: must lie within ±{MAX_MAGNITUDE:.0e} (got {value!r})")
     elif _is_missing(value):
         raise UsageError(f"{where}: missing (got {value!r})")
     elif isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real | Decimal):

@@ -560,3 +560,14 @@ def test_a_quoted_cell_never_closed_is_named(url, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"row {ROW} (line {ROW + 1}), column load_kw: a quoted cell is never closed: it runs to the end of the file" in err
     assert stored("forecasts", url).empty
+
+
+@pytest.mark.parametrize("text", ["1e400", "-1e99999", "1" + "0" * 400])
+def test_a_number_beyond_a_floats_range_is_refused_as_too_large_not_as_infinite(url, tmp_path, capsys, text):
+    table = price_table().astype({"buy": object})
+    table.loc[ROW - 1, "buy"] = text
+    path = tmp_path / "huge.csv"
+    table.to_csv(path, index=False)
+    assert load("prices", path, url) == 2
+    assert f"row {ROW} (line {ROW + 1}), column buy: must lie within ±1e+09 (got {text!r})" in capsys.readouterr().err
+    assert stored("prices", url).empty
