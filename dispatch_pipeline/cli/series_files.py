@@ -264,11 +264,19 @@ def _is_missing(value: Any) -> bool:
     return value is None or value is pd.NA or value is pd.NaT
 
 
+def _missing_text(value: Any, where: str) -> None:
+    """UsageError for a Parquet null in a column of text (site_id, ts): pandas hands it over as a
+    float NaN, which no message should call an id or a time that is wrong."""
+    if _is_missing(value):
+        raise UsageError(f"{where}: missing (got {value!r})")
+    if isinstance(value, float) and math.isnan(value):
+        raise UsageError(f"{where}: missing (got {value!r}, a null of a text column)")
+
+
 def parse_timestamp(value: Any, where: str) -> dt.datetime:
     import pandas as pd
 
-    if _is_missing(value):
-        raise UsageError(f"{where}: missing (got {value!r})")
+    _missing_text(value, where)
     if isinstance(value, pd.Timestamp):
         # Nanoseconds are dropped here; check_interval_start looks at the Timestamp itself.
         parsed = value.to_pydatetime(warn=False)
@@ -356,6 +364,7 @@ def validate(
         table[list(columns)].itertuples(index=False, name=None), start=1
     ):
         row = f"{source}: {row_name(index)}"
+        _missing_text(site_id, f"{row}, column site_id")
         if not isinstance(site_id, str) or not SITE_ID.fullmatch(site_id):
             raise UsageError(f"{row}, column site_id: must match {SITE_ID.pattern} (got {site_id!r})")
         if wrong := site_id_problem(site_id):

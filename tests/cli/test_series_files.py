@@ -571,3 +571,14 @@ def test_a_number_beyond_a_floats_range_is_refused_as_too_large_not_as_infinite(
     assert load("prices", path, url) == 2
     assert f"row {ROW} (line {ROW + 1}), column buy: must lie within ±1e+09 (got {text!r})" in capsys.readouterr().err
     assert stored("prices", url).empty
+
+
+@pytest.mark.parametrize("column", ["site_id", "ts"])
+def test_a_null_in_a_parquet_text_column_is_named_missing(url, tmp_path, capsys, column):
+    table = forecast_table()  # site_id and ts as text: a null arrives as NaN
+    table.loc[ROW - 1, column] = None
+    path = tmp_path / "null.parquet"
+    table.to_parquet(path)
+    assert load("forecasts", path, url) == 2
+    assert f"row {ROW}, column {column}: missing (got nan, a null of a text column)" in capsys.readouterr().err
+    assert stored("forecasts", url).empty
