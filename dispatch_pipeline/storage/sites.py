@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Row, Select, Text, cast, func, select
 
+from dispatch_pipeline.storage.bulk import chunks
 from dispatch_pipeline.storage.checks import check_site_id, problem
 from dispatch_pipeline.storage.database import write_transaction
 from dispatch_pipeline.storage.tables import dispatch_runs, sites
@@ -103,6 +104,10 @@ def refuse_case_clashes(connection: Connection | None, site_ids: Sequence[str], 
         raise problem("site_id", f"differs only in case from {whose}{why}", site_id)
 
 
+# Ids per query of case_clashes: far below every driver's limit of bound parameters.
+_IDS_PER_QUERY = 5_000
+
+
 def case_clashes(connection: Connection | None, site_ids: Sequence[str]) -> dict[str, tuple[str, bool]]:
     """{site_id: (the id it differs from only in case, whether that one is registered)} for each
     of `site_ids` that is not registered itself and clashes so with a registered site or with
@@ -113,9 +118,12 @@ def case_clashes(connection: Connection | None, site_ids: Sequence[str]) -> dict
     none is registered there, and connecting to ask would create the database for input that may
     be refused."""
     lowered = sorted({site_id.lower() for site_id in site_ids})
-    stored = set() if connection is None else set(
-        connection.scalars(select(sites.c.site_id).where(func.lower(sites.c.site_id).in_(lowered)))
-    )
+    stored: set[str] = set()
+    if connection is not None:
+        # In chunks: one IN list of a file's every id would pass PostgreSQL drivers' limit of
+        # 65,535 parameters per statement.
+        for chunk in chunks(lowered, _IDS_PER_QUERY):
+            stored.update(connection.scalars(select(sites.c.site_id).where(func.lower(sites.c.site_id).in_(chunk))))
     taken = {}
     for site_id in sorted(stored):
         taken.setdefault(site_id.lower(), site_id)

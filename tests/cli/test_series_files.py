@@ -582,3 +582,15 @@ def test_a_null_in_a_parquet_text_column_is_named_missing(url, tmp_path, capsys,
     assert load("forecasts", path, url) == 2
     assert f"row {ROW}, column {column}: missing (got nan, a null of a text column)" in capsys.readouterr().err
     assert stored("forecasts", url).empty
+
+
+def test_the_case_check_takes_more_site_ids_than_one_statement_takes_parameters(url):
+    # A file of 70,000 sites is checked against the registered ids in one pass: one IN list of
+    # them all would pass psycopg's limit of 65,535 parameters, and the load would fail.
+    from dispatch_pipeline.storage.sites import case_clashes
+
+    engine = open_database(url)
+    upsert_site(engine, demo_site("KL_MALL"))
+    site_ids = [f"S{index}" for index in range(70_000)] + ["kl_mall", "KL_MALL"]
+    with engine.connect() as connection:
+        assert case_clashes(connection, site_ids) == {"kl_mall": ("KL_MALL", True)}
