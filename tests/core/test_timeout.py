@@ -216,3 +216,39 @@ def test_a_timeout_too_short_for_cbc_to_start_says_what_it_keeps_back() -> None:
         "timeout: time limit reached before CBC could start: 0.3 s of it is kept for writing the model "
         "and reading CBC's answer (a timeout_ms of about 800 or more leaves CBC time to search)"
     )
+
+
+def test_a_time_limited_plans_gap_is_measured_from_the_plans_own_objective(monkeypatch) -> None:
+    """The contract's mip_gap is relative to the plan's objective. HiGHS's own mip_gap is measured
+    from its incumbent, and the LP over the incumbent's binaries costs less (here 4.45 against
+    5.38, above a bound of -1.47): the plan is up to 1.33 of itself off, not the 1.27 reported."""
+    from dispatch_pipeline.core.milp import highs
+
+    def stop_after_2000_calls(deadline, clock=None):
+        calls = 0
+
+        def stop(event) -> None:
+            nonlocal calls
+            calls += 1
+            if calls >= 2000:  # HiGHS runs one thread: the same point of its search every time
+                event.interrupt()
+
+        return stop
+
+    seen = {}
+    plan_from_binaries = highs.plan_from_binaries
+
+    def noting_the_search(problem, compiled, solver, *args, **kwargs):
+        info = solver.getInfo()
+        seen["incumbent"] = info.objective_function_value + compiled.offset
+        seen["bound"] = info.mip_dual_bound + compiled.offset
+        return plan_from_binaries(problem, compiled, solver, *args, **kwargs)
+
+    monkeypatch.setattr(highs, "mip_interrupter", stop_after_2000_calls)
+    monkeypatch.setattr(highs, "plan_from_binaries", noting_the_search)
+    problem = build_problem(load_regression("milp_time_limit_plan_cheaper_than_its_incumbent"))
+    solution = highs.solve_with_highs(problem, time.monotonic() + 60)
+    assert solution.termination == "time_limit"
+    # The premise: a finite search bound, and a plan cheaper than the incumbent.
+    assert math.isfinite(seen["bound"]) and solution.objective_value < seen["incumbent"] - 1e-6
+    assert solution.mip_gap == pytest.approx(highs.relative_gap(solution.objective_value, seen["bound"]), rel=1e-9)

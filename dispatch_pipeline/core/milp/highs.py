@@ -367,7 +367,7 @@ def no_dearer_than_the_rules(
         candidate = solve_fixed_binaries(problem, compiled, highs, charge_allowed, import_allowed, deadline)
     except (MilpTimeout, MilpFailure):
         return plan, rules_objective
-    # The reported gap stays the search's: against the same bound, a cheaper plan's is smaller.
+    # The reported gap is measured from the plan returned, against the search's bound (solve_with_highs).
     cheaper = _dearest_reading(problem, candidate) < objective
     return (candidate if cheaper else plan), rules_objective
 
@@ -447,6 +447,7 @@ def solve_with_highs(
     rounds = 0
     termination = "optimal"
     mip_gap = 0.0
+    search_bound = -math.inf  # the time-limited search's own bound, when it has one
     while True:
         battery_conflicts, grid_conflicts = _conflicts(x, cols)
         newly = np.concatenate([battery_conflicts, grid_conflicts + problem.intervals])
@@ -479,7 +480,7 @@ def solve_with_highs(
             mip_gap = max(mip_gap, float(info.mip_gap))
         elif stopped and info.primal_solution_status == 2:
             termination = "time_limit"
-            mip_gap = float(info.mip_gap)
+            search_bound = float(info.mip_dual_bound) + compiled.offset
         elif stopped:
             raise MilpTimeout("the MILP time limit passed without a feasible schedule")
         else:
@@ -491,7 +492,9 @@ def solve_with_highs(
         problem, compiled, highs, charge_allowed, import_allowed, deadline
     )
     if termination == "time_limit":
-        mip_gap = min(mip_gap, relative_gap(objective, relaxation_bound))
+        # Relative to the plan's objective, not to the incumbent's that HiGHS's own mip_gap is
+        # measured from: the LP over the incumbent's binaries, or over the rules', can cost less.
+        mip_gap = min(relative_gap(objective, search_bound), relative_gap(objective, relaxation_bound))
     return MilpSolution(
         schedule=schedule,
         objective_value=objective,
