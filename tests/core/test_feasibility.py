@@ -141,6 +141,7 @@ def test_power_balance_is_judged_at_a_hundred_thousandth_of_the_intervals_own_po
     (1e-9, 7.5e-9, True),
     (1e-9, 0.5e-12, False),  # a solver's rounding: SOC 1.0005
     (1.0, 0.5e-5, False),  # from 10 Wh up, 1e-5 kWh as before
+    (100.0, 0.05, True),  # 0.05 % of the battery over full: not the 0.1 % that binds only below 10 Wh
 ])
 def test_a_small_batterys_soc_is_judged_as_a_fraction_of_it(capacity_kwh, over_kwh, found):
     request = load_case("typical")["request"] | {"bess": {"capacity_kwh": capacity_kwh, "soc_max": 1.0}}
