@@ -81,3 +81,16 @@ def test_a_solve_removes_what_killed_workers_left_and_leaves_nothing_itself(monk
     problem = build_problem(_typical_with_battery())
     solve_milp(problem, "cbc", time.monotonic() + 60)
     assert sorted(path.name for path in tmp_path.iterdir()) == [in_use.name]
+
+
+def test_the_gap_is_the_returned_plans_not_cbcs_own_best() -> None:
+    # The LP over CBC's binaries (or the rule-based plan) may cost less than CBC's best schedule:
+    # the reported gap is the plan's, against the bound CBC proved.
+    from types import SimpleNamespace
+
+    from dispatch_pipeline.core.milp.cbc import _achieved_gap
+
+    results = SimpleNamespace(problem=[SimpleNamespace(lower_bound=90.0, upper_bound=110.0)])
+    assert _achieved_gap(results, "", 100.0) == pytest.approx(0.1)
+    assert _achieved_gap(results, "Lower bound:                    95\n", 100.0) == pytest.approx(0.05)
+    assert _achieved_gap(results, "", 89.0) == 0.0

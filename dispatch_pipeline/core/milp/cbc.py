@@ -98,7 +98,7 @@ def solve_with_cbc(problem: DispatchProblem, deadline: float, mip_rel_gap: float
     return MilpSolution(
         schedule=schedule,
         objective_value=objective,
-        mip_gap=_achieved_gap(results, log),
+        mip_gap=_achieved_gap(results, log, objective),
         termination=termination,
         marginal_cost_per_kwh=marginal,
         rules_objective=rules_objective,
@@ -151,17 +151,18 @@ def _binary_values(switch: Any, intervals: Any) -> np.ndarray:
     return np.round([0.0 if switch[t].value is None else switch[t].value for t in intervals]).astype(float)
 
 
-def _achieved_gap(results: Any, log: str) -> float:
-    """The gap CBC reached between its best objective and its bound, relative to the objective
-    (not the 1e-4 it was asked for); NaN when CBC reported no bound.
+def _achieved_gap(results: Any, log: str, objective: float) -> float:
+    """The gap between the plan's objective and the bound CBC proved, relative to the objective
+    (not the 1e-4 it was asked for); NaN when CBC reported no bound. The plan's, not CBC's best:
+    the LP over its binaries (or the rules') may cost less, and the gap is the plan's.
 
     Pyomo keeps the root LP's value as the bound when the search completed; the bound CBC proved
     is the "Lower bound:" of its log's summary (six significant digits, so it can round past the
     objective by a hair: the gap is never negative).
     """
-    lower, upper = results.problem[0].lower_bound, results.problem[0].upper_bound
+    lower, upper = results.problem[0].lower_bound, objective
     try:
-        lower, upper = float(lower), float(upper)
+        lower = float(lower)
     except (TypeError, ValueError):
         return float("nan")
     logged = _LOG_LOWER_BOUND.findall(log)
