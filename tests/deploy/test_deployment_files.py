@@ -291,3 +291,51 @@ def test_ci_installs_make_and_venv_on_a_fresh_debian_machine(tmp_path, root):
         assert not apt_log.exists()
         assert ran.returncode == 1
         assert "ci: install make python3-venv first" in ran.stderr
+
+
+# Resident memory measured for `dispatch-pipeline serve` and `solver serve` (docs/performance.md,
+# "The API under load"): the uvicorn supervisor, each API worker, each warm solver process.
+_SUPERVISOR_MIB = 150
+_API_WORKER_MIB = 200
+_SOLVER_PROCESS_MIB = 200
+
+
+def _cpus(quantity: str) -> int:
+    """A Kubernetes CPU quantity as the whole CPUs `available_cpus` derives from the quota."""
+    import math
+
+    text = str(quantity)
+    return max(1, math.ceil(int(text[:-1]) / 1000 if text.endswith("m") else float(text)))
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    text = str(quantity)
+    return float(text[:-2]) * units[text[-2:]] if text[-2:] in units else float(text) / 2**20
+
+
+def _option(command: list[str], name: str, default: str) -> str:
+    return command[command.index(name) + 1] if name in command else default
+
+
+def test_kubernetes_solver_processes_fit_their_containers_memory():
+    """The API (each worker) and the solver service start one solver process per CPU they may
+    use: their affinity, capped only by a CPU limit. Without one, a pod on a 16-core node would
+    start 16 per worker and be killed for memory at start-up."""
+    manifests = list(yaml.safe_load_all((REPO / "deploy" / "helm" / "dispatch-api.yaml").read_text()))
+    deployments = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "Deployment"}
+    assert {"dispatch-api", "dispatch-solver"} <= set(deployments)
+    for name, deployment in deployments.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        limits = container["resources"]["limits"]
+        assert "cpu" in limits, f"{name}: no CPU limit, so one solver process per core of the node"
+        cpus = _cpus(limits["cpu"])
+        command = container["command"]
+        if command[1] == "serve":
+            workers = int(_option(command, "--workers", "1"))
+            needed = _SUPERVISOR_MIB + workers * (_API_WORKER_MIB + cpus * _SOLVER_PROCESS_MIB)
+        else:
+            assert command[1:3] == ["solver", "serve"], command
+            solvers = int(_option(command, "--workers", "0")) or cpus
+            needed = _SUPERVISOR_MIB + solvers * _SOLVER_PROCESS_MIB
+        assert needed <= _mebibytes(limits["memory"]), (name, needed, limits)
