@@ -86,6 +86,18 @@ def dearest_buy_after(buy: np.ndarray) -> np.ndarray:
     return np.append(suffix_max[1:], -np.inf)
 
 
+def peak_held_after(problem: DispatchProblem, schedule: Schedule) -> np.ndarray:
+    """For each interval, whether the battery discharges after it where the import would otherwise
+    reach the day's peak: what "a later import peak" held down claims. A discharge at a lower
+    import (a tie at the same price, the same energy used at any hour) holds no peak down."""
+    s = schedule
+    peak = float(s.grid_import.max()) if len(s.grid_import) else 0.0
+    holds = (s.discharge > battery_on(problem)) & (
+        s.grid_import + s.discharge - s.grid_export >= peak - max(1e-3, 1e-3 * peak)
+    )
+    return np.append(np.logical_or.accumulate(holds[::-1])[::-1][1:], False)
+
+
 def _amount(value: float) -> str:
     """A price as a tariff writes it: two decimals, up to four when it has them (0.55, 0.224).
     A price too small for four, as a market's -0.01 per MWh is per kWh, keeps two significant
@@ -162,6 +174,7 @@ def explain_interval(
     currency: str,
     spill_stored: SpillStored,
     optimal: bool = True,
+    peak_held_later: np.ndarray | None = None,
 ) -> tuple[str, str]:
     """`optimal`: the schedule is the MILP's, so what it leaves undone did not pay; a rule-based
     schedule's choices are its rules', and no claim about the demand charge is made for them."""
@@ -183,6 +196,8 @@ def explain_interval(
     # Whether stored energy is drawn on later today: what "worth more later" and "a later peak"
     # claim. Energy never drawn on again is held for the end-of-day target.
     drawn_later = dearest_later > -np.inf
+    # Whether a later discharge holds the day's import peak down: what "a later import peak" claims.
+    peak_later = peak_held_later is not None and bool(peak_held_later[t])
     cap = problem.import_cap_kw
     over_cap = f"; importing {_kw(imp)} kW, {_kw(imp - cap)} kW over the {cap:.1f} kW import limit" if (
         cap is not None and imp > cap + 1e-3
@@ -222,7 +237,7 @@ def explain_interval(
                 f"{charging} while energy is cheaper than later today "
                 f"(up to {_amount(dearest_later)} {currency}/kWh; {price}), SOC {soc:.0%}{over_cap}"
             )
-        if problem.demand_charge_per_kw > 0 and drawn_later:
+        if problem.demand_charge_per_kw > 0 and peak_later:
             return "charge_grid_peak_shaving", (
                 f"{charging} to hold a later import peak down "
                 f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price}), SOC {soc:.0%}{over_cap}"
@@ -283,7 +298,7 @@ def explain_interval(
                 f"battery idle at SOC {soc:.0%}, its energy is worth more later today "
                 f"(up to {_amount(dearest_later)} {currency}/kWh)"
             )
-        elif problem.demand_charge_per_kw > 0 and drawn_later:
+        elif problem.demand_charge_per_kw > 0 and peak_later:
             battery = f"battery idle at SOC {soc:.0%}, kept to hold a later import peak down"
         elif _at_most(s.energy[t], problem.energy_final_kwh, _energy_unit(problem)):
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
@@ -365,11 +380,12 @@ def explain(
     dearest_after = dearest_buy_after(np.where(schedule.discharge > battery_on(problem), problem.buy, -np.inf))
     binding = binding_constraints(problem, schedule, export_bound)
     spill_stored = SpillStored.of(problem, schedule, export_bound)
+    peak_later = peak_held_after(problem, schedule)
     explanations = []
     for t in range(problem.intervals):
         code, reason = explain_interval(
             problem, schedule, t, expensive, bands, export_bound, dearest_after, currency, spill_stored,
-            optimal=marginal_cost_per_kwh is not None,
+            optimal=marginal_cost_per_kwh is not None, peak_held_later=peak_later,
         )
         if code != "curtail" and schedule.curtail[t] > _ON:
             reason += f"; {_kw(schedule.curtail[t])} kW of PV curtailed"

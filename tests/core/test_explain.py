@@ -350,6 +350,30 @@ def test_peak_shaving_is_claimed_only_where_the_import_is_at_the_days_peak() -> 
     assert "to hold the day's peak import down to 63.0 kW (demand charge 1.50 MYR/kW" in load_peak.points[18].reason
 
 
+def test_a_later_import_peak_is_claimed_only_where_a_later_discharge_holds_the_days_peak() -> None:
+    # Paid to import at 10:00-13:59, the battery charges at its rating: that charging is the day's
+    # 70 kW peak. The discharges at 0.30 before and after it cover a 20 kW load, far below it, and
+    # the hours the battery leaves to the grid at that price hold no later peak down.
+    result = solve_dispatch(hourly_request(
+        load_kw=[20.0] * 24,
+        tariff={"buy": [0.30] * 10 + [-0.10] * 4 + [0.30] * 10, "sell": [0.0] * 24, "demand_charge_per_kw": 0.01},
+        bess={"capacity_kwh": 100, "max_charge_kw": 50, "max_discharge_kw": 50, "soc_initial": 0.5},
+    ))
+    points = result.points
+    peak = max(point.grid_imp_kw for point in points)
+    assert peak == pytest.approx(70.0)
+    held = [hour for hour, point in enumerate(points)
+            if point.batt_dis_kw > 1e-3 and point.grid_imp_kw + point.batt_dis_kw - point.grid_exp_kw >= peak - 1e-2]
+    idle_before_a_discharge = [
+        hour for hour, point in enumerate(points)
+        if point.reason_code == "import_idle" and any(later.batt_dis_kw > 1e-3 for later in points[hour + 1:])
+    ]
+    assert idle_before_a_discharge
+    for hour, point in enumerate(points):
+        if point.reason_code == "charge_grid_peak_shaving" or "later import peak" in point.reason:
+            assert any(later > hour for later in held), (hour, point.reason)
+
+
 def test_recharging_to_the_minimum_over_the_import_cap_says_how_far_over() -> None:
     result = solve_dispatch(hourly_request(
         load_kw=[50.0] * 24, limits={"grid_import_max_kw": 40.0},
