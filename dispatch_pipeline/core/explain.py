@@ -300,7 +300,8 @@ def explain_interval(
             )
         elif problem.demand_charge_per_kw > 0 and peak_later:
             battery = f"battery idle at SOC {soc:.0%}, kept to hold a later import peak down"
-        elif _at_most(s.energy[t], problem.energy_final_kwh, _energy_unit(problem)):
+        elif not drawn_later and _at_most(s.energy[t], problem.energy_final_kwh, _energy_unit(problem)):
+            # Energy discharged later today is not kept for the target, however low the battery.
             battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
         elif buy < 0:
             battery = f"battery idle at SOC {soc:.0%}: discharging would only cut an import the site is paid for"

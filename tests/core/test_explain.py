@@ -226,6 +226,8 @@ def test_every_explanation_is_true_of_its_interval(name: str, use_milp: bool) ->
             assert f"ending the day at {point.soc:.0%}" in point.reason, where
         if "kept for the end-of-day target" in point.reason:
             assert point.soc <= target + 1e-3, where
+            # Energy the battery discharges later that day is not kept for the target.
+            assert all(later.batt_dis_kw <= 1e-3 for later in result.points[t + 1:]), where
     if name == "mostly_high":
         assert "the day's highest price" in result.points[0].reason and "quartile" not in result.points[0].reason
 
