@@ -356,7 +356,11 @@ def _why_pay_to_export(problem: DispatchProblem, sell: float) -> str:
     weights = problem.weights
     if sell >= 0 or not weights.cost * -sell < weights.curtail:
         return ""
-    return f": paying it costs less than curtailing, which the plan weighs at {_amount(weights.curtail)} per kWh"
+    # The weight beside the price it is compared with: per unit of currency, as the price is
+    # (a `cost` weight of 0.5 makes a curtail weight of 0.2 worth 0.40 a kWh, more than a -0.30
+    # sell price). With `cost` 0 money is not weighed at all: the weight is in objective units.
+    weighed = weights.curtail / weights.cost if weights.cost > 0 else weights.curtail
+    return f": paying it costs less than curtailing, which the plan weighs at {_amount(weighed)} per kWh"
 
 
 def _why_not_store(problem: DispatchProblem, soc: float) -> str:

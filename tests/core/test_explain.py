@@ -461,6 +461,24 @@ def test_exporting_at_a_negative_price_says_why_it_is_not_curtailed(use_milp: bo
     )
 
 
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+def test_the_curtailment_weight_a_negative_export_is_weighed_against_is_in_the_prices_units(use_milp: bool) -> None:
+    # A cost weight of 0.5 halves what the plan sees of a -0.30 sell price: 0.15 against the
+    # curtail weight of 0.20. In the price's own units curtailing is weighed at 0.40 a kWh, and
+    # that is the figure that makes paying 0.30 the cheaper way out.
+    result = solve_dispatch(hourly_request(
+        load_kw=[10.0] * 24, pv_kw=[0.0] * 10 + [30.0] * 4 + [0.0] * 10,
+        tariff={"buy": [0.3] * 24, "sell": [-0.3] * 24},
+        bess={"max_charge_kw": 0.0, "soc_initial": 0.5}, weights={"cost": 0.5, "curtail": 0.2}, use_milp=use_milp,
+    ))
+    noon = result.points[11]
+    assert noon.reason_code == "export_surplus" and noon.grid_exp_kw == pytest.approx(20.0, abs=1e-6)
+    assert noon.reason == (
+        "Exporting 20.0 kW of PV surplus (sell -0.30 MYR/kWh: paying it costs less than curtailing, which "
+        "the plan weighs at 0.40 per kWh); battery idle at SOC 50%"
+    )
+
+
 def test_a_dearer_rate_filling_most_of_the_day_is_not_called_a_peak() -> None:
     # A Sunday: 0.15 off-peak for six night hours, 0.21 for the other eighteen. Energy above the
     # end-of-day target is used at 0.21, but 0.21 is the day's rate, not a peak.
