@@ -80,6 +80,13 @@ def _kw(value: float) -> str:
     return f"{value:.1f}" if value >= 0.05 else f"{value:.2g}"
 
 
+def _pct(fraction: float, places: int = 0) -> str:
+    """A state of charge as a percentage. A battery drained to its floor can hold -1e-18 of its
+    capacity, within any tolerance, and that is "0%", not "-0%"."""
+    text = f"{fraction:.{places}%}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.%") else text
+
+
 def dearest_buy_after(buy: np.ndarray) -> np.ndarray:
     """For each interval, the highest buy price of the intervals after it (-inf after the last)."""
     suffix_max = np.maximum.accumulate(buy[::-1])[::-1]
@@ -209,14 +216,14 @@ def explain_interval(
         if soc_before < bess.soc_min - _SOC_TOL:
             return "recover_soc_min", (
                 f"Charging {_kw(ch)} kW to bring the battery back up to its minimum "
-                f"(SOC {soc_before:.1%} < soc_min {bess.soc_min:.1%}){over_cap}"
+                f"(SOC {_pct(soc_before, 1)} < soc_min {bess.soc_min:.1%}){over_cap}"
                 # PV beyond what the battery takes is exported: the grid flow is named either way.
                 + (f"; exporting {_kw(exp)} kW" if exp > _ON else "")
             )
         if surplus >= ch - _ON and imp <= _ON:
             tail = f"; exporting {_kw(exp)} kW" if exp > _ON else ""
             return "charge_pv_surplus", (
-                f"Charging {_kw(ch)} kW from PV surplus ({pv:.1f} kW PV vs {load:.1f} kW load){tail}, SOC {soc:.0%}"
+                f"Charging {_kw(ch)} kW from PV surplus ({pv:.1f} kW PV vs {load:.1f} kW load){tail}, SOC {_pct(soc)}"
             )
         # Charging partly from PV surplus: the grid's share is what the price sentence is about.
         # The PV the plan uses, not the forecast: PV curtailed charges nothing.
@@ -228,21 +235,21 @@ def explain_interval(
         if buy < 0:
             return "charge_negative_price", f"{charging.rstrip(',')}: the site is paid to import ({price}){over_cap}"
         if last or (not drawn_later and soc <= target + 0.01):
-            short = f", ending the day at {soc:.0%}" if last and soc < target - 0.005 else ""
+            short = f", ending the day at {_pct(soc)}" if last and soc < target - 0.005 else ""
             return "charge_terminal_soc", (
                 f"{charging} toward the end-of-day target of SOC {target:.0%}{short} ({price}){over_cap}"
             )
         if dearer_later:
             return "charge_grid_cheap", (
                 f"{charging} while energy is cheaper than later today "
-                f"(up to {_amount(dearest_later)} {currency}/kWh; {price}), SOC {soc:.0%}{over_cap}"
+                f"(up to {_amount(dearest_later)} {currency}/kWh; {price}), SOC {_pct(soc)}{over_cap}"
             )
         if problem.demand_charge_per_kw > 0 and peak_later:
             return "charge_grid_peak_shaving", (
                 f"{charging} to hold a later import peak down "
-                f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price}), SOC {soc:.0%}{over_cap}"
+                f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price}), SOC {_pct(soc)}{over_cap}"
             )
-        return "charge_grid", f"{charging.rstrip(',')} ({price}), SOC {soc:.0%}{over_cap}"
+        return "charge_grid", f"{charging.rstrip(',')} ({price}), SOC {_pct(soc)}{over_cap}"
     if dis > on:
         if cap is not None and imp >= cap - 1e-3 and load - pv > cap + 1e-3:
             if imp > cap + 1e-3:
@@ -256,7 +263,7 @@ def explain_interval(
         if soc_before > bess.soc_max + _SOC_TOL:
             return "discharge_above_soc_max", (
                 f"Discharging {_kw(dis)} kW to bring the battery back down to its maximum "
-                f"(SOC {soc_before:.1%} > soc_max {bess.soc_max:.1%})"
+                f"(SOC {_pct(soc_before, 1)} > soc_max {bess.soc_max:.1%})"
                 + (f"; exporting {_kw(exp)} kW (sell {_amount(sell)} {currency}/kWh)" if exp > _ON else "")
             )
         if exp > _ON:
@@ -278,56 +285,56 @@ def explain_interval(
         if room_for is not None:
             return "discharge_make_room", (
                 f"Discharging {_kw(dis)} kW to cover load ({price}), making room in the battery for {room_for}, "
-                f"SOC {soc:.0%}"
+                f"SOC {_pct(soc)}"
             )
-        return "discharge_load", f"Discharging {_kw(dis)} kW to cover load ({price}), SOC {soc:.0%}"
+        return "discharge_load", f"Discharging {_kw(dis)} kW to cover load ({price}), SOC {_pct(soc)}"
     if cur > _ON:
         return "curtail", f"Curtailing {_kw(cur)} kW of PV: {_why_not_export(problem, schedule, t, export_bound[t], currency)} and {_why_not_store(problem, soc)}"
     if exp > _ON:
         return "export_surplus", (
             f"Exporting {_kw(exp)} kW of PV surplus (sell {_amount(sell)} {currency}/kWh"
-            f"{_why_pay_to_export(problem, sell)}); battery idle at SOC {soc:.0%}"
+            f"{_why_pay_to_export(problem, sell)}); battery idle at SOC {_pct(soc)}"
         )
     if imp > _ON:
         if bess.max_discharge_kw <= _ON or problem.capacity_kwh <= 0:
             battery = "the battery cannot discharge"
         elif _at_most(s.energy[t], problem.energy_min_kwh, _energy_unit(problem)):
-            battery = f"battery idle at its minimum, SOC {soc:.0%}"
+            battery = f"battery idle at its minimum, SOC {_pct(soc)}"
         elif dearer_later:
             battery = (
-                f"battery idle at SOC {soc:.0%}, its energy is worth more later today "
+                f"battery idle at SOC {_pct(soc)}, its energy is worth more later today "
                 f"(up to {_amount(dearest_later)} {currency}/kWh)"
             )
         elif problem.demand_charge_per_kw > 0 and peak_later:
-            battery = f"battery idle at SOC {soc:.0%}, kept to hold a later import peak down"
+            battery = f"battery idle at SOC {_pct(soc)}, kept to hold a later import peak down"
         elif not drawn_later and _at_most(s.energy[t], problem.energy_final_kwh, _energy_unit(problem)):
             # Energy discharged later today is not kept for the target, however low the battery.
-            battery = f"battery idle at SOC {soc:.0%}, kept for the end-of-day target of {target:.0%}"
+            battery = f"battery idle at SOC {_pct(soc)}, kept for the end-of-day target of {target:.0%}"
         elif buy < 0:
-            battery = f"battery idle at SOC {soc:.0%}: discharging would only cut an import the site is paid for"
+            battery = f"battery idle at SOC {_pct(soc)}: discharging would only cut an import the site is paid for"
         elif buy <= bess.cycle_cost_per_kwh and (optimal or not _at_billed_peak(problem, s, imp)):
             # Energy above the target and never drawn on later has no use but this import (and,
             # at the day's peak import, the demand charge, which the MILP found not worth it
             # either: the peak is flat over intervals the battery cannot all cover).
             battery = (
-                f"battery idle at SOC {soc:.0%}: discharging would save no more on the import it "
+                f"battery idle at SOC {_pct(soc)}: discharging would save no more on the import it "
                 f"replaces{', the peak demand charge included,' if _at_billed_peak(problem, s, imp) else ''} than it costs in "
                 f"battery wear ({_amount(bess.cycle_cost_per_kwh)} {currency}/kWh)"
             )
         elif drawn_later and optimal:
             # A tie: a later interval saves as much per kWh (the same price, or the same penalty
             # over the import limit), and the plan may use the energy in either.
-            battery = f"battery idle at SOC {soc:.0%}, its energy used later today, where it saves as much"
+            battery = f"battery idle at SOC {_pct(soc)}, its energy used later today, where it saves as much"
         elif drawn_later:
             battery = (
-                f"battery idle at SOC {soc:.0%}, its energy kept for later today "
+                f"battery idle at SOC {_pct(soc)}, its energy kept for later today "
                 f"(discharged at up to {_amount(dearest_later)} {currency}/kWh)"
             )
         else:
-            battery = f"battery idle at SOC {soc:.0%}"
+            battery = f"battery idle at SOC {_pct(soc)}"
         over = f"; {_kw(imp - cap)} kW over the {cap:.1f} kW import limit" if cap is not None and imp > cap + 1e-3 else ""
         return "import_idle", f"Importing {_kw(imp)} kW for the load ({price}){over}; {battery}"
-    return "idle", f"PV covers the load ({pv:.1f} kW PV, {load:.1f} kW load); battery idle at SOC {soc:.0%}"
+    return "idle", f"PV covers the load ({pv:.1f} kW PV, {load:.1f} kW load); battery idle at SOC {_pct(soc)}"
 
 
 def _at_billed_peak(problem: DispatchProblem, s: Schedule, imp: float) -> bool:
@@ -367,8 +374,8 @@ def _why_not_store(problem: DispatchProblem, soc: float) -> str:
     if problem.bess.max_charge_kw <= _ON or problem.capacity_kwh <= 0:
         return "the battery cannot charge"
     if soc >= problem.bess.soc_max - 1e-6:
-        return f"the battery is full (SOC {soc:.0%})"
-    return f"storing it would not pay back before the day ends (SOC {soc:.0%})"
+        return f"the battery is full (SOC {_pct(soc)})"
+    return f"storing it would not pay back before the day ends (SOC {_pct(soc)})"
 
 
 def explain(

@@ -479,6 +479,21 @@ def test_the_curtailment_weight_a_negative_export_is_weighed_against_is_in_the_p
     )
 
 
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+def test_a_battery_drained_to_a_floor_of_zero_is_at_0_percent_not_minus_0(use_milp: bool) -> None:
+    # The evening peak drains a battery with no SOC floor: what is left can be -1e-18 kWh.
+    result = solve_dispatch(hourly_request(
+        load_kw=[3.0] * 24,
+        tariff={"buy": [0.1] * 10 + [0.6] * 10 + [0.1] * 4, "sell": [0.0] * 24},
+        bess={"capacity_kwh": 10.0, "max_charge_kw": 0.0, "max_discharge_kw": 10.0, "soc_min": 0.0,
+              "soc_initial": 0.33, "soc_final_min": 0.0, "discharge_efficiency": 0.8},
+        use_milp=use_milp,
+    ))
+    assert any("battery idle at its minimum, SOC 0%" in point.reason for point in result.points)
+    for point in result.points:
+        assert "-0%" not in point.reason and "-0.0%" not in point.reason, point.reason
+
+
 def test_a_dearer_rate_filling_most_of_the_day_is_not_called_a_peak() -> None:
     # A Sunday: 0.15 off-peak for six night hours, 0.21 for the other eighteen. Energy above the
     # end-of-day target is used at 0.21, but 0.21 is the day's rate, not a peak.
