@@ -109,6 +109,7 @@ def _amount(value: float) -> str:
     """A price as a tariff writes it: two decimals, up to four when it has them (0.55, 0.224).
     A price too small for four, as a market's -0.01 per MWh is per kWh, keeps two significant
     digits: -0.00001, not a "-0.00" the site would be paid to import at."""
+    value += 0.0  # a price series rounded from -0.00004 holds -0.0: it is 0.00, not "-0.00"
     places = 4
     if 0 < abs(value) < 5e-5:
         places = 1 - int(np.floor(np.log10(abs(value))))
@@ -189,7 +190,7 @@ def explain_interval(
     buy, sell = problem.buy[t], problem.sell[t]
     soc = s.energy[t] / problem.capacity_kwh
     soc_before = (s.energy[t - 1] if t else problem.energy_initial_kwh) / problem.capacity_kwh
-    load, pv = problem.load_kw[t], problem.pv_kw[t]
+    load, pv = problem.load_kw[t] + 0.0, problem.pv_kw[t] + 0.0  # -0.0 kW in a series is "0.0 kW"
     surplus = pv - load
     band = bands[t]
     price = f"buy {_amount(buy)} {currency}/kWh, {band}"

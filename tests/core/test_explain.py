@@ -494,6 +494,20 @@ def test_a_battery_drained_to_a_floor_of_zero_is_at_0_percent_not_minus_0(use_mi
         assert "-0%" not in point.reason and "-0.0%" not in point.reason, point.reason
 
 
+@pytest.mark.parametrize("use_milp", [True, False], ids=["milp", "rules"])
+def test_series_holding_minus_zero_read_as_zero(use_milp: bool) -> None:
+    # A market price rounded from -0.00004 to four places is -0.0, as is a night's PV or load
+    # that went through the same arithmetic: none of them is a "-0.00" price or "-0.0 kW".
+    result = solve_dispatch(hourly_request(
+        load_kw=[-0.0] * 12 + [5.0] * 12, pv_kw=[-0.0] * 12 + [8.0] * 12,
+        tariff={"buy": [-0.0] * 12 + [0.2] * 12, "sell": [-0.0] * 24}, use_milp=use_milp,
+    ))
+    reasons = [point.reason for point in result.points]
+    assert any("PV covers the load (0.0 kW PV, 0.0 kW load)" in reason for reason in reasons)
+    for reason in reasons:
+        assert "-0.0" not in reason, reason
+
+
 def test_a_dearer_rate_filling_most_of_the_day_is_not_called_a_peak() -> None:
     # A Sunday: 0.15 off-peak for six night hours, 0.21 for the other eighteen. Energy above the
     # end-of-day target is used at 0.21, but 0.21 is the day's rate, not a peak.
