@@ -98,8 +98,10 @@ def peak_held_after(problem: DispatchProblem, schedule: Schedule) -> np.ndarray:
     reach the day's peak: what "a later import peak" held down claims. A discharge at a lower
     import (a tie at the same price, the same energy used at any hour) holds no peak down."""
     s = schedule
+    on = battery_on(problem)
     peak = float(s.grid_import.max()) if len(s.grid_import) else 0.0
-    holds = (s.discharge > battery_on(problem)) & (
+    # A discharge in place of PV the plan curtails saves no import either (explain_interval).
+    holds = (s.discharge > on) & (s.curtail < s.discharge - on) & (
         s.grid_import + s.discharge - s.grid_export >= peak - max(1e-3, 1e-3 * peak)
     )
     return np.append(np.logical_or.accumulate(holds[::-1])[::-1][1:], False)
@@ -271,13 +273,17 @@ def explain_interval(
             return "discharge_export", (
                 f"Discharging {_kw(dis)} kW and exporting {_kw(exp)} kW (sell {_amount(sell)} {currency}/kWh)"
             )
-        if expensive[t]:
+        # Where the plan curtails at least as much PV as the battery delivers, that PV could have
+        # served the same load: the discharge saves no import, at the peak price or at the day's
+        # peak import, and only empties the battery.
+        saves_import = cur < dis - on
+        if expensive[t] and saves_import:
             # Most of a day at its dearer rate (a Sunday: standard all day, off-peak at night)
             # is no peak an operator would name as one.
             when = "during the peak tariff" if expensive.mean() <= 0.5 else "at the day's dearer rate"
             return "discharge_peak", f"Discharging {_kw(dis)} kW {when} ({price})"
         peak = float(s.grid_import.max())
-        if problem.demand_charge_per_kw > 0 and imp >= peak - max(1e-3, 1e-3 * peak):
+        if problem.demand_charge_per_kw > 0 and saves_import and imp >= peak - max(1e-3, 1e-3 * peak):
             return "discharge_peak_shaving", (
                 f"Discharging {_kw(dis)} kW to hold the day's peak import down to {peak:.1f} kW "
                 f"(demand charge {_amount(problem.demand_charge_per_kw)} {currency}/kW; {price})"

@@ -376,6 +376,26 @@ def test_a_later_import_peak_is_claimed_only_where_a_later_discharge_holds_the_d
             assert any(later > hour for later in held), (hour, point.reason)
 
 
+@pytest.mark.parametrize("demand_charge", [0.0, 0.3])
+def test_a_discharge_in_place_of_curtailed_pv_is_not_said_to_save_the_peak_price(demand_charge: float) -> None:
+    # No export, PV over the load all morning at the day's 0.50 peak, and paid to import at noon:
+    # the battery empties itself into the load while the morning's PV is curtailed, which saves
+    # no import at 0.50 (the PV could have served that load) but makes room for the paid import.
+    result = solve_dispatch(hourly_request(
+        load_kw=[10.0] * 24, pv_kw=[0.0] * 6 + [30.0] * 6 + [0.0] * 12,
+        tariff={"buy": [0.2] * 6 + [0.5] * 6 + [-0.5] * 4 + [0.2] * 8, "sell": [0.0] * 24,
+                "demand_charge_per_kw": demand_charge},
+        limits={"grid_export_max_kw": 0.0},
+        bess={"capacity_kwh": 100, "max_charge_kw": 50, "max_discharge_kw": 50, "soc_initial": 0.9},
+    ))
+    in_place_of_pv = [point for point in result.points[6:12]
+                      if point.batt_dis_kw > 1e-3 and point.curtail_kw >= point.batt_dis_kw - 1e-6]
+    assert in_place_of_pv
+    for point in in_place_of_pv:
+        assert point.reason_code == "discharge_make_room", point.reason
+        assert "grid energy the site is paid to import (buy down to -0.50 MYR/kWh)" in point.reason
+
+
 def test_recharging_to_the_minimum_over_the_import_cap_says_how_far_over() -> None:
     result = solve_dispatch(hourly_request(
         load_kw=[50.0] * 24, limits={"grid_import_max_kw": 40.0},
