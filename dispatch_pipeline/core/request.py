@@ -268,11 +268,17 @@ class DispatchRequest(_Strict):
 
 def describe_error(error: ErrorDetails, subject: str = "") -> str:
     """One pydantic error as "field: what is wrong (got value)"; `subject` prefixes a whole-object error."""
+    # A key that is no text ends the location with the key itself, a YAML `true:` or `1:` as the
+    # index [1]: the mapping holding it is the field at fault, and the key its value.
+    invalid_key = error["type"] == "invalid_key"
     location = ""
-    for part in error["loc"]:
+    for part in error["loc"][:-1] if invalid_key else error["loc"]:
         location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
     if error["type"] == "missing":
         return f"{location}: field required"
+    if invalid_key:
+        message = f"has a key that is not text (got {error.get('input')!r})"
+        return f"{location or subject}: {message}" if location or subject else message
     message = error["msg"].removeprefix("Value error, ")
     shown = error.get("input")
     # A whole object checked by its own rule is noise (the rule names the values); a validator

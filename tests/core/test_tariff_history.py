@@ -175,3 +175,15 @@ def test_an_unquoted_yaml_date_is_read_as_the_date(tmp_path):
     path.write_text(entry + history)
     [site] = load_sites_yaml(path)
     assert site.tariff_history[0].until == SPRING_FORWARD
+
+
+@pytest.mark.parametrize(("key", "shown"), [("true", "True"), ("1", "1"), ("~", "None")])
+def test_a_key_that_yaml_reads_as_no_text_is_named_at_its_mapping(tmp_path, key, shown):
+    # `true:` (or `1:`) is read as a boolean (an integer): the key is the value at fault, and the
+    # tariff the field, not an item "[1]" of it.
+    path = tmp_path / "sites.yaml"
+    entry = yaml.safe_dump({"sites": [berlin()]}, sort_keys=False)
+    path.write_text(entry.replace("  tariff:\n", f"  tariff:\n    {key}: 0.3\n", 1))
+    with pytest.raises(SiteConfigError) as caught:
+        load_sites_yaml(path)
+    assert caught.value.problems == [f"{path}: sites[0] ('BERLIN_DEPOT'): tariff: has a key that is not text (got {shown})"]
